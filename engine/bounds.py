@@ -1,0 +1,36 @@
+"""Memory bounds of the engine, set by configuration rather than by the traffic.
+
+Every structure that grows with traffic is capped by one of these numbers. When a cap is hit the
+engine evicts (oldest idle connections first, oldest kept payload first), counts what it evicted,
+and reports it in its statistics; it never grows past the budget to keep data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1024 * 1024
+
+# What one tracked connection costs beyond its payload: the Connection and its two HalfStreams
+# (slotted objects), two table entries and the small strings made for them. Measured with
+# tracemalloc on a SYN flood (tests/bench); rounded up.
+CONNECTION_COST = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    max_connections: int = 250_000
+    """Connections tracked at once; the least recently active is evicted past it."""
+    max_ooo_bytes: int = 4 * MiB
+    """Out-of-order bytes buffered per direction of a connection before the hole is declared a gap."""
+    keep_stream_bytes: int = 1 * MiB
+    """Reassembled bytes kept per connection for the follow view (oldest dropped first); 0 keeps none."""
+    memory_budget: int = 512 * MiB
+    """Global: connection overhead + out-of-order + kept stream bytes + IP fragments."""
+    idle_timeout: float = 300.0
+    """Seconds of packet time without a packet before a connection is expired."""
+    closed_linger: float = 30.0
+    """Seconds a closed or reset connection stays in the table for late retransmissions."""
+    max_fragment_bytes: int = 8 * MiB
+    """IP fragments waiting for reassembly, all datagrams together."""
+    fragment_timeout: float = 30.0

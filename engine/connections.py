@@ -1,0 +1,479 @@
+"""The connection table: TCP segments in, reassembled streams and connection events out.
+
+This is where the rules of `engine.tcp` are applied to each segment: which connection it belongs
+to (a new SYN on a finished connection's ports opens a new one), the observer state, delivery in
+order, gaps, and the bounds of `engine.bounds`. It does no decoding (see `engine.pipeline`) and no
+I/O; time is the packets' time.
+
+Connection keys are integers made from the addresses and ports of the packet's sender (see
+`engine.pipeline`); each connection is entered twice, once per direction, and the entry points
+at the HalfStream of the data that direction carries.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+
+from engine.bounds import CONNECTION_COST, Bounds
+from engine.detect import TLS, Sniffer, TlsHelloReader
+from engine.events import (
+    ConnectionClosed,
+    ConnectionInfo,
+    ConnectionOpened,
+    ConnectionUpdated,
+    Gap,
+)
+from engine.tcp import (
+    ACK,
+    FIN,
+    MAX_AHEAD,
+    RST,
+    SEQ_MASK,
+    SYN,
+    Connection,
+    HalfStream,
+    StreamConsumer,
+    seq_delta,
+)
+from engine.tcpstate import FINISHED, Signal, State, next_state
+
+# Keys: IPv4 is (src << 32 | dst) << 32 | (sport << 16 | dport); IPv6 the same with 128-bit
+# addresses and a tag bit above, so that the two families never collide.
+V6_TAG = 1 << 300
+_M16, _M32, _M128 = 0xFFFF, 0xFFFFFFFF, (1 << 128) - 1
+
+# States in which a plain ACK can move the observer (see engine.tcpstate.TRANSITIONS).
+ACK_MOVES = frozenset({None, State.SYN_SENT, State.SYN_RECEIVED, State.CLOSING})
+
+ConsumerFactory = Callable[[Connection, Callable[[object], None]], "StreamConsumer | None"]
+
+
+def reverse_key(key: int) -> int:
+    ports = key & _M32
+    rports = ((ports & _M16) << 16) | (ports >> 16)
+    if key >= V6_TAG:
+        addrs = (key - V6_TAG) >> 32
+        raddrs = ((addrs & _M128) << 128) | (addrs >> 128)
+        return V6_TAG | (raddrs << 32) | rports
+    addrs = key >> 32
+    raddrs = ((addrs & _M32) << 32) | (addrs >> 32)
+    return (raddrs << 32) | rports
+
+
+def key_endpoints(key: int) -> tuple[str, str]:
+    """("src:port", "dst:port") of the sender of packets with this key."""
+    ports = key & _M32
+    sport, dport = ports >> 16, ports & _M16
+    if key >= V6_TAG:
+        addrs = (key - V6_TAG) >> 32
+        src, dst = ipaddress.IPv6Address(addrs >> 128), ipaddress.IPv6Address(addrs & _M128)
+        return f"[{src}]:{sport}", f"[{dst}]:{dport}"
+    addrs = key >> 32
+    src4, dst4 = ipaddress.IPv4Address(addrs >> 32), ipaddress.IPv4Address(addrs & _M32)
+    return f"{src4}:{sport}", f"{dst4}:{dport}"
+
+
+class ConnectionTable:
+    def __init__(
+        self,
+        bounds: Bounds,
+        consumers: dict[str | None, list[ConsumerFactory]] | None = None,
+        live_updates: bool = False,
+    ) -> None:
+        self.bounds = bounds
+        self.keep = bounds.keep_stream_bytes
+        self.max_ooo = bounds.max_ooo_bytes
+        self.factories: dict[str | None, list[ConsumerFactory]] = {TLS: [_tls_hello_reader]}
+        for protocol, factories in (consumers or {}).items():
+            self.factories[protocol] = [*self.factories.get(protocol, []), *factories]
+        self.live_updates = live_updates
+        self.by_key: dict[int, HalfStream] = {}
+        # Active connections, least recently touched first (reordered once per batch).
+        self.lru: dict[int, Connection] = {}
+        # Closed or reset connections, in the order they finished, lingering for late packets.
+        self.finished: dict[int, Connection] = {}
+        self.next_id = 0
+        self.events: list[object] = []
+        self.touched: list[Connection] = []
+        self.opened: set[int] = set()
+        self.batch_mark = 0
+        self.memory = 0  # connection overhead + kept + out-of-order bytes
+        self.evicted = 0
+        self.dropped_kept = 0
+        self.ignored = 0
+
+    # ------------------------------------------------------------------ segments
+
+    def segment(self, ts: float, key: int, seq: int, ack: int, flags: int, window: int,
+                data: bytes, wire_len: int) -> None:
+        """One TCP segment: its sender's key, header fields, captured payload and real length."""
+        hs = self.by_key.get(key)
+        if hs is None:
+            hs = self._open(ts, key, flags)
+        elif flags & SYN and not flags & ACK and hs.from_client:
+            conn = hs.conn
+            if conn.state not in (None, State.SYN_SENT) and seq != conn.isn_client:
+                self._finish(conn, ts, "reused")
+                hs = self._open(ts, key, flags)
+        conn = hs.conn
+        hs.packets += 1
+        conn.last_ts = ts
+        if conn.mark != self.batch_mark:
+            conn.mark = self.batch_mark
+            self.touched.append(conn)
+        if flags & ACK:
+            hs.ack = ack
+        if flags & (SYN | FIN | RST) or conn.state in ACK_MOVES:
+            seq = self._control(hs, ts, seq, ack, flags, wire_len)
+        elif not wire_len and "A" not in hs.letters:
+            hs.mark("A")
+        if window == 0 and not flags & RST and "W" not in hs.letters:
+            hs.mark("W")
+        if wire_len and not flags & RST:
+            # Data carried by a RST is a diagnostic text (RFC 1122 4.2.2.12), not stream bytes.
+            if "D" not in hs.letters:
+                hs.mark("D")
+            base = hs.base
+            if base is None:
+                hs.base = base = seq  # picked up mid-stream: the first byte seen is offset 0
+            if seq == (base + hs.offset) & SEQ_MASK and not hs.ooo and len(data) == wire_len:
+                self._deliver(hs, ts, data)
+            else:
+                self._data(hs, ts, seq, data, wire_len)
+        peer = hs.peer
+        if peer.ooo and flags & ACK:
+            self._gaps_acked(peer, ts)
+        if flags & RST:
+            self._flush_half(conn.client, ts, "close")
+            self._flush_half(conn.server, ts, "close")
+
+    def _open(self, ts: float, key: int, flags: int) -> HalfStream:
+        sender, receiver = key_endpoints(key)
+        if flags & SYN:
+            sender_is_client, guessed = not flags & ACK, False
+        else:
+            ports = key & _M32
+            sport, dport = ports >> 16, ports & _M16
+            # Without a handshake the side with the higher (ephemeral) port is the client.
+            sender_is_client, guessed = sport >= dport, True
+        client, server = (sender, receiver) if sender_is_client else (receiver, sender)
+        conn = Connection(self.next_id, ts, client, server, guessed)
+        self.next_id += 1
+        rkey = reverse_key(key)
+        ckey, skey = (key, rkey) if sender_is_client else (rkey, key)
+        old = self.by_key.get(rkey)
+        if old is not None:  # only possible after a reuse where the two keys disagree
+            self._finish(old.conn, ts, "reused")
+        self.by_key[ckey] = conn.client
+        self.by_key[skey] = conn.server
+        conn.keys = (ckey, skey)
+        self.lru[conn.id] = conn
+        self.memory += CONNECTION_COST
+        if self.live_updates:
+            self.opened.add(conn.id)
+        emit = self.events.append
+        for factory in self.factories.get(None, ()):
+            consumer = factory(conn, emit)
+            if consumer is not None:
+                conn.consumers.append(consumer)
+        return conn.client if sender_is_client else conn.server
+
+    def _control(self, hs: HalfStream, ts: float, seq: int, ack: int, flags: int,
+                 wire_len: int) -> int:
+        """Apply SYN, FIN and RST to the half stream and the observer state; return the data's seq."""
+        conn = hs.conn
+        if flags & RST:
+            signal = Signal.RST
+            hs.rst = True
+            if conn.first_rst is None:
+                conn.first_rst = "orig" if hs.from_client else "resp"
+            hs.mark("R")
+        elif flags & SYN:
+            signal = Signal.SYN_ACK if flags & ACK else Signal.SYN
+            hs.mark("H" if flags & ACK else "S")
+            if hs.from_client == (signal is Signal.SYN):
+                hs.syn = True
+            if hs.from_client and signal is Signal.SYN:
+                conn.isn_client = seq
+            if hs.base is None or (hs.offset == 0 and not hs.ooo):
+                hs.base = (seq + 1) & SEQ_MASK
+            seq = (seq + 1) & SEQ_MASK  # data on a SYN starts after it
+        elif flags & FIN:
+            signal = Signal.FIN if not hs.peer.fin else Signal.FIN_OTHER
+            if hs.fin:
+                signal = Signal.ACK  # a retransmitted FIN
+        else:
+            signal = Signal.ACK
+            if not wire_len:
+                hs.mark("A")
+            if (
+                conn.state is State.CLOSING
+                and hs.fin
+                and hs.peer.fin_offset is not None
+                and hs.peer.base is not None
+                and hs.peer.offset_of(ack) > hs.peer.fin_offset
+            ):
+                signal = Signal.FINAL_ACK
+        if flags & FIN and not hs.fin:
+            hs.fin = True
+            hs.mark("F")
+            if hs.base is None:
+                hs.base = seq
+            hs.fin_offset = hs.offset_of((seq + wire_len) & SEQ_MASK)
+        state = next_state(conn.state, signal)
+        if state is not conn.state:
+            conn.state = state
+            if state in FINISHED and conn.finished_ts is None:
+                conn.finished_ts = ts
+                self.finished[conn.id] = conn
+        return seq
+
+    def _data(self, hs: HalfStream, ts: float, seq: int, data: bytes, wire_len: int) -> None:
+        """Everything but the in-order fast path: overlaps, retransmissions, holes, short captures."""
+        assert hs.base is not None
+        delta = seq_delta(seq, (hs.base + hs.offset) & SEQ_MASK)
+        captured = len(data)
+        if delta > 0:
+            if delta > MAX_AHEAD:
+                hs.ignored += 1
+                self.ignored += 1
+                return
+            added, differing = hs.buffer(hs.offset + delta, data)
+            self.memory += added
+            if differing:
+                self._inconsistent(hs)
+            if hs.ooo_bytes > self.max_ooo:
+                while hs.ooo and hs.ooo_bytes > self.max_ooo // 2:
+                    self._skip_hole(hs, ts, "buffer")
+            return
+        old = min(-delta, wire_len)
+        if old:
+            if not (delta == -1 and wire_len == 1):  # a keep-alive probe resends one old byte
+                hs.retransmitted += old
+                hs.mark("T")
+                seen = hs.conn.kept_range(hs.from_client, hs.offset + delta,
+                                          hs.offset + delta + min(old, captured))
+                if seen is not None and seen != data[: len(seen)]:
+                    self._inconsistent(hs)
+        new = wire_len - old
+        if new <= 0:
+            return
+        fresh = data[old:]
+        if fresh:
+            self._deliver(hs, ts, fresh)
+        if len(fresh) < new:
+            self._gap(hs, ts, new - len(fresh), "snaplen")
+        if hs.ooo:
+            self._drain(hs, ts)
+
+    def _inconsistent(self, hs: HalfStream) -> None:
+        hs.conn.inconsistent += 1
+        hs.mark("I")
+
+    def _deliver(self, hs: HalfStream, ts: float, data: bytes) -> None:
+        conn = hs.conn
+        off = hs.offset
+        n = len(data)
+        hs.offset = off + n
+        hs.delivered += n
+        if self.keep:
+            conn.kept.append((hs.from_client, ts, off, data))
+            conn.kept_bytes += n
+            self.memory += n
+            if conn.kept_bytes > self.keep:
+                self._trim_kept(conn, self.keep)
+        for consumer in conn.consumers:
+            consumer.on_data(conn, hs.from_client, ts, data)
+        if conn.sniffing:
+            self._sniff(conn, hs.from_client, ts, data)
+        if hs.ooo and hs.ooo[0][0] <= hs.offset:
+            self._drain(hs, ts)
+
+    def _drain(self, hs: HalfStream, ts: float) -> None:
+        """Deliver buffered data that has become contiguous."""
+        ooo = hs.ooo
+        while ooo and ooo[0][0] <= hs.offset:
+            start, end, data = ooo.pop(0)
+            hs.ooo_bytes -= len(data)
+            self.memory -= len(data)
+            if end <= hs.offset:
+                continue
+            self._deliver(hs, ts, data[hs.offset - start :])
+
+    def _gap(self, hs: HalfStream, ts: float, size: int, reason: str) -> None:
+        conn = hs.conn
+        self.events.append(Gap(conn.id, hs.from_client, hs.offset, size, ts, reason))
+        if self.keep:
+            conn.kept.append((hs.from_client, ts, hs.offset, size))
+        hs.offset += size
+        hs.missing += size
+        hs.mark("G")
+        for consumer in conn.consumers:
+            consumer.on_gap(conn, hs.from_client, ts, size)
+        if conn.sniffing:
+            # A stream that starts with a hole cannot be recognised from its first bytes.
+            self._sniff(conn, hs.from_client, ts, None)
+
+    def _skip_hole(self, hs: HalfStream, ts: float, reason: str) -> None:
+        start = hs.ooo[0][0]
+        if start > hs.offset:
+            self._gap(hs, ts, start - hs.offset, reason)
+        self._drain(hs, ts)
+
+    def _gaps_acked(self, hs: HalfStream, ts: float) -> None:
+        """The peer acknowledged bytes of hs beyond a hole: the endpoint got them, we did not."""
+        acked = hs.acked_offset()
+        while acked is not None and hs.ooo and hs.ooo[0][0] <= acked and acked > hs.offset:
+            self._skip_hole(hs, ts, "acked")
+
+    def _flush_half(self, hs: HalfStream, ts: float, reason: str) -> None:
+        """No more data will come: every hole becomes a gap, up to the FIN or the last ACK."""
+        while hs.ooo:
+            self._skip_hole(hs, ts, reason)
+        end = hs.fin_offset if hs.fin_offset is not None else hs.acked_offset()
+        if end is not None and hs.offset < end <= hs.offset + MAX_AHEAD:
+            self._gap(hs, ts, end - hs.offset, reason)
+
+    # ------------------------------------------------------------------ protocol detection
+
+    def _sniff(self, conn: Connection, from_client: bool, ts: float, data: bytes | None) -> None:
+        sniffer = Sniffer.of(conn)
+        decided = sniffer.add(from_client, ts, data)
+        if decided is None:
+            return
+        conn.sniffing = False
+        conn.protocol = decided or None
+        emit = self.events.append
+        for factory in self.factories.get(conn.protocol, ()) if conn.protocol else ():
+            consumer = factory(conn, emit)
+            if consumer is None:
+                continue
+            conn.consumers.append(consumer)
+            for fc, chunk_ts, chunk in sniffer.chunks:
+                consumer.on_data(conn, fc, chunk_ts, chunk)
+        sniffer.release(conn)
+
+    # ------------------------------------------------------------------ bounds and expiry
+
+    def _trim_kept(self, conn: Connection, limit: int) -> None:
+        kept = conn.kept
+        while kept and conn.kept_bytes > limit:
+            item = kept.popleft()
+            if not isinstance(item[3], int):
+                n = len(item[3])
+                conn.kept_bytes -= n
+                conn.dropped_kept += n
+                self.dropped_kept += n
+                self.memory -= n
+
+    def end_batch(self, now: float) -> None:
+        """Once per batch: LRU order, expiry, bounds, and the live snapshots of what changed."""
+        lru = self.lru
+        for conn in self.touched:
+            if lru.pop(conn.id, None) is not None:
+                lru[conn.id] = conn
+        touched, self.touched = self.touched, []
+        self.batch_mark += 1
+        self.expire(now)
+        self._enforce_bounds(now)
+        if self.live_updates:
+            for conn in touched:
+                if conn.id not in lru and conn.id not in self.finished:
+                    continue  # already reported closed
+                info = snapshot(conn)
+                if conn.id in self.opened:
+                    self.events.append(ConnectionOpened(info))
+                else:
+                    self.events.append(ConnectionUpdated(info))
+            self.opened.clear()
+
+    def expire(self, now: float) -> None:
+        linger, idle = self.bounds.closed_linger, self.bounds.idle_timeout
+        while self.finished:
+            conn = next(iter(self.finished.values()))
+            if now - conn.last_ts < linger:
+                break
+            self._finish(conn, now, "closed")
+        while self.lru:
+            conn = next(iter(self.lru.values()))
+            if now - conn.last_ts < idle:
+                break
+            self._finish(conn, now, "idle")
+
+    def _enforce_bounds(self, now: float) -> None:
+        budget = self.bounds.memory_budget
+        if self.memory > budget:
+            # Kept payload goes first, oldest connections first, down to 3/4 of the budget.
+            target = budget * 3 // 4
+            for conn in list(self.lru.values()):
+                if self.memory <= target:
+                    break
+                if conn.kept_bytes:
+                    self._trim_kept(conn, 0)
+        while self.lru and (len(self.lru) > self.bounds.max_connections or self.memory > budget):
+            self.evicted += 1
+            self._finish(next(iter(self.lru.values())), now, "evicted")
+
+    def _finish(self, conn: Connection, ts: float, reason: str) -> None:
+        """Take the connection out of the table and report its final state."""
+        gap_reason = {"closed": "close", "reused": "close"}.get(reason, reason)
+        self._flush_half(conn.client, ts, gap_reason)
+        self._flush_half(conn.server, ts, gap_reason)
+        for consumer in conn.consumers:
+            consumer.on_close(conn, ts)
+        if conn.sniffing:
+            self._sniff(conn, True, ts, None)
+            self._sniff(conn, False, ts, None)
+        for key, hs in zip(conn.keys, (conn.client, conn.server)):
+            if self.by_key.get(key) is hs:  # type: ignore[call-overload]
+                del self.by_key[key]  # type: ignore[arg-type]
+        self.lru.pop(conn.id, None)
+        self.finished.pop(conn.id, None)
+        self.opened.discard(conn.id)
+        self.memory -= CONNECTION_COST + conn.kept_bytes
+        self.events.append(ConnectionClosed(snapshot(conn), reason))
+        conn.kept.clear()
+        conn.kept_bytes = 0
+
+    def finish_all(self, ts: float) -> None:
+        """End of the capture: every connection is final, in the order they were first seen."""
+        # Finished connections are in both dicts until they leave the table.
+        for conn in sorted({**self.lru, **self.finished}.values(), key=lambda c: c.id):
+            self._finish(conn, ts, "end")
+
+    def take_events(self) -> list[object]:
+        events, self.events = self.events, []
+        return events
+
+    def connection(self, conn_id: int) -> Connection | None:
+        return self.lru.get(conn_id) or self.finished.get(conn_id)
+
+
+def _tls_hello_reader(conn: Connection, emit: Callable[[object], None]) -> StreamConsumer:
+    return TlsHelloReader()
+
+
+def snapshot(conn: Connection) -> ConnectionInfo:
+    c, s = conn.client, conn.server
+    return ConnectionInfo(
+        id=conn.id,
+        client=conn.client_addr,
+        server=conn.server_addr,
+        state=conn.state.value if conn.state else State.MIDSTREAM.value,
+        conn_state=conn.conn_state(),
+        history=conn.history,
+        direction_guessed=conn.direction_guessed,
+        first_ts=conn.first_ts,
+        last_ts=conn.last_ts,
+        packets=(c.packets, s.packets),
+        bytes=(c.delivered, s.delivered),
+        missing_bytes=(c.missing, s.missing),
+        retransmitted_bytes=(c.retransmitted, s.retransmitted),
+        inconsistent_retransmissions=conn.inconsistent,
+        protocol=conn.protocol,
+        sni=conn.sni,
+        alpn=conn.alpn,
+        kept_bytes=conn.kept_bytes,
+        dropped_kept_bytes=conn.dropped_kept,
+    )

@@ -1,0 +1,86 @@
+"""What the engine tells its users: small immutable records that may cross a thread boundary.
+
+The pipeline returns a list of these from every `feed` and `flush`. Connection events carry a
+`ConnectionInfo` snapshot taken at the end of the batch, so a consumer in another thread never
+sees a half-updated connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    id: int
+    client: str  # "addr:port" ("[v6]:port" for IPv6)
+    server: str
+    state: str
+    conn_state: str
+    history: str
+    direction_guessed: bool
+    first_ts: float
+    last_ts: float
+    packets: tuple[int, int]  # (client, server)
+    bytes: tuple[int, int]  # stream bytes delivered in order, once
+    missing_bytes: tuple[int, int]
+    retransmitted_bytes: tuple[int, int]
+    inconsistent_retransmissions: int
+    protocol: str | None
+    sni: str | None = None
+    alpn: tuple[str, ...] = ()
+    kept_bytes: int = 0  # stream bytes kept for the follow view
+    dropped_kept_bytes: int = 0  # stream bytes no longer kept (per-connection cap or memory budget)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionOpened:
+    info: ConnectionInfo
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionUpdated:
+    info: ConnectionInfo
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The connection left the engine's table; its info is final.
+
+    reason: "closed" (FIN/RST and linger over), "idle", "evicted" (a bound), "reused" (a new SYN on the
+    same ports), "end" (end of the capture).
+    """
+
+    info: ConnectionInfo
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Bytes of one direction that were never seen and were skipped."""
+
+    connection: int
+    from_client: bool
+    offset: int  # stream offset where the gap starts
+    size: int
+    ts: float
+    reason: str  # "acked" (the peer acknowledged them), "buffer", "close", "end", "idle", "evicted", "snaplen"
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    ts: float | None  # packet time of the last packet
+    packets: int
+    bytes: int
+    tcp_packets: int
+    udp_packets: int
+    other_packets: int
+    malformed: int
+    truncated: int  # packets cut by the snapshot length
+    fragments: int
+    connections_total: int
+    connections_active: int
+    evicted_connections: int
+    dropped_kept_bytes: int
+    memory_used: int
+    memory_budget: int

@@ -1,0 +1,229 @@
+"""The engine's entry point: batches of captured packets in, events out.
+
+    pipeline = Pipeline(bounds)
+    events = pipeline.feed(batch)      # as often as batches come
+    events = pipeline.flush(now)       # live: expire idle connections by packet or wall time
+    events = pipeline.finish()         # end of capture: every connection reported final
+
+The pipeline is fed; it never pulls, reads a clock, or starts a thread. Time is the packets'
+timestamps, so a capture file replays to the same events every time.
+
+The loop below is the hot path: Ethernet + IPv4 + TCP without fragments is decoded inline with
+`struct.unpack_from` on the batch buffer; everything else (other link types, VLAN tags, IPv6,
+fragments) goes through `engine.decode` and `_transport`. Malformed packets are counted and
+skipped; nothing a packet holds can raise out of `feed`.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from engine.batch import META, Batch
+from engine.bounds import Bounds
+from engine.connections import V6_TAG, ConnectionTable, ConsumerFactory
+from engine.decode import ETHERNET, ipv6_payload, network_offset
+from engine.events import Stats
+from engine.ipfrag import Defragmenter
+
+TCP, UDP = 6, 17
+_ipv4_head = struct.Struct("!BxHHHxB").unpack_from  # ver/ihl, total length, id, flags/frag, proto
+_tcp_head = struct.Struct("!IIIBBH").unpack_from  # ports, seq, ack, data offset, flags, window
+_addrs4 = struct.Struct("!Q").unpack_from
+_u16 = struct.Struct("!H").unpack_from
+_frag6 = struct.Struct("!BxHI").unpack_from  # next header, offset/flags, identification
+ETH_IPV4 = b"\x08\x00"
+
+
+class Pipeline:
+    def __init__(
+        self,
+        bounds: Bounds | None = None,
+        consumers: dict[str | None, list[ConsumerFactory]] | None = None,
+        live_updates: bool = False,
+    ) -> None:
+        self.bounds = bounds or Bounds()
+        self.table = ConnectionTable(self.bounds, consumers, live_updates)
+        self.defrag = Defragmenter(self.bounds.max_fragment_bytes, self.bounds.fragment_timeout)
+        self.last_ts: float | None = None
+        self.packets = 0
+        self.bytes = 0
+        self.tcp_packets = 0
+        self.udp_packets = 0
+        self.other_packets = 0
+        self.malformed = 0
+        self.truncated = 0
+        self.fragments = 0
+
+    def feed(self, batch: Batch) -> list[object]:
+        """Process one batch; return the events it caused."""
+        buf = batch.data
+        linktype = batch.linktype
+        segment = self.table.segment
+        ipv4_head, tcp_head, addrs4, u16 = _ipv4_head, _tcp_head, _addrs4, _u16
+        ts = self.last_ts or 0.0
+        tcp = malformed = 0
+        for sec, usec, off, caplen in META.iter_unpack(batch.meta):
+            ts = sec + usec * 1e-6
+            end = off + caplen
+            if linktype == ETHERNET and buf[off + 12 : off + 14] == ETH_IPV4 and caplen >= 54:
+                ip = off + 14
+                vihl, total, _ident, frag, proto = ipv4_head(buf, ip)
+                ihl = (vihl & 15) << 2
+                if vihl >> 4 == 4 and proto == TCP and not frag & 0x3FFF and ihl >= 20:
+                    wire_end = ip + total
+                    th = ip + ihl
+                    if th + 20 <= end and th + 20 <= wire_end:
+                        ports, seq, ack, doff, flags, window = tcp_head(buf, th)
+                        payload = th + ((doff >> 4) << 2)
+                        if th + 20 <= payload <= wire_end:
+                            tcp += 1
+                            cap_end = wire_end if wire_end <= end else end
+                            segment(
+                                ts,
+                                (addrs4(buf, ip + 12)[0] << 32) | ports,
+                                seq,
+                                ack,
+                                flags,
+                                window,
+                                buf[payload:cap_end] if cap_end > payload else b"",
+                                wire_end - payload,
+                            )
+                            continue
+            try:
+                self._packet(ts, linktype, buf, off, end)
+            except (IndexError, struct.error, ValueError):
+                malformed += 1
+        self.packets += len(batch)
+        self.bytes += len(buf)
+        self.tcp_packets += tcp
+        self.malformed += malformed
+        if len(batch):
+            self.last_ts = ts
+            self.table.end_batch(ts)
+        return self.table.take_events()
+
+    def flush(self, now: float) -> list[object]:
+        """Expire connections idle at time `now` (packet time, or wall time for a quiet live capture)."""
+        self.table.expire(now)
+        return self.table.take_events()
+
+    def finish(self) -> list[object]:
+        """End of the capture: flush every connection; its ConnectionClosed is final."""
+        self.table.finish_all(self.last_ts or 0.0)
+        return self.table.take_events()
+
+    def stats(self) -> Stats:
+        t = self.table
+        return Stats(
+            ts=self.last_ts,
+            packets=self.packets,
+            bytes=self.bytes,
+            tcp_packets=self.tcp_packets,
+            udp_packets=self.udp_packets,
+            other_packets=self.other_packets,
+            malformed=self.malformed,
+            truncated=self.truncated,
+            fragments=self.fragments,
+            connections_total=t.next_id,
+            connections_active=len(t.lru) + len(t.finished),
+            evicted_connections=t.evicted,
+            dropped_kept_bytes=t.dropped_kept,
+            memory_used=t.memory + self.defrag.bytes,
+            memory_budget=self.bounds.memory_budget,
+        )
+
+    # ------------------------------------------------------------------ the general path
+
+    def _packet(self, ts: float, linktype: int, buf: bytes, off: int, end: int) -> None:
+        found = network_offset(linktype, buf, off, end)
+        if found is None:
+            self.other_packets += 1
+            return
+        version, ip = found
+        if version == 4:
+            self._ipv4(ts, buf, ip, end)
+        else:
+            self._ipv6(ts, buf, ip, end)
+
+    def _ipv4(self, ts: float, buf: bytes, ip: int, end: int) -> None:
+        if ip + 20 > end:
+            self._bad_or_short(ip + 20, end)
+            return
+        vihl, total, ident, frag, proto = _ipv4_head(buf, ip)
+        ihl = (vihl & 15) << 2
+        if vihl >> 4 != 4 or ihl < 20 or (total and total < ihl):
+            self.malformed += 1
+            return
+        # The IP length also trims Ethernet padding. A length of 0 is what a capture of a
+        # segmentation-offloaded packet shows: trust the captured length then.
+        wire_end = ip + total if total else end
+        addrs = _addrs4(buf, ip + 12)[0]
+        if frag & 0x3FFF:
+            self.fragments += 1
+            if wire_end > end:
+                self.truncated += 1
+                return
+            whole = self.defrag.add(
+                (buf[ip + 12 : ip + 16], buf[ip + 16 : ip + 20], ident, proto),
+                ts, (frag & 0x1FFF) << 3, bool(frag & 0x2000), buf[ip + ihl : wire_end],
+            )
+            if whole is not None:
+                self._transport(ts, proto, addrs, whole, 0, len(whole), len(whole))
+            return
+        self._transport(ts, proto, addrs, buf, ip + ihl, wire_end, end)
+
+    def _ipv6(self, ts: float, buf: bytes, ip: int, end: int) -> None:
+        walked = ipv6_payload(buf, ip, end)
+        if walked is None:
+            self._bad_or_short(ip + 40, end)
+            return
+        proto, l4, wire_end, frag_at = walked
+        addrs = int.from_bytes(buf[ip + 8 : ip + 40], "big")
+        if frag_at is not None:
+            self.fragments += 1
+            _nh, offflags, ident = _frag6(buf, frag_at)
+            if wire_end > end:
+                self.truncated += 1
+                return
+            whole = self.defrag.add(
+                (buf[ip + 8 : ip + 24], buf[ip + 24 : ip + 40], ident, proto),
+                ts, offflags & 0xFFF8, bool(offflags & 1), buf[l4:wire_end],
+            )
+            if whole is not None:
+                self._transport(ts, proto, addrs | V6_TAG >> 32, whole, 0, len(whole), len(whole))
+            return
+        self._transport(ts, proto, addrs | V6_TAG >> 32, buf, l4, wire_end, end)
+
+    def _transport(self, ts: float, proto: int, addrs: int, buf: bytes, l4: int, wire_end: int,
+                   end: int) -> None:
+        """A transport header at buf[l4:wire_end], of which buf[:end] was captured."""
+        if proto == UDP:
+            self.udp_packets += 1
+            return
+        if proto != TCP:
+            self.other_packets += 1
+            return
+        if l4 + 20 > wire_end:
+            self.malformed += 1
+            return
+        if l4 + 20 > end:
+            self.truncated += 1
+            return
+        ports, seq, ack, doff, flags, window = _tcp_head(buf, l4)
+        payload = l4 + ((doff >> 4) << 2)
+        if not l4 + 20 <= payload <= wire_end:
+            self.malformed += 1
+            return
+        self.tcp_packets += 1
+        cap_end = min(wire_end, end)
+        self.table.segment(
+            ts, (addrs << 32) | ports, seq, ack, flags, window,
+            buf[payload:cap_end] if cap_end > payload else b"", wire_end - payload,
+        )
+
+    def _bad_or_short(self, needed: int, end: int) -> None:
+        # A header cut by the snapshot length is not the sender's fault.
+        if needed > end:
+            self.truncated += 1
+        else:
+            self.malformed += 1

@@ -1,0 +1,43 @@
+"""NDJSON records of the headless command line (the contract is in the design document).
+
+Every string here may come from the wire (addresses do not, but SNI, ALPN and later HTTP fields
+do); `json.dumps` escapes control characters, so a record printed to a terminal is inert.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from engine.events import ConnectionInfo
+
+
+def connection_record(info: ConnectionInfo) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "type": "connection",
+        "id": info.id,
+        "client": info.client,
+        "server": info.server,
+        "state": info.state,
+        "conn_state": info.conn_state,
+        "history": info.history,
+        "first_ts": round(info.first_ts, 6),
+        "last_ts": round(info.last_ts, 6),
+        "packets": {"client": info.packets[0], "server": info.packets[1]},
+        "bytes": {"client": info.bytes[0], "server": info.bytes[1]},
+        "missing_bytes": {"client": info.missing_bytes[0], "server": info.missing_bytes[1]},
+        "retransmitted_bytes": {
+            "client": info.retransmitted_bytes[0],
+            "server": info.retransmitted_bytes[1],
+        },
+        "inconsistent_retransmissions": info.inconsistent_retransmissions,
+        "protocol": info.protocol,
+        "direction_guessed": info.direction_guessed,
+    }
+    if info.sni is not None or info.alpn:
+        record["tls"] = {"sni": info.sni, "alpn": list(info.alpn)}
+    return record
+
+
+def dumps(record: dict[str, Any]) -> str:
+    return json.dumps(record, separators=(", ", ": "))

@@ -1,0 +1,210 @@
+"""A TCP connection as the observer sees it, and the per-direction reassembly buffers.
+
+Rules kept here and in `engine.connections`:
+- Every stream byte is delivered once, in order. A byte that arrives again (retransmission,
+  duplicate, overlap) is dropped; where it differs from what was delivered first, the difference
+  is counted. First data wins, both for delivered bytes and for out-of-order buffered ones.
+- Sequence numbers are compared modulo 2**32 against the next expected one, so a stream may run
+  past 4 GiB; stream offsets are plain Python integers that never wrap.
+- A hole that can no longer fill is skipped as a gap and its size is reported; nothing is
+  invented to fill it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from typing import Protocol
+
+from engine.tcpstate import ConnFacts, State, conn_state
+
+SEQ_MASK = 0xFFFFFFFF
+SEQ_HALF = 0x80000000
+# Data further ahead of the next expected byte than this is not plausible for a real window
+# (1 GiB, the largest scaled window): it is counted and ignored rather than buffered.
+MAX_AHEAD = 1 << 30
+
+FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+
+# History letters, Zeek's conn.log vocabulary; upper case for the client, lower for the server.
+# Each is recorded the first time it happens.
+H_SYN, H_SYNACK, H_ACK, H_DATA, H_FIN, H_RST, H_RETRANS, H_GAP, H_INCONSISTENT, H_ZEROWIN = (
+    "S", "H", "A", "D", "F", "R", "T", "G", "I", "W",
+)
+
+
+def seq_delta(seq: int, ref: int) -> int:
+    """Signed distance from ref to seq, modulo 2**32."""
+    return ((seq - ref + SEQ_HALF) & SEQ_MASK) - SEQ_HALF
+
+
+class StreamConsumer(Protocol):
+    """Something that reads a connection's reassembled streams (the HTTP parser, a follow writer)."""
+
+    def on_data(self, conn: Connection, from_client: bool, ts: float, data: bytes) -> None: ...
+
+    def on_gap(self, conn: Connection, from_client: bool, ts: float, size: int) -> None: ...
+
+    def on_close(self, conn: Connection, ts: float) -> None: ...
+
+
+
+class HalfStream:
+    """One direction of a connection: the bytes one endpoint sent."""
+
+    __slots__ = (
+        "conn", "peer", "from_client", "packets", "base", "offset", "delivered", "missing",
+        "ooo", "ooo_bytes", "fin_offset", "ack", "retransmitted", "letters", "syn", "fin", "rst",
+        "ignored",
+    )
+
+    def __init__(self, conn: Connection, from_client: bool) -> None:
+        self.conn = conn
+        self.peer: HalfStream = self
+        self.from_client = from_client
+        self.packets = 0
+        self.base: int | None = None  # sequence number of stream offset 0
+        self.offset = 0  # stream offset of the next byte expected (delivered + missing)
+        self.delivered = 0
+        self.missing = 0
+        self.ooo: list[tuple[int, int, bytes]] = []  # (start, end, data), sorted, not overlapping
+        self.ooo_bytes = 0
+        self.fin_offset: int | None = None
+        self.ack: int | None = None  # the last acknowledgment number this side sent
+        self.retransmitted = 0
+        self.letters = ""
+        self.syn = False
+        self.fin = False
+        self.rst = False
+        self.ignored = 0  # segments too far ahead of the window to be believed
+
+    def mark(self, letter: str) -> None:
+        if letter not in self.letters:
+            self.letters += letter
+            self.conn.history += letter if self.from_client else letter.lower()
+
+    def offset_of(self, seq: int) -> int:
+        """Stream offset of a sequence number, relative to what was delivered so far."""
+        assert self.base is not None
+        return self.offset + seq_delta(seq, (self.base + self.offset) & SEQ_MASK)
+
+    def acked_offset(self) -> int | None:
+        """Stream offset up to which the peer has acknowledged this direction, if known."""
+        ack = self.peer.ack
+        if ack is None or self.base is None:
+            return None
+        end = self.offset_of(ack)
+        if self.fin_offset is not None and end > self.fin_offset:
+            end = self.fin_offset  # the FIN takes one sequence number but no stream byte
+        return end
+
+    def buffer(self, start: int, data: bytes) -> tuple[int, int]:
+        """Buffer out-of-order data; bytes already buffered win.
+
+        Returns (bytes added, bytes that overlapped earlier buffered data and differed from it).
+        """
+        end = start + len(data)
+        ooo = self.ooo
+        i = bisect.bisect_left(ooo, (start,)) - 1
+        if i < 0:
+            i = 0
+        pieces: list[tuple[int, int, bytes]] = []
+        differing = 0
+        cur = start
+        while i < len(ooo) and cur < end:
+            s, e, d = ooo[i]
+            i += 1
+            if e <= cur:
+                continue
+            if s >= end:
+                break
+            if s > cur:
+                pieces.append((cur, s, data[cur - start : s - start]))
+            lo, hi = max(s, cur), min(e, end)
+            if d[lo - s : hi - s] != data[lo - start : hi - start]:
+                differing += hi - lo
+            cur = e
+        if cur < end:
+            pieces.append((cur, end, data[cur - start :]))
+        added = 0
+        for piece in pieces:
+            bisect.insort(ooo, piece)
+            added += piece[1] - piece[0]
+        self.ooo_bytes += added
+        return added, differing
+
+
+class Connection:
+    """One TCP connection: two half streams, the observer state, counters and consumers."""
+
+    __slots__ = (
+        "id", "client", "server", "client_addr", "server_addr", "state", "history",
+        "direction_guessed", "first_ts", "last_ts", "protocol", "sni", "alpn", "consumers",
+        "kept", "kept_bytes", "dropped_kept", "inconsistent", "first_rst", "sniffed",
+        "sniffing", "mark", "finished_ts", "keys", "isn_client",
+    )
+
+    def __init__(self, conn_id: int, ts: float, client_addr: str, server_addr: str,
+                 guessed: bool) -> None:
+        self.id = conn_id
+        self.client = HalfStream(self, True)
+        self.server = HalfStream(self, False)
+        self.client.peer = self.server
+        self.server.peer = self.client
+        self.client_addr = client_addr
+        self.server_addr = server_addr
+        self.state: State | None = None
+        self.history = ""
+        self.direction_guessed = guessed
+        self.first_ts = ts
+        self.last_ts = ts
+        self.protocol: str | None = None
+        self.sni: str | None = None
+        self.alpn: tuple[str, ...] = ()
+        self.consumers: list[StreamConsumer] = []
+        # (from_client, ts, offset, bytes or gap size): the follow view, oldest first.
+        self.kept: deque[tuple[bool, float, int, bytes | int]] = deque()
+        self.kept_bytes = 0
+        self.dropped_kept = 0
+        self.inconsistent = 0
+        self.first_rst: str | None = None
+        self.sniffed: object | None = None  # engine.detect.Sniffer while the protocol is unknown
+        self.sniffing = True
+        self.mark = -1
+        self.finished_ts: float | None = None
+        self.keys: tuple[object, object] = ((), ())
+        self.isn_client: int | None = None
+
+    def facts(self) -> ConnFacts:
+        return ConnFacts(
+            orig_syn=self.client.syn,
+            resp_syn_ack=self.server.syn,
+            orig_fin=self.client.fin,
+            resp_fin=self.server.fin,
+            first_rst=self.first_rst,
+        )
+
+    def conn_state(self) -> str:
+        return conn_state(self.facts())
+
+    def kept_range(self, from_client: bool, start: int, end: int) -> bytes | None:
+        """The delivered bytes [start, end) of one direction, if they are still kept."""
+        found: list[bytes] = []
+        need_end = end
+        for fc, _ts, off, data in reversed(self.kept):
+            if fc != from_client or isinstance(data, int):
+                continue
+            stop = off + len(data)
+            if stop <= start:
+                break
+            if off >= need_end:
+                continue
+            if stop < need_end:
+                return None  # a gap or trimmed data in between
+            found.append(data[max(start, off) - off : need_end - off])
+            need_end = max(start, off)
+            if need_end <= start:
+                break
+        if need_end > start:
+            return None
+        return b"".join(reversed(found))

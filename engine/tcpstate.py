@@ -1,0 +1,111 @@
+"""The observer's view of a TCP connection's state: states, signals, and the transition table.
+
+Rules this module keeps:
+- The observer sees both directions from outside, so its states are not an endpoint's states:
+  SYN_SENT (a SYN, no answer yet), SYN_RECEIVED (SYN-ACK seen), ESTABLISHED, FIN_WAIT (one side
+  sent FIN), CLOSING (both sent FIN, last ACK not seen), CLOSED, RESET, and MIDSTREAM (capture
+  started after the handshake).
+- A packet is first reduced to one `Signal`; the table says where each (state, signal) goes.
+  A pair that is not in the table leaves the state as it is. `next_state` is the only place that
+  decides a state.
+- Zeek's conn_state is derived from what was seen (`ConnFacts`), not from the live state, so the
+  two can be compared with Zeek's conn.log.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class State(enum.Enum):
+    SYN_SENT = "SYN_SENT"
+    SYN_RECEIVED = "SYN_RECEIVED"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT = "FIN_WAIT"
+    CLOSING = "CLOSING"
+    CLOSED = "CLOSED"
+    RESET = "RESET"
+    MIDSTREAM = "MIDSTREAM"
+
+
+class Signal(enum.Enum):
+    SYN = "SYN"  # SYN without ACK
+    SYN_ACK = "SYN_ACK"
+    ACK = "ACK"  # anything else without SYN, FIN or RST
+    FIN = "FIN"  # the first FIN of the connection
+    FIN_OTHER = "FIN_OTHER"  # a FIN from the side that had not sent one, after the other had
+    FINAL_ACK = "FINAL_ACK"  # an ACK that acknowledges the second FIN
+    RST = "RST"
+
+
+S, G = State, Signal
+TRANSITIONS: dict[tuple[State | None, Signal], State] = {
+    # The first packet seen decides how the observer starts.
+    (None, G.SYN): S.SYN_SENT,
+    (None, G.SYN_ACK): S.SYN_RECEIVED,
+    (None, G.ACK): S.MIDSTREAM,
+    (None, G.FIN): S.FIN_WAIT,
+    (None, G.RST): S.RESET,
+    (S.SYN_SENT, G.SYN_ACK): S.SYN_RECEIVED,
+    (S.SYN_SENT, G.ACK): S.ESTABLISHED,  # the SYN-ACK was not captured
+    (S.SYN_SENT, G.FIN): S.FIN_WAIT,
+    (S.SYN_SENT, G.RST): S.RESET,
+    (S.SYN_RECEIVED, G.ACK): S.ESTABLISHED,
+    (S.SYN_RECEIVED, G.FIN): S.FIN_WAIT,
+    (S.SYN_RECEIVED, G.RST): S.RESET,
+    (S.ESTABLISHED, G.FIN): S.FIN_WAIT,
+    (S.ESTABLISHED, G.RST): S.RESET,
+    (S.MIDSTREAM, G.FIN): S.FIN_WAIT,
+    (S.MIDSTREAM, G.RST): S.RESET,
+    (S.FIN_WAIT, G.FIN_OTHER): S.CLOSING,
+    (S.FIN_WAIT, G.RST): S.RESET,
+    (S.CLOSING, G.FINAL_ACK): S.CLOSED,
+    (S.CLOSING, G.RST): S.RESET,
+}
+del S, G
+
+FINISHED = frozenset({State.CLOSED, State.RESET})
+
+
+def next_state(state: State | None, signal: Signal) -> State | None:
+    return TRANSITIONS.get((state, signal), state)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnFacts:
+    """What was seen of a connection, from the client's (originator's) point of view."""
+
+    orig_syn: bool
+    resp_syn_ack: bool
+    orig_fin: bool
+    resp_fin: bool
+    first_rst: str | None  # "orig", "resp" or None
+
+
+def conn_state(f: ConnFacts) -> str:
+    """Zeek's conn.log conn_state for these facts."""
+    handshake = f.orig_syn and f.resp_syn_ack
+    if f.first_rst == "resp":
+        if f.orig_syn and not f.resp_syn_ack:
+            return "REJ"
+        if f.resp_syn_ack and not f.orig_syn:
+            return "RSTRH"
+        return "RSTR"
+    if f.first_rst == "orig":
+        if f.orig_syn and not f.resp_syn_ack:
+            return "RSTOS0"
+        return "RSTO"
+    if f.orig_syn and not f.resp_syn_ack:
+        return "SH" if f.orig_fin else "S0"
+    if f.resp_syn_ack and not f.orig_syn:
+        return "SHR" if f.resp_fin else "OTH"
+    if not handshake:
+        return "OTH"
+    if f.orig_fin and f.resp_fin:
+        return "SF"
+    if f.orig_fin:
+        return "S2"
+    if f.resp_fin:
+        return "S3"
+    return "S1"
