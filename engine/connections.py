@@ -12,7 +12,7 @@ at the HalfStream of the data that direction carries.
 
 from __future__ import annotations
 
-import ipaddress
+from collections import deque
 from collections.abc import Callable
 
 from engine.bounds import CONNECTION_COST, Bounds
@@ -34,44 +34,19 @@ from engine.tcp import (
     Connection,
     HalfStream,
     StreamConsumer,
+    reverse_key,
     seq_delta,
 )
 from engine.tcpstate import FINISHED, Signal, State, next_state
 
-# Keys: IPv4 is (src << 32 | dst) << 32 | (sport << 16 | dport); IPv6 the same with 128-bit
-# addresses and a tag bit above, so that the two families never collide.
-V6_TAG = 1 << 300
-_M16, _M32, _M128 = 0xFFFF, 0xFFFFFFFF, (1 << 128) - 1
-
 # States in which a plain ACK can move the observer (see engine.tcpstate.TRANSITIONS).
 ACK_MOVES = frozenset({None, State.SYN_SENT, State.SYN_RECEIVED, State.CLOSING})
+HANDSHAKE = frozenset({None, State.SYN_SENT, State.SYN_RECEIVED})
+
+# Why a connection left the table -> why its unfilled holes became gaps.
+GAP_REASONS = {"closed": "close", "reused": "close"}
 
 ConsumerFactory = Callable[[Connection, Callable[[object], None]], "StreamConsumer | None"]
-
-
-def reverse_key(key: int) -> int:
-    ports = key & _M32
-    rports = ((ports & _M16) << 16) | (ports >> 16)
-    if key >= V6_TAG:
-        addrs = (key - V6_TAG) >> 32
-        raddrs = ((addrs & _M128) << 128) | (addrs >> 128)
-        return V6_TAG | (raddrs << 32) | rports
-    addrs = key >> 32
-    raddrs = ((addrs & _M32) << 32) | (addrs >> 32)
-    return (raddrs << 32) | rports
-
-
-def key_endpoints(key: int) -> tuple[str, str]:
-    """("src:port", "dst:port") of the sender of packets with this key."""
-    ports = key & _M32
-    sport, dport = ports >> 16, ports & _M16
-    if key >= V6_TAG:
-        addrs = (key - V6_TAG) >> 32
-        src, dst = ipaddress.IPv6Address(addrs >> 128), ipaddress.IPv6Address(addrs & _M128)
-        return f"[{src}]:{sport}", f"[{dst}]:{dport}"
-    addrs = key >> 32
-    src4, dst4 = ipaddress.IPv4Address(addrs >> 32), ipaddress.IPv4Address(addrs & _M32)
-    return f"{src4}:{sport}", f"{dst4}:{dport}"
 
 
 class ConnectionTable:
@@ -83,6 +58,8 @@ class ConnectionTable:
     ) -> None:
         self.bounds = bounds
         self.keep = bounds.keep_stream_bytes
+        # Trimming waits for an eighth over the cap so that it runs in bursts, not per segment.
+        self.keep_slack = self.keep + self.keep // 8
         self.max_ooo = bounds.max_ooo_bytes
         self.factories: dict[str | None, list[ConsumerFactory]] = {TLS: [_tls_hello_reader]}
         for protocol, factories in (consumers or {}).items():
@@ -111,11 +88,9 @@ class ConnectionTable:
         hs = self.by_key.get(key)
         if hs is None:
             hs = self._open(ts, key, flags)
-        elif flags & SYN and not flags & ACK and hs.from_client:
-            conn = hs.conn
-            if conn.state not in (None, State.SYN_SENT) and seq != conn.isn_client:
-                self._finish(conn, ts, "reused")
-                hs = self._open(ts, key, flags)
+        elif flags & SYN and not flags & ACK and hs.from_client and _new_attempt(hs.conn, seq):
+            self._finish(hs.conn, ts, "reused")
+            hs = self._open(ts, key, flags)
         conn = hs.conn
         hs.packets += 1
         conn.last_ts = ts
@@ -124,7 +99,7 @@ class ConnectionTable:
             self.touched.append(conn)
         if flags & ACK:
             hs.ack = ack
-        if flags & (SYN | FIN | RST) or conn.state in ACK_MOVES:
+        if flags & (SYN | FIN | RST) or conn.watch_acks:
             seq = self._control(hs, ts, seq, ack, flags, wire_len)
         elif not wire_len and "A" not in hs.letters:
             hs.mark("A")
@@ -149,25 +124,21 @@ class ConnectionTable:
             self._flush_half(conn.server, ts, "close")
 
     def _open(self, ts: float, key: int, flags: int) -> HalfStream:
-        sender, receiver = key_endpoints(key)
         if flags & SYN:
             sender_is_client, guessed = not flags & ACK, False
         else:
-            ports = key & _M32
-            sport, dport = ports >> 16, ports & _M16
+            sport, dport = (key >> 16) & 0xFFFF, key & 0xFFFF
             # Without a handshake the side with the higher (ephemeral) port is the client.
             sender_is_client, guessed = sport >= dport, True
-        client, server = (sender, receiver) if sender_is_client else (receiver, sender)
-        conn = Connection(self.next_id, ts, client, server, guessed)
-        self.next_id += 1
         rkey = reverse_key(key)
         ckey, skey = (key, rkey) if sender_is_client else (rkey, key)
+        conn = Connection(self.next_id, ts, ckey, guessed)
+        self.next_id += 1
         old = self.by_key.get(rkey)
         if old is not None:  # only possible after a reuse where the two keys disagree
             self._finish(old.conn, ts, "reused")
         self.by_key[ckey] = conn.client
         self.by_key[skey] = conn.server
-        conn.keys = (ckey, skey)
         self.lru[conn.id] = conn
         self.memory += CONNECTION_COST
         if self.live_updates:
@@ -176,7 +147,7 @@ class ConnectionTable:
         for factory in self.factories.get(None, ()):
             consumer = factory(conn, emit)
             if consumer is not None:
-                conn.consumers.append(consumer)
+                conn.consumers += (consumer,)
         return conn.client if sender_is_client else conn.server
 
     def _control(self, hs: HalfStream, ts: float, seq: int, ack: int, flags: int,
@@ -194,8 +165,6 @@ class ConnectionTable:
             hs.mark("H" if flags & ACK else "S")
             if hs.from_client == (signal is Signal.SYN):
                 hs.syn = True
-            if hs.from_client and signal is Signal.SYN:
-                conn.isn_client = seq
             if hs.base is None or (hs.offset == 0 and not hs.ooo):
                 hs.base = (seq + 1) & SEQ_MASK
             seq = (seq + 1) & SEQ_MASK  # data on a SYN starts after it
@@ -224,6 +193,7 @@ class ConnectionTable:
         state = next_state(conn.state, signal)
         if state is not conn.state:
             conn.state = state
+            conn.watch_acks = state in ACK_MOVES
             if state in FINISHED and conn.finished_ts is None:
                 conn.finished_ts = ts
                 self.finished[conn.id] = conn
@@ -278,10 +248,12 @@ class ConnectionTable:
         hs.offset = off + n
         hs.delivered += n
         if self.keep:
+            if conn.kept is None:
+                conn.kept = deque()
             conn.kept.append((hs.from_client, ts, off, data))
             conn.kept_bytes += n
             self.memory += n
-            if conn.kept_bytes > self.keep:
+            if conn.kept_bytes > self.keep_slack:
                 self._trim_kept(conn, self.keep)
         for consumer in conn.consumers:
             consumer.on_data(conn, hs.from_client, ts, data)
@@ -305,6 +277,8 @@ class ConnectionTable:
         conn = hs.conn
         self.events.append(Gap(conn.id, hs.from_client, hs.offset, size, ts, reason))
         if self.keep:
+            if conn.kept is None:
+                conn.kept = deque()
             conn.kept.append((hs.from_client, ts, hs.offset, size))
         hs.offset += size
         hs.missing += size
@@ -349,7 +323,7 @@ class ConnectionTable:
             consumer = factory(conn, emit)
             if consumer is None:
                 continue
-            conn.consumers.append(consumer)
+            conn.consumers += (consumer,)
             for fc, chunk_ts, chunk in sniffer.chunks:
                 consumer.on_data(conn, fc, chunk_ts, chunk)
         sniffer.release(conn)
@@ -417,23 +391,29 @@ class ConnectionTable:
 
     def _finish(self, conn: Connection, ts: float, reason: str) -> None:
         """Take the connection out of the table and report its final state."""
-        gap_reason = {"closed": "close", "reused": "close"}.get(reason, reason)
+        gap_reason = GAP_REASONS.get(reason, reason)
         self._flush_half(conn.client, ts, gap_reason)
         self._flush_half(conn.server, ts, gap_reason)
         for consumer in conn.consumers:
             consumer.on_close(conn, ts)
         if conn.sniffing:
-            self._sniff(conn, True, ts, None)
-            self._sniff(conn, False, ts, None)
-        for key, hs in zip(conn.keys, (conn.client, conn.server)):
-            if self.by_key.get(key) is hs:  # type: ignore[call-overload]
-                del self.by_key[key]  # type: ignore[arg-type]
+            if conn.sniffed is None:
+                conn.sniffing = False  # no data at all: nothing to recognise
+            else:
+                self._sniff(conn, True, ts, None)
+                self._sniff(conn, False, ts, None)
+        by_key, ckey = self.by_key, conn.client_key
+        if by_key.get(ckey) is conn.client:
+            del by_key[ckey]
+        skey = reverse_key(ckey)
+        if by_key.get(skey) is conn.server:
+            del by_key[skey]
         self.lru.pop(conn.id, None)
         self.finished.pop(conn.id, None)
         self.opened.discard(conn.id)
         self.memory -= CONNECTION_COST + conn.kept_bytes
         self.events.append(ConnectionClosed(snapshot(conn), reason))
-        conn.kept.clear()
+        conn.kept = None
         conn.kept_bytes = 0
 
     def finish_all(self, ts: float) -> None:
@@ -448,6 +428,21 @@ class ConnectionTable:
 
     def connection(self, conn_id: int) -> Connection | None:
         return self.lru.get(conn_id) or self.finished.get(conn_id)
+
+
+def _new_attempt(conn: Connection, seq: int) -> bool:
+    """Is a client SYN on a known connection's ports the start of a new connection?
+
+    Always after a close or reset. Never during the handshake (a retransmitted SYN, or a SYN
+    captured after its SYN-ACK). Otherwise, unless it is the SYN of the stream already seen (a late
+    duplicate), the ports were reused.
+    """
+    if conn.state in FINISHED:
+        return True
+    if conn.state in HANDSHAKE:
+        return False
+    base = conn.client.base
+    return base is None or seq != (base - 1) & SEQ_MASK
 
 
 def _tls_hello_reader(conn: Connection, emit: Callable[[object], None]) -> StreamConsumer:

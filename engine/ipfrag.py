@@ -86,6 +86,11 @@ class Defragmenter:
             covered = max(covered, start + len(piece))
         return covered >= (dgram.total or 0)
 
+    def clear(self) -> None:
+        """End of capture: datagrams still incomplete are given up."""
+        while self.pending:
+            self._drop(next(iter(self.pending)))
+
     def _expire(self, now: float) -> None:
         while self.pending:
             key = next(iter(self.pending))

@@ -20,10 +20,11 @@ import struct
 
 from engine.batch import META, Batch
 from engine.bounds import Bounds
-from engine.connections import V6_TAG, ConnectionTable, ConsumerFactory
+from engine.connections import ConnectionTable, ConsumerFactory
 from engine.decode import ETHERNET, ipv6_payload, network_offset
 from engine.events import Stats
 from engine.ipfrag import Defragmenter
+from engine.tcp import V6_TAG
 
 TCP, UDP = 6, 17
 _ipv4_head = struct.Struct("!BxHHHxB").unpack_from  # ver/ihl, total length, id, flags/frag, proto
@@ -110,6 +111,7 @@ class Pipeline:
     def finish(self) -> list[object]:
         """End of the capture: flush every connection; its ConnectionClosed is final."""
         self.table.finish_all(self.last_ts or 0.0)
+        self.defrag.clear()
         return self.table.take_events()
 
     def stats(self) -> Stats:

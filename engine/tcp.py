@@ -13,6 +13,7 @@ Rules kept here and in `engine.connections`:
 from __future__ import annotations
 
 import bisect
+import socket
 from collections import deque
 from typing import Protocol
 
@@ -26,11 +27,37 @@ MAX_AHEAD = 1 << 30
 
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 
-# History letters, Zeek's conn.log vocabulary; upper case for the client, lower for the server.
-# Each is recorded the first time it happens.
-H_SYN, H_SYNACK, H_ACK, H_DATA, H_FIN, H_RST, H_RETRANS, H_GAP, H_INCONSISTENT, H_ZEROWIN = (
-    "S", "H", "A", "D", "F", "R", "T", "G", "I", "W",
-)
+# Keys: IPv4 is (src << 32 | dst) << 32 | (sport << 16 | dport); IPv6 the same with 128-bit
+# addresses and a tag bit above, so that the two families never collide.
+V6_TAG = 1 << 300
+_M16, _M32, _M128 = 0xFFFF, 0xFFFFFFFF, (1 << 128) - 1
+
+
+def reverse_key(key: int) -> int:
+    ports = key & _M32
+    rports = ((ports & _M16) << 16) | (ports >> 16)
+    if key >= V6_TAG:
+        addrs = (key - V6_TAG) >> 32
+        raddrs = ((addrs & _M128) << 128) | (addrs >> 128)
+        return V6_TAG | (raddrs << 32) | rports
+    addrs = key >> 32
+    raddrs = ((addrs & _M32) << 32) | (addrs >> 32)
+    return (raddrs << 32) | rports
+
+
+def key_endpoints(key: int) -> tuple[str, str]:
+    """("src:port", "dst:port") of the sender of packets with this key."""
+    ports = key & _M32
+    sport, dport = ports >> 16, ports & _M16
+    if key >= V6_TAG:
+        addrs = (key - V6_TAG) >> 32
+        src = socket.inet_ntop(socket.AF_INET6, (addrs >> 128).to_bytes(16, "big"))
+        dst = socket.inet_ntop(socket.AF_INET6, (addrs & _M128).to_bytes(16, "big"))
+        return f"[{src}]:{sport}", f"[{dst}]:{dport}"
+    addrs = key >> 32
+    src = socket.inet_ntop(socket.AF_INET, (addrs >> 32).to_bytes(4, "big"))
+    dst = socket.inet_ntop(socket.AF_INET, (addrs & _M32).to_bytes(4, "big"))
+    return f"{src}:{sport}", f"{dst}:{dport}"
 
 
 def seq_delta(seq: int, ref: int) -> int:
@@ -67,7 +94,8 @@ class HalfStream:
         self.offset = 0  # stream offset of the next byte expected (delivered + missing)
         self.delivered = 0
         self.missing = 0
-        self.ooo: list[tuple[int, int, bytes]] = []  # (start, end, data), sorted, not overlapping
+        # Out-of-order data: (start, end, data), sorted, not overlapping; None until needed.
+        self.ooo: list[tuple[int, int, bytes]] | None = None
         self.ooo_bytes = 0
         self.fin_offset: int | None = None
         self.ack: int | None = None  # the last acknowledgment number this side sent
@@ -79,6 +107,8 @@ class HalfStream:
         self.ignored = 0  # segments too far ahead of the window to be believed
 
     def mark(self, letter: str) -> None:
+        """Record a history letter (Zeek's conn.log vocabulary: S H A D F R T G I W), once;
+        upper case for the client, lower case for the server."""
         if letter not in self.letters:
             self.letters += letter
             self.conn.history += letter if self.from_client else letter.lower()
@@ -104,6 +134,8 @@ class HalfStream:
         Returns (bytes added, bytes that overlapped earlier buffered data and differed from it).
         """
         end = start + len(data)
+        if self.ooo is None:
+            self.ooo = []
         ooo = self.ooo
         i = bisect.bisect_left(ooo, (start,)) - 1
         if i < 0:
@@ -138,22 +170,22 @@ class Connection:
     """One TCP connection: two half streams, the observer state, counters and consumers."""
 
     __slots__ = (
-        "id", "client", "server", "client_addr", "server_addr", "state", "history",
+        "id", "client", "server", "client_key", "_endpoints", "state", "history", "watch_acks",
         "direction_guessed", "first_ts", "last_ts", "protocol", "sni", "alpn", "consumers",
         "kept", "kept_bytes", "dropped_kept", "inconsistent", "first_rst", "sniffed",
-        "sniffing", "mark", "finished_ts", "keys", "isn_client",
+        "sniffing", "mark", "finished_ts",
     )
 
-    def __init__(self, conn_id: int, ts: float, client_addr: str, server_addr: str,
-                 guessed: bool) -> None:
+    def __init__(self, conn_id: int, ts: float, client_key: int, guessed: bool) -> None:
         self.id = conn_id
         self.client = HalfStream(self, True)
         self.server = HalfStream(self, False)
         self.client.peer = self.server
         self.server.peer = self.client
-        self.client_addr = client_addr
-        self.server_addr = server_addr
+        self.client_key = client_key  # the table key of the client's packets
+        self._endpoints: tuple[str, str] | None = None
         self.state: State | None = None
+        self.watch_acks = True  # whether a plain ACK can change the state (engine.tcpstate)
         self.history = ""
         self.direction_guessed = guessed
         self.first_ts = ts
@@ -161,9 +193,9 @@ class Connection:
         self.protocol: str | None = None
         self.sni: str | None = None
         self.alpn: tuple[str, ...] = ()
-        self.consumers: list[StreamConsumer] = []
+        self.consumers: tuple[StreamConsumer, ...] = ()
         # (from_client, ts, offset, bytes or gap size): the follow view, oldest first.
-        self.kept: deque[tuple[bool, float, int, bytes | int]] = deque()
+        self.kept: deque[tuple[bool, float, int, bytes | int]] | None = None
         self.kept_bytes = 0
         self.dropped_kept = 0
         self.inconsistent = 0
@@ -172,8 +204,20 @@ class Connection:
         self.sniffing = True
         self.mark = -1
         self.finished_ts: float | None = None
-        self.keys: tuple[object, object] = ((), ())
-        self.isn_client: int | None = None
+
+    @property
+    def client_addr(self) -> str:
+        return self.endpoints()[0]
+
+    @property
+    def server_addr(self) -> str:
+        return self.endpoints()[1]
+
+    def endpoints(self) -> tuple[str, str]:
+        """("client:port", "server:port"), made on first use: a SYN flood never needs them."""
+        if self._endpoints is None:
+            self._endpoints = key_endpoints(self.client_key)
+        return self._endpoints
 
     def facts(self) -> ConnFacts:
         return ConnFacts(
@@ -191,6 +235,8 @@ class Connection:
         """The delivered bytes [start, end) of one direction, if they are still kept."""
         found: list[bytes] = []
         need_end = end
+        if self.kept is None:
+            return None
         for fc, _ts, off, data in reversed(self.kept):
             if fc != from_client or isinstance(data, int):
                 continue

@@ -1,0 +1,1229 @@
+"""Capture sources: where packets come from, handed on as `Batch`es.
+
+A source is a live capture on one or more interfaces, one or more capture files (pcap or pcapng,
+merged by timestamp), or a capture stream on stdin. Whoever drives the pipeline pulls batches
+with `Source.next_batch()`. The capture (BPF) filter runs in the kernel or in libpcap, and can be
+changed while the source is open.
+
+This is the only module of wirepeek that imports pcapy, and the only one that opens capture
+devices and capture files. It must never:
+
+- block forever: live reads wait in select() with a timeout, because a blocking libpcap read on a
+  quiet Linux interface (TPACKET_V3) only times out once a packet has arrived;
+- let a libpcap exception escape: every failure becomes a `CaptureError` whose text is one line
+  the user can act on;
+- lose a packet it has read: a broken file yields every packet before the break, then
+  `Source.error` says which file broke and where;
+- decode anything beyond the capture file's own framing.
+
+Sources are not thread-safe: one thread opens, reads, re-filters and closes a source.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import select
+import stat
+import struct
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, BinaryIO, NamedTuple
+
+import pcapy
+
+from engine.batch import META, Batch
+
+MAX_BATCH = 4096
+"""Most packets in one batch: big enough to amortise per-call costs, small enough to stay fresh."""
+
+SNAPLEN = 262144
+"""libpcap's default snapshot length: whole packets on every common link type."""
+
+LIVE_BLOCK_TIMEOUT_MS = 50
+"""The kernel hands a partly filled ring block to us after this long, which bounds live latency."""
+
+READ_CHUNK = 1 << 20
+MAX_RECORD = 16 * 1024 * 1024
+"""Largest pcap record or pcapng block we accept, as libpcap does; anything bigger is corruption."""
+
+ETHERNET = 1
+
+_Handle = Any  # pcapy's capture handle; the extension module does not export its type
+
+# pcap files store LINKTYPE_* numbers; libpcap hands out DLT_* numbers, which differ for these few.
+# Packets read by our own parser are given the DLT numbers too, so every Batch speaks one language.
+_LINKTYPE_TO_DLT = {100: 11, 101: 12, 102: 15, 103: 16, 106: 19}
+_DLT_TO_LINKTYPE = {dlt: linktype for linktype, dlt in _LINKTYPE_TO_DLT.items()}
+
+# libpcap 1.9 refuses pcapng files whose interfaces have different link types with this message.
+_MIXED_LINKTYPES = "different from the type of the first interface"
+
+
+class CaptureError(Exception):
+    """A problem the user must be told about in one line (str(e) is that line)."""
+
+
+class FilterError(CaptureError):
+    """An invalid BPF expression; str(e) is libpcap's message, prefixed with the expression."""
+
+    def __init__(self, expression: str, reason: str) -> None:
+        super().__init__(f"invalid filter '{expression}': {reason}")
+        self.expression = expression
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureStats:
+    """libpcap's counters for a live capture, summed over its interfaces."""
+
+    received: int
+    dropped: int
+    if_dropped: int
+
+
+class Packet(NamedTuple):
+    """One packet with everything a capture file keeps about it (the slow path; see `Batch`)."""
+
+    sec: int
+    usec: int
+    linktype: int
+    wire_len: int
+    data: bytes
+
+
+# --- filters, interfaces, privileges ----------------------------------------------------------
+
+
+def _compile(expr: str, linktype: int) -> pcapy.BPFProgram:
+    try:
+        return pcapy.compile(linktype, SNAPLEN, expr, 1, 0)
+    except pcapy.PcapError as e:
+        raise FilterError(expr, str(e)) from None
+
+
+def validate_filter(expr: str, linktype: int = ETHERNET) -> None:
+    """Raise FilterError unless libpcap compiles `expr` for packets of `linktype`."""
+    _compile(expr.strip(), linktype)
+
+
+def list_interfaces() -> list[str]:
+    """The device names libpcap can capture on, in libpcap's order."""
+    try:
+        return list(pcapy.findalldevs())
+    except pcapy.PcapError as e:
+        raise CaptureError(f"cannot list interfaces: {e}") from None
+
+
+def drop_privileges() -> str | None:
+    """Become the user who ran `sudo`, as tcpdump -Z does; return that user's name.
+
+    Call it once every capture handle is open: open handles keep capturing, and their filters can
+    still be changed. Does nothing (returns None) unless running as root under sudo.
+    """
+    if os.geteuid() != 0:
+        return None
+    try:
+        uid = int(os.environ["SUDO_UID"])
+        gid = int(os.environ["SUDO_GID"])
+    except (KeyError, ValueError):
+        return None
+    if uid == 0:
+        return None
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = str(uid)
+    try:
+        # The group list goes first: once we are no longer root we could not shed root's groups.
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    except OSError as e:
+        raise CaptureError(f"cannot drop privileges to {name}: {e.strerror}") from None
+    return name
+
+
+class _PacketFilter:
+    """A BPF expression run by us, packet by packet, for packets libpcap does not filter itself."""
+
+    def __init__(self, expr: str) -> None:
+        self.expr = expr
+        # None: the expression does not compile for that link type, so no such packet matches it
+        # (an Ethernet-only filter on a mixed Ethernet/loopback file keeps the Ethernet packets).
+        self._programs: dict[int, pcapy.BPFProgram | None] = {}
+
+    def check(self, linktypes: Iterable[int]) -> None:
+        """Raise FilterError unless the expression compiles for at least one of the link types."""
+        if not self.expr:
+            return
+        first: FilterError | None = None
+        for linktype in sorted(set(linktypes)) or [ETHERNET]:
+            try:
+                self._programs[linktype] = _compile(self.expr, linktype)
+                return
+            except FilterError as e:
+                self._programs[linktype] = None
+                first = first or e
+        if first is not None:
+            raise first
+
+    def matches(self, linktype: int, data: bytes) -> bool:
+        if not self.expr:
+            return True
+        if linktype not in self._programs:
+            try:
+                self._programs[linktype] = _compile(self.expr, linktype)
+            except FilterError:
+                self._programs[linktype] = None
+        program = self._programs[linktype]
+        # BPFProgram.filter returns the BPF program's verdict: 0 to reject, else the snap length.
+        return program is not None and program.filter(data) != 0
+
+
+# --- the Source interface ---------------------------------------------------------------------
+
+
+class Source:
+    """Where packets come from. Read it with `next_batch` (the fast path) or `next_packets`."""
+
+    name: str
+    """What the user named: "lo", "lo,any", "capture.pcap", "a.pcap,b.pcap", "stdin"."""
+    live: bool
+    filter: str
+    """The capture filter in force ("" for none)."""
+    paths: tuple[str, ...]
+    """The files this source reads (none for interfaces and stdin)."""
+
+    def __init__(self, name: str, live: bool, paths: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.live = live
+        self.filter = ""
+        self.paths = paths
+        self._error: str | None = None
+
+    @property
+    def error(self) -> str | None:
+        """Once the source is exhausted: why it ended early, in one line, or None if it did not."""
+        return self._error
+
+    @property
+    def linktypes(self) -> frozenset[int]:
+        """The link types of the packets seen or announced so far."""
+        raise NotImplementedError
+
+    def next_batch(self, timeout: float | None = None) -> Batch | None:
+        """Up to MAX_BATCH packets of one link type, or None once the source is exhausted.
+
+        Waits at most `timeout` seconds for packets (None: until some arrive) and may return an
+        empty batch. Reading a regular file never waits.
+        """
+        raise NotImplementedError
+
+    def next_packets(self, timeout: float | None = None) -> list[Packet] | None:
+        """Like `next_batch`, but each packet whole, with its wire length (for writing captures)."""
+        raise NotImplementedError
+
+    def set_filter(self, expr: str) -> None:
+        """Change the capture filter; on FilterError the old one stays in force.
+
+        Live captures apply it at once, to packets already queued in the kernel too; files apply
+        it from the next packet read.
+        """
+        expr = expr.strip()
+        self._check_filter(expr)
+        self._apply_filter(expr)
+        self.filter = expr
+
+    def _check_filter(self, expr: str) -> None:
+        raise NotImplementedError
+
+    def _apply_filter(self, expr: str) -> None:
+        raise NotImplementedError
+
+    def stats(self) -> CaptureStats | None:
+        """Kernel counters of a live capture; None for files."""
+        return None
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} filter={self.filter!r}>"
+
+
+def _pack(packets: list[Packet]) -> Batch:
+    data = bytearray()
+    meta = bytearray()
+    for p in packets:
+        meta += META.pack(p.sec, p.usec, len(data), len(p.data))
+        data += p.data
+    return Batch(packets[0].linktype, bytes(data), bytes(meta))
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+class _PacketSource(Source):
+    """A source that reads `Packet`s itself (our own parser, merges) and packs them into batches."""
+
+    def __init__(self, name: str, live: bool, paths: tuple[str, ...] = ()) -> None:
+        super().__init__(name, live, paths)
+        self._ready: deque[Packet] = deque()
+        self._last_linktype = ETHERNET
+
+    def _read_packets(self, timeout: float | None) -> list[Packet] | None:
+        """Packets that pass the filter; [] if none came in time; None when exhausted."""
+        raise NotImplementedError
+
+    def next_packets(self, timeout: float | None = None) -> list[Packet] | None:
+        if self._ready:
+            n = min(len(self._ready), MAX_BATCH)
+            return [self._ready.popleft() for _ in range(n)]
+        return self._read_packets(timeout)
+
+    def next_batch(self, timeout: float | None = None) -> Batch | None:
+        if not self._ready:
+            got = self._read_packets(timeout)
+            if got is None:
+                return None
+            self._ready.extend(got)
+        if not self._ready:
+            return Batch(self._last_linktype, b"", b"")
+        # A batch has one link type, so it ends where the link type changes.
+        linktype = self._ready[0].linktype
+        run: list[Packet] = []
+        while self._ready and len(run) < MAX_BATCH and self._ready[0].linktype == linktype:
+            run.append(self._ready.popleft())
+        self._last_linktype = linktype
+        return _pack(run)
+
+    def _drop_unmatched(self, packet_filter: _PacketFilter) -> None:
+        """Apply a new filter to packets read under the old one but not yet handed out."""
+        self._ready = deque(p for p in self._ready if packet_filter.matches(p.linktype, p.data))
+
+
+# --- live capture -----------------------------------------------------------------------------
+
+
+# Resolved at import: setcap wants the real file, not a venv symlink, and once privileges are
+# dropped the links may sit in directories we can no longer look into.
+_INTERPRETER = os.path.realpath(sys.executable)
+
+
+def _permission_message(interface: str) -> str:
+    return (
+        f"no permission to capture on '{interface}': run with sudo, or grant the interpreter the"
+        f" capability (sudo setcap cap_net_raw,cap_net_admin=eip {_INTERPRETER}), or read a file"
+        " with -r"
+    )
+
+
+def _explain_open_failure(interface: str, message: str) -> CaptureError:
+    try:
+        known = list_interfaces()
+    except CaptureError:
+        known = []
+    # Checked first: without the right to capture, libpcap says "permission denied" even for a
+    # device that does not exist.
+    if known and interface not in known:
+        return CaptureError(f"no such interface '{interface}'; interfaces: {', '.join(known)}")
+    lowered = message.lower()
+    if "permission" in lowered or "not permitted" in lowered:
+        return CaptureError(_permission_message(interface))
+    return CaptureError(f"cannot capture on '{interface}': {message}")
+
+
+class LiveCapture(Source):
+    """Packets from one or more network interfaces, one nonblocking libpcap handle each."""
+
+    def __init__(self, interfaces: list[str], handles: list[_Handle]) -> None:
+        super().__init__(",".join(interfaces), live=True)
+        self._interfaces = interfaces
+        self._handles = handles
+        self._fds = [h.getfd() for h in handles]
+        self._linktypes = [h.datalink() for h in handles]
+        self._turn = 0
+        self._closed = False
+        self._final_stats: CaptureStats | None = None
+
+    @property
+    def linktypes(self) -> frozenset[int]:
+        return frozenset(self._linktypes)
+
+    def _poll(self, read: Callable[[int], object], timeout: float | None) -> object:
+        """Call read(i) on each handle in turn until one returns something, waiting in select().
+
+        Returns None when the timeout ran out; raises CaptureError if a handle failed.
+        """
+        deadline = _deadline(timeout)
+        n = len(self._handles)
+        while True:
+            # Round robin from the handle after the last one served, so a busy interface cannot
+            # starve a quiet one.
+            for _ in range(n):
+                i = self._turn
+                self._turn = (i + 1) % n
+                try:
+                    got = read(i)
+                except pcapy.PcapError as e:
+                    raise CaptureError(f"{self._interfaces[i]}: {e}") from None
+                if got:
+                    return got
+            wait = _remaining(deadline)
+            if wait is not None and wait <= 0:
+                return None
+            select.select(self._fds, [], [], wait)
+
+    def next_batch(self, timeout: float | None = None) -> Batch | None:
+        if self._closed:
+            return None
+
+        def read(i: int) -> Batch | None:
+            data, meta = self._handles[i].next_batch(MAX_BATCH)
+            return Batch(self._linktypes[i], data, meta) if meta else None
+
+        try:
+            got = self._poll(read, timeout)
+        except CaptureError as e:
+            self._error = str(e)
+            self.close()
+            return None
+        return got if isinstance(got, Batch) else Batch(self._linktypes[0], b"", b"")
+
+    def next_packets(self, timeout: float | None = None) -> list[Packet] | None:
+        if self._closed:
+            return None
+
+        def read(i: int) -> list[Packet]:
+            handle, linktype = self._handles[i], self._linktypes[i]
+            out: list[Packet] = []
+            while len(out) < MAX_BATCH:
+                header, data = handle.next()
+                if header is None:
+                    break
+                sec, usec = header.getts()
+                out.append(Packet(sec, usec, linktype, header.getlen(), data))
+            return out
+
+        try:
+            got = self._poll(read, timeout)
+        except CaptureError as e:
+            self._error = str(e)
+            self.close()
+            return None
+        return got if isinstance(got, list) else []
+
+    def _check_filter(self, expr: str) -> None:
+        # Every interface needs the filter installed, so it must compile for each link type.
+        for interface, linktype in zip(self._interfaces, self._linktypes):
+            try:
+                _compile(expr, linktype)
+            except FilterError as e:
+                if len(set(self._linktypes)) == 1:
+                    raise
+                raise FilterError(expr, f"{e.reason} (on '{interface}')") from None
+
+    def _apply_filter(self, expr: str) -> None:
+        done: list[_Handle] = []
+        try:
+            for handle in self._handles:
+                handle.setfilter(expr)
+                done.append(handle)
+        except pcapy.PcapError as e:
+            for handle in done:
+                handle.setfilter(self.filter)
+            raise FilterError(expr, str(e)) from None
+
+    def stats(self) -> CaptureStats | None:
+        if self._closed:
+            return self._final_stats
+        received = dropped = if_dropped = 0
+        for handle in self._handles:
+            try:
+                r, d, i = handle.stats()
+            except (pcapy.PcapError, ValueError):
+                continue
+            received, dropped, if_dropped = received + r, dropped + d, if_dropped + i
+        return CaptureStats(received, dropped, if_dropped)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        # Kept so the final counters can still be shown once the capture has stopped.
+        self._final_stats = self.stats()
+        self._closed = True
+        for handle in self._handles:
+            handle.close()
+
+
+def open_live(
+    interfaces: list[str], bpf: str = "", snaplen: int = SNAPLEN, promisc: bool = False
+) -> LiveCapture:
+    """Capture on each of `interfaces` ("any" included); raise CaptureError or FilterError."""
+    if not interfaces:
+        raise CaptureError("no interface to capture on")
+    handles: list[_Handle] = []
+    try:
+        for interface in interfaces:
+            try:
+                handle = pcapy.open_live(interface, snaplen, int(promisc), LIVE_BLOCK_TIMEOUT_MS)
+                handle.setnonblock(1)
+            except pcapy.PcapError as e:
+                raise _explain_open_failure(interface, str(e)) from None
+            handles.append(handle)
+        source = LiveCapture(list(interfaces), handles)
+        if bpf.strip():
+            source.set_filter(bpf)
+    except CaptureError:
+        for handle in handles:
+            handle.close()
+        raise
+    return source
+
+
+# --- our own capture file parser --------------------------------------------------------------
+
+_PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1),
+    b"\xa1\xb2\xc3\xd4": (">", 1),
+    b"\x4d\x3c\xb2\xa1": ("<", 1000),
+    b"\xa1\xb2\x3c\x4d": (">", 1000),
+}
+_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+_SHB, _IDB, _OPB, _SPB, _EPB = 0x0A0D0D0A, 1, 2, 3, 6
+_BYTE_ORDER_MAGIC = 0x1A2B3C4D
+_IF_TSRESOL, _IF_TSOFFSET = 9, 14
+_MAX_SEC = 0xFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class _Interface:
+    linktype: int
+    snaplen: int
+    units_per_second: int
+    offset_seconds: int
+
+
+class CaptureParser:
+    """Frames packets out of pcap or pcapng bytes, fed in chunks of any size.
+
+    It exists because libpcap cannot do three things wirepeek needs: read pcapng files whose
+    interfaces have different link types, say where a broken file broke without losing the
+    packets of the batch that hit the break, and read a stream without blocking.
+    Timestamps come out in microseconds, as libpcap gives them.
+    """
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pos = 0
+        self._pcapng = False
+        self._started = False
+        self._order = "<"
+        self._ts_divisor = 1
+        self._linktype = ETHERNET
+        self._interfaces: list[_Interface] = []
+        self._last_ts = (0, 0)
+        self.records = 0
+        """Packet records framed so far, whether or not a filter keeps them."""
+        self.broken: str | None = None
+        """Set when the data stopped making sense; nothing after that point is read."""
+        self.linktypes: set[int] = set()
+
+    def feed(self, data: bytes) -> None:
+        self._buf = self._buf[self._pos :] + data
+        self._pos = 0
+
+    @property
+    def started(self) -> bool:
+        """The file header has been read, so the link type of what follows is known."""
+        return self._started and bool(self.linktypes)
+
+    def parse(self, limit: int = MAX_BATCH) -> list[Packet]:
+        """The complete packets available, at most `limit`; stops early once `broken`."""
+        out: list[Packet] = []
+        if self.broken is not None:
+            return out
+        if not self._started and not self._parse_file_header():
+            return out
+        if self._pcapng:
+            self._parse_blocks(out, limit)
+        else:
+            self._parse_records(out, limit)
+        return out
+
+    def end(self) -> str | None:
+        """At the end of the input: what was wrong with it, or None if it ended cleanly."""
+        if self.broken is not None:
+            return self.broken
+        left = len(self._buf) - self._pos
+        if left == 0:
+            return None
+        if not self._started:
+            need = 4 if left < 4 or self._pcapng else 24
+            return f"truncated dump file; tried to read {need} file header bytes, only got {left}"
+        if self._pcapng:
+            # Worded as libpcap words it: the 8-byte block header, then the rest of the block.
+            if left < 8:
+                return f"truncated pcapng dump file; tried to read 8 bytes, only got {left}"
+            length = struct.unpack_from(self._order + "I", self._buf, self._pos + 4)[0]
+            return (
+                f"truncated pcapng dump file; tried to read {length - 8} bytes,"
+                f" only got {left - 8}"
+            )
+        if left < 16:
+            return f"truncated dump file; tried to read 16 header bytes, only got {left}"
+        caplen = struct.unpack_from(self._order + "I", self._buf, self._pos + 8)[0]
+        return f"truncated dump file; tried to read {caplen} captured bytes, only got {left - 16}"
+
+    def _parse_file_header(self) -> bool:
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 4:
+            return False
+        magic = buf[pos : pos + 4]
+        if magic == _PCAPNG_MAGIC:
+            # A pcapng file starts with a section header block, read like any other block.
+            self._pcapng = True
+            self._started = True
+            return True
+        if magic not in _PCAP_MAGICS:
+            self.broken = "unknown file format"
+            return False
+        if len(buf) - pos < 24:
+            return False
+        self._order, self._ts_divisor = _PCAP_MAGICS[magic]
+        major, minor, _zone, _sigfigs, _snaplen, linktype = struct.unpack_from(
+            self._order + "HHiIII", buf, pos + 4
+        )
+        if major != 2:
+            self.broken = f"pcap file version {major}.{minor} is not supported"
+            return False
+        # The top bits of the link type field carry FCS information, not the link type.
+        self._linktype = _dlt(linktype & 0x03FFFFFF)
+        self.linktypes.add(self._linktype)
+        self._pos = pos + 24
+        self._started = True
+        return True
+
+    def _parse_records(self, out: list[Packet], limit: int) -> None:
+        buf, pos, end = self._buf, self._pos, len(self._buf)
+        record = struct.Struct(self._order + "IIII")
+        divisor, linktype = self._ts_divisor, self._linktype
+        while len(out) < limit and end - pos >= 16:
+            sec, frac, caplen, wire_len = record.unpack_from(buf, pos)
+            if caplen > MAX_RECORD:
+                self.broken = (
+                    f"invalid packet capture length {caplen}, bigger than maximum of {MAX_RECORD}"
+                )
+                break
+            if end - pos - 16 < caplen:
+                break
+            start = pos + 16
+            out.append(Packet(sec, frac // divisor, linktype, wire_len, buf[start : start + caplen]))
+            pos = start + caplen
+            self.records += 1
+        self._pos = pos
+
+    def _parse_blocks(self, out: list[Packet], limit: int) -> None:
+        buf, end = self._buf, len(self._buf)
+        while len(out) < limit and end - self._pos >= 12:
+            pos = self._pos
+            if buf[pos : pos + 4] == _PCAPNG_MAGIC:
+                # A new section may switch byte order; its byte-order magic says which.
+                bom = buf[pos + 8 : pos + 12]
+                if bom == b"\x4d\x3c\x2b\x1a":
+                    self._order = "<"
+                elif bom == b"\x1a\x2b\x3c\x4d":
+                    self._order = ">"
+                else:
+                    self.broken = "pcapng section header has an unknown byte-order magic"
+                    return
+            block_type, length = struct.unpack_from(self._order + "II", buf, pos)
+            if length < 12 or length % 4 or length > MAX_RECORD:
+                self.broken = f"pcapng block of type {block_type:#x} has an invalid length {length}"
+                return
+            if end - pos < length:
+                return
+            body, body_end = pos + 8, pos + length - 4
+            if block_type == _SHB:
+                self._interfaces = []
+            elif block_type == _IDB:
+                self._read_interface(body, body_end)
+            elif block_type in (_EPB, _OPB, _SPB):
+                packet = self._read_packet_block(block_type, body, body_end)
+                if packet is None:
+                    return
+                out.append(packet)
+                self.records += 1
+            if self.broken is not None:
+                return
+            self._pos = pos + length
+
+    def _read_interface(self, body: int, body_end: int) -> None:
+        if body_end - body < 8:
+            self.broken = "pcapng interface description block is too short"
+            return
+        linktype, _reserved, snaplen = struct.unpack_from(self._order + "HHI", self._buf, body)
+        units, offset = 1_000_000, 0
+        for code, value in self._options(body + 8, body_end):
+            if code == _IF_TSRESOL and len(value) == 1:
+                exponent = value[0] & 0x7F
+                units = 2**exponent if value[0] & 0x80 else 10**exponent
+            elif code == _IF_TSOFFSET and len(value) == 8:
+                offset = struct.unpack(self._order + "q", value)[0]
+        interface = _Interface(_dlt(linktype), snaplen, units, offset)
+        self._interfaces.append(interface)
+        self.linktypes.add(interface.linktype)
+
+    def _options(self, pos: int, end: int) -> list[tuple[int, bytes]]:
+        found = []
+        while end - pos >= 4:
+            code, length = struct.unpack_from(self._order + "HH", self._buf, pos)
+            if code == 0:
+                break
+            value = self._buf[pos + 4 : pos + 4 + length]
+            found.append((code, value))
+            pos += 4 + (length + 3) // 4 * 4
+        return found
+
+    def _read_packet_block(self, block_type: int, body: int, body_end: int) -> Packet | None:
+        buf, order = self._buf, self._order
+        if block_type == _SPB:
+            if body_end - body < 4:
+                self.broken = "pcapng simple packet block is too short"
+                return None
+            index = 0
+            wire_len = struct.unpack_from(order + "I", buf, body)[0]
+            start = body + 4
+            caplen = min(wire_len, body_end - start)
+        else:
+            if body_end - body < 20:
+                self.broken = "pcapng packet block is too short"
+                return None
+            if block_type == _EPB:
+                index, high, low, caplen, wire_len = struct.unpack_from(order + "IIIII", buf, body)
+            else:
+                index, _drops, high, low, caplen, wire_len = struct.unpack_from(
+                    order + "HHIIII", buf, body
+                )
+            start = body + 20
+            if caplen > body_end - start:
+                self.broken = f"pcapng packet block holds {caplen} bytes in a block too short"
+                return None
+        if index >= len(self._interfaces):
+            self.broken = f"pcapng packet refers to interface {index}, which was not described"
+            return None
+        interface = self._interfaces[index]
+        if block_type == _SPB:
+            if interface.snaplen:
+                caplen = min(caplen, interface.snaplen)
+            # A simple packet block carries no timestamp: keep the previous one, so that time
+            # never jumps back to 1970 in the middle of a capture.
+            sec, usec = self._last_ts
+        else:
+            ticks = (high << 32) | low
+            units = interface.units_per_second
+            sec = ticks // units + interface.offset_seconds
+            usec = (ticks % units) * 1_000_000 // units
+            if not 0 <= sec <= _MAX_SEC:
+                sec, usec = (0, 0) if sec < 0 else (_MAX_SEC, 999_999)
+            self._last_ts = (sec, usec)
+        return Packet(sec, usec, interface.linktype, wire_len, buf[start : start + caplen])
+
+
+def _dlt(linktype: int) -> int:
+    return _LINKTYPE_TO_DLT.get(linktype, linktype)
+
+
+def _locate(name: str, records: int, message: str) -> str:
+    """The one-line account of a broken capture: which file, after how many packets, and why."""
+    what = "truncated" if message.startswith("truncated") else "unreadable"
+    return f"{name}: {what} after {records} packets: {message}"
+
+
+# --- capture streams: stdin, pipes, and files libpcap gave up on -----------------------------
+
+
+@dataclass(slots=True)
+class _FilterSpan:
+    """How many packets were handed out while one filter was in force."""
+
+    expr: str
+    delivered: int = 0
+
+
+class CaptureStream(_PacketSource):
+    """A pcap or pcapng stream read by `CaptureParser`: stdin, a pipe, or a file libpcap refused.
+
+    Waits for data in select(), so a stream fed slowly (tcpdump -U -w - | wirepeek -r -) gives
+    packets as they come, and `next_batch(timeout)` returns in time.
+    """
+
+    def __init__(self, name: str, stream: BinaryIO, paths: tuple[str, ...] = ()) -> None:
+        super().__init__(name, live=False, paths=paths)
+        self._stream = stream
+        self._fd = stream.fileno()
+        self._parser = CaptureParser()
+        self._pending: deque[Packet] = deque()  # framed, but not yet filtered
+        self._filter = _PacketFilter("")
+        self._ended = False
+        self._closed = False
+        self._got_data = False
+        self.libpcap_error: str | None = None
+        """What libpcap said about this file, if it gave up on it before we took over."""
+
+    @property
+    def linktypes(self) -> frozenset[int]:
+        return frozenset(self._parser.linktypes)
+
+    def read_header(self) -> None:
+        """Wait for the file header, so the format and first link type are known; CaptureError."""
+        while not self._parser.started and not self._ended:
+            self._fill(None)
+        if self._parser.broken == "unknown file format":
+            raise CaptureError(f"{self.name}: not a pcap or pcapng file (unknown file format)")
+        if self._ended and not self._got_data:
+            raise CaptureError(f"{self.name}: empty input")
+        if self.error is not None and not self._pending:
+            raise CaptureError(self.error)
+
+    def _fill(self, timeout: float | None) -> bool:
+        """Frame more packets into `_pending`, reading if need be. False if nothing came in time."""
+        if self._ended:
+            return False
+        got = self._parser.parse(MAX_BATCH)
+        if not got and self._parser.broken is None:
+            ready, _, _ = select.select([self._fd], [], [], timeout)
+            if not ready:
+                return False
+            try:
+                data = os.read(self._fd, READ_CHUNK)
+            except OSError as e:
+                self._finish(e.strerror or str(e))
+                return True
+            if not data:
+                self._finish(self._parser.end())
+                return True
+            self._got_data = True
+            self._parser.feed(data)
+            got = self._parser.parse(MAX_BATCH)
+        self._pending.extend(got)
+        if self._parser.broken is not None:
+            self._finish(self._parser.broken)
+        return True
+
+    def _finish(self, problem: str | None) -> None:
+        self._ended = True
+        problem = problem or self.libpcap_error
+        if problem is not None and self._got_data:
+            self._error = _locate(self.name, self._parser.records, problem)
+
+    def _read_packets(self, timeout: float | None) -> list[Packet] | None:
+        deadline = _deadline(timeout)
+        out: list[Packet] = []
+        matches = self._filter.matches
+        while True:
+            while self._pending and len(out) < MAX_BATCH:
+                p = self._pending.popleft()
+                if matches(p.linktype, p.data):
+                    out.append(p)
+            if out:
+                return out
+            if self._ended:
+                return None
+            if not self._fill(_remaining(deadline)):
+                return out
+
+    def skip(self, spans: list[_FilterSpan]) -> None:
+        """Pass over the packets libpcap already handed out, filter by filter, before taking over."""
+        for span in spans:
+            packet_filter = _PacketFilter(span.expr)
+            left = span.delivered
+            while left:
+                if not self._pending and not self._fill(None):
+                    return
+                if not self._pending and self._ended:
+                    return
+                while self._pending and left:
+                    p = self._pending.popleft()
+                    if packet_filter.matches(p.linktype, p.data):
+                        left -= 1
+
+    def _check_filter(self, expr: str) -> None:
+        _PacketFilter(expr).check(self._parser.linktypes)
+
+    def _apply_filter(self, expr: str) -> None:
+        self._filter = _PacketFilter(expr)
+        self._drop_unmatched(self._filter)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._ended = True
+            self._stream.close()
+
+
+# --- capture files read by libpcap ------------------------------------------------------------
+
+
+class CaptureFile(Source):
+    """One regular capture file, read by libpcap's `next_batch` (the fast path).
+
+    If libpcap gives up part way (a truncated file, a pcapng with mixed link types), reading goes
+    on with `CaptureStream` from the start of the file, passing over what was already handed out,
+    so the packets libpcap read into the batch that failed are not lost.
+    """
+
+    def __init__(self, path: str, handle: _Handle) -> None:
+        super().__init__(path, live=False, paths=(path,))
+        self._handle = handle
+        self._linktype = handle.datalink()
+        self._spans = [_FilterSpan("")]
+        self._done = False
+        self._takeover: CaptureStream | None = None
+
+    @property
+    def linktypes(self) -> frozenset[int]:
+        if self._takeover is not None:
+            return self._takeover.linktypes | {self._linktype}
+        return frozenset({self._linktype})
+
+    def next_batch(self, timeout: float | None = None) -> Batch | None:
+        if self._takeover is not None:
+            return self._takeover.next_batch(timeout)
+        if self._done:
+            return None
+        try:
+            data, meta = self._handle.next_batch(MAX_BATCH)
+        except pcapy.PcapError as e:
+            self._take_over(str(e))
+            return self.next_batch(timeout)
+        if not meta:
+            self._done = True
+            return None
+        self._spans[-1].delivered += len(meta) // META.size
+        return Batch(self._linktype, data, meta)
+
+    def next_packets(self, timeout: float | None = None) -> list[Packet] | None:
+        if self._takeover is not None:
+            return self._takeover.next_packets(timeout)
+        if self._done:
+            return None
+        out: list[Packet] = []
+        try:
+            while len(out) < MAX_BATCH:
+                header, data = self._handle.next()
+                if header is None:
+                    self._done = True
+                    break
+                sec, usec = header.getts()
+                out.append(Packet(sec, usec, self._linktype, header.getlen(), data))
+        except pcapy.PcapError as e:
+            self._spans[-1].delivered += len(out)
+            self._take_over(str(e))
+            return out or self.next_packets(timeout)
+        self._spans[-1].delivered += len(out)
+        return out or None
+
+    def _take_over(self, message: str) -> None:
+        self._done = True
+        try:
+            stream = open(self.name, "rb", buffering=0)  # noqa: SIM115 - owned by the stream
+        except OSError as e:
+            self._error = f"{self.name}: {message} (and cannot reopen it: {e.strerror})"
+            return
+        takeover = CaptureStream(self.name, stream, self.paths)
+        if _MIXED_LINKTYPES not in message:
+            takeover.libpcap_error = message
+        takeover.skip(self._spans)
+        takeover._apply_filter(self.filter)
+        takeover.filter = self.filter
+        self._takeover = takeover
+        self._handle.close()
+
+    @property
+    def error(self) -> str | None:
+        if self._takeover is not None:
+            return self._takeover.error
+        return self._error
+
+    def _check_filter(self, expr: str) -> None:
+        if self._takeover is not None:
+            self._takeover._check_filter(expr)
+        else:
+            _compile(expr, self._linktype)
+
+    def _apply_filter(self, expr: str) -> None:
+        if self._takeover is not None:
+            self._takeover._apply_filter(expr)
+            self._takeover.filter = expr
+            return
+        if self._done:
+            return
+        try:
+            self._handle.setfilter(expr)
+        except pcapy.PcapError as e:
+            raise FilterError(expr, str(e)) from None
+        self._spans.append(_FilterSpan(expr))
+
+    def close(self) -> None:
+        if self._takeover is not None:
+            self._takeover.close()
+        else:
+            self._done = True
+            self._handle.close()
+
+
+# --- several files, merged by timestamp -------------------------------------------------------
+
+
+class MergedCaptures(_PacketSource):
+    """Several capture files (or a file and stdin) read as one, packet by packet in time order.
+
+    Packets with equal timestamps keep the order of the files on the command line.
+    """
+
+    def __init__(self, sources: list[Source]) -> None:
+        paths = tuple(p for s in sources for p in s.paths)
+        super().__init__(",".join(s.name for s in sources), live=False, paths=paths)
+        self._sources = sources
+        self._queues: list[deque[Packet]] = [deque() for _ in sources]
+        self._open = [True] * len(sources)
+
+    @property
+    def linktypes(self) -> frozenset[int]:
+        return frozenset().union(*(s.linktypes for s in self._sources))
+
+    @property
+    def error(self) -> str | None:
+        errors = [s.error for s in self._sources if s.error]
+        return "; ".join(errors) if errors else None
+
+    def _read_packets(self, timeout: float | None) -> list[Packet] | None:
+        deadline = _deadline(timeout)
+        queues = self._queues
+        out: list[Packet] = []
+        while len(out) < MAX_BATCH:
+            for i, source in enumerate(self._sources):
+                if queues[i] or not self._open[i]:
+                    continue
+                got = source.next_packets(_remaining(deadline))
+                if got is None:
+                    self._open[i] = False
+                elif not got:
+                    # A stream with nothing yet: no packet can be placed before its next one.
+                    return out
+                else:
+                    queues[i].extend(got)
+            heads = [(q[0].sec, q[0].usec, i) for i, q in enumerate(queues) if q]
+            if not heads:
+                return out or None
+            heads.sort()
+            first = heads[0][2]
+            bound = heads[1] if len(heads) > 1 else None
+            queue = queues[first]
+            # Take the whole run that comes before the next file's head, not one packet per scan.
+            while queue and len(out) < MAX_BATCH:
+                p = queue[0]
+                if bound is not None and (p.sec, p.usec, first) > bound:
+                    break
+                out.append(queue.popleft())
+        return out
+
+    def _check_filter(self, expr: str) -> None:
+        for source in self._sources:
+            source._check_filter(expr)
+
+    def _apply_filter(self, expr: str) -> None:
+        for source in self._sources:
+            source._apply_filter(expr)
+            source.filter = expr
+        packet_filter = _PacketFilter(expr)
+        for i, queue in enumerate(self._queues):
+            self._queues[i] = deque(p for p in queue if packet_filter.matches(p.linktype, p.data))
+        self._drop_unmatched(packet_filter)
+
+    def close(self) -> None:
+        for source in self._sources:
+            source.close()
+
+
+# --- opening files ----------------------------------------------------------------------------
+
+
+def _open_stdin() -> CaptureStream:
+    if os.isatty(0):
+        raise CaptureError("stdin: is a terminal, not a capture; pipe one in (tcpdump -w - | ...)")
+    # Our own descriptor, so the caller may put a terminal on fd 0 (for the UI) once we are open.
+    stdin = CaptureStream("stdin", os.fdopen(os.dup(0), "rb", buffering=0))
+    try:
+        stdin.read_header()
+    except CaptureError:
+        stdin.close()
+        raise
+    return stdin
+
+
+def _open_path(path: str) -> Source:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise CaptureError(f"{path}: no such file") from None
+    except NotADirectoryError:
+        raise CaptureError(f"{path}: no such file") from None
+    except PermissionError:
+        raise CaptureError(f"{path}: permission denied") from None
+    except OSError as e:
+        raise CaptureError(f"{path}: {e.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise CaptureError(f"{path}: is a directory")
+    try:
+        stream = open(path, "rb", buffering=0)  # noqa: SIM115 - owned by the source
+    except PermissionError:
+        raise CaptureError(f"{path}: permission denied") from None
+    except OSError as e:
+        raise CaptureError(f"{path}: {e.strerror}") from None
+    if stat.S_ISREG(info.st_mode) and info.st_size == 0:
+        stream.close()
+        raise CaptureError(f"{path}: empty file")
+    if not stat.S_ISREG(info.st_mode):
+        # A pipe or a device: libpcap would block on it, and could not reopen it after a failure.
+        pipe = CaptureStream(path, stream, (path,))
+        try:
+            pipe.read_header()
+        except CaptureError:
+            pipe.close()
+            raise
+        return pipe
+    stream.close()
+    try:
+        handle = pcapy.open_offline(path)
+    except pcapy.PcapError as e:
+        message = str(e)
+        if message == "unknown file format":
+            raise CaptureError(f"{path}: not a pcap or pcapng file (unknown file format)") from None
+        raise CaptureError(f"{path}: {message}") from None
+    return CaptureFile(path, handle)
+
+
+def open_files(paths: list[str], bpf: str = "") -> Source:
+    """Read capture files ("-" is stdin), merged by timestamp; raise CaptureError or FilterError."""
+    if not paths:
+        raise CaptureError("no capture file to read")
+    if paths.count("-") > 1:
+        raise CaptureError("stdin ('-') can be read only once")
+    sources: list[Source] = []
+    try:
+        for path in paths:
+            if path == "-":
+                sources.append(_open_stdin())
+            else:
+                sources.append(_open_path(path))
+        source = sources[0] if len(sources) == 1 else MergedCaptures(sources)
+        if bpf.strip():
+            source.set_filter(bpf)
+    except CaptureError:
+        for opened in sources:
+            opened.close()
+        raise
+    return source
+
+
+# --- writing captures -------------------------------------------------------------------------
+
+
+class _PcapWriter:
+    """Writes a classic pcap file (microsecond timestamps, native byte order, as libpcap does)."""
+
+    def __init__(self, out: BinaryIO, linktype: int) -> None:
+        self._out = out
+        self._linktype = linktype
+        self._record = struct.Struct("=IIII")
+        linktype_field = _DLT_TO_LINKTYPE.get(linktype, linktype)
+        out.write(struct.pack("=IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, SNAPLEN, linktype_field))
+
+    def write(self, p: Packet) -> None:
+        self._out.write(self._record.pack(p.sec, p.usec, len(p.data), p.wire_len))
+        self._out.write(p.data)
+
+
+def write_packets(
+    source: Source, out_path: str, count: int | None = None, duration: float | None = None
+) -> int:
+    """Copy the packets `source` delivers (its filter applied) to a pcap file; return how many.
+
+    Each packet keeps its timestamp, captured bytes and wire length. Stops at the end of the
+    source, after `count` packets, or after `duration` seconds: wall-clock seconds for a live
+    capture, capture-time seconds from the first packet for files. "-" writes to stdout.
+    """
+    linktypes = source.linktypes
+    if len(linktypes) > 1:
+        raise CaptureError(
+            f"{out_path}: a pcap file holds one link type, and {source.name} has several"
+            f" ({', '.join(map(str, sorted(linktypes)))})"
+        )
+    for path in source.paths:
+        if out_path != "-" and os.path.exists(out_path) and os.path.samefile(path, out_path):
+            raise CaptureError(f"{out_path}: is also an input; refusing to overwrite it")
+    try:
+        out = sys.stdout.buffer if out_path == "-" else open(out_path, "wb")  # noqa: SIM115
+    except OSError as e:
+        raise CaptureError(f"{out_path}: {(e.strerror or str(e)).lower()}") from None
+    writer: _PcapWriter | None = None
+    written = 0
+    wall_deadline = _deadline(duration) if duration is not None and source.live else None
+    end_ts: float | None = None
+    try:
+        while count is None or written < count:
+            timeout = _remaining(wall_deadline)
+            if timeout is not None and timeout <= 0:
+                break
+            packets = source.next_packets(timeout)
+            if packets is None:
+                break
+            for p in packets:
+                if count is not None and written >= count:
+                    break
+                ts = p.sec + p.usec / 1e6
+                if duration is not None and not source.live:
+                    end_ts = ts + duration if end_ts is None else end_ts
+                    if ts > end_ts:
+                        return written
+                if writer is None:
+                    writer = _PcapWriter(out, p.linktype)
+                elif p.linktype != writer._linktype:
+                    raise CaptureError(
+                        f"{out_path}: a pcap file holds one link type; {source.name} changed from"
+                        f" {writer._linktype} to {p.linktype} after {written} packets"
+                    )
+                writer.write(p)
+                written += 1
+        return written
+    except OSError as e:
+        raise CaptureError(f"{out_path}: {(e.strerror or str(e)).lower()}") from None
+    finally:
+        if writer is None:
+            # Even with no packet, leave a valid (empty) capture, as tcpdump -w does.
+            first = next(iter(linktypes), ETHERNET)
+            try:
+                _PcapWriter(out, first)
+            except OSError:
+                pass
+        if out is sys.stdout.buffer:
+            out.flush()
+        else:
+            out.close()

@@ -1,0 +1,156 @@
+"""`make bench`: engine throughput and memory on workloads the project writes itself.
+
+Prints figures; asserts nothing about time (speed targets live here, never in timed tests).
+Each measurement runs in a fresh subprocess so that its peak memory (ru_maxrss) is its own.
+
+    python -m tests.bench.run            all workloads
+    python -m tests.bench.run --quick    smaller workloads, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "bench-data"
+
+SIZES = {
+    "keepalive_http": {"connections": 50, "transactions": 115_000},
+    "conn_per_request_http": {"connections": 27_600},
+    "syn_flood": {"connections": 500_000},
+}
+QUICK = {
+    "keepalive_http": {"connections": 50, "transactions": 10_000},
+    "conn_per_request_http": {"connections": 3_000},
+    "syn_flood": {"connections": 50_000},
+}
+
+
+def workload_file(name: str, params: dict[str, int]) -> tuple[Path, dict[str, object]]:
+    from tests.bench.workloads import WORKLOADS
+
+    DATA.mkdir(exist_ok=True)
+    tag = "-".join(f"{k}{v}" for k, v in sorted(params.items()))
+    path = DATA / f"{name}-{tag}.pcap"
+    facts_path = path.with_suffix(".json")
+    if not path.exists() or not facts_path.exists():
+        facts = WORKLOADS[name](str(path), **params)
+        facts_path.write_text(json.dumps(facts, default=str))
+    return path, json.loads(facts_path.read_text())
+
+
+def measure(path: str, keep: int, budget_mib: int) -> dict[str, object]:
+    """In this process: raw read rate, then the pipeline over pre-read batches, then peak memory."""
+    import pcapy
+
+    from engine import sources
+    from engine.bounds import MiB, Bounds
+    from engine.pipeline import Pipeline
+
+    handle = pcapy.open_offline(path)
+    t0 = time.perf_counter()
+    raw = 0
+    while True:
+        _data, meta = handle.next_batch(4096)
+        if not meta:
+            break
+        raw += len(meta) // 16
+    raw_s = time.perf_counter() - t0
+
+    source = sources.open_files([path])
+    batches = []
+    while (batch := source.next_batch()) is not None:
+        batches.append(batch)
+    source.close()
+    packets = sum(len(b) for b in batches)
+    size = sum(len(b.data) for b in batches)
+    pipeline = Pipeline(Bounds(keep_stream_bytes=keep, memory_budget=budget_mib * MiB))
+    peak_budget = 0
+    t0 = time.process_time()
+    for batch in batches:
+        pipeline.feed(batch)
+        peak_budget = max(peak_budget, pipeline.table.memory)
+    pipeline.finish()
+    cpu = time.process_time() - t0
+    stats = pipeline.stats()
+    return {
+        "packets": packets,
+        "raw_read_s": raw_s,
+        "raw_pps": raw / raw_s if raw_s else 0,
+        "pipeline_cpu_s": cpu,
+        "pps": packets / cpu if cpu else 0,
+        "mbps": size / cpu / 1e6 if cpu else 0,
+        "connections": stats.connections_total,
+        "evicted": stats.evicted_connections,
+        "peak_accounted_mib": peak_budget / MiB,
+        "budget_mib": budget_mib,
+        "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def end_to_end(path: Path) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "tui.cli", "-r", str(path), "--json"], cwd=ROOT,
+                   stdout=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - t0
+
+
+def tshark_conv(path: Path) -> float | None:
+    if shutil.which("tshark") is None:
+        return None
+    t0 = time.perf_counter()
+    subprocess.run(["tshark", "-r", str(path), "-q", "-z", "conv,tcp"], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--measure", nargs=3, metavar=("FILE", "KEEP", "BUDGET_MIB"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        path, keep, budget = args.measure
+        print(json.dumps(measure(path, int(keep), int(budget))))
+        return 0
+    sizes = QUICK if args.quick else SIZES
+    print(f"wirepeek engine benchmark ({os.cpu_count()} cores; pipeline CPU time on one core)\n")
+    header = (f"{'workload':<24} {'keep':>6} {'packets':>9} {'raw read':>12} {'pipeline':>12} "
+              f"{'MB/s':>6} {'conns':>7} {'evicted':>8} {'accounted':>10} {'peak RSS':>9}")
+    print(header)
+    print("-" * len(header))
+    e2e = []
+    for name, params in sizes.items():
+        path, facts = workload_file(name, params)
+        runs = [(64 * 1024, 512), (1024 * 1024, 512)]
+        if name == "syn_flood":
+            runs = [(64 * 1024, 512), (64 * 1024, 64)]
+        for keep, budget in runs:
+            out = subprocess.run(
+                [sys.executable, "-m", "tests.bench.run", "--measure", str(path), str(keep), str(budget)],
+                cwd=ROOT, capture_output=True, text=True, check=True,
+            )
+            m = json.loads(out.stdout)
+            print(f"{name:<24} {keep // 1024:>5}K {m['packets']:>9,} {m['raw_pps']:>10,.0f}/s "
+                  f"{m['pps']:>10,.0f}/s {m['mbps']:>6.0f} {m['connections']:>7,} {m['evicted']:>8,} "
+                  f"{m['peak_accounted_mib']:>6.0f}/{m['budget_mib']}M {m['maxrss_mib']:>7.0f}M")
+        e2e.append((name, facts, end_to_end(path), tshark_conv(path)))
+    print("\nend to end: wirepeek -r FILE --json > /dev/null (whole process, wall clock)")
+    for name, facts, seconds, tshark in e2e:
+        line = f"  {name:<24} {facts['packets']:>9,} packets  {seconds:6.2f} s  {facts['packets'] / seconds:>10,.0f} packets/s"
+        if tshark is not None:
+            line += f"   tshark -z conv,tcp {tshark:6.2f} s"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

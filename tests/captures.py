@@ -1,0 +1,69 @@
+"""Test helpers for the bundled captures (tests/data/pcaps, provenance in its README)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine import sources
+from engine.bounds import Bounds
+from engine.events import ConnectionClosed, ConnectionInfo
+from engine.pipeline import Pipeline
+from tests.feeding import Recorder
+
+PCAPS = Path(__file__).parent / "data" / "pcaps"
+
+
+def capture(name: str) -> str:
+    return str(PCAPS / name)
+
+
+def all_captures() -> list[str]:
+    return sorted(
+        str(p.relative_to(PCAPS)) for p in PCAPS.rglob("*") if p.suffix in (".pcap", ".pcapng")
+    )
+
+
+def tshark_profiles() -> dict[str, str]:
+    """name -> the tshark profile column of the README's table."""
+    out = {}
+    for line in (PCAPS / "README.md").read_text().splitlines():
+        m = re.match(r"\|\s*([\w./-]+\.pcap(?:ng)?)\s*\|.*\|\s*([^|]*)\|\s*$", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+@dataclass
+class Replay:
+    pipeline: Pipeline
+    events: list[object]
+    recorders: dict[int, Recorder]
+    error: str | None
+
+    def infos(self) -> list[ConnectionInfo]:
+        return sorted((e.info for e in self.events if isinstance(e, ConnectionClosed)), key=lambda i: i.id)
+
+    def stream(self, conn_id: int, from_client: bool) -> bytes:
+        return bytes(self.recorders[conn_id].data[from_client])
+
+
+def replay(name: str, bpf: str = "", bounds: Bounds | None = None) -> Replay:
+    """Run a bundled capture through the pipeline, recording every connection's streams."""
+    recorders: dict[int, Recorder] = {}
+
+    def record(conn, emit):  # type: ignore[no-untyped-def]
+        recorders[conn.id] = Recorder()
+        return recorders[conn.id]
+
+    pipeline = Pipeline(bounds, consumers={None: [record]})
+    source = sources.open_files([capture(name)], bpf)
+    events: list[object] = []
+    try:
+        while (batch := source.next_batch()) is not None:
+            events += pipeline.feed(batch)
+    finally:
+        source.close()
+    events += pipeline.finish()
+    return Replay(pipeline, events, recorders, source.error)

@@ -1,0 +1,27 @@
+"""Fixtures shared by wirepeek's tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pytest
+
+from tests.synth import LINKTYPE_ETHERNET, Packet, write_pcap
+
+
+@pytest.fixture
+def pcap_file(tmp_path: Path) -> Callable[..., Path]:
+    """Write packets to a fresh classic pcap file under tmp_path and return its path:
+    `pcap_file(packets, linktype=1, name="capture.pcap")`."""
+    counter = 0
+
+    def write(packets: Iterable[Packet], linktype: int = LINKTYPE_ETHERNET,
+              name: str | None = None) -> Path:
+        nonlocal counter
+        counter += 1
+        path = tmp_path / (name or f"capture-{counter}.pcap")
+        write_pcap(path, packets, linktype)
+        return path
+
+    return write

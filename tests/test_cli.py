@@ -1,0 +1,223 @@
+"""The headless command line, run as a user would: a subprocess, real files, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.captures import capture
+
+WIREPEEK = [sys.executable, "-m", "tui.cli"]
+ROOT = Path(__file__).parent.parent
+
+
+def wirepeek(*args: str, stdin: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([*WIREPEEK, *args], input=stdin, capture_output=True, cwd=ROOT, timeout=timeout)
+
+
+def records(out: bytes) -> list[dict]:
+    return [json.loads(line) for line in out.decode().splitlines()]
+
+
+def no_traceback(proc: subprocess.CompletedProcess[bytes]) -> None:
+    assert b"Traceback" not in proc.stderr, proc.stderr.decode()
+
+
+def test_json_connection_record_follows_the_contract():
+    proc = wirepeek("-r", capture("zeek/http__get.pcap"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    [rec] = records(proc.stdout)
+    assert rec["type"] == "connection" and rec["id"] == 0
+    assert rec["client"] == "141.142.228.5:59856" and rec["server"] == "192.150.187.43:80"
+    assert (rec["state"], rec["conn_state"], rec["history"]) == ("CLOSED", "SF", "ShADadFf")
+    assert rec["packets"] == {"client": 7, "server": 7}
+    assert rec["bytes"] == {"client": 136, "server": 5007}
+    assert rec["missing_bytes"] == {"client": 0, "server": 0}
+    assert rec["protocol"] == "http"
+    assert rec["first_ts"] == pytest.approx(1362692526.869344)
+    assert rec["last_ts"] >= rec["first_ts"]
+
+
+def test_json_with_bpf_filter():
+    all_ids = records(wirepeek("-r", capture("zeek/wikipedia.pcap"), "--json").stdout)
+    web = records(wirepeek("-r", capture("zeek/wikipedia.pcap"), "--json", "tcp", "port", "80").stdout)
+    assert 0 < len(web) <= len(all_ids)
+    assert all(r["server"].endswith(":80") for r in web)
+
+
+def test_follow_prints_exactly_the_server_bytes(tmp_path):
+    proc = wirepeek("-r", capture("zeek/http__get.pcap"), "--follow", "0", "--dir", "server")
+    assert proc.returncode == 0
+    assert len(proc.stdout) == 5007
+    assert proc.stdout.startswith(b"HTTP/1.1 200 OK\r\n")
+    client = wirepeek("-r", capture("zeek/http__get.pcap"), "--follow", "0", "--dir", "client").stdout
+    both = wirepeek("-r", capture("zeek/http__get.pcap"), "--follow", "0").stdout
+    assert both == client + proc.stdout  # the request came first, then the whole response
+
+
+def test_follow_reports_gaps_on_stderr_and_keeps_stdout_exact():
+    proc = wirepeek("-r", capture("zeek/http__1000-requests-one-dropped-response.pcap"),
+                    "--follow", "0", "--dir", "server")
+    assert proc.returncode == 0
+    assert b"238 server bytes missing at offset 0" in proc.stderr
+    assert proc.stdout.count(b"HTTP/1.1 200") == 999
+
+
+def test_follow_hex_dump():
+    proc = wirepeek("-r", capture("zeek/http__get.pcap"), "--follow", "0", "--hex")
+    lines = proc.stdout.decode().splitlines()
+    assert lines[0].startswith("# client 141.142.228.5:59856 -> 192.150.187.43:80")
+    assert lines[1].startswith("00000000  47 45 54 20 2f 64 6f 77  6e 6c 6f 61 64 2f 43 48 |GET /download/CH|")
+    assert any(line.startswith("# server ") for line in lines)
+
+
+def test_follow_unknown_id():
+    proc = wirepeek("-r", capture("zeek/http__get.pcap"), "--follow", "7")
+    assert proc.returncode == 1
+    assert proc.stderr.decode().strip() == "wirepeek: no connection 7: the capture has 1 connections (ids 0 to 0)"
+
+
+def test_write_filtered_packets_round_trip(tmp_path):
+    out = tmp_path / "web.pcap"
+    proc = wirepeek("-r", capture("zeek/wikipedia.pcap"), "-w", str(out), "tcp", "port", "80")
+    assert proc.returncode == 0, proc.stderr
+    again = records(wirepeek("-r", str(out), "--json").stdout)
+    direct = records(wirepeek("-r", capture("zeek/wikipedia.pcap"), "--json", "tcp port 80").stdout)
+    assert again == direct
+
+
+def test_stdin_stream():
+    data = Path(capture("zeek/http__get.pcap")).read_bytes()
+    proc = wirepeek("-r", "-", "--json", stdin=data)
+    assert proc.returncode == 0, proc.stderr
+    assert records(proc.stdout)[0]["bytes"] == {"client": 136, "server": 5007}
+
+
+def test_summary_is_the_default():
+    proc = wirepeek("-r", capture("zeek/http__get.pcap"))
+    assert proc.returncode == 0
+    out = proc.stdout.decode()
+    assert "141.142.228.5:59856" in out and "CLOSED" in out and "http" in out
+
+
+def _bad_file(tmp_path: Path, kind: str) -> str:
+    path = tmp_path / f"{kind}.pcap"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("this is not a capture\n" * 10)
+    elif kind == "random":
+        path.write_bytes(os.urandom(4096))
+    elif kind == "missing":
+        return str(tmp_path / "nothing-here.pcap")
+    elif kind == "directory":
+        return str(tmp_path)
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["empty", "text", "random", "missing", "directory"])
+def test_bad_files_get_one_line_and_nonzero_exit(tmp_path, kind):
+    proc = wirepeek("-r", _bad_file(tmp_path, kind), "--json")
+    no_traceback(proc)
+    assert proc.returncode == 1
+    err = proc.stderr.decode().strip()
+    assert err.startswith("wirepeek: ") and "\n" not in err
+    assert proc.stdout == b""
+
+
+def test_truncated_capture_reports_what_was_read_then_where_it_broke(tmp_path):
+    data = Path(capture("zeek/http__get.pcap")).read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[: len(data) - 700])
+    proc = wirepeek("-r", str(cut), "--json")
+    no_traceback(proc)
+    assert proc.returncode == 1
+    assert len(records(proc.stdout)) == 1  # the connection, as far as it was read
+    assert "truncated" in proc.stderr.decode()
+
+
+def test_invalid_bpf():
+    proc = wirepeek("-r", capture("zeek/http__get.pcap"), "--json", "port", "banana")
+    no_traceback(proc)
+    assert proc.returncode == 1
+    assert "banana" in proc.stderr.decode()
+
+
+def test_unknown_interface_lists_the_real_ones():
+    proc = wirepeek("-i", "nosuchif0", "--json", "--count", "1")
+    no_traceback(proc)
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    assert "nosuchif0" in err and "lo" in err
+
+
+def test_usage_errors_exit_2():
+    proc = wirepeek("--hex", "-r", capture("zeek/http__get.pcap"))
+    assert proc.returncode == 2
+    assert b"--hex and --dir go with --follow" in proc.stderr
+
+
+def test_help_says_how_to_capture_without_root():
+    out = wirepeek("--help").stdout.decode()
+    assert "setcap" in out and "drops to the invoking user" in out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root (CI runs as root)")
+def test_live_capture_reports_loopback_connections_with_exact_bytes():
+    """A real server on loopback, real requests, and the headless live mode counts every byte."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    replies = [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n + b"x" * n for n in (5, 3000, 70000)]
+
+    def serve() -> None:
+        for reply in replies:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    proc = subprocess.Popen([*WIREPEEK, "-i", "lo", "--json", "--duration", "4", "tcp", "port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # capture is open once it says so
+        assert b"capturing on lo" in line, line
+        requests = []
+        for i, reply in enumerate(replies):
+            request = b"GET /%d HTTP/1.1\r\nHost: test\r\n\r\n" % i
+            requests.append(request)
+            with socket.create_connection(("127.0.0.1", port)) as c:
+                c.sendall(request)
+                got = b""
+                while len(got) < len(reply):
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                assert got == reply
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        server.close()
+    assert proc.returncode == 0, err
+    recs = [r for r in records(out) if r["type"] == "connection"]
+    assert len(recs) == 3
+    for rec, request, reply in zip(sorted(recs, key=lambda r: r["id"]), requests, replies):
+        assert rec["server"] == f"127.0.0.1:{port}"
+        assert rec["bytes"] == {"client": len(request), "server": len(reply)}
+        assert rec["missing_bytes"] == {"client": 0, "server": 0}
+        assert rec["protocol"] == "http"
+        assert rec["conn_state"] in ("SF", "S1", "S2", "S3")

@@ -1,0 +1,846 @@
+"""Capture sources: files, merges, stdin, broken files, our pcapng reader, live capture, writing.
+
+libpcap's own per-packet `next()` is the reference for what a file holds. Live tests capture on
+the loopback interface and need root; they are skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pcapy
+import pytest
+
+from engine.batch import META, Batch
+from engine.sources import (
+    MAX_BATCH,
+    CaptureError,
+    CaptureParser,
+    CaptureStats,
+    FilterError,
+    Packet,
+    Source,
+    list_interfaces,
+    open_files,
+    open_live,
+    validate_filter,
+    write_packets,
+)
+
+PCAPS = Path(__file__).parent / "data" / "pcaps"
+HTTP_GET = PCAPS / "zeek" / "http__get.pcap"  # 14 packets, Ethernet
+BIG = PCAPS / "zeek" / "http__1000-requests-one-dropped-response.pcap"  # 4102 packets
+PCAPNG = PCAPS / "zeek" / "http__cooper-grill-dvwa.pcapng"  # 64 packets, one interface
+SNAPPED = PCAPS / "zeek" / "tcp__retransmit-fast009.pcap"  # caplen < wire length for some
+RAW = PCAPS / "zeek" / "tcp__payload-syn.pcap"  # LINKTYPE_RAW (101), which libpcap calls 12
+NFLOG = PCAPS / "zeek" / "nflog-http.pcap"
+LOOPBACK = PCAPS / "gopacket" / "pcap_test_loopback.pcap"  # BSD loopback (DLT_NULL)
+ETHERNET = PCAPS / "gopacket" / "pcap_test_ethernet.pcap"
+SIMPLE_GET = PCAPS / "arkime" / "http-simple-get.pcap"
+MIXED_BE = PCAPS / "gopacket" / "pcapgo_tests_be_test100.pcapng"
+MIXED_LE = PCAPS / "gopacket" / "pcapgo_tests_le_test202.pcapng"
+NG_001 = PCAPS / "gopacket" / "pcapgo_tests_le_test001.pcapng"
+NG_010 = PCAPS / "gopacket" / "pcapgo_tests_le_test010.pcapng"
+
+ROOT = Path(__file__).resolve().parent.parent
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="live capture on 'lo' needs root (run the tests with sudo)"
+)
+
+Record = tuple[int, int, int, int, bytes]  # sec, usec, caplen, wire length, bytes
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def reference(path: Path | str, bpf: str = "") -> tuple[list[Record], str | None]:
+    """What libpcap's per-packet next() reads from a file, and the error it stopped on."""
+    handle = pcapy.open_offline(str(path))
+    if bpf:
+        handle.setfilter(bpf)
+    out: list[Record] = []
+    try:
+        for _ in range(1_000_000):
+            header, data = handle.next()
+            if header is None:
+                return out, None
+            sec, usec = header.getts()
+            out.append((sec, usec, header.getcaplen(), header.getlen(), data))
+    except pcapy.PcapError as e:
+        return out, str(e)
+    raise AssertionError("file too long for a test")
+
+
+def drain(source: Source, timeout: float | None = None) -> list[Batch]:
+    batches = []
+    for _ in range(100_000):
+        batch = source.next_batch(timeout)
+        if batch is None:
+            return batches
+        batches.append(batch)
+    raise AssertionError("source never ended")
+
+
+def flatten(batches: list[Batch]) -> list[tuple[int, int, bytes]]:
+    out = []
+    for batch in batches:
+        for sec, usec, off, caplen in META.iter_unpack(batch.meta):
+            out.append((sec, usec, batch.data[off : off + caplen]))
+    return out
+
+
+def without_wire_len(records: list[Record]) -> list[tuple[int, int, bytes]]:
+    return [(sec, usec, data) for sec, usec, _caplen, _wire, data in records]
+
+
+def read_all(path: Path | str, bpf: str = "") -> tuple[list[tuple[int, int, bytes]], Source]:
+    source = open_files([str(path)], bpf)
+    try:
+        return flatten(drain(source)), source
+    finally:
+        source.close()
+
+
+def write_with_pcapy(src: Path, out: Path, keep: list[int]) -> None:
+    """Copy the packets at the given indexes of `src` into `out`, with libpcap's own dumper."""
+    handle = pcapy.open_offline(str(src))
+    dumper = handle.dump_open(str(out))
+    index = 0
+    for _ in range(100_000):
+        header, data = handle.next()
+        if header is None:
+            break
+        if index in keep:
+            dumper.dump(header, data)
+        index += 1
+    dumper.close()
+
+
+LARGE = "greater 300"  # a filter that keeps some of the last packets of BIG, all IPv6
+_large_program = pcapy.compile(1, 262144, LARGE, 1, 0)
+
+
+def is_large(record: Record) -> bool:
+    return _large_program.filter(record[4]) != 0
+
+
+def parse_in_chunks(blob: bytes, size: int) -> tuple[list[Packet], str | None]:
+    parser = CaptureParser()
+    out: list[Packet] = []
+    for start in range(0, len(blob), size):
+        parser.feed(blob[start : start + size])
+        for _ in range(100_000):
+            got = parser.parse(MAX_BATCH)
+            if not got:
+                break
+            out.extend(got)
+    return out, parser.end()
+
+
+# --- files read by libpcap --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [HTTP_GET, BIG, PCAPNG, LOOPBACK, RAW, NFLOG, SNAPPED, NG_010])
+def test_batches_of_a_file_are_its_packets(path: Path) -> None:
+    expected, problem = reference(path)
+    assert problem is None
+    source = open_files([str(path)])
+    batches = drain(source)
+    assert flatten(batches) == without_wire_len(expected)
+    assert all(0 < len(b) <= MAX_BATCH for b in batches)
+    linktype = pcapy.open_offline(str(path)).datalink()
+    assert {b.linktype for b in batches} == {linktype}
+    assert source.error is None and source.stats() is None and not source.live
+    assert source.name == str(path)
+    source.close()
+
+
+def test_a_file_longer_than_a_batch_comes_in_several() -> None:
+    source = open_files([str(BIG)])
+    sizes = [len(b) for b in drain(source)]
+    assert sizes == [MAX_BATCH, 4102 - MAX_BATCH]
+
+
+def test_bpf_filter_is_applied_to_files() -> None:
+    got, _ = read_all(HTTP_GET, "tcp[tcpflags] & tcp-syn != 0")
+    expected, _ = reference(HTTP_GET, "tcp[tcpflags] & tcp-syn != 0")
+    assert got == without_wire_len(expected)
+    assert 0 < len(got) < 14
+
+
+def test_invalid_filter_on_open_names_expression_and_libpcap_reason() -> None:
+    with pytest.raises(FilterError) as caught:
+        open_files([str(HTTP_GET)], "tcp port banana")
+    assert str(caught.value) == "invalid filter 'tcp port banana': unknown port 'banana'"
+    assert caught.value.reason == "unknown port 'banana'"
+    assert isinstance(caught.value, CaptureError)
+
+
+def test_filter_invalid_for_the_link_type_is_refused() -> None:
+    with pytest.raises(FilterError, match="ethernet addresses supported only"):
+        open_files([str(LOOPBACK)], "ether host 01:02:03:04:05:06")
+
+
+def test_validate_filter() -> None:
+    validate_filter("tcp port 80 and host 10.0.0.1")
+    validate_filter("")
+    with pytest.raises(FilterError, match="unknown port 'banana'"):
+        validate_filter("port banana")
+    with pytest.raises(FilterError, match="syntax error"):
+        validate_filter("tcp and and")
+    validate_filter("ip", linktype=113)
+
+
+def test_set_filter_invalid_keeps_the_old_filter() -> None:
+    source = open_files([str(HTTP_GET)], "tcp port 80")
+    with pytest.raises(FilterError, match="unknown port 'banana'"):
+        source.set_filter("tcp port banana")
+    assert source.filter == "tcp port 80"
+    got = flatten(drain(source))
+    assert got == without_wire_len(reference(HTTP_GET, "tcp port 80")[0])
+
+
+def test_set_filter_on_a_file_applies_from_the_next_batch() -> None:
+    source = open_files([str(BIG)])
+    first = source.next_batch()
+    assert first is not None and len(first) == MAX_BATCH
+    source.set_filter(LARGE)
+    rest = flatten(drain(source))
+    everything, _ = reference(BIG)
+    large = [r for r in everything[MAX_BATCH:] if is_large(r)]
+    assert 0 < len(large) and rest == without_wire_len(large)
+    assert source.filter == LARGE
+
+
+# --- several files merged ---------------------------------------------------------------------
+
+
+def test_two_halves_of_a_file_merge_back_into_it(tmp_path: Path) -> None:
+    everything, _ = reference(HTTP_GET)
+    assert len({(r[0], r[1]) for r in everything}) == len(everything)  # no timestamp ties
+    even, odd = tmp_path / "even.pcap", tmp_path / "odd.pcap"
+    write_with_pcapy(HTTP_GET, even, list(range(0, 14, 2)))
+    write_with_pcapy(HTTP_GET, odd, list(range(1, 14, 2)))
+    source = open_files([str(odd), str(even)])
+    assert source.name == f"{odd},{even}"
+    assert flatten(drain(source)) == without_wire_len(everything)
+    assert source.error is None
+
+
+def test_merge_keeps_link_types_apart_and_time_in_order() -> None:
+    source = open_files([str(LOOPBACK), str(ETHERNET), str(HTTP_GET)])
+    batches = drain(source)
+    packets = [
+        (sec, usec, b.linktype)
+        for b in batches
+        for sec, usec, _, _ in META.iter_unpack(b.meta)
+    ]
+    assert len(packets) == 24 + 10 + 14
+    assert [p[:2] for p in packets] == sorted(p[:2] for p in packets)
+    assert {b.linktype for b in batches} == {0, 1}
+    assert all(len(b) > 0 for b in batches)
+    assert source.linktypes == frozenset({0, 1})
+
+
+def test_merge_with_a_filter_and_a_bad_new_filter() -> None:
+    source = open_files([str(HTTP_GET), str(SIMPLE_GET)], "tcp[tcpflags] & tcp-syn != 0")
+    with pytest.raises(FilterError):
+        source.set_filter("port banana")
+    assert source.filter == "tcp[tcpflags] & tcp-syn != 0"
+    got = flatten(drain(source))
+    expected = reference(HTTP_GET, source.filter)[0] + reference(SIMPLE_GET, source.filter)[0]
+    assert sorted(got) == sorted(without_wire_len(expected))
+
+
+# --- stdin and pipes --------------------------------------------------------------------------
+
+READ_STDIN = """
+import sys
+from engine.sources import open_files, CaptureError
+try:
+    source = open_files(['-'], sys.argv[1])
+except CaptureError as e:
+    print('error:', e)
+    raise SystemExit(2)
+n = 0
+for _ in range(100000):
+    batch = source.next_batch(5.0)
+    if batch is None:
+        break
+    for ts, data in batch.packets():
+        n += 1
+        print(f'{ts:.6f} {len(data)} {data.hex()}')
+print('end', n, source.name, source.error)
+"""
+
+
+def run_with_stdin(data: bytes, bpf: str = "") -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", READ_STDIN, bpf],
+        input=data,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    return _decode(done)
+
+
+def _decode(done: subprocess.CompletedProcess[bytes]) -> subprocess.CompletedProcess[str]:
+    return subprocess.CompletedProcess(
+        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
+    )
+
+
+def stdin_lines(records: list[Record]) -> list[str]:
+    return [f"{sec + usec / 1e6:.6f} {len(d)} {d.hex()}" for sec, usec, _c, _w, d in records]
+
+
+@pytest.mark.parametrize("path", [HTTP_GET, PCAPNG])
+def test_stdin_is_read_as_a_capture_stream(path: Path) -> None:
+    done = run_with_stdin(path.read_bytes())
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    expected, _ = reference(path)
+    assert lines[:-1] == stdin_lines(expected)
+    assert lines[-1] == f"end {len(expected)} stdin None"
+
+
+def test_stdin_with_a_filter() -> None:
+    done = run_with_stdin(HTTP_GET.read_bytes(), "tcp[tcpflags] & tcp-fin != 0")
+    expected, _ = reference(HTTP_GET, "tcp[tcpflags] & tcp-fin != 0")
+    assert 0 < len(expected) < 14
+    assert done.stdout.splitlines()[:-1] == stdin_lines(expected)
+
+
+def test_stdin_truncated_says_where(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.pcap"
+    broken.write_bytes(HTTP_GET.read_bytes()[:-100])
+    expected, problem = reference(broken)
+    done = run_with_stdin(broken.read_bytes())
+    assert done.stdout.splitlines()[:-1] == stdin_lines(expected)
+    assert done.stdout.splitlines()[-1] == (
+        f"end {len(expected)} stdin stdin: truncated after {len(expected)} packets: {problem}"
+    )
+
+
+def test_stdin_errors() -> None:
+    assert run_with_stdin(b"hello, not a capture\n").stdout.strip() == (
+        "error: stdin: not a pcap or pcapng file (unknown file format)"
+    )
+    assert run_with_stdin(b"").stdout.strip() == "error: stdin: empty input"
+
+
+def test_a_pipe_gives_packets_as_they_come_and_honours_the_timeout() -> None:
+    blob = HTTP_GET.read_bytes()
+    expected, _ = reference(HTTP_GET)
+    first_two = 24 + sum(16 + r[2] for r in expected[:2])
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, blob[:first_two])
+        source = open_files([f"/dev/fd/{read_end}"])
+        batch = source.next_batch(1.0)
+        assert batch is not None and flatten([batch]) == without_wire_len(expected[:2])
+        started = time.monotonic()
+        quiet = source.next_batch(0.2)
+        assert quiet is not None and len(quiet) == 0
+        assert 0.15 <= time.monotonic() - started < 2.0
+        os.write(write_end, blob[first_two:])
+        os.close(write_end)
+        write_end = -1
+        assert flatten(drain(source, 1.0)) == without_wire_len(expected[2:])
+        assert source.error is None
+        source.close()
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+
+
+# --- broken and unreadable files --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "cut"),
+    [(HTTP_GET, 100), (HTTP_GET, 6335 - 24 - 16 - 78 - 5), (BIG, 300), (PCAPNG, 50)],
+)
+def test_truncated_file_yields_what_precedes_the_cut_then_says_where(
+    tmp_path: Path, path: Path, cut: int
+) -> None:
+    broken = tmp_path / path.name
+    broken.write_bytes(path.read_bytes()[:-cut])
+    expected, problem = reference(broken)
+    assert problem is not None and problem.startswith("truncated")
+    got, source = read_all(broken)
+    assert got == without_wire_len(expected)
+    assert source.error == f"{broken}: truncated after {len(expected)} packets: {problem}"
+
+
+def test_truncated_file_with_filter_changes_on_the_way(tmp_path: Path) -> None:
+    broken = tmp_path / "big.pcap"
+    broken.write_bytes(BIG.read_bytes()[:-300])
+    everything, problem = reference(broken)
+    source = open_files([str(broken)], "tcp")
+    first = source.next_batch()
+    assert first is not None and len(first) == MAX_BATCH
+    source.set_filter(LARGE)
+    rest = flatten(drain(source))
+    tcp, _ = reference(broken, "tcp")
+    large = [r for r in tcp[MAX_BATCH:] if is_large(r)]
+    assert flatten([first]) == without_wire_len(tcp[:MAX_BATCH])
+    assert 0 < len(large) and rest == without_wire_len(large)
+    assert source.error == f"{broken}: truncated after {len(everything)} packets: {problem}"
+
+
+def test_file_cut_inside_its_header(tmp_path: Path) -> None:
+    broken = tmp_path / "short.pcap"
+    broken.write_bytes(HTTP_GET.read_bytes()[:20])
+    with pytest.raises(CaptureError) as caught:
+        open_files([str(broken)])
+    assert str(caught.value) == (
+        f"{broken}: truncated dump file; tried to read 24 file header bytes, only got 16"
+    )
+
+
+def test_unreadable_files_get_one_line_messages(tmp_path: Path) -> None:
+    text = tmp_path / "x.txt"
+    text.write_text("hello\n")
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(b"")
+    cases = {
+        str(tmp_path / "capture.pcap"): f"{tmp_path / 'capture.pcap'}: no such file",
+        str(text): f"{text}: not a pcap or pcapng file (unknown file format)",
+        str(empty): f"{empty}: empty file",
+        str(tmp_path): f"{tmp_path}: is a directory",
+        str(text / "x.pcap"): f"{text / 'x.pcap'}: no such file",
+    }
+    for path, message in cases.items():
+        with pytest.raises(CaptureError) as caught:
+            open_files([path])
+        assert str(caught.value) == message
+    with pytest.raises(CaptureError, match="no such file"):
+        open_files([str(HTTP_GET), str(tmp_path / "missing.pcap")])
+
+
+# --- our own reader: pcapng with mixed link types, chunked input, timestamp formats ----------
+
+
+def packets_of(source: Source) -> list[tuple[int, int, int, int]]:
+    """(sec, usec, link type, caplen) of every packet, in order."""
+    return [
+        (sec, usec, b.linktype, caplen)
+        for b in drain(source)
+        for sec, usec, _, caplen in META.iter_unpack(b.meta)
+    ]
+
+
+T = (1340954905, 298858)  # gopacket's test files: 0x4c39764ca47aa microseconds
+
+
+def test_pcapng_with_mixed_link_types_big_endian() -> None:
+    # gopacket's expectations for test100, plus the loopback packet it skips by default; the
+    # simple packet blocks carry no timestamp and take the previous packet's.
+    source = open_files([str(MIXED_BE)])
+    assert packets_of(source) == [
+        (0, 0, 1, 314),
+        (*T, 1, 342),
+        (*T, 1, 314),
+        (T[0], T[1] + 2000, 1, 342),
+        (T[0], T[1] + 3000, 0, 168),
+    ]
+    assert source.error is None
+    assert source.linktypes == frozenset({0, 1})
+
+
+def test_pcapng_with_mixed_link_types_and_several_sections() -> None:
+    source = open_files([str(MIXED_LE)])
+    later = (T[0], T[1] + 3000)
+    assert packets_of(source) == [
+        (*T, 1, 96),
+        (*T, 1, 96),
+        (*later, 0, 168),
+        (*later, 1, 128),
+        (*T, 1, 128),
+        (*T, 1, 128),
+        (*T, 1, 128),
+        (*later, 0, 168),
+    ]
+    assert source.error is None
+
+
+def test_mixed_pcapng_batches_carry_whole_packets() -> None:
+    batches = drain(open_files([str(MIXED_BE)]))
+    assert [b.linktype for b in batches] == [1, 0]
+    loopback_packet = flatten(batches[1:])[0][2]
+    assert loopback_packet[:4] == b"\x02\x00\x00\x00"  # BSD loopback header: AF_INET
+    assert loopback_packet[4] == 0x45
+
+
+def test_filter_on_mixed_pcapng_applies_per_link_type() -> None:
+    everything = packets_of(open_files([str(MIXED_BE)], "udp"))
+    assert [p[2] for p in everything] == [1, 1, 1, 1, 0]
+    # Ethernet addresses mean nothing on the loopback interface: those packets never match.
+    broadcast = packets_of(open_files([str(MIXED_BE)], "ether broadcast"))
+    assert [p[2] for p in broadcast] == [1, 1]
+
+
+@pytest.mark.parametrize("path", [HTTP_GET, PCAPNG, NG_001, NG_010, RAW, NFLOG, LOOPBACK])
+@pytest.mark.parametrize("chunk", [1, 7, 100, 1 << 20])
+def test_parser_agrees_with_libpcap_in_any_chunking(path: Path, chunk: int) -> None:
+    expected, _ = reference(path)
+    got, problem = parse_in_chunks(path.read_bytes(), chunk)
+    assert problem is None
+    assert [(p.sec, p.usec, len(p.data), p.wire_len, p.data) for p in got] == expected
+    assert {p.linktype for p in got} == {pcapy.open_offline(str(path)).datalink()}
+
+
+def swap_pcap(blob: bytes, nanoseconds: bool) -> bytes:
+    """The same capture as a big-endian file, with nanosecond timestamps if asked."""
+    magic = 0xA1B23C4D if nanoseconds else 0xA1B2C3D4
+    fields = struct.unpack_from("<HHiIII", blob, 4)
+    out = bytearray(struct.pack(">I", magic) + struct.pack(">HHiIII", *fields))
+    pos = 24
+    while pos < len(blob):
+        sec, usec, caplen, wire = struct.unpack_from("<IIII", blob, pos)
+        frac = usec * 1000 + 999 if nanoseconds else usec
+        out += struct.pack(">IIII", sec, frac, caplen, wire)
+        out += blob[pos + 16 : pos + 16 + caplen]
+        pos += 16 + caplen
+    return bytes(out)
+
+
+@pytest.mark.parametrize("nanoseconds", [False, True])
+def test_big_endian_and_nanosecond_pcap(tmp_path: Path, nanoseconds: bool) -> None:
+    crafted = tmp_path / "crafted.pcap"
+    crafted.write_bytes(swap_pcap(HTTP_GET.read_bytes(), nanoseconds))
+    expected, _ = reference(HTTP_GET)
+    assert reference(crafted)[0] == expected  # libpcap reads it as the original
+    got, problem = parse_in_chunks(crafted.read_bytes(), 1000)
+    assert problem is None
+    assert [(p.sec, p.usec, len(p.data), p.wire_len, p.data) for p in got] == expected
+
+
+def pcapng_block(block_type: int, body: bytes) -> bytes:
+    body += b"\0" * (-len(body) % 4)
+    length = 12 + len(body)
+    return struct.pack("<II", block_type, length) + body + struct.pack("<I", length)
+
+
+def pcapng_option(code: int, value: bytes) -> bytes:
+    return struct.pack("<HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
+
+
+def test_pcapng_timestamp_resolutions_and_offsets() -> None:
+    shb = pcapng_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    nano = pcapng_block(1, struct.pack("<HHI", 1, 0, 0) + pcapng_option(9, b"\x09"))
+    binary = pcapng_block(
+        1,
+        struct.pack("<HHI", 101, 0, 0)
+        + pcapng_option(9, b"\x8a")  # 2^-10 seconds
+        + pcapng_option(14, struct.pack("<q", 100)),
+    )
+    data = b"\x45" + b"\0" * 19
+
+    def epb(interface: int, ticks: int) -> bytes:
+        return pcapng_block(
+            6, struct.pack("<IIIII", interface, ticks >> 32, ticks & 0xFFFFFFFF, 20, 60) + data
+        )
+
+    blob = shb + nano + binary + epb(0, 1_700_000_000_123_456_789) + epb(1, 1_700_000_000 * 1024 + 512)
+    got, problem = parse_in_chunks(blob, 13)
+    assert problem is None
+    assert [(p.sec, p.usec, p.linktype, p.wire_len, p.data) for p in got] == [
+        (1_700_000_000, 123_456, 1, 60, data),
+        (1_700_000_100, 500_000, 12, 60, data),  # LINKTYPE_RAW comes out as libpcap's DLT_RAW
+    ]
+
+
+def test_parser_reports_garbage() -> None:
+    parser = CaptureParser()
+    parser.feed(b"GET / HTTP/1.1\r\n")
+    assert parser.parse() == [] and parser.broken == "unknown file format"
+    assert parser.end() == "unknown file format"
+
+
+@pytest.mark.parametrize("path", [HTTP_GET, PCAPNG])
+@pytest.mark.parametrize("cut", [3, 10, 60, 200])
+def test_parser_reports_truncation_as_libpcap_does(tmp_path: Path, path: Path, cut: int) -> None:
+    broken = tmp_path / path.name
+    broken.write_bytes(path.read_bytes()[:-cut])
+    expected, problem = reference(broken)
+    got, parser_problem = parse_in_chunks(broken.read_bytes(), 999)
+    assert [(p.sec, p.usec, len(p.data), p.wire_len, p.data) for p in got] == expected
+    assert parser_problem == problem
+
+
+# --- live capture -----------------------------------------------------------------------------
+
+
+def read_until(source: Source, wanted: bytes, seconds: float = 10.0) -> tuple[bytes, list[Batch]]:
+    """Batches from `source` until `wanted` shows up in one, or the deadline passes."""
+    deadline = time.monotonic() + seconds
+    seen = b""
+    batches: list[Batch] = []
+    while wanted not in seen and time.monotonic() < deadline:
+        batch = source.next_batch(timeout=0.2)
+        assert batch is not None
+        batches.append(batch)
+        seen += batch.data
+    assert wanted in seen, f"{wanted!r} never arrived"
+    return seen, batches
+
+
+class LoopbackPeers:
+    """A TCP server and a connected client on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.client = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        self.server, _ = self.listener.accept()
+
+    def send(self, payload: bytes) -> None:
+        self.client.sendall(payload)
+        self.server.settimeout(5)
+        received = b""
+        while len(received) < len(payload):
+            chunk = self.server.recv(65536)
+            assert chunk
+            received += chunk
+
+    def close(self) -> None:
+        for sock in (self.client, self.server, self.listener):
+            sock.close()
+
+
+@pytest.fixture
+def peers() -> Iterator[LoopbackPeers]:
+    pair = LoopbackPeers()
+    yield pair
+    pair.close()
+
+
+@needs_root
+def test_live_capture_sees_local_tcp_traffic_and_counts_it(peers: LoopbackPeers) -> None:
+    source = open_live(["lo"], f"tcp port {peers.port}")
+    try:
+        assert source.live and source.name == "lo" and source.paths == ()
+        assert source.filter == f"tcp port {peers.port}"
+        peers.send(b"wirepeek-live-marker")
+        _, batches = read_until(source, b"wirepeek-live-marker")
+        assert {b.linktype for b in batches} == {1}
+        stats = source.stats()
+        assert isinstance(stats, CaptureStats)
+        assert stats.received >= sum(len(b) for b in batches) >= 1
+    finally:
+        source.close()
+    assert source.next_batch(0.1) is None
+    final = source.stats()  # still there once closed, for the last status line
+    assert final is not None and final.received >= stats.received
+
+
+@needs_root
+def test_live_set_filter_changes_what_arrives() -> None:
+    a, b = LoopbackPeers(), LoopbackPeers()
+    source = open_live(["lo"], f"tcp port {a.port}")
+    try:
+        b.send(b"marker-b-one")
+        a.send(b"marker-a-one")
+        seen, _ = read_until(source, b"marker-a-one")
+        assert b"marker-b-one" not in seen
+        source.set_filter(f"tcp port {b.port}")
+        assert source.filter == f"tcp port {b.port}"
+        a.send(b"marker-a-two")
+        b.send(b"marker-b-two")
+        seen, _ = read_until(source, b"marker-b-two")
+        assert b"marker-a-two" not in seen
+        with pytest.raises(FilterError, match="unknown port 'banana'"):
+            source.set_filter("tcp port banana")
+        assert source.filter == f"tcp port {b.port}"
+    finally:
+        source.close()
+        a.close()
+        b.close()
+
+
+@needs_root
+def test_live_read_on_a_quiet_filter_returns_in_time() -> None:
+    source = open_live(["lo"], "udp port 9 and udp port 7")
+    try:
+        for timeout in (0.2, 0.0):
+            started = time.monotonic()
+            batch = source.next_batch(timeout=timeout)
+            elapsed = time.monotonic() - started
+            assert batch is not None and len(batch) == 0 and batch.linktype == 1
+            assert timeout - 0.01 <= elapsed < timeout + 0.5
+        assert source.next_packets(timeout=0.05) == []
+    finally:
+        source.close()
+
+
+@needs_root
+def test_live_on_several_interfaces_keeps_link_types(peers: LoopbackPeers) -> None:
+    source = open_live(["lo", "any"], f"tcp port {peers.port}")
+    try:
+        assert source.name == "lo,any" and source.linktypes == frozenset({1, 113})
+        linktypes: set[int] = set()
+        deadline = time.monotonic() + 10
+        while linktypes != {1, 113} and time.monotonic() < deadline:
+            peers.send(b"both-interfaces")
+            batch = source.next_batch(0.2)
+            assert batch is not None
+            if len(batch):
+                linktypes.add(batch.linktype)
+        assert linktypes == {1, 113}
+    finally:
+        source.close()
+
+
+def test_unknown_interface_lists_the_real_ones() -> None:
+    with pytest.raises(CaptureError) as caught:
+        open_live(["eth9"])
+    interfaces = list_interfaces()
+    assert "lo" in interfaces and "any" in interfaces
+    assert str(caught.value) == f"no such interface 'eth9'; interfaces: {', '.join(interfaces)}"
+
+
+@needs_root
+def test_invalid_filter_on_live() -> None:
+    with pytest.raises(FilterError) as caught:
+        open_live(["lo"], "tcp port banana")
+    assert str(caught.value) == "invalid filter 'tcp port banana': unknown port 'banana'"
+    with pytest.raises(FilterError, match="on 'any'"):
+        open_live(["lo", "any"], "ether host 01:02:03:04:05:06")
+
+
+DROP_AND_CAPTURE = """
+import os, tempfile
+from engine.sources import drop_privileges, open_files, open_live, CaptureError
+live = open_live(['lo'], 'tcp')
+secret = tempfile.mkstemp()[1]
+open(secret, 'wb').write(open('tests/data/pcaps/zeek/http__get.pcap', 'rb').read())
+os.chmod(secret, 0)
+print('user', drop_privileges(), os.getuid(), os.getgid(), os.getgroups())
+live.set_filter('udp')
+print('filter', live.filter, live.stats() is not None)
+for attempt in (lambda: open_live(['lo']), lambda: open_files([secret])):
+    try:
+        attempt()
+    except CaptureError as e:
+        print('error', e)
+"""
+
+
+@needs_root
+def test_dropping_privileges_keeps_open_captures_and_explains_permission() -> None:
+    done = _decode(
+        subprocess.run(
+            [sys.executable, "-c", DROP_AND_CAPTURE],
+            env={**os.environ, "SUDO_UID": "65534", "SUDO_GID": "65534"},
+            capture_output=True,
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+    )
+    lines = done.stdout.splitlines()
+    assert lines[0] == "user nobody 65534 65534 []", done.stderr
+    assert lines[1] == "filter udp True"
+    assert lines[2].startswith("error no permission to capture on 'lo': run with sudo, or grant")
+    assert "sudo setcap cap_net_raw,cap_net_admin=eip /" in lines[2]
+    assert lines[2].endswith("or read a file with -r")
+    assert lines[3].startswith("error ") and lines[3].endswith(": permission denied")
+
+
+def test_drop_privileges_without_sudo_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.sources import drop_privileges
+
+    euid = os.geteuid()
+    monkeypatch.delenv("SUDO_UID", raising=False)
+    monkeypatch.delenv("SUDO_GID", raising=False)
+    assert drop_privileges() is None
+    assert os.geteuid() == euid
+
+
+# --- writing captures -------------------------------------------------------------------------
+
+
+def test_write_packets_round_trip_keeps_wire_lengths(tmp_path: Path) -> None:
+    out = tmp_path / "out.pcap"
+    source = open_files([str(SNAPPED)], "tcp")
+    written = write_packets(source, str(out))
+    expected, _ = reference(SNAPPED, "tcp")
+    assert written == len(expected) == 39
+    assert any(caplen < wire for _, _, caplen, wire, _ in expected)
+    assert reference(out) == (expected, None)
+    assert pcapy.open_offline(str(out)).datalink() == 1
+
+
+def test_write_packets_count_duration_and_merge(tmp_path: Path) -> None:
+    everything, _ = reference(HTTP_GET)
+    out = tmp_path / "five.pcap"
+    assert write_packets(open_files([str(HTTP_GET)]), str(out), count=5) == 5
+    assert reference(out)[0] == everything[:5]
+    start = everything[0][0] + everything[0][1] / 1e6
+    within = [r for r in everything if r[0] + r[1] / 1e6 <= start + 0.1]
+    assert 0 < len(within) < 14
+    out = tmp_path / "tenth.pcap"
+    assert write_packets(open_files([str(HTTP_GET)]), str(out), duration=0.1) == len(within)
+    assert reference(out)[0] == within
+    even, odd = tmp_path / "even.pcap", tmp_path / "odd.pcap"
+    write_with_pcapy(HTTP_GET, even, list(range(0, 14, 2)))
+    write_with_pcapy(HTTP_GET, odd, list(range(1, 14, 2)))
+    out = tmp_path / "merged.pcap"
+    assert write_packets(open_files([str(even), str(odd)]), str(out)) == 14
+    assert reference(out)[0] == everything
+
+
+def test_write_packets_raw_link_type_and_empty_result(tmp_path: Path) -> None:
+    out = tmp_path / "raw.pcap"
+    write_packets(open_files([str(RAW)]), str(out))
+    assert reference(out) == reference(RAW)
+    assert out.read_bytes()[20:24] == struct.pack("=I", 101)  # the file says LINKTYPE_RAW
+    out = tmp_path / "none.pcap"
+    assert write_packets(open_files([str(HTTP_GET)], "udp"), str(out)) == 0
+    assert reference(out) == ([], None)
+
+
+def test_write_packets_refuses_what_pcap_cannot_hold(tmp_path: Path) -> None:
+    with pytest.raises(CaptureError, match="holds one link type"):
+        write_packets(open_files([str(HTTP_GET), str(LOOPBACK)]), str(tmp_path / "x.pcap"))
+    with pytest.raises(CaptureError, match="changed from 1 to 0 after 4 packets"):
+        write_packets(open_files([str(MIXED_BE)]), str(tmp_path / "y.pcap"))
+    copy = tmp_path / "in.pcap"
+    copy.write_bytes(HTTP_GET.read_bytes())
+    with pytest.raises(CaptureError, match="is also an input"):
+        write_packets(open_files([str(copy)]), str(copy))
+    assert copy.read_bytes() == HTTP_GET.read_bytes()
+
+
+@needs_root
+def test_write_packets_from_live(tmp_path: Path, peers: LoopbackPeers) -> None:
+    source = open_live(["lo"], f"tcp port {peers.port}")
+    try:
+        peers.send(b"to-be-written")
+        out = tmp_path / "live.pcap"
+        assert write_packets(source, str(out), count=2, duration=10) == 2
+        records, problem = reference(out)
+        assert problem is None and len(records) == 2
+        assert all(caplen == wire for _, _, caplen, wire, _ in records)
+    finally:
+        source.close()
+    quiet = open_live(["lo"], "udp port 9 and udp port 7")
+    try:
+        started = time.monotonic()
+        assert write_packets(quiet, str(tmp_path / "quiet.pcap"), duration=0.3) == 0
+        assert 0.29 <= time.monotonic() - started < 2.0
+        assert reference(tmp_path / "quiet.pcap") == ([], None)
+    finally:
+        quiet.close()

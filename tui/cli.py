@@ -1,0 +1,303 @@
+"""The `wirepeek` command: argument parsing and the headless modes (--json, --follow, -w, summary).
+
+Errors the user can act on end in one line on stderr and a non-zero exit, never a traceback:
+exit 1 for a capture problem (missing file, bad filter, no permission, a file that broke part
+way), exit 2 for a usage mistake (argparse's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import IO
+
+from engine import sources
+from engine.batch import META, Batch
+from engine.bounds import MiB, Bounds
+from engine.events import ConnectionClosed, Gap
+from engine.pipeline import Pipeline
+from engine.records import connection_record, dumps
+from engine.tcp import Connection
+from tui.escape import escape_bytes, escape_text, hexdump_lines
+
+DESCRIPTION = """\
+Inspect TCP traffic: live from interfaces or from capture files. Connections are reassembled
+exactly: retransmissions and overlaps are delivered once, bytes never seen are reported missing.
+
+A BPF expression (the same language as tcpdump) after the options selects what is captured.
+Run as root, or give the interpreter the capture capability:
+  sudo setcap cap_net_raw,cap_net_admin=eip "$(readlink -f "$(which python3)")"
+When started with sudo, wirepeek opens the capture, then drops to the invoking user (like tcpdump -Z).
+"""
+
+EPILOG = """\
+examples:
+  wirepeek -r capture.pcap --json                 connections as NDJSON records
+  wirepeek -i lo --json --count 1000 tcp port 80  live, stop after 1000 packets
+  wirepeek -r capture.pcap --follow 3 --dir server > body.bin
+  wirepeek -r capture.pcap -w web.pcap tcp port 80
+  ssh host tcpdump -U -w - 'tcp port 80' | wirepeek -r - --json
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="wirepeek",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_argument_group("what to read")
+    src.add_argument("-i", "--interface", action="append", default=[], metavar="IFACE",
+                     help="capture live on IFACE; repeat for several ('any' for all)")
+    src.add_argument("-r", "--read", action="append", default=[], metavar="FILE",
+                     help="read a pcap or pcapng file ('-' for a pcap stream on stdin); "
+                          "several are merged by time")
+    src.add_argument("--list-interfaces", action="store_true", help="list capture interfaces and exit")
+    out = p.add_argument_group("headless output (without these, a summary of the connections)")
+    out.add_argument("--json", action="store_true", help="NDJSON records on stdout, then exit")
+    out.add_argument("--follow", type=int, metavar="ID",
+                     help="print the reassembled stream of connection ID (ids as in --json)")
+    out.add_argument("--dir", choices=("client", "server", "both"), default="both",
+                     help="with --follow: which direction (default both, in arrival order)")
+    out.add_argument("--hex", action="store_true", help="with --follow: a hex dump instead of bytes")
+    out.add_argument("-w", "--write", metavar="OUT", help="write the packets that pass the filter to OUT (pcap)")
+    out.add_argument("--count", type=int, metavar="N", help="stop after N packets")
+    out.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of live capture")
+    lim = p.add_argument_group("bounds")
+    lim.add_argument("--memory", type=int, default=512, metavar="MIB",
+                     help="memory budget of the engine in MiB (default 512)")
+    lim.add_argument("--max-connections", type=int, default=250_000, metavar="N",
+                     help="connections tracked at once (default 250000)")
+    p.add_argument("filter", nargs="*", metavar="BPF", help="capture filter expression")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except UsageError as e:
+        parser.print_usage(sys.stderr)
+        print(f"wirepeek: error: {e}", file=sys.stderr)
+        return 2
+    except sources.CaptureError as e:
+        print(f"wirepeek: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (| head): not an error worth a message.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list_interfaces:
+        for name in sources.list_interfaces():
+            print(name)
+        return 0
+    if args.interface and args.read:
+        raise UsageError("read files (-r) or capture live (-i), not both")
+    if args.count is not None and args.count < 1:
+        raise UsageError("--count must be at least 1")
+    if args.follow is not None and args.json:
+        raise UsageError("--follow and --json are separate modes")
+    if (args.hex or args.dir != "both") and args.follow is None:
+        raise UsageError("--hex and --dir go with --follow")
+    if not args.interface and not args.read:
+        raise UsageError("nothing to read: give -r FILE or -i IFACE (the interactive view is coming)")
+    bpf = " ".join(args.filter)
+    if args.read:
+        source = sources.open_files(args.read, bpf)
+    else:
+        source = sources.open_live(args.interface, bpf)
+        user = sources.drop_privileges()
+        note = f" (filter: {bpf})" if bpf else ""
+        note += f", running as {user}" if user else ""
+        print(f"wirepeek: capturing on {source.name}{note}", file=sys.stderr, flush=True)
+    try:
+        if args.write:
+            sources.write_packets(source, args.write, count=args.count, duration=args.duration)
+            status = 0
+        elif args.follow is not None:
+            status = follow(args, source)
+        elif args.json:
+            status = json_records(args, source)
+        else:
+            status = summary(args, source)
+        if source.error:
+            sys.stdout.flush()
+            print(f"wirepeek: {source.error}", file=sys.stderr)
+            return 1
+        return status
+    finally:
+        source.close()
+
+
+def bounds_from(args: argparse.Namespace, keep_stream: int) -> Bounds:
+    return Bounds(
+        memory_budget=args.memory * MiB,
+        max_connections=args.max_connections,
+        keep_stream_bytes=keep_stream,
+    )
+
+
+def batches(args: argparse.Namespace, source: sources.Source,
+            pipeline: Pipeline, stop: Callable[[], bool] = lambda: False) -> Iterator[list[object]]:
+    """Events of each batch, honouring --count and --duration; the final flush comes last."""
+    remaining = args.count
+    deadline = time.monotonic() + args.duration if args.duration else None
+    try:
+        while not stop():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            timeout = 0.25 if deadline is None else max(0.0, min(0.25, deadline - time.monotonic()))
+            batch = source.next_batch(timeout)
+            if batch is None:
+                break
+            if not len(batch):
+                if source.live:
+                    yield pipeline.flush(time.time())
+                continue
+            if remaining is not None and len(batch) >= remaining:
+                batch = Batch(batch.linktype, batch.data, batch.meta[: remaining * META.size])
+                yield pipeline.feed(batch)
+                break
+            if remaining is not None:
+                remaining -= len(batch)
+            yield pipeline.feed(batch)
+    except KeyboardInterrupt:
+        pass  # a live capture ends with Ctrl-C: report what was seen
+    yield pipeline.finish()
+
+
+def json_records(args: argparse.Namespace, source: sources.Source) -> int:
+    pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024))
+    out = sys.stdout
+    for events in batches(args, source, pipeline):
+        for event in events:
+            if isinstance(event, ConnectionClosed):
+                out.write(dumps(connection_record(event.info)) + "\n")
+        if source.live:
+            out.flush()
+    out.flush()
+    return 0
+
+
+class FollowWriter:
+    """Writes one connection's reassembled bytes as they are delivered, nothing else on stdout."""
+
+    def __init__(self, out: IO[bytes], direction: str, hexdump: bool, escape: bool) -> None:
+        self.out = out
+        self.want = {"client": (True,), "server": (False,), "both": (True, False)}[direction]
+        self.hexdump = hexdump
+        self.escape = escape
+        self.offsets = {True: 0, False: 0}
+        self.last_dir: bool | None = None
+        self.missing = {True: 0, False: 0}
+        self.seen = False
+        self.done = False
+
+    def on_data(self, conn: Connection, from_client: bool, ts: float, data: bytes) -> None:
+        if from_client not in self.want:
+            return
+        offset = self.offsets[from_client]
+        self.offsets[from_client] += len(data)
+        if self.hexdump:
+            self._header(conn, from_client, offset, ts)
+            text = "\n".join(hexdump_lines(data, offset)) + "\n"
+            self.out.write(text.encode())
+        elif self.escape:
+            self.out.write(escape_bytes(data, keep_newlines=True).encode())
+        else:
+            self.out.write(data)
+
+    def on_gap(self, conn: Connection, from_client: bool, ts: float, size: int) -> None:
+        if from_client not in self.want:
+            return
+        offset = self.offsets[from_client]
+        self.offsets[from_client] += size
+        self.missing[from_client] += size
+        side = "client" if from_client else "server"
+        if self.hexdump:
+            self._header(conn, from_client, offset, ts)
+            self.out.write(f"-- {size} bytes missing from the {side} --\n".encode())
+        print(f"wirepeek: connection {conn.id}: {size} {side} bytes missing at offset {offset}",
+              file=sys.stderr)
+
+    def on_close(self, conn: Connection, ts: float) -> None:
+        self.done = True
+
+    def _header(self, conn: Connection, from_client: bool, offset: int, ts: float) -> None:
+        if len(self.want) == 1 or self.last_dir == from_client:
+            return
+        self.last_dir = from_client
+        src, dst = (conn.client_addr, conn.server_addr) if from_client else (conn.server_addr, conn.client_addr)
+        label = "client" if from_client else "server"
+        line = f"# {label} {escape_text(src)} -> {escape_text(dst)}  offset {offset}  ts {ts:.6f}\n"
+        self.out.write(line.encode())
+
+
+def follow(args: argparse.Namespace, source: sources.Source) -> int:
+    out = sys.stdout.buffer
+    writer = FollowWriter(out, args.dir, args.hex, escape=out.isatty() and not args.hex)
+    wanted = args.follow
+
+    def attach(conn: Connection, emit: Callable[[object], None]) -> FollowWriter | None:
+        if conn.id != wanted:
+            return None
+        writer.seen = True
+        return writer
+
+    pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024), consumers={None: [attach]})
+    total = 0
+    for events in batches(args, source, pipeline, stop=lambda: writer.done):
+        out.flush()
+        total = pipeline.table.next_id
+    out.flush()
+    if not writer.seen:
+        print(f"wirepeek: no connection {wanted}: the capture has {total} connections "
+              f"(ids 0 to {total - 1})" if total else f"wirepeek: no connection {wanted}: "
+              "the capture has no TCP connections", file=sys.stderr)
+        return 1
+    return 0
+
+
+def summary(args: argparse.Namespace, source: sources.Source) -> int:
+    """The interim default view: one line per connection as it ends."""
+    pipeline = Pipeline(bounds_from(args, keep_stream=0))
+    out = sys.stdout
+    print(f"{'id':>5}  {'client':<22} {'server':<22} {'state':<12} {'pkts':>6} "
+          f"{'bytes c>s':>10} {'bytes s>c':>10} {'missing':>8}  proto", file=out)
+    for events in batches(args, source, pipeline):
+        for event in events:
+            if isinstance(event, ConnectionClosed):
+                i = event.info
+                proto = i.protocol or "-"
+                if i.sni:
+                    proto += f" {escape_text(i.sni)}"
+                print(f"{i.id:>5}  {i.client:<22} {i.server:<22} {i.state:<12} "
+                      f"{sum(i.packets):>6} {i.bytes[0]:>10} {i.bytes[1]:>10} "
+                      f"{sum(i.missing_bytes):>8}  {proto}", file=out)
+            elif isinstance(event, Gap):
+                pass
+        if source.live:
+            out.flush()
+    st = pipeline.stats()
+    print(f"{st.packets} packets, {st.tcp_packets} TCP, {st.connections_total} connections, "
+          f"{st.malformed} malformed", file=out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
