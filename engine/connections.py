@@ -12,7 +12,7 @@ at the HalfStream of the data that direction carries.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from engine.bounds import CONNECTION_COST, Bounds
@@ -66,10 +66,11 @@ class ConnectionTable:
             self.factories[protocol] = [*self.factories.get(protocol, []), *factories]
         self.live_updates = live_updates
         self.by_key: dict[int, HalfStream] = {}
-        # Active connections, least recently touched first (reordered once per batch).
-        self.lru: dict[int, Connection] = {}
+        # Active connections, least recently touched first (reordered once per batch). Ordered
+        # dicts, because a plain dict emptied from the front makes finding its first entry slow.
+        self.lru: OrderedDict[int, Connection] = OrderedDict()
         # Closed or reset connections, in the order they finished, lingering for late packets.
-        self.finished: dict[int, Connection] = {}
+        self.finished: OrderedDict[int, Connection] = OrderedDict()
         self.next_id = 0
         self.events: list[object] = []
         self.touched: list[Connection] = []
@@ -345,8 +346,8 @@ class ConnectionTable:
         """Once per batch: LRU order, expiry, bounds, and the live snapshots of what changed."""
         lru = self.lru
         for conn in self.touched:
-            if lru.pop(conn.id, None) is not None:
-                lru[conn.id] = conn
+            if conn.id in lru:
+                lru.move_to_end(conn.id)
         touched, self.touched = self.touched, []
         self.batch_mark += 1
         self.expire(now)

@@ -8,6 +8,7 @@ oldest datagram is dropped and counted.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 FragmentKey = tuple[bytes, bytes, int, int]  # (source, destination, identification, protocol)
@@ -25,7 +26,7 @@ class Defragmenter:
     def __init__(self, max_bytes: int, timeout: float) -> None:
         self.max_bytes = max_bytes
         self.timeout = timeout
-        self.pending: dict[FragmentKey, _Datagram] = {}
+        self.pending: OrderedDict[FragmentKey, _Datagram] = OrderedDict()
         self.bytes = 0
         self.dropped = 0  # datagrams given up (timeout or bound)
 

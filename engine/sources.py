@@ -29,9 +29,9 @@ import struct
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple, Self, TypeVar
 
 import pcapy
 
@@ -53,6 +53,7 @@ MAX_RECORD = 16 * 1024 * 1024
 ETHERNET = 1
 
 _Handle = Any  # pcapy's capture handle; the extension module does not export its type
+_Read = TypeVar("_Read", Batch, list["Packet"])
 
 # pcap files store LINKTYPE_* numbers; libpcap hands out DLT_* numbers, which differ for these few.
 # Packets read by our own parser are given the DLT numbers too, so every Batch speaks one language.
@@ -251,7 +252,7 @@ class Source:
     def close(self) -> None:
         raise NotImplementedError
 
-    def __enter__(self) -> Source:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -349,7 +350,10 @@ def _explain_open_failure(interface: str, message: str) -> CaptureError:
 
 
 class LiveCapture(Source):
-    """Packets from one or more network interfaces, one nonblocking libpcap handle each."""
+    """Packets from one or more network interfaces, one nonblocking libpcap handle each.
+
+    If reading an interface fails (it went away, say), the capture ends with `error` set.
+    """
 
     def __init__(self, interfaces: list[str], handles: list[_Handle]) -> None:
         super().__init__(",".join(interfaces), live=True)
@@ -365,7 +369,7 @@ class LiveCapture(Source):
     def linktypes(self) -> frozenset[int]:
         return frozenset(self._linktypes)
 
-    def _poll(self, read: Callable[[int], object], timeout: float | None) -> object:
+    def _poll(self, read: Callable[[int], _Read | None], timeout: float | None) -> _Read | None:
         """Call read(i) on each handle in turn until one returns something, waiting in select().
 
         Returns None when the timeout ran out; raises CaptureError if a handle failed.
@@ -403,13 +407,13 @@ class LiveCapture(Source):
             self._error = str(e)
             self.close()
             return None
-        return got if isinstance(got, Batch) else Batch(self._linktypes[0], b"", b"")
+        return got if got is not None else Batch(self._linktypes[0], b"", b"")
 
     def next_packets(self, timeout: float | None = None) -> list[Packet] | None:
         if self._closed:
             return None
 
-        def read(i: int) -> list[Packet]:
+        def read(i: int) -> list[Packet] | None:
             handle, linktype = self._handles[i], self._linktypes[i]
             out: list[Packet] = []
             while len(out) < MAX_BATCH:
@@ -418,7 +422,7 @@ class LiveCapture(Source):
                     break
                 sec, usec = header.getts()
                 out.append(Packet(sec, usec, linktype, header.getlen(), data))
-            return out
+            return out or None
 
         try:
             got = self._poll(read, timeout)
@@ -426,7 +430,7 @@ class LiveCapture(Source):
             self._error = str(e)
             self.close()
             return None
-        return got if isinstance(got, list) else []
+        return got if got is not None else []
 
     def _check_filter(self, expr: str) -> None:
         # Every interface needs the filter installed, so it must compile for each link type.
@@ -506,7 +510,6 @@ _PCAP_MAGICS = {
 }
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 _SHB, _IDB, _OPB, _SPB, _EPB = 0x0A0D0D0A, 1, 2, 3, 6
-_BYTE_ORDER_MAGIC = 0x1A2B3C4D
 _IF_TSRESOL, _IF_TSOFFSET = 9, 14
 _MAX_SEC = 0xFFFFFFFF
 
@@ -574,16 +577,17 @@ class CaptureParser:
         if left == 0:
             return None
         if not self._started:
-            need = 4 if left < 4 or self._pcapng else 24
-            return f"truncated dump file; tried to read {need} file header bytes, only got {left}"
+            # libpcap reads the 4-byte magic first and counts only what came after it.
+            if left < 4:
+                return f"truncated dump file; tried to read 4 file header bytes, only got {left}"
+            return f"truncated dump file; tried to read 24 file header bytes, only got {left - 4}"
         if self._pcapng:
             # Worded as libpcap words it: the 8-byte block header, then the rest of the block.
             if left < 8:
                 return f"truncated pcapng dump file; tried to read 8 bytes, only got {left}"
             length = struct.unpack_from(self._order + "I", self._buf, self._pos + 4)[0]
             return (
-                f"truncated pcapng dump file; tried to read {length - 8} bytes,"
-                f" only got {left - 8}"
+                f"truncated pcapng dump file; tried to read {length - 8} bytes, only got {left - 8}"
             )
         if left < 16:
             return f"truncated dump file; tried to read 16 header bytes, only got {left}"
@@ -633,7 +637,9 @@ class CaptureParser:
             if end - pos - 16 < caplen:
                 break
             start = pos + 16
-            out.append(Packet(sec, frac // divisor, linktype, wire_len, buf[start : start + caplen]))
+            out.append(
+                Packet(sec, frac // divisor, linktype, wire_len, buf[start : start + caplen])
+            )
             pos = start + caplen
             self.records += 1
         self._pos = pos
@@ -783,6 +789,7 @@ class CaptureStream(_PacketSource):
         self._ended = False
         self._closed = False
         self._got_data = False
+        self._problem: str | None = None
         self.libpcap_error: str | None = None
         """What libpcap said about this file, if it gave up on it before we took over."""
 
@@ -798,8 +805,8 @@ class CaptureStream(_PacketSource):
             raise CaptureError(f"{self.name}: not a pcap or pcapng file (unknown file format)")
         if self._ended and not self._got_data:
             raise CaptureError(f"{self.name}: empty input")
-        if self.error is not None and not self._pending:
-            raise CaptureError(self.error)
+        if self._problem is not None and not self._parser.started:
+            raise CaptureError(f"{self.name}: {self._problem}")
 
     def _fill(self, timeout: float | None) -> bool:
         """Frame more packets into `_pending`, reading if need be. False if nothing came in time."""
@@ -828,9 +835,9 @@ class CaptureStream(_PacketSource):
 
     def _finish(self, problem: str | None) -> None:
         self._ended = True
-        problem = problem or self.libpcap_error
-        if problem is not None and self._got_data:
-            self._error = _locate(self.name, self._parser.records, problem)
+        self._problem = problem or self.libpcap_error
+        if self._problem is not None and self._got_data:
+            self._error = _locate(self.name, self._parser.records, self._problem)
 
     def _read_packets(self, timeout: float | None) -> list[Packet] | None:
         deadline = _deadline(timeout)
@@ -894,6 +901,7 @@ class CaptureFile(Source):
         self._linktype = handle.datalink()
         self._spans = [_FilterSpan("")]
         self._done = False
+        self._closed = False
         self._takeover: CaptureStream | None = None
 
     @property
@@ -953,6 +961,7 @@ class CaptureFile(Source):
         takeover._apply_filter(self.filter)
         takeover.filter = self.filter
         self._takeover = takeover
+        self._closed = True
         self._handle.close()
 
     @property
@@ -983,7 +992,8 @@ class CaptureFile(Source):
     def close(self) -> None:
         if self._takeover is not None:
             self._takeover.close()
-        else:
+        elif not self._closed:
+            self._closed = True
             self._done = True
             self._handle.close()
 
@@ -1147,18 +1157,81 @@ def open_files(paths: list[str], bpf: str = "") -> Source:
 
 
 class _PcapWriter:
-    """Writes a classic pcap file (microsecond timestamps, native byte order, as libpcap does)."""
+    """Writes a classic pcap file: microsecond timestamps, native byte order, as libpcap does.
 
-    def __init__(self, out: BinaryIO, linktype: int) -> None:
+    The file header, which names the one link type of the file, is written with the first packet.
+    """
+
+    def __init__(self, out: BinaryIO, name: str) -> None:
         self._out = out
-        self._linktype = linktype
+        self._name = name
         self._record = struct.Struct("=IIII")
-        linktype_field = _DLT_TO_LINKTYPE.get(linktype, linktype)
-        out.write(struct.pack("=IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, SNAPLEN, linktype_field))
+        self.linktype: int | None = None
+        self.written = 0
+
+    def _write_header(self, linktype: int) -> None:
+        self.linktype = linktype
+        field = _DLT_TO_LINKTYPE.get(linktype, linktype)
+        self._out.write(struct.pack("=IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, SNAPLEN, field))
 
     def write(self, p: Packet) -> None:
+        if self.linktype is None:
+            self._write_header(p.linktype)
+        elif p.linktype != self.linktype:
+            raise CaptureError(
+                f"{self._name}: a pcap file holds one link type, and after {self.written} packets"
+                f" of link type {self.linktype} came one of link type {p.linktype}"
+            )
         self._out.write(self._record.pack(p.sec, p.usec, len(p.data), p.wire_len))
         self._out.write(p.data)
+        self.written += 1
+
+    def close(self, linktype_if_empty: int) -> None:
+        # Even without a packet the output is a valid capture, as with tcpdump -w.
+        if self.linktype is None:
+            self._write_header(linktype_if_empty)
+        if self._out is sys.stdout.buffer:
+            self._out.flush()
+        else:
+            self._out.close()
+
+
+def _packets_to_write(
+    source: Source, count: int | None, duration: float | None
+) -> Iterator[Packet]:
+    """The packets of `source` up to `count` of them, or up to `duration` seconds."""
+    # Live: seconds of wall clock, as the packets may never come. Files: seconds of capture time
+    # from the first packet, so that a file gives the same packets however fast it is read.
+    deadline = _deadline(duration) if duration is not None and source.live else None
+    end_ts: float | None = None
+    taken = 0
+    while count is None or taken < count:
+        timeout = _remaining(deadline)
+        if timeout is not None and timeout <= 0:
+            return
+        packets = source.next_packets(timeout)
+        if packets is None:
+            return
+        for p in packets:
+            if count is not None and taken >= count:
+                return
+            if duration is not None and not source.live:
+                ts = p.sec + p.usec / 1e6
+                end_ts = ts + duration if end_ts is None else end_ts
+                if ts > end_ts:
+                    return
+            taken += 1
+            yield p
+
+
+def _is_input(source: Source, out_path: str) -> bool:
+    for path in source.paths:
+        try:
+            if os.path.samefile(path, out_path):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def write_packets(
@@ -1169,6 +1242,7 @@ def write_packets(
     Each packet keeps its timestamp, captured bytes and wire length. Stops at the end of the
     source, after `count` packets, or after `duration` seconds: wall-clock seconds for a live
     capture, capture-time seconds from the first packet for files. "-" writes to stdout.
+    Raises CaptureError if the output cannot be written or would mix link types.
     """
     linktypes = source.linktypes
     if len(linktypes) > 1:
@@ -1176,54 +1250,20 @@ def write_packets(
             f"{out_path}: a pcap file holds one link type, and {source.name} has several"
             f" ({', '.join(map(str, sorted(linktypes)))})"
         )
-    for path in source.paths:
-        if out_path != "-" and os.path.exists(out_path) and os.path.samefile(path, out_path):
-            raise CaptureError(f"{out_path}: is also an input; refusing to overwrite it")
+    if out_path != "-" and _is_input(source, out_path):
+        raise CaptureError(f"{out_path}: is also an input; refusing to overwrite it")
     try:
         out = sys.stdout.buffer if out_path == "-" else open(out_path, "wb")  # noqa: SIM115
     except OSError as e:
         raise CaptureError(f"{out_path}: {(e.strerror or str(e)).lower()}") from None
-    writer: _PcapWriter | None = None
-    written = 0
-    wall_deadline = _deadline(duration) if duration is not None and source.live else None
-    end_ts: float | None = None
+    writer = _PcapWriter(out, out_path)
     try:
-        while count is None or written < count:
-            timeout = _remaining(wall_deadline)
-            if timeout is not None and timeout <= 0:
-                break
-            packets = source.next_packets(timeout)
-            if packets is None:
-                break
-            for p in packets:
-                if count is not None and written >= count:
-                    break
-                ts = p.sec + p.usec / 1e6
-                if duration is not None and not source.live:
-                    end_ts = ts + duration if end_ts is None else end_ts
-                    if ts > end_ts:
-                        return written
-                if writer is None:
-                    writer = _PcapWriter(out, p.linktype)
-                elif p.linktype != writer._linktype:
-                    raise CaptureError(
-                        f"{out_path}: a pcap file holds one link type; {source.name} changed from"
-                        f" {writer._linktype} to {p.linktype} after {written} packets"
-                    )
-                writer.write(p)
-                written += 1
-        return written
+        for p in _packets_to_write(source, count, duration):
+            writer.write(p)
+        writer.close(next(iter(linktypes), ETHERNET))
     except OSError as e:
         raise CaptureError(f"{out_path}: {(e.strerror or str(e)).lower()}") from None
     finally:
-        if writer is None:
-            # Even with no packet, leave a valid (empty) capture, as tcpdump -w does.
-            first = next(iter(linktypes), ETHERNET)
-            try:
-                _PcapWriter(out, first)
-            except OSError:
-                pass
-        if out is sys.stdout.buffer:
-            out.flush()
-        else:
+        if not out.closed and out is not sys.stdout.buffer:
             out.close()
+    return writer.written

@@ -1,0 +1,61 @@
+"""Memory stays within the configured bounds whatever the traffic, and eviction is counted."""
+
+from __future__ import annotations
+
+from engine.batch import Batch
+from engine.bounds import CONNECTION_COST, Bounds
+from engine.events import ConnectionClosed
+from engine.pipeline import Pipeline
+from tests.synth import ether, ipv4, tcp
+
+SERVER = "192.0.2.80"
+
+
+def syn(i: int) -> bytes:
+    src = f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
+    return ether(ipv4(src, SERVER, 6, tcp(1024 + i % 60000, 80, i * 7919, 0, "S", src_ip=src, dst_ip=SERVER)))
+
+
+def test_syn_flood_never_exceeds_the_budget():
+    budget = 2000 * CONNECTION_COST
+    pipeline = Pipeline(Bounds(memory_budget=budget))
+    closed = 0
+    for start in range(0, 20_000, 1000):
+        batch = Batch.from_packets(1, [(1000.0 + (start + i) * 1e-4, syn(start + i)) for i in range(1000)])
+        events = pipeline.feed(batch)
+        closed += sum(isinstance(e, ConnectionClosed) and e.reason == "evicted" for e in events)
+        assert pipeline.table.memory <= budget
+    stats = pipeline.stats()
+    assert stats.connections_total == 20_000
+    assert stats.evicted_connections == closed == 20_000 - stats.connections_active
+    assert stats.connections_active <= 2000
+
+
+def test_connection_count_bound():
+    pipeline = Pipeline(Bounds(max_connections=100))
+    pipeline.feed(Batch.from_packets(1, [(1000.0 + i * 1e-4, syn(i)) for i in range(1000)]))
+    assert len(pipeline.table.lru) == 100
+    assert pipeline.stats().evicted_connections == 900
+    # The oldest went first: the survivors are the last 100 seen.
+    assert min(pipeline.table.lru) == 900
+
+
+def test_kept_payload_is_dropped_first_under_pressure():
+    client, server = "10.0.0.1", "10.0.0.2"
+    chunk = b"x" * 1400
+    packets = []
+    for c in range(20):
+        sport = 40000 + c
+        packets.append(ether(ipv4(client, server, 6, tcp(sport, 80, 0, 0, "S", src_ip=client, dst_ip=server))))
+        for k in range(50):
+            seg = tcp(sport, 80, 1 + k * len(chunk), 0, "PA", chunk, src_ip=client, dst_ip=server)
+            packets.append(ether(ipv4(client, server, 6, seg)))
+    budget = 20 * CONNECTION_COST + 300_000
+    pipeline = Pipeline(Bounds(memory_budget=budget, keep_stream_bytes=1 << 20))
+    for i in range(0, len(packets), 100):
+        pipeline.feed(Batch.from_packets(1, [(1000.0 + (i + j) * 1e-4, p) for j, p in enumerate(packets[i : i + 100])]))
+        assert pipeline.table.memory <= budget
+    stats = pipeline.stats()
+    assert stats.evicted_connections == 0  # payload went, connections stayed
+    assert stats.dropped_kept_bytes > 0
+    assert all(c.client.delivered == 50 * len(chunk) for c in pipeline.table.lru.values())
