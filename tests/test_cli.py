@@ -213,6 +213,7 @@ def test_live_capture_reports_loopback_connections_with_exact_bytes():
         proc.kill()
         server.close()
     assert proc.returncode == 0, err
+    assert b"dropped by the kernel" in err  # capture statistics at the end
     recs = [r for r in records(out) if r["type"] == "connection"]
     assert len(recs) == 3
     for rec, request, reply in zip(sorted(recs, key=lambda r: r["id"]), requests, replies):

@@ -135,6 +135,11 @@ def run(args: argparse.Namespace) -> int:
             status = json_records(args, source)
         else:
             status = summary(args, source)
+        if source.live:
+            st = source.stats()
+            if st is not None:
+                print(f"wirepeek: {st.received} packets received by the filter, {st.dropped} dropped "
+                      f"by the kernel, {st.if_dropped} by the interface", file=sys.stderr)
         if source.error:
             sys.stdout.flush()
             print(f"wirepeek: {source.error}", file=sys.stderr)
