@@ -393,6 +393,15 @@ class LiveCapture(Source):
                 return None
             select.select(self._fds, [], [], wait)
 
+    def _poll_or_end(self, read: Callable[[int], object], timeout: float | None) -> object:
+        """Poll; an interface that fails ends the capture with its message in `error`."""
+        try:
+            return self._poll(read, timeout)
+        except CaptureError as e:
+            self._error = str(e)
+            self.close()
+            return None
+
     def next_batch(self, timeout: float | None = None) -> Batch | None:
         if self._closed:
             return None
@@ -401,11 +410,8 @@ class LiveCapture(Source):
             data, meta = self._handles[i].next_batch(MAX_BATCH)
             return Batch(self._linktypes[i], data, meta) if meta else None
 
-        try:
-            got = self._poll(read, timeout)
-        except CaptureError as e:
-            self._error = str(e)
-            self.close()
+        got = self._poll_or_end(read, timeout)
+        if self._closed:
             return None
         return got if got is not None else Batch(self._linktypes[0], b"", b"")
 
@@ -424,11 +430,8 @@ class LiveCapture(Source):
                 out.append(Packet(sec, usec, linktype, header.getlen(), data))
             return out or None
 
-        try:
-            got = self._poll(read, timeout)
-        except CaptureError as e:
-            self._error = str(e)
-            self.close()
+        got = self._poll_or_end(read, timeout)
+        if self._closed:
             return None
         return got if got is not None else []
 
