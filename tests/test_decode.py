@@ -1,0 +1,69 @@
+"""Link layers down to the IP header, table-driven; each wraps the same IPv4 or IPv6 packet."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from engine import decode
+from tests.synth import ether, ipv4, ipv6, tcp
+
+V4 = ipv4("10.0.0.1", "10.0.0.2", 6, tcp(40000, 80, 1, 0, "S", src_ip="10.0.0.1", dst_ip="10.0.0.2"))
+V6 = ipv6("fe80::1", "fe80::2", 6, tcp(40000, 80, 1, 0, "S", src_ip="fe80::1", dst_ip="fe80::2"))
+
+
+def sll(proto: int, payload: bytes) -> bytes:
+    return struct.pack("!HHH8sH", 0, 772, 6, b"\0" * 8, proto) + payload
+
+
+def sll2(proto: int, payload: bytes) -> bytes:
+    return struct.pack("!HHIHBB8s", proto, 0, 1, 772, 0, 6, b"\0" * 8) + payload
+
+
+CASES = [
+    ("ethernet v4", decode.ETHERNET, ether(V4), 4, 14),
+    ("ethernet v6", decode.ETHERNET, ether(V6, ethertype=0x86DD), 6, 14),
+    ("802.1Q", decode.ETHERNET, ether(V4, vlan=[100]), 4, 18),
+    ("QinQ", decode.ETHERNET, ether(V4, vlan=[100, 200]), 4, 22),
+    ("MPLS two labels", decode.ETHERNET,
+     ether(struct.pack("!II", 0x00001040, 0x00002140) + V4, ethertype=0x8847), 4, 22),
+    ("PPPoE", decode.ETHERNET, ether(struct.pack("!BBHHH", 0x11, 0, 1, len(V4) + 2, 0x0021) + V4,
+                                     ethertype=0x8864), 4, 22),
+    ("linux cooked v1", decode.LINUX_SLL, sll(0x0800, V4), 4, 16),
+    ("linux cooked v2", decode.LINUX_SLL2, sll2(0x86DD, V6), 6, 20),
+    ("BSD NULL little-endian", decode.NULL, struct.pack("<I", 2) + V4, 4, 4),
+    ("BSD NULL big-endian v6", decode.NULL, struct.pack(">I", 30) + V6, 6, 4),
+    ("LOOP", decode.LOOP, struct.pack(">I", 2) + V4, 4, 4),
+    ("raw", decode.RAW, V6, 6, 0),
+    ("raw v4 only", decode.RAW_IPV4, V4, 4, 0),
+    ("NFLOG", decode.NFLOG, b"\x02\x00\x00\x00" + struct.pack("<HH", 4 + len(V4), 9) + V4, 4, 8),
+]
+
+
+@pytest.mark.parametrize("name,linktype,frame,version,offset", CASES, ids=[c[0] for c in CASES])
+def test_network_offset(name, linktype, frame, version, offset):
+    assert decode.network_offset(linktype, frame, 0, len(frame)) == (version, offset)
+
+
+@pytest.mark.parametrize("linktype,frame", [
+    (decode.ETHERNET, ether(b"\0" * 28, ethertype=0x0806)),  # ARP
+    (decode.ETHERNET, b"\0" * 10),
+    (decode.ETHERNET, ether(b"", vlan=[1])[:15]),
+    (decode.LINUX_SLL2, b"\x08\x00"),
+    (decode.NULL, struct.pack("<I", 99) + V4),
+    (decode.RAW, b"\x50" + V4[1:]),
+    (decode.NFLOG, b"\x02\x00\x00\x00\x00\x00\x09\x00"),
+    (147, V4),  # a link type we do not decode
+])
+def test_not_ip_or_cut_short_is_none(linktype, frame):
+    assert decode.network_offset(linktype, frame, 0, len(frame)) is None
+
+
+def test_ipv6_extension_headers_are_walked():
+    hop = bytes([60, 0]) + b"\x01\x04\0\0\0\0"  # hop-by-hop -> destination options
+    dst = bytes([6, 0]) + b"\x01\x04\0\0\0\0"  # destination options -> TCP
+    payload = tcp(1, 2, 3, 0, "S")
+    pkt = ipv6("::1", "::2", 0, hop + dst + payload)
+    nh, l4, end, frag = decode.ipv6_payload(pkt, 0, len(pkt))
+    assert (nh, l4, end, frag) == (6, 56, len(pkt), None)
