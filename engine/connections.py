@@ -43,6 +43,8 @@ from engine.tcpstate import FINISHED, Signal, State, next_state
 ACK_MOVES = frozenset({None, State.SYN_SENT, State.SYN_RECEIVED, State.CLOSING})
 HANDSHAKE = frozenset({None, State.SYN_SENT, State.SYN_RECEIVED})
 
+CONTROL = SYN | FIN | RST
+
 # Why a connection left the table -> why its unfilled holes became gaps.
 GAP_REASONS = {"closed": "close", "reused": "close"}
 
@@ -100,7 +102,7 @@ class ConnectionTable:
             self.touched.append(conn)
         if flags & ACK:
             hs.ack = ack
-        if flags & (SYN | FIN | RST) or conn.watch_acks:
+        if flags & CONTROL or conn.watch_acks:
             seq = self._control(hs, ts, seq, ack, flags, wire_len)
         elif not wire_len and "A" not in hs.letters:
             hs.mark("A")
@@ -452,24 +454,25 @@ def _tls_hello_reader(conn: Connection, emit: Callable[[object], None]) -> Strea
 
 def snapshot(conn: Connection) -> ConnectionInfo:
     c, s = conn.client, conn.server
+    client, server = conn.endpoints()
     return ConnectionInfo(
-        id=conn.id,
-        client=conn.client_addr,
-        server=conn.server_addr,
-        state=conn.state.value if conn.state else State.MIDSTREAM.value,
-        conn_state=conn.conn_state(),
-        history=conn.history,
-        direction_guessed=conn.direction_guessed,
-        first_ts=conn.first_ts,
-        last_ts=conn.last_ts,
-        packets=(c.packets, s.packets),
-        bytes=(c.delivered, s.delivered),
-        missing_bytes=(c.missing, s.missing),
-        retransmitted_bytes=(c.retransmitted, s.retransmitted),
-        inconsistent_retransmissions=conn.inconsistent,
-        protocol=conn.protocol,
-        sni=conn.sni,
-        alpn=conn.alpn,
-        kept_bytes=conn.kept_bytes,
-        dropped_kept_bytes=conn.dropped_kept,
+        conn.id,
+        client,
+        server,
+        conn.state.value if conn.state else "MIDSTREAM",
+        conn.conn_state(),
+        conn.history,
+        conn.direction_guessed,
+        conn.first_ts,
+        conn.last_ts,
+        (c.packets, s.packets),
+        (c.delivered, s.delivered),
+        (c.missing, s.missing),
+        (c.retransmitted, s.retransmitted),
+        conn.inconsistent,
+        conn.protocol,
+        conn.sni,
+        conn.alpn,
+        conn.kept_bytes,
+        conn.dropped_kept,
     )

@@ -8,10 +8,16 @@ sees a half-updated connection.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionInfo:
+class ConnectionInfo(NamedTuple):
+    """A connection as it was at the end of a batch.
+
+    A named tuple rather than a frozen dataclass: one is built for every connection that changed,
+    on every batch, and a tuple builds several times faster. It is just as immutable.
+    """
+
     id: int
     client: str  # "addr:port" ("[v6]:port" for IPv6)
     server: str

@@ -28,11 +28,12 @@ from engine.tcp import V6_TAG
 
 TCP, UDP = 6, 17
 _ipv4_head = struct.Struct("!BxHHHxB").unpack_from  # ver/ihl, total length, id, flags/frag, proto
+# Ethernet type, then the IPv4 header: version/IHL, total length, flags/fragment offset,
+# protocol, and both addresses as one 64-bit number.
+_eth_ipv4 = struct.Struct("!12xHBxH2xHxB2xQ").unpack_from
 _tcp_head = struct.Struct("!IIIBBH").unpack_from  # ports, seq, ack, data offset, flags, window
 _addrs4 = struct.Struct("!Q").unpack_from
-_u16 = struct.Struct("!H").unpack_from
 _frag6 = struct.Struct("!BxHI").unpack_from  # next header, offset/flags, identification
-ETH_IPV4 = b"\x08\x00"
 
 
 class Pipeline:
@@ -60,17 +61,21 @@ class Pipeline:
         buf = batch.data
         linktype = batch.linktype
         segment = self.table.segment
-        ipv4_head, tcp_head, addrs4, u16 = _ipv4_head, _tcp_head, _addrs4, _u16
+        eth_ipv4, tcp_head = _eth_ipv4, _tcp_head
+        fast = linktype == ETHERNET
         ts = self.last_ts or 0.0
         tcp = malformed = 0
         for sec, usec, off, caplen in META.iter_unpack(batch.meta):
             ts = sec + usec * 1e-6
             end = off + caplen
-            if linktype == ETHERNET and buf[off + 12 : off + 14] == ETH_IPV4 and caplen >= 54:
-                ip = off + 14
-                vihl, total, _ident, frag, proto = ipv4_head(buf, ip)
+            if fast and caplen >= 54:
+                ethertype, vihl, total, frag, proto, addrs = eth_ipv4(buf, off)
                 ihl = (vihl & 15) << 2
-                if vihl >> 4 == 4 and proto == TCP and not frag & 0x3FFF and ihl >= 20:
+                if (
+                    ethertype == 0x0800 and vihl >> 4 == 4 and proto == TCP
+                    and not frag & 0x3FFF and ihl >= 20
+                ):
+                    ip = off + 14
                     wire_end = ip + total
                     th = ip + ihl
                     if th + 20 <= end and th + 20 <= wire_end:
@@ -81,7 +86,7 @@ class Pipeline:
                             cap_end = wire_end if wire_end <= end else end
                             segment(
                                 ts,
-                                (addrs4(buf, ip + 12)[0] << 32) | ports,
+                                (addrs << 32) | ports,
                                 seq,
                                 ack,
                                 flags,

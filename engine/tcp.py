@@ -17,7 +17,7 @@ import socket
 from collections import deque
 from typing import Protocol
 
-from engine.tcpstate import ConnFacts, State, conn_state
+from engine.tcpstate import State, conn_state
 
 SEQ_MASK = 0xFFFFFFFF
 SEQ_HALF = 0x80000000
@@ -219,17 +219,9 @@ class Connection:
             self._endpoints = key_endpoints(self.client_key)
         return self._endpoints
 
-    def facts(self) -> ConnFacts:
-        return ConnFacts(
-            orig_syn=self.client.syn,
-            resp_syn_ack=self.server.syn,
-            orig_fin=self.client.fin,
-            resp_fin=self.server.fin,
-            first_rst=self.first_rst,
-        )
-
     def conn_state(self) -> str:
-        return conn_state(self.facts())
+        return conn_state(self.client.syn, self.server.syn, self.client.fin, self.server.fin,
+                          self.first_rst)
 
     def kept_range(self, from_client: bool, start: int, end: int) -> bytes | None:
         """The delivered bytes [start, end) of one direction, if they are still kept."""

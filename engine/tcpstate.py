@@ -8,14 +8,13 @@ Rules this module keeps:
 - A packet is first reduced to one `Signal`; the table says where each (state, signal) goes.
   A pair that is not in the table leaves the state as it is. `next_state` is the only place that
   decides a state.
-- Zeek's conn_state is derived from what was seen (`ConnFacts`), not from the live state, so the
-  two can be compared with Zeek's conn.log.
+- Zeek's conn_state is derived from what was seen (`conn_state`), not from the live state, so
+  it can be compared with Zeek's conn.log.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 
 class State(enum.Enum):
@@ -72,40 +71,33 @@ def next_state(state: State | None, signal: Signal) -> State | None:
     return TRANSITIONS.get((state, signal), state)
 
 
-@dataclass(frozen=True, slots=True)
-class ConnFacts:
-    """What was seen of a connection, from the client's (originator's) point of view."""
+def conn_state(
+    orig_syn: bool, resp_syn_ack: bool, orig_fin: bool, resp_fin: bool, first_rst: str | None
+) -> str:
+    """Zeek's conn.log conn_state from what was seen, from the client's (originator's) side.
 
-    orig_syn: bool
-    resp_syn_ack: bool
-    orig_fin: bool
-    resp_fin: bool
-    first_rst: str | None  # "orig", "resp" or None
-
-
-def conn_state(f: ConnFacts) -> str:
-    """Zeek's conn.log conn_state for these facts."""
-    handshake = f.orig_syn and f.resp_syn_ack
-    if f.first_rst == "resp":
-        if f.orig_syn and not f.resp_syn_ack:
+    first_rst is "orig", "resp" or None: which side sent the first RST.
+    """
+    if first_rst == "resp":
+        if orig_syn and not resp_syn_ack:
             return "REJ"
-        if f.resp_syn_ack and not f.orig_syn:
+        if resp_syn_ack and not orig_syn:
             return "RSTRH"
         return "RSTR"
-    if f.first_rst == "orig":
-        if f.orig_syn and not f.resp_syn_ack:
+    if first_rst == "orig":
+        if orig_syn and not resp_syn_ack:
             return "RSTOS0"
         return "RSTO"
-    if f.orig_syn and not f.resp_syn_ack:
-        return "SH" if f.orig_fin else "S0"
-    if f.resp_syn_ack and not f.orig_syn:
-        return "SHR" if f.resp_fin else "OTH"
-    if not handshake:
+    if orig_syn and not resp_syn_ack:
+        return "SH" if orig_fin else "S0"
+    if resp_syn_ack and not orig_syn:
+        return "SHR" if resp_fin else "OTH"
+    if not orig_syn:
         return "OTH"
-    if f.orig_fin and f.resp_fin:
+    if orig_fin and resp_fin:
         return "SF"
-    if f.orig_fin:
+    if orig_fin:
         return "S2"
-    if f.resp_fin:
+    if resp_fin:
         return "S3"
     return "S1"
