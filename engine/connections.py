@@ -125,6 +125,8 @@ class ConnectionTable:
         if flags & RST:
             self._flush_half(conn.client, ts, "close")
             self._flush_half(conn.server, ts, "close")
+        elif flags & FIN and hs.fin_offset is not None and hs.offset >= hs.fin_offset:
+            self._end(hs, ts)
 
     def _open(self, ts: float, key: int, flags: int) -> HalfStream:
         if flags & SYN:
@@ -264,6 +266,17 @@ class ConnectionTable:
             self._sniff(conn, hs.from_client, ts, data)
         if hs.ooo and hs.ooo[0][0] <= hs.offset:
             self._drain(hs, ts)
+        if hs.fin_offset is not None and hs.offset >= hs.fin_offset:
+            self._end(hs, ts)
+
+    def _end(self, hs: HalfStream, ts: float) -> None:
+        """Tell consumers, once, that this direction has no more bytes to come."""
+        if hs.ended:
+            return
+        hs.ended = True
+        conn = hs.conn
+        for consumer in conn.consumers:
+            consumer.on_end(conn, hs.from_client, ts)
 
     def _drain(self, hs: HalfStream, ts: float) -> None:
         """Deliver buffered data that has become contiguous."""
@@ -311,6 +324,7 @@ class ConnectionTable:
         end = hs.fin_offset if hs.fin_offset is not None else hs.acked_offset()
         if end is not None and hs.offset < end <= hs.offset + MAX_AHEAD:
             self._gap(hs, ts, end - hs.offset, reason)
+        self._end(hs, ts)
 
     # ------------------------------------------------------------------ protocol detection
 

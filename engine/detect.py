@@ -134,5 +134,8 @@ class TlsHelloReader:
             self.done = True
             self.buffer = b""
 
+    def on_end(self, conn: Connection, from_client: bool, ts: float) -> None:
+        pass
+
     def on_close(self, conn: Connection, ts: float) -> None:
         self.buffer = b""

@@ -72,7 +72,11 @@ class StreamConsumer(Protocol):
 
     def on_gap(self, conn: Connection, from_client: bool, ts: float, size: int) -> None: ...
 
-    def on_close(self, conn: Connection, ts: float) -> None: ...
+    def on_end(self, conn: Connection, from_client: bool, ts: float) -> None:
+        """That direction's stream is complete: FIN reached in order, a reset, or the capture ended."""
+
+    def on_close(self, conn: Connection, ts: float) -> None:
+        """The connection leaves the table; nothing more will be delivered."""
 
 
 
@@ -82,7 +86,7 @@ class HalfStream:
     __slots__ = (
         "conn", "peer", "from_client", "packets", "base", "offset", "delivered", "missing",
         "ooo", "ooo_bytes", "fin_offset", "ack", "retransmitted", "letters", "syn", "fin", "rst",
-        "ignored",
+        "ignored", "ended",
     )
 
     def __init__(self, conn: Connection, from_client: bool) -> None:
@@ -105,6 +109,7 @@ class HalfStream:
         self.fin = False
         self.rst = False
         self.ignored = 0  # segments too far ahead of the window to be believed
+        self.ended = False  # consumers were told the stream is complete
 
     def mark(self, letter: str) -> None:
         """Record a history letter (Zeek's conn.log vocabulary: S H A D F R T G I W), once;

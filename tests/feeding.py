@@ -32,6 +32,7 @@ class Recorder:
 
     data: dict[bool, bytearray] = field(default_factory=lambda: {True: bytearray(), False: bytearray()})
     gaps: dict[bool, list[int]] = field(default_factory=lambda: {True: [], False: []})
+    ends: list[bool] = field(default_factory=list)
     closed: int = 0
 
     def on_data(self, conn: Connection, from_client: bool, ts: float, data: bytes) -> None:
@@ -39,6 +40,9 @@ class Recorder:
 
     def on_gap(self, conn: Connection, from_client: bool, ts: float, size: int) -> None:
         self.gaps[from_client].append(size)
+
+    def on_end(self, conn: Connection, from_client: bool, ts: float) -> None:
+        self.ends.append(from_client)
 
     def on_close(self, conn: Connection, ts: float) -> None:
         self.closed += 1

@@ -263,3 +263,23 @@ def test_bytes_never_depend_on_arrival_order(data, cuts, dups, seed, isn):
     info = fed.info()
     assert info.missing_bytes == (0, 0)
     assert info.inconsistent_retransmissions == 0
+
+
+def test_each_direction_ends_once_at_its_fin():
+    segs = handshake() + [
+        (True, "PA", C0, S0, REQ),
+        (True, "FA", C0 + len(REQ), S0, b""),
+        (False, "PA", S0, C0 + len(REQ) + 1, RESP),
+    ]
+    fed = feed(segs, finish=False)
+    assert fed.recorders[0].ends == [True]  # the client's FIN came after all its bytes
+    fed.table.finish_all(2000.0)
+    assert fed.recorders[0].ends == [True, False]  # the end of the capture ends the other side
+
+
+def test_fin_before_a_hole_ends_only_when_flushed():
+    segs = handshake() + [(True, "PA", C0, S0, REQ[:10]), (True, "FA", C0 + len(REQ), S0, b"")]
+    fed = feed(segs, finish=False)
+    assert fed.recorders[0].ends == []
+    fed.table.finish_all(2000.0)
+    assert fed.recorders[0].ends[0] is True and fed.recorders[0].gaps[True] == [len(REQ) - 10]

@@ -240,6 +240,9 @@ class FollowWriter:
         print(f"wirepeek: connection {conn.id}: {size} {side} bytes missing at offset {offset}",
               file=sys.stderr)
 
+    def on_end(self, conn: Connection, from_client: bool, ts: float) -> None:
+        pass
+
     def on_close(self, conn: Connection, ts: float) -> None:
         self.done = True
 
