@@ -440,7 +440,9 @@ class ConnectionTable:
             self._finish(conn, ts, "end")
 
     def take_events(self) -> list[object]:
-        events, self.events = self.events, []
+        # The list keeps its identity: consumers hold its append method.
+        events = self.events.copy()
+        self.events.clear()
         return events
 
     def connection(self, conn_id: int) -> Connection | None:

@@ -90,3 +90,59 @@ class Stats:
     dropped_kept_bytes: int
     memory_used: int
     memory_budget: int
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    ts: float  # first byte
+    end_ts: float | None  # last byte, if its end was seen
+    method: str
+    target: str
+    version: str
+    headers: tuple[tuple[str, str], ...]  # as sent (Latin-1 decoded, unescaped)
+    body_bytes: int  # after removing chunked framing, before content decoding
+    body_missing: int  # body bytes that were never captured
+    body: bytes  # the body as far as it is kept (see engine.http max_body)
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    ts: float
+    end_ts: float | None
+    status: int
+    reason: str
+    version: str
+    headers: tuple[tuple[str, str], ...]
+    body_bytes: int
+    body_missing: int
+    body: bytes
+    complete: bool
+    interim: tuple[tuple[int, str, float], ...] = ()  # 1xx responses before it: (status, reason, ts)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpTransaction:
+    """One request and its response; either side may be None (not captured)."""
+
+    connection: int
+    index: int  # order on the connection, from 0
+    request: HttpRequest | None
+    response: HttpResponse | None
+    error: str | None = None  # why parsing failed, if it did
+    tunnel: bool = False  # CONNECT 2xx or 101: the rest of the connection is not HTTP
+    notes: tuple[str, ...] = ()  # e.g. bytes lost before this message
+
+    @property
+    def wait(self) -> float | None:
+        """Time to first byte: from the end of the request to the start of the response."""
+        if self.request is None or self.response is None or self.request.end_ts is None:
+            return None
+        return self.response.ts - self.request.end_ts
+
+    @property
+    def duration(self) -> float | None:
+        """From the first byte of the request to the last byte of the response."""
+        if self.request is None or self.response is None or self.response.end_ts is None:
+            return None
+        return self.response.end_ts - self.request.ts

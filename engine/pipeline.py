@@ -23,6 +23,7 @@ from engine.bounds import Bounds
 from engine.connections import ConnectionTable, ConsumerFactory
 from engine.decode import ETHERNET, ipv6_payload, network_offset
 from engine.events import Stats
+from engine.http import DEFAULT_MAX_BODY, http_parser_factory
 from engine.ipfrag import Defragmenter
 from engine.tcp import V6_TAG
 
@@ -42,8 +43,13 @@ class Pipeline:
         bounds: Bounds | None = None,
         consumers: dict[str | None, list[ConsumerFactory]] | None = None,
         live_updates: bool = False,
+        http_body_limit: int | None = DEFAULT_MAX_BODY,
     ) -> None:
+        """http_body_limit: body bytes kept per HTTP message (0 keeps none; None: no HTTP parsing)."""
         self.bounds = bounds or Bounds()
+        consumers = dict(consumers or {})
+        if http_body_limit is not None:
+            consumers["http"] = [http_parser_factory(http_body_limit), *consumers.get("http", [])]
         self.table = ConnectionTable(self.bounds, consumers, live_updates)
         self.defrag = Defragmenter(self.bounds.max_fragment_bytes, self.bounds.fragment_timeout)
         self.last_ts: float | None = None

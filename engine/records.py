@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.events import ConnectionInfo
+from engine.events import ConnectionInfo, HttpRequest, HttpResponse, HttpTransaction
 
 
 def connection_record(info: ConnectionInfo) -> dict[str, Any]:
@@ -36,6 +36,55 @@ def connection_record(info: ConnectionInfo) -> dict[str, Any]:
     }
     if info.sni is not None or info.alpn:
         record["tls"] = {"sni": info.sni, "alpn": list(info.alpn)}
+    return record
+
+
+def _ts(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def _request(r: HttpRequest) -> dict[str, Any]:
+    return {
+        "ts": _ts(r.ts),
+        "end_ts": _ts(r.end_ts),
+        "method": r.method,
+        "target": r.target,
+        "version": r.version,
+        "headers": [list(h) for h in r.headers],
+        "body_bytes": r.body_bytes,
+        "body_missing": r.body_missing,
+        "complete": r.complete,
+    }
+
+
+def _response(r: HttpResponse) -> dict[str, Any]:
+    return {
+        "ts": _ts(r.ts),
+        "end_ts": _ts(r.end_ts),
+        "status": r.status,
+        "reason": r.reason,
+        "version": r.version,
+        "headers": [list(h) for h in r.headers],
+        "body_bytes": r.body_bytes,
+        "body_missing": r.body_missing,
+        "complete": r.complete,
+        "interim": [{"status": s, "reason": reason, "ts": _ts(ts)} for s, reason, ts in r.interim],
+    }
+
+
+def http_record(tx: HttpTransaction) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "type": "http",
+        "connection": tx.connection,
+        "index": tx.index,
+        "request": _request(tx.request) if tx.request is not None else None,
+        "response": _response(tx.response) if tx.response is not None else None,
+        "error": tx.error,
+    }
+    if tx.tunnel:
+        record["tunnel"] = True
+    if tx.notes:
+        record["notes"] = list(tx.notes)
     return record
 
 

@@ -21,8 +21,9 @@ def wirepeek(*args: str, stdin: bytes | None = None, timeout: float = 60) -> sub
     return subprocess.run([*WIREPEEK, *args], input=stdin, capture_output=True, cwd=ROOT, timeout=timeout)
 
 
-def records(out: bytes) -> list[dict]:
-    return [json.loads(line) for line in out.decode().splitlines()]
+def records(out: bytes, kind: str | None = None) -> list[dict]:
+    found = [json.loads(line) for line in out.decode().splitlines()]
+    return [r for r in found if kind is None or r["type"] == kind]
 
 
 def no_traceback(proc: subprocess.CompletedProcess[bytes]) -> None:
@@ -32,8 +33,8 @@ def no_traceback(proc: subprocess.CompletedProcess[bytes]) -> None:
 def test_json_connection_record_follows_the_contract():
     proc = wirepeek("-r", capture("zeek/http__get.pcap"), "--json")
     assert proc.returncode == 0, proc.stderr
-    [rec] = records(proc.stdout)
-    assert rec["type"] == "connection" and rec["id"] == 0
+    [rec] = records(proc.stdout, "connection")
+    assert rec["id"] == 0
     assert rec["client"] == "141.142.228.5:59856" and rec["server"] == "192.150.187.43:80"
     assert (rec["state"], rec["conn_state"], rec["history"]) == ("CLOSED", "SF", "ShADadFf")
     assert rec["packets"] == {"client": 7, "server": 7}
@@ -45,8 +46,9 @@ def test_json_connection_record_follows_the_contract():
 
 
 def test_json_with_bpf_filter():
-    all_ids = records(wirepeek("-r", capture("zeek/wikipedia.pcap"), "--json").stdout)
-    web = records(wirepeek("-r", capture("zeek/wikipedia.pcap"), "--json", "tcp", "port", "80").stdout)
+    all_ids = records(wirepeek("-r", capture("zeek/wikipedia.pcap"), "--json").stdout, "connection")
+    web = records(wirepeek("-r", capture("zeek/wikipedia.pcap"), "--json", "tcp", "port", "80").stdout,
+                  "connection")
     assert 0 < len(web) <= len(all_ids)
     assert all(r["server"].endswith(":80") for r in web)
 
@@ -96,7 +98,7 @@ def test_stdin_stream():
     data = Path(capture("zeek/http__get.pcap")).read_bytes()
     proc = wirepeek("-r", "-", "--json", stdin=data)
     assert proc.returncode == 0, proc.stderr
-    assert records(proc.stdout)[0]["bytes"] == {"client": 136, "server": 5007}
+    assert records(proc.stdout, "connection")[0]["bytes"] == {"client": 136, "server": 5007}
 
 
 def test_summary_is_the_default():
@@ -138,7 +140,7 @@ def test_truncated_capture_reports_what_was_read_then_where_it_broke(tmp_path):
     proc = wirepeek("-r", str(cut), "--json")
     no_traceback(proc)
     assert proc.returncode == 1
-    assert len(records(proc.stdout)) == 1  # the connection, as far as it was read
+    assert len(records(proc.stdout, "connection")) == 1  # the connection, as far as it was read
     assert "truncated" in proc.stderr.decode()
 
 

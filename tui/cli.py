@@ -17,9 +17,9 @@ from typing import IO
 from engine import sources
 from engine.batch import META, Batch
 from engine.bounds import MiB, Bounds
-from engine.events import ConnectionClosed, Gap
+from engine.events import ConnectionClosed, Gap, HttpTransaction
 from engine.pipeline import Pipeline
-from engine.records import connection_record, dumps
+from engine.records import connection_record, dumps, http_record
 from engine.tcp import Connection
 from tui.escape import escape_bytes, escape_text, hexdump_lines
 
@@ -187,12 +187,14 @@ def batches(args: argparse.Namespace, source: sources.Source,
 
 
 def json_records(args: argparse.Namespace, source: sources.Source) -> int:
-    pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024))
+    pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024), http_body_limit=0)
     out = sys.stdout
     for events in batches(args, source, pipeline):
         for event in events:
             if isinstance(event, ConnectionClosed):
                 out.write(dumps(connection_record(event.info)) + "\n")
+            elif isinstance(event, HttpTransaction):
+                out.write(dumps(http_record(event)) + "\n")
         if source.live:
             out.flush()
     out.flush()
@@ -267,7 +269,8 @@ def follow(args: argparse.Namespace, source: sources.Source) -> int:
         writer.seen = True
         return writer
 
-    pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024), consumers={None: [attach]})
+    pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024), consumers={None: [attach]},
+                        http_body_limit=None)
     total = 0
     for events in batches(args, source, pipeline, stop=lambda: writer.done):
         out.flush()
@@ -283,7 +286,7 @@ def follow(args: argparse.Namespace, source: sources.Source) -> int:
 
 def summary(args: argparse.Namespace, source: sources.Source) -> int:
     """The interim default view: one line per connection as it ends."""
-    pipeline = Pipeline(bounds_from(args, keep_stream=0))
+    pipeline = Pipeline(bounds_from(args, keep_stream=0), http_body_limit=None)
     out = sys.stdout
     print(f"{'id':>5}  {'client':<22} {'server':<22} {'state':<12} {'pkts':>6} "
           f"{'bytes c>s':>10} {'bytes s>c':>10} {'missing':>8}  proto", file=out)
