@@ -74,6 +74,7 @@ class ConnectionTable:
         # Closed or reset connections, in the order they finished, lingering for late packets.
         self.finished: OrderedDict[int, Connection] = OrderedDict()
         self.next_id = 0
+        self.packet_number = 0  # of the packet being processed, counted from 0 (set by the pipeline)
         self.events: list[object] = []
         self.touched: list[Connection] = []
         self.opened: set[int] = set()
@@ -138,6 +139,7 @@ class ConnectionTable:
         rkey = reverse_key(key)
         ckey, skey = (key, rkey) if sender_is_client else (rkey, key)
         conn = Connection(self.next_id, ts, ckey, guessed)
+        conn.first_packet = self.packet_number
         self.next_id += 1
         old = self.by_key.get(rkey)
         if old is not None:  # only possible after a reuse where the two keys disagree
@@ -491,4 +493,5 @@ def snapshot(conn: Connection) -> ConnectionInfo:
         conn.alpn,
         conn.kept_bytes,
         conn.dropped_kept,
+        conn.first_packet,
     )

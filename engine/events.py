@@ -37,6 +37,7 @@ class ConnectionInfo(NamedTuple):
     alpn: tuple[str, ...] = ()
     kept_bytes: int = 0  # stream bytes kept for the follow view
     dropped_kept_bytes: int = 0  # stream bytes no longer kept (per-connection cap or memory budget)
+    first_packet: int = 0  # number of the packet that opened it, counted from 0 in the capture
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +93,10 @@ class Stats:
     memory_budget: int
 
 
-@dataclass(frozen=True, slots=True)
-class HttpRequest:
+class HttpRequest(NamedTuple):
+    """An HTTP request as seen. HTTP records are named tuples for the same reason as
+    ConnectionInfo: one is built per message, and tuples build several times faster."""
+
     ts: float  # first byte
     end_ts: float | None  # last byte, if its end was seen
     method: str
@@ -106,8 +109,7 @@ class HttpRequest:
     complete: bool
 
 
-@dataclass(frozen=True, slots=True)
-class HttpResponse:
+class HttpResponse(NamedTuple):
     ts: float
     end_ts: float | None
     status: int
@@ -121,8 +123,7 @@ class HttpResponse:
     interim: tuple[tuple[int, str, float], ...] = ()  # 1xx responses before it: (status, reason, ts)
 
 
-@dataclass(frozen=True, slots=True)
-class HttpTransaction:
+class HttpTransaction(NamedTuple):
     """One request and its response; either side may be None (not captured)."""
 
     connection: int

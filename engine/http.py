@@ -86,7 +86,7 @@ class _Message:
         self.expected = expected  # the Content-Length, when the body has one
         self.complete = False
         self.interim: list[tuple[int, str, float]] = []
-        self.sent_headers: list[tuple[bytes, bytes]] | None = None  # when h11 saw adjusted ones
+        self.sent_headers: list[tuple[bytes, bytes]] | None = None  # request headers as sent
 
     def add(self, data: bytes, max_body: int) -> None:
         n = len(data)
@@ -99,23 +99,21 @@ class _Message:
 
     def headers(self) -> tuple[tuple[str, str], ...]:
         raw = self.sent_headers if self.sent_headers is not None else self.head.headers.raw_items()
-        return tuple((_text(k), _text(v)) for k, v in raw)
+        return tuple([(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw])
 
     def request(self) -> HttpRequest:
         h = self.head
         return HttpRequest(
-            ts=self.ts, end_ts=self.end_ts, method=_text(h.method), target=_text(h.target),
-            version=_text(h.http_version), headers=self.headers(), body_bytes=self.body_bytes,
-            body_missing=self.missing, body=b"".join(self.chunks), complete=self.complete,
+            self.ts, self.end_ts, _text(h.method), _text(h.target), _text(h.http_version),
+            self.headers(), self.body_bytes, self.missing, b"".join(self.chunks), self.complete,
         )
 
     def response(self) -> HttpResponse:
         h = self.head
         return HttpResponse(
-            ts=self.ts, end_ts=self.end_ts, status=h.status_code, reason=_text(h.reason),
-            version=_text(h.http_version), headers=self.headers(), body_bytes=self.body_bytes,
-            body_missing=self.missing, body=b"".join(self.chunks), complete=self.complete,
-            interim=tuple(self.interim),
+            self.ts, self.end_ts, h.status_code, _text(h.reason), _text(h.http_version),
+            self.headers(), self.body_bytes, self.missing, b"".join(self.chunks), self.complete,
+            tuple(self.interim),
         )
 
 
@@ -339,8 +337,7 @@ class HttpParser:
             msg.end_ts = ts
             msg.complete = True
             side.msg = None
-            method = msg.head.method
-            if method == b"CONNECT" or msg.head.headers and _has_upgrade(msg.head):
+            if msg.head.method == b"CONNECT" or _has_upgrade(msg.sent_headers):
                 self.waiting = True  # what follows depends on the answer
 
     def _start_request(self, side: _Side, buf: ReceiveBuffer) -> bool:
@@ -555,8 +552,8 @@ class HttpParser:
         ))
 
 
-def _has_upgrade(head: Any) -> bool:
-    return any(name == b"upgrade" for name, _ in head.headers)
+def _has_upgrade(headers: list[tuple[bytes, bytes]] | None) -> bool:
+    return any(name.lower() == b"upgrade" for name, _ in headers or ())
 
 
 def http_parser_factory(

@@ -37,6 +37,22 @@ _addrs4 = struct.Struct("!Q").unpack_from
 _frag6 = struct.Struct("!BxHI").unpack_from  # next header, offset/flags, identification
 
 
+def _shard_of(addrs: int, ports: int, shards: int) -> int:
+    """The same number for both directions of a connection (a sum does not care about order).
+
+    addrs is both addresses as one number (IPv6 ones carry a tag bit above their 256 bits).
+    """
+    if addrs >> 64:
+        addrs &= _M256
+        src, dst = addrs >> 128, addrs & _M128
+    else:
+        src, dst = addrs >> 32, addrs & 0xFFFFFFFF
+    return ((ports >> 16) + (ports & 0xFFFF) + src + dst) % shards
+
+
+_M128, _M256 = (1 << 128) - 1, (1 << 256) - 1
+
+
 class Pipeline:
     def __init__(
         self,
@@ -44,8 +60,14 @@ class Pipeline:
         consumers: dict[str | None, list[ConsumerFactory]] | None = None,
         live_updates: bool = False,
         http_body_limit: int | None = DEFAULT_MAX_BODY,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
-        """http_body_limit: body bytes kept per HTTP message (0 keeps none; None: no HTTP parsing)."""
+        """http_body_limit: body bytes kept per HTTP message (0 keeps none; None: no HTTP parsing).
+
+        shard (i, n): track only the connections whose symmetric address/port hash is i modulo n,
+        so that n processes can share one capture file; every packet is still counted.
+        """
+        self.shard = shard
         self.bounds = bounds or Bounds()
         consumers = dict(consumers or {})
         if http_body_limit is not None:
@@ -71,7 +93,12 @@ class Pipeline:
         fast = linktype == ETHERNET
         ts = self.last_ts or 0.0
         tcp = malformed = 0
+        table = self.table
+        shard, shards = self.shard
+        number = self.packets
         for sec, usec, off, caplen in META.iter_unpack(batch.meta):
+            table.packet_number = number
+            number += 1
             ts = sec + usec * 1e-6
             end = off + caplen
             if fast and caplen >= 54:
@@ -89,6 +116,8 @@ class Pipeline:
                         payload = th + ((doff >> 4) << 2)
                         if th + 20 <= payload <= wire_end:
                             tcp += 1
+                            if shards > 1 and _shard_of(addrs, ports, shards) != shard:
+                                continue
                             cap_end = wire_end if wire_end <= end else end
                             segment(
                                 ts,
@@ -228,6 +257,9 @@ class Pipeline:
             self.malformed += 1
             return
         self.tcp_packets += 1
+        shard, shards = self.shard
+        if shards > 1 and _shard_of(addrs, ports, shards) != shard:
+            return
         cap_end = min(wire_end, end)
         self.table.segment(
             ts, (addrs << 32) | ports, seq, ack, flags, window,

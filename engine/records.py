@@ -90,3 +90,24 @@ def http_record(tx: HttpTransaction) -> dict[str, Any]:
 
 def dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, separators=(", ", ": "))
+
+
+# A record as a line whose connection id is filled in last: the parallel reader (tui.sharded)
+# numbers connections only once every process has reported what it saw.
+ID_FIELD = {"connection": "id", "http": "connection"}
+
+
+def split_line(record: dict[str, Any]) -> tuple[str, int, str]:
+    """(type, connection id, the rest of the JSON object after the id)."""
+    kind = record["type"]
+    field = ID_FIELD[kind]
+    rest = {k: v for k, v in record.items() if k not in ("type", field)}
+    return kind, record[field], dumps(rest)[1:]
+
+
+def join_line(kind: str, conn_id: int, rest: str) -> str:
+    return f'{{"type": "{kind}", "{ID_FIELD[kind]}": {conn_id}, {rest}'
+
+
+def line(record: dict[str, Any]) -> str:
+    return join_line(*split_line(record))

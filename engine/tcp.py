@@ -178,7 +178,7 @@ class Connection:
         "id", "client", "server", "client_key", "_endpoints", "state", "history", "watch_acks",
         "direction_guessed", "first_ts", "last_ts", "protocol", "sni", "alpn", "consumers",
         "kept", "kept_bytes", "dropped_kept", "inconsistent", "first_rst", "sniffed",
-        "sniffing", "mark", "finished_ts",
+        "sniffing", "mark", "finished_ts", "first_packet",
     )
 
     def __init__(self, conn_id: int, ts: float, client_key: int, guessed: bool) -> None:
@@ -209,6 +209,7 @@ class Connection:
         self.sniffing = True
         self.mark = -1
         self.finished_ts: float | None = None
+        self.first_packet = 0  # number of the packet that opened it, in the whole capture
 
     @property
     def client_addr(self) -> str:

@@ -19,9 +19,10 @@ from engine.batch import META, Batch
 from engine.bounds import MiB, Bounds
 from engine.events import ConnectionClosed, Gap, HttpTransaction
 from engine.pipeline import Pipeline
-from engine.records import connection_record, dumps, http_record
+from engine.records import connection_record, http_record, line
 from engine.tcp import Connection
 from tui.escape import escape_bytes, escape_text, hexdump_lines
+from tui.sharded import default_jobs, json_records_sharded
 
 DESCRIPTION = """\
 Inspect TCP traffic: live from interfaces or from capture files. Connections are reassembled
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("-w", "--write", metavar="OUT", help="write the packets that pass the filter to OUT (pcap)")
     out.add_argument("--count", type=int, metavar="N", help="stop after N packets")
     out.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of live capture")
+    out.add_argument("--jobs", type=int, default=0, metavar="N",
+                     help="with --json on files: processes sharing the work (default: one per core, "
+                          "at most 2)")
     lim = p.add_argument_group("bounds")
     lim.add_argument("--memory", type=int, default=512, metavar="MIB",
                      help="memory budget of the engine in MiB (default 512)")
@@ -110,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("read files (-r) or capture live (-i), not both")
     if args.count is not None and args.count < 1:
         raise UsageError("--count must be at least 1")
+    if args.jobs < 0:
+        raise UsageError("--jobs must be at least 1 (or 0 for one per core)")
     if args.follow is not None and args.json:
         raise UsageError("--follow and --json are separate modes")
     if (args.hex or args.dir != "both") and args.follow is None:
@@ -131,6 +137,14 @@ def run(args: argparse.Namespace) -> int:
             status = 0
         elif args.follow is not None:
             status = follow(args, source)
+        elif args.json and _parallel(args) > 1:
+            source.close()  # opened to check the files and filter; the workers open their own
+            error = json_records_sharded(args.read, bpf, args.count, bounds_from(args, 64 * 1024),
+                                         _parallel(args))
+            if error:
+                print(f"wirepeek: {error}", file=sys.stderr)
+                return 1
+            return 0
         elif args.json:
             status = json_records(args, source)
         else:
@@ -147,6 +161,13 @@ def run(args: argparse.Namespace) -> int:
         return status
     finally:
         source.close()
+
+
+def _parallel(args: argparse.Namespace) -> int:
+    """Processes for --json: several only for files (each worker reads them itself)."""
+    if not args.read or "-" in args.read or args.duration is not None:
+        return 1
+    return args.jobs if args.jobs > 0 else default_jobs()
 
 
 def bounds_from(args: argparse.Namespace, keep_stream: int) -> Bounds:
@@ -192,9 +213,9 @@ def json_records(args: argparse.Namespace, source: sources.Source) -> int:
     for events in batches(args, source, pipeline):
         for event in events:
             if isinstance(event, ConnectionClosed):
-                out.write(dumps(connection_record(event.info)) + "\n")
+                out.write(line(connection_record(event.info)) + "\n")
             elif isinstance(event, HttpTransaction):
-                out.write(dumps(http_record(event)) + "\n")
+                out.write(line(http_record(event)) + "\n")
         if source.live:
             out.flush()
     out.flush()
