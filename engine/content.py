@@ -136,8 +136,6 @@ def pretty_json(data: bytes, limit: int) -> str | None:
     could act on a terminal (C1 controls, DEL, line and paragraph separators, bidi overrides) are
     written as JSON escapes, so the result stays valid JSON wherever it was not cut.
     """
-    if limit <= 0:
-        return None
     try:
         value = json.loads(data)
         pieces: list[str] = []
