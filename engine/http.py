@@ -60,7 +60,10 @@ READERS: dict[str, Callable[..., Any]] = {
     "http/1.0": Http10Reader,
 }
 REQUEST_START = re.compile(rb"(?:^|\n)([A-Z][A-Z0-9_-]{0,23} [^ \r\n]+ HTTP/1\.[01]\r?\n)")
-RESPONSE_START = re.compile(rb"(?:^|\n)(HTTP/1\.[01] [0-9]{3}[ \r\n])")
+# A status line is distinctive enough to be found anywhere: after lost bytes, the next response
+# may follow the visible end of a body directly. A request line must start a line (a method is
+# just capital letters, which a body may end with).
+RESPONSE_START = re.compile(rb"(HTTP/1\.[01] [0-9]{3}[ \r\n])")
 
 
 def _text(raw: bytes) -> str:
@@ -73,7 +76,7 @@ class _Message:
     """A request or response being read."""
 
     __slots__ = ("head", "ts", "end_ts", "body_bytes", "missing", "chunks", "kept", "expected",
-                 "complete", "interim", "sent_headers")
+                 "complete", "interim", "sent_headers", "peer_acked")
 
     def __init__(self, head: Any, ts: float, expected: int | None) -> None:
         self.head = head
@@ -87,6 +90,7 @@ class _Message:
         self.complete = False
         self.interim: list[tuple[int, str, float]] = []
         self.sent_headers: list[tuple[bytes, bytes]] | None = None  # request headers as sent
+        self.peer_acked: int | None = None  # see _Side.buf_acked
 
     def add(self, data: bytes, max_body: int) -> None:
         n = len(data)
@@ -133,11 +137,17 @@ class _Exchange:
 class _Side:
     """One direction's parsing state."""
 
-    __slots__ = ("buf", "buf_ts", "reader", "msg", "exchange", "synced", "lost", "tunnel_bytes")
+    __slots__ = ("buf", "buf_ts", "buf_acked", "offset", "loss_start", "reader", "msg", "exchange",
+                 "synced", "lost", "tunnel_bytes")
 
     def __init__(self) -> None:
         self.buf = ReceiveBuffer()
         self.buf_ts = 0.0  # time of the oldest byte waiting in buf
+        # How far the peer had acknowledged the other direction when the oldest waiting byte was
+        # sent (stream offset), if known: it tells which answers the sender had already received.
+        self.buf_acked: int | None = None
+        self.offset = 0  # stream offset just past the last byte given to this side (or lost)
+        self.loss_start: int | None = None  # where bytes were lost since the last message start
         self.reader: Callable[[ReceiveBuffer], Any] | None = None  # body reader, None between messages
         self.msg: _Message | None = None
         self.exchange: _Exchange | None = None
@@ -233,6 +243,8 @@ class HttpParser:
         self.client = _Side()
         self.server = _Side()
         self.pending: deque[_Exchange] = deque()  # requests waiting for their response, oldest first
+        # Exchanges answered while their request was still being read, by id of that request.
+        self.answered: dict[int, _Exchange] = {}
         self.next_index = 0
         self.waiting = False  # the client's next bytes depend on the answer to CONNECT or Upgrade
         self.tunnel = False
@@ -244,11 +256,14 @@ class HttpParser:
 
     def on_data(self, conn: Connection, from_client: bool, ts: float, data: bytes) -> None:
         side = self.client if from_client else self.server
+        side.offset += len(data)
         if self.tunnel:
             self._tunnel_data(conn, from_client, ts, data)
             return
         if not side.buf:
             side.buf_ts = ts
+            if from_client:
+                side.buf_acked = conn.server.acked_offset()
         side.buf += data
         if from_client:
             self._read_requests(ts)
@@ -257,6 +272,8 @@ class HttpParser:
 
     def on_gap(self, conn: Connection, from_client: bool, ts: float, size: int) -> None:
         side = self.client if from_client else self.server
+        gap_start = side.offset
+        side.offset += size
         if self.tunnel:
             return
         msg, reader = side.msg, side.reader
@@ -267,11 +284,9 @@ class HttpParser:
             msg.body_bytes += skipped
             msg.missing += skipped
             side.reader = ContentLengthReader(remaining - skipped)
+            self._run(from_client, ts)  # the body may end inside the gap
             if size > remaining:
-                self._run(from_client, ts)  # the body ends inside the gap
-                self._lose(side, size - remaining)
-            else:
-                self._run(from_client, ts)
+                self._lose(side, size - remaining, gap_start + remaining)
             return
         if msg is not None and isinstance(reader, Http10Reader):
             msg.body_bytes += size
@@ -280,7 +295,7 @@ class HttpParser:
         if msg is not None:
             msg.missing += size
             self._abandon(side, from_client, ts, f"{size} bytes lost inside the message")
-        self._lose(side, size)
+        self._lose(side, size, gap_start - len(side.buf))
 
     def on_end(self, conn: Connection, from_client: bool, ts: float) -> None:
         if self.tunnel:
@@ -304,6 +319,9 @@ class HttpParser:
             self.on_end(conn, from_client, ts)
         while self.pending:
             self._emit(self.pending.popleft())
+        for ex in list(self.answered.values()):
+            self._emit(ex)
+        self.answered.clear()
 
     # ------------------------------------------------------------------ reading
 
@@ -337,6 +355,7 @@ class HttpParser:
             msg.end_ts = ts
             msg.complete = True
             side.msg = None
+            self._settled(msg)
             if msg.head.method == b"CONNECT" or _has_upgrade(msg.sent_headers):
                 self.waiting = True  # what follows depends on the answer
 
@@ -365,6 +384,7 @@ class HttpParser:
         ex = self._new_exchange()
         ex.request = side.msg = _Message(head, side.buf_ts, args[0] if args else None)
         ex.request.sent_headers = sent
+        ex.request.peer_acked = side.buf_acked
         self._note_lost(side, ex, "request")
         if note:
             ex.notes.append(note)
@@ -414,6 +434,9 @@ class HttpParser:
                 side.synced = False
                 buf.maybe_extract_at_most(len(buf))
             return False
+        if side.loss_start is not None:
+            self._answered_in_loss(side.loss_start, side.offset - len(buf))
+            side.loss_start = None
         ex = self.pending[0] if self.pending else self._orphan()
         self._note_lost(side, ex, "response")
         if type(head) is h11.InformationalResponse:
@@ -455,7 +478,10 @@ class HttpParser:
             self._start_tunnel()
         elif self.waiting:
             self.waiting = False  # the Upgrade or CONNECT was refused: HTTP goes on
-        self._emit(ex)
+        if ex.request is not None and ex.request is self.client.msg:
+            self.answered[id(ex.request)] = ex  # its request is still being read: wait for it
+        else:
+            self._emit(ex)
         if not self.tunnel and self.client.buf:
             self._read_requests(response.end_ts or response.ts)
 
@@ -478,6 +504,23 @@ class HttpParser:
             leftover, self.leftover = self.leftover, b""
             self.tls.on_data(conn, True, ts, leftover + data)
 
+    def _answered_in_loss(self, start: int, resumed: int) -> None:
+        """Retire waiting requests whose answers were in server bytes lost from `start` on.
+
+        A request's answer was lost if the client sent its next request after acknowledging
+        server bytes past `start` and not past `resumed` (where the next readable response
+        begins): the server had sent an answer there, and answers come in request order.
+        Pipelined requests, sent before any of those answers arrived, are left in order.
+        """
+        while len(self.pending) >= 2:
+            first, second = self.pending[0], self.pending[1]
+            acked = second.request.peer_acked if second.request is not None else None
+            if first.request is None or acked is None or not start < acked <= resumed:
+                return
+            self.pending.popleft()
+            first.notes.append("its response was in bytes that were not captured")
+            self._emit(first)
+
     def _new_exchange(self) -> _Exchange:
         ex = _Exchange(self.next_index)
         self.next_index += 1
@@ -493,8 +536,11 @@ class HttpParser:
         self.pending.appendleft(ex)
         return ex
 
-    def _lose(self, side: _Side, size: int) -> None:
-        side.lost += size
+    def _lose(self, side: _Side, size: int, start: int) -> None:
+        """Bytes from stream offset `start` are gone (with what was buffered): resynchronise."""
+        side.lost += size + len(side.buf)
+        if side.loss_start is None:
+            side.loss_start = start
         side.synced = False
         side.buf = ReceiveBuffer()
         side.reader = None
@@ -519,6 +565,8 @@ class HttpParser:
                 if ex.request is msg:
                     ex.error = reason
                     break
+            else:
+                self._settled(msg, reason)
             return
         ex = side.exchange
         side.exchange = None
@@ -527,6 +575,13 @@ class HttpParser:
             ex.response = msg
             if self.pending and self.pending[0] is ex:
                 self.pending.popleft()
+            self._emit(ex)
+
+    def _settled(self, request: _Message, error: str | None = None) -> None:
+        """A request that was answered before it ended has now ended (or failed): emit it."""
+        ex = self.answered.pop(id(request), None)
+        if ex is not None:
+            ex.error = ex.error or error
             self._emit(ex)
 
     def _error_exchange(self, from_client: bool, reason: str) -> None:

@@ -238,6 +238,7 @@ def test_parallel_json_gives_the_same_records_as_one_process(name):
     three = wirepeek("-r", capture(name), "--json", "--jobs", "3")
     assert one.returncode == two.returncode == three.returncode == 0
     assert sorted(one.stdout.splitlines()) == sorted(two.stdout.splitlines()) == sorted(three.stdout.splitlines())
+    assert wirepeek("-r", capture(name), "--json", "--jobs", "2").stdout == two.stdout  # same every run
 
 
 def test_parallel_json_on_many_connections_and_count(tmp_path):

@@ -5,11 +5,11 @@ second) and keeps the connections whose address/port hash falls in its share
 (`Pipeline(shard=...)`); HTTP parsing, the expensive part, is then spread over the cores.
 
 Connection ids must be exactly those of a single-process run (ids follow the order in which
-connections are first seen, and `--follow ID` relies on that). Each worker reports, per batch,
-the capture-wide packet number at which each of its connections opened and how far it has read;
-the parent numbers a connection once every worker has read past its first packet, and holds back
-records until their connection has its number. Records keep their order within a worker; across
-workers they interleave.
+connections are first seen, and `--follow ID` relies on that). Every worker reads the same
+batches, and sends one message per batch: the capture-wide packet number at which each of its
+new connections opened, and its records. Once every worker has sent batch b, all connections
+opened so far are known: the parent numbers them in first-packet order and prints batch b's
+records, worker by worker. The output is the same on every run.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _worker(paths: list[str], bpf: str, count: int | None, bounds: Bounds, shard
                     records.append(split_line(connection_record(event.info)))
                 elif isinstance(event, HttpTransaction):
                     records.append(split_line(http_record(event)))
-            out.send((opened[:], pipeline.packets, records, final, source.error if final else None))
+            out.send((opened[:], records, final, source.error if final else None))
             opened.clear()
             if final:
                 break
@@ -70,15 +70,8 @@ def _worker(paths: list[str], bpf: str, count: int | None, bounds: Bounds, shard
         out.close()
 
 
-class _Share:
-    """What the parent knows of one worker."""
-
-    def __init__(self) -> None:
-        self.firsts: list[int] = []  # first packet of each of its connections, by local id
-        self.ids: list[int] = []  # global id of each local id numbered so far
-        self.read = 0  # packets it has processed
-        self.done = False
-        self.waiting: deque[Record] = deque()
+AHEAD = 64
+"""Batches a worker may run ahead of the slowest one before the parent stops reading it."""
 
 
 def json_records_sharded(paths: list[str], bpf: str, count: int | None, bounds: Bounds,
@@ -86,45 +79,55 @@ def json_records_sharded(paths: list[str], bpf: str, count: int | None, bounds: 
     """Print the NDJSON records of capture files using `jobs` processes; return the file error."""
     out = out or sys.stdout
     context = multiprocessing.get_context("fork")
-    shares = [_Share() for _ in range(jobs)]
-    pipes: dict[Pipe, int] = {}
-    procs = []
     per_worker = Bounds(
         max_connections=max(1, bounds.max_connections // jobs),
         memory_budget=bounds.memory_budget // jobs,
         keep_stream_bytes=bounds.keep_stream_bytes,
     )
+    receivers: list[Pipe] = []
+    procs = []
     for i in range(jobs):
         receiver, sender = context.Pipe(duplex=False)
         proc = context.Process(target=_worker, args=(paths, bpf, count, per_worker, (i, jobs), sender),
                                daemon=True)
         proc.start()
         sender.close()
-        pipes[receiver] = i
+        receivers.append(receiver)
         procs.append(proc)
+    queues: list[deque[Any]] = [deque() for _ in range(jobs)]
+    ids: list[list[int]] = [[] for _ in range(jobs)]  # global id of each worker's local ids
+    done = [False] * jobs  # its last batch was printed
+    sent_all = [False] * jobs  # its last batch was received
     next_id = 0
     error = None
     try:
-        while pipes:
-            for ready in wait(list(pipes)):
-                i = pipes[ready]  # type: ignore[index]
+        while not all(done):
+            # Every worker reads the same batches: batch b is complete once each has sent it.
+            while all(queues):
+                batch = [q.popleft() for q in queues]
+                opened = sorted((first, i) for i, (firsts, *_rest) in enumerate(batch) for first in firsts)
+                for _first, i in opened:
+                    ids[i].append(next_id)
+                    next_id += 1
+                for i, (_firsts, records, final, err) in enumerate(batch):
+                    for kind, local, rest in records:
+                        out.write(join_line(kind, ids[i][local], rest) + "\n")
+                    if final:
+                        done[i] = True
+                        error = error or err
+            if all(done):
+                break
+            slowest = min(len(q) for i, q in enumerate(queues) if not done[i])
+            readable = [r for i, r in enumerate(receivers)
+                        if not sent_all[i] and len(queues[i]) < slowest + AHEAD]
+            for ready in wait(readable):
+                i = receivers.index(ready)  # type: ignore[arg-type]
                 try:
-                    firsts, read, records, final, err = ready.recv()  # type: ignore[union-attr]
+                    message = ready.recv()  # type: ignore[union-attr]
                 except EOFError:
-                    raise RuntimeError(f"worker {i} ended without finishing") from None
-                share = shares[i]
-                share.firsts += firsts
-                share.read = read
-                share.waiting.extend(records)
-                if final:
-                    share.done = True
-                    error = error or err
-                    del pipes[ready]  # type: ignore[arg-type]
-            next_id = _number(shares, next_id)
-            for share in shares:
-                while share.waiting and share.waiting[0][1] < len(share.ids):
-                    kind, local, rest = share.waiting.popleft()
-                    out.write(join_line(kind, share.ids[local], rest) + "\n")
+                    raise sources.CaptureError(f"worker process {i} stopped unexpectedly") from None
+                queues[i].append(message)
+                sent_all[i] = message[2]
     finally:
         for proc in procs:
             proc.join(timeout=5)
@@ -132,26 +135,6 @@ def json_records_sharded(paths: list[str], bpf: str, count: int | None, bounds: 
                 proc.kill()
     out.flush()
     return error
-
-
-def _number(shares: list[_Share], next_id: int) -> int:
-    """Give global ids, in first-packet order, to every connection whose place is certain."""
-    while True:
-        best = None
-        for i, share in enumerate(shares):
-            if len(share.ids) < len(share.firsts):
-                first = share.firsts[len(share.ids)]
-                if best is None or first < best[0]:
-                    best = (first, i)
-        if best is None:
-            return next_id
-        first, i = best
-        # Another worker might still report a connection that opened earlier, until it has
-        # read past this packet.
-        if any(not s.done and s.read < first for j, s in enumerate(shares) if j != i):
-            return next_id
-        shares[i].ids.append(next_id)
-        next_id += 1
 
 
 def default_jobs() -> int:
