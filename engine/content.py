@@ -5,34 +5,45 @@ The body view asks for this when the user opens a message; nothing on the captur
 last applied first, and says what it undid, whether the result is cut, and why decoding stopped
 if it failed. `looks_textual` picks the text or the hex view; `pretty_json` indents a JSON body.
 
+Stacked codings are undone as a chain of generators, each pulling small chunks from the one
+before, so no coding's whole output is ever held: only the final output, up to `limit`.
+
 It must never:
 - raise, whatever the bytes or the header: a failure is an `error` line next to what decoded
   before it;
-- hold much more than `limit` bytes of output at once, however well the body compresses (a few
-  KiB of gzip can expand to gigabytes): every decompressor is asked for at most `_STEP` bytes a
-  call, and decoding stops as soon as the output passes `limit`;
+- hold more than the output (up to `limit`, twice over while it becomes `bytes`) and a few
+  chunks, however well the body compresses (a few KiB of gzip expand to gigabytes): every
+  decompressor is asked for at most `_STEP` bytes a call, and the chain stops being pulled as
+  soon as the output passes `limit`, or inner decoders make more than `_Meter` allows;
 - do I/O, or import anything from the UI.
 """
 
 from __future__ import annotations
 
 import codecs
+import itertools
 import json
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-import brotli
+import brotli  # type: ignore[import-untyped]
 
+from engine.events import HttpRequest, HttpResponse
 from engine.tls import escape
 
 DEFAULT_LIMIT: Final = 4 * 1024 * 1024
-MAX_CODINGS: Final = 8  # real servers stack at most two; each layer costs up to `limit` of work
+MAX_CODINGS: Final = 8  # real servers stack at most two
+_WORK_FACTOR: Final = 2  # each inner decoder of a chain may make this many times limit + _STEP
 
 _STEP: Final = 64 * 1024  # most output asked of a decompressor in one call
-_PIECE: Final = 16 * 1024  # most compressed input handed to a decompressor in one call
-_GZIP_MAGIC: Final = b"\x1f\x8b"
+_PIECE: Final = 16 * 1024  # the body is fed to the first decoder in pieces of this size
+# Brotli is fed in small pieces, so that the end of its stream shows close to where it is.
+_BROTLI_PIECE: Final = 1024
+_BROTLI_REPLAY: Final = 1024 * 1024  # most brotli input kept to decode again (see _unbrotli_again)
+_TRAILING_LOOK: Final = 64 * 1024  # most trailing data counted after the end of a stream
+_GZIP_MAGIC_FIRST: Final = 0x1F
 _WBITS_GZIP: Final = 16 + zlib.MAX_WBITS
 _WBITS_ZLIB: Final = zlib.MAX_WBITS
 _WBITS_RAW: Final = -zlib.MAX_WBITS
@@ -43,19 +54,42 @@ _WHITESPACE: Final = frozenset(b"\t\n\r\f\v")
 
 @dataclass(frozen=True, slots=True)
 class DecodedBody:
+    """A body with its content-codings undone, as far as that went."""
+
     data: bytes  # decoded bytes, at most `limit` of them
     encodings: tuple[str, ...]  # the content-codings undone, in the order they were undone
     truncated: bool  # `data` is not the whole decoded body: cut at `limit`, or the input was cut
     error: str | None  # one line on why decoding stopped part way; None when it did not
 
 
-@dataclass(frozen=True, slots=True)
-class _Stage:
-    """What undoing one coding gave, at most `limit` bytes of it."""
+@dataclass(slots=True)
+class _Progress:
+    """How one coding's stream went, written by its decoder as the chain is pulled."""
 
-    data: bytes
-    cut: bool = False  # output stopped short of the end of what the input encodes
-    error: str | None = None
+    coding: str
+    starved: bool = False  # its input ran out before the end of the stream
+    broken: bool = False  # corrupt data stopped it; its output ends before the failure
+    error: str | None = None  # corrupt or trailing data
+
+
+@dataclass(slots=True)
+class _Meter:
+    """Bytes made by the inner decoders of a chain (all but the last), against a budget.
+
+    The output bound alone does not bound the work: a decoder can swallow a flood of input and
+    give out nothing (empty gzip members, brotli metadata blocks), and the decoder before it can
+    make that flood from a small body. Compressed data is seldom larger than what it decodes to,
+    so honest stacked codings need about `limit` bytes from each inner decoder: twice that is
+    the budget.
+    """
+
+    budget: int = 0
+    spent: int = 0
+    exhausted: bool = False
+
+
+_Chunks = Generator[bytes, None, None]
+_Decoder = Callable[[Iterable[bytes], _Progress], _Chunks]
 
 
 def decode_body(
@@ -69,6 +103,7 @@ def decode_body(
     `body_complete` is False when the capture holds only the start of the body; the body then
     decodes as far as it goes, marked truncated but not in error. An unknown coding stops
     decoding there: `data` is what the body was before it, with an error naming the coding.
+    An empty body is empty whatever the codings (HEAD answers, 204s and 304s often name one).
     """
     limit = max(0, limit)
     codings = _parse_codings(content_encoding)
@@ -79,40 +114,54 @@ def decode_body(
             not body_complete or len(body) > limit,
             f"too many content-codings ({len(codings)}; at most {MAX_CODINGS} are undone)",
         )
-    data = body
-    complete = body_complete
-    truncated = not body_complete
-    undone: list[str] = []
-    error: str | None = None
+    decoders: list[tuple[str, _Decoder]] = []
+    unknown: str | None = None
     for coding in reversed(codings):
         if coding == "identity":
             continue
-        undo = _DECODERS.get(coding)
-        if undo is None:
-            error = error or f"unknown content-coding '{_printable(coding)}'"
+        decoder = _DECODERS.get(coding)
+        if decoder is None:
+            unknown = f"unknown content-coding '{_printable(coding)}'"
             break
-        undone.append(coding)
-        if not data:
-            # HEAD answers, 204s and 304s often carry Content-Encoding over an empty body.
-            continue
-        stage = undo(data, limit, complete)
-        data = stage.data
-        if stage.cut:
-            complete = False
-            truncated = True
+        decoders.append((coding, decoder))
+    stages = [_Progress(coding) for coding, _ in decoders]
+    # What the last decoder makes is bounded by `limit`; what the others make, by the meter.
+    meter = _Meter(budget=_WORK_FACTOR * (len(decoders) - 1) * (limit + _STEP))
+    chain = _pieces(body, _PIECE)
+    for index, ((_, decoder), stage) in enumerate(zip(decoders, stages, strict=True)):
+        chain = decoder(chain, stage)
+        if index < len(decoders) - 1:
+            chain = _metered(chain, meter)
+    out = bytearray()
+    for chunk in chain:
+        out += chunk
+        if len(out) > limit:
+            break
+    chain.close()
+    truncated = not body_complete or len(out) > limit
+    del out[limit:]
+    error = None
+    input_complete = body_complete and not meter.exhausted
+    for stage in stages:
         error = error or stage.error
-    if len(data) > limit:
-        data = data[:limit]
+        if stage.starved and input_complete:
+            error = error or f"{stage.coding}: compressed body ends early"
+        if stage.starved or stage.broken:
+            input_complete = False
+            truncated = True
+    if meter.exhausted:
         truncated = True
-    return DecodedBody(bytes(data), tuple(undone), truncated, error)
+        error = error or "decoding stopped: inner content-codings made far more than came out"
+    undone = tuple(stage.coding for stage in stages)
+    return DecodedBody(bytes(out), undone, truncated, error or unknown)
 
 
 def looks_textual(data: bytes) -> bool:
     """Whether `data` reads as text (so the text view suits it better than a hex dump).
 
     Judged on the first few KiB: text is UTF-8 (a multi-byte character cut at the end of the
-    sample is allowed) with few control characters, or, in another 8-bit charset, mostly
-    printable ASCII. A NUL byte means binary.
+    sample is allowed) with few control characters, or else nearly all printable Latin-1.
+    A NUL byte means binary.
     """
     sample = data[:_TEXT_SAMPLE]
     if not sample:
@@ -122,8 +171,10 @@ def looks_textual(data: bytes) -> bool:
     try:
         text = _decode_utf8_prefix(sample)
     except UnicodeDecodeError:
-        printable = sum(1 for b in sample if 0x20 <= b < 0x7F or b in _WHITESPACE)
-        return printable * 10 >= len(sample) * 9
+        # Latin-1 and its kin: letters from 0xA0 up, everything else printable ASCII. Binary data
+        # has about a quarter of its bytes outside that, and control bytes among them.
+        printable = sum(1 for b in sample if 0x20 <= b < 0x7F or b >= 0xA0 or b in _WHITESPACE)
+        return printable * 20 >= len(sample) * 19
     controls = sum(1 for ch in text if _is_control(ch))
     return controls * 10 <= len(text)
 
@@ -164,8 +215,9 @@ def _parse_codings(header: str | None) -> list[str]:
 
 
 def _printable(name: str) -> str:
-    shown = escape(name.encode("utf-8", "surrogateescape")[:40])
-    return shown + ("..." if len(name) > 40 else "")
+    """A coding's name as it may be shown: escaped (it comes from the wire), and not too long."""
+    raw = name.encode("utf-8", "surrogateescape")
+    return escape(raw[:40]) + ("..." if len(raw) > 40 else "")
 
 
 def _is_control(ch: str) -> bool:
@@ -173,161 +225,227 @@ def _is_control(ch: str) -> bool:
     return (code < 0x20 and code not in _WHITESPACE) or 0x7F <= code < 0xA0
 
 
+_C1_CONTROLS: Final = range(0x7F, 0xA0)  # and DEL: json escapes only the C0 controls
+_BIDI_CONTROLS: Final = (0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+_SEPARATORS: Final = (0x2028, 0x2029)  # line and paragraph separators
 _JSON_UNSAFE: Final = {
-    code: f"\\u{code:04x}"
-    for code in [
-        *range(0x7F, 0xA0),  # DEL and C1 controls: json escapes only C0
-        0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A),  # bidi marks, overrides
-        0x2028, 0x2029,  # line and paragraph separators
-    ]
+    code: f"\\u{code:04x}" for code in (*_C1_CONTROLS, *_BIDI_CONTROLS, *_SEPARATORS)
 }
 
 
-# --- gzip and deflate --------------------------------------------------------------------------
+# --- decoders: generators from input chunks to output chunks of at most about _STEP bytes ------
 
 
-def _inflate_stream(body: bytes, start: int, wbits: int, out: bytearray, limit: int) -> int | None:
-    """Inflate the one zlib/gzip/raw-deflate stream that begins at `body[start]` onto `out`.
+def _pieces(data: bytes, size: int) -> _Chunks:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
 
-    Returns the offset just past the stream's end, or None when the output passed `limit` or the
-    input ran out first (`len(out) > limit` tells which). Raises zlib.error on corrupt data.
-    """
-    inflater = zlib.decompressobj(wbits)
-    pos = start
-    pending = b""
+
+def _metered(chunks: _Chunks, meter: _Meter) -> _Chunks:
+    for chunk in chunks:
+        meter.spent += len(chunk)
+        if meter.spent > meter.budget:
+            meter.exhausted = True
+            return
+        yield chunk
+
+
+def _inflate_chunk(inflater: zlib._Decompress, data: bytes) -> _Chunks:
+    """All `inflater` makes of `data`, `_STEP` bytes at a time; stops at the end of its stream."""
     while True:
-        if not pending and pos < len(body):
-            pending = body[pos : pos + _PIECE]
-            pos += len(pending)
-        # Asking with empty input still drains what zlib holds back once input has run out.
-        chunk = inflater.decompress(pending, _STEP)
-        stalled = not chunk and len(inflater.unconsumed_tail) == len(pending)
-        pending = inflater.unconsumed_tail
-        out += chunk
-        if len(out) > limit:
-            return None
-        if inflater.eof:
-            return pos - len(inflater.unused_data)
-        if stalled:  # input used up (no progress on input left is not possible, but never spin)
-            return None
+        chunk = inflater.decompress(data, _STEP)
+        data = inflater.unconsumed_tail
+        if chunk:
+            yield chunk
+        # Less than asked for, with no input left over, means zlib holds nothing back.
+        if inflater.eof or (len(chunk) < _STEP and not data):
+            return
 
 
-def _gunzip(body: bytes, limit: int, complete: bool) -> _Stage:
-    out = bytearray()
-    start = 0
-    while True:
-        try:
-            end = _inflate_stream(body, start, _WBITS_GZIP, out, limit)
-        except zlib.error as exc:
-            return _stage(out, limit, cut=True, error=f"gzip: corrupt data ({exc})")
-        if end is None:
-            return _ended_early(out, limit, complete, "gzip")
-        head = body[end : end + len(_GZIP_MAGIC)]
-        if not head:
-            return _stage(out, limit)
-        if _GZIP_MAGIC.startswith(head):
-            start = end  # another member: concatenated gzip streams decode as one
-            continue
-        trailing = body[end:]
-        if not trailing.strip(b"\x00"):
-            return _stage(out, limit)  # zero padding after the last member, as gzip(1) allows
-        return _stage(out, limit, error=f"gzip: {len(trailing)} bytes of trailing data")
-
-
-def _inflate(body: bytes, limit: int, complete: bool) -> _Stage:
-    """"deflate" means zlib-wrapped (RFC 9110), but many servers send raw deflate: try both."""
-    wrapped = _inflate_once(body, _WBITS_ZLIB, limit, complete)
-    if wrapped.error is None:
-        return wrapped
-    raw = _inflate_once(body, _WBITS_RAW, limit, complete)
-    if raw.error is None or len(raw.data) > len(wrapped.data):
-        return raw
-    return wrapped
-
-
-def _inflate_once(body: bytes, wbits: int, limit: int, complete: bool) -> _Stage:
-    out = bytearray()
+def _gunzip(chunks: Iterable[bytes], progress: _Progress) -> _Chunks:
+    """gzip, and several gzip members one after another, which decode as one body (RFC 1952)."""
+    rest = iter(chunks)
+    inflater: zlib._Decompress | None = None
+    members = 0
     try:
-        end = _inflate_stream(body, 0, wbits, out, limit)
+        for chunk in rest:
+            while chunk:
+                if inflater is None:
+                    if members and chunk[0] != _GZIP_MAGIC_FIRST:
+                        # Zero padding after the last member is allowed, as gzip(1) allows it.
+                        _note_trailing(progress, chunk, rest, zeros_allowed=True)
+                        return
+                    inflater = zlib.decompressobj(_WBITS_GZIP)
+                    members += 1
+                yield from _inflate_chunk(inflater, chunk)
+                chunk = b""
+                if inflater.eof:
+                    chunk = inflater.unused_data  # what follows: another member, or not
+                    inflater = None
     except zlib.error as exc:
-        return _stage(out, limit, cut=True, error=f"deflate: corrupt data ({exc})")
-    if end is None:
-        return _ended_early(out, limit, complete, "deflate")
-    if end < len(body):
-        return _stage(out, limit, error=f"deflate: {len(body) - end} bytes of trailing data")
-    return _stage(out, limit)
+        progress.broken = True
+        progress.error = f"gzip: corrupt data ({exc})"
+        return
+    progress.starved = inflater is not None
 
 
-# --- brotli ------------------------------------------------------------------------------------
+def _inflate(chunks: Iterable[bytes], progress: _Progress) -> _Chunks:
+    """deflate: zlib-wrapped (RFC 9110), or raw deflate, which many servers send instead.
+
+    The two bytes of a zlib header decide: without a valid one, the stream is taken as raw.
+    """
+    rest = iter(chunks)
+    head = b""
+    inflater: zlib._Decompress | None = None
+    try:
+        for chunk in rest:
+            if inflater is None:
+                head += chunk
+                if len(head) < 2:
+                    continue
+                inflater = zlib.decompressobj(_WBITS_ZLIB if _zlib_header(head) else _WBITS_RAW)
+                chunk = head
+            yield from _inflate_chunk(inflater, chunk)
+            if inflater.eof:
+                _note_trailing(progress, inflater.unused_data, rest)
+                return
+    except zlib.error as exc:
+        progress.broken = True
+        progress.error = f"deflate: corrupt data ({exc})"
+        return
+    progress.starved = bool(head)
 
 
-def _unbrotli(body: bytes, limit: int, complete: bool) -> _Stage:
-    stage, failed_at = _unbrotli_from(body, limit, complete, len(body))
-    if failed_at is None:
-        return stage
-    # A failed brotli call loses its output and cannot say where in its input it failed. Decode
-    # again, feeding the piece that failed a byte at a time, to keep all that decoded before the
-    # bad byte and to tell trailing data from corruption.
-    stage, _ = _unbrotli_from(body, limit, complete, failed_at)
-    return stage
+def _zlib_header(head: bytes) -> bool:
+    method, flags = head[0], head[1]
+    return method & 0x0F == 8 and method >> 4 <= 7 and (method << 8 | flags) % 31 == 0
 
 
-def _unbrotli_from(
-    body: bytes, limit: int, complete: bool, bytewise_from: int
-) -> tuple[_Stage, int | None]:
-    """Undo brotli, feeding `_PIECE` bytes a call up to `bytewise_from`, then one byte a call.
+def _unbrotli(chunks: Iterable[bytes], progress: _Progress) -> _Chunks:
+    pieces = _repiece(chunks, _BROTLI_PIECE)
+    decompressor = brotli.Decompressor()
+    # The input fed so far, to decode again after a failure; None once past _BROTLI_REPLAY.
+    history: bytearray | None = bytearray()
+    made = 0
+    fed = False
+    for piece in pieces:
+        if decompressor.is_finished():
+            _note_trailing(progress, piece, pieces)
+            return
+        fed = True
+        try:
+            for chunk in _unbrotli_piece(decompressor, piece):
+                made += len(chunk)
+                yield chunk
+        except brotli.error as exc:
+            if history is None:
+                progress.broken = True
+                progress.error = f"br: corrupt data ({exc})"
+                return
+            again = yield from _unbrotli_again(bytes(history), made, piece, pieces, progress)
+            if again is None:
+                return
+            decompressor, made = again
+        if history is not None:
+            history += piece
+            if len(history) > _BROTLI_REPLAY:
+                history = None
+    progress.starved = fed and not decompressor.is_finished()
 
-    Also returns, on corrupt data, the offset of the piece whose call failed.
+
+def _unbrotli_again(
+    history: bytes, made: int, piece: bytes, rest: Iterator[bytes], progress: _Progress
+) -> Generator[bytes, None, tuple[brotli.Decompressor, int] | None]:
+    """Decode `history` again, then `piece`, whose call failed, a byte at a time.
+
+    A failing brotli call loses its output and cannot say where in its input it failed, nor
+    whether its stream had ended with trailing data after it. Fed byte by byte, the end of the
+    stream shows (`is_finished`) and a corrupt byte loses nothing decoded before it. The first
+    `made` bytes of output were given out already and are skipped. Returns the decompressor to
+    go on with and the output made so far, or None when this found the end: corrupt data, or the
+    stream's end.
     """
     decompressor = brotli.Decompressor()
-    out = bytearray()
-    pos = 0
-    piece_at = 0
+    skip = made
+    fed = 0
+    remade = 0
     try:
-        while len(out) <= limit:
-            if pos < len(body) and decompressor.is_finished():
-                trailing = len(body) - pos
-                return _stage(out, limit, error=f"br: {trailing} bytes of trailing data"), None
-            piece = b""
-            # Once an output limit is hit, brotli wants empty input until it has drained.
-            if pos < len(body) and decompressor.can_accept_more_data():
-                stop = min(pos + _PIECE, bytewise_from) if pos < bytewise_from else pos + 1
-                piece_at = pos
-                piece = body[pos:stop]
-                pos += len(piece)
-            chunk = decompressor.process(piece, output_buffer_limit=_STEP)
-            out += chunk
-            if not chunk and not piece:
-                break
+        for part in itertools.chain(_pieces(history, _PIECE), _pieces(piece, 1)):
+            if decompressor.is_finished():  # the main loop saw no end in history: in `piece`
+                _note_trailing(progress, piece[fed - len(history) :], rest)
+                return None
+            for chunk in _unbrotli_piece(decompressor, part):
+                remade += len(chunk)
+                if skip >= len(chunk):
+                    skip -= len(chunk)
+                    continue
+                yield chunk[skip:]
+                skip = 0
+            fed += len(part)
     except brotli.error as exc:
-        error = f"br: corrupt data ({exc})"
-        return _stage(out, limit, cut=True, error=error), piece_at
-    if len(out) <= limit and decompressor.is_finished():
-        return _stage(out, limit), None
-    return _ended_early(out, limit, complete, "br"), None
+        progress.broken = True
+        progress.error = f"br: corrupt data ({exc})"
+        return None
+    return decompressor, max(made, remade)
+
+
+def _unbrotli_piece(decompressor: brotli.Decompressor, piece: bytes) -> _Chunks:
+    """All `decompressor` makes of `piece`, about `_STEP` bytes at a time (brotli's output buffer
+    grows in blocks, so it may pass the limit by one)."""
+    while chunk := decompressor.process(piece, output_buffer_limit=_STEP):
+        yield chunk
+        piece = b""  # once the limit is hit, brotli wants empty input until it has drained
 
 
 # --- shared ------------------------------------------------------------------------------------
 
 
-def _stage(out: bytearray, limit: int, cut: bool = False, error: str | None = None) -> _Stage:
-    """Freeze `out` as a stage's output, cut at `limit` (in place, so it is copied only once)."""
-    if len(out) > limit:
-        del out[limit:]
-        cut = True
-    return _Stage(bytes(out), cut, error)
+def _repiece(chunks: Iterable[bytes], size: int) -> _Chunks:
+    for chunk in chunks:
+        yield from _pieces(chunk, size)
 
 
-def _ended_early(out: bytearray, limit: int, complete: bool, coding: str) -> _Stage:
-    """The stream stopped before its end: at `limit` (fine), or because its input ran out."""
-    if len(out) > limit or not complete:
-        return _stage(out, limit, cut=True)
-    return _stage(out, limit, cut=True, error=f"{coding}: compressed body ends early")
+def _note_trailing(
+    progress: _Progress, first: bytes, rest: Iterator[bytes], zeros_allowed: bool = False
+) -> None:
+    """Record the bytes after the end of a stream as an error, unless there are none.
+
+    Counts at most about `_TRAILING_LOOK` of them: upstream decoders make the rest, and making
+    it only to count it could be a great deal of work.
+    """
+    seen = len(first)
+    zeros = not first.strip(b"\x00")
+    more = False
+    for chunk in rest:
+        if seen >= _TRAILING_LOOK:
+            more = True
+            break
+        seen += len(chunk)
+        zeros = zeros and not chunk.strip(b"\x00")
+    if seen == 0 or (zeros_allowed and zeros and not more):
+        return
+    amount = f"at least {seen}" if more else str(seen)
+    progress.error = f"{progress.coding}: {amount} bytes of trailing data"
 
 
-_DECODERS: Final[dict[str, Callable[[bytes, int, bool], _Stage]]] = {
+_DECODERS: Final[dict[str, _Decoder]] = {
     "gzip": _gunzip,
     "x-gzip": _gunzip,
     "deflate": _inflate,
     "br": _unbrotli,
 }
+
+
+def decode_message_body(message: HttpRequest | HttpResponse, limit: int = DEFAULT_LIMIT) -> DecodedBody:
+    """The body of an HTTP message as kept by engine.http, with its Content-Encoding undone.
+
+    `truncated` is also set when the kept body is not the whole body: bytes were never captured,
+    the message did not end, or the parser kept less than it saw (its body limit).
+    """
+    codings = [v for k, v in message.headers if k.lower() == "content-encoding"]
+    whole = (
+        message.complete
+        and message.body_missing == 0
+        and len(message.body) == message.body_bytes
+    )
+    return decode_body(message.body, ", ".join(codings) or None, limit, body_complete=whole)
