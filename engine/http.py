@@ -76,7 +76,7 @@ class _Message:
     """A request or response being read."""
 
     __slots__ = ("head", "ts", "end_ts", "body_bytes", "missing", "chunks", "kept", "expected",
-                 "complete", "interim", "sent_headers", "peer_acked")
+                 "complete", "interim", "sent_headers", "peer_acked", "cached")
 
     def __init__(self, head: Any, ts: float, expected: int | None) -> None:
         self.head = head
@@ -91,6 +91,7 @@ class _Message:
         self.interim: list[tuple[int, str, float]] = []
         self.sent_headers: list[tuple[bytes, bytes]] | None = None  # request headers as sent
         self.peer_acked: int | None = None  # see _Side.buf_acked
+        self.cached: list[Any] | None = None  # its HeadCache entry: [event, decoded headers]
 
     def add(self, data: bytes, max_body: int) -> None:
         n = len(data)
@@ -102,8 +103,13 @@ class _Message:
             self.kept += len(piece)
 
     def headers(self) -> tuple[tuple[str, str], ...]:
+        if self.cached is not None and self.cached[1] is not None:
+            return self.cached[1]  # type: ignore[no-any-return]
         raw = self.sent_headers if self.sent_headers is not None else self.head.headers.raw_items()
-        return tuple([(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw])
+        text = tuple([(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw])
+        if self.cached is not None:
+            self.cached[1] = text
+        return text
 
     def request(self) -> HttpRequest:
         h = self.head
@@ -232,12 +238,42 @@ def _clean_list(value: bytes) -> bytes:
     return b", ".join(part.strip() for part in value.split(b",") if part.strip())
 
 
+class HeadCache:
+    """Parsed header blocks by their exact bytes, shared by the parsers of one pipeline.
+
+    The same bytes always parse to the same (immutable) h11 event, and real traffic repeats
+    header blocks a lot: polling clients, health checks, the same static answer. A hit skips
+    h11's line splitting and validation. Bounded: small blocks only, oldest entries dropped.
+    """
+
+    MAX_ENTRIES = 1024
+    MAX_HEAD = 4096
+
+    def __init__(self) -> None:
+        self.requests: dict[bytes, tuple[h11.Request, list[tuple[bytes, bytes]], str | None]] = {}
+        self.responses: dict[bytes, list[Any]] = {}  # [event, its headers decoded, once made]
+
+    @staticmethod
+    def head_of(buf: ReceiveBuffer) -> bytes | None:
+        """The complete CRLF-framed header block at the start of buf, if it is small enough."""
+        data = _data(buf)
+        end = data.find(b"\r\n\r\n", 0, HeadCache.MAX_HEAD)
+        return bytes(data[: end + 4]) if end >= 0 else None
+
+    @staticmethod
+    def store(table: dict[bytes, Any], key: bytes, value: Any) -> None:
+        if len(table) >= HeadCache.MAX_ENTRIES:
+            del table[next(iter(table))]
+        table[key] = value
+
+
 class HttpParser:
     """The HTTP/1.x exchanges of one connection."""
 
     def __init__(self, conn_id: int, emit: Callable[[object], None],
-                 max_body: int = DEFAULT_MAX_BODY) -> None:
+                 max_body: int = DEFAULT_MAX_BODY, heads: HeadCache | None = None) -> None:
         self.conn_id = conn_id
+        self.heads = heads or HeadCache()
         self.emit = emit
         self.max_body = max_body
         self.client = _Side()
@@ -368,8 +404,16 @@ class HttpParser:
             if not _resync(side, REQUEST_START):
                 return False
             side.synced = True
+        key = HeadCache.head_of(buf)
+        cached = self.heads.requests.get(key) if key is not None else None
         try:
-            head, sent, note = read_request_head(buf)
+            if cached is not None:
+                buf.maybe_extract_at_most(len(key))  # type: ignore[arg-type]
+                head, sent, note = cached
+            else:
+                head, sent, note = read_request_head(buf)
+                if key is not None and head is not None:
+                    HeadCache.store(self.heads.requests, key, (head, sent, note))
         except h11.ProtocolError as e:
             self._error_exchange(True, f"bad request: {e}")
             side.synced = False
@@ -422,8 +466,17 @@ class HttpParser:
             if not _resync(side, RESPONSE_START):
                 return False
             side.synced = True
+        key = HeadCache.head_of(buf)
+        cached = self.heads.responses.get(key) if key is not None else None
         try:
-            head = maybe_read_from_SEND_RESPONSE_server(buf)
+            if cached is not None:
+                buf.maybe_extract_at_most(len(key))  # type: ignore[arg-type]
+                head = cached[0]
+            else:
+                head = maybe_read_from_SEND_RESPONSE_server(buf)
+                if key is not None and head is not None:
+                    cached = [head, None]
+                    HeadCache.store(self.heads.responses, key, cached)
         except h11.ProtocolError as e:
             self._error_exchange(False, f"bad response: {e}")
             side.synced = False
@@ -449,6 +502,7 @@ class HttpParser:
         method = ex.request.head.method if ex.request is not None else b"GET"
         kind, args = _body_framing(method, head)
         side.msg = _Message(head, side.buf_ts, args[0] if args else None)
+        side.msg.cached = cached
         side.exchange = ex
         side.reader = READERS[kind](*args)
         return True
@@ -616,7 +670,9 @@ def http_parser_factory(
 ) -> Callable[[Connection, Callable[[object], None]], HttpParser]:
     """A consumer factory for `Pipeline(consumers={"http": [...]})`."""
 
+    heads = HeadCache()
+
     def make(conn: Connection, emit: Callable[[object], None]) -> HttpParser:
-        return HttpParser(conn.id, emit, max_body)
+        return HttpParser(conn.id, emit, max_body, heads)
 
     return make

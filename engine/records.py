@@ -50,7 +50,7 @@ def _request(r: HttpRequest) -> dict[str, Any]:
         "method": r.method,
         "target": r.target,
         "version": r.version,
-        "headers": [list(h) for h in r.headers],
+        "headers": r.headers,  # pairs: JSON arrays
         "body_bytes": r.body_bytes,
         "body_missing": r.body_missing,
         "complete": r.complete,
@@ -64,7 +64,7 @@ def _response(r: HttpResponse) -> dict[str, Any]:
         "status": r.status,
         "reason": r.reason,
         "version": r.version,
-        "headers": [list(h) for h in r.headers],
+        "headers": r.headers,
         "body_bytes": r.body_bytes,
         "body_missing": r.body_missing,
         "complete": r.complete,
