@@ -26,6 +26,8 @@ class Bounds:
     """Out-of-order bytes buffered per direction of a connection before the hole is declared a gap."""
     keep_stream_bytes: int = 1 * MiB
     """Reassembled bytes kept per connection for the follow view (oldest dropped first); 0 keeps none."""
+    keep_after_close: bool = False
+    """Keep those bytes after the connection leaves the table, until the memory budget needs them."""
     memory_budget: int = 512 * MiB
     """Global: connection overhead + out-of-order + kept stream bytes + IP fragments."""
     idle_timeout: float = 300.0

@@ -73,6 +73,10 @@ class ConnectionTable:
         self.lru: OrderedDict[int, Connection] = OrderedDict()
         # Closed or reset connections, in the order they finished, lingering for late packets.
         self.finished: OrderedDict[int, Connection] = OrderedDict()
+        # Kept bytes of connections that left the table (Bounds.keep_after_close), oldest first.
+        self.archive: OrderedDict[int, tuple[deque[tuple[bool, float, int, bytes | int]], int]] = (
+            OrderedDict()
+        )
         self.next_id = 0
         self.packet_number = 0  # of the packet being processed, counted from 0 (set by the pipeline)
         self.events: list[object] = []
@@ -396,6 +400,11 @@ class ConnectionTable:
 
     def _enforce_bounds(self, now: float) -> None:
         budget = self.bounds.memory_budget
+        while self.memory > budget and self.archive:
+            # Closed connections' bytes go first, oldest first.
+            _id, (_kept, size) = self.archive.popitem(last=False)
+            self.memory -= size
+            self.dropped_kept += size
         if self.memory > budget:
             # Kept payload goes first, oldest connections first, down to 3/4 of the budget.
             target = budget * 3 // 4
@@ -430,8 +439,12 @@ class ConnectionTable:
         self.lru.pop(conn.id, None)
         self.finished.pop(conn.id, None)
         self.opened.discard(conn.id)
-        self.memory -= CONNECTION_COST + conn.kept_bytes
+        self.memory -= CONNECTION_COST
         self.events.append(ConnectionClosed(snapshot(conn), reason))
+        if self.bounds.keep_after_close and conn.kept and reason != "evicted":
+            self.archive[conn.id] = (conn.kept, conn.kept_bytes)  # still counted in memory
+        else:
+            self.memory -= conn.kept_bytes
         conn.kept = None
         conn.kept_bytes = 0
 
@@ -449,6 +462,14 @@ class ConnectionTable:
 
     def connection(self, conn_id: int) -> Connection | None:
         return self.lru.get(conn_id) or self.finished.get(conn_id)
+
+    def kept_of(self, conn_id: int) -> deque[tuple[bool, float, int, bytes | int]] | None:
+        """The follow view's bytes of a connection, in the table or archived after it left."""
+        conn = self.connection(conn_id)
+        if conn is not None:
+            return conn.kept
+        archived = self.archive.get(conn_id)
+        return archived[0] if archived is not None else None
 
 
 def _new_attempt(conn: Connection, seq: int) -> bool:

@@ -59,3 +59,22 @@ def test_kept_payload_is_dropped_first_under_pressure():
     assert stats.evicted_connections == 0  # payload went, connections stayed
     assert stats.dropped_kept_bytes > 0
     assert all(c.client.delivered == 50 * len(chunk) for c in pipeline.table.lru.values())
+
+
+def test_kept_bytes_outlive_the_connection_only_within_the_budget():
+    from tests.synth import TcpConversation
+
+    packets = []
+    for i in range(30):
+        conv = TcpConversation(client=("10.0.0.1", 40000 + i), start=1000.0 + i)
+        packets += conv.handshake() + conv.client_send(b"q" * 5000) + conv.close()
+    budget = 30 * CONNECTION_COST + 60_000
+    pipeline = Pipeline(Bounds(memory_budget=budget, keep_after_close=True), http_body_limit=None)
+    for i in range(0, len(packets), 10):
+        pipeline.feed(Batch.from_packets(1, packets[i : i + 10]))
+        assert pipeline.table.memory <= budget
+    pipeline.finish()
+    kept = [pipeline.table.kept_of(i) for i in range(30)]
+    assert kept[-1] is not None and sum(len(c[3]) for c in kept[-1]) == 5000  # the newest remain
+    assert kept[0] is None  # the oldest gave way to the budget
+    assert pipeline.stats().dropped_kept_bytes > 0

@@ -8,11 +8,13 @@ way), exit 2 for a usage mistake (argparse's own).
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import os
 import sys
 import time
+from pathlib import Path
 from collections.abc import Callable, Iterator
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from engine import sources
 from engine.batch import META, Batch
@@ -44,6 +46,12 @@ examples:
 """
 
 
+if TYPE_CHECKING:
+    from tui.capture import SourceSpec
+
+DEMO_CAPTURE = Path(__file__).parent / "data" / "demo.pcap"
+
+
 class UsageError(Exception):
     pass
 
@@ -62,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="read a pcap or pcapng file ('-' for a pcap stream on stdin); "
                           "several are merged by time")
     src.add_argument("--list-interfaces", action="store_true", help="list capture interfaces and exit")
-    out = p.add_argument_group("headless output (without these, a summary of the connections)")
+    src.add_argument("--demo", action="store_true",
+                     help="the interactive view on a bundled capture, replayed live (no root needed)")
+    out = p.add_argument_group(
+        "headless output (without these: the interactive view on a terminal, else a summary)")
     out.add_argument("--json", action="store_true", help="NDJSON records on stdout, then exit")
     out.add_argument("--follow", type=int, metavar="ID",
                      help="print the reassembled stream of connection ID (ids as in --json)")
@@ -120,8 +131,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--follow and --json are separate modes")
     if (args.hex or args.dir != "both") and args.follow is None:
         raise UsageError("--hex and --dir go with --follow")
+    from tui.capture import SourceSpec  # Textual loads only for the interactive view
+
+    if args.demo:
+        if args.interface or args.read or args.json or args.follow is not None or args.write:
+            raise UsageError("--demo plays its own capture in the interactive view; it takes no other source")
+        return interactive(args, SourceSpec(files=(str(DEMO_CAPTURE),), replay=True), " ".join(args.filter))
     if not args.interface and not args.read:
-        raise UsageError("nothing to read: give -r FILE or -i IFACE (the interactive view is coming)")
+        raise UsageError("nothing to read: give -r FILE or -i IFACE (or try --demo)")
     bpf = " ".join(args.filter)
     if args.read:
         source = sources.open_files(args.read, bpf)
@@ -147,8 +164,14 @@ def run(args: argparse.Namespace) -> int:
             return 0
         elif args.json:
             status = json_records(args, source)
+        elif sys.stdout.isatty():
+            spec = SourceSpec(files=tuple(args.read), interfaces=tuple(args.interface), opened=source)
+            source = None  # the app owns it now
+            return interactive(args, spec, bpf)
         else:
             status = summary(args, source)
+        if source is None:
+            return status
         if source.live:
             st = source.stats()
             if st is not None:
@@ -160,7 +183,27 @@ def run(args: argparse.Namespace) -> int:
             return 1
         return status
     finally:
-        source.close()
+        if source is not None:
+            source.close()
+
+
+def interactive(args: argparse.Namespace, spec: SourceSpec, bpf: str) -> int:
+    """The Textual app; it takes its keys from the terminal even when the capture comes on stdin."""
+    from tui.app import WirepeekApp  # Textual loads only for the interactive view
+
+    if "-" in spec.files:
+        # The capture stream keeps its own copy of the pipe (sources dup'ed it); the app reads
+        # keys from file descriptor 0, which must now be the terminal.
+        try:
+            tty = os.open("/dev/tty", os.O_RDWR)
+        except OSError:
+            raise sources.CaptureError("no terminal to take keys from: use --json or --follow "
+                                       "when the capture comes on stdin without a terminal") from None
+        os.dup2(tty, 0)
+        os.close(tty)
+    bounds = replace(bounds_from(args, keep_stream=1024 * 1024), keep_after_close=True)
+    WirepeekApp(spec, bpf, bounds).run()
+    return 0
 
 
 def _parallel(args: argparse.Namespace) -> int:

@@ -1,0 +1,220 @@
+"""The Textual inspector: connections on top, the selected one's HTTP exchanges and stream below.
+
+The capture driver (tui.capture) runs in a thread worker and posts one EngineUpdate per tick;
+the app folds it into its own store (tui.store) and redraws only the rows that changed. Nothing
+here reads the engine's live objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import DataTable, Footer, Input, Label, TabbedContent, TabPane
+from textual.worker import get_current_worker
+
+from engine.bounds import Bounds
+from engine.events import Stats
+from tui.capture import CaptureDriver, SourceSpec
+from tui.escape import escape_text
+from tui.messages import CaptureStatus, EngineUpdate, FilterApplied
+from tui.screens.help import HelpScreen
+from tui.store import TrafficStore
+from tui.widgets.connections import ConnectionsTable
+from tui.widgets.detail import HttpView, StreamView
+from tui.widgets.status import StatusBar
+
+
+class WirepeekApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "wirepeek"
+
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark,f1", "help", "Help", key_display="?"),
+        Binding("f", "edit_capture_filter", "Capture filter"),
+        Binding("slash", "edit_display_filter", "Find", key_display="/"),
+        Binding("p", "pause", "Pause"),
+        Binding("1", "show_tab('tab-http')", "HTTP"),
+        Binding("2", "show_tab('tab-stream')", "Stream"),
+        Binding("x", "toggle_hex", "Text/hex"),
+        Binding("escape", "back", "Back", show=False),
+    ]
+
+    def __init__(self, spec: SourceSpec, bpf: str = "", bounds: Bounds | None = None) -> None:
+        super().__init__()
+        self.store = TrafficStore()
+        self.driver = CaptureDriver(spec, bpf, bounds or Bounds(), self.post_message)
+        self.selected: int | None = None
+        self.paused = False
+        self.generation = 0
+        self.status: CaptureStatus | None = None
+        self.stats: Stats | None = None
+        self.file_done = asyncio.Event()  # a capture file has been read to its end (for tests)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="main"):
+            yield ConnectionsTable(self.store, id="connections")
+            with TabbedContent(id="detail", initial="tab-http"):
+                with TabPane("HTTP (1)", id="tab-http"):
+                    yield HttpView(id="http")
+                with TabPane("Stream (2)", id="tab-stream"):
+                    yield StreamView(id="stream")
+        with Vertical(id="prompt"):
+            yield Label("", id="prompt-error")
+            yield Input(id="capture-filter", placeholder="BPF capture filter, e.g. tcp port 80")
+            yield Input(id="display-filter", placeholder="show connections matching these words")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#prompt").display = False
+        self.query_one("#connections").focus()
+        self.run_capture()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, name="capture")
+    def run_capture(self) -> None:
+        worker = get_current_worker()
+        self.driver.run(lambda: worker.is_cancelled)
+
+    # ------------------------------------------------------------------ engine updates
+
+    def on_engine_update(self, update: EngineUpdate) -> None:
+        if update.generation != self.generation:
+            self.generation = update.generation
+            self.store.clear()
+            self.query_one(ConnectionsTable).clear()
+            self.selected = None
+        self.store.apply(update.events)
+        self.status, self.stats = update.status, update.stats
+        if update.stream_id is not None and update.stream_id == self.selected:
+            stream = self.query_one(StreamView)
+            if update.stream_reset:
+                stream.reset(self._endpoints(update.stream_id))
+            if update.stream:
+                stream.add(update.stream)
+        if not self.paused:
+            self._redraw()
+        self._show_status()
+        if update.status.finished and not update.status.live:
+            self.file_done.set()
+
+    def _redraw(self) -> None:
+        changed, removed = self.store.take_changes()
+        table = self.query_one(ConnectionsTable)
+        table.update_rows(changed, removed)
+        if self.selected is not None and self.selected in changed:
+            self.query_one(HttpView).show(self.store.http.get(self.selected, []))
+
+    def _show_status(self) -> None:
+        if self.status is None or self.stats is None:
+            return
+        shown = self.query_one(ConnectionsTable).row_count
+        self.query_one(StatusBar).show(self.status, self.stats, self.paused, time.monotonic(), shown)
+
+    def _endpoints(self, conn_id: int) -> tuple[str, str]:
+        info = self.store.connections.get(conn_id)
+        return (info.client, info.server) if info else ("client", "server")
+
+    # ------------------------------------------------------------------ selection
+
+    @on(ConnectionsTable.Selected)
+    def select_connection(self, event: ConnectionsTable.Selected) -> None:
+        if event.conn_id == self.selected:
+            return
+        self.selected = event.conn_id
+        self.driver.follow = event.conn_id
+        self.query_one(StreamView).reset(self._endpoints(event.conn_id) if event.conn_id is not None
+                                         else ("client", "server"))
+        self.query_one(HttpView).show(self.store.http.get(event.conn_id, []) if event.conn_id is not None
+                                      else [])
+
+    @on(DataTable.RowSelected, "#connections")
+    def open_detail(self) -> None:
+        self.query_one("#http-table").focus()
+
+    @on(DataTable.RowHighlighted, "#http-table")
+    def show_transaction(self, event: DataTable.RowHighlighted) -> None:
+        if self.selected is None or event.row_key.value is None:
+            return
+        index = int(event.row_key.value)
+        for tx in self.store.http.get(self.selected, []):
+            if tx.index == index:
+                self.query_one(HttpView).describe(tx)
+                break
+
+    # ------------------------------------------------------------------ actions
+
+    def action_help(self) -> None:
+        seen = []
+        for binding in [*self.BINDINGS, *ConnectionsTable.BINDINGS]:
+            assert isinstance(binding, Binding)
+            seen.append((binding.key_display or binding.key, binding.description))
+        seen += [("↑ ↓ j k", "Move in the list"), ("Enter", "Open the connection's HTTP exchanges"),
+                 ("Tab", "Next pane"), ("Escape", "Back to the connections")]
+        self.push_screen(HelpScreen(seen))
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        if not self.paused:
+            self._redraw()
+        self._show_status()
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    def action_toggle_hex(self) -> None:
+        self.query_one(StreamView).toggle_hex()
+        self.query_one(TabbedContent).active = "tab-stream"
+
+    def action_back(self) -> None:
+        if self.query_one("#prompt").display:
+            self._close_prompt()
+        else:
+            self.query_one("#connections").focus()
+
+    def action_edit_capture_filter(self) -> None:
+        self._open_prompt("#capture-filter", self.status.filter if self.status else self.driver.bpf)
+
+    def action_edit_display_filter(self) -> None:
+        self._open_prompt("#display-filter", self.query_one(ConnectionsTable).query_text)
+
+    def _open_prompt(self, which: str, value: str) -> None:
+        prompt = self.query_one("#prompt")
+        prompt.display = True
+        for field in prompt.query(Input):
+            field.display = f"#{field.id}" == which
+        self.query_one("#prompt-error", Label).update("")
+        field = self.query_one(which, Input)
+        field.value = value
+        field.focus()
+
+    def _close_prompt(self) -> None:
+        self.query_one("#prompt").display = False
+        self.query_one("#connections").focus()
+
+    @on(Input.Submitted, "#capture-filter")
+    def apply_capture_filter(self, event: Input.Submitted) -> None:
+        self.query_one("#prompt-error", Label).update(Text("checking…", "dim"))
+        self.driver.set_filter(event.value.strip())
+
+    def on_filter_applied(self, message: FilterApplied) -> None:
+        if message.error is not None:
+            # The old filter stays in force; say why, and leave the input open to fix it.
+            self.query_one("#prompt-error", Label).update(Text(escape_text(message.error), "bold red"))
+            return
+        self._close_prompt()
+        self.notify(f"capture filter: {message.expression or '(none)'}", timeout=2)
+
+    @on(Input.Submitted, "#display-filter")
+    def apply_display_filter(self, event: Input.Submitted) -> None:
+        table = self.query_one(ConnectionsTable)
+        table.query_text = event.value.strip().lower()
+        table.rebuild()
+        self._close_prompt()
+        self._show_status()

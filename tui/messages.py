@@ -1,0 +1,49 @@
+"""App-wide messages: what the capture worker tells the UI. Immutable and batched: the worker
+posts one `EngineUpdate` per tick (every ~75 ms), never one per packet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from engine.events import Stats
+from engine.sources import CaptureStats
+
+# (from_client, ts, stream offset, bytes or gap size): as the engine keeps them.
+StreamChunk = tuple[bool, float, int, "bytes | int"]
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureStatus:
+    source: str
+    filter: str
+    live: bool
+    finished: bool  # a file was read to its end
+    capture: CaptureStats | None  # kernel counters, for live captures
+    error: str | None = None
+
+
+class EngineUpdate(Message):
+    """One tick of the engine: its events, statistics, and the followed connection's new bytes."""
+
+    def __init__(self, events: tuple[object, ...], stats: Stats, status: CaptureStatus,
+                 stream_id: int | None, stream: tuple[StreamChunk, ...], stream_reset: bool,
+                 generation: int) -> None:
+        super().__init__()
+        self.events = events
+        self.stats = stats
+        self.status = status
+        self.stream_id = stream_id
+        self.stream = stream
+        self.stream_reset = stream_reset  # the chunks replace what was shown, not extend it
+        self.generation = generation  # bumps when the capture restarts (a file re-read)
+
+
+class FilterApplied(Message):
+    """The answer to a capture filter change: applied, or refused with libpcap's message."""
+
+    def __init__(self, expression: str, error: str | None) -> None:
+        super().__init__()
+        self.expression = expression
+        self.error = error

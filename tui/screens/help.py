@@ -1,0 +1,35 @@
+"""The help screen: every key binding with its description, and the display filter's syntax."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+DISPLAY_FILTER_HELP = """\
+Display filter (/): words separated by spaces; a connection is shown when every word appears in
+its client or server address and port, its state (ESTABLISHED, CLOSED, RESET...), its Zeek
+conn_state (SF, REJ...), its protocol (http, tls), its TLS server name, or its HTTP summary.
+Case does not matter. Examples:  ":443"   "http 404"   "10.0.0.5 reset"
+Capture filter (f): a BPF expression as for tcpdump, checked by libpcap before it is applied.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
+
+    def __init__(self, bindings: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.bindings = bindings
+
+    def compose(self) -> ComposeResult:
+        text = Text("wirepeek keys\n\n", "bold")
+        for keys, description in self.bindings:
+            text.append(f"  {keys:<16}", "bold")
+            text.append(description + "\n")
+        text.append("\n" + DISPLAY_FILTER_HELP)
+        with VerticalScroll(id="help-body"):
+            yield Static(text)

@@ -1,0 +1,85 @@
+"""The UI's own model of the traffic, built only from engine events (never from the engine's
+objects, which belong to the worker thread).
+
+It keeps the latest snapshot of every connection it was told about, each connection's HTTP
+transactions, and which connections changed since the screen last looked, so the table updates
+only those rows. Closed connections stay until the store's own bound evicts the oldest.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from engine.events import (
+    ConnectionClosed,
+    ConnectionInfo,
+    ConnectionOpened,
+    ConnectionUpdated,
+    HttpTransaction,
+)
+
+MAX_CONNECTIONS = 200_000
+MAX_TRANSACTIONS_PER_CONNECTION = 10_000
+
+
+class TrafficStore:
+    def __init__(self, max_connections: int = MAX_CONNECTIONS) -> None:
+        self.max_connections = max_connections
+        self.connections: OrderedDict[int, ConnectionInfo] = OrderedDict()
+        self.closed: set[int] = set()
+        self.http: dict[int, list[HttpTransaction]] = {}
+        self.changed: set[int] = set()  # ids whose row must be redrawn
+        self.removed: set[int] = set()  # ids whose row must go
+        self.evicted = 0
+
+    def clear(self) -> None:
+        self.removed |= set(self.connections)
+        self.connections.clear()
+        self.closed.clear()
+        self.http.clear()
+        self.changed.clear()
+
+    def apply(self, events: tuple[object, ...]) -> None:
+        for event in events:
+            if isinstance(event, (ConnectionOpened, ConnectionUpdated)):
+                self._put(event.info)
+            elif isinstance(event, ConnectionClosed):
+                self._put(event.info)
+                self.closed.add(event.info.id)
+            elif isinstance(event, HttpTransaction):
+                txs = self.http.setdefault(event.connection, [])
+                if len(txs) < MAX_TRANSACTIONS_PER_CONNECTION:
+                    txs.append(event)
+                self.changed.add(event.connection)
+        while len(self.connections) > self.max_connections:
+            old, _ = self.connections.popitem(last=False)
+            self.closed.discard(old)
+            self.http.pop(old, None)
+            self.changed.discard(old)
+            self.removed.add(old)
+            self.evicted += 1
+
+    def _put(self, info: ConnectionInfo) -> None:
+        self.connections[info.id] = info
+        self.changed.add(info.id)
+
+    def take_changes(self) -> tuple[set[int], set[int]]:
+        changed, removed = self.changed, self.removed
+        self.changed, self.removed = set(), set()
+        return changed - removed, removed
+
+    def summary(self, conn_id: int) -> str:
+        """What the connection carries, in a few words (from the wire: the caller escapes it)."""
+        info = self.connections.get(conn_id)
+        if info is None:
+            return ""
+        txs = self.http.get(conn_id)
+        if txs:
+            tx = txs[-1]
+            line = f"{tx.request.method} {tx.request.target}" if tx.request else "(no request)"
+            status = f" → {tx.response.status}" if tx.response else " → …"
+            more = f" (+{len(txs) - 1})" if len(txs) > 1 else ""
+            return line + status + more
+        if info.sni:
+            return f"SNI {info.sni}" + (f" ALPN {','.join(info.alpn)}" if info.alpn else "")
+        return ""

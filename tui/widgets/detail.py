@@ -1,0 +1,174 @@
+"""The detail pane of the selected connection: its HTTP exchanges and its reassembled stream.
+
+Every byte shown here came from the wire: it goes through tui.escape before it becomes text, and
+is wrapped in rich Text objects, which Textual never parses for markup.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import DataTable, RichLog, Static
+
+from engine.content import decode_message_body, looks_textual, pretty_json
+from engine.events import HttpRequest, HttpResponse, HttpTransaction
+from tui.escape import escape_bytes, escape_text, hexdump_lines
+from tui.messages import StreamChunk
+from tui.widgets.connections import size
+
+BODY_SHOWN = 64 * 1024
+CLIENT_STYLE = "cyan"
+SERVER_STYLE = "magenta"
+
+
+def _ms(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds * 1000:.1f}ms"
+
+
+def message_text(message: HttpRequest | HttpResponse) -> Text:
+    """Start line, headers and body of one message, escaped."""
+    out = Text()
+    if isinstance(message, HttpRequest):
+        out.append(escape_text(f"{message.method} {message.target} HTTP/{message.version}"), "bold")
+    else:
+        out.append(escape_text(f"HTTP/{message.version} {message.status} {message.reason}"), "bold")
+        for status, reason, _ts in message.interim:
+            out.append(escape_text(f"   (after {status} {reason})"), "dim")
+    out.append("\n")
+    for name, value in message.headers:
+        out.append(escape_text(name), "bold")
+        out.append(": " + escape_text(value) + "\n")
+    out.append("\n")
+    facts = [f"body {size(message.body_bytes)}"]
+    if message.body_missing:
+        facts.append(f"{size(message.body_missing)} never captured")
+    if not message.complete:
+        facts.append("incomplete")
+    if message.body_bytes:
+        decoded = decode_message_body(message, BODY_SHOWN)
+        if decoded.encodings:
+            facts.append("decoded " + "+".join(decoded.encodings))
+        if decoded.truncated:
+            facts.append("truncated")
+        if decoded.error:
+            facts.append(escape_text(decoded.error))
+        out.append("[" + ", ".join(facts) + "]\n", "dim")
+        out.append_text(body_text(decoded.data))
+    elif facts[1:]:
+        out.append("[" + ", ".join(facts) + "]\n", "dim")
+    return out
+
+
+def body_text(data: bytes) -> Text:
+    if not data:
+        return Text()
+    if looks_textual(data):
+        pretty = pretty_json(data, BODY_SHOWN)
+        if pretty is not None:
+            return Text(escape_text(pretty) + "\n")
+        return Text(escape_bytes(data, keep_newlines=True) + "\n")
+    return Text("\n".join(hexdump_lines(data[:4096])) + "\n", "dim")
+
+
+class HttpView(Vertical):
+    """The exchanges of one connection, and the selected one in full."""
+
+    def compose(self) -> ComposeResult:
+        table: DataTable[str] = DataTable(cursor_type="row", id="http-table")
+        table.add_columns("#", "method", "target", "status", "req", "resp", "wait", "total", "")
+        yield table
+        with VerticalScroll(id="http-message"):
+            yield Static(id="http-text")
+
+    def show(self, transactions: list[HttpTransaction]) -> None:
+        table = self.query_one("#http-table", DataTable)
+        shown = table.row_count
+        if shown > len(transactions):
+            table.clear()
+            shown = 0
+        for tx in transactions[shown:]:
+            req, resp = tx.request, tx.response
+            table.add_row(
+                str(tx.index),
+                escape_text(req.method) if req else "—",
+                escape_text(req.target)[:60] if req else "—",
+                str(resp.status) if resp else "—",
+                size(req.body_bytes) if req else "",
+                size(resp.body_bytes) if resp else "",
+                _ms(tx.wait),
+                _ms(tx.duration),
+                "tunnel" if tx.tunnel else ("error" if tx.error else ("note" if tx.notes else "")),
+                key=str(tx.index),
+            )
+        if shown == 0 and transactions:
+            self.describe(transactions[0])
+        elif not transactions:
+            self.query_one("#http-text", Static).update(Text("No HTTP on this connection.", "dim"))
+
+    def describe(self, tx: HttpTransaction) -> None:
+        out = Text()
+        if tx.error:
+            out.append("error: " + escape_text(tx.error) + "\n", "bold red")
+        for note in tx.notes:
+            out.append("note: " + escape_text(note) + "\n", "yellow")
+        if tx.tunnel:
+            out.append("After this exchange the connection is a tunnel: see the stream (2).\n", "yellow")
+        out.append_text(message_text(tx.request) if tx.request else Text("(request not captured)\n", "dim"))
+        out.append("\n")
+        out.append_text(message_text(tx.response) if tx.response else Text("(no response)\n", "dim"))
+        self.query_one("#http-text", Static).update(out)
+
+
+class StreamView(RichLog):
+    """Both directions in arrival order, coloured by direction, as text or a hex dump."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(wrap=False, markup=False, highlight=False, max_lines=50_000, **kwargs)  # type: ignore[arg-type]
+        self.chunks: list[StreamChunk] = []
+        self.hex = False
+        self.endpoints = ("client", "server")
+        self._last_dir: bool | None = None
+
+    def reset(self, endpoints: tuple[str, str]) -> None:
+        self.chunks = []
+        self.endpoints = endpoints
+        self._last_dir = None
+        self.clear()
+
+    def add(self, chunks: tuple[StreamChunk, ...]) -> None:
+        at_end = self.is_vertical_scroll_end or not self.chunks
+        self.chunks.extend(chunks)
+        for chunk in chunks:
+            self._render(chunk, at_end)
+
+    def toggle_hex(self) -> None:
+        self.hex = not self.hex
+        self.clear()
+        self._last_dir = None
+        for chunk in self.chunks:
+            self._render(chunk, True)
+
+    def _render(self, chunk: StreamChunk, scroll: bool) -> None:
+        from_client, ts, offset, data = chunk
+        style = CLIENT_STYLE if from_client else SERVER_STYLE
+        if from_client != self._last_dir:
+            self._last_dir = from_client
+            src, dst = self.endpoints if from_client else self.endpoints[::-1]
+            who = "client" if from_client else "server"
+            self.write(Text(f"── {who} {src} → {dst} · offset {offset} · {ts:.6f}", f"bold {style}"),
+                       scroll_end=scroll)
+        if isinstance(data, int):
+            self.write(Text(f"⟂ {data} bytes never captured (offset {offset})", "bold red"),
+                       scroll_end=scroll)
+            return
+        if self.hex:
+            lines = hexdump_lines(data, offset)
+        else:
+            # As in a follow view: CRLF breaks the line; every other byte shows as itself or as an
+            # escape. The hex view (x) shows every byte.
+            lines = escape_bytes(data.replace(b"\r\n", b"\n"), keep_newlines=True).split("\n")
+            if lines and lines[-1] == "":
+                lines.pop()
+        for line in lines:
+            self.write(Text(line, style), scroll_end=scroll)

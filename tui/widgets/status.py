@@ -1,0 +1,41 @@
+"""The status bar: source, capture filter in force, rates, totals, drops, memory, paused or live."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from engine.events import Stats
+from tui.escape import escape_text
+from tui.messages import CaptureStatus
+
+
+class StatusBar(Static):
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.last: tuple[float, int] | None = None  # (monotonic time, packets) for the rate
+        self.rate = 0.0
+
+    def show(self, status: CaptureStatus, stats: Stats, paused: bool, now: float, shown: int) -> None:
+        if self.last is not None and now - self.last[0] >= 1.0:
+            self.rate = (stats.packets - self.last[1]) / (now - self.last[0])
+            self.last = (now, stats.packets)
+        elif self.last is None or stats.packets < self.last[1]:
+            self.last = (now, stats.packets)
+        out = Text()
+        mode = "PAUSED" if paused else ("LIVE" if status.live else ("done" if status.finished else "reading"))
+        out.append(f" {mode} ", "reverse bold" if paused else "reverse")
+        out.append(f" {escape_text(status.source)} ")
+        out.append(f"filter: {escape_text(status.filter) or '(none)'} ", "bold")
+        out.append(f"│ {self.rate:,.0f} pkt/s │ {stats.packets:,} pkts │ "
+                   f"{stats.connections_total:,} conns ({shown:,} shown) ")
+        if status.capture is not None:
+            drops = status.capture.dropped + status.capture.if_dropped
+            out.append(f"│ drops {drops:,} ", "bold red" if drops else "")
+        used = 100 * stats.memory_used / stats.memory_budget if stats.memory_budget else 0
+        out.append(f"│ mem {used:.0f}% ")
+        if stats.evicted_connections:
+            out.append(f"│ evicted {stats.evicted_connections:,} ", "yellow")
+        if status.error:
+            out.append(f"│ {escape_text(status.error)}", "bold red")
+        self.update(out)
