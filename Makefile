@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/wirepeek -r tests/data/pcaps/zeek/http__get.pcap
+	$(VENV)/bin/wirepeek --demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

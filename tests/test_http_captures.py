@@ -713,6 +713,9 @@ TSHARK_DIFFERS: dict[str, tuple[dict[str, int], dict[str, int]]] = {
     # reports them with body_missing, and finds GET /3's answer after the gap.
     "suricata-verify/http-gap-beyond-body__input.pcap": ({"GET": 3}, {"200": 2}),
     "suricata-verify/http-gap-double__input.pcap": ({"GET": 3}, {"200": 3}),
+    # wirepeek's own escapes.pcap: the first request line has a raw ESC ] 2 ; title BEL in its
+    # target, which h11 refuses; wirepeek reports nginx's 400 without its request, with the error.
+    "escapes.pcap": ({"GET": 1, "POST": 1}, {"400": 1, "200": 2}),
     "suricata-verify/http-gap-simple__input.pcap": ({"GET": 3}, {"200": 3}),
     "suricata-verify/http-pipeline-files-with-gap__input.pcap": ({"GET": 3}, {"200": 3}),
     "zeek/http__content-range-gap.pcap": ({"GET": 1}, {"206": 1}),

@@ -16,6 +16,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Input, Label, TabbedContent, TabPane
+from textual.css.query import NoMatches
 from textual.worker import get_current_worker
 
 from engine.bounds import Bounds
@@ -85,9 +86,15 @@ class WirepeekApp(App[None]):
     # ------------------------------------------------------------------ engine updates
 
     def on_engine_update(self, update: EngineUpdate) -> None:
+        try:
+            self._take(update)
+        except NoMatches:
+            pass  # the app is closing and its widgets are going; the worker's last words
+
+    def _take(self, update: EngineUpdate) -> None:
         if update.generation != self.generation:
             self.generation = update.generation
-            self.store.clear()
+            self.store.reset()
             self.query_one(ConnectionsTable).clear()
             self.selected = None
         self.store.apply(update.events)
@@ -204,6 +211,8 @@ class WirepeekApp(App[None]):
         self.driver.set_filter(event.value.strip())
 
     def on_filter_applied(self, message: FilterApplied) -> None:
+        if not self.is_running:
+            return
         if message.error is not None:
             # The old filter stays in force; say why, and leave the input open to fix it.
             self.query_one("#prompt-error", Label).update(Text(escape_text(message.error), "bold red"))

@@ -32,12 +32,13 @@ class TrafficStore:
         self.removed: set[int] = set()  # ids whose row must go
         self.evicted = 0
 
-    def clear(self) -> None:
-        self.removed |= set(self.connections)
+    def reset(self) -> None:
+        """Forget everything: the capture starts again (ids start again from 0)."""
         self.connections.clear()
         self.closed.clear()
         self.http.clear()
         self.changed.clear()
+        self.removed.clear()
 
     def apply(self, events: tuple[object, ...]) -> None:
         for event in events:

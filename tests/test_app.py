@@ -1,0 +1,176 @@
+"""The Textual app driven with Pilot on real capture files: no root, no terminal."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from textual.widgets import DataTable, Input, Label, TabbedContent
+
+from engine.bounds import Bounds
+from tests.captures import capture
+from tui.app import WirepeekApp
+from tui.capture import SourceSpec
+from tui.screens.help import HelpScreen
+from tui.widgets.connections import ConnectionsTable
+from tui.widgets.detail import HttpView, StreamView
+from tui.widgets.status import StatusBar
+
+SIZE = (120, 40)
+
+
+def app_for(name: str, bpf: str = "") -> WirepeekApp:
+    return WirepeekApp(SourceSpec(files=(capture(name),)), bpf, Bounds(keep_after_close=True))
+
+
+async def read_all(app: WirepeekApp, pilot: object) -> None:
+    await asyncio.wait_for(app.file_done.wait(), timeout=20)
+    await pilot.pause()  # type: ignore[attr-defined]
+
+
+def table_ids(app: WirepeekApp) -> list[int]:
+    table = app.query_one(ConnectionsTable)
+    return [int(key.value) for key in table.rows]  # type: ignore[arg-type]
+
+
+def status_text(app: WirepeekApp) -> str:
+    return str(app.query_one(StatusBar).render())
+
+
+@pytest.mark.asyncio
+async def test_connections_and_http_exchanges_are_listed():
+    app = app_for("zeek/http__pipelined-requests.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        assert table_ids(app) == [0]
+        assert app.selected == 0
+        http = app.query_one("#http-table", DataTable)
+        assert http.row_count == 5
+        assert "GET /style/enhanced.css" in str(app.query_one("#http-text").render())
+        assert "done" in status_text(app) and "49 pkts" in status_text(app)
+
+
+@pytest.mark.asyncio
+async def test_stream_tab_text_and_hex():
+    app = app_for("zeek/http__get.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        await pilot.press("2")
+        assert app.query_one(TabbedContent).active == "tab-stream"
+        stream = app.query_one(StreamView)
+        await pilot.pause()
+        text = "\n".join(line.text for line in stream.lines)
+        assert "GET /download/CHANGES.bro-aux.txt HTTP/1.1" in text
+        assert "HTTP/1.1 200 OK" in text
+        assert sum(len(c[3]) for c in stream.chunks if not isinstance(c[3], int)) == 136 + 5007
+        await pilot.press("x")
+        hexed = "\n".join(line.text for line in stream.lines)
+        assert "00000000  47 45 54 20" in hexed
+        await pilot.press("x")
+        assert "00000000  47 45 54 20" not in "\n".join(line.text for line in stream.lines)
+
+
+@pytest.mark.asyncio
+async def test_moving_between_connections_follows_the_selection():
+    app = app_for("zeek/wikipedia.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        ids = table_ids(app)
+        assert len(ids) > 3
+        await pilot.press("j")
+        assert app.selected == ids[1]
+        await pilot.press("j", "j")
+        assert app.selected == ids[3]
+        await pilot.press("k")
+        assert app.selected == ids[2]
+        assert app.driver.follow == ids[2]
+
+
+@pytest.mark.asyncio
+async def test_invalid_capture_filter_is_refused_and_the_old_one_stays():
+    app = app_for("zeek/wikipedia.pcap", "tcp")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        before = table_ids(app)
+        await pilot.press("f")
+        field = app.query_one("#capture-filter", Input)
+        assert field.has_focus and field.value == "tcp"
+        field.value = "port banana"
+        await pilot.press("enter")
+        for _ in range(100):  # the worker answers within a tick
+            await pilot.pause(0.02)
+            if "banana" in str(app.query_one("#prompt-error", Label).render()):
+                break
+        assert "unknown port 'banana'" in str(app.query_one("#prompt-error", Label).render())
+        assert app.query_one("#prompt").display  # still open, to fix it
+        await pilot.press("escape")
+        assert table_ids(app) == before
+        assert "filter: tcp" in status_text(app)
+
+
+@pytest.mark.asyncio
+async def test_valid_capture_filter_rereads_the_file():
+    app = app_for("zeek/wikipedia.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        everything = len(table_ids(app))
+        app.file_done.clear()
+        await pilot.press("f")
+        app.query_one("#capture-filter", Input).value = "host 208.80.152.3"
+        await pilot.press("enter")
+        await read_all(app, pilot)
+        for _ in range(100):
+            await pilot.pause(0.02)
+            if "filter: host 208.80.152.3" in status_text(app):
+                break
+        assert "filter: host 208.80.152.3" in status_text(app)
+        assert not app.query_one("#prompt").display
+        assert 0 < len(table_ids(app)) < everything
+        servers = [app.store.connections[i].server for i in table_ids(app)]
+        assert set(servers) == {"208.80.152.3:80"}  # numbered from 0 again
+        assert table_ids(app) == list(range(len(servers)))
+
+
+@pytest.mark.asyncio
+async def test_display_filter_narrows_the_list():
+    app = app_for("zeek/wikipedia.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        everything = table_ids(app)
+        client = app.store.connections[everything[2]].client  # address and port: one connection
+        await pilot.press("slash")
+        await pilot.press(*client)
+        await pilot.press("enter")
+        assert table_ids(app) == [everything[2]]
+        await pilot.press("slash", "ctrl+u", "enter")
+        assert table_ids(app) == everything
+
+
+@pytest.mark.asyncio
+async def test_pause_and_help():
+    app = app_for("zeek/http__get.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        await pilot.press("p")
+        assert app.paused and "PAUSED" in status_text(app)
+        await pilot.press("p")
+        assert not app.paused
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        help_text = str(app.screen.query_one("#help-body Static").render())
+        assert "Capture filter" in help_text and "Display filter" in help_text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+@pytest.mark.asyncio
+async def test_enter_opens_the_exchanges_and_escape_comes_back():
+    app = app_for("zeek/http__pipelined-requests.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        await pilot.press("enter")
+        assert app.query_one("#http-table").has_focus
+        await pilot.press("down")
+        assert "GET /script/urchin.js" in str(app.query_one(HttpView).query_one("#http-text").render())
+        await pilot.press("escape")
+        assert app.query_one(ConnectionsTable).has_focus
