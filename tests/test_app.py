@@ -84,6 +84,13 @@ async def test_moving_between_connections_follows_the_selection():
         await pilot.press("k")
         assert app.selected == ids[2]
         assert app.driver.follow == ids[2]
+        await pilot.pause()
+        # The detail shows that connection's exchanges, not the previous one's.
+        http = app.query_one("#http-table", DataTable)
+        assert http.row_count == len(app.store.http.get(ids[2], []))
+        first = app.store.http[ids[2]][0]
+        assert first.request is not None
+        assert first.request.target in str(app.query_one("#http-text").render())
 
 
 @pytest.mark.asyncio
@@ -174,3 +181,27 @@ async def test_enter_opens_the_exchanges_and_escape_comes_back():
         assert "GET /script/urchin.js" in str(app.query_one(HttpView).query_one("#http-text").render())
         await pilot.press("escape")
         assert app.query_one(ConnectionsTable).has_focus
+
+
+@pytest.mark.asyncio
+async def test_escape_sequences_from_the_wire_are_shown_escaped():
+    """Header values, bodies and stream bytes with ESC sequences reach the screen as escapes."""
+    app = app_for("escapes.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        seen = []
+        for conn_id in table_ids(app):
+            app.query_one(ConnectionsTable).select(conn_id)
+            await pilot.pause()
+            seen.append(str(app.query_one("#http-text").render()))
+            await pilot.press("2")
+            await pilot.pause()
+            seen.append("\n".join(line.text for line in app.query_one(StreamView).lines))
+            await pilot.press("1")
+        seen.append(str(app.query_one(ConnectionsTable).render()))
+        screen = "\n".join(seen)
+        assert "\x1b" not in screen and "\x07" not in screen
+        assert "hello \\x1b]2;title\\x07world" in screen  # the X-Comment header, as an escape
+        assert "\\x1b[31mred\\x1b[0m" in screen  # the Cookie header
+        svg = app.export_screenshot()
+        assert "\x1b" not in svg

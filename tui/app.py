@@ -116,7 +116,7 @@ class WirepeekApp(App[None]):
         table = self.query_one(ConnectionsTable)
         table.update_rows(changed, removed)
         if self.selected is not None and self.selected in changed:
-            self.query_one(HttpView).show(self.store.http.get(self.selected, []))
+            self.query_one(HttpView).show(self.selected, self.store.http.get(self.selected, []))
 
     def _show_status(self) -> None:
         if self.status is None or self.stats is None:
@@ -138,8 +138,8 @@ class WirepeekApp(App[None]):
         self.driver.follow = event.conn_id
         self.query_one(StreamView).reset(self._endpoints(event.conn_id) if event.conn_id is not None
                                          else ("client", "server"))
-        self.query_one(HttpView).show(self.store.http.get(event.conn_id, []) if event.conn_id is not None
-                                      else [])
+        self.query_one(HttpView).show(event.conn_id, self.store.http.get(event.conn_id, [])
+                                      if event.conn_id is not None else [])
 
     @on(DataTable.RowSelected, "#connections")
     def open_detail(self) -> None:

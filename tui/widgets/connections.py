@@ -120,7 +120,7 @@ class ConnectionsTable(DataTable[Text]):
             cells = self.cells(info)
             if shown:
                 for (column, _), cell in zip(COLUMNS, cells):
-                    self.update_cell(key, column, cell)
+                    self.update_cell(key, column, cell, update_width=True)
             else:
                 self.add_row(*cells, key=key)
 

@@ -81,10 +81,14 @@ class HttpView(Vertical):
         with VerticalScroll(id="http-message"):
             yield Static(id="http-text")
 
-    def show(self, transactions: list[HttpTransaction]) -> None:
+    conn_id: int | None = None
+
+    def show(self, conn_id: int | None, transactions: list[HttpTransaction]) -> None:
+        """Show a connection's exchanges; for the same connection, add only the new ones."""
         table = self.query_one("#http-table", DataTable)
         shown = table.row_count
-        if shown > len(transactions):
+        if conn_id != self.conn_id or shown > len(transactions):
+            self.conn_id = conn_id
             table.clear()
             shown = 0
         for tx in transactions[shown:]:
