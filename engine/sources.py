@@ -1270,3 +1270,42 @@ def write_packets(
         if not out.closed and out is not sys.stdout.buffer:
             out.close()
     return writer.written
+
+
+# --- packets kept by the caller -----------------------------------------------------------------
+
+
+def matching_packets(batches: Iterable[Batch], expression: str) -> list[Packet]:
+    """The packets of these batches that a BPF expression accepts, run by libpcap packet by packet.
+
+    Batches carry no wire length, so each packet's wire length is its captured length.
+    """
+    check = _PacketFilter(expression)
+    found = []
+    for batch in batches:
+        for sec, usec, off, caplen in META.iter_unpack(batch.meta):
+            data = batch.data[off : off + caplen]
+            if check.matches(batch.linktype, data):
+                found.append(Packet(sec, usec, batch.linktype, caplen, data))
+    return found
+
+
+def write_packet_list(packets: Iterable[Packet], out_path: str) -> int:
+    """Write packets to a new pcap file; return how many. Raises CaptureError."""
+    try:
+        out = open(out_path, "wb")  # noqa: SIM115
+    except OSError as e:
+        raise CaptureError(f"{out_path}: {(e.strerror or str(e)).lower()}") from None
+    writer = _PcapWriter(out, out_path)
+    try:
+        first = ETHERNET
+        for p in packets:
+            writer.write(p)
+            first = writer.linktype or first
+        writer.close(first)
+    except OSError as e:
+        raise CaptureError(f"{out_path}: {(e.strerror or str(e)).lower()}") from None
+    finally:
+        if not out.closed:
+            out.close()
+    return writer.written

@@ -28,6 +28,13 @@ async def read_all(app: WirepeekApp, pilot: object) -> None:
     await pilot.pause()  # type: ignore[attr-defined]
 
 
+async def workers_done(app: WirepeekApp, group: str) -> None:
+    """Wait for the app's helper workers of a group (not the capture worker, which runs on)."""
+    workers = [w for w in app.workers if w.group == group]
+    if workers:  # a finished worker has left the list; an empty list would mean every worker
+        await app.workers.wait_for_complete(workers)
+
+
 def table_ids(app: WirepeekApp) -> list[int]:
     table = app.query_one(ConnectionsTable)
     return [int(key.value) for key in table.rows]  # type: ignore[arg-type]
@@ -205,3 +212,47 @@ async def test_escape_sequences_from_the_wire_are_shown_escaped():
         assert "\\x1b[31mred\\x1b[0m" in screen  # the Cookie header
         svg = app.export_screenshot()
         assert "\x1b" not in svg
+
+
+@pytest.mark.asyncio
+async def test_packets_tab_lists_and_dissects_with_scapy():
+    app = app_for("zeek/http__get.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        await pilot.press("3")
+        await pilot.pause()
+        await workers_done(app, "packets")
+        await pilot.pause()
+        table = app.query_one("#packets-table", DataTable)
+        assert table.row_count == 14
+        await pilot.press("tab")  # into the packets list
+        await pilot.pause()
+        await workers_done(app, "dissect")
+        await pilot.pause()
+        text = str(app.query_one("#packet-text").render())
+        assert "###[ Ethernet ]###" in text and "###[ TCP ]###" in text
+
+
+@pytest.mark.asyncio
+async def test_write_key_saves_the_connection_as_pcap(tmp_path):
+    import pcapy
+
+    app = app_for("zeek/wikipedia.pcap")
+    out = tmp_path / "one.pcap"
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        await pilot.press("j", "j")
+        conn_id = app.selected
+        await pilot.press("w")
+        field = app.query_one("#write-path", Input)
+        assert field.value == f"wirepeek-connection-{conn_id}.pcap"
+        field.value = str(out)
+        await pilot.press("enter")
+        await pilot.pause()
+        await workers_done(app, "write")
+    handle = pcapy.open_offline(str(out))
+    count = 0
+    while handle.next()[0] is not None:
+        count += 1
+    info = app.store.connections[conn_id]
+    assert count == sum(info.packets)

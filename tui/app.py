@@ -19,6 +19,7 @@ from textual.widgets import DataTable, Footer, Input, Label, TabbedContent, TabP
 from textual.css.query import NoMatches
 from textual.worker import get_current_worker
 
+from engine import sources
 from engine.bounds import Bounds
 from engine.events import Stats
 from tui.capture import CaptureDriver, SourceSpec
@@ -28,6 +29,7 @@ from tui.screens.help import HelpScreen
 from tui.store import TrafficStore
 from tui.widgets.connections import ConnectionsTable
 from tui.widgets.detail import HttpView, StreamView
+from tui.widgets.packets import PacketsView, dissect, summarise
 from tui.widgets.status import StatusBar
 
 
@@ -43,6 +45,8 @@ class WirepeekApp(App[None]):
         Binding("p", "pause", "Pause"),
         Binding("1", "show_tab('tab-http')", "HTTP"),
         Binding("2", "show_tab('tab-stream')", "Stream"),
+        Binding("3", "show_tab('tab-packets')", "Packets"),
+        Binding("w", "write_pcap", "Write pcap"),
         Binding("x", "toggle_hex", "Text/hex"),
         Binding("escape", "back", "Back", show=False),
     ]
@@ -66,10 +70,13 @@ class WirepeekApp(App[None]):
                     yield HttpView(id="http")
                 with TabPane("Stream (2)", id="tab-stream"):
                     yield StreamView(id="stream")
+                with TabPane("Packets (3)", id="tab-packets"):
+                    yield PacketsView(id="packets")
         with Vertical(id="prompt"):
             yield Label("", id="prompt-error")
             yield Input(id="capture-filter", placeholder="BPF capture filter, e.g. tcp port 80")
             yield Input(id="display-filter", placeholder="show connections matching these words")
+            yield Input(id="write-path", placeholder="write the selected connection's packets to")
         yield StatusBar(id="status")
         yield Footer()
 
@@ -140,6 +147,8 @@ class WirepeekApp(App[None]):
                                          else ("client", "server"))
         self.query_one(HttpView).show(event.conn_id, self.store.http.get(event.conn_id, [])
                                       if event.conn_id is not None else [])
+        if self.query_one(TabbedContent).active == "tab-packets":
+            self.load_packets()
 
     @on(DataTable.RowSelected, "#connections")
     def open_detail(self) -> None:
@@ -174,6 +183,62 @@ class WirepeekApp(App[None]):
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+        if tab == "tab-packets":
+            self.load_packets()
+
+    # ------------------------------------------------------------------ packets
+
+    @work(thread=True, exclusive=True, group="packets", exit_on_error=False)
+    def load_packets(self) -> None:
+        conn_id = self.selected
+        info = self.store.connections.get(conn_id) if conn_id is not None else None
+        if info is None:
+            return
+        ring = self.driver.packets
+        packets = ring.packets_of(info.client, info.server)
+        complete = ring.dropped_batches == 0
+        self.post_message(PacketsView.Loaded(info.id, packets, summarise(packets), complete))
+
+    def on_packets_view_loaded(self, loaded: PacketsView.Loaded) -> None:
+        if loaded.conn_id == self.selected:
+            self.query_one(PacketsView).show(loaded)
+
+    @on(DataTable.RowHighlighted, "#packets-table")
+    def packet_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        view = self.query_one(PacketsView)
+        if event.row_key.value is not None and int(event.row_key.value) < len(view.packets):
+            self.dissect_packet(view.packets[int(event.row_key.value)])
+
+    @work(thread=True, exclusive=True, group="dissect", exit_on_error=False)
+    def dissect_packet(self, packet: object) -> None:
+        self.post_message(PacketsView.Dissected(dissect(packet)))  # type: ignore[arg-type]
+
+    def on_packets_view_dissected(self, message: PacketsView.Dissected) -> None:
+        self.query_one("#packet-text").update(Text(message.text))  # type: ignore[attr-defined]
+
+    def action_write_pcap(self) -> None:
+        if self.selected is None:
+            self.notify("select a connection first", severity="warning")
+            return
+        self._open_prompt("#write-path", f"wirepeek-connection-{self.selected}.pcap")
+
+    @on(Input.Submitted, "#write-path")
+    def write_pcap(self, event: Input.Submitted) -> None:
+        path = event.value.strip()
+        info = self.store.connections.get(self.selected) if self.selected is not None else None
+        if not path or info is None:
+            return
+        self._close_prompt()
+        self.write_connection(info.client, info.server, path)
+
+    @work(thread=True, exclusive=True, group="write", exit_on_error=False)
+    def write_connection(self, client: str, server: str, path: str) -> None:
+        try:
+            written = sources.write_packet_list(self.driver.packets.packets_of(client, server), path)
+        except sources.CaptureError as e:
+            self.call_from_thread(self.notify, str(e), severity="error")
+            return
+        self.call_from_thread(self.notify, f"wrote {written} packets to {path}")
 
     def action_toggle_hex(self) -> None:
         self.query_one(StreamView).toggle_hex()

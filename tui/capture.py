@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,50 @@ from engine.pipeline import Pipeline
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, StreamChunk
 
 TICK = 0.075  # seconds between updates to the UI
+RING_BYTES = 64 * 1024 * 1024  # recent raw packets kept for the Packets tab and for writing (w)
+
+
+def connection_filter(client: str, server: str) -> str:
+    """A BPF expression for the packets of one connection, from its "addr:port" endpoints."""
+    (a, p), (b, q) = (_split(client), _split(server))
+    return f"tcp and host {a} and host {b} and port {p} and port {q}"
+
+
+def _split(endpoint: str) -> tuple[str, str]:
+    address, _, port = endpoint.rpartition(":")
+    return address.strip("[]"), port
+
+
+class PacketRing:
+    """The most recent batches, whole (no work per packet), up to a number of bytes.
+
+    The worker appends; the UI thread takes a snapshot with `batches()` (a tuple made while
+    holding the GIL, so it never sees a half-changed deque).
+    """
+
+    def __init__(self, limit: int = RING_BYTES) -> None:
+        self.limit = limit
+        self.ring: deque[Batch] = deque()
+        self.bytes = 0
+        self.dropped_batches = 0
+
+    def add(self, batch: Batch) -> None:
+        self.ring.append(batch)
+        self.bytes += len(batch.data) + len(batch.meta)
+        while self.bytes > self.limit and len(self.ring) > 1:
+            old = self.ring.popleft()
+            self.bytes -= len(old.data) + len(old.meta)
+            self.dropped_batches += 1
+
+    def clear(self) -> None:
+        self.ring.clear()
+        self.bytes = 0
+
+    def batches(self) -> tuple[Batch, ...]:
+        return tuple(self.ring)
+
+    def packets_of(self, client: str, server: str) -> list[sources.Packet]:
+        return sources.matching_packets(self.batches(), connection_filter(client, server))
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +146,7 @@ class CaptureDriver:
         self._followed: int | None = None
         self._sent: dict[bool, int] = {True: 0, False: 0}
         self._initial = spec.opened
+        self.packets = PacketRing()  # read by the UI thread through its snapshot method
 
     # ------------------------------------------------------------------ from the UI thread
 
@@ -132,6 +178,7 @@ class CaptureDriver:
                         finished = True
                     elif len(batch):
                         events += pipeline.feed(batch)
+                        self.packets.add(batch)
                     elif source.live:
                         events += pipeline.flush(time.time())
                 if finished and not events:
@@ -172,6 +219,7 @@ class CaptureDriver:
                     new = self._open(argument)
                     source.close()
                     source, pipeline, finished = new, self._pipeline(), False
+                    self.packets.clear()
                     self.generation += 1
                     self._followed = None
                 else:
