@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m tests.bench.run
+
+# The README's pictures, from the bundled demo capture read as a file: the same on every run.
+screenshots: $(STAMP)
+	$(PY) scripts/make_screenshots.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
