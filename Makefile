@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench screenshots clean
+.PHONY: install run test bench bench-ui screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m tests.bench.run
+
+# Key-to-screen latency of the app under paced traffic and a list of 100,000+ connections.
+bench-ui: $(STAMP)
+	$(PY) -m tests.bench.ui
 
 # The README's pictures, from the bundled demo capture read as a file: the same on every run.
 screenshots: $(STAMP)

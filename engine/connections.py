@@ -67,6 +67,11 @@ class ConnectionTable:
         for protocol, factories in (consumers or {}).items():
             self.factories[protocol] = [*self.factories.get(protocol, []), *factories]
         self.live_updates = live_updates
+        # Protocols whose consumers new connections do not get while the reader is behind (see
+        # Pipeline.shed), except the connection `always` (the one the user is looking at).
+        self.shedding: frozenset[str] = frozenset()
+        self.always: int | None = None
+        self.unparsed = 0  # connections that were not given their protocol's consumers
         self.by_key: dict[int, HalfStream] = {}
         # Active connections, least recently touched first (reordered once per batch). Ordered
         # dicts, because a plain dict emptied from the front makes finding its first entry slow.
@@ -341,6 +346,10 @@ class ConnectionTable:
             return
         conn.sniffing = False
         conn.protocol = decided or None
+        if conn.protocol in self.shedding and conn.id != self.always:
+            self.unparsed += 1
+            sniffer.release(conn)
+            return
         emit = self.events.append
         for factory in self.factories.get(conn.protocol, ()) if conn.protocol else ():
             consumer = factory(conn, emit)

@@ -91,6 +91,7 @@ class Stats:
     dropped_kept_bytes: int
     memory_used: int
     memory_budget: int
+    unparsed_connections: int = 0  # not given their protocol parser: the reader was behind
 
 
 class HttpRequest(NamedTuple):

@@ -143,6 +143,16 @@ class Pipeline:
             self.table.end_batch(ts)
         return self.table.take_events()
 
+    def shed(self, protocols: frozenset[str], keep: int | None = None) -> None:
+        """Stop giving new connections of these protocols their parsers (or start again: empty).
+
+        For a reader that cannot keep up: the connections are still tracked and their bytes
+        reassembled and kept; only their protocol parsing (HTTP) is skipped. `keep` is a
+        connection id that is parsed whatever happens (the one on screen).
+        """
+        self.table.shedding = frozenset(protocols)
+        self.table.always = keep
+
     def flush(self, now: float) -> list[object]:
         """Expire connections idle at time `now` (packet time, or wall time for a quiet live capture)."""
         self.table.expire(now)
@@ -172,6 +182,7 @@ class Pipeline:
             dropped_kept_bytes=t.dropped_kept,
             memory_used=t.memory + self.defrag.bytes,
             memory_budget=self.bounds.memory_budget,
+            unparsed_connections=t.unparsed,
         )
 
     # ------------------------------------------------------------------ the general path

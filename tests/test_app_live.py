@@ -52,7 +52,7 @@ class Server:
 
 def servers_listed(app: WirepeekApp) -> list[str]:
     table = app.query_one(ConnectionsTable)
-    return [app.store.connections[int(k.value)].server for k in table.rows]  # type: ignore[arg-type]
+    return [app.store.connections[conn_id].server for conn_id in table.order]
 
 
 async def until(pilot: object, condition: object, timeout: float = 10.0) -> None:

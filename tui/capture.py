@@ -8,6 +8,7 @@ reads the engine's objects, and the driver never touches a widget.
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from engine import sources
 from engine.batch import Batch
 from engine.bounds import Bounds
+from engine.events import ConnectionClosed, ConnectionInfo, ConnectionOpened, ConnectionUpdated
+from engine.events import HttpTransaction
 from engine.pipeline import Pipeline
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, StreamChunk
 
@@ -32,6 +35,95 @@ def connection_filter(client: str, server: str) -> str:
 def _split(endpoint: str) -> tuple[str, str]:
     address, _, port = endpoint.rpartition(":")
     return address.strip("[]"), port
+
+
+class Governor:
+    """When a live capture outruns the engine, stop parsing HTTP on new connections, and resume.
+
+    Fed each tick with the share of it the engine spent working on packets. Near all of it, tick
+    after tick, means the capture is queuing up in the kernel and would soon be dropped there:
+    then new connections are tracked and reassembled but not parsed (the one on screen still is).
+    When the load has fallen well below that for a while, parsing resumes. Under a load that the
+    engine can carry only without parsing, this alternates, so a share of connections is parsed.
+    The load cannot always tell that parsing would fit again (the UI thread shares the GIL, so
+    the engine looks busy), so after a while of shedding it tries parsing again anyway: a probe
+    that costs a few ticks of backlog when the engine is still short of time.
+    """
+
+    SHED_AT = 0.9
+    RESUME_AT = 0.6
+    SHED_AFTER = 3  # ticks
+    RESUME_AFTER = 10
+    PROBE_AFTER = 27  # ticks (about 2 s)
+
+    def __init__(self) -> None:
+        self.shedding = False
+        self.high = 0
+        self.low = 0
+        self.shed_for = 0
+
+    def tick(self, load: float) -> bool:
+        """The load of the tick that ended (0 idle .. 1 busy throughout); whether to shed now."""
+        if load >= self.SHED_AT:
+            self.high, self.low = self.high + 1, 0
+        elif load <= self.RESUME_AT:
+            self.high, self.low = 0, self.low + 1
+        else:
+            self.high = self.low = 0
+        if not self.shedding and self.high >= self.SHED_AFTER:
+            self.shedding, self.shed_for = True, 0
+        elif self.shedding:
+            self.shed_for += 1
+            if self.low >= self.RESUME_AFTER or self.shed_for >= self.PROBE_AFTER:
+                self.shedding, self.high = False, 0
+        return self.shedding
+
+
+class Pending:
+    """The events of the ticks the UI has not taken yet, folded so their size stays bounded.
+
+    A connection that changed a hundred times while the UI was busy is one update with its latest
+    state (closed if it closed meanwhile); HTTP transactions are kept in order; the engine's other
+    events (gaps) are not shown by the app and are dropped here.
+    """
+
+    def __init__(self) -> None:
+        self.latest: dict[int, ConnectionInfo] = {}
+        self.opened: set[int] = set()
+        self.closed: dict[int, str] = {}  # id -> the reason it closed
+        self.transactions: list[HttpTransaction] = []
+
+    def __len__(self) -> int:
+        return len(self.latest) + len(self.transactions)
+
+    def add(self, events: list[object]) -> None:
+        latest = self.latest
+        for event in events:
+            kind = type(event)
+            if kind is ConnectionUpdated:
+                latest[event.info.id] = event.info  # type: ignore[attr-defined]
+            elif kind is HttpTransaction:
+                self.transactions.append(event)  # type: ignore[arg-type]
+            elif kind is ConnectionOpened:
+                latest[event.info.id] = event.info  # type: ignore[attr-defined]
+                self.opened.add(event.info.id)  # type: ignore[attr-defined]
+            elif kind is ConnectionClosed:
+                latest[event.info.id] = event.info  # type: ignore[attr-defined]
+                self.closed[event.info.id] = event.reason  # type: ignore[attr-defined]
+
+    def take(self) -> tuple[object, ...]:
+        """The folded events, connections before the transactions that refer to them."""
+        events: list[object] = []
+        for conn_id, info in self.latest.items():
+            if conn_id in self.closed:
+                events.append(ConnectionClosed(info, self.closed[conn_id]))
+            elif conn_id in self.opened:
+                events.append(ConnectionOpened(info))
+            else:
+                events.append(ConnectionUpdated(info))
+        events += self.transactions
+        self.__init__()  # type: ignore[misc]
+        return tuple(events)
 
 
 class PacketRing:
@@ -147,6 +239,12 @@ class CaptureDriver:
         self._sent: dict[bool, int] = {True: 0, False: 0}
         self._initial = spec.opened
         self.packets = PacketRing()  # read by the UI thread through its snapshot method
+        # Set by the UI when it has taken the last update. Until then the driver posts nothing
+        # more: a file waits, a live capture goes on reading and folds what it sees (Pending),
+        # so updates never queue up in front of the user's keys.
+        self.taken = threading.Event()
+        self.taken.set()
+        self.shedding = False  # HTTP parsing of new connections is off (Governor)
 
     # ------------------------------------------------------------------ from the UI thread
 
@@ -163,27 +261,45 @@ class CaptureDriver:
             return
         pipeline = self._pipeline()
         finished = False
+        pending = Pending()
+        governor = Governor()
         try:
             while not cancelled():
+                generation = self.generation
                 source, pipeline, finished = self._commands(source, pipeline, finished)
-                events: list[object] = []
-                deadline = time.monotonic() + TICK
+                if self.generation != generation:
+                    pending = Pending()  # the file is read again: what was pending is gone
+                started = time.monotonic()
+                deadline = started + TICK
+                read = False
+                busy = 0.0
                 while not finished and not cancelled():
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     batch = source.next_batch(remaining if source.live else 0)
+                    read = True
                     if batch is None:
-                        events += pipeline.finish()
+                        pending.add(pipeline.finish())
                         finished = True
                     elif len(batch):
-                        events += pipeline.feed(batch)
+                        t0 = time.monotonic()
+                        pending.add(pipeline.feed(batch))
                         self.packets.add(batch)
+                        busy += time.monotonic() - t0
                     elif source.live:
-                        events += pipeline.flush(time.time())
-                if finished and not events:
+                        pending.add(pipeline.flush(time.time()))
+                if source.live and read:
+                    shed = governor.tick(busy / max(time.monotonic() - started, 1e-6))
+                    pipeline.shed(frozenset({"http"}) if shed else frozenset(), self.follow)
+                    self.shedding = shed
+                if not read:
                     time.sleep(TICK)  # a file read to its end: only commands can change things
-                self._post(source, pipeline, events, finished)
+                if not self.taken.is_set() and not source.live:
+                    self.taken.wait(TICK)  # a file does not run ahead of the screen
+                if self.taken.is_set():
+                    self.taken.clear()
+                    self._post(source, pipeline, pending.take(), finished)
         finally:
             source.close()
 
@@ -231,7 +347,7 @@ class CaptureDriver:
             self.post(FilterApplied(argument, None))
 
     def _post(self, source: sources.Source | RealTimeReplay, pipeline: Pipeline,
-              events: list[object], finished: bool) -> None:
+              events: tuple[object, ...], finished: bool) -> None:
         stream_id, chunks, reset = self._stream(pipeline)
         status = CaptureStatus(
             source=source.name,
@@ -240,8 +356,9 @@ class CaptureDriver:
             finished=finished,
             capture=source.stats(),
             error=source.error,
+            shedding=self.shedding,
         )
-        self.post(EngineUpdate(tuple(events), pipeline.stats(), status, stream_id, chunks, reset,
+        self.post(EngineUpdate(events, pipeline.stats(), status, stream_id, chunks, reset,
                                self.generation))
 
     def _stream(self, pipeline: Pipeline) -> tuple[int | None, tuple[StreamChunk, ...], bool]:

@@ -34,16 +34,13 @@ def escape_bytes(data: bytes, keep_newlines: bool = False) -> str:
     return "".join([table[b] for b in data])
 
 
+# C0 and C1 controls, DEL and the backslash, for str.translate; everything else passes.
+_TEXT = {o: _NAMED.get(o, f"\\x{o:02x}") for o in [*range(0x20), *range(0x7F, 0xA0), 0x5C]}
+
+
 def escape_text(text: str) -> str:
     """A string that came from the wire (already decoded) with control characters escaped."""
-    out = []
-    for ch in text:
-        o = ord(ch)
-        if o < 0x20 or 0x7F <= o < 0xA0 or ch == "\\":
-            out.append(_NAMED.get(o, f"\\x{o:02x}") if o < 0x100 else ch)
-        else:
-            out.append(ch)
-    return "".join(out)
+    return text.translate(_TEXT)
 
 
 def hexdump_lines(data: bytes, offset: int = 0, width: int = 16) -> list[str]:

@@ -22,6 +22,7 @@ class CaptureStatus:
     finished: bool  # a file was read to its end
     capture: CaptureStats | None  # kernel counters, for live captures
     error: str | None = None
+    shedding: bool = False  # the engine is behind: new HTTP connections are not parsed
 
 
 class EngineUpdate(Message):

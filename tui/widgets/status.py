@@ -36,6 +36,10 @@ class StatusBar(Static):
         out.append(f"│ mem {used:.0f}% ")
         if stats.evicted_connections:
             out.append(f"│ evicted {stats.evicted_connections:,} ", "yellow")
+        if status.shedding:
+            out.append("│ busy: new connections not parsed ", "bold yellow")
+        elif stats.unparsed_connections:
+            out.append(f"│ {stats.unparsed_connections:,} unparsed ", "yellow")
         if status.error:
             out.append(f"│ {escape_text(status.error)}", "bold red")
         self.update(out)

@@ -1,0 +1,122 @@
+"""The connections pane on its own, with more rows than a screen: cursor, scrolling, budget, removal."""
+
+from __future__ import annotations
+
+import pytest
+from textual.app import App, ComposeResult
+
+from engine.events import ConnectionInfo, ConnectionOpened
+from tui.store import TrafficStore
+from tui.widgets.connections import ConnectionsTable
+
+ROWS = 1000
+
+
+def info(conn_id: int) -> ConnectionInfo:
+    defaults = {f: ConnectionInfo._field_defaults.get(f) for f in ConnectionInfo._fields}
+    return ConnectionInfo(**defaults)._replace(  # type: ignore[arg-type]
+        id=conn_id, client=f"10.0.{conn_id // 250}.{conn_id % 250}:40000", server="10.9.9.9:80",
+        state="ESTABLISHED", conn_state="S1", packets=(conn_id, 1), bytes=(conn_id * 10, 5),
+        missing_bytes=(0, 0), first_ts=0.0, last_ts=1.0, protocol="http")
+
+
+class TableApp(App[None]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = TrafficStore()
+        self.seen: list[int | None] = []
+        self.opened: list[int] = []
+
+    def compose(self) -> ComposeResult:
+        yield ConnectionsTable(self.store)
+
+    def on_connections_table_selected(self, event: ConnectionsTable.Selected) -> None:
+        self.seen.append(event.conn_id)
+
+    def on_connections_table_opened(self, event: ConnectionsTable.Opened) -> None:
+        self.opened.append(event.conn_id)
+
+    def fill(self, ids: range) -> set[int]:
+        self.store.apply(tuple(ConnectionOpened(info(i)) for i in ids))
+        changed, removed = self.store.take_changes()
+        return self.query_one(ConnectionsTable).update_rows(changed, removed)
+
+
+@pytest.mark.asyncio
+async def test_cursor_moves_and_the_view_follows_it():
+    app = TableApp()
+    async with app.run_test(size=(100, 20)) as pilot:
+        table = app.query_one(ConnectionsTable)
+        table.focus()
+        assert app.fill(range(ROWS)) == set()
+        await pilot.pause()
+        assert table.row_count == ROWS and table.order == list(range(ROWS))
+        assert app.seen == [0]  # the first row is selected as soon as it exists
+        await pilot.press("j", "j", "down", "k")
+        assert table.selected_id() == 2 and app.seen[-1] == 2
+        await pilot.press("end")
+        await pilot.pause()
+        assert table.selected_id() == ROWS - 1
+        # The last row is on screen: header, then rows scroll_y .. scroll_y + height - 2.
+        assert table.scroll_offset.y == ROWS - (table.size.height - 1)
+        await pilot.press("home", "pagedown")
+        assert table.cursor_row == table.size.height - 2
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.opened == [table.cursor_row]
+
+
+@pytest.mark.asyncio
+async def test_rows_on_screen_show_their_connection():
+    app = TableApp()
+    async with app.run_test(size=(120, 12)) as pilot:
+        table = app.query_one(ConnectionsTable)
+        app.fill(range(50))
+        table.move_to(40)
+        await pilot.pause()
+        lines = [table.render_line(y).text for y in range(table.size.height)]
+        assert lines[0].split()[:3] == ["#", "client", "server"]
+        assert any(line.split()[:2] == ["40", "10.0.0.40:40000"] for line in lines[1:])
+        assert not any(line.split()[:1] == ["5"] for line in lines[1:])  # scrolled past
+
+
+@pytest.mark.asyncio
+async def test_a_spent_budget_leaves_rows_for_the_next_update_in_order():
+    app = TableApp()
+    async with app.run_test(size=(100, 20)):
+        table = app.query_one(ConnectionsTable)
+        app.store.apply(tuple(ConnectionOpened(info(i)) for i in range(ROWS)))
+        changed, removed = app.store.take_changes()
+        left = table.update_rows(changed, removed, budget=0.0)
+        assert left and len(left) < ROWS
+        assert table.order == sorted(set(range(ROWS)) - left)
+        assert table.update_rows(left, set(), budget=None) == set()
+        assert table.order == list(range(ROWS))
+
+
+@pytest.mark.asyncio
+async def test_removed_rows_go_and_the_cursor_stays_on_its_connection():
+    app = TableApp()
+    async with app.run_test(size=(100, 20)) as pilot:
+        table = app.query_one(ConnectionsTable)
+        app.fill(range(100))
+        table.select(60)
+        table.update_rows(set(), set(range(0, 50)))
+        await pilot.pause()
+        assert table.order == list(range(50, 100))
+        assert table.selected_id() == 60 and table.position[60] == 10
+        table.update_rows(set(), {60})
+        assert table.selected_id() is not None and 60 not in table.position
+
+
+@pytest.mark.asyncio
+async def test_sort_by_packets_puts_the_busiest_first_and_keeps_the_selection():
+    app = TableApp()
+    async with app.run_test(size=(100, 20)) as pilot:
+        table = app.query_one(ConnectionsTable)
+        table.focus()
+        app.fill(range(30))
+        table.select(7)
+        await pilot.press("s", "s")  # id, then packets
+        assert table.sort_column == "packets"
+        assert table.order[0] == 29 and table.selected_id() == 7
