@@ -108,6 +108,7 @@ class HttpRequest(NamedTuple):
     body_missing: int  # body bytes that were never captured
     body: bytes  # the body as far as it is kept (see engine.http max_body)
     complete: bool
+    offset: int = -1  # stream offset of its first byte in its direction (-1: not known)
 
 
 class HttpResponse(NamedTuple):
@@ -122,6 +123,7 @@ class HttpResponse(NamedTuple):
     body: bytes
     complete: bool
     interim: tuple[tuple[int, str, float], ...] = ()  # 1xx responses before it: (status, reason, ts)
+    offset: int = -1  # stream offset of its first byte (of the final response, after any 1xx)
 
 
 class HttpTransaction(NamedTuple):

@@ -76,11 +76,12 @@ class _Message:
     """A request or response being read."""
 
     __slots__ = ("head", "ts", "end_ts", "body_bytes", "missing", "chunks", "kept", "expected",
-                 "complete", "interim", "sent_headers", "peer_acked", "cached")
+                 "complete", "interim", "sent_headers", "peer_acked", "cached", "offset")
 
-    def __init__(self, head: Any, ts: float, expected: int | None) -> None:
+    def __init__(self, head: Any, ts: float, expected: int | None, offset: int = -1) -> None:
         self.head = head
         self.ts = ts
+        self.offset = offset  # stream offset of its first byte
         self.end_ts: float | None = None
         self.body_bytes = 0
         self.missing = 0
@@ -116,6 +117,7 @@ class _Message:
         return HttpRequest(
             self.ts, self.end_ts, _text(h.method), _text(h.target), _text(h.http_version),
             self.headers(), self.body_bytes, self.missing, b"".join(self.chunks), self.complete,
+            self.offset,
         )
 
     def response(self) -> HttpResponse:
@@ -123,7 +125,7 @@ class _Message:
         return HttpResponse(
             self.ts, self.end_ts, h.status_code, _text(h.reason), _text(h.http_version),
             self.headers(), self.body_bytes, self.missing, b"".join(self.chunks), self.complete,
-            tuple(self.interim),
+            tuple(self.interim), self.offset,
         )
 
 
@@ -404,6 +406,7 @@ class HttpParser:
             if not _resync(side, REQUEST_START):
                 return False
             side.synced = True
+        start = side.offset - len(buf)
         key = HeadCache.head_of(buf)
         cached = self.heads.requests.get(key) if key is not None else None
         try:
@@ -426,7 +429,7 @@ class HttpParser:
             return False
         kind, args = _body_framing(b"", head)
         ex = self._new_exchange()
-        ex.request = side.msg = _Message(head, side.buf_ts, args[0] if args else None)
+        ex.request = side.msg = _Message(head, side.buf_ts, args[0] if args else None, start)
         ex.request.sent_headers = sent
         ex.request.peer_acked = side.buf_acked
         self._note_lost(side, ex, "request")
@@ -466,6 +469,7 @@ class HttpParser:
             if not _resync(side, RESPONSE_START):
                 return False
             side.synced = True
+        start = side.offset - len(buf)
         key = HeadCache.head_of(buf)
         cached = self.heads.responses.get(key) if key is not None else None
         try:
@@ -495,13 +499,13 @@ class HttpParser:
         if type(head) is h11.InformationalResponse:
             ex.interim.append((head.status_code, _text(head.reason), side.buf_ts))
             if head.status_code == 101:
-                msg = _Message(head, side.buf_ts, 0)
+                msg = _Message(head, side.buf_ts, 0, start)
                 msg.end_ts, msg.complete = ts, True
                 self._finish_exchange(ex, msg, tunnel=True)
             return True
         method = ex.request.head.method if ex.request is not None else b"GET"
         kind, args = _body_framing(method, head)
-        side.msg = _Message(head, side.buf_ts, args[0] if args else None)
+        side.msg = _Message(head, side.buf_ts, args[0] if args else None, start)
         side.msg.cached = cached
         side.exchange = ex
         side.reader = READERS[kind](*args)

@@ -78,6 +78,43 @@ async def test_stream_tab_text_and_hex():
 
 
 @pytest.mark.asyncio
+async def test_stream_marks_where_each_http_message_starts():
+    """Five pipelined requests, five responses: a mark line before each, bytes untouched."""
+    app = app_for("zeek/http__pipelined-requests.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        await pilot.press("2")
+        stream = app.query_one(StreamView)
+        for _ in range(100):
+            if stream.chunks:
+                break
+            await pilot.pause(0.02)
+        await pilot.pause()
+        lines = [line.text for line in stream.lines]
+        marks = [line for line in lines if line.startswith("┄┄ ")]
+        assert marks[0].startswith("┄┄ request 0: GET ")
+        assert sum(m.startswith("┄┄ request ") for m in marks) == 5
+        assert sum(m.startswith("┄┄ response ") for m in marks) == 5
+        # Every mark is followed by the start line of the message it names.
+        for i, line in enumerate(lines):
+            if line.startswith("┄┄ request "):
+                method_target = line.split(": ", 1)[1]
+                assert lines[i + 1].startswith(method_target + " HTTP/1.1")
+            elif line.startswith("┄┄ response "):
+                assert lines[i + 1].startswith("HTTP/1.1 " + line.split(": ", 1)[1].split()[0])
+        # Take away the marks and the direction lines: the same lines as a view without marks
+        # (messages start after a CRLF, so no line of the bytes is cut by a mark).
+        shown = [line for line in lines if not line.startswith(("┄┄ ", "── "))]
+        marks_kept = stream.marks
+        stream.marks = {True: [], False: []}
+        stream._redraw(scroll=False)
+        assert shown == [line.text for line in stream.lines if not line.text.startswith("── ")]
+        stream.marks = marks_kept
+        await pilot.press("x")  # the hex view marks them too
+        assert sum(line.text.startswith("┄┄ ") for line in stream.lines) == 10
+
+
+@pytest.mark.asyncio
 async def test_moving_between_connections_follows_the_selection():
     app = app_for("zeek/wikipedia.pcap")
     async with app.run_test(size=SIZE) as pilot:

@@ -754,3 +754,23 @@ def test_counts_agree_with_tshark_or_the_difference_is_explained(name):
         assert _counts(name) != _tshark_counts(name)  # else the entry is stale
     else:
         assert _counts(name) == _tshark_counts(name)
+
+
+@pytest.mark.parametrize("name", GAP_FREE)
+def test_messages_know_where_they_start_in_their_stream(name):
+    """Each message's offset points at its start line in the reassembled stream of its direction
+    (the stream view marks message boundaries with it), and offsets grow along the connection."""
+    result = _replay(name)
+    found = transactions(name)
+    for conn in sorted({t.connection for t in found}):
+        upstream, downstream = result.stream(conn, True), result.stream(conn, False)
+        starts: dict[bool, list[int]] = {True: [], False: []}
+        for t in (t for t in found if t.connection == conn):
+            if (q := t.request) is not None:
+                assert upstream[q.offset :].startswith(f"{q.method} {q.target} ".encode("latin-1"))
+                starts[True].append(q.offset)
+            if (r := t.response) is not None:
+                assert downstream[r.offset :].startswith(f"HTTP/{r.version} {r.status}".encode())
+                starts[False].append(r.offset)
+        for offsets in starts.values():
+            assert offsets == sorted(set(offsets)) and all(o >= 0 for o in offsets)

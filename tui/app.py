@@ -135,6 +135,7 @@ class WirepeekApp(App[None]):
             stream = self.query_one(StreamView)
             if update.stream_reset:
                 stream.reset(self._endpoints(update.stream_id))
+                stream.set_marks(self.store.http.get(update.stream_id, []))
             if update.stream:
                 stream.add(update.stream)
         if not self.paused:
@@ -149,7 +150,9 @@ class WirepeekApp(App[None]):
         # Rows that did not fit in this update's time wait for the next one (keys come first).
         self.store.changed |= table.update_rows(changed, removed, budget=ROWS_BUDGET)
         if self.selected is not None and self.selected in changed:
-            self.query_one(HttpView).show(self.selected, self.store.http.get(self.selected, []))
+            transactions = self.store.http.get(self.selected, [])
+            self.query_one(HttpView).show(self.selected, transactions)
+            self.query_one(StreamView).set_marks(transactions)
 
     def _show_status(self) -> None:
         if self.status is None or self.stats is None:
@@ -169,8 +172,10 @@ class WirepeekApp(App[None]):
             return
         self.selected = event.conn_id
         self.driver.follow = event.conn_id
-        self.query_one(StreamView).reset(self._endpoints(event.conn_id) if event.conn_id is not None
-                                         else ("client", "server"))
+        stream = self.query_one(StreamView)
+        stream.reset(self._endpoints(event.conn_id) if event.conn_id is not None
+                     else ("client", "server"))
+        stream.set_marks(self.store.http.get(event.conn_id, []) if event.conn_id is not None else [])
         self.query_one(HttpView).show(event.conn_id, self.store.http.get(event.conn_id, [])
                                       if event.conn_id is not None else [])
         if self.query_one(TabbedContent).active == "tab-packets":

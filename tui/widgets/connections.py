@@ -83,7 +83,7 @@ class ConnectionsTable(ScrollView, can_focus=True):
         Binding("end", "last", "Last connection", show=False, key_display="End"),
         Binding("enter", "open", "Open the connection's HTTP exchanges", show=False,
                 key_display="Enter"),
-        Binding("s", "sort", "Sort", tooltip="Sort by the next column (again: the next one)"),
+        Binding("s", "sort", "Sort by the next column", show=False),
     ]
 
     COMPONENT_CLASSES = {

@@ -6,6 +6,8 @@ is wrapped in rich Text objects, which Textual never parses for markup.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
@@ -124,21 +126,55 @@ class HttpView(Vertical):
         self.query_one("#http-text", Static).update(out)
 
 
+def message_marks(transactions: list[HttpTransaction]) -> dict[bool, list[tuple[int, str]]]:
+    """Where each HTTP message starts in its direction's stream, and what to call it there."""
+    marks: dict[bool, list[tuple[int, str]]] = {True: [], False: []}
+    for tx in transactions:
+        req, resp = tx.request, tx.response
+        if req is not None and req.offset >= 0:
+            marks[True].append((req.offset, f"request {tx.index}: {req.method} {req.target}"))
+        if resp is not None and resp.offset >= 0:
+            marks[False].append((resp.offset, f"response {tx.index}: {resp.status} {resp.reason}"))
+    for side in marks.values():
+        side.sort()
+    return marks
+
+
+RERENDER_LINES = 5_000  # marks that arrive for bytes already shown redraw a view up to this size
+
+
 class StreamView(RichLog):
-    """Both directions in arrival order, coloured by direction, as text or a hex dump."""
+    """Both directions in arrival order, coloured by direction, as text or a hex dump, with the
+    start of every HTTP message marked."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(wrap=False, markup=False, highlight=False, max_lines=50_000, **kwargs)  # type: ignore[arg-type]
         self.chunks: list[StreamChunk] = []
         self.hex = False
         self.endpoints = ("client", "server")
+        self.marks: dict[bool, list[tuple[int, str]]] = {True: [], False: []}
+        self._shown_to = {True: 0, False: 0}  # stream offset up to which each direction is drawn
         self._last_dir: bool | None = None
 
     def reset(self, endpoints: tuple[str, str]) -> None:
         self.chunks = []
         self.endpoints = endpoints
+        self.marks = {True: [], False: []}
+        self._shown_to = {True: 0, False: 0}
         self._last_dir = None
         self.clear()
+
+    def set_marks(self, transactions: list[HttpTransaction]) -> None:
+        """Mark message starts; redraw if some fall in bytes already drawn (and the view is small:
+        a larger one gets them when it is drawn again, with x or on coming back to it)."""
+        marks = message_marks(transactions)
+        if marks == self.marks:
+            return
+        late = any(offset < self._shown_to[side] and (offset, label) not in self.marks[side]
+                   for side, found in marks.items() for offset, label in found)
+        self.marks = marks
+        if late and len(self.lines) <= RERENDER_LINES:
+            self._redraw(scroll=self.is_vertical_scroll_end)
 
     def add(self, chunks: tuple[StreamChunk, ...]) -> None:
         at_end = self.is_vertical_scroll_end or not self.chunks
@@ -148,13 +184,39 @@ class StreamView(RichLog):
 
     def toggle_hex(self) -> None:
         self.hex = not self.hex
+        self._redraw(scroll=True)
+
+    def _redraw(self, scroll: bool) -> None:
         self.clear()
         self._last_dir = None
+        self._shown_to = {True: 0, False: 0}
         for chunk in self.chunks:
-            self._render(chunk, True)
+            self._render(chunk, scroll)
 
     def _render(self, chunk: StreamChunk, scroll: bool) -> None:
         from_client, ts, offset, data = chunk
+        size_ = data if isinstance(data, int) else len(data)
+        self._shown_to[from_client] = max(self._shown_to[from_client], offset + size_)
+        if isinstance(data, int):
+            self._render_part(from_client, ts, offset, data, scroll)
+            return
+        # Split the chunk where messages start, with a mark line before each.
+        style = CLIENT_STYLE if from_client else SERVER_STYLE
+        start = 0
+        marks = self.marks[from_client]
+        for mark, label in marks[bisect_left(marks, (offset, "")):]:
+            if mark >= offset + len(data):
+                break
+            if mark > offset + start:
+                self._render_part(from_client, ts, offset + start, data[start : mark - offset], scroll)
+                start = mark - offset
+            self._render_part(from_client, ts, offset + start, b"", scroll)  # direction header
+            self.write(Text(f"┄┄ {escape_text(label)}", f"dim {style}"), scroll_end=scroll)
+        if start < len(data):
+            self._render_part(from_client, ts, offset + start, data[start:], scroll)
+
+    def _render_part(self, from_client: bool, ts: float, offset: int, data: bytes | int,
+                     scroll: bool) -> None:
         style = CLIENT_STYLE if from_client else SERVER_STYLE
         if from_client != self._last_dir:
             self._last_dir = from_client
@@ -165,6 +227,8 @@ class StreamView(RichLog):
         if isinstance(data, int):
             self.write(Text(f"⟂ {data} bytes never captured (offset {offset})", "bold red"),
                        scroll_end=scroll)
+            return
+        if not data:
             return
         if self.hex:
             lines = hexdump_lines(data, offset)
