@@ -169,6 +169,19 @@ def _data(buf: ReceiveBuffer) -> bytearray:
     return buf._data  # type: ignore[no-any-return]
 
 
+def _message_start(side: _Side, buf: ReceiveBuffer, pattern: re.Pattern[bytes]) -> int | None:
+    """The stream offset where the next message begins in `buf` (blank lines skipped, and after
+    lost or unreadable bytes, resynchronised on `pattern`); None until its first bytes are here."""
+    _skip_blank_lines(buf)
+    if not buf:
+        return None
+    if not side.synced:
+        if not _resync(side, pattern):
+            return None
+        side.synced = True
+    return side.offset - len(buf)
+
+
 def _resync(side: _Side, pattern: re.Pattern[bytes]) -> bool:
     """Drop bytes up to the next message start; True once the buffer begins with one.
 
@@ -399,14 +412,9 @@ class HttpParser:
 
     def _start_request(self, side: _Side, buf: ReceiveBuffer) -> bool:
         """Read a request head if one is complete; False when more bytes are needed."""
-        _skip_blank_lines(buf)
-        if not buf:
+        start = _message_start(side, buf, REQUEST_START)
+        if start is None:
             return False
-        if not side.synced:
-            if not _resync(side, REQUEST_START):
-                return False
-            side.synced = True
-        start = side.offset - len(buf)
         key = HeadCache.head_of(buf)
         cached = self.heads.requests.get(key) if key is not None else None
         try:
@@ -462,14 +470,9 @@ class HttpParser:
             self._message_end(side, False, ts)
 
     def _start_response(self, side: _Side, buf: ReceiveBuffer, ts: float) -> bool:
-        _skip_blank_lines(buf)
-        if not buf:
+        start = _message_start(side, buf, RESPONSE_START)
+        if start is None:
             return False
-        if not side.synced:
-            if not _resync(side, RESPONSE_START):
-                return False
-            side.synced = True
-        start = side.offset - len(buf)
         key = HeadCache.head_of(buf)
         cached = self.heads.responses.get(key) if key is not None else None
         try:

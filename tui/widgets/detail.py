@@ -195,8 +195,8 @@ class StreamView(RichLog):
 
     def _render(self, chunk: StreamChunk, scroll: bool) -> None:
         from_client, ts, offset, data = chunk
-        size_ = data if isinstance(data, int) else len(data)
-        self._shown_to[from_client] = max(self._shown_to[from_client], offset + size_)
+        end = offset + (data if isinstance(data, int) else len(data))
+        self._shown_to[from_client] = max(self._shown_to[from_client], end)
         if isinstance(data, int):
             self._render_part(from_client, ts, offset, data, scroll)
             return
@@ -210,26 +210,30 @@ class StreamView(RichLog):
             if mark > offset + start:
                 self._render_part(from_client, ts, offset + start, data[start : mark - offset], scroll)
                 start = mark - offset
-            self._render_part(from_client, ts, offset + start, b"", scroll)  # direction header
+            self._direction(from_client, ts, offset + start, scroll)
             self.write(Text(f"┄┄ {escape_text(label)}", f"dim {style}"), scroll_end=scroll)
         if start < len(data):
             self._render_part(from_client, ts, offset + start, data[start:], scroll)
 
+    def _direction(self, from_client: bool, ts: float, offset: int, scroll: bool) -> None:
+        """A header line where the direction changes."""
+        if from_client == self._last_dir:
+            return
+        self._last_dir = from_client
+        src, dst = self.endpoints if from_client else self.endpoints[::-1]
+        who = "client" if from_client else "server"
+        style = CLIENT_STYLE if from_client else SERVER_STYLE
+        self.write(Text(f"── {who} {src} → {dst} · offset {offset} · {ts:.6f}", f"bold {style}"),
+                   scroll_end=scroll)
+
     def _render_part(self, from_client: bool, ts: float, offset: int, data: bytes | int,
                      scroll: bool) -> None:
-        style = CLIENT_STYLE if from_client else SERVER_STYLE
-        if from_client != self._last_dir:
-            self._last_dir = from_client
-            src, dst = self.endpoints if from_client else self.endpoints[::-1]
-            who = "client" if from_client else "server"
-            self.write(Text(f"── {who} {src} → {dst} · offset {offset} · {ts:.6f}", f"bold {style}"),
-                       scroll_end=scroll)
+        self._direction(from_client, ts, offset, scroll)
         if isinstance(data, int):
             self.write(Text(f"⟂ {data} bytes never captured (offset {offset})", "bold red"),
                        scroll_end=scroll)
             return
-        if not data:
-            return
+        style = CLIENT_STYLE if from_client else SERVER_STYLE
         if self.hex:
             lines = hexdump_lines(data, offset)
         else:
