@@ -32,7 +32,10 @@ from engine.tcp import (
     SEQ_MASK,
     SYN,
     Connection,
+    RESENT_COST,
     HalfStream,
+    Kept,
+    Resent,
     StreamConsumer,
     reverse_key,
     seq_delta,
@@ -238,10 +241,14 @@ class ConnectionTable:
             if not (delta == -1 and wire_len == 1):  # a keep-alive probe resends one old byte
                 hs.retransmitted += old
                 hs.mark("T")
-                seen = hs.conn.kept_range(hs.from_client, hs.offset + delta,
-                                          hs.offset + delta + min(old, captured))
-                if seen is not None and seen != data[: len(seen)]:
+                start = hs.offset + delta
+                seen = hs.conn.kept_range(hs.from_client, start, start + min(old, captured))
+                differs = None if seen is None else seen != data[: len(seen)]
+                if differs:
                     self._inconsistent(hs)
+                if self.keep:
+                    self._keep(hs.conn, (hs.from_client, ts, start, Resent(old, differs)),
+                               RESENT_COST)
         new = wire_len - old
         if new <= 0:
             return
@@ -264,13 +271,7 @@ class ConnectionTable:
         hs.offset = off + n
         hs.delivered += n
         if self.keep:
-            if conn.kept is None:
-                conn.kept = deque()
-            conn.kept.append((hs.from_client, ts, off, data))
-            conn.kept_bytes += n
-            self.memory += n
-            if conn.kept_bytes > self.keep_slack:
-                self._trim_kept(conn, self.keep)
+            self._keep(conn, (hs.from_client, ts, off, data), n)
         for consumer in conn.consumers:
             consumer.on_data(conn, hs.from_client, ts, data)
         if conn.sniffing:
@@ -279,6 +280,16 @@ class ConnectionTable:
             self._drain(hs, ts)
         if hs.fin_offset is not None and hs.offset >= hs.fin_offset:
             self._end(hs, ts)
+
+    def _keep(self, conn: Connection, entry: Kept, cost: int) -> None:
+        """Add to the follow view's entries, within the per-connection bound."""
+        if conn.kept is None:
+            conn.kept = deque()
+        conn.kept.append(entry)
+        conn.kept_bytes += cost
+        self.memory += cost
+        if conn.kept_bytes > self.keep_slack:
+            self._trim_kept(conn, self.keep)
 
     def _end(self, hs: HalfStream, ts: float) -> None:
         """Tell consumers, once, that this direction has no more bytes to come."""
@@ -365,9 +376,12 @@ class ConnectionTable:
     def _trim_kept(self, conn: Connection, limit: int) -> None:
         kept = conn.kept
         while kept and conn.kept_bytes > limit:
-            item = kept.popleft()
-            if not isinstance(item[3], int):
-                n = len(item[3])
+            data = kept.popleft()[3]
+            if isinstance(data, Resent):
+                conn.kept_bytes -= RESENT_COST
+                self.memory -= RESENT_COST
+            elif not isinstance(data, int):
+                n = len(data)
                 conn.kept_bytes -= n
                 conn.dropped_kept += n
                 self.dropped_kept += n
@@ -411,9 +425,10 @@ class ConnectionTable:
         budget = self.bounds.memory_budget
         while self.memory > budget and self.archive:
             # Closed connections' bytes go first, oldest first.
-            _id, (_kept, size) = self.archive.popitem(last=False)
+            _id, (kept, size) = self.archive.popitem(last=False)
             self.memory -= size
-            self.dropped_kept += size
+            self.dropped_kept += sum(len(d) for _fc, _ts, _off, d in kept
+                                     if not isinstance(d, (int, Resent)))
         if self.memory > budget:
             # Kept payload goes first, oldest connections first, down to 3/4 of the budget.
             target = budget * 3 // 4
@@ -472,7 +487,7 @@ class ConnectionTable:
     def connection(self, conn_id: int) -> Connection | None:
         return self.lru.get(conn_id) or self.finished.get(conn_id)
 
-    def kept_of(self, conn_id: int) -> deque[tuple[bool, float, int, bytes | int]] | None:
+    def kept_of(self, conn_id: int) -> deque[Kept] | None:
         """The follow view's bytes of a connection, in the table or archived after it left."""
         conn = self.connection(conn_id)
         if conn is not None:

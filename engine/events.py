@@ -35,7 +35,7 @@ class ConnectionInfo(NamedTuple):
     protocol: str | None
     sni: str | None = None
     alpn: tuple[str, ...] = ()
-    kept_bytes: int = 0  # stream bytes kept for the follow view
+    kept_bytes: int = 0  # what the follow view keeps: stream bytes, and a small cost per resend mark
     dropped_kept_bytes: int = 0  # stream bytes no longer kept (per-connection cap or memory budget)
     first_packet: int = 0  # number of the packet that opened it, counted from 0 in the capture
 

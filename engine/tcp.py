@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import socket
 from collections import deque
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from engine.tcpstate import State, conn_state
 
@@ -31,6 +31,21 @@ FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 # addresses and a tag bit above, so that the two families never collide.
 V6_TAG = 1 << 300
 _M16, _M32, _M128 = 0xFFFF, 0xFFFFFFFF, (1 << 128) - 1
+
+
+class Resent(NamedTuple):
+    """A follow-view entry: bytes that arrived again after they were delivered. Nothing is
+    delivered for them; the view marks where they came."""
+
+    size: int
+    differs: bool | None  # from what was delivered first; None when that is no longer kept
+
+
+# What a Resent entry counts against the keep bounds, so that a flood of duplicates stays bounded.
+RESENT_COST = 64
+
+# A follow-view entry: (from_client, ts, offset, bytes delivered | size of a gap | Resent).
+Kept = tuple[bool, float, int, "bytes | int | Resent"]
 
 
 def reverse_key(key: int) -> int:
@@ -199,8 +214,8 @@ class Connection:
         self.sni: str | None = None
         self.alpn: tuple[str, ...] = ()
         self.consumers: tuple[StreamConsumer, ...] = ()
-        # (from_client, ts, offset, bytes or gap size): the follow view, oldest first.
-        self.kept: deque[tuple[bool, float, int, bytes | int]] | None = None
+        # The follow view, oldest first. kept_bytes counts its bytes and RESENT_COST per Resent.
+        self.kept: deque[Kept] | None = None
         self.kept_bytes = 0
         self.dropped_kept = 0
         self.inconsistent = 0
@@ -236,7 +251,7 @@ class Connection:
         if self.kept is None:
             return None
         for fc, _ts, off, data in reversed(self.kept):
-            if fc != from_client or isinstance(data, int):
+            if fc != from_client or isinstance(data, (int, Resent)):
                 continue
             stop = off + len(data)
             if stop <= start:

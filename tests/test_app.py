@@ -8,6 +8,7 @@ import pytest
 from textual.widgets import DataTable, Input, Label, TabbedContent
 
 from engine.bounds import Bounds
+from engine.tcp import Resent
 from tests.captures import capture
 from tui.app import WirepeekApp
 from tui.capture import SourceSpec
@@ -69,7 +70,7 @@ async def test_stream_tab_text_and_hex():
         text = "\n".join(line.text for line in stream.lines)
         assert "GET /download/CHANGES.bro-aux.txt HTTP/1.1" in text
         assert "HTTP/1.1 200 OK" in text
-        assert sum(len(c[3]) for c in stream.chunks if not isinstance(c[3], int)) == 136 + 5007
+        assert sum(len(c[3]) for c in stream.chunks if isinstance(c[3], bytes)) == 136 + 5007
         await pilot.press("x")
         hexed = "\n".join(line.text for line in stream.lines)
         assert "00000000  47 45 54 20" in hexed
@@ -112,6 +113,39 @@ async def test_stream_marks_where_each_http_message_starts():
         stream.marks = marks_kept
         await pilot.press("x")  # the hex view marks them too
         assert sum(line.text.startswith("┄┄ ") for line in stream.lines) == 10
+
+
+@pytest.mark.asyncio
+async def test_stream_marks_retransmissions_and_shows_each_byte_once():
+    """A capture with 15,666 client and 1,728 server bytes sent again: each resend is a line
+    in arrival order, and the bytes shown are the stream, once."""
+    app = app_for("arkime/wireshark-retrans.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        await pilot.press("2")
+        stream = app.query_one(StreamView)
+        for _ in range(100):
+            if stream.chunks:
+                break
+            await pilot.pause(0.02)
+        resent = {True: 0, False: 0}
+        shown = {True: 0, False: 0}
+        for from_client, _ts, _offset, data in stream.chunks:
+            if isinstance(data, Resent):
+                assert data.differs is False
+                resent[from_client] += data.size
+            else:
+                shown[from_client] += len(data)
+        assert (resent[True], resent[False]) == (15666, 1728)
+        assert (shown[True], shown[False]) == (5222, 576)
+        lines = [line.text for line in stream.lines]
+        marks = [line for line in lines if line.startswith("↻ ")]
+        assert len(marks) == sum(isinstance(c[3], Resent) for c in stream.chunks)
+        assert any(m.startswith("↻ server resent ") for m in marks)
+        assert all(m.endswith("same as the first copy") for m in marks)
+        # After a resend line the bytes go on under a fresh header that names their offset.
+        i = lines.index(marks[0])
+        assert lines[i + 1].startswith("── ") or lines[i + 1].startswith("↻ ")
 
 
 @pytest.mark.asyncio

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.bounds import Bounds
+from engine.tcp import RESENT_COST, Resent
 from tests.feeding import feed, handshake, segments_of
 
 C_ISN, S_ISN = 1000, 5000
@@ -283,3 +284,48 @@ def test_fin_before_a_hole_ends_only_when_flushed():
     assert fed.recorders[0].ends == []
     fed.table.finish_all(2000.0)
     assert fed.recorders[0].ends[0] is True and fed.recorders[0].gaps[True] == [len(REQ) - 10]
+
+
+def kept_entries(fed) -> list:  # type: ignore[no-untyped-def]
+    return [(fc, off, data) for fc, _ts, off, data in fed.table.kept_of(0)]
+
+
+def test_the_follow_view_marks_resent_bytes_without_delivering_them():
+    segs = handshake() + [
+        (True, "PA", C0, S0, REQ[:20]),
+        (True, "PA", C0, S0, REQ[:20]),  # resent whole, same bytes
+        (True, "PA", C0 + 10, S0, b"X" * 10 + REQ[20:]),  # 10 old bytes that differ, then new
+    ]
+    fed = feed(segs, finish=False)
+    assert kept_entries(fed) == [
+        (True, 0, REQ[:20]),
+        (True, 0, Resent(20, False)),
+        (True, 10, Resent(10, True)),
+        (True, 20, REQ[20:]),
+    ]
+    # The consumers got each byte once, the first copy.
+    assert fed.stream(True) == REQ
+    # Kept bytes count the bytes and a fixed cost per mark.
+    assert fed.table.connection(0).kept_bytes == len(REQ) + 2 * RESENT_COST
+
+
+def test_a_resend_of_bytes_no_longer_kept_cannot_be_compared():
+    body = bytes(range(256)) * 8
+    segs = handshake() + segments_of(body, C0, list(range(256, len(body), 256)))
+    segs.append((True, "PA", C0, S0, body[:256]))  # the first 256 bytes were trimmed
+    fed = feed(segs, bounds=Bounds(keep_stream_bytes=1024), finish=False)
+    assert kept_entries(fed)[-1] == (True, 0, Resent(256, None))
+    assert fed.table.connection(0).inconsistent == 0
+
+
+def test_a_flood_of_duplicates_stays_within_the_keep_bound():
+    keep = 64 * 1024
+    segs = handshake() + [(True, "PA", C0, S0, REQ)] * 20_000
+    fed = feed(segs, bounds=Bounds(keep_stream_bytes=keep), finish=False)
+    conn = fed.table.connection(0)
+    assert conn.kept_bytes <= keep + keep // 8
+    assert len(conn.kept) <= (keep + keep // 8) // RESENT_COST + 1
+    assert fed.table.memory < 2 * keep
+    # The trimmed marks are not counted as dropped stream bytes: only the request was.
+    assert conn.dropped_kept == len(REQ)
+    assert fed.stream(True) == REQ

@@ -236,7 +236,7 @@ class CaptureDriver:
         self.follow: int | None = None  # set by the UI: whose stream to send
         self.generation = 0
         self._followed: int | None = None
-        self._sent: dict[bool, int] = {True: 0, False: 0}
+        self._last_sent: StreamChunk | None = None  # the newest kept entry sent to the UI
         self._initial = spec.opened
         self.packets = PacketRing()  # read by the UI thread through its snapshot method
         # Set by the UI when it has taken the last update. Until then the driver posts nothing
@@ -362,7 +362,8 @@ class CaptureDriver:
                                self.generation))
 
     def _stream(self, pipeline: Pipeline) -> tuple[int | None, tuple[StreamChunk, ...], bool]:
-        """New kept bytes of the followed connection since the last tick (all, on a change)."""
+        """Entries of the followed connection's kept stream added since the last tick (all of
+        them on a change of connection)."""
         wanted = self.follow
         kept = pipeline.table.kept_of(wanted) if wanted is not None else None
         if kept is None:
@@ -370,20 +371,21 @@ class CaptureDriver:
         reset = wanted != self._followed
         if reset:
             self._followed = wanted
-            self._sent = {True: 0, False: 0}
             new = list(kept)
         else:
+            # Entries are only appended, and trimmed oldest first: the new ones are those after
+            # the last one sent, or all that are left if that one was trimmed.
+            last = self._last_sent
             new = []
             for chunk in reversed(kept):
-                from_client, _ts, offset, data = chunk
-                end = offset + (data if isinstance(data, int) else len(data))
-                if end <= self._sent[from_client]:
+                if chunk is last:
                     break
                 new.append(chunk)
             new.reverse()
-        for from_client, _ts, offset, data in new:
-            end = offset + (data if isinstance(data, int) else len(data))
-            self._sent[from_client] = max(self._sent[from_client], end)
+        if new:
+            self._last_sent = new[-1]
+        elif reset:
+            self._last_sent = None
         return wanted, tuple(new), reset
 
     def _post_error(self, message: str) -> None:

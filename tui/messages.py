@@ -9,9 +9,10 @@ from textual.message import Message
 
 from engine.events import Stats
 from engine.sources import CaptureStats
+from engine.tcp import Kept
 
-# (from_client, ts, stream offset, bytes or gap size): as the engine keeps them.
-StreamChunk = tuple[bool, float, int, "bytes | int"]
+# (from_client, ts, stream offset, bytes | gap size | Resent): as the engine keeps them.
+StreamChunk = Kept
 
 
 @dataclass(frozen=True, slots=True)

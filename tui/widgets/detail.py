@@ -15,6 +15,7 @@ from textual.widgets import DataTable, RichLog, Static
 
 from engine.content import decode_message_body, looks_textual, pretty_json
 from engine.events import HttpRequest, HttpResponse, HttpTransaction
+from engine.tcp import Resent
 from tui.escape import escape_bytes, escape_text, hexdump_lines
 from tui.messages import StreamChunk
 from tui.widgets.connections import size
@@ -145,7 +146,7 @@ RERENDER_LINES = 5_000  # marks that arrive for bytes already shown redraw a vie
 
 class StreamView(RichLog):
     """Both directions in arrival order, coloured by direction, as text or a hex dump, with the
-    start of every HTTP message marked."""
+    start of every HTTP message, gaps and retransmissions marked."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(wrap=False, markup=False, highlight=False, max_lines=50_000, **kwargs)  # type: ignore[arg-type]
@@ -195,6 +196,9 @@ class StreamView(RichLog):
 
     def _render(self, chunk: StreamChunk, scroll: bool) -> None:
         from_client, ts, offset, data = chunk
+        if isinstance(data, Resent):
+            self._resent(from_client, ts, offset, data, scroll)
+            return
         end = offset + (data if isinstance(data, int) else len(data))
         self._shown_to[from_client] = max(self._shown_to[from_client], end)
         if isinstance(data, int):
@@ -214,6 +218,21 @@ class StreamView(RichLog):
             self.write(Text(f"┄┄ {escape_text(label)}", f"dim {style}"), scroll_end=scroll)
         if start < len(data):
             self._render_part(from_client, ts, offset + start, data[start:], scroll)
+
+    def _resent(self, from_client: bool, ts: float, offset: int, resent: Resent,
+                scroll: bool) -> None:
+        """A line where bytes came again; the data after it gets a fresh header."""
+        who = "client" if from_client else "server"
+        if resent.differs:
+            verdict, style = "DIFFERENT from the first copy, which is what is shown", "bold yellow"
+        elif resent.differs is None:
+            verdict = "the first copy is no longer kept to compare"
+            style = f"dim {CLIENT_STYLE if from_client else SERVER_STYLE}"
+        else:
+            verdict, style = "same as the first copy", f"dim {CLIENT_STYLE if from_client else SERVER_STYLE}"
+        self.write(Text(f"↻ {who} resent {resent.size} bytes at offset {offset} · {ts:.6f}: {verdict}",
+                        style), scroll_end=scroll)
+        self._last_dir = None
 
     def _direction(self, from_client: bool, ts: float, offset: int, scroll: bool) -> None:
         """A header line where the direction changes."""
