@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -71,3 +72,66 @@ def test_capture_on_a_pipe_while_keys_come_from_the_terminal(session):
     wait_for(session, "Accept-Language")
     tmux("send-keys", "-t", session, "q")
     wait_for(session, "EXITED 0")
+
+
+SGR = re.compile(r"\x1b\[([0-9;:]*)m|([^\x1b])")
+# Lines and blocks that draw borders, tab underlines and scrollbars: not text to be read.
+DRAWING = set("─━│┃┄┅╸╺╹╻▁▂▃▄▅▆▇█▉▊▋▌▍▎▏▔▕▐ ")
+
+
+def cell_colours(screen: str) -> tuple[set[int], list[tuple[str, int, int]]]:
+    """The SGR parameters a screen dump (capture-pane -e) uses, and each text cell with its
+    foreground and background as 16-colour indexes; the terminal's defaults count as a dark
+    terminal's (white on black)."""
+    params: set[int] = set()
+    cells = []
+    for line in screen.split("\n"):
+        fg, bg = 7, 0
+        for m in SGR.finditer(line):
+            if m.group(1) is None:
+                if m.group(2) not in DRAWING:
+                    cells.append((m.group(2), fg, bg))
+                continue
+            values = [int(v) if v else 0 for v in re.split("[;:]", m.group(1))]
+            params.update(values)
+            for p in values:
+                if p == 0:
+                    fg, bg = 7, 0
+                elif 30 <= p <= 37 or 90 <= p <= 97:
+                    fg = p % 10 + (8 if p >= 90 else 0)
+                elif p == 39:
+                    fg = 7
+                elif 40 <= p <= 47 or 100 <= p <= 107:
+                    bg = p % 10 + (8 if p >= 100 else 0)
+                elif p == 49:
+                    bg = 0
+    return params, cells
+
+
+def test_a_16_colour_terminal_gets_16_colours_and_no_text_in_its_background_colour(session):
+    """With TERM=xterm-16color and no COLORTERM, every view uses the 16 basic colours only
+    (no 256-colour or RGB sequences), and no text is drawn in the colour of its background."""
+    command = (f"cd {ROOT} && env -u COLORTERM -u NO_COLOR TERM=xterm-16color {sys.executable} "
+               f"-m tui.cli -r {capture('zeek/http__get.pcap')}; echo EXITED $?")
+    tmux("send-keys", "-t", session, command, "Enter")
+    wait_for(session, "done ")
+    views = {}
+    for keys, shows in [((), "GET /download/CHANGES.bro-aux.txt"), (("2",), "Initial import"),
+                        (("x",), "00001388  53 69 77"), (("3",), "###[ Ethernet ]###"),
+                        (("f",), "BPF capture filter"), (("Escape", "?"), "wirepeek keys")]:
+        for key in keys:
+            tmux("send-keys", "-t", session, key)
+            time.sleep(0.3)  # an Escape followed at once by a key would read as Alt+key
+        wait_for(session, shows)
+        time.sleep(0.3)  # let the frame settle: colours may follow the text by one refresh
+        views[shows] = tmux("capture-pane", "-e", "-p", "-t", session)
+    tmux("send-keys", "-t", session, "q")
+    wait_for(session, "wirepeek")  # the help closed
+    tmux("send-keys", "-t", session, "q")
+    wait_for(session, "EXITED 0")
+    for shows, screen in views.items():
+        params, cells = cell_colours(screen)
+        assert params & {38, 48} == set(), f"{shows}: colours beyond 16 in use"
+        assert len(cells) > 200, shows
+        unreadable = "".join(ch for ch, fg, bg in cells if fg == bg)
+        assert unreadable == "", f"{shows}: text in its background colour: {unreadable!r}"
