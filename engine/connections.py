@@ -471,6 +471,7 @@ class ConnectionTable:
             self.memory -= conn.kept_bytes
         conn.kept = None
         conn.kept_bytes = 0
+        conn.release()
 
     def finish_all(self, ts: float) -> None:
         """End of the capture: every connection is final, in the order they were first seen."""

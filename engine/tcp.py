@@ -226,6 +226,17 @@ class Connection:
         self.finished_ts: float | None = None
         self.first_packet = 0  # number of the packet that opened it, in the whole capture
 
+    def release(self) -> None:
+        """Break the references between the connection and its half streams once it has left
+        the table, so that reference counting frees it at once. Left as a cycle, every closed
+        connection would wait for a full garbage collection, which then stops the whole process
+        for as long as it takes to free them all (over half a second after 100,000)."""
+        for hs in (self.client, self.server):
+            del hs.conn, hs.peer
+        del self.client, self.server
+        self.consumers = ()
+        self.sniffed = None
+
     @property
     def client_addr(self) -> str:
         return self.endpoints()[0]

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import gc
+
+from engine import sources
 from engine.batch import Batch
 from engine.bounds import CONNECTION_COST, Bounds
 from engine.events import ConnectionClosed
+from engine.http import HttpParser
 from engine.pipeline import Pipeline
+from engine.tcp import Connection, HalfStream
+from tests.captures import capture
 from tests.synth import ether, ipv4, tcp
 
 SERVER = "192.0.2.80"
@@ -78,3 +84,28 @@ def test_kept_bytes_outlive_the_connection_only_within_the_budget():
     assert kept[-1] is not None and sum(len(c[3]) for c in kept[-1]) == 5000  # the newest remain
     assert kept[0] is None  # the oldest gave way to the budget
     assert pipeline.stats().dropped_kept_bytes > 0
+
+
+def test_connections_leaving_the_table_are_freed_without_the_cycle_collector():
+    """Closed connections (and their half streams and HTTP parsers) must not wait for a full
+    garbage collection, which the app runs only at quiet moments: reference counting frees them
+    as soon as they leave the table."""
+    gc.collect()  # what earlier tests left
+    gc.disable()
+    try:
+        pipeline = Pipeline(Bounds(closed_linger=0.0))
+        source = sources.open_files([capture("zeek/wikipedia.pcap")])
+        try:
+            while (batch := source.next_batch()) is not None:
+                pipeline.feed(batch)
+        finally:
+            source.close()
+        alive = [o for o in gc.get_objects() if isinstance(o, (Connection, HalfStream, HttpParser))]
+        assert any(isinstance(o, HttpParser) for o in alive)  # the capture is parsed as HTTP
+        events = pipeline.finish()
+        assert sum(isinstance(e, ConnectionClosed) for e in events) == pipeline.stats().connections_total
+        del alive, events
+        left = [o for o in gc.get_objects() if isinstance(o, (Connection, HalfStream, HttpParser))]
+        assert left == []
+    finally:
+        gc.enable()
