@@ -8,12 +8,11 @@ here reads the engine's live objects.
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 import time
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -25,6 +24,7 @@ from engine import sources
 from engine.bounds import Bounds
 from engine.events import Stats
 from tui.capture import CaptureDriver, SourceSpec
+from tui.collector import Collector
 from tui.escape import escape_text
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied
 from tui.screens.help import HelpScreen
@@ -35,8 +35,8 @@ from tui.widgets.packets import PacketsView, dissect, summarise
 from tui.widgets.status import StatusBar
 
 
-GC_THRESHOLDS = (700, 10, 100)  # CPython's defaults but the last (10); see on_mount
 SWITCH_INTERVAL = 0.0005  # seconds; see on_mount
+KEY_HOLD = 0.05  # seconds the capture thread may wait for a key to be answered, at most
 ROWS_BUDGET = 0.02  # seconds of row updates per engine update, at most
 
 
@@ -68,6 +68,8 @@ class WirepeekApp(App[None]):
         self.status: CaptureStatus | None = None
         self.stats: Stats | None = None
         self.file_done = asyncio.Event()  # a capture file has been read to its end (for tests)
+        self.collector = Collector()
+        self._switch_interval = sys.getswitchinterval()
 
     def compose(self) -> ComposeResult:
         with Vertical(id="main"):
@@ -95,12 +97,28 @@ class WirepeekApp(App[None]):
         # to 5 ms: dozens of such waits made a key take hundreds of ms. A shorter switch interval
         # costs the engine a little and keeps keys quick.
         sys.setswitchinterval(SWITCH_INTERVAL)
-        # Full collections scan every tracked object (the engine's connections, the rows): with
-        # 60,000 connections each took about 250 ms, held the GIL, and came every second or two
-        # under load. Tenfold rarer full collections measured one such pause where there were 14,
-        # for about 13% more resident memory (cyclic garbage waits longer).
-        gc.set_threshold(*GC_THRESHOLDS)
+        # Full garbage collections wait until no key has come for a while (tui.collector).
+        self.collector.start(time.monotonic())
+        self.set_interval(1.0, self._collect)
         self.run_capture()
+
+    def on_unmount(self) -> None:
+        self.collector.stop()
+        sys.setswitchinterval(self._switch_interval)
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, (events.Key, events.MouseDown)) and not event.is_forwarded:
+            now = time.monotonic()
+            self.collector.key(now)
+            self.driver.hold_until = now + KEY_HOLD
+            self.call_after_refresh(self._release_hold)
+        await super().on_event(event)
+
+    def _release_hold(self) -> None:
+        self.driver.hold_until = 0.0
+
+    def _collect(self) -> None:
+        self.collector.tick(time.monotonic())
 
     @work(thread=True, exclusive=True, exit_on_error=False, name="capture")
     def run_capture(self) -> None:

@@ -243,6 +243,9 @@ class CaptureDriver:
         # more: a file waits, a live capture goes on reading and folds what it sees (Pending),
         # so updates never queue up in front of the user's keys.
         self.taken = threading.Event()
+        # Set by the UI when a key comes, cleared once the screen has answered it: until then
+        # the driver reads nothing, so that the two threads do not share the GIL (KEY_HOLD at most).
+        self.hold_until = 0.0
         self.taken.set()
         self.shedding = False  # HTTP parsing of new connections is off (Governor)
 
@@ -274,9 +277,14 @@ class CaptureDriver:
                 read = False
                 busy = 0.0
                 while not finished and not cancelled():
-                    remaining = deadline - time.monotonic()
+                    now = time.monotonic()
+                    remaining = deadline - now
                     if remaining <= 0:
                         break
+                    if self.hold_until > now:
+                        # A key is being answered: let the UI thread have the GIL.
+                        time.sleep(min(self.hold_until - now, remaining))
+                        continue
                     batch = source.next_batch(remaining if source.live else 0)
                     read = True
                     if batch is None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import resource
 import statistics
 import time
 from array import array
@@ -110,6 +112,30 @@ async def measure(app: WirepeekApp, presses: int, until_rows: int) -> dict[str, 
         return result
 
     app._display = timed_display  # type: ignore[method-assign]
+    # Where the time goes: each engine update the app takes, and each full garbage collection.
+    updates: list[tuple[float, float]] = []  # (end, seconds)
+    collections: list[tuple[float, float]] = []
+    take = app._take
+
+    def timed_take(update: Any) -> None:
+        t = time.perf_counter()
+        take(update)
+        end = time.perf_counter()
+        updates.append((end, end - t))
+
+    app._take = timed_take  # type: ignore[method-assign]
+    gc_started = [0.0]
+
+    def gc_callback(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            end = time.perf_counter()
+            collections.append((end, end - gc_started[0]))
+
+    gc.callbacks.append(gc_callback)
     samples: list[tuple[float, int]] = []  # (seconds, rows listed when the key was sent)
     timeline: list[tuple[float, int, int, float | None]] = []  # (at, rows, packets, latency)
     unanswered = 0
@@ -154,7 +180,17 @@ async def measure(app: WirepeekApp, presses: int, until_rows: int) -> dict[str, 
         elapsed = time.perf_counter() - start
         stats = app.stats
         rows_end = table.row_count
+        # What a full collection costs now: the app runs them only when no key has come for a
+        # while, or when the longest interval has passed (tui.collector).
+        gc.callbacks.remove(gc_callback)
+        app.driver.taken.clear()  # hold the engine still
+        t = time.perf_counter()
+        gc.collect()
+        full_now = time.perf_counter() - t
+        app.driver.taken.set()
     return {"samples": samples, "timeline": timeline, "unanswered": unanswered, "elapsed": elapsed,
+            "updates": [(t - start, d) for t, d in updates],
+            "collections": [(t - start, d) for t, d in collections], "full_now": full_now,
             "packets": stats.packets if stats else 0, "rows": rows_end,
             "unparsed": stats.unparsed_connections if stats else 0}
 
@@ -175,7 +211,15 @@ def report(label: str, result: dict[str, Any], since_rows: int = 0) -> None:
         p95 = values[max(0, int(len(values) * 0.95) - 1)]
         print(f"  key to screen, {name} ({len(values)}): median {statistics.median(values) * 1000:.0f} ms,"
               f" p95 {p95 * 1000:.0f} ms, max {values[-1] * 1000:.0f} ms")
-    print("  every 2 s: seconds, rows, engine packets/s over the window, worst key (ms)")
+    collections = result["collections"]
+    longest = max((d for _, d in collections), default=0.0)
+    print(f"  full garbage collections while measuring: {len(collections)}, longest "
+          f"{longest * 1000:.0f} ms; one run at the end, with {result['rows']:,} rows: "
+          f"{result['full_now'] * 1000:.0f} ms")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  peak resident memory of the process so far: {peak:,.0f} MiB")
+    print("  every 2 s: seconds, rows, engine packets/s over the window, worst key (ms), longest "
+          "engine update taken by the app (ms), full collections (ms)")
     window: list[tuple[float, int, int, float | None]] = []
     last_packets, last_at = 0, 0.0
     for sample in result["timeline"] + [(float("inf"), 0, 0, None)]:
@@ -183,8 +227,11 @@ def report(label: str, result: dict[str, Any], since_rows: int = 0) -> None:
             at, rows, packets = window[-1][0], window[-1][1], window[-1][2]
             worst = max((s[3] for s in window if s[3] is not None), default=None)
             rate = (packets - last_packets) / max(at - last_at, 1e-9)
+            taken = max((d for t, d in result["updates"] if last_at < t <= at), default=0.0)
+            pauses = [f"{d * 1000:.0f}" for t, d in collections if last_at < t <= at]
             print(f"    {at:6.1f} {rows:8,} {rate:10,.0f} "
-                  + (f"{worst * 1000:6.0f}" if worst is not None else "   n/a"))
+                  + (f"{worst * 1000:6.0f}" if worst is not None else "   n/a")
+                  + f" {taken * 1000:6.0f}  {' '.join(pauses)}")
             last_packets, last_at, window = packets, at, []
         window.append(sample)
     if result["unanswered"]:

@@ -1,0 +1,90 @@
+"""Full garbage collections wait for a quiet moment; keys hold the capture thread back."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import weakref
+
+import pytest
+
+from engine.bounds import Bounds
+from tests.captures import capture
+from tui.app import KEY_HOLD, WirepeekApp
+from tui.capture import SourceSpec
+from tui.collector import NEVER, Collector
+
+
+class Node:
+    def __init__(self) -> None:
+        self.me = self  # a cycle: only the collector frees it
+
+
+def test_a_full_collection_waits_for_quiet_and_for_its_interval():
+    c = Collector(quiet=2, every=15, at_most=120)
+    c.start(1000.0)
+    try:
+        assert not c.due(1010.0)  # too soon after the last
+        assert c.due(1015.0)  # no key yet: quiet
+        c.key(1014.0)
+        assert not c.due(1015.0)  # a key a second ago
+        assert c.due(1016.0)
+        for t in range(1016, 1120):
+            c.key(float(t))  # typing all the time...
+            assert not c.due(t + 0.5)
+        assert c.due(1120.0)  # ...until the longest interval
+    finally:
+        c.stop()
+
+
+def test_the_collector_owns_the_old_generation_only_while_started():
+    before = gc.get_threshold()
+    c = Collector()
+    c.start(0.0)
+    c.start(0.0)  # twice changes nothing
+    assert gc.get_threshold() == (before[0], before[1], NEVER)
+    c.stop()
+    c.stop()
+    assert gc.get_threshold() == before
+
+
+def test_tick_collects_cyclic_garbage_when_due():
+    c = Collector(quiet=1, every=5, at_most=60)
+    c.start(100.0)
+    try:
+        node = Node()
+        ref = weakref.ref(node)
+        del node
+        assert not c.tick(101.0)
+        assert ref() is not None  # cyclic garbage waits
+        assert c.tick(106.0)
+        assert ref() is None and c.full == 1 and c.last_full == 106.0
+    finally:
+        c.stop()
+
+
+@pytest.mark.asyncio
+async def test_the_app_defers_full_collections_and_holds_the_capture_for_a_key():
+    before = gc.get_threshold()
+    app = WirepeekApp(SourceSpec(files=(capture("zeek/wikipedia.pcap"),)), "", Bounds())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await asyncio.wait_for(app.file_done.wait(), timeout=20)
+        assert gc.get_threshold()[2] == NEVER
+        held: list[float] = []
+        release = app._release_hold
+
+        def spy() -> None:
+            held.append(app.driver.hold_until)
+            release()
+
+        app._release_hold = spy  # type: ignore[method-assign]
+        pressed = time.monotonic()
+        await pilot.press("j")
+        await pilot.pause()
+        # The key held the capture thread back for at most KEY_HOLD, and the refresh that
+        # answered it let the capture go on.
+        assert len(held) == 1 and pressed < held[0] <= time.monotonic() + KEY_HOLD
+        assert app.driver.hold_until == 0.0
+        assert app.collector.last_key >= pressed
+    assert gc.get_threshold() == before
