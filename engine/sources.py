@@ -36,6 +36,8 @@ from typing import Any, BinaryIO, NamedTuple, Self, TypeVar
 import pcapy
 
 from engine.batch import META, Batch
+from engine.decode import tcp_key
+from engine.tcp import reverse_key
 
 MAX_BATCH = 4096
 """Most packets in one batch: big enough to amortise per-call costs, small enough to stay fresh."""
@@ -1165,9 +1167,10 @@ class _PcapWriter:
     The file header, which names the one link type of the file, is written with the first packet.
     """
 
-    def __init__(self, out: BinaryIO, name: str) -> None:
+    def __init__(self, out: BinaryIO, name: str, owned: bool = True) -> None:
         self._out = out
         self._name = name
+        self._owned = owned  # closed at the end; standard output is only flushed
         self._record = struct.Struct("=IIII")
         self.linktype: int | None = None
         self.written = 0
@@ -1193,10 +1196,10 @@ class _PcapWriter:
         # Even without a packet the output is a valid capture, as with tcpdump -w.
         if self.linktype is None:
             self._write_header(linktype_if_empty)
-        if self._out is sys.stdout.buffer:
-            self._out.flush()
-        else:
+        if self._owned:
             self._out.close()
+        else:
+            self._out.flush()
 
 
 def _packets_to_write(
@@ -1259,7 +1262,7 @@ def write_packets(
         out = sys.stdout.buffer if out_path == "-" else open(out_path, "wb")  # noqa: SIM115
     except OSError as e:
         raise CaptureError(f"{out_path}: {(e.strerror or str(e)).lower()}") from None
-    writer = _PcapWriter(out, out_path)
+    writer = _PcapWriter(out, out_path, owned=out_path != "-")
     try:
         for p in _packets_to_write(source, count, duration):
             writer.write(p)
@@ -1267,7 +1270,7 @@ def write_packets(
     except OSError as e:
         raise CaptureError(f"{out_path}: {(e.strerror or str(e)).lower()}") from None
     finally:
-        if not out.closed and out is not sys.stdout.buffer:
+        if not out.closed and out_path != "-":
             out.close()
     return writer.written
 
@@ -1287,6 +1290,19 @@ def matching_packets(batches: Iterable[Batch], expression: str) -> list[Packet]:
             data = batch.data[off : off + caplen]
             if check.matches(batch.linktype, data):
                 found.append(Packet(sec, usec, batch.linktype, caplen, data))
+    return found
+
+
+def packets_of_connections(batches: Iterable[Batch], keys: set[int]) -> list[Packet]:
+    """The TCP packets of these batches whose table key (either direction) is in `keys`
+    (`engine.tcp.endpoints_key`). Fragments are left out: only whole datagrams carry both ports."""
+    found = []
+    for batch in batches:
+        linktype, data = batch.linktype, batch.data
+        for sec, usec, off, caplen in META.iter_unpack(batch.meta):
+            key = tcp_key(linktype, data, off, off + caplen)
+            if key is not None and (key in keys or reverse_key(key) in keys):
+                found.append(Packet(sec, usec, linktype, caplen, data[off : off + caplen]))
     return found
 
 
