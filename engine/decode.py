@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import struct
 
+from engine.tcp import V6_TAG
+
 ETHERNET = 1
 NULL = 0
 RAW_BSD = 12
@@ -38,6 +40,8 @@ PPP_IPV6 = 0x0057
 # BSD address families for IPv6 differ per system: Linux 10, NetBSD/OpenBSD 24, FreeBSD 28, macOS 30.
 AF_INET = 2
 AF_INET6 = frozenset({10, 24, 28, 30})
+
+TCP = 6
 
 _u16 = struct.Struct("!H").unpack_from
 _u16le = struct.Struct("<H").unpack_from
@@ -174,3 +178,32 @@ def ipv6_payload(buf: bytes, off: int, end: int) -> tuple[int, int, int, int | N
     if pos > stop:
         return None
     return nh, pos, off + 40 + plen if plen else stop, frag
+
+
+def tcp_key(linktype: int, buf: bytes, off: int, end: int) -> int | None:
+    """The connection table key (see `engine.tcp`) of the TCP segment at buf[off:end], from its
+    sender's side; None if it is not TCP or is a fragment (only the reassembled datagram has both
+    ports for certain)."""
+    found = network_offset(linktype, buf, off, end)
+    if found is None:
+        return None
+    version, ip = found
+    if version == 4:
+        if ip + 20 > end:
+            return None
+        ihl = (buf[ip] & 15) << 2
+        if buf[ip + 9] != TCP or _u16(buf, ip + 6)[0] & 0x3FFF or ihl < 20:
+            return None
+        addrs = int.from_bytes(buf[ip + 12 : ip + 20], "big")
+        l4 = ip + ihl
+    else:
+        walked = ipv6_payload(buf, ip, end)
+        if walked is None:
+            return None
+        proto, l4, _stop, frag_at = walked
+        if proto != TCP or frag_at is not None:
+            return None
+        addrs = int.from_bytes(buf[ip + 8 : ip + 40], "big") | V6_TAG >> 32
+    if l4 + 4 > end:
+        return None
+    return (addrs << 32) | int.from_bytes(buf[l4 : l4 + 4], "big")

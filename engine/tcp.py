@@ -95,6 +95,31 @@ class StreamConsumer(Protocol):
 
 
 
+def endpoints_key(src: str, dst: str) -> int:
+    """The key of packets from `src` to `dst` ("addr:port", "[v6addr]:port"): the inverse of
+    `key_endpoints`. Raises ValueError for anything else."""
+    (sa, sp), (da, dp) = _endpoint(src), _endpoint(dst)
+    if len(sa) != len(da):
+        raise ValueError(f"{src} and {dst} are not of one address family")
+    ports = (sp << 16) | dp
+    addrs = (int.from_bytes(sa, "big") << (8 * len(da))) | int.from_bytes(da, "big")
+    if len(sa) == 16:
+        return V6_TAG | (addrs << 32) | ports
+    return (addrs << 32) | ports
+
+
+def _endpoint(text: str) -> tuple[bytes, int]:
+    address, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > _M16:
+        raise ValueError(f"not an address and port: {text!r}")
+    try:
+        if address.startswith("[") and address.endswith("]"):
+            return socket.inet_pton(socket.AF_INET6, address[1:-1]), int(port)
+        return socket.inet_pton(socket.AF_INET, address), int(port)
+    except OSError:
+        raise ValueError(f"not an address and port: {text!r}") from None
+
+
 class HalfStream:
     """One direction of a connection: the bytes one endpoint sent."""
 

@@ -7,7 +7,8 @@ import struct
 import pytest
 
 from engine import decode
-from tests.synth import ether, ipv4, ipv6, tcp
+from engine.tcp import endpoints_key, key_endpoints, reverse_key
+from tests.synth import ether, ipv4, ipv4_fragments, ipv6, ipv6_ext_header, tcp, udp
 
 V4 = ipv4("10.0.0.1", "10.0.0.2", 6, tcp(40000, 80, 1, 0, "S", src_ip="10.0.0.1", dst_ip="10.0.0.2"))
 V6 = ipv6("fe80::1", "fe80::2", 6, tcp(40000, 80, 1, 0, "S", src_ip="fe80::1", dst_ip="fe80::2"))
@@ -67,3 +68,42 @@ def test_ipv6_extension_headers_are_walked():
     pkt = ipv6("::1", "::2", 0, hop + dst + payload)
     nh, l4, end, frag = decode.ipv6_payload(pkt, 0, len(pkt))
     assert (nh, l4, end, frag) == (6, 56, len(pkt), None)
+
+
+# --- the connection key of a packet, for writing many connections at once -------------------------
+
+
+@pytest.mark.parametrize("packet,src,dst", [
+    (V4, "10.0.0.1:40000", "10.0.0.2:80"),
+    (V6, "[fe80::1]:40000", "[fe80::2]:80"),
+    (ipv6("2001:db8::1", "2001:db8::2", 0, tcp(5, 443, 1, 0, "S", src_ip="2001:db8::1",
+                                               dst_ip="2001:db8::2"), ipv6_ext_header(6)),
+     "[2001:db8::1]:5", "[2001:db8::2]:443"),  # after a hop-by-hop header
+])
+def test_tcp_key_is_the_table_key_of_the_sender(packet, src, dst):
+    frame = ether(packet, ethertype=0x86DD if packet[0] >> 4 == 6 else 0x0800)
+    key = decode.tcp_key(decode.ETHERNET, frame, 0, len(frame))
+    assert key == endpoints_key(src, dst)
+    assert key_endpoints(key) == (src, dst)
+    assert reverse_key(key) == endpoints_key(dst, src)
+
+
+def test_tcp_key_is_none_for_fragments_udp_and_short_packets():
+    big = ipv4("10.0.0.1", "10.0.0.2", 6, tcp(1, 2, 1, 0, "PA", b"x" * 100, src_ip="10.0.0.1",
+                                             dst_ip="10.0.0.2"))
+    for fragment in ipv4_fragments(big, 48):
+        frame = ether(fragment)
+        assert decode.tcp_key(decode.ETHERNET, frame, 0, len(frame)) is None
+    frame = ether(ipv4("10.0.0.1", "10.0.0.2", 17, udp(1, 2, src_ip="10.0.0.1", dst_ip="10.0.0.2")))
+    assert decode.tcp_key(decode.ETHERNET, frame, 0, len(frame)) is None
+    frame = ether(V4)
+    assert decode.tcp_key(decode.ETHERNET, frame, 0, 14 + 20 + 3) is None  # ports cut short
+
+
+@pytest.mark.parametrize("text", ["10.0.0.1", "10.0.0.1:x", "10.0.0.1:70000", "[::1:80",
+                                  "300.0.0.1:80", "[10.0.0.1]:80"])
+def test_endpoints_key_refuses_what_is_not_an_endpoint(text):
+    with pytest.raises(ValueError):
+        endpoints_key(text, "10.0.0.2:80")
+    with pytest.raises(ValueError):
+        endpoints_key("10.0.0.2:80", "[::1]:80")  # two families

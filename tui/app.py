@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 
 from rich.text import Text
 from textual import events, on, work
@@ -23,7 +24,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from engine import sources
 from engine.bounds import Bounds
 from engine.events import Stats
-from tui.capture import CaptureDriver, SourceSpec
+from tui.capture import CaptureDriver, PacketRing, SourceSpec
 from tui.collector import Collector
 from tui.escape import escape_text
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied
@@ -54,6 +55,7 @@ class WirepeekApp(App[None]):
         Binding("2", "show_tab('tab-stream')", "Stream"),
         Binding("3", "show_tab('tab-packets')", "Packets"),
         Binding("w", "write_pcap", "Write pcap"),
+        Binding("W", "write_shown", "Write all shown", show=False),
         Binding("x", "toggle_hex", "Text/hex"),
         Binding("escape", "back", "Back", show=False),
     ]
@@ -86,6 +88,7 @@ class WirepeekApp(App[None]):
             yield Input(id="capture-filter", placeholder="BPF capture filter, e.g. tcp port 80")
             yield Input(id="display-filter", placeholder="show connections matching these words")
             yield Input(id="write-path", placeholder="write the selected connection's packets to")
+            yield Input(id="write-all-path", placeholder="write the packets of every connection shown to")
         yield StatusBar(id="status")
         yield Footer()
 
@@ -129,7 +132,7 @@ class WirepeekApp(App[None]):
         if event.worker.name == "capture" and event.state == WorkerState.ERROR:
             # A bug, not bad input (the driver reports those): say so rather than freeze quietly.
             error = escape_text(f"{type(event.worker.error).__name__}: {event.worker.error}")
-            self.notify(f"the capture stopped: {error}", severity="error", timeout=60)
+            self.notify(f"the capture stopped: {error}", severity="error", timeout=60, markup=False)
 
     # ------------------------------------------------------------------ engine updates
 
@@ -279,14 +282,44 @@ class WirepeekApp(App[None]):
         self._close_prompt()
         self.write_connection(info.client, info.server, path)
 
+    def action_write_shown(self) -> None:
+        if not self.query_one(ConnectionsTable).row_count:
+            self.notify("no connection is shown", severity="warning")
+            return
+        self._open_prompt("#write-all-path", "wirepeek-shown.pcap")
+
+    @on(Input.Submitted, "#write-all-path")
+    def write_shown(self, event: Input.Submitted) -> None:
+        path = event.value.strip()
+        if not path:
+            return
+        self._close_prompt()
+        connections = self.store.connections
+        shown = [(info.client, info.server) for conn_id in self.query_one(ConnectionsTable).order
+                 if (info := connections.get(conn_id)) is not None]
+        self.write_connections(shown, path)
+
     @work(thread=True, exclusive=True, group="write", exit_on_error=False)
     def write_connection(self, client: str, server: str, path: str) -> None:
+        self._write(lambda ring: ring.packets_of(client, server), path, "")
+
+    @work(thread=True, exclusive=True, group="write", exit_on_error=False)
+    def write_connections(self, endpoints: list[tuple[str, str]], path: str) -> None:
+        self._write(lambda ring: ring.packets_of_all(endpoints), path,
+                    f" of {len(endpoints)} connection{'s' if len(endpoints) != 1 else ''}")
+
+    def _write(self, select: Callable[[PacketRing], list[sources.Packet]], path: str,
+               what: str) -> None:
+        """In a worker thread: write the packets the ring still holds, and say how it went."""
+        ring = self.driver.packets
         try:
-            written = sources.write_packet_list(self.driver.packets.packets_of(client, server), path)
+            written = sources.write_packet_list(select(ring), path)
         except sources.CaptureError as e:
-            self.call_from_thread(self.notify, str(e), severity="error")
+            self.call_from_thread(self.notify, escape_text(str(e)), severity="error", markup=False)
             return
-        self.call_from_thread(self.notify, f"wrote {written} packets to {path}")
+        older = " (older packets are no longer held)" if ring.dropped_batches else ""
+        self.call_from_thread(self.notify, escape_text(f"wrote {written} packets{what} to {path}{older}"),
+                              markup=False)
 
     def action_toggle_hex(self) -> None:
         self.query_one(StreamView).toggle_hex()
@@ -331,7 +364,8 @@ class WirepeekApp(App[None]):
             self.query_one("#prompt-error", Label).update(Text(escape_text(message.error), "bold red"))
             return
         self._close_prompt()
-        self.notify(f"capture filter: {message.expression or '(none)'}", timeout=2)
+        self.notify(escape_text(f"capture filter: {message.expression or '(none)'}"), timeout=2,
+                    markup=False)
 
     @on(Input.Submitted, "#display-filter")
     def apply_display_filter(self, event: Input.Submitted) -> None:

@@ -20,6 +20,7 @@ from engine.bounds import Bounds
 from engine.events import ConnectionClosed, ConnectionInfo, ConnectionOpened, ConnectionUpdated
 from engine.events import HttpTransaction
 from engine.pipeline import Pipeline
+from engine.tcp import endpoints_key
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, StreamChunk
 
 TICK = 0.075  # seconds between updates to the UI
@@ -156,6 +157,11 @@ class PacketRing:
 
     def packets_of(self, client: str, server: str) -> list[sources.Packet]:
         return sources.matching_packets(self.batches(), connection_filter(client, server))
+
+    def packets_of_all(self, endpoints: list[tuple[str, str]]) -> list[sources.Packet]:
+        """The packets of many connections ((client, server) each), in one pass."""
+        keys = {endpoints_key(client, server) for client, server in endpoints}
+        return sources.packets_of_connections(self.batches(), keys)
 
 
 @dataclass(frozen=True, slots=True)
