@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable, Input, Label, TabbedContent
@@ -18,6 +19,7 @@ from tui.widgets.detail import HttpView, StreamView
 from tui.widgets.status import StatusBar
 
 SIZE = (120, 40)
+ROOT = Path(__file__).parent.parent
 
 
 def app_for(name: str, bpf: str = "") -> WirepeekApp:
@@ -146,6 +148,54 @@ async def test_stream_marks_retransmissions_and_shows_each_byte_once():
         # After a resend line the bytes go on under a fresh header that names their offset.
         i = lines.index(marks[0])
         assert lines[i + 1].startswith("── ") or lines[i + 1].startswith("↻ ")
+
+
+def http_text(app: WirepeekApp) -> str:
+    return str(app.query_one("#http-text").render())
+
+
+async def open_exchange(app: WirepeekApp, pilot: object, conn_id: int, index: int) -> str:
+    """Select a connection, open its exchanges (Enter) and move down to one: its text."""
+    app.query_one(ConnectionsTable).select(conn_id)
+    await pilot.pause()  # type: ignore[attr-defined]
+    await pilot.press("enter", *["down"] * index)  # type: ignore[attr-defined]
+    await pilot.pause()  # type: ignore[attr-defined]
+    assert app.selected == conn_id and app.query_one("#http-table", DataTable).cursor_row == index
+    return http_text(app)
+
+
+@pytest.mark.asyncio
+async def test_http_bodies_json_pretty_printed_and_binary_as_a_hex_dump():
+    app = WirepeekApp(SourceSpec(files=(str(ROOT / "tui/data/demo.pcap"),)), "", Bounds())
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        # The demo's POST sends its JSON on one line; the view indents it.
+        text = await open_exchange(app, pilot, 0, 1)
+        assert "POST /api/v1/orders HTTP/1.1" in text and "HTTP/1.1 201 Created" in text
+        assert '\n  "customer_id": 1187,\n' in text
+        assert '{"customer_id": 1187, "items"' not in text
+    app = app_for("zeek/http__pipelined-requests.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        text = await open_exchange(app, pilot, 0, 2)  # an image: a hex dump, not bytes
+        assert "GET /images/template/screen/bullet_utility.png" in text
+        assert "00000000  47 49 46 38 39 61" in text and "|GIF89a" in text  # a GIF, named .png
+
+
+@pytest.mark.asyncio
+async def test_http_detail_marks_bytes_never_captured_and_parse_errors():
+    app = app_for("suricata-verify/http-gap-simple__input.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        text = await open_exchange(app, pilot, 0, 1)
+        assert "[body 70B, 14B never captured, truncated]" in text
+    app = app_for("suricata-verify/http-multiple-cl__input.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        text = await open_exchange(app, pilot, 0, 0)
+        assert text.startswith("error: bad request: conflicting Content-Length headers")
+        row = app.query_one("#http-table", DataTable).get_row_at(0)
+        assert row[-1] == "error"
 
 
 @pytest.mark.asyncio

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from textual.app import App, ComposeResult
 
-from engine.events import ConnectionInfo, ConnectionOpened
+from engine.events import ConnectionClosed, ConnectionInfo, ConnectionOpened
 from tui.store import TrafficStore
 from tui.widgets.connections import ConnectionsTable
 
@@ -120,3 +120,42 @@ async def test_sort_by_packets_puts_the_busiest_first_and_keeps_the_selection():
         await pilot.press("s", "s")  # id, then packets
         assert table.sort_column == "packets"
         assert table.order[0] == 29 and table.selected_id() == 7
+
+
+def row_line(table: ConnectionsTable, conn_id: int):  # type: ignore[no-untyped-def]
+    return table.render_line(table.position[conn_id] - table.scroll_offset.y + 1)
+
+
+@pytest.mark.asyncio
+async def test_closed_rows_are_dimmed_and_stay_until_the_store_evicts_them():
+    app = TableApp()
+    app.store = TrafficStore(max_connections=10)
+    async with app.run_test(size=(120, 20)) as pilot:
+        table = app.query_one(ConnectionsTable)
+        app.fill(range(5))
+        app.store.apply((ConnectionClosed(info(2)._replace(state="CLOSED"), "closed"),))
+        table.update_rows(*app.store.take_changes())
+        await pilot.pause()
+        assert all(seg.style.dim for seg in row_line(table, 2) if seg.text.strip())
+        assert not any(seg.style and seg.style.dim for seg in row_line(table, 3) if seg.text.strip())
+        assert "CLOSED" in row_line(table, 2).text
+        app.fill(range(5, 10))  # up to the store's bound: all stay
+        assert table.order == list(range(10))
+        app.fill(range(10, 13))  # past it: the oldest go, closed or not
+        assert table.order == list(range(3, 13)) and app.store.evicted == 3
+
+
+@pytest.mark.asyncio
+async def test_a_click_selects_a_row_and_a_second_click_opens_it():
+    app = TableApp()
+    async with app.run_test(size=(100, 20)) as pilot:
+        table = app.query_one(ConnectionsTable)
+        app.fill(range(30))
+        await pilot.pause()
+        await pilot.click(ConnectionsTable, offset=(5, 4))  # the header is line 0
+        assert table.selected_id() == 3 and app.seen[-1] == 3
+        assert app.opened == []
+        await pilot.click(ConnectionsTable, offset=(5, 4))
+        assert app.opened == [3]
+        await pilot.click(ConnectionsTable, offset=(5, 0))  # the header selects nothing
+        assert table.selected_id() == 3

@@ -69,7 +69,8 @@ def body_text(data: bytes) -> Text:
     if looks_textual(data):
         pretty = pretty_json(data, BODY_SHOWN)
         if pretty is not None:
-            return Text(escape_text(pretty) + "\n")
+            # Escaped line by line: the indentation's newlines are ours, not the wire's.
+            return Text("\n".join(escape_text(line) for line in pretty.split("\n")) + "\n")
         return Text(escape_bytes(data, keep_newlines=True) + "\n")
     return Text("\n".join(hexdump_lines(data[:4096])) + "\n", "dim")
 
