@@ -256,3 +256,26 @@ def test_parallel_json_on_many_connections_and_count(tmp_path):
     last = max(conns, key=lambda r: r["id"])
     follow = wirepeek("-r", str(path), "--follow", str(last["id"]), "--dir", "client", "--count", "4000")
     assert len(follow.stdout) == last["bytes"]["client"]
+
+
+def without_capture_rights() -> None:
+    """In the child, before exec: take CAP_NET_RAW and CAP_NET_ADMIN out of the bounding set, so
+    that even root cannot open a live capture (as a user without sudo or setcap)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (12, 13):  # CAP_NET_ADMIN, CAP_NET_RAW
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping capabilities needs root (CI runs as root)")
+@pytest.mark.parametrize("mode", [["--json"], [], ["-w", "/dev/null"]])
+def test_live_capture_without_permission_says_what_to_do(mode):
+    proc = subprocess.run([*WIREPEEK, "-i", "lo", *mode, "--duration", "1"], capture_output=True,
+                          cwd=ROOT, timeout=60, preexec_fn=without_capture_rights)
+    no_traceback(proc)
+    assert proc.returncode == 1 and proc.stdout == b""
+    message = proc.stderr.decode()
+    assert message.count("\n") == 1 and message.startswith("wirepeek: no permission to capture on 'lo'")
+    assert "sudo" in message and "setcap cap_net_raw,cap_net_admin=eip" in message and "-r" in message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -135,3 +136,16 @@ def test_a_16_colour_terminal_gets_16_colours_and_no_text_in_its_background_colo
         assert len(cells) > 200, shows
         unreadable = "".join(ch for ch, fg, bg in cells if fg == bg)
         assert unreadable == "", f"{shows}: text in its background colour: {unreadable!r}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping capabilities needs root (CI runs as root)")
+def test_interactive_live_capture_without_permission_says_what_to_do(session):
+    # The shell in the pane keeps its rights; only the wirepeek process loses them.
+    drop = ("import ctypes,os,sys; libc=ctypes.CDLL(None); "
+            "[libc.prctl(24, c, 0, 0, 0) for c in (12, 13)]; "
+            "os.execv(sys.executable, [sys.executable, '-m', 'tui.cli', '-i', 'lo'])")
+    tmux("send-keys", "-t", session, f'cd {ROOT} && {sys.executable} -c "{drop}"; echo EXITED=$?',
+         "Enter")
+    screen = wait_for(session, "EXITED=1")
+    assert "Traceback" not in screen
+    assert "no permission to capture on 'lo'" in screen and "setcap" in screen

@@ -1,0 +1,142 @@
+"""The parts of the screen on their own: status bar, stream view following, demo replay, panes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from textual.app import App, ComposeResult
+
+from engine.bounds import Bounds
+from engine.events import Stats
+from engine.sources import CaptureStats
+from tui.app import WirepeekApp
+from tui.capture import RealTimeReplay, SourceSpec
+from tui.messages import CaptureStatus
+from tui.widgets.connections import ConnectionsTable
+from tui.widgets.detail import StreamView
+from tui.widgets.status import StatusBar
+
+DEMO = str(Path(__file__).parent.parent / "tui" / "data" / "demo.pcap")
+
+
+def stats(packets: int, **changes: int) -> Stats:
+    base = dict(ts=None, packets=packets, bytes=0, tcp_packets=packets, udp_packets=0,
+                other_packets=0, malformed=0, truncated=0, fragments=0, connections_total=7,
+                connections_active=3, evicted_connections=0, dropped_kept_bytes=0,
+                memory_used=128 << 20, memory_budget=512 << 20)
+    base.update(changes)
+    return Stats(**base)  # type: ignore[arg-type]
+
+
+class One(App[None]):
+    def __init__(self, widget: object) -> None:
+        super().__init__()
+        self.widget = widget
+
+    def compose(self) -> ComposeResult:
+        yield self.widget  # type: ignore[misc]
+
+
+@pytest.mark.asyncio
+async def test_status_bar_says_source_filter_rate_totals_drops_memory_and_mode():
+    bar = StatusBar()
+    async with One(bar).run_test(size=(200, 3)):
+        live = CaptureStatus(source="lo\x1b[31m", filter="tcp port 80", live=True, finished=False,
+                             capture=CaptureStats(received=10, dropped=3, if_dropped=2))
+        bar.show(live, stats(1000), paused=False, now=100.0, shown=3)
+        bar.show(live, stats(6000), paused=False, now=102.0, shown=3)  # 5,000 packets in 2 s
+        text = str(bar.render())
+        assert text.startswith(" LIVE  lo\\x1b[31m filter: tcp port 80 ")  # the name escaped
+        assert "│ 2,500 pkt/s │ 6,000 pkts │ 7 conns (3 shown) │ drops 5 │ mem 25% " in text
+        drops = next(span for span in bar.render().spans  # type: ignore[attr-defined]
+                     if text[span.start:span.end].startswith("│ drops"))
+        assert "red" in str(drops.style)
+        bar.show(live, stats(6000, evicted_connections=4, unparsed_connections=9), paused=True,
+                 now=103.0, shown=3)
+        text = str(bar.render())
+        assert text.startswith(" PAUSED ") and "│ evicted 4 " in text and "│ 9 unparsed " in text
+        done = CaptureStatus(source="f.pcap", filter="", live=False, finished=True, capture=None,
+                             shedding=True)
+        bar.show(done, stats(6000), paused=False, now=104.0, shown=3)
+        text = str(bar.render())
+        assert text.startswith(" done  f.pcap filter: (none) ") and "drops" not in text
+        assert "busy: new connections not parsed" in text
+
+
+@pytest.mark.asyncio
+async def test_stream_view_follows_new_data_unless_scrolled_up():
+    view = StreamView()
+    async with One(view).run_test(size=(80, 10)) as pilot:
+        view.reset(("10.0.0.1:1", "10.0.0.2:80"))
+
+        def add(n: int, start: int) -> None:
+            view.add(tuple((True, 1.0, (start + i) * 6, b"line\r\n") for i in range(n)))
+
+        add(50, 0)
+        await pilot.pause()
+        assert view.is_vertical_scroll_end and view.scroll_y > 0
+        add(10, 50)  # at the end: follows like tail -f
+        await pilot.pause()
+        assert view.is_vertical_scroll_end
+        view.scroll_to(y=5, animate=False)
+        await pilot.pause()
+        add(10, 60)  # scrolled up: stays where the reader is
+        await pilot.pause()
+        assert view.scroll_y == 5 and not view.is_vertical_scroll_end
+        view.scroll_end(animate=False)
+        await pilot.pause()
+        add(10, 70)  # back at the end: follows again
+        await pilot.pause()
+        assert view.is_vertical_scroll_end and len(view.lines) == 81  # a header and 80 lines
+
+
+@pytest.mark.asyncio
+async def test_tab_moves_to_the_detail_and_escape_comes_back():
+    app = WirepeekApp(SourceSpec(files=(DEMO,)), "", Bounds())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await asyncio.wait_for(app.file_done.wait(), timeout=20)
+        table = app.query_one(ConnectionsTable)
+        assert app.focused is table
+        for _ in range(4):
+            await pilot.press("tab")
+            if app.focused is not table and app.focused is not None:
+                break
+        assert app.focused is not table
+        assert any(a is app.query_one("#detail") for a in app.focused.ancestors)  # type: ignore[union-attr]
+        await pilot.press("escape")
+        assert app.focused is table
+
+
+def test_demo_replay_keeps_the_capture_pace_and_loops():
+    now = [1000.0]
+    replay = RealTimeReplay(DEMO, "", clock=lambda: now[0])
+    span = replay.packets[-1][1] - replay.first
+    assert 20 < span < 60 and replay.length == span + 1.0
+    got = replay.next_batch(0)
+    assert got is not None and len(got) >= 1  # what the capture has at its first instant
+    assert len(replay.next_batch(0)) == 0  # nothing more is due yet
+    now[0] += span / 2
+    half = replay.next_batch(0)
+    assert 0 < len(half) < len(replay.packets)
+    # Stamped with the wall clock, not the capture's time.
+    assert all(999.0 < ts <= now[0] for ts, _ in half.packets())
+    now[0] += span / 2 + 1.0 + 0.001  # the second loop's first packets are due
+    rest = replay.next_batch(0)
+    assert replay.loop == 1
+    assert len(got) + len(half) + len(rest) > len(replay.packets)
+    assert max(ts for ts, _ in rest.packets()) > 1000.0 + replay.length
+
+
+@pytest.mark.asyncio
+async def test_demo_mode_lists_connections_live():
+    app = WirepeekApp(SourceSpec(files=(DEMO,), replay=True), "", Bounds())
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if app.query_one(ConnectionsTable).row_count:
+                break
+        assert app.query_one(ConnectionsTable).row_count >= 1
+        assert str(app.query_one(StatusBar).render()).startswith(" LIVE ")
+        assert "(replay)" in str(app.query_one(StatusBar).render())
