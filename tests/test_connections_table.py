@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from textual.app import App, ComposeResult
 
-from engine.events import ConnectionClosed, ConnectionInfo, ConnectionOpened
+from engine.events import ConnectionClosed, ConnectionInfo, ConnectionOpened, ConnectionUpdated
 from tui.store import TrafficStore
 from tui.widgets.connections import ConnectionsTable
 
@@ -159,3 +159,36 @@ async def test_a_click_selects_a_row_and_a_second_click_opens_it():
         assert app.opened == [3]
         await pilot.click(ConnectionsTable, offset=(5, 0))  # the header selects nothing
         assert table.selected_id() == 3
+
+
+@pytest.mark.asyncio
+async def test_an_update_repaints_only_the_lines_of_the_rows_that_changed():
+    app = TableApp()
+    async with app.run_test(size=(120, 20)) as pilot:
+        table = app.query_one(ConnectionsTable)
+        app.fill(range(30))
+        await pilot.pause()
+        lines: list[int] = []
+        whole: list[int] = []
+        refresh_lines, refresh = table.refresh_lines, table.refresh
+
+        def spy_lines(y: int, count: int = 1) -> object:
+            lines.append(y)
+            return refresh_lines(y, count)
+
+        def spy(*regions: object, **kwargs: object) -> object:
+            if not regions:
+                whole.append(1)
+            return refresh(*regions, **kwargs)
+
+        table.refresh_lines = spy_lines  # type: ignore[method-assign]
+        table.refresh = spy  # type: ignore[method-assign]
+        # Same widths, new values: rows 5 and 7 on screen, row 25 below it.
+        app.store.apply(tuple(ConnectionUpdated(info(i)._replace(packets=(i + 1, 1)))
+                              for i in (5, 7, 25)))
+        table.update_rows(*app.store.take_changes())
+        assert sorted(lines) == [6, 8] and whole == []  # the header is line 0
+        # A value wider than its column moves the others: everything is repainted.
+        app.store.apply((ConnectionUpdated(info(3)._replace(packets=(10**12, 1))),))
+        table.update_rows(*app.store.take_changes())
+        assert whole
