@@ -192,3 +192,24 @@ async def test_an_update_repaints_only_the_lines_of_the_rows_that_changed():
         app.store.apply((ConnectionUpdated(info(3)._replace(packets=(10**12, 1))),))
         table.update_rows(*app.store.take_changes())
         assert whole
+
+
+@pytest.mark.asyncio
+async def test_new_connections_arrive_without_moving_the_cursor_or_the_view():
+    app = TableApp()
+    async with app.run_test(size=(100, 20)) as pilot:
+        table = app.query_one(ConnectionsTable)
+        table.focus()
+        app.fill(range(40))
+        await pilot.pause()
+        table.move_to(25)
+        await pilot.pause()
+        top, seen = table.scroll_offset.y, len(app.seen)
+        assert top > 0 and app.seen[-1] == 25
+        for start in range(40, 400, 40):  # ten updates' worth of new connections
+            app.fill(range(start, start + 40))
+            await pilot.pause()
+            assert table.selected_id() == 25 and table.cursor_row == 25
+            assert table.scroll_offset.y == top
+        assert len(app.seen) == seen  # nothing told the app the selection changed
+        assert table.order[-1] == 399
