@@ -140,3 +140,14 @@ async def test_demo_mode_lists_connections_live():
         assert app.query_one(ConnectionsTable).row_count >= 1
         assert str(app.query_one(StatusBar).render()).startswith(" LIVE ")
         assert "(replay)" in str(app.query_one(StatusBar).render())
+
+
+@pytest.mark.asyncio
+async def test_a_selection_that_arrives_as_the_widgets_go_is_ignored():
+    """At exit the widgets are removed while messages may still be queued (CI once saw the first
+    row of a live capture arrive then): handling one must not raise."""
+    app = WirepeekApp(SourceSpec(files=(DEMO,)), "", Bounds())
+    async with app.run_test(size=(120, 40)):
+        await asyncio.wait_for(app.file_done.wait(), timeout=20)
+        await app.query_one("#main").remove()
+        app.select_connection(ConnectionsTable.Selected(3))

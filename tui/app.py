@@ -191,6 +191,12 @@ class WirepeekApp(App[None]):
     def select_connection(self, event: ConnectionsTable.Selected) -> None:
         if event.conn_id == self.selected:
             return
+        try:
+            self._select(event)
+        except NoMatches:
+            pass  # the app is closing: the first rows of a capture came as its widgets went
+
+    def _select(self, event: ConnectionsTable.Selected) -> None:
         self.selected = event.conn_id
         self.driver.follow = event.conn_id
         stream = self.query_one(StreamView)
