@@ -109,6 +109,7 @@ class HttpRequest(NamedTuple):
     body: bytes  # the body as far as it is kept (see engine.http max_body)
     complete: bool
     offset: int = -1  # stream offset of its first byte in its direction (-1: not known)
+    body_gaps: tuple[tuple[int, int], ...] = ()  # (offset in `body`, bytes never captured there)
 
 
 class HttpResponse(NamedTuple):
@@ -124,6 +125,7 @@ class HttpResponse(NamedTuple):
     complete: bool
     interim: tuple[tuple[int, str, float], ...] = ()  # 1xx responses before it: (status, reason, ts)
     offset: int = -1  # stream offset of its first byte (of the final response, after any 1xx)
+    body_gaps: tuple[tuple[int, int], ...] = ()  # (offset in `body`, bytes never captured there)
 
 
 class HttpTransaction(NamedTuple):

@@ -76,7 +76,7 @@ class _Message:
     """A request or response being read."""
 
     __slots__ = ("head", "ts", "end_ts", "body_bytes", "missing", "chunks", "kept", "expected",
-                 "complete", "interim", "sent_headers", "peer_acked", "cached", "offset")
+                 "complete", "interim", "sent_headers", "peer_acked", "cached", "offset", "gaps")
 
     def __init__(self, head: Any, ts: float, expected: int | None, offset: int = -1) -> None:
         self.head = head
@@ -93,6 +93,7 @@ class _Message:
         self.sent_headers: list[tuple[bytes, bytes]] | None = None  # request headers as sent
         self.peer_acked: int | None = None  # see _Side.buf_acked
         self.cached: list[Any] | None = None  # its HeadCache entry: [event, decoded headers]
+        self.gaps: list[tuple[int, int]] | None = None  # (offset in the kept body, bytes missing)
 
     def add(self, data: bytes, max_body: int) -> None:
         n = len(data)
@@ -102,6 +103,14 @@ class _Message:
             piece = data if n <= room else data[:room]
             self.chunks.append(piece)
             self.kept += len(piece)
+
+    def skip(self, size: int) -> None:
+        """Body bytes that were never captured: counted, and where they fell noted."""
+        self.body_bytes += size
+        self.missing += size
+        if self.gaps is None:
+            self.gaps = []
+        self.gaps.append((self.kept, size))
 
     def headers(self) -> tuple[tuple[str, str], ...]:
         if self.cached is not None and self.cached[1] is not None:
@@ -117,7 +126,7 @@ class _Message:
         return HttpRequest(
             self.ts, self.end_ts, _text(h.method), _text(h.target), _text(h.http_version),
             self.headers(), self.body_bytes, self.missing, b"".join(self.chunks), self.complete,
-            self.offset,
+            self.offset, tuple(self.gaps or ()),
         )
 
     def response(self) -> HttpResponse:
@@ -125,7 +134,7 @@ class _Message:
         return HttpResponse(
             self.ts, self.end_ts, h.status_code, _text(h.reason), _text(h.http_version),
             self.headers(), self.body_bytes, self.missing, b"".join(self.chunks), self.complete,
-            tuple(self.interim), self.offset,
+            tuple(self.interim), self.offset, tuple(self.gaps or ()),
         )
 
 
@@ -332,16 +341,14 @@ class HttpParser:
             # Inside a body of known length (the reader has consumed everything buffered).
             remaining = msg.expected - msg.body_bytes
             skipped = min(size, remaining)
-            msg.body_bytes += skipped
-            msg.missing += skipped
+            msg.skip(skipped)
             side.reader = ContentLengthReader(remaining - skipped)
             self._run(from_client, ts)  # the body may end inside the gap
             if size > remaining:
                 self._lose(side, size - remaining, gap_start + remaining)
             return
         if msg is not None and isinstance(reader, Http10Reader):
-            msg.body_bytes += size
-            msg.missing += size
+            msg.skip(size)
             return
         if msg is not None:
             msg.missing += size

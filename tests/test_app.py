@@ -189,6 +189,10 @@ async def test_http_detail_marks_bytes_never_captured_and_parse_errors():
         await read_all(app, pilot)
         text = await open_exchange(app, pilot, 0, 1)
         assert "[body 70B, 14B never captured, truncated]" in text
+        # ...and where they fell: after the first 14 bytes of the body.
+        body = text.split("[body 70B, 14B never captured, truncated]\n", 1)[1]
+        first, rest = body.split("⟂ 14 bytes never captured\n")
+        assert len(first.strip("\n")) == 14 and len(rest.strip("\n")) == 42
     app = app_for("suricata-verify/http-multiple-cl__input.pcap")
     async with app.run_test(size=SIZE) as pilot:
         await read_all(app, pilot)

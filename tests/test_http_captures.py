@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pytest
 from scapy.all import TCP, rdpcap  # type: ignore[attr-defined]
 
-from engine.events import HttpTransaction
+from engine.events import Gap, HttpTransaction
 from tests.captures import Replay, all_captures, capture, replay, tshark_profiles
 
 # ---------------------------------------------------------------------------- helpers
@@ -522,6 +522,14 @@ def test_a_gap_inside_a_content_length_body_is_missing_body(name, conn, index, l
     assert tx.response.body_missing == sum(lost)
     assert tx.response.body_bytes - tx.response.body_missing == len(seen)
     assert tx.response.body == seen
+    # Where each run fell in the body: the engine's gap events, in stream offsets (which count
+    # missing bytes), less the head and the bytes missing before them.
+    events = [g for g in _replay(name).events
+              if isinstance(g, Gap) and g.connection == conn and not g.from_client]
+    missing_before = [sum(g.size for g in events[:i]) for i in range(len(events))]
+    expected = [(g.offset - before - head_end, g.size) for g, before in zip(events, missing_before)]
+    assert list(tx.response.body_gaps) == expected
+    assert [size for _, size in tx.response.body_gaps] == lost
     # The exchanges around it are untouched.
     for other in txs:
         if other is not tx:

@@ -57,9 +57,27 @@ def message_text(message: HttpRequest | HttpResponse) -> Text:
         if decoded.error:
             facts.append(escape_text(decoded.error))
         out.append("[" + ", ".join(facts) + "]\n", "dim")
-        out.append_text(body_text(decoded.data))
+        if message.body_gaps and not decoded.encodings:
+            out.append_text(body_with_gaps(decoded.data, message.body_gaps))
+        else:
+            out.append_text(body_text(decoded.data))
     elif facts[1:]:
         out.append("[" + ", ".join(facts) + "]\n", "dim")
+    return out
+
+
+def body_with_gaps(data: bytes, gaps: tuple[tuple[int, int], ...]) -> Text:
+    """A body with a line where each run of bytes never captured fell (an encoded body cannot
+    be shown this way: its decoding stops at the first gap)."""
+    out = Text()
+    start = 0
+    for at, size in gaps:
+        if at > len(data):
+            break  # past what is shown
+        out.append_text(body_text(data[start:at]))
+        out.append(f"⟂ {size} bytes never captured\n", "bold red")
+        start = at
+    out.append_text(body_text(data[start:]))
     return out
 
 
