@@ -433,13 +433,11 @@ class HttpParser:
                 if key is not None and head is not None:
                     HeadCache.store(self.heads.requests, key, (head, sent, note))
         except h11.ProtocolError as e:
-            self._error_exchange(True, f"bad request: {e}")
-            side.synced = False
+            self._bad_head(side, True, f"bad request: {e}")
             return True
         if head is None:
             if len(buf) > MAX_HEAD:
-                self._error_exchange(True, "request header block over 64 KiB")
-                side.synced = False
+                self._bad_head(side, True, "request header block over 64 KiB")
                 buf.maybe_extract_at_most(len(buf))
             return False
         kind, args = _body_framing(b"", head)
@@ -492,13 +490,11 @@ class HttpParser:
                     cached = [head, None]
                     HeadCache.store(self.heads.responses, key, cached)
         except h11.ProtocolError as e:
-            self._error_exchange(False, f"bad response: {e}")
-            side.synced = False
+            self._bad_head(side, False, f"bad response: {e}")
             return True
         if head is None:
             if len(buf) > MAX_HEAD:
-                self._error_exchange(False, "response header block over 64 KiB")
-                side.synced = False
+                self._bad_head(side, False, "response header block over 64 KiB")
                 buf.maybe_extract_at_most(len(buf))
             return False
         if side.loss_start is not None:
@@ -651,6 +647,11 @@ class HttpParser:
         if ex is not None:
             ex.error = ex.error or error
             self._emit(ex)
+
+    def _bad_head(self, side: _Side, from_client: bool, reason: str) -> None:
+        """A head that cannot be read: an exchange in error, and a search for the next message."""
+        self._error_exchange(from_client, reason)
+        side.synced = False
 
     def _error_exchange(self, from_client: bool, reason: str) -> None:
         """A message that could not be read. A bad request still waits for its answer."""

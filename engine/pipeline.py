@@ -21,13 +21,13 @@ import struct
 from engine.batch import META, Batch
 from engine.bounds import Bounds
 from engine.connections import ConnectionTable, ConsumerFactory
-from engine.decode import ETHERNET, ipv6_payload, network_offset
+from engine.decode import ETHERNET, TCP, ipv6_payload, network_offset
 from engine.events import Stats
 from engine.http import DEFAULT_MAX_BODY, http_parser_factory
 from engine.ipfrag import Defragmenter
 from engine.tcp import V6_TAG
 
-TCP, UDP = 6, 17
+UDP = 17
 _ipv4_head = struct.Struct("!BxHHHxB").unpack_from  # ver/ihl, total length, id, flags/frag, proto
 # Ethernet type, then the IPv4 header: version/IHL, total length, flags/fragment offset,
 # protocol, and both addresses as one 64-bit number.

@@ -43,12 +43,12 @@ def _ts(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
-def _request(r: HttpRequest) -> dict[str, Any]:
+def _message(r: HttpRequest | HttpResponse, start_line: dict[str, Any]) -> dict[str, Any]:
+    """The fields both messages have, around those of their start line (keys in contract order)."""
     return {
         "ts": _ts(r.ts),
         "end_ts": _ts(r.end_ts),
-        "method": r.method,
-        "target": r.target,
+        **start_line,
         "version": r.version,
         "headers": r.headers,  # pairs: JSON arrays
         "body_bytes": r.body_bytes,
@@ -57,19 +57,14 @@ def _request(r: HttpRequest) -> dict[str, Any]:
     }
 
 
+def _request(r: HttpRequest) -> dict[str, Any]:
+    return _message(r, {"method": r.method, "target": r.target})
+
+
 def _response(r: HttpResponse) -> dict[str, Any]:
-    return {
-        "ts": _ts(r.ts),
-        "end_ts": _ts(r.end_ts),
-        "status": r.status,
-        "reason": r.reason,
-        "version": r.version,
-        "headers": r.headers,
-        "body_bytes": r.body_bytes,
-        "body_missing": r.body_missing,
-        "complete": r.complete,
-        "interim": [{"status": s, "reason": reason, "ts": _ts(ts)} for s, reason, ts in r.interim],
-    }
+    record = _message(r, {"status": r.status, "reason": r.reason})
+    record["interim"] = [{"status": s, "reason": reason, "ts": _ts(ts)} for s, reason, ts in r.interim]
+    return record
 
 
 def http_record(tx: HttpTransaction) -> dict[str, Any]:

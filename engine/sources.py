@@ -1278,24 +1278,12 @@ def write_packets(
 # --- packets kept by the caller -----------------------------------------------------------------
 
 
-def matching_packets(batches: Iterable[Batch], expression: str) -> list[Packet]:
-    """The packets of these batches that a BPF expression accepts, run by libpcap packet by packet.
+def packets_of_connections(batches: Iterable[Batch], keys: set[int]) -> list[Packet]:
+    """The TCP packets of these batches whose table key (either direction) is in `keys`
+    (`engine.tcp.endpoints_key`). Fragments are left out: only whole datagrams carry both ports.
 
     Batches carry no wire length, so each packet's wire length is its captured length.
     """
-    check = _PacketFilter(expression)
-    found = []
-    for batch in batches:
-        for sec, usec, off, caplen in META.iter_unpack(batch.meta):
-            data = batch.data[off : off + caplen]
-            if check.matches(batch.linktype, data):
-                found.append(Packet(sec, usec, batch.linktype, caplen, data))
-    return found
-
-
-def packets_of_connections(batches: Iterable[Batch], keys: set[int]) -> list[Packet]:
-    """The TCP packets of these batches whose table key (either direction) is in `keys`
-    (`engine.tcp.endpoints_key`). Fragments are left out: only whole datagrams carry both ports."""
     found = []
     for batch in batches:
         linktype, data = batch.linktype, batch.data

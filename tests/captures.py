@@ -51,6 +51,11 @@ class Replay:
 
 def replay(name: str, bpf: str = "", bounds: Bounds | None = None) -> Replay:
     """Run a bundled capture through the pipeline, recording every connection's streams."""
+    return replay_file(capture(name), bpf, bounds)
+
+
+def replay_file(path: str, bpf: str = "", bounds: Bounds | None = None) -> Replay:
+    """Run a capture file through the pipeline, recording every connection's streams."""
     recorders: dict[int, Recorder] = {}
 
     def record(conn, emit):  # type: ignore[no-untyped-def]
@@ -58,7 +63,7 @@ def replay(name: str, bpf: str = "", bounds: Bounds | None = None) -> Replay:
         return recorders[conn.id]
 
     pipeline = Pipeline(bounds, consumers={None: [record]})
-    source = sources.open_files([capture(name)], bpf)
+    source = sources.open_files([path], bpf)
     events: list[object] = []
     try:
         while (batch := source.next_batch()) is not None:

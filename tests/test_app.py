@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from textual.widgets import DataTable, Input, Label, TabbedContent
@@ -12,14 +12,14 @@ from engine.bounds import Bounds
 from engine.tcp import Resent
 from tests.captures import capture
 from tui.app import WirepeekApp
-from tui.capture import SourceSpec
+from tui.capture import PacketRing, SourceSpec
+from tui.cli import DEMO_CAPTURE
 from tui.screens.help import HelpScreen
 from tui.widgets.connections import ConnectionsTable
 from tui.widgets.detail import HttpView, StreamView
 from tui.widgets.status import StatusBar
 
 SIZE = (120, 40)
-ROOT = Path(__file__).parent.parent
 
 
 def app_for(name: str, bpf: str = "") -> WirepeekApp:
@@ -36,6 +36,23 @@ async def workers_done(app: WirepeekApp, group: str) -> None:
     workers = [w for w in app.workers if w.group == group]
     if workers:  # a finished worker has left the list; an empty list would mean every worker
         await app.workers.wait_for_complete(workers)
+
+
+async def until(pilot: object, condition: Callable[[], bool]) -> None:
+    """Let the app run until the condition holds, for two seconds at most (the worker answers
+    within a tick); the caller asserts what it needs."""
+    for _ in range(100):
+        if condition():
+            return
+        await pilot.pause(0.02)  # type: ignore[attr-defined]
+
+
+async def open_stream(app: WirepeekApp, pilot: object) -> StreamView:
+    """The Stream tab (key 2), once the worker has sent the selected connection's bytes."""
+    await pilot.press("2")  # type: ignore[attr-defined]
+    stream = app.query_one(StreamView)
+    await until(pilot, lambda: bool(stream.chunks))
+    return stream
 
 
 def table_ids(app: WirepeekApp) -> list[int]:
@@ -86,12 +103,7 @@ async def test_stream_marks_where_each_http_message_starts():
     app = app_for("zeek/http__pipelined-requests.pcap")
     async with app.run_test(size=SIZE) as pilot:
         await read_all(app, pilot)
-        await pilot.press("2")
-        stream = app.query_one(StreamView)
-        for _ in range(100):
-            if stream.chunks:
-                break
-            await pilot.pause(0.02)
+        stream = await open_stream(app, pilot)
         await pilot.pause()
         lines = [line.text for line in stream.lines]
         marks = [line for line in lines if line.startswith("┄┄ ")]
@@ -124,12 +136,7 @@ async def test_stream_marks_retransmissions_and_shows_each_byte_once():
     app = app_for("arkime/wireshark-retrans.pcap")
     async with app.run_test(size=SIZE) as pilot:
         await read_all(app, pilot)
-        await pilot.press("2")
-        stream = app.query_one(StreamView)
-        for _ in range(100):
-            if stream.chunks:
-                break
-            await pilot.pause(0.02)
+        stream = await open_stream(app, pilot)
         resent = {True: 0, False: 0}
         shown = {True: 0, False: 0}
         for from_client, _ts, _offset, data in stream.chunks:
@@ -166,7 +173,7 @@ async def open_exchange(app: WirepeekApp, pilot: object, conn_id: int, index: in
 
 @pytest.mark.asyncio
 async def test_http_bodies_json_pretty_printed_and_binary_as_a_hex_dump():
-    app = WirepeekApp(SourceSpec(files=(str(ROOT / "tui/data/demo.pcap"),)), "", Bounds())
+    app = WirepeekApp(SourceSpec(files=(str(DEMO_CAPTURE),)), "", Bounds())
     async with app.run_test(size=SIZE) as pilot:
         await read_all(app, pilot)
         # The demo's POST sends its JSON on one line; the view indents it.
@@ -236,10 +243,7 @@ async def test_invalid_capture_filter_is_refused_and_the_old_one_stays():
         assert field.has_focus and field.value == "tcp"
         field.value = "port banana"
         await pilot.press("enter")
-        for _ in range(100):  # the worker answers within a tick
-            await pilot.pause(0.02)
-            if "banana" in str(app.query_one("#prompt-error", Label).render()):
-                break
+        await until(pilot, lambda: "banana" in str(app.query_one("#prompt-error", Label).render()))
         assert "unknown port 'banana'" in str(app.query_one("#prompt-error", Label).render())
         assert app.query_one("#prompt").display  # still open, to fix it
         await pilot.press("escape")
@@ -260,10 +264,7 @@ async def test_valid_capture_filter_rereads_the_file():
         app.query_one("#capture-filter", Input).value = bpf
         await pilot.press("enter")
         await read_all(app, pilot)
-        for _ in range(100):
-            await pilot.pause(0.02)
-            if f"filter: {bpf}" in status_text(app):
-                break
+        await until(pilot, lambda: f"filter: {bpf}" in status_text(app))
         assert f"filter: {bpf}" in status_text(app)
         assert [n.message for n in app._notifications] == [f"capture filter: {bpf}"]
         assert not app.query_one("#prompt").display
@@ -371,6 +372,19 @@ def count_packets(path: str) -> int:
     return count
 
 
+def bpf_matches(ring: PacketRing, client: str, server: str) -> list[bytes]:
+    """The ring's packets of one connection as a libpcap filter picks them."""
+    import pcapy
+
+    (a, p), (b, q) = (endpoint.rpartition(":")[::2] for endpoint in (client, server))
+    expression = f"tcp and host {a} and host {b} and port {p} and port {q}"
+    found = []
+    for batch in ring.batches():
+        program = pcapy.compile(batch.linktype, 65535, expression, 1, 0)
+        found += [data for _ts, data in batch.packets() if program.filter(data) != 0]
+    return found
+
+
 @pytest.mark.asyncio
 async def test_shift_w_writes_every_connection_the_display_filter_shows(tmp_path):
     app = app_for("zeek/wikipedia.pcap")
@@ -393,11 +407,12 @@ async def test_shift_w_writes_every_connection_the_display_filter_shows(tmp_path
             f"wrote {sum(sum(app.store.connections[i].packets) for i in shown)} packets of "
             f"{len(shown)} connections to {out}")
     assert count_packets(str(out)) == sum(sum(app.store.connections[i].packets) for i in shown)
-    # The same as writing them one by one.
+    # The same packets as libpcap picks with a filter per connection.
     ring = app.driver.packets
-    singles = sorted(p.data for i in shown for p in ring.packets_of(app.store.connections[i].client,
-                                                                    app.store.connections[i].server))
-    assert sorted(p.data for p in ring.packets_of_all(
+    singles = sorted(data for i in shown
+                     for data in bpf_matches(ring, app.store.connections[i].client,
+                                             app.store.connections[i].server))
+    assert sorted(p.data for p in ring.packets_of(
         [(app.store.connections[i].client, app.store.connections[i].server) for i in shown])) == singles
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 from engine.bounds import Bounds
 from engine.events import (
@@ -15,10 +14,10 @@ from engine.events import (
     Gap,
     HttpTransaction,
 )
+from tests.captures import capture
 from tui.capture import CaptureDriver, Governor, Pending, SourceSpec
+from tui.cli import DEMO_CAPTURE
 from tui.messages import EngineUpdate
-
-DATA = Path(__file__).parent / "data" / "pcaps"
 
 
 def info(conn_id: int, packets: int) -> ConnectionInfo:
@@ -53,7 +52,7 @@ def test_pending_keeps_the_latest_state_of_each_connection_and_every_transaction
 def test_a_file_is_not_read_ahead_of_the_ui():
     """Until the UI says it took an update, the driver posts nothing more and waits."""
     posted: list[EngineUpdate] = []
-    driver = CaptureDriver(SourceSpec(files=(str(DATA / "zeek" / "http__get.pcap"),)), "",
+    driver = CaptureDriver(SourceSpec(files=(capture("zeek/http__get.pcap"),)), "",
                            Bounds(), posted.append)
     stop = threading.Event()
     worker = threading.Thread(target=driver.run, args=(stop.is_set,))
@@ -104,7 +103,7 @@ def demo_transactions(shedding: frozenset[str], keep: int | None = None) -> tupl
 
     pipeline = Pipeline(Bounds())
     pipeline.shed(shedding, keep)
-    source = sources.open_files([str(Path(__file__).parent.parent / "tui" / "data" / "demo.pcap")], "")
+    source = sources.open_files([str(DEMO_CAPTURE)], "")
     events: list[object] = []
     while (batch := source.next_batch()) is not None:
         events += pipeline.feed(batch)

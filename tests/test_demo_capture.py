@@ -11,17 +11,18 @@ from pathlib import Path
 import pytest
 from scapy.all import IP, TCP, Ether, IPv6, rdpcap  # type: ignore[attr-defined]
 
-from engine import sources
 from engine.content import decode_message_body
-from engine.events import ConnectionClosed, ConnectionInfo, Gap, HttpTransaction
+from engine.events import ConnectionInfo, Gap, HttpTransaction
 from engine.pipeline import Pipeline
 from engine.tls import ClientHello, parse_client_hello
 from scripts import make_demo_capture as demo
+from tests.captures import capture, replay_file
 from tests.feeding import Recorder
+from tui.cli import DEMO_CAPTURE
 from tui.escape import escape_text
 
-DEMO = Path(__file__).parent.parent / "tui" / "data" / "demo.pcap"
-ESCAPES = Path(__file__).parent / "data" / "pcaps" / "escapes.pcap"
+DEMO = DEMO_CAPTURE
+ESCAPES = Path(capture("escapes.pcap"))
 
 
 @dataclass
@@ -38,30 +39,16 @@ class Replay:
 
 
 def replay(path: Path) -> Replay:
-    recorders: dict[int, Recorder] = {}
-
-    def record(conn, emit):  # type: ignore[no-untyped-def]
-        recorders[conn.id] = Recorder()
-        return recorders[conn.id]
-
-    pipeline = Pipeline(consumers={None: [record]})
-    source = sources.open_files([str(path)])
-    events: list[object] = []
-    try:
-        while (batch := source.next_batch()) is not None:
-            events += pipeline.feed(batch)
-    finally:
-        source.close()
-    events += pipeline.finish()
-    infos = {e.info.id: e.info for e in events if isinstance(e, ConnectionClosed)}
+    run = replay_file(str(path))
     transactions: dict[int, list[HttpTransaction]] = {}
-    for e in events:
+    for e in run.events:
         if isinstance(e, HttpTransaction):
             transactions.setdefault(e.connection, []).append(e)
     for txs in transactions.values():
         txs.sort(key=lambda t: t.index)
-    gaps = [e for e in events if isinstance(e, Gap)]
-    return Replay(pipeline, infos, transactions, gaps, recorders, source.error)
+    gaps = [e for e in run.events if isinstance(e, Gap)]
+    return Replay(run.pipeline, {i.id: i for i in run.infos()}, transactions, gaps, run.recorders,
+                  run.error)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from textual.app import App, ComposeResult
@@ -13,12 +12,13 @@ from engine.events import Stats
 from engine.sources import CaptureStats
 from tui.app import WirepeekApp
 from tui.capture import RealTimeReplay, SourceSpec
+from tui.cli import DEMO_CAPTURE
 from tui.messages import CaptureStatus
 from tui.widgets.connections import ConnectionsTable
 from tui.widgets.detail import StreamView
 from tui.widgets.status import StatusBar
 
-DEMO = str(Path(__file__).parent.parent / "tui" / "data" / "demo.pcap")
+DEMO = str(DEMO_CAPTURE)
 
 
 def stats(packets: int, **changes: int) -> Stats:

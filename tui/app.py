@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable
 
 from rich.text import Text
 from textual import events, on, work
@@ -24,7 +23,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from engine import sources
 from engine.bounds import Bounds
 from engine.events import Stats
-from tui.capture import CaptureDriver, PacketRing, SourceSpec
+from tui.capture import CaptureDriver, SourceSpec
 from tui.collector import Collector
 from tui.escape import escape_text
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied
@@ -252,7 +251,7 @@ class WirepeekApp(App[None]):
         if info is None:
             return
         ring = self.driver.packets
-        packets = ring.packets_of(info.client, info.server)
+        packets = ring.packets_of([(info.client, info.server)])
         complete = ring.dropped_batches == 0
         self.post_message(PacketsView.Loaded(info.id, packets, summarise(packets), complete))
 
@@ -286,7 +285,7 @@ class WirepeekApp(App[None]):
         if not path or info is None:
             return
         self._close_prompt()
-        self.write_connection(info.client, info.server, path)
+        self.write_connections([(info.client, info.server)], path, "")
 
     def action_write_shown(self) -> None:
         if not self.query_one(ConnectionsTable).row_count:
@@ -303,23 +302,16 @@ class WirepeekApp(App[None]):
         connections = self.store.connections
         shown = [(info.client, info.server) for conn_id in self.query_one(ConnectionsTable).order
                  if (info := connections.get(conn_id)) is not None]
-        self.write_connections(shown, path)
+        self.write_connections(shown, path,
+                               f" of {len(shown)} connection{'s' if len(shown) != 1 else ''}")
 
     @work(thread=True, exclusive=True, group="write", exit_on_error=False)
-    def write_connection(self, client: str, server: str, path: str) -> None:
-        self._write(lambda ring: ring.packets_of(client, server), path, "")
-
-    @work(thread=True, exclusive=True, group="write", exit_on_error=False)
-    def write_connections(self, endpoints: list[tuple[str, str]], path: str) -> None:
-        self._write(lambda ring: ring.packets_of_all(endpoints), path,
-                    f" of {len(endpoints)} connection{'s' if len(endpoints) != 1 else ''}")
-
-    def _write(self, select: Callable[[PacketRing], list[sources.Packet]], path: str,
-               what: str) -> None:
-        """In a worker thread: write the packets the ring still holds, and say how it went."""
+    def write_connections(self, endpoints: list[tuple[str, str]], path: str, what: str) -> None:
+        """Write the packets of these connections that the ring still holds, and say how it went
+        ("wrote N packets{what} to PATH")."""
         ring = self.driver.packets
         try:
-            written = sources.write_packet_list(select(ring), path)
+            written = sources.write_packet_list(ring.packets_of(endpoints), path)
         except sources.CaptureError as e:
             self.call_from_thread(self.notify, escape_text(str(e)), severity="error", markup=False)
             return

@@ -27,17 +27,6 @@ TICK = 0.075  # seconds between updates to the UI
 RING_BYTES = 64 * 1024 * 1024  # recent raw packets kept for the Packets tab and for writing (w)
 
 
-def connection_filter(client: str, server: str) -> str:
-    """A BPF expression for the packets of one connection, from its "addr:port" endpoints."""
-    (a, p), (b, q) = (_split(client), _split(server))
-    return f"tcp and host {a} and host {b} and port {p} and port {q}"
-
-
-def _split(endpoint: str) -> tuple[str, str]:
-    address, _, port = endpoint.rpartition(":")
-    return address.strip("[]"), port
-
-
 class Governor:
     """When a live capture outruns the engine, stop parsing HTTP on new connections, and resume.
 
@@ -155,11 +144,8 @@ class PacketRing:
     def batches(self) -> tuple[Batch, ...]:
         return tuple(self.ring)
 
-    def packets_of(self, client: str, server: str) -> list[sources.Packet]:
-        return sources.matching_packets(self.batches(), connection_filter(client, server))
-
-    def packets_of_all(self, endpoints: list[tuple[str, str]]) -> list[sources.Packet]:
-        """The packets of many connections ((client, server) each), in one pass."""
+    def packets_of(self, endpoints: list[tuple[str, str]]) -> list[sources.Packet]:
+        """The packets of these connections ((client, server) each), in one pass."""
         keys = {endpoints_key(client, server) for client, server in endpoints}
         return sources.packets_of_connections(self.batches(), keys)
 

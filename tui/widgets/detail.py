@@ -71,11 +71,11 @@ def body_with_gaps(data: bytes, gaps: tuple[tuple[int, int], ...]) -> Text:
     be shown this way: its decoding stops at the first gap)."""
     out = Text()
     start = 0
-    for at, size in gaps:
+    for at, missing in gaps:
         if at > len(data):
             break  # past what is shown
         out.append_text(body_text(data[start:at]))
-        out.append(f"⟂ {size} bytes never captured\n", "bold red")
+        out.append(f"⟂ {missing} bytes never captured\n", "bold red")
         start = at
     out.append_text(body_text(data[start:]))
     return out
@@ -242,13 +242,13 @@ class StreamView(RichLog):
                 scroll: bool) -> None:
         """A line where bytes came again; the data after it gets a fresh header."""
         who = "client" if from_client else "server"
+        style = f"dim {CLIENT_STYLE if from_client else SERVER_STYLE}"
         if resent.differs:
             verdict, style = "DIFFERENT from the first copy, which is what is shown", "bold yellow"
         elif resent.differs is None:
             verdict = "the first copy is no longer kept to compare"
-            style = f"dim {CLIENT_STYLE if from_client else SERVER_STYLE}"
         else:
-            verdict, style = "same as the first copy", f"dim {CLIENT_STYLE if from_client else SERVER_STYLE}"
+            verdict = "same as the first copy"
         self.write(Text(f"↻ {who} resent {resent.size} bytes at offset {offset} · {ts:.6f}: {verdict}",
                         style), scroll_end=scroll)
         self._last_dir = None
