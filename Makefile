@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench bench-ui screenshots clean
+.PHONY: install run test lint bench bench-ui screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,14 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/wirepeek --demo
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -q
+
+# engine/ is formatted, linted and type-checked; make test runs this first.
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check engine
+	$(VENV)/bin/ruff check engine
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) -m tests.bench.run

@@ -31,13 +31,13 @@ class Batch:
         return out
 
     @classmethod
-    def from_packets(cls, linktype: int, packets: list[tuple[float, bytes]]) -> "Batch":
+    def from_packets(cls, linktype: int, packets: list[tuple[float, bytes]]) -> Batch:
         """Pack (timestamp, bytes) pairs into a batch, as a source would."""
         data = bytearray()
         meta = bytearray()
         for ts, pkt in packets:
             sec = int(ts)
-            usec = int(round((ts - sec) * 1e6))
+            usec = round((ts - sec) * 1e6)
             if usec >= 1_000_000:
                 sec, usec = sec + 1, usec - 1_000_000
             meta += META.pack(sec, usec, len(data), len(pkt))

@@ -22,17 +22,18 @@ from engine.events import (
     ConnectionInfo,
     ConnectionOpened,
     ConnectionUpdated,
+    Event,
     Gap,
 )
 from engine.tcp import (
     ACK,
     FIN,
     MAX_AHEAD,
+    RESENT_COST,
     RST,
     SEQ_MASK,
     SYN,
     Connection,
-    RESENT_COST,
     HalfStream,
     Kept,
     Resent,
@@ -51,7 +52,7 @@ CONTROL = SYN | FIN | RST
 # Why a connection left the table -> why its unfilled holes became gaps.
 GAP_REASONS = {"closed": "close", "reused": "close"}
 
-ConsumerFactory = Callable[[Connection, Callable[[object], None]], "StreamConsumer | None"]
+ConsumerFactory = Callable[[Connection, Callable[[Event], None]], "StreamConsumer | None"]
 
 
 class ConnectionTable:
@@ -82,12 +83,12 @@ class ConnectionTable:
         # Closed or reset connections, in the order they finished, lingering for late packets.
         self.finished: OrderedDict[int, Connection] = OrderedDict()
         # Kept bytes of connections that left the table (Bounds.keep_after_close), oldest first.
-        self.archive: OrderedDict[int, tuple[deque[tuple[bool, float, int, bytes | int]], int]] = (
-            OrderedDict()
-        )
+        self.archive: OrderedDict[int, tuple[deque[Kept], int]] = OrderedDict()
         self.next_id = 0
-        self.packet_number = 0  # of the packet being processed, counted from 0 (set by the pipeline)
-        self.events: list[object] = []
+        self.packet_number = (
+            0  # of the packet being processed, counted from 0 (set by the pipeline)
+        )
+        self.events: list[Event] = []
         self.touched: list[Connection] = []
         self.opened: set[int] = set()
         self.batch_mark = 0
@@ -98,8 +99,17 @@ class ConnectionTable:
 
     # ------------------------------------------------------------------ segments
 
-    def segment(self, ts: float, key: int, seq: int, ack: int, flags: int, window: int,
-                data: bytes, wire_len: int) -> None:
+    def segment(
+        self,
+        ts: float,
+        key: int,
+        seq: int,
+        ack: int,
+        flags: int,
+        window: int,
+        data: bytes,
+        wire_len: int,
+    ) -> None:
         """One TCP segment: its sender's key, header fields, captured payload and real length."""
         hs = self.by_key.get(key)
         if hs is None:
@@ -169,8 +179,9 @@ class ConnectionTable:
                 conn.consumers += (consumer,)
         return conn.client if sender_is_client else conn.server
 
-    def _control(self, hs: HalfStream, ts: float, seq: int, ack: int, flags: int,
-                 wire_len: int) -> int:
+    def _control(
+        self, hs: HalfStream, ts: float, seq: int, ack: int, flags: int, wire_len: int
+    ) -> int:
         """Apply SYN, FIN and RST to the half stream and the observer state; return the data's seq."""
         conn = hs.conn
         if flags & RST:
@@ -237,18 +248,16 @@ class ConnectionTable:
                     self._skip_hole(hs, ts, "buffer")
             return
         old = min(-delta, wire_len)
-        if old:
-            if not (delta == -1 and wire_len == 1):  # a keep-alive probe resends one old byte
-                hs.retransmitted += old
-                hs.mark("T")
-                start = hs.offset + delta
-                seen = hs.conn.kept_range(hs.from_client, start, start + min(old, captured))
-                differs = None if seen is None else seen != data[: len(seen)]
-                if differs:
-                    self._inconsistent(hs)
-                if self.keep:
-                    self._keep(hs.conn, (hs.from_client, ts, start, Resent(old, differs)),
-                               RESENT_COST)
+        if old and not (delta == -1 and wire_len == 1):  # a keep-alive probe resends one old byte
+            hs.retransmitted += old
+            hs.mark("T")
+            start = hs.offset + delta
+            seen = hs.conn.kept_range(hs.from_client, start, start + min(old, captured))
+            differs = None if seen is None else seen != data[: len(seen)]
+            if differs:
+                self._inconsistent(hs)
+            if self.keep:
+                self._keep(hs.conn, (hs.from_client, ts, start, Resent(old, differs)), RESENT_COST)
         new = wire_len - old
         if new <= 0:
             return
@@ -328,6 +337,7 @@ class ConnectionTable:
             self._sniff(conn, hs.from_client, ts, None)
 
     def _skip_hole(self, hs: HalfStream, ts: float, reason: str) -> None:
+        assert hs.ooo
         start = hs.ooo[0][0]
         if start > hs.offset:
             self._gap(hs, ts, start - hs.offset, reason)
@@ -427,8 +437,9 @@ class ConnectionTable:
             # Closed connections' bytes go first, oldest first.
             _id, (kept, size) = self.archive.popitem(last=False)
             self.memory -= size
-            self.dropped_kept += sum(len(d) for _fc, _ts, _off, d in kept
-                                     if not isinstance(d, (int, Resent)))
+            self.dropped_kept += sum(
+                len(d) for _fc, _ts, _off, d in kept if not isinstance(d, (int, Resent))
+            )
         if self.memory > budget:
             # Kept payload goes first, oldest connections first, down to 3/4 of the budget.
             target = budget * 3 // 4
@@ -479,7 +490,7 @@ class ConnectionTable:
         for conn in sorted({**self.lru, **self.finished}.values(), key=lambda c: c.id):
             self._finish(conn, ts, "end")
 
-    def take_events(self) -> list[object]:
+    def take_events(self) -> list[Event]:
         # The list keeps its identity: consumers hold its append method.
         events = self.events.copy()
         self.events.clear()
@@ -512,7 +523,7 @@ def _new_attempt(conn: Connection, seq: int) -> bool:
     return base is None or seq != (base - 1) & SEQ_MASK
 
 
-def _tls_hello_reader(conn: Connection, emit: Callable[[object], None]) -> StreamConsumer:
+def _tls_hello_reader(conn: Connection, emit: Callable[[Event], None]) -> StreamConsumer:
     return TlsHelloReader()
 
 

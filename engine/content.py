@@ -28,7 +28,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-import brotli  # type: ignore[import-untyped]
+import brotli
 
 from engine.events import HttpRequest, HttpResponse
 from engine.tls import escape
@@ -436,7 +436,9 @@ _DECODERS: Final[dict[str, _Decoder]] = {
 }
 
 
-def decode_message_body(message: HttpRequest | HttpResponse, limit: int = DEFAULT_LIMIT) -> DecodedBody:
+def decode_message_body(
+    message: HttpRequest | HttpResponse, limit: int = DEFAULT_LIMIT
+) -> DecodedBody:
     """The body of an HTTP message as kept by engine.http, with its Content-Encoding undone.
 
     `truncated` is also set when the kept body is not the whole body: bytes were never captured,
@@ -444,8 +446,6 @@ def decode_message_body(message: HttpRequest | HttpResponse, limit: int = DEFAUL
     """
     codings = [v for k, v in message.headers if k.lower() == "content-encoding"]
     whole = (
-        message.complete
-        and message.body_missing == 0
-        and len(message.body) == message.body_bytes
+        message.complete and message.body_missing == 0 and len(message.body) == message.body_bytes
     )
     return decode_body(message.body, ", ".join(codings) or None, limit, body_complete=whole)

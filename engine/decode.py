@@ -27,7 +27,19 @@ RAW_IPV6 = 229
 LINUX_SLL2 = 276
 
 SUPPORTED_LINKTYPES = frozenset(
-    {ETHERNET, NULL, RAW_BSD, RAW_OPENBSD, RAW, LOOP, LINUX_SLL, NFLOG, RAW_IPV4, RAW_IPV6, LINUX_SLL2}
+    {
+        ETHERNET,
+        NULL,
+        RAW_BSD,
+        RAW_OPENBSD,
+        RAW,
+        LOOP,
+        LINUX_SLL,
+        NFLOG,
+        RAW_IPV4,
+        RAW_IPV6,
+        LINUX_SLL2,
+    }
 )
 
 ETH_IPV4 = 0x0800
@@ -154,8 +166,7 @@ def ipv6_payload(buf: bytes, off: int, end: int) -> tuple[int, int, int, int | N
         return None
     plen = _u16(buf, off + 4)[0]
     stop = off + 40 + plen if plen else end  # a zero length means a jumbogram: trust the capture
-    if stop > end:
-        stop = end  # cut by the snapshot length; the caller compares with the real length
+    stop = min(stop, end)  # cut by the snapshot length; the caller compares with the real length
     nh = buf[off + 6]
     pos = off + 40
     frag = None

@@ -56,7 +56,7 @@ def http_response_start(prefix: bytes) -> bool | None:
 
 
 class Sniffer:
-    __slots__ = ("chunks", "size", "verdicts", "prefixes")
+    __slots__ = ("chunks", "prefixes", "size", "verdicts")
 
     def __init__(self) -> None:
         self.chunks: list[tuple[bool, float, bytes]] = []
@@ -68,7 +68,8 @@ class Sniffer:
     def of(conn: Connection) -> Sniffer:
         if conn.sniffed is None:
             conn.sniffed = Sniffer()
-        return conn.sniffed  # type: ignore[no-any-return]
+        assert isinstance(conn.sniffed, Sniffer)
+        return conn.sniffed
 
     @staticmethod
     def release(conn: Connection) -> None:

@@ -1,14 +1,21 @@
 """What the engine tells its users: small immutable records that may cross a thread boundary.
 
-The pipeline returns a list of these from every `feed` and `flush`. Connection events carry a
-`ConnectionInfo` snapshot taken at the end of the batch, so a consumer in another thread never
-sees a half-updated connection.
+The pipeline returns a list of `Event`s from every `feed` and `flush`: every event class below
+derives from it, so a consumer can match on the type and the type checker knows the fields.
+Connection events carry a `ConnectionInfo` snapshot taken at the end of the batch, so a consumer
+in another thread never sees a half-updated connection.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import NamedTuple
+
+
+class Event:
+    """The base of everything the engine emits."""
+
+    __slots__ = ()
 
 
 class ConnectionInfo(NamedTuple):
@@ -35,23 +42,25 @@ class ConnectionInfo(NamedTuple):
     protocol: str | None
     sni: str | None = None
     alpn: tuple[str, ...] = ()
-    kept_bytes: int = 0  # what the follow view keeps: stream bytes, and a small cost per resend mark
+    kept_bytes: int = (
+        0  # what the follow view keeps: stream bytes, and a small cost per resend mark
+    )
     dropped_kept_bytes: int = 0  # stream bytes no longer kept (per-connection cap or memory budget)
     first_packet: int = 0  # number of the packet that opened it, counted from 0 in the capture
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectionOpened:
+class ConnectionOpened(Event):
     info: ConnectionInfo
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectionUpdated:
+class ConnectionUpdated(Event):
     info: ConnectionInfo
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectionClosed:
+class ConnectionClosed(Event):
     """The connection left the engine's table; its info is final.
 
     reason: "closed" (FIN/RST and linger over), "idle", "evicted" (a bound), "reused" (a new SYN on the
@@ -63,7 +72,7 @@ class ConnectionClosed:
 
 
 @dataclass(frozen=True, slots=True)
-class Gap:
+class Gap(Event):
     """Bytes of one direction that were never seen and were skipped."""
 
     connection: int
@@ -75,7 +84,7 @@ class Gap:
 
 
 @dataclass(frozen=True, slots=True)
-class Stats:
+class Stats(Event):
     ts: float | None  # packet time of the last packet
     packets: int
     bytes: int
@@ -123,12 +132,15 @@ class HttpResponse(NamedTuple):
     body_missing: int
     body: bytes
     complete: bool
-    interim: tuple[tuple[int, str, float], ...] = ()  # 1xx responses before it: (status, reason, ts)
+    interim: tuple[
+        tuple[int, str, float], ...
+    ] = ()  # 1xx responses before it: (status, reason, ts)
     offset: int = -1  # stream offset of its first byte (of the final response, after any 1xx)
     body_gaps: tuple[tuple[int, int], ...] = ()  # (offset in `body`, bytes never captured there)
 
 
-class HttpTransaction(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class HttpTransaction(Event):
     """One request and its response; either side may be None (not captured)."""
 
     connection: int

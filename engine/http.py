@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import h11
 from h11._connection import _body_framing
@@ -47,7 +47,7 @@ from h11._receivebuffer import ReceiveBuffer
 from h11._util import validate
 
 from engine.detect import TlsHelloReader
-from engine.events import HttpRequest, HttpResponse, HttpTransaction
+from engine.events import Event, HttpRequest, HttpResponse, HttpTransaction
 from engine.tcp import Connection
 
 MAX_HEAD = 64 * 1024
@@ -75,8 +75,23 @@ def _text(raw: bytes) -> str:
 class _Message:
     """A request or response being read."""
 
-    __slots__ = ("head", "ts", "end_ts", "body_bytes", "missing", "chunks", "kept", "expected",
-                 "complete", "interim", "sent_headers", "peer_acked", "cached", "offset", "gaps")
+    __slots__ = (
+        "body_bytes",
+        "cached",
+        "chunks",
+        "complete",
+        "end_ts",
+        "expected",
+        "gaps",
+        "head",
+        "interim",
+        "kept",
+        "missing",
+        "offset",
+        "peer_acked",
+        "sent_headers",
+        "ts",
+    )
 
     def __init__(self, head: Any, ts: float, expected: int | None, offset: int = -1) -> None:
         self.head = head
@@ -114,7 +129,7 @@ class _Message:
 
     def headers(self) -> tuple[tuple[str, str], ...]:
         if self.cached is not None and self.cached[1] is not None:
-            return self.cached[1]  # type: ignore[no-any-return]
+            return self.cached[1]
         raw = self.sent_headers if self.sent_headers is not None else self.head.headers.raw_items()
         text = tuple([(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw])
         if self.cached is not None:
@@ -124,22 +139,41 @@ class _Message:
     def request(self) -> HttpRequest:
         h = self.head
         return HttpRequest(
-            self.ts, self.end_ts, _text(h.method), _text(h.target), _text(h.http_version),
-            self.headers(), self.body_bytes, self.missing, b"".join(self.chunks), self.complete,
-            self.offset, tuple(self.gaps or ()),
+            self.ts,
+            self.end_ts,
+            _text(h.method),
+            _text(h.target),
+            _text(h.http_version),
+            self.headers(),
+            self.body_bytes,
+            self.missing,
+            b"".join(self.chunks),
+            self.complete,
+            self.offset,
+            tuple(self.gaps or ()),
         )
 
     def response(self) -> HttpResponse:
         h = self.head
         return HttpResponse(
-            self.ts, self.end_ts, h.status_code, _text(h.reason), _text(h.http_version),
-            self.headers(), self.body_bytes, self.missing, b"".join(self.chunks), self.complete,
-            tuple(self.interim), self.offset, tuple(self.gaps or ()),
+            self.ts,
+            self.end_ts,
+            h.status_code,
+            _text(h.reason),
+            _text(h.http_version),
+            self.headers(),
+            self.body_bytes,
+            self.missing,
+            b"".join(self.chunks),
+            self.complete,
+            tuple(self.interim),
+            self.offset,
+            tuple(self.gaps or ()),
         )
 
 
 class _Exchange:
-    __slots__ = ("index", "request", "response", "interim", "error", "notes", "tunnel")
+    __slots__ = ("error", "index", "interim", "notes", "request", "response", "tunnel")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -154,8 +188,19 @@ class _Exchange:
 class _Side:
     """One direction's parsing state."""
 
-    __slots__ = ("buf", "buf_ts", "buf_acked", "offset", "loss_start", "reader", "msg", "exchange",
-                 "synced", "lost", "tunnel_bytes")
+    __slots__ = (
+        "buf",
+        "buf_acked",
+        "buf_ts",
+        "exchange",
+        "loss_start",
+        "lost",
+        "msg",
+        "offset",
+        "reader",
+        "synced",
+        "tunnel_bytes",
+    )
 
     def __init__(self) -> None:
         self.buf = ReceiveBuffer()
@@ -165,7 +210,9 @@ class _Side:
         self.buf_acked: int | None = None
         self.offset = 0  # stream offset just past the last byte given to this side (or lost)
         self.loss_start: int | None = None  # where bytes were lost since the last message start
-        self.reader: Callable[[ReceiveBuffer], Any] | None = None  # body reader, None between messages
+        self.reader: Callable[[ReceiveBuffer], Any] | None = (
+            None  # body reader, None between messages
+        )
         self.msg: _Message | None = None
         self.exchange: _Exchange | None = None
         self.synced = False
@@ -175,7 +222,7 @@ class _Side:
 
 def _data(buf: ReceiveBuffer) -> bytearray:
     """The bytes waiting in an h11 receive buffer, without copying them."""
-    return buf._data  # type: ignore[no-any-return]
+    return buf._data
 
 
 def _message_start(side: _Side, buf: ReceiveBuffer, pattern: re.Pattern[bytes]) -> int | None:
@@ -242,8 +289,10 @@ def read_request_head(
         return None, [], None
     if not lines:
         raise h11.LocalProtocolError("no request line received")
-    fields = validate(request_line_re, lines[0], "illegal request line: {!r}", lines[0])
-    sent = list(_decode_header_lines(lines[1:]))
+    fields = validate(
+        request_line_re, cast(bytes, lines[0]), "illegal request line: {!r}", lines[0]
+    )
+    sent = list(_decode_header_lines(cast(list[bytes], lines[1:])))
     headers = [(k, _clean_list(v) if k.lower() == b"transfer-encoding" else v) for k, v in sent]
     note = None
     hosts = [h for h in headers if h[0].lower() == b"host"]
@@ -294,15 +343,22 @@ class HeadCache:
 class HttpParser:
     """The HTTP/1.x exchanges of one connection."""
 
-    def __init__(self, conn_id: int, emit: Callable[[object], None],
-                 max_body: int = DEFAULT_MAX_BODY, heads: HeadCache | None = None) -> None:
+    def __init__(
+        self,
+        conn_id: int,
+        emit: Callable[[Event], None],
+        max_body: int = DEFAULT_MAX_BODY,
+        heads: HeadCache | None = None,
+    ) -> None:
         self.conn_id = conn_id
         self.heads = heads or HeadCache()
         self.emit = emit
         self.max_body = max_body
         self.client = _Side()
         self.server = _Side()
-        self.pending: deque[_Exchange] = deque()  # requests waiting for their response, oldest first
+        self.pending: deque[_Exchange] = (
+            deque()
+        )  # requests waiting for their response, oldest first
         # Exchanges answered while their request was still being read, by id of that request.
         self.answered: dict[int, _Exchange] = {}
         self.next_index = 0
@@ -424,6 +480,7 @@ class HttpParser:
             return False
         key = HeadCache.head_of(buf)
         cached = self.heads.requests.get(key) if key is not None else None
+        head: h11.Request | None
         try:
             if cached is not None:
                 buf.maybe_extract_at_most(len(key))  # type: ignore[arg-type]
@@ -594,8 +651,10 @@ class HttpParser:
         """An exchange for a response whose request was not seen (or not understood)."""
         ex = self._new_exchange()
         if self.client.lost:
-            ex.notes.append(f"{self.client.lost} client bytes before this response were not"
-                            " understood as a request")
+            ex.notes.append(
+                f"{self.client.lost} client bytes before this response were not"
+                " understood as a request"
+            )
             self.client.lost = 0
         self.pending.appendleft(ex)
         return ex
@@ -611,8 +670,10 @@ class HttpParser:
 
     def _note_lost(self, side: _Side, ex: _Exchange, what: str) -> None:
         if side.lost:
-            ex.notes.append(f"{side.lost} bytes before this {what} were lost or not understood;"
-                            " resynchronised here")
+            ex.notes.append(
+                f"{side.lost} bytes before this {what} were lost or not understood;"
+                " resynchronised here"
+            )
             side.lost = 0
 
     def _abandon(self, side: _Side, from_client: bool, ts: float, reason: str) -> None:
@@ -625,9 +686,9 @@ class HttpParser:
             return
         msg.end_ts = ts
         if from_client:
-            for ex in self.pending:
-                if ex.request is msg:
-                    ex.error = reason
+            for waiting in self.pending:
+                if waiting.request is msg:
+                    waiting.error = reason
                     break
             else:
                 self._settled(msg, reason)
@@ -665,15 +726,17 @@ class HttpParser:
         self._emit(ex)
 
     def _emit(self, ex: _Exchange) -> None:
-        self.emit(HttpTransaction(
-            connection=self.conn_id,
-            index=ex.index,
-            request=ex.request.request() if ex.request is not None else None,
-            response=ex.response.response() if ex.response is not None else None,
-            error=ex.error,
-            tunnel=ex.tunnel,
-            notes=tuple(ex.notes),
-        ))
+        self.emit(
+            HttpTransaction(
+                connection=self.conn_id,
+                index=ex.index,
+                request=ex.request.request() if ex.request is not None else None,
+                response=ex.response.response() if ex.response is not None else None,
+                error=ex.error,
+                tunnel=ex.tunnel,
+                notes=tuple(ex.notes),
+            )
+        )
 
 
 def _has_upgrade(headers: list[tuple[bytes, bytes]] | None) -> bool:
@@ -682,12 +745,12 @@ def _has_upgrade(headers: list[tuple[bytes, bytes]] | None) -> bool:
 
 def http_parser_factory(
     max_body: int = DEFAULT_MAX_BODY,
-) -> Callable[[Connection, Callable[[object], None]], HttpParser]:
+) -> Callable[[Connection, Callable[[Event], None]], HttpParser]:
     """A consumer factory for `Pipeline(consumers={"http": [...]})`."""
 
     heads = HeadCache()
 
-    def make(conn: Connection, emit: Callable[[object], None]) -> HttpParser:
+    def make(conn: Connection, emit: Callable[[Event], None]) -> HttpParser:
         return HttpParser(conn.id, emit, max_body, heads)
 
     return make

@@ -30,7 +30,9 @@ class Defragmenter:
         self.bytes = 0
         self.dropped = 0  # datagrams given up (timeout or bound)
 
-    def add(self, key: FragmentKey, ts: float, offset: int, more: bool, data: bytes) -> bytes | None:
+    def add(
+        self, key: FragmentKey, ts: float, offset: int, more: bool, data: bytes
+    ) -> bytes | None:
         """Add one fragment; return the whole payload once the datagram is complete."""
         self._expire(ts)
         dgram = self.pending.get(key)

@@ -22,7 +22,7 @@ from engine.batch import META, Batch
 from engine.bounds import Bounds
 from engine.connections import ConnectionTable, ConsumerFactory
 from engine.decode import ETHERNET, TCP, ipv6_payload, network_offset
-from engine.events import Stats
+from engine.events import Event, Stats
 from engine.http import DEFAULT_MAX_BODY, http_parser_factory
 from engine.ipfrag import Defragmenter
 from engine.tcp import V6_TAG
@@ -84,7 +84,7 @@ class Pipeline:
         self.truncated = 0
         self.fragments = 0
 
-    def feed(self, batch: Batch) -> list[object]:
+    def feed(self, batch: Batch) -> list[Event]:
         """Process one batch; return the events it caused."""
         buf = batch.data
         linktype = batch.linktype
@@ -105,8 +105,11 @@ class Pipeline:
                 ethertype, vihl, total, frag, proto, addrs = eth_ipv4(buf, off)
                 ihl = (vihl & 15) << 2
                 if (
-                    ethertype == 0x0800 and vihl >> 4 == 4 and proto == TCP
-                    and not frag & 0x3FFF and ihl >= 20
+                    ethertype == 0x0800
+                    and vihl >> 4 == 4
+                    and proto == TCP
+                    and not frag & 0x3FFF
+                    and ihl >= 20
                 ):
                     ip = off + 14
                     wire_end = ip + total
@@ -118,7 +121,7 @@ class Pipeline:
                             tcp += 1
                             if shards > 1 and _shard_of(addrs, ports, shards) != shard:
                                 continue
-                            cap_end = wire_end if wire_end <= end else end
+                            cap_end = min(wire_end, end)
                             segment(
                                 ts,
                                 (addrs << 32) | ports,
@@ -153,12 +156,12 @@ class Pipeline:
         self.table.shedding = frozenset(protocols)
         self.table.always = keep
 
-    def flush(self, now: float) -> list[object]:
+    def flush(self, now: float) -> list[Event]:
         """Expire connections idle at time `now` (packet time, or wall time for a quiet live capture)."""
         self.table.expire(now)
         return self.table.take_events()
 
-    def finish(self) -> list[object]:
+    def finish(self) -> list[Event]:
         """End of the capture: flush every connection; its ConnectionClosed is final."""
         self.table.finish_all(self.last_ts or 0.0)
         self.defrag.clear()
@@ -218,7 +221,10 @@ class Pipeline:
                 return
             whole = self.defrag.add(
                 (buf[ip + 12 : ip + 16], buf[ip + 16 : ip + 20], ident, proto),
-                ts, (frag & 0x1FFF) << 3, bool(frag & 0x2000), buf[ip + ihl : wire_end],
+                ts,
+                (frag & 0x1FFF) << 3,
+                bool(frag & 0x2000),
+                buf[ip + ihl : wire_end],
             )
             if whole is not None:
                 self._transport(ts, proto, addrs, whole, 0, len(whole), len(whole))
@@ -240,15 +246,19 @@ class Pipeline:
                 return
             whole = self.defrag.add(
                 (buf[ip + 8 : ip + 24], buf[ip + 24 : ip + 40], ident, proto),
-                ts, offflags & 0xFFF8, bool(offflags & 1), buf[l4:wire_end],
+                ts,
+                offflags & 0xFFF8,
+                bool(offflags & 1),
+                buf[l4:wire_end],
             )
             if whole is not None:
                 self._transport(ts, proto, addrs | V6_TAG >> 32, whole, 0, len(whole), len(whole))
             return
         self._transport(ts, proto, addrs | V6_TAG >> 32, buf, l4, wire_end, end)
 
-    def _transport(self, ts: float, proto: int, addrs: int, buf: bytes, l4: int, wire_end: int,
-                   end: int) -> None:
+    def _transport(
+        self, ts: float, proto: int, addrs: int, buf: bytes, l4: int, wire_end: int, end: int
+    ) -> None:
         """A transport header at buf[l4:wire_end], of which buf[:end] was captured."""
         if proto == UDP:
             self.udp_packets += 1
@@ -273,8 +283,14 @@ class Pipeline:
             return
         cap_end = min(wire_end, end)
         self.table.segment(
-            ts, (addrs << 32) | ports, seq, ack, flags, window,
-            buf[payload:cap_end] if cap_end > payload else b"", wire_end - payload,
+            ts,
+            (addrs << 32) | ports,
+            seq,
+            ack,
+            flags,
+            window,
+            buf[payload:cap_end] if cap_end > payload else b"",
+            wire_end - payload,
         )
 
     def _bad_or_short(self, needed: int, end: int) -> None:

@@ -63,7 +63,9 @@ def _request(r: HttpRequest) -> dict[str, Any]:
 
 def _response(r: HttpResponse) -> dict[str, Any]:
     record = _message(r, {"status": r.status, "reason": r.reason})
-    record["interim"] = [{"status": s, "reason": reason, "ts": _ts(ts)} for s, reason, ts in r.interim]
+    record["interim"] = [
+        {"status": s, "reason": reason, "ts": _ts(ts)} for s, reason, ts in r.interim
+    ]
     return record
 
 

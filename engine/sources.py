@@ -395,7 +395,9 @@ class LiveCapture(Source):
                 return None
             select.select(self._fds, [], [], wait)
 
-    def _poll_or_end(self, read: Callable[[int], object], timeout: float | None) -> object:
+    def _poll_or_end(
+        self, read: Callable[[int], _Read | None], timeout: float | None
+    ) -> _Read | None:
         """Poll; an interface that fails ends the capture with its message in `error`."""
         try:
             return self._poll(read, timeout)
@@ -439,7 +441,7 @@ class LiveCapture(Source):
 
     def _check_filter(self, expr: str) -> None:
         # Every interface needs the filter installed, so it must compile for each link type.
-        for interface, linktype in zip(self._interfaces, self._linktypes):
+        for interface, linktype in zip(self._interfaces, self._linktypes, strict=True):
             try:
                 _compile(expr, linktype)
             except FilterError as e:

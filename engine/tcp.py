@@ -94,7 +94,6 @@ class StreamConsumer(Protocol):
         """The connection leaves the table; nothing more will be delivered."""
 
 
-
 def endpoints_key(src: str, dst: str) -> int:
     """The key of packets from `src` to `dst` ("addr:port", "[v6addr]:port"): the inverse of
     `key_endpoints`. Raises ValueError for anything else."""
@@ -124,9 +123,25 @@ class HalfStream:
     """One direction of a connection: the bytes one endpoint sent."""
 
     __slots__ = (
-        "conn", "peer", "from_client", "packets", "base", "offset", "delivered", "missing",
-        "ooo", "ooo_bytes", "fin_offset", "ack", "retransmitted", "letters", "syn", "fin", "rst",
-        "ignored", "ended",
+        "ack",
+        "base",
+        "conn",
+        "delivered",
+        "ended",
+        "fin",
+        "fin_offset",
+        "from_client",
+        "ignored",
+        "letters",
+        "missing",
+        "offset",
+        "ooo",
+        "ooo_bytes",
+        "packets",
+        "peer",
+        "retransmitted",
+        "rst",
+        "syn",
     )
 
     def __init__(self, conn: Connection, from_client: bool) -> None:
@@ -183,8 +198,7 @@ class HalfStream:
             self.ooo = []
         ooo = self.ooo
         i = bisect.bisect_left(ooo, (start,)) - 1
-        if i < 0:
-            i = 0
+        i = max(i, 0)
         pieces: list[tuple[int, int, bytes]] = []
         differing = 0
         cur = start
@@ -215,10 +229,31 @@ class Connection:
     """One TCP connection: two half streams, the observer state, counters and consumers."""
 
     __slots__ = (
-        "id", "client", "server", "client_key", "_endpoints", "state", "history", "watch_acks",
-        "direction_guessed", "first_ts", "last_ts", "protocol", "sni", "alpn", "consumers",
-        "kept", "kept_bytes", "dropped_kept", "inconsistent", "first_rst", "sniffed",
-        "sniffing", "mark", "finished_ts", "first_packet",
+        "_endpoints",
+        "alpn",
+        "client",
+        "client_key",
+        "consumers",
+        "direction_guessed",
+        "dropped_kept",
+        "finished_ts",
+        "first_packet",
+        "first_rst",
+        "first_ts",
+        "history",
+        "id",
+        "inconsistent",
+        "kept",
+        "kept_bytes",
+        "last_ts",
+        "mark",
+        "protocol",
+        "server",
+        "sni",
+        "sniffed",
+        "sniffing",
+        "state",
+        "watch_acks",
     )
 
     def __init__(self, conn_id: int, ts: float, client_key: int, guessed: bool) -> None:
@@ -277,8 +312,9 @@ class Connection:
         return self._endpoints
 
     def conn_state(self) -> str:
-        return conn_state(self.client.syn, self.server.syn, self.client.fin, self.server.fin,
-                          self.first_rst)
+        return conn_state(
+            self.client.syn, self.server.syn, self.client.fin, self.server.fin, self.first_rst
+        )
 
     def kept_range(self, from_client: bool, start: int, end: int) -> bytes | None:
         """The delivered bytes [start, end) of one direction, if they are still kept."""

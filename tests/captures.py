@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine import sources
 from engine.bounds import Bounds
-from engine.events import ConnectionClosed, ConnectionInfo
+from engine.events import ConnectionClosed, ConnectionInfo, Event
 from engine.pipeline import Pipeline
 from tests.feeding import Recorder
 
@@ -38,7 +38,7 @@ def tshark_profiles() -> dict[str, str]:
 @dataclass
 class Replay:
     pipeline: Pipeline
-    events: list[object]
+    events: list[Event]
     recorders: dict[int, Recorder]
     error: str | None
 
@@ -64,7 +64,7 @@ def replay_file(path: str, bpf: str = "", bounds: Bounds | None = None) -> Repla
 
     pipeline = Pipeline(bounds, consumers={None: [record]})
     source = sources.open_files([path], bpf)
-    events: list[object] = []
+    events: list[Event] = []
     try:
         while (batch := source.next_batch()) is not None:
             events += pipeline.feed(batch)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from engine.bounds import Bounds
 from engine.connections import ConnectionTable
-from engine.events import ConnectionClosed, Gap
+from engine.events import ConnectionClosed, Event, Gap
 from engine.tcp import ACK, FIN, PSH, RST, SYN, Connection
 
 CLIENT = (0x0A000001, 40000)  # 10.0.0.1:40000
@@ -51,7 +51,7 @@ class Recorder:
 @dataclass
 class Fed:
     table: ConnectionTable
-    events: list[object]
+    events: list[Event]
     recorders: dict[int, Recorder]
 
     def closed(self) -> list[ConnectionClosed]:
@@ -80,7 +80,7 @@ def feed(segments: list[Segment], bounds: Bounds | None = None, wire_lens: dict[
         return recorders[conn.id]
 
     table = ConnectionTable(bounds or Bounds(), {None: [factory]})
-    events: list[object] = []
+    events: list[Event] = []
     ts = 1000.0
     for i, (from_client, fl, seq, ack, payload) in enumerate(segments):
         ts += 0.001

@@ -27,8 +27,7 @@ def info(conn_id: int, packets: int) -> ConnectionInfo:
 
 
 def tx(conn_id: int, index: int) -> HttpTransaction:
-    fields = {f: None for f in HttpTransaction._fields} | dict(HttpTransaction._field_defaults)
-    return HttpTransaction(**fields)._replace(connection=conn_id, index=index)  # type: ignore[arg-type]
+    return HttpTransaction(connection=conn_id, index=index, request=None, response=None)
 
 
 def test_pending_keeps_the_latest_state_of_each_connection_and_every_transaction():
@@ -104,7 +103,7 @@ def demo_transactions(shedding: frozenset[str], keep: int | None = None) -> tupl
     pipeline = Pipeline(Bounds())
     pipeline.shed(shedding, keep)
     source = sources.open_files([str(DEMO_CAPTURE)], "")
-    events: list[object] = []
+    events: list[Event] = []
     while (batch := source.next_batch()) is not None:
         events += pipeline.feed(batch)
     events += pipeline.finish()

@@ -6,7 +6,7 @@ import h11
 import pytest
 
 from engine import http
-from engine.events import HttpTransaction
+from engine.events import Event, HttpTransaction
 from engine.http import HttpParser
 from engine.tcp import Connection
 
@@ -17,7 +17,7 @@ Step = tuple
 
 def run(script: list[Step], split: int | None = None, max_body: int = 1 << 20) -> list[HttpTransaction]:
     """Feed a script; data steps are cut into pieces of `split` bytes when given."""
-    out: list[object] = []
+    out: list[Event] = []
     conn = Connection(0, 0.0, 1, False)
     parser = HttpParser(0, out.append, max_body)
     ts = 100.0

@@ -18,7 +18,7 @@ from engine import sources
 from engine.batch import Batch
 from engine.bounds import Bounds
 from engine.events import ConnectionClosed, ConnectionInfo, ConnectionOpened, ConnectionUpdated
-from engine.events import HttpTransaction
+from engine.events import Event, HttpTransaction
 from engine.pipeline import Pipeline
 from engine.tcp import endpoints_key
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, StreamChunk
@@ -86,24 +86,23 @@ class Pending:
     def __len__(self) -> int:
         return len(self.latest) + len(self.transactions)
 
-    def add(self, events: list[object]) -> None:
+    def add(self, events: list[Event]) -> None:
         latest = self.latest
         for event in events:
-            kind = type(event)
-            if kind is ConnectionUpdated:
-                latest[event.info.id] = event.info  # type: ignore[attr-defined]
-            elif kind is HttpTransaction:
-                self.transactions.append(event)  # type: ignore[arg-type]
-            elif kind is ConnectionOpened:
-                latest[event.info.id] = event.info  # type: ignore[attr-defined]
-                self.opened.add(event.info.id)  # type: ignore[attr-defined]
-            elif kind is ConnectionClosed:
-                latest[event.info.id] = event.info  # type: ignore[attr-defined]
-                self.closed[event.info.id] = event.reason  # type: ignore[attr-defined]
+            if isinstance(event, ConnectionUpdated):
+                latest[event.info.id] = event.info
+            elif isinstance(event, HttpTransaction):
+                self.transactions.append(event)
+            elif isinstance(event, ConnectionOpened):
+                latest[event.info.id] = event.info
+                self.opened.add(event.info.id)
+            elif isinstance(event, ConnectionClosed):
+                latest[event.info.id] = event.info
+                self.closed[event.info.id] = event.reason
 
-    def take(self) -> tuple[object, ...]:
+    def take(self) -> tuple[Event, ...]:
         """The folded events, connections before the transactions that refer to them."""
-        events: list[object] = []
+        events: list[Event] = []
         for conn_id, info in self.latest.items():
             if conn_id in self.closed:
                 events.append(ConnectionClosed(info, self.closed[conn_id]))
@@ -112,7 +111,7 @@ class Pending:
             else:
                 events.append(ConnectionUpdated(info))
         events += self.transactions
-        self.__init__()  # type: ignore[misc]
+        self.latest, self.opened, self.closed, self.transactions = {}, set(), {}, []
         return tuple(events)
 
 

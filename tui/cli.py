@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING
 from engine import sources
 from engine.batch import META, Batch
 from engine.bounds import MiB, Bounds
-from engine.events import ConnectionClosed, Gap, HttpTransaction
+from engine.events import ConnectionClosed, Event, Gap, HttpTransaction
 from engine.pipeline import Pipeline
 from engine.records import connection_record, http_record, line
 from engine.tcp import Connection
@@ -222,7 +222,7 @@ def bounds_from(args: argparse.Namespace, keep_stream: int) -> Bounds:
 
 
 def batches(args: argparse.Namespace, source: sources.Source,
-            pipeline: Pipeline, stop: Callable[[], bool] = lambda: False) -> Iterator[list[object]]:
+            pipeline: Pipeline, stop: Callable[[], bool] = lambda: False) -> Iterator[list[Event]]:
     """Events of each batch, honouring --count and --duration; the final flush comes last."""
     remaining = args.count
     deadline = time.monotonic() + args.duration if args.duration else None
@@ -327,7 +327,7 @@ def follow(args: argparse.Namespace, source: sources.Source) -> int:
     writer = FollowWriter(out, args.dir, args.hex, escape=out.isatty() and not args.hex)
     wanted = args.follow
 
-    def attach(conn: Connection, emit: Callable[[object], None]) -> FollowWriter | None:
+    def attach(conn: Connection, emit: Callable[[Event], None]) -> FollowWriter | None:
         if conn.id != wanted:
             return None
         writer.seen = True

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from engine.events import Stats
+from engine.events import Event, Stats
 from engine.sources import CaptureStats
 from engine.tcp import Kept
 
@@ -29,7 +29,7 @@ class CaptureStatus:
 class EngineUpdate(Message):
     """One tick of the engine: its events, statistics, and the followed connection's new bytes."""
 
-    def __init__(self, events: tuple[object, ...], stats: Stats, status: CaptureStatus,
+    def __init__(self, events: tuple[Event, ...], stats: Stats, status: CaptureStatus,
                  stream_id: int | None, stream: tuple[StreamChunk, ...], stream_reset: bool,
                  generation: int) -> None:
         super().__init__()

@@ -25,7 +25,7 @@ from typing import Any
 
 from engine import sources
 from engine.bounds import Bounds
-from engine.events import ConnectionClosed, HttpTransaction
+from engine.events import ConnectionClosed, Event, HttpTransaction
 from engine.pipeline import Pipeline
 from engine.records import connection_record, http_record, join_line, split_line
 from engine.tcp import Connection
@@ -37,7 +37,7 @@ def _worker(paths: list[str], bpf: str, count: int | None, bounds: Bounds, shard
             out: Pipe) -> None:
     opened: list[int] = []
 
-    def note_open(conn: Connection, emit: Callable[[object], None]) -> None:
+    def note_open(conn: Connection, emit: Callable[[Event], None]) -> None:
         opened.append(conn.first_packet)
 
     pipeline = Pipeline(bounds, consumers={None: [note_open]}, http_body_limit=0, shard=shard)
