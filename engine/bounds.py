@@ -32,6 +32,11 @@ class Bounds:
     """Global: connection overhead + out-of-order + kept stream bytes + IP fragments."""
     idle_timeout: float = 300.0
     """Seconds of packet time without a packet before a connection is expired."""
+    reorder_window: float = 0.5
+    """Seconds of packet time one direction may be captured late against the other: a hole the
+    peer acknowledged stays open this long for its bytes to arrive, and an HTTP answer waits
+    this long for the request it answers (the order between directions in a capture is not
+    causal: multi-queue NICs, the `any` device, merged captures)."""
     closed_linger: float = 30.0
     """Seconds a closed or reset connection stays in the table for late retransmissions."""
     max_fragment_bytes: int = 8 * MiB

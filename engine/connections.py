@@ -1,9 +1,11 @@
-"""The connection table: TCP segments in, reassembled streams and connection events out.
+"""The connection table: TCP segments in, connections, reassembled streams and events out.
 
-This is where the rules of `engine.tcp` are applied to each segment: which connection it belongs
-to (a new SYN on a finished connection's ports opens a new one), the observer state, delivery in
-order, gaps, and the bounds of `engine.bounds`. It does no decoding (see `engine.pipeline`) and no
-I/O; time is the packets' time.
+The table does lookup, observer state, lifecycle and eviction: which connection a segment belongs
+to (a new SYN on a finished connection's ports opens a new one), the state machine of
+`engine.tcpstate`, expiry and the bounds of `engine.bounds`. Reassembly is each direction's
+`engine.reassembly.Reassembler`; the table is their sink, and hands what they deliver to the
+follow view (kept bytes), the protocol sniffer and the stream consumers. It does no decoding
+(see `engine.pipeline`) and no I/O; time is the packets' time.
 
 Connection keys are integers made from the addresses and ports of the packet's sender (see
 `engine.pipeline`); each connection is entered twice, once per direction, and the entry points
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import NamedTuple, cast
 
 from engine.bounds import CONNECTION_COST, Bounds
 from engine.detect import TLS, Sniffer, TlsHelloReader
@@ -25,13 +28,12 @@ from engine.events import (
     Event,
     Gap,
 )
+from engine.reassembly import NO_ACK, SEQ_MASK, Reassembler, seq_delta
 from engine.tcp import (
     ACK,
     FIN,
-    MAX_AHEAD,
     RESENT_COST,
     RST,
-    SEQ_MASK,
     SYN,
     Connection,
     HalfStream,
@@ -39,7 +41,6 @@ from engine.tcp import (
     Resent,
     StreamConsumer,
     reverse_key,
-    seq_delta,
 )
 from engine.tcpstate import FINISHED, Signal, State, next_state
 
@@ -55,6 +56,14 @@ GAP_REASONS = {"closed": "close", "reused": "close"}
 ConsumerFactory = Callable[[Connection, Callable[[Event], None]], "StreamConsumer | None"]
 
 
+class KeptSlice(NamedTuple):
+    """Follow-view entries of one connection added since a cursor (see `kept_since`)."""
+
+    entries: tuple[Kept, ...]
+    cursor: int  # pass it back to get what comes after these
+    dropped: bool  # entries between the cursor asked for and the first of these are gone
+
+
 class ConnectionTable:
     def __init__(
         self,
@@ -66,7 +75,8 @@ class ConnectionTable:
         self.keep = bounds.keep_stream_bytes
         # Trimming waits for an eighth over the cap so that it runs in bursts, not per segment.
         self.keep_slack = self.keep + self.keep // 8
-        self.max_ooo = bounds.max_ooo_bytes
+        self.max_ooo = bounds.max_ooo_bytes  # read by the reassemblers (their Sink)
+        self.reorder_window = bounds.reorder_window
         self.factories: dict[str | None, list[ConsumerFactory]] = {TLS: [_tls_hello_reader]}
         for protocol, factories in (consumers or {}).items():
             self.factories[protocol] = [*self.factories.get(protocol, []), *factories]
@@ -82,8 +92,9 @@ class ConnectionTable:
         self.lru: OrderedDict[int, Connection] = OrderedDict()
         # Closed or reset connections, in the order they finished, lingering for late packets.
         self.finished: OrderedDict[int, Connection] = OrderedDict()
-        # Kept bytes of connections that left the table (Bounds.keep_after_close), oldest first.
-        self.archive: OrderedDict[int, tuple[deque[Kept], int]] = OrderedDict()
+        # Kept entries of connections that left the table (Bounds.keep_after_close), oldest
+        # first: (entries, their cost, the connection's kept_count).
+        self.archive: OrderedDict[int, tuple[deque[Kept], int, int]] = OrderedDict()
         self.next_id = 0
         self.packet_number = (
             0  # of the packet being processed, counted from 0 (set by the pipeline)
@@ -95,7 +106,7 @@ class ConnectionTable:
         self.memory = 0  # connection overhead + kept + out-of-order bytes
         self.evicted = 0
         self.dropped_kept = 0
-        self.ignored = 0
+        self.ignored = 0  # segments too far ahead of their stream to be believed
 
     # ------------------------------------------------------------------ segments
 
@@ -124,7 +135,10 @@ class ConnectionTable:
             conn.mark = self.batch_mark
             self.touched.append(conn)
         if flags & ACK:
-            hs.ack = ack
+            if hs.ack == NO_ACK or seq_delta(ack, hs.ack) > 0:
+                hs.ack = ack
+        else:
+            ack = NO_ACK
         if flags & CONTROL or conn.watch_acks:
             seq = self._control(hs, ts, seq, ack, flags, wire_len)
         elif not wire_len and "A" not in hs.letters:
@@ -135,21 +149,13 @@ class ConnectionTable:
             # Data carried by a RST is a diagnostic text (RFC 1122 4.2.2.12), not stream bytes.
             if "D" not in hs.letters:
                 hs.mark("D")
-            base = hs.base
-            if base is None:
-                hs.base = base = seq  # picked up mid-stream: the first byte seen is offset 0
-            if seq == (base + hs.offset) & SEQ_MASK and not hs.ooo and len(data) == wire_len:
-                self._deliver(hs, ts, data)
-            else:
-                self._data(hs, ts, seq, data, wire_len)
+            hs.segment(ts, seq, data, wire_len, ack)
         peer = hs.peer
-        if peer.ooo and flags & ACK:
-            self._gaps_acked(peer, ts)
+        if peer.ooo and ack != NO_ACK:
+            peer.peer_acked(ts, ack)
         if flags & RST:
             self._flush_half(conn.client, ts, "close")
             self._flush_half(conn.server, ts, "close")
-        elif flags & FIN and hs.fin_offset is not None and hs.offset >= hs.fin_offset:
-            self._end(hs, ts)
 
     def _open(self, ts: float, key: int, flags: int) -> HalfStream:
         if flags & SYN:
@@ -160,7 +166,7 @@ class ConnectionTable:
             sender_is_client, guessed = sport >= dport, True
         rkey = reverse_key(key)
         ckey, skey = (key, rkey) if sender_is_client else (rkey, key)
-        conn = Connection(self.next_id, ts, ckey, guessed)
+        conn = Connection(self, self.next_id, ts, ckey, guessed)
         conn.first_packet = self.packet_number
         self.next_id += 1
         old = self.by_key.get(rkey)
@@ -182,11 +188,11 @@ class ConnectionTable:
     def _control(
         self, hs: HalfStream, ts: float, seq: int, ack: int, flags: int, wire_len: int
     ) -> int:
-        """Apply SYN, FIN and RST to the half stream and the observer state; return the data's seq."""
+        """Apply SYN, FIN and RST to the half stream and the observer state; return the seq of
+        the segment's data."""
         conn = hs.conn
         if flags & RST:
             signal = Signal.RST
-            hs.rst = True
             if conn.first_rst is None:
                 conn.first_rst = "orig" if hs.from_client else "resp"
             hs.mark("R")
@@ -195,8 +201,7 @@ class ConnectionTable:
             hs.mark("H" if flags & ACK else "S")
             if hs.from_client == (signal is Signal.SYN):
                 hs.syn = True
-            if hs.base is None or (hs.offset == 0 and not hs.ooo):
-                hs.base = (seq + 1) & SEQ_MASK
+            hs.start_after(seq)
             seq = (seq + 1) & SEQ_MASK  # data on a SYN starts after it
         elif flags & FIN:
             signal = Signal.FIN if not hs.peer.fin else Signal.FIN_OTHER
@@ -206,20 +211,20 @@ class ConnectionTable:
             signal = Signal.ACK
             if not wire_len:
                 hs.mark("A")
+            peer = hs.peer
             if (
                 conn.state is State.CLOSING
                 and hs.fin
-                and hs.peer.fin_offset is not None
-                and hs.peer.base is not None
-                and hs.peer.offset_of(ack) > hs.peer.fin_offset
+                and ack != NO_ACK
+                and peer.fin_offset is not None
+                and peer.base is not None
+                and peer.offset_of(ack) > peer.fin_offset
             ):
                 signal = Signal.FINAL_ACK
         if flags & FIN and not hs.fin:
             hs.fin = True
             hs.mark("F")
-            if hs.base is None:
-                hs.base = seq
-            hs.fin_offset = hs.offset_of((seq + wire_len) & SEQ_MASK)
+            hs.end_at(ts, seq, wire_len)
         state = next_state(conn.state, signal)
         if state is not conn.state:
             conn.state = state
@@ -229,76 +234,67 @@ class ConnectionTable:
                 self.finished[conn.id] = conn
         return seq
 
-    def _data(self, hs: HalfStream, ts: float, seq: int, data: bytes, wire_len: int) -> None:
-        """Everything but the in-order fast path: overlaps, retransmissions, holes, short captures."""
-        assert hs.base is not None
-        delta = seq_delta(seq, (hs.base + hs.offset) & SEQ_MASK)
-        captured = len(data)
-        if delta > 0:
-            if delta > MAX_AHEAD:
-                hs.ignored += 1
-                self.ignored += 1
-                return
-            added, differing = hs.buffer(hs.offset + delta, data)
-            self.memory += added
-            if differing:
-                self._inconsistent(hs)
-            if hs.ooo_bytes > self.max_ooo:
-                while hs.ooo and hs.ooo_bytes > self.max_ooo // 2:
-                    self._skip_hole(hs, ts, "buffer")
-            return
-        old = min(-delta, wire_len)
-        if old and not (delta == -1 and wire_len == 1):  # a keep-alive probe resends one old byte
-            hs.retransmitted += old
-            hs.mark("T")
-            start = hs.offset + delta
-            seen = hs.conn.kept_range(hs.from_client, start, start + min(old, captured))
-            differs = None if seen is None else seen != data[: len(seen)]
-            if differs:
-                self._inconsistent(hs)
-            if self.keep:
-                self._keep(hs.conn, (hs.from_client, ts, start, Resent(old, differs)), RESENT_COST)
-        new = wire_len - old
-        if new <= 0:
-            return
-        fresh = data[old:]
-        if fresh:
-            self._deliver(hs, ts, fresh)
-        if len(fresh) < new:
-            self._gap(hs, ts, new - len(fresh), "snaplen")
-        if hs.ooo:
-            self._drain(hs, ts)
+    # ------------------------------------------------------------------ the reassemblers' sink
 
-    def _inconsistent(self, hs: HalfStream) -> None:
+    def delivered(self, r: Reassembler, ts: float, offset: int, data: bytes, ack: int) -> None:
+        hs = cast(HalfStream, r)
+        conn = hs.conn
+        if self.keep:
+            self._keep(conn, (hs.from_client, ts, offset, data), len(data))
+        for consumer in conn.consumers:
+            consumer.on_data(conn, hs.from_client, ts, offset, data, ack)
+        if conn.sniffing:
+            self._sniff(conn, hs.from_client, ts, offset, data, ack)
+
+    def missed(self, r: Reassembler, ts: float, offset: int, size: int, reason: str) -> None:
+        hs = cast(HalfStream, r)
+        conn = hs.conn
+        self.events.append(Gap(conn.id, hs.from_client, offset, size, ts, reason))
+        if self.keep:
+            self._keep(conn, (hs.from_client, ts, offset, size), 0)
+        hs.mark("G")
+        for consumer in conn.consumers:
+            consumer.on_gap(conn, hs.from_client, ts, offset, size, reason)
+        if conn.sniffing:
+            # A stream that starts with a hole cannot be recognised from its first bytes.
+            self._sniff(conn, hs.from_client, ts, offset, None, NO_ACK)
+
+    def resent(self, r: Reassembler, ts: float, offset: int, size: int, data: bytes) -> None:
+        hs = cast(HalfStream, r)
+        conn = hs.conn
+        hs.mark("T")
+        seen = conn.kept_range(hs.from_client, offset, offset + len(data))
+        differs = None if seen is None else seen != data[: len(seen)]
+        if differs:
+            self.inconsistent(hs)
+        if self.keep:
+            self._keep(conn, (hs.from_client, ts, offset, Resent(size, differs)), RESENT_COST)
+
+    def inconsistent(self, r: Reassembler) -> None:
+        hs = cast(HalfStream, r)
         hs.conn.inconsistent += 1
         hs.mark("I")
 
-    def _deliver(self, hs: HalfStream, ts: float, data: bytes) -> None:
-        conn = hs.conn
-        off = hs.offset
-        n = len(data)
-        hs.offset = off + n
-        hs.delivered += n
-        if self.keep:
-            self._keep(conn, (hs.from_client, ts, off, data), n)
-        for consumer in conn.consumers:
-            consumer.on_data(conn, hs.from_client, ts, data)
-        if conn.sniffing:
-            self._sniff(conn, hs.from_client, ts, data)
-        if hs.ooo and hs.ooo[0][0] <= hs.offset:
-            self._drain(hs, ts)
-        if hs.fin_offset is not None and hs.offset >= hs.fin_offset:
-            self._end(hs, ts)
+    def ignored_segment(self, r: Reassembler) -> None:
+        self.ignored += 1
+
+    def buffered(self, r: Reassembler, change: int) -> None:
+        self.memory += change
+
+    def complete(self, r: Reassembler, ts: float) -> None:
+        self._end(cast(HalfStream, r), ts)
 
     def _keep(self, conn: Connection, entry: Kept, cost: int) -> None:
         """Add to the follow view's entries, within the per-connection bound."""
         if conn.kept is None:
             conn.kept = deque()
         conn.kept.append(entry)
-        conn.kept_bytes += cost
-        self.memory += cost
-        if conn.kept_bytes > self.keep_slack:
-            self._trim_kept(conn, self.keep)
+        conn.kept_count += 1
+        if cost:
+            conn.kept_bytes += cost
+            self.memory += cost
+            if conn.kept_bytes > self.keep_slack:
+                self._trim_kept(conn, self.keep)
 
     def _end(self, hs: HalfStream, ts: float) -> None:
         """Tell consumers, once, that this direction has no more bytes to come."""
@@ -309,60 +305,24 @@ class ConnectionTable:
         for consumer in conn.consumers:
             consumer.on_end(conn, hs.from_client, ts)
 
-    def _drain(self, hs: HalfStream, ts: float) -> None:
-        """Deliver buffered data that has become contiguous."""
-        ooo = hs.ooo
-        while ooo and ooo[0][0] <= hs.offset:
-            start, end, data = ooo.pop(0)
-            hs.ooo_bytes -= len(data)
-            self.memory -= len(data)
-            if end <= hs.offset:
-                continue
-            self._deliver(hs, ts, data[hs.offset - start :])
-
-    def _gap(self, hs: HalfStream, ts: float, size: int, reason: str) -> None:
-        conn = hs.conn
-        self.events.append(Gap(conn.id, hs.from_client, hs.offset, size, ts, reason))
-        if self.keep:
-            if conn.kept is None:
-                conn.kept = deque()
-            conn.kept.append((hs.from_client, ts, hs.offset, size))
-        hs.offset += size
-        hs.missing += size
-        hs.mark("G")
-        for consumer in conn.consumers:
-            consumer.on_gap(conn, hs.from_client, ts, size)
-        if conn.sniffing:
-            # A stream that starts with a hole cannot be recognised from its first bytes.
-            self._sniff(conn, hs.from_client, ts, None)
-
-    def _skip_hole(self, hs: HalfStream, ts: float, reason: str) -> None:
-        assert hs.ooo
-        start = hs.ooo[0][0]
-        if start > hs.offset:
-            self._gap(hs, ts, start - hs.offset, reason)
-        self._drain(hs, ts)
-
-    def _gaps_acked(self, hs: HalfStream, ts: float) -> None:
-        """The peer acknowledged bytes of hs beyond a hole: the endpoint got them, we did not."""
-        acked = hs.acked_offset()
-        while acked is not None and hs.ooo and hs.ooo[0][0] <= acked and acked > hs.offset:
-            self._skip_hole(hs, ts, "acked")
-
     def _flush_half(self, hs: HalfStream, ts: float, reason: str) -> None:
         """No more data will come: every hole becomes a gap, up to the FIN or the last ACK."""
-        while hs.ooo:
-            self._skip_hole(hs, ts, reason)
-        end = hs.fin_offset if hs.fin_offset is not None else hs.acked_offset()
-        if end is not None and hs.offset < end <= hs.offset + MAX_AHEAD:
-            self._gap(hs, ts, end - hs.offset, reason)
+        hs.flush(ts, reason, hs.peer.ack)
         self._end(hs, ts)
 
     # ------------------------------------------------------------------ protocol detection
 
-    def _sniff(self, conn: Connection, from_client: bool, ts: float, data: bytes | None) -> None:
+    def _sniff(
+        self,
+        conn: Connection,
+        from_client: bool,
+        ts: float,
+        offset: int,
+        data: bytes | None,
+        ack: int,
+    ) -> None:
         sniffer = Sniffer.of(conn)
-        decided = sniffer.add(from_client, ts, data)
+        decided = sniffer.add(from_client, ts, offset, data, ack)
         if decided is None:
             return
         conn.sniffing = False
@@ -377,8 +337,8 @@ class ConnectionTable:
             if consumer is None:
                 continue
             conn.consumers += (consumer,)
-            for fc, chunk_ts, chunk in sniffer.chunks:
-                consumer.on_data(conn, fc, chunk_ts, chunk)
+            for fc, chunk_ts, chunk_offset, chunk, chunk_ack in sniffer.chunks:
+                consumer.on_data(conn, fc, chunk_ts, chunk_offset, chunk, chunk_ack)
         sniffer.release(conn)
 
     # ------------------------------------------------------------------ bounds and expiry
@@ -435,7 +395,7 @@ class ConnectionTable:
         budget = self.bounds.memory_budget
         while self.memory > budget and self.archive:
             # Closed connections' bytes go first, oldest first.
-            _id, (kept, size) = self.archive.popitem(last=False)
+            _id, (kept, size, _count) = self.archive.popitem(last=False)
             self.memory -= size
             self.dropped_kept += sum(
                 len(d) for _fc, _ts, _off, d in kept if not isinstance(d, (int, Resent))
@@ -463,8 +423,8 @@ class ConnectionTable:
             if conn.sniffed is None:
                 conn.sniffing = False  # no data at all: nothing to recognise
             else:
-                self._sniff(conn, True, ts, None)
-                self._sniff(conn, False, ts, None)
+                self._sniff(conn, True, ts, conn.client.offset, None, NO_ACK)
+                self._sniff(conn, False, ts, conn.server.offset, None, NO_ACK)
         by_key, ckey = self.by_key, conn.client_key
         if by_key.get(ckey) is conn.client:
             del by_key[ckey]
@@ -475,9 +435,11 @@ class ConnectionTable:
         self.finished.pop(conn.id, None)
         self.opened.discard(conn.id)
         self.memory -= CONNECTION_COST
+        # What is still buffered out of order was turned into gaps above.
         self.events.append(ConnectionClosed(snapshot(conn), reason))
         if self.bounds.keep_after_close and conn.kept and reason != "evicted":
-            self.archive[conn.id] = (conn.kept, conn.kept_bytes)  # still counted in memory
+            # still counted in memory
+            self.archive[conn.id] = (conn.kept, conn.kept_bytes, conn.kept_count)
         else:
             self.memory -= conn.kept_bytes
         conn.kept = None
@@ -499,13 +461,26 @@ class ConnectionTable:
     def connection(self, conn_id: int) -> Connection | None:
         return self.lru.get(conn_id) or self.finished.get(conn_id)
 
-    def kept_of(self, conn_id: int) -> deque[Kept] | None:
-        """The follow view's bytes of a connection, in the table or archived after it left."""
+    def kept_since(self, conn_id: int, cursor: int) -> KeptSlice | None:
+        """The follow view's entries of a connection from `cursor` on (0: from the start), in
+        the table or archived after it left; None if it keeps none. Entries are only ever added
+        at the end and dropped from the front, so a cursor stays valid across calls."""
         conn = self.connection(conn_id)
         if conn is not None:
-            return conn.kept
-        archived = self.archive.get(conn_id)
-        return archived[0] if archived is not None else None
+            kept, count = conn.kept, conn.kept_count
+        else:
+            archived = self.archive.get(conn_id)
+            if archived is None:
+                return None
+            kept, _cost, count = archived
+        if kept is None:
+            return KeptSlice((), count, cursor < count)
+        first = count - len(kept)  # the cursor of the oldest entry still kept
+        start = max(cursor, first)
+        if start >= count:
+            return KeptSlice((), count, False)
+        entries = tuple(kept[i] for i in range(start - first, len(kept)))
+        return KeptSlice(entries, count, cursor < first)
 
 
 def _new_attempt(conn: Connection, seq: int) -> bool:

@@ -56,10 +56,19 @@ def http_response_start(prefix: bytes) -> bool | None:
 
 
 class Sniffer:
+    """The first chunks of a connection's two streams, held until they tell its protocol.
+
+    The verdict must not depend on the order in which the capture shows the two directions, so
+    the client's bytes decide (every protocol recognised here is one where the client speaks
+    first); the server's count only when the client's bytes said nothing known, or the client
+    sent nothing before the limit was reached.
+    """
+
     __slots__ = ("chunks", "prefixes", "size", "verdicts")
 
     def __init__(self) -> None:
-        self.chunks: list[tuple[bool, float, bytes]] = []
+        # (from_client, ts, stream offset, data, ack) as delivered, replayed to the consumers
+        self.chunks: list[tuple[bool, float, int, bytes, int]] = []
         self.size = 0
         self.verdicts: dict[bool, str | None] = {True: None, False: None}  # None: undecided
         self.prefixes: dict[bool, bytes] = {True: b"", False: b""}
@@ -75,23 +84,27 @@ class Sniffer:
     def release(conn: Connection) -> None:
         conn.sniffed = None
 
-    def add(self, from_client: bool, ts: float, data: bytes | None) -> str | None:
+    def add(
+        self, from_client: bool, ts: float, offset: int, data: bytes | None, ack: int
+    ) -> str | None:
         """Add a chunk (None: a gap or the end); return the protocol once decided, else None."""
         if data is None:
             if self.verdicts[from_client] is None:
                 self.verdicts[from_client] = NOTHING
         else:
-            self.chunks.append((from_client, ts, data))
+            self.chunks.append((from_client, ts, offset, data, ack))
             self.size += len(data)
             if self.verdicts[from_client] is None:
                 prefix = self.prefixes[from_client] + data[:8192]
                 self.prefixes[from_client] = prefix
                 self.verdicts[from_client] = self._judge(from_client, prefix)
-        for side in (True, False):
-            if self.verdicts[side]:
-                return self.verdicts[side]
-        if self.size > LIMIT or all(v == NOTHING for v in self.verdicts.values()):
-            return NOTHING
+        client, server = self.verdicts[True], self.verdicts[False]
+        if client:
+            return client
+        if client == NOTHING and server is not None:
+            return server
+        if self.size > LIMIT:
+            return server or NOTHING
         return None
 
     @staticmethod
@@ -117,7 +130,9 @@ class TlsHelloReader:
         self.buffer = b""
         self.done = False
 
-    def on_data(self, conn: Connection, from_client: bool, ts: float, data: bytes) -> None:
+    def on_data(
+        self, conn: Connection, from_client: bool, ts: float, offset: int, data: bytes, ack: int
+    ) -> None:
         if self.done or not from_client:
             return
         self.buffer += data
@@ -130,7 +145,9 @@ class TlsHelloReader:
         self.done = True
         self.buffer = b""
 
-    def on_gap(self, conn: Connection, from_client: bool, ts: float, size: int) -> None:
+    def on_gap(
+        self, conn: Connection, from_client: bool, ts: float, offset: int, size: int, reason: str
+    ) -> None:
         if from_client:
             self.done = True
             self.buffer = b""

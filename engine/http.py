@@ -1,29 +1,40 @@
-"""HTTP/1.x transactions from a connection's reassembled streams, parsed with h11.
+"""HTTP/1.x exchanges from a connection's reassembled streams, parsed with h11's head readers.
 
 An `HttpParser` is a stream consumer (see `engine.tcp.StreamConsumer`) attached to connections
 that the sniffer recognised as HTTP. It reads requests from the client's stream and responses from
-the server's, pairs them in order, and emits one `HttpTransaction` per exchange.
+the server's, pairs each response with the request it answers, and emits one `HttpTransaction`
+per exchange.
 
 How h11 is used, and why: h11's `Connection` is one endpoint of a conversation, so watching both
-sides with it means feeding each parser the other side's events (`send()` re-serialises them;
-h11's private `_process_event` skips that but still runs its state machine twice per event). We
-use h11's parsing layer instead: its receive buffer, its request-line / status-line / header
-readers, its body readers (Content-Length, chunked, close-delimited) and its framing rules
-(`_body_framing`: HEAD, CONNECT, 1xx, 204 and 304 have no body; Transfer-Encoding beats
-Content-Length), and keep the observer's state here. Measured on this machine: 22k small
-transactions/s this way, 10k/s with mirrored `Connection`s. These are private names of h11, so
-the supported h11 versions are pinned in pyproject.toml and `tests/test_http.py` checks them.
+sides with it means feeding each parser the other side's events (`send()` re-serialises them).
+We use h11's parsing layer instead: its receive buffer, its request-line / status-line / header
+readers and its framing rules (`_body_framing`: HEAD, CONNECT, 1xx, 204 and 304 have no body;
+Transfer-Encoding beats Content-Length), and read bodies ourselves (`_LengthBody`,
+`_ChunkedBody`, `_CloseBody`), because an observer must also step over bytes that were never
+captured and accept chunked framing with bare LF line ends, as servers do. These are private
+names of h11, so the supported h11 versions are pinned in pyproject.toml and
+`tests/test_http.py` checks them.
 
 Rules this module keeps:
-- Responses pair with requests in order (pipelining). 1xx responses are kept with the exchange
-  and do not end it. A response seen without its request (capture started mid-connection) gets
-  an exchange with no request; a request that never got a response is emitted at the end.
-- A 2xx answer to CONNECT, or 101 Switching Protocols, turns the rest of the connection into an
-  opaque tunnel: bytes are counted, not parsed.
+- A response is paired by what TCP says, never by the order in which the capture shows the two
+  directions (which is not causal): it answers the oldest unanswered request whose first byte
+  the server had received when it started answering, that is, one that starts before the
+  acknowledgment number of the segment carrying the response's first byte. Until the client's
+  stream has been read that far, the response is held (bounded in bytes and in packet time);
+  its framing depends on the request's method (HEAD, CONNECT, 1xx, 204, 304), so a response is
+  never read before its request is known. A response whose request the server had received but
+  the capture did not show gets an exchange with no request, and a note saying so.
+- Exchanges are numbered when they are paired (or found unanswered), in the order of the
+  responses, so the numbers do not depend on the interleaving either. Every time comes from the
+  segment that carried the byte in question, not from when the parser got to it.
+- 1xx responses are kept with the exchange and do not end it. A 2xx answer to CONNECT, or 101
+  Switching Protocols, turns the rest of the connection into an opaque tunnel: bytes are
+  counted, not parsed.
 - Each side starts unsynchronised and looks for a message start (request line or status line),
   so a capture that begins mid-message resynchronises; so does a parse error or a gap that breaks
   the framing. A gap inside a body of known length is skipped and counted as missing body bytes.
-- Nothing here raises on any input: h11's protocol errors become the transaction's `error`.
+  A head cut short by a gap (a small snapshot length) still gives a record of what it showed.
+- Nothing here raises on any input: protocol errors become the transaction's `error`.
 """
 
 from __future__ import annotations
@@ -31,14 +42,11 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Final, NamedTuple, cast
 
 import h11
 from h11._connection import _body_framing
 from h11._readers import (
-    ChunkedReader,
-    ContentLengthReader,
-    Http10Reader,
     _decode_header_lines,
     maybe_read_from_SEND_RESPONSE_server,
     request_line_re,
@@ -46,24 +54,27 @@ from h11._readers import (
 from h11._receivebuffer import ReceiveBuffer
 from h11._util import validate
 
-from engine.detect import TlsHelloReader
+from engine.detect import KNOWN_METHODS, TlsHelloReader
 from engine.events import Event, HttpRequest, HttpResponse, HttpTransaction
+from engine.reassembly import NO_ACK, SNAPLEN
 from engine.tcp import Connection
 
 MAX_HEAD = 64 * 1024
 """A header block still incomplete after this many bytes is an error (h11's own limit is 16 KiB)."""
 DEFAULT_MAX_BODY = 1024 * 1024
+HOLD_BYTES = 256 * 1024
+"""Server bytes held at most while a response waits for the client's stream to reach it."""
+MAX_CHUNK_LINE = 4096
 
-READERS: dict[str, Callable[..., Any]] = {
-    "content-length": ContentLengthReader,
-    "chunked": ChunkedReader,
-    "http/1.0": Http10Reader,
-}
 REQUEST_START = re.compile(rb"(?:^|\n)([A-Z][A-Z0-9_-]{0,23} [^ \r\n]+ HTTP/1\.[01]\r?\n)")
 # A status line is distinctive enough to be found anywhere: after lost bytes, the next response
 # may follow the visible end of a body directly. A request line must start a line (a method is
 # just capital letters, which a body may end with).
 RESPONSE_START = re.compile(rb"(HTTP/1\.[01] [0-9]{3}[ \r\n])")
+# What is left of a head that a gap cut short (the snapshot length, most often).
+PARTIAL_REQUEST = re.compile(rb"([A-Z][A-Z0-9_-]{0,23}) ([^ \r\n]*)(?: HTTP/([0-9]\.[0-9]))?")
+PARTIAL_RESPONSE = re.compile(rb"HTTP/([0-9]\.[0-9]) ([0-9]{3})(?: ([^\r\n]*))?")
+_CHUNK_SIZE = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
 
 
 def _text(raw: bytes) -> str:
@@ -72,10 +83,145 @@ def _text(raw: bytes) -> str:
     return raw.decode("latin-1")
 
 
+def _data(buf: ReceiveBuffer) -> bytearray:
+    """The bytes waiting in an h11 receive buffer, without copying them."""
+    return buf._data
+
+
+# ---------------------------------------------------------------------- bodies
+
+
+class _BadBody(Exception):
+    """The body's framing is broken."""
+
+
+END: Final = b""
+"""What a body reader returns at the end of the body (data is never empty)."""
+
+
+class _LengthBody:
+    """A body of known length (Content-Length)."""
+
+    __slots__ = ("remaining",)
+
+    def __init__(self, length: int) -> None:
+        self.remaining = length
+
+    def read(self, buf: ReceiveBuffer) -> bytes | bytearray | None:
+        if not self.remaining:
+            return END
+        data = buf.maybe_extract_at_most(self.remaining)
+        if data is None:
+            return None
+        self.remaining -= len(data)
+        return data
+
+
+class _CloseBody:
+    """A body that ends when the stream does (HTTP/1.0 style, or no framing headers)."""
+
+    __slots__ = ()
+
+    def read(self, buf: ReceiveBuffer) -> bytes | bytearray | None:
+        return buf.maybe_extract_at_most(len(buf))
+
+
+class _ChunkedBody:
+    """Transfer-Encoding: chunked, read leniently: LF or CRLF line ends (RFC 9112 2.2 lets a
+    recipient accept a bare LF, and servers send them), and blanks before a chunk extension."""
+
+    __slots__ = ("bare_lf", "remaining", "state")
+
+    SIZE, DATA, DATA_END, TRAILER = range(4)
+
+    def __init__(self) -> None:
+        self.state = self.SIZE
+        self.remaining = 0
+        self.bare_lf = False
+
+    def _line(self, buf: ReceiveBuffer, limit: int, what: str) -> bytes | None:
+        data = _data(buf)
+        end = data.find(b"\n", 0, limit + 1)
+        if end < 0:
+            if len(data) > limit:
+                raise _BadBody(f"{what} longer than {limit} bytes")
+            return None
+        raw = buf.maybe_extract_at_most(end + 1)
+        assert raw is not None
+        if end and raw[end - 1] == 0x0D:
+            return bytes(raw[: end - 1])
+        self.bare_lf = True
+        return bytes(raw[:end])
+
+    def read(self, buf: ReceiveBuffer) -> bytes | bytearray | None:
+        while True:
+            state = self.state
+            if state == self.DATA:
+                data = buf.maybe_extract_at_most(self.remaining)
+                if data is None:
+                    return None
+                self.remaining -= len(data)
+                if not self.remaining:
+                    self.state = self.DATA_END
+                return data
+            if state == self.SIZE:
+                line = self._line(buf, MAX_CHUNK_LINE, "a chunk size line")
+                if line is None:
+                    return None
+                m = _CHUNK_SIZE.fullmatch(line)
+                if m is None:
+                    raise _BadBody(f"bad chunk size line {line[:40]!r}")
+                size = int(m.group(1), 16)
+                self.state, self.remaining = (self.DATA, size) if size else (self.TRAILER, 0)
+            elif state == self.DATA_END:
+                data = _data(buf)
+                if not data or data == b"\r":
+                    return None
+                if data[:2] == b"\r\n":
+                    buf.maybe_extract_at_most(2)
+                elif data[0] == 0x0A:
+                    buf.maybe_extract_at_most(1)
+                    self.bare_lf = True
+                else:
+                    raise _BadBody("chunk data not followed by a line end")
+                self.state = self.SIZE
+            else:  # trailer fields, up to an empty line
+                line = self._line(buf, MAX_HEAD, "a trailer field")
+                if line is None:
+                    return None
+                if not line:
+                    return END
+
+
+_BodyReader = _LengthBody | _ChunkedBody | _CloseBody
+
+
+def _body_reader(kind: str, args: tuple[Any, ...]) -> _BodyReader:
+    if kind == "content-length":
+        return _LengthBody(args[0])
+    if kind == "chunked":
+        return _ChunkedBody()
+    return _CloseBody()
+
+
+# ---------------------------------------------------------------------- messages and exchanges
+
+
+class _Partial(NamedTuple):
+    """What a head cut short showed: its start line (the fields h11's events have)."""
+
+    method: bytes = b""
+    target: bytes = b""
+    http_version: bytes = b""
+    status_code: int = 0
+    reason: bytes = b""
+
+
 class _Message:
     """A request or response being read."""
 
     __slots__ = (
+        "ack",
         "body_bytes",
         "cached",
         "chunks",
@@ -88,29 +234,28 @@ class _Message:
         "kept",
         "missing",
         "offset",
-        "peer_acked",
         "sent_headers",
         "ts",
     )
 
-    def __init__(self, head: Any, ts: float, expected: int | None, offset: int = -1) -> None:
+    def __init__(self, head: Any, ts: float, expected: int | None, offset: int, ack: int) -> None:
         self.head = head
         self.ts = ts
         self.offset = offset  # stream offset of its first byte
+        self.ack = ack  # acknowledgment number of the segment that carried its first byte
         self.end_ts: float | None = None
         self.body_bytes = 0
         self.missing = 0
-        self.chunks: list[bytes] = []
+        self.chunks: list[bytes | bytearray] = []
         self.kept = 0
         self.expected = expected  # the Content-Length, when the body has one
         self.complete = False
         self.interim: list[tuple[int, str, float]] = []
         self.sent_headers: list[tuple[bytes, bytes]] | None = None  # request headers as sent
-        self.peer_acked: int | None = None  # see _Side.buf_acked
         self.cached: list[Any] | None = None  # its HeadCache entry: [event, decoded headers]
         self.gaps: list[tuple[int, int]] | None = None  # (offset in the kept body, bytes missing)
 
-    def add(self, data: bytes, max_body: int) -> None:
+    def add(self, data: bytes | bytearray, max_body: int) -> None:
         n = len(data)
         self.body_bytes += n
         room = max_body - self.kept
@@ -129,7 +274,7 @@ class _Message:
 
     def headers(self) -> tuple[tuple[str, str], ...]:
         if self.cached is not None and self.cached[1] is not None:
-            return self.cached[1]
+            return cast(tuple[tuple[str, str], ...], self.cached[1])
         raw = self.sent_headers if self.sent_headers is not None else self.head.headers.raw_items()
         text = tuple([(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw])
         if self.cached is not None:
@@ -173,10 +318,11 @@ class _Message:
 
 
 class _Exchange:
-    __slots__ = ("error", "index", "interim", "notes", "request", "response", "tunnel")
+    __slots__ = ("error", "index", "interim", "notes", "request", "response", "start", "tunnel")
 
-    def __init__(self, index: int) -> None:
-        self.index = index
+    def __init__(self, start: int | None) -> None:
+        self.start = start  # client stream offset where its request began (None: not seen)
+        self.index: int | None = None  # given when it is paired, or found unanswered
         self.request: _Message | None = None
         self.response: _Message | None = None
         self.interim: list[tuple[int, str, float]] = []
@@ -190,13 +336,15 @@ class _Side:
 
     __slots__ = (
         "buf",
-        "buf_acked",
-        "buf_ts",
+        "ended",
         "exchange",
         "loss_start",
         "lost",
+        "lost_ranges",
+        "marks",
         "msg",
         "offset",
+        "queue",
         "reader",
         "synced",
         "tunnel_bytes",
@@ -204,25 +352,59 @@ class _Side:
 
     def __init__(self) -> None:
         self.buf = ReceiveBuffer()
-        self.buf_ts = 0.0  # time of the oldest byte waiting in buf
-        # How far the peer had acknowledged the other direction when the oldest waiting byte was
-        # sent (stream offset), if known: it tells which answers the sender had already received.
-        self.buf_acked: int | None = None
         self.offset = 0  # stream offset just past the last byte given to this side (or lost)
+        # Where each delivered chunk still (partly) in buf began, with the time and the
+        # acknowledgment number of its segment: (stream offset, ts, ack), oldest first.
+        self.marks: deque[tuple[int, float, int]] = deque()
         self.loss_start: int | None = None  # where bytes were lost since the last message start
-        self.reader: Callable[[ReceiveBuffer], Any] | None = (
-            None  # body reader, None between messages
-        )
+        self.reader: _BodyReader | None = None  # None between messages
         self.msg: _Message | None = None
         self.exchange: _Exchange | None = None
         self.synced = False
         self.lost = 0  # bytes lost since the last message start, to be noted on the next one
+        self.lost_ranges: deque[tuple[int, int]] = deque(maxlen=64)  # lost or unreadable bytes
         self.tunnel_bytes = 0
+        self.ended = False
+        # Events that came while the side was held (server only): ("data", ts, data, ack),
+        # ("gap", ts, size, reason) or ("end", ts), in order.
+        self.queue: deque[tuple[Any, ...]] | None = None
+
+    @property
+    def consumed(self) -> int:
+        """Stream offset of the first byte not read yet."""
+        return self.offset - len(self.buf)
+
+    def mark_at(self, offset: int) -> tuple[float, int]:
+        """(ts, ack) of the segment that carried the byte at `offset` (still buffered)."""
+        for start, ts, ack in reversed(self.marks):
+            if start <= offset:
+                return ts, ack
+        return (self.marks[0][1], self.marks[0][2]) if self.marks else (0.0, NO_ACK)
+
+    def forget_before(self, offset: int) -> None:
+        """Drop the marks of chunks that end before `offset`."""
+        marks = self.marks
+        while len(marks) > 1 and marks[1][0] <= offset:
+            marks.popleft()
+
+    def lose(self, size: int, start: int) -> None:
+        """Bytes from stream offset `start` are gone (with what was buffered): resynchronise."""
+        held = len(self.buf)
+        self.lost += size + held
+        self.lost_ranges.append((start - held, start + size))
+        if self.loss_start is None:
+            self.loss_start = start
+        self.synced = False
+        self.buf = ReceiveBuffer()
+        self.reader = None
+
+    def lost_between(self, start: int, end: int) -> bool:
+        """Were bytes lost or unreadable anywhere in [start, end)?"""
+        return any(s < end and e > start for s, e in self.lost_ranges)
 
 
-def _data(buf: ReceiveBuffer) -> bytearray:
-    """The bytes waiting in an h11 receive buffer, without copying them."""
-    return buf._data
+HELD: Final = -2
+"""What `_answer_point` says when a response must wait for the client's stream."""
 
 
 def _message_start(side: _Side, buf: ReceiveBuffer, pattern: re.Pattern[bytes]) -> int | None:
@@ -235,7 +417,7 @@ def _message_start(side: _Side, buf: ReceiveBuffer, pattern: re.Pattern[bytes]) 
         if not _resync(side, pattern):
             return None
         side.synced = True
-    return side.offset - len(buf)
+    return side.consumed
 
 
 def _resync(side: _Side, pattern: re.Pattern[bytes]) -> bool:
@@ -247,17 +429,22 @@ def _resync(side: _Side, pattern: re.Pattern[bytes]) -> bool:
     m = pattern.search(data)
     if m is not None:
         if m.start(1):
-            side.lost += m.start(1)
-            side.buf.maybe_extract_at_most(m.start(1))
+            _drop(side, m.start(1))
         return True
     # No complete start line yet: keep the last, unfinished line, which may become one.
     drop = data.rfind(b"\n") + 1
     if len(data) - drop > MAX_HEAD:
         drop = len(data)
     if drop:
-        side.lost += drop
-        side.buf.maybe_extract_at_most(drop)
+        _drop(side, drop)
     return False
+
+
+def _drop(side: _Side, size: int) -> None:
+    start = side.consumed
+    side.lost += size
+    side.lost_ranges.append((start, start + size))
+    side.buf.maybe_extract_at_most(size)
 
 
 def _skip_blank_lines(buf: ReceiveBuffer) -> None:
@@ -268,6 +455,32 @@ def _skip_blank_lines(buf: ReceiveBuffer) -> None:
         n += 1
     if n:
         buf.maybe_extract_at_most(n)
+
+
+def _partial_head(data: bytes, from_client: bool, anywhere: bool) -> tuple[_Partial, list] | None:
+    """The start line and the complete header lines of a head cut short, if `data` (from a
+    message boundary) begins like one. Unless `anywhere`, a request must use a known method."""
+    lines = data.split(b"\n")
+    first = lines[0].rstrip(b"\r")
+    if from_client:
+        m = PARTIAL_REQUEST.match(first)
+        if m is None or (not anywhere and m.group(1) not in KNOWN_METHODS):
+            return None
+        part = _Partial(method=m.group(1), target=m.group(2), http_version=m.group(3) or b"")
+    else:
+        m = PARTIAL_RESPONSE.match(first)
+        if m is None:
+            return None
+        part = _Partial(
+            http_version=m.group(1), status_code=int(m.group(2)), reason=m.group(3) or b""
+        )
+    headers = []
+    for line in lines[1:-1]:  # the last line was cut (or is empty)
+        name, sep, value = line.rstrip(b"\r").partition(b":")
+        if not sep or not name or name != name.strip():
+            break
+        headers.append((name, value.strip(b" \t")))
+    return part, headers
 
 
 def read_request_head(
@@ -345,15 +558,18 @@ class HttpParser:
 
     def __init__(
         self,
-        conn_id: int,
+        conn: Connection,
         emit: Callable[[Event], None],
         max_body: int = DEFAULT_MAX_BODY,
         heads: HeadCache | None = None,
+        window: float = 1.0,
     ) -> None:
-        self.conn_id = conn_id
+        self.conn = conn
+        self.conn_id = conn.id
         self.heads = heads or HeadCache()
         self.emit = emit
         self.max_body = max_body
+        self.window = window  # seconds a response waits for its request (Bounds.reorder_window)
         self.client = _Side()
         self.server = _Side()
         self.pending: deque[_Exchange] = (
@@ -362,90 +578,124 @@ class HttpParser:
         # Exchanges answered while their request was still being read, by id of that request.
         self.answered: dict[int, _Exchange] = {}
         self.next_index = 0
+        self.last_start = 0  # client offset of the request of the last exchange paired
         self.waiting = False  # the client's next bytes depend on the answer to CONNECT or Upgrade
         self.tunnel = False
         self.tls: TlsHelloReader | None = None  # SNI from inside a CONNECT tunnel
         self.leftover = b""  # client bytes that followed the CONNECT request before its answer
         self.closed = False
+        self.now = 0.0  # the latest packet time seen on either side
+        self.held_since: float | None = None  # a response waits for the client's stream
 
     # ------------------------------------------------------------------ stream consumer
 
-    def on_data(self, conn: Connection, from_client: bool, ts: float, data: bytes) -> None:
+    def on_data(
+        self, conn: Connection, from_client: bool, ts: float, offset: int, data: bytes, ack: int
+    ) -> None:
+        if ts > self.now:
+            self.now = ts
         side = self.client if from_client else self.server
-        side.offset += len(data)
-        if self.tunnel:
-            self._tunnel_data(conn, from_client, ts, data)
+        if offset != side.offset:
+            if offset < side.offset:  # cannot happen with in-order delivery; be safe anyway
+                data = data[side.offset - offset :]
+                if not data:
+                    return
+            else:  # a gap the sniffer saw before this parser was attached
+                self.on_gap(conn, from_client, ts, side.offset, offset - side.offset, "unseen")
+        if side.queue is not None:
+            side.queue.append(("data", ts, data, ack))
             return
-        if not side.buf:
-            side.buf_ts = ts
-            if from_client:
-                side.buf_acked = conn.server.acked_offset()
-        side.buf += data
+        self._take(side, from_client, ts, data, ack)
         if from_client:
-            self._read_requests(ts)
-        else:
-            self._read_responses(ts)
+            self._release()
 
-    def on_gap(self, conn: Connection, from_client: bool, ts: float, size: int) -> None:
-        side = self.client if from_client else self.server
-        gap_start = side.offset
-        side.offset += size
-        if self.tunnel:
+    def on_gap(
+        self, conn: Connection, from_client: bool, ts: float, offset: int, size: int, reason: str
+    ) -> None:
+        if ts > self.now:
+            self.now = ts
+        if from_client:
+            self._gap(self.client, True, size, reason)
+            self._release()
             return
-        msg, reader = side.msg, side.reader
-        if msg is not None and isinstance(reader, ContentLengthReader) and msg.expected is not None:
-            # Inside a body of known length (the reader has consumed everything buffered).
-            remaining = msg.expected - msg.body_bytes
-            skipped = min(size, remaining)
-            msg.skip(skipped)
-            side.reader = ContentLengthReader(remaining - skipped)
-            self._run(from_client, ts)  # the body may end inside the gap
-            if size > remaining:
-                self._lose(side, size - remaining, gap_start + remaining)
-            return
-        if msg is not None and isinstance(reader, Http10Reader):
-            msg.skip(size)
-            return
-        if msg is not None:
-            msg.missing += size
-            self._abandon(side, from_client, ts, f"{size} bytes lost inside the message")
-        self._lose(side, size, gap_start - len(side.buf))
+        side = self.server
+        if (
+            side.queue is not None
+            or self.held_since is not None
+            or not self._gap(side, False, size, reason)
+        ):
+            self._queue(side).append(("gap", ts, size, reason))
 
     def on_end(self, conn: Connection, from_client: bool, ts: float) -> None:
-        if self.tunnel:
+        if from_client:
+            self._end(self.client, True)
+            self._release()
             return
-        side = self.client if from_client else self.server
-        if isinstance(side.reader, Http10Reader) and side.msg is not None:
-            side.reader = None
-            self._message_end(side, from_client, ts)  # a close-delimited body ends here
-        elif side.msg is not None:
-            self._abandon(side, from_client, ts, "the stream ended inside the message")
-        elif side.buf and side.synced:
-            what = "request" if from_client else "response"
-            self._error_exchange(from_client, f"the stream ended inside a {what} header")
-        side.buf = ReceiveBuffer()
+        side = self.server
+        if side.queue is not None or self.held_since is not None:
+            self._queue(side).append(("end", ts))
+        else:
+            self._end(side, False)
 
     def on_close(self, conn: Connection, ts: float) -> None:
         if self.closed:
             return
+        self.on_end(conn, True, ts)
+        self.on_end(conn, False, ts)
         self.closed = True
-        for from_client in (True, False):
-            self.on_end(conn, from_client, ts)
         while self.pending:
             self._emit(self.pending.popleft())
         for ex in list(self.answered.values()):
             self._emit(ex)
         self.answered.clear()
 
+    # ------------------------------------------------------------------ input, in order
+
+    @staticmethod
+    def _queue(side: _Side) -> deque[tuple[Any, ...]]:
+        if side.queue is None:
+            side.queue = deque()
+        return side.queue
+
+    def _take(self, side: _Side, from_client: bool, ts: float, data: bytes, ack: int) -> None:
+        start = side.offset
+        side.offset = start + len(data)
+        if self.tunnel:
+            self._tunnel_data(from_client, ts, data)
+            return
+        if not side.buf:
+            side.marks.clear()
+        side.marks.append((start, ts, ack))
+        side.buf += data
+        if from_client:
+            self._read_requests()
+        else:
+            self._read_responses()
+
+    def _release(self) -> None:
+        """The client's stream moved on: a response held for it may go on, and then whatever
+        came after it on the server's side."""
+        side = self.server
+        if self.held_since is None and side.queue is None:
+            return
+        self._read_responses()
+        queue = side.queue
+        while queue and self.held_since is None:
+            item = queue.popleft()
+            if item[0] == "data":
+                self._take(side, False, item[1], item[2], item[3])
+            elif item[0] == "gap":
+                if not self._gap(side, False, item[2], item[3]):
+                    queue.appendleft(item)
+                    break
+            else:
+                self._end(side, False)
+        if not queue:
+            side.queue = None
+
     # ------------------------------------------------------------------ reading
 
-    def _run(self, from_client: bool, ts: float) -> None:
-        if from_client:
-            self._read_requests(ts)
-        else:
-            self._read_responses(ts)
-
-    def _read_requests(self, ts: float) -> None:
+    def _read_requests(self) -> None:
         side = self.client
         buf = side.buf
         while not self.tunnel and not self.waiting:
@@ -453,22 +703,22 @@ class HttpParser:
                 if not self._start_request(side, buf):
                     return
                 continue
-            try:
-                event = side.reader(buf)
-            except h11.ProtocolError as e:
-                self._abandon(side, True, ts, f"bad request body: {e}")
-                continue
-            if event is None:
-                return
             msg = side.msg
             assert msg is not None
-            if type(event) is h11.Data:
-                msg.add(event.data, self.max_body)
+            try:
+                data = side.reader.read(buf)
+            except _BadBody as e:
+                self._abandon(side, True, f"bad request body: {e}")
                 continue
+            if data is None:
+                return
+            if data:
+                msg.add(data, self.max_body)
+                continue
+            self._body_end(side, msg)
             side.reader = None
-            msg.end_ts = ts
-            msg.complete = True
             side.msg = None
+            self._message_end(side, msg)
             self._settled(msg)
             if msg.head.method == b"CONNECT" or _has_upgrade(msg.sent_headers):
                 self.waiting = True  # what follows depends on the answer
@@ -483,63 +733,97 @@ class HttpParser:
         head: h11.Request | None
         try:
             if cached is not None:
-                buf.maybe_extract_at_most(len(key))  # type: ignore[arg-type]
+                assert key is not None
+                buf.maybe_extract_at_most(len(key))
                 head, sent, note = cached
             else:
                 head, sent, note = read_request_head(buf)
                 if key is not None and head is not None:
                     HeadCache.store(self.heads.requests, key, (head, sent, note))
         except h11.ProtocolError as e:
-            self._bad_head(side, True, f"bad request: {e}")
+            self._bad_request(side, start, f"bad request: {e}")
             return True
         if head is None:
             if len(buf) > MAX_HEAD:
-                self._bad_head(side, True, "request header block over 64 KiB")
-                buf.maybe_extract_at_most(len(buf))
+                self._bad_request(side, start, "request header block over 64 KiB")
+                side.lose(0, side.offset)
             return False
         kind, args = _body_framing(b"", head)
-        ex = self._new_exchange()
-        ex.request = side.msg = _Message(head, side.buf_ts, args[0] if args else None, start)
+        ts, ack = side.mark_at(start)
+        ex = _Exchange(start)
+        ex.request = side.msg = _Message(head, ts, args[0] if args else None, start, ack)
         ex.request.sent_headers = sent
-        ex.request.peer_acked = side.buf_acked
         self._note_lost(side, ex, "request")
         if note:
             ex.notes.append(note)
         self.pending.append(ex)
-        side.reader = READERS[kind](*args)
+        side.reader = _body_reader(kind, args)
         return True
 
-    def _read_responses(self, ts: float) -> None:
+    def _read_responses(self) -> None:
         side = self.server
         buf = side.buf
         while not self.tunnel:
             if side.reader is None:
-                if not self._start_response(side, buf, ts):
+                if not self._start_response(side, buf):
                     return
                 continue
+            msg = side.msg
+            assert msg is not None
             try:
-                event = side.reader(buf)
-            except h11.ProtocolError as e:
-                self._abandon(side, False, ts, f"bad response body: {e}")
+                data = side.reader.read(buf)
+            except _BadBody as e:
+                self._abandon(side, False, f"bad response body: {e}")
                 continue
-            if event is None:
+            if data is None:
                 return
-            if type(event) is h11.Data:
-                assert side.msg is not None
-                side.msg.add(event.data, self.max_body)
+            if data:
+                msg.add(data, self.max_body)
                 continue
+            self._body_end(side, msg)
             side.reader = None
-            self._message_end(side, False, ts)
+            self._response_end(side)
 
-    def _start_response(self, side: _Side, buf: ReceiveBuffer, ts: float) -> bool:
+    def _answer_point(self, start: int) -> int | None:
+        """Where in the client's stream the server was when it began the response at `start`:
+        the client offset its segment acknowledged (None: not known); HELD while the client's
+        stream has not been read that far and may still get there."""
+        _ts, ack = self.server.mark_at(start)
+        if ack == NO_ACK:
+            return None
+        acked = self.conn.peer_offset(False, ack)
+        client = self.client
+        if client.ended:
+            self.held_since = None
+            return acked
+        # Read up to there, unless a head that begins before it is still incomplete.
+        if (
+            acked is not None
+            and client.offset >= acked
+            and (self.waiting or client.reader is not None or client.consumed >= acked)
+        ):
+            self.held_since = None
+            return acked
+        if self.held_since is None:
+            self.held_since = _ts
+        if self.now - self.held_since > self.window or len(self.server.buf) > HOLD_BYTES:
+            self.held_since = None
+            return acked if acked is not None else None
+        return HELD
+
+    def _start_response(self, side: _Side, buf: ReceiveBuffer) -> bool:
         start = _message_start(side, buf, RESPONSE_START)
         if start is None:
+            return False
+        acked = self._answer_point(start)
+        if acked == HELD:
             return False
         key = HeadCache.head_of(buf)
         cached = self.heads.responses.get(key) if key is not None else None
         try:
             if cached is not None:
-                buf.maybe_extract_at_most(len(key))  # type: ignore[arg-type]
+                assert key is not None
+                buf.maybe_extract_at_most(len(key))
                 head = cached[0]
             else:
                 head = maybe_read_from_SEND_RESPONSE_server(buf)
@@ -547,47 +831,79 @@ class HttpParser:
                     cached = [head, None]
                     HeadCache.store(self.heads.responses, key, cached)
         except h11.ProtocolError as e:
-            self._bad_head(side, False, f"bad response: {e}")
+            self._bad_response(start, acked, f"bad response: {e}")
             return True
         if head is None:
             if len(buf) > MAX_HEAD:
-                self._bad_head(side, False, "response header block over 64 KiB")
-                buf.maybe_extract_at_most(len(buf))
+                self._bad_response(start, acked, "response header block over 64 KiB")
+                side.lose(0, side.offset)
             return False
-        if side.loss_start is not None:
-            self._answered_in_loss(side.loss_start, side.offset - len(buf))
-            side.loss_start = None
-        ex = self.pending[0] if self.pending else self._orphan()
+        ex = self._answered_by(start, acked)
         self._note_lost(side, ex, "response")
+        ts, ack = side.mark_at(start)
         if type(head) is h11.InformationalResponse:
-            ex.interim.append((head.status_code, _text(head.reason), side.buf_ts))
+            ex.interim.append((head.status_code, _text(head.reason), ts))
             if head.status_code == 101:
-                msg = _Message(head, side.buf_ts, 0, start)
-                msg.end_ts, msg.complete = ts, True
+                msg = _Message(head, ts, 0, start, ack)
+                self._message_end(side, msg)
                 self._finish_exchange(ex, msg, tunnel=True)
             return True
         method = ex.request.head.method if ex.request is not None else b"GET"
         kind, args = _body_framing(method, head)
-        side.msg = _Message(head, side.buf_ts, args[0] if args else None, start)
+        side.msg = _Message(head, ts, args[0] if args else None, start, ack)
         side.msg.cached = cached
         side.exchange = ex
-        side.reader = READERS[kind](*args)
+        side.reader = _body_reader(kind, args)
         return True
 
-    def _message_end(self, side: _Side, from_client: bool, ts: float) -> None:
-        msg = side.msg
-        assert msg is not None
-        side.msg = None
-        msg.end_ts = ts
-        msg.complete = True
-        if from_client:
-            return
-        ex = side.exchange
-        side.exchange = None
-        assert ex is not None
+    def _answered_by(self, start: int, acked: int | None) -> _Exchange:
+        """The exchange a response beginning at server offset `start` answers: the oldest
+        unanswered request that began before `acked` in the client's stream, or a new exchange
+        with no request when there is none."""
+        side = self.server
+        if side.loss_start is not None:
+            self._answered_in_loss(side.loss_start, start, acked)
+            side.loss_start = None
+        pending = self.pending
+        if pending and (acked is None or _begins_before(pending[0], acked)):
+            ex = pending[0]
+        else:
+            ex = self._orphan(acked)
+            pending.appendleft(ex)
+        if ex.index is None:
+            ex.index = self._number()
+            if ex.start is not None:
+                self.last_start = ex.start
+        return ex
+
+    def _response_end(self, side: _Side) -> None:
+        msg, ex = side.msg, side.exchange
+        assert msg is not None and ex is not None
+        side.msg = side.exchange = None
+        self._message_end(side, msg)
         method = ex.request.head.method if ex.request is not None else b""
         tunnel = method == b"CONNECT" and 200 <= msg.head.status_code < 300
         self._finish_exchange(ex, msg, tunnel)
+
+    def _message_end(self, side: _Side, msg: _Message) -> None:
+        """The message's last byte is the last one read."""
+        end = side.consumed
+        msg.end_ts = side.mark_at(end - 1)[0]
+        msg.complete = True
+        side.forget_before(end)
+
+    def _body_end(self, side: _Side, msg: _Message) -> None:
+        if isinstance(side.reader, _ChunkedBody) and side.reader.bare_lf:
+            ex = side.exchange if side is self.server else self._exchange_of(msg)
+            if ex is not None:
+                what = "request" if side is self.client else "response"
+                ex.notes.append(f"the {what}'s chunked framing uses bare LF line ends")
+
+    def _exchange_of(self, request: _Message) -> _Exchange | None:
+        for ex in self.pending:
+            if ex.request is request:
+                return ex
+        return self.answered.get(id(request))
 
     def _finish_exchange(self, ex: _Exchange, response: _Message, tunnel: bool) -> None:
         response.interim = ex.interim if response.head.status_code >= 200 else ex.interim[:-1]
@@ -604,7 +920,7 @@ class HttpParser:
         else:
             self._emit(ex)
         if not self.tunnel and self.client.buf:
-            self._read_requests(response.end_ts or response.ts)
+            self._read_requests()
 
     # ------------------------------------------------------------------ tunnels, gaps, errors
 
@@ -618,55 +934,151 @@ class HttpParser:
         self.client.buf = ReceiveBuffer()
         self.server.buf = ReceiveBuffer()
 
-    def _tunnel_data(self, conn: Connection, from_client: bool, ts: float, data: bytes) -> None:
+    def _tunnel_data(self, from_client: bool, ts: float, data: bytes) -> None:
         side = self.client if from_client else self.server
         side.tunnel_bytes += len(data)
         if from_client and self.tls is not None and not self.tls.done:
             leftover, self.leftover = self.leftover, b""
-            self.tls.on_data(conn, True, ts, leftover + data)
+            self.tls.on_data(self.conn, True, ts, 0, leftover + data, NO_ACK)
 
-    def _answered_in_loss(self, start: int, resumed: int) -> None:
+    def _gap(self, side: _Side, from_client: bool, size: int, reason: str) -> bool:
+        """Bytes of one side that were never captured; False when a response cut by it must
+        first wait for the client's stream (the gap is then taken again later)."""
+        gap_start = side.offset
+        if self.tunnel:
+            side.offset += size
+            return True
+        msg, reader = side.msg, side.reader
+        if msg is not None and isinstance(reader, _LengthBody) and msg.expected is not None:
+            # Inside a body of known length (the reader has consumed everything buffered).
+            side.offset += size
+            remaining = reader.remaining
+            skipped = min(size, remaining)
+            msg.skip(skipped)
+            reader.remaining -= skipped
+            if from_client:
+                self._read_requests()  # the body may end inside the gap
+            else:
+                self._read_responses()
+            if size > remaining:
+                side.lose(size - remaining, gap_start + remaining)
+            return True
+        if msg is not None and isinstance(reader, _CloseBody):
+            side.offset += size
+            msg.skip(size)
+            return True
+        if msg is None and side.buf and not (from_client and self.waiting):
+            if not self._cut_head(side, from_client, size, reason):
+                return False
+            side.offset += size
+            side.lose(size, gap_start)
+            return True
+        side.offset += size
+        if msg is not None:
+            msg.missing += size
+            self._abandon(side, from_client, f"{size} bytes lost inside the message")
+        side.lose(size, gap_start)
+        return True
+
+    def _cut_head(self, side: _Side, from_client: bool, size: int, reason: str) -> bool:
+        """A gap came while a head was still incomplete: record what it showed, if it shows
+        a start line (any bytes that began a message after a boundary do, not just any bytes).
+        False when the response must wait for the client's stream."""
+        start = side.consumed
+        found = _partial_head(bytes(_data(side.buf)), from_client, side.synced)
+        if found is None:
+            return True
+        part, headers = found
+        why = "cut off by the capture's snapshot length" if reason == SNAPLEN else "not captured"
+        what = "request" if from_client else "response"
+        ts, ack = side.mark_at(start)
+        msg = _Message(part, ts, None, start, ack)
+        msg.sent_headers = headers
+        msg.end_ts = side.mark_at(side.offset - 1)[0]
+        if from_client:
+            ex = _Exchange(start)
+            ex.request = msg
+            self._note_lost(side, ex, what)
+            ex.notes.append(f"the {what} was cut short here: the next {size} bytes were {why}")
+            self.pending.append(ex)
+            side.buf = ReceiveBuffer()
+            return True
+        acked = self._answer_point(start)
+        if acked == HELD:
+            return False
+        ex = self._answered_by(start, acked)
+        self._note_lost(side, ex, what)
+        ex.notes.append(f"the {what} was cut short here: the next {size} bytes were {why}")
+        side.buf = ReceiveBuffer()
+        self._finish_exchange(ex, msg, tunnel=False)
+        return True
+
+    def _end(self, side: _Side, from_client: bool) -> None:
+        if side.ended:
+            return
+        side.ended = True
+        if self.tunnel:
+            return
+        if isinstance(side.reader, _CloseBody) and side.msg is not None:
+            msg = side.msg
+            side.reader = None
+            if from_client:
+                side.msg = None
+                self._message_end(side, msg)
+                self._settled(msg)
+            else:
+                self._response_end(side)  # a close-delimited body ends here
+        elif side.msg is not None:
+            self._abandon(side, from_client, "the stream ended inside the message")
+        elif side.buf and side.synced and not (from_client and self.waiting):
+            what = "request" if from_client else "response"
+            reason = f"the stream ended inside a {what} header"
+            start = side.consumed
+            if from_client:
+                self._bad_request(side, start, reason)
+            else:
+                self._bad_response(start, self._answer_point(start), reason)
+        side.buf = ReceiveBuffer()
+
+    def _answered_in_loss(self, start: int, resumed: int, acked: int | None) -> None:
         """Retire waiting requests whose answers were in server bytes lost from `start` on.
 
         A request's answer was lost if the client sent its next request after acknowledging
         server bytes past `start` and not past `resumed` (where the next readable response
         begins): the server had sent an answer there, and answers come in request order.
-        Pipelined requests, sent before any of those answers arrived, are left in order.
+        Pipelined requests, sent before any of those answers arrived, are left in order. Only
+        requests that began before `acked` count: the others came too late for this answer.
         """
         while len(self.pending) >= 2:
             first, second = self.pending[0], self.pending[1]
-            acked = second.request.peer_acked if second.request is not None else None
-            if first.request is None or acked is None or not start < acked <= resumed:
+            if acked is not None and not _begins_before(second, acked):
+                return
+            seen = None
+            if second.request is not None:
+                seen = self.conn.peer_offset(True, second.request.ack)
+            if first.request is None or seen is None or not start < seen <= resumed:
                 return
             self.pending.popleft()
             first.notes.append("its response was in bytes that were not captured")
             self._emit(first)
 
-    def _new_exchange(self) -> _Exchange:
-        ex = _Exchange(self.next_index)
+    def _number(self) -> int:
+        index = self.next_index
         self.next_index += 1
-        return ex
+        return index
 
-    def _orphan(self) -> _Exchange:
+    def _orphan(self, acked: int | None) -> _Exchange:
         """An exchange for a response whose request was not seen (or not understood)."""
-        ex = self._new_exchange()
-        if self.client.lost:
+        ex = _Exchange(None)
+        client = self.client
+        if acked is not None and client.lost_between(self.last_start, acked):
+            ex.notes.append("its request was in client bytes that were lost or not understood")
+        elif acked is not None and acked > client.offset:
             ex.notes.append(
-                f"{self.client.lost} client bytes before this response were not"
-                " understood as a request"
+                f"its request was not captured: the server had received {acked} client bytes,"
+                f" the capture showed {client.offset}"
             )
-            self.client.lost = 0
-        self.pending.appendleft(ex)
         return ex
-
-    def _lose(self, side: _Side, size: int, start: int) -> None:
-        """Bytes from stream offset `start` are gone (with what was buffered): resynchronise."""
-        side.lost += size + len(side.buf)
-        if side.loss_start is None:
-            side.loss_start = start
-        side.synced = False
-        side.buf = ReceiveBuffer()
-        side.reader = None
 
     def _note_lost(self, side: _Side, ex: _Exchange, what: str) -> None:
         if side.lost:
@@ -676,7 +1088,7 @@ class HttpParser:
             )
             side.lost = 0
 
-    def _abandon(self, side: _Side, from_client: bool, ts: float, reason: str) -> None:
+    def _abandon(self, side: _Side, from_client: bool, reason: str) -> None:
         """The current message cannot be finished: record it as incomplete and resynchronise."""
         msg = side.msg
         side.msg = None
@@ -684,12 +1096,12 @@ class HttpParser:
         side.synced = False
         if msg is None:
             return
-        msg.end_ts = ts
+        last = side.consumed - 1
+        msg.end_ts = side.mark_at(last)[0] if last >= msg.offset else msg.ts
         if from_client:
-            for waiting in self.pending:
-                if waiting.request is msg:
-                    waiting.error = reason
-                    break
+            ex = self._exchange_of(msg)
+            if ex is not None and ex.request is msg and id(msg) not in self.answered:
+                ex.error = reason
             else:
                 self._settled(msg, reason)
             return
@@ -709,23 +1121,27 @@ class HttpParser:
             ex.error = ex.error or error
             self._emit(ex)
 
-    def _bad_head(self, side: _Side, from_client: bool, reason: str) -> None:
-        """A head that cannot be read: an exchange in error, and a search for the next message."""
-        self._error_exchange(from_client, reason)
+    def _bad_request(self, side: _Side, start: int, reason: str) -> None:
+        """A request head that cannot be read: an exchange in error that waits for its answer,
+        and a search for the next request."""
+        ex = _Exchange(start)
+        ex.error = reason
+        self._note_lost(side, ex, "request")
+        self.pending.append(ex)
         side.synced = False
 
-    def _error_exchange(self, from_client: bool, reason: str) -> None:
-        """A message that could not be read. A bad request still waits for its answer."""
-        if from_client:
-            ex = self._new_exchange()
-            ex.error = reason
-            self.pending.append(ex)
-            return
-        ex = self.pending.popleft() if self.pending else self._new_exchange()
+    def _bad_response(self, start: int, acked: int | None, reason: str) -> None:
+        """A response head that cannot be read: the exchange it answers ends in error."""
+        ex = self._answered_by(start, acked if acked != HELD else None)
+        if self.pending and self.pending[0] is ex:
+            self.pending.popleft()
         ex.error = reason
+        self.server.synced = False
         self._emit(ex)
 
     def _emit(self, ex: _Exchange) -> None:
+        if ex.index is None:
+            ex.index = self._number()
         self.emit(
             HttpTransaction(
                 connection=self.conn_id,
@@ -739,18 +1155,22 @@ class HttpParser:
         )
 
 
+def _begins_before(ex: _Exchange, offset: int) -> bool:
+    return ex.start is not None and ex.start < offset
+
+
 def _has_upgrade(headers: list[tuple[bytes, bytes]] | None) -> bool:
     return any(name.lower() == b"upgrade" for name, _ in headers or ())
 
 
 def http_parser_factory(
-    max_body: int = DEFAULT_MAX_BODY,
+    max_body: int = DEFAULT_MAX_BODY, window: float = 1.0
 ) -> Callable[[Connection, Callable[[Event], None]], HttpParser]:
     """A consumer factory for `Pipeline(consumers={"http": [...]})`."""
 
     heads = HeadCache()
 
     def make(conn: Connection, emit: Callable[[Event], None]) -> HttpParser:
-        return HttpParser(conn.id, emit, max_body, heads)
+        return HttpParser(conn, emit, max_body, heads, window)
 
     return make

@@ -20,7 +20,7 @@ import struct
 
 from engine.batch import META, Batch
 from engine.bounds import Bounds
-from engine.connections import ConnectionTable, ConsumerFactory
+from engine.connections import ConnectionTable, ConsumerFactory, KeptSlice
 from engine.decode import ETHERNET, TCP, ipv6_payload, network_offset
 from engine.events import Event, Stats
 from engine.http import DEFAULT_MAX_BODY, http_parser_factory
@@ -71,7 +71,10 @@ class Pipeline:
         self.bounds = bounds or Bounds()
         consumers = dict(consumers or {})
         if http_body_limit is not None:
-            consumers["http"] = [http_parser_factory(http_body_limit), *consumers.get("http", [])]
+            consumers["http"] = [
+                http_parser_factory(http_body_limit, self.bounds.reorder_window),
+                *consumers.get("http", []),
+            ]
         self.table = ConnectionTable(self.bounds, consumers, live_updates)
         self.defrag = Defragmenter(self.bounds.max_fragment_bytes, self.bounds.fragment_timeout)
         self.last_ts: float | None = None
@@ -166,6 +169,11 @@ class Pipeline:
         self.table.finish_all(self.last_ts or 0.0)
         self.defrag.clear()
         return self.table.take_events()
+
+    def kept_since(self, conn_id: int, cursor: int) -> KeptSlice | None:
+        """The follow view's entries of a connection added since `cursor` (see
+        `ConnectionTable.kept_since`): what a viewer of its stream has not been given yet."""
+        return self.table.kept_since(conn_id, cursor)
 
     def stats(self) -> Stats:
         t = self.table

@@ -1,29 +1,19 @@
-"""A TCP connection as the observer sees it, and the per-direction reassembly buffers.
+"""A TCP connection as the observer sees it: its two directions, counters, and the follow view.
 
-Rules kept here and in `engine.connections`:
-- Every stream byte is delivered once, in order. A byte that arrives again (retransmission,
-  duplicate, overlap) is dropped; where it differs from what was delivered first, the difference
-  is counted. First data wins, both for delivered bytes and for out-of-order buffered ones.
-- Sequence numbers are compared modulo 2**32 against the next expected one, so a stream may run
-  past 4 GiB; stream offsets are plain Python integers that never wrap.
-- A hole that can no longer fill is skipped as a gap and its size is reported; nothing is
-  invented to fill it.
+The reassembly of each direction is `engine.reassembly`'s; a `HalfStream` is a reassembler plus
+what the observer notes about that endpoint (packets, flags, history letters, its last
+acknowledgment). The connection table (`engine.connections`) finds connections by key, drives
+their state and lifecycle, and passes what the reassemblers deliver to the stream consumers.
 """
 
 from __future__ import annotations
 
-import bisect
 import socket
 from collections import deque
 from typing import NamedTuple, Protocol
 
+from engine.reassembly import NO_ACK, Reassembler, Sink
 from engine.tcpstate import State, conn_state
-
-SEQ_MASK = 0xFFFFFFFF
-SEQ_HALF = 0x80000000
-# Data further ahead of the next expected byte than this is not plausible for a real window
-# (1 GiB, the largest scaled window): it is counted and ignored rather than buffered.
-MAX_AHEAD = 1 << 30
 
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 
@@ -75,17 +65,22 @@ def key_endpoints(key: int) -> tuple[str, str]:
     return f"{src}:{sport}", f"{dst}:{dport}"
 
 
-def seq_delta(seq: int, ref: int) -> int:
-    """Signed distance from ref to seq, modulo 2**32."""
-    return ((seq - ref + SEQ_HALF) & SEQ_MASK) - SEQ_HALF
-
-
 class StreamConsumer(Protocol):
-    """Something that reads a connection's reassembled streams (the HTTP parser, a follow writer)."""
+    """Something that reads a connection's reassembled streams (the HTTP parser, a follow writer).
 
-    def on_data(self, conn: Connection, from_client: bool, ts: float, data: bytes) -> None: ...
+    Each direction's bytes come in order, once, with their stream offset, and with the timestamp
+    and acknowledgment number (NO_ACK: none) of the segment that brought them; bytes that were
+    never seen come as gaps. Nothing is said about the order between the two directions: it is
+    the capture's, which need not be causal (see engine.reassembly).
+    """
 
-    def on_gap(self, conn: Connection, from_client: bool, ts: float, size: int) -> None: ...
+    def on_data(
+        self, conn: Connection, from_client: bool, ts: float, offset: int, data: bytes, ack: int
+    ) -> None: ...
+
+    def on_gap(
+        self, conn: Connection, from_client: bool, ts: float, offset: int, size: int, reason: str
+    ) -> None: ...
 
     def on_end(self, conn: Connection, from_client: bool, ts: float) -> None:
         """That direction's stream is complete: FIN reached in order, a reset, or the capture ended."""
@@ -119,51 +114,21 @@ def _endpoint(text: str) -> tuple[bytes, int]:
         raise ValueError(f"not an address and port: {text!r}") from None
 
 
-class HalfStream:
-    """One direction of a connection: the bytes one endpoint sent."""
+class HalfStream(Reassembler):
+    """One direction of a connection: the bytes one endpoint sent, and what it did."""
 
-    __slots__ = (
-        "ack",
-        "base",
-        "conn",
-        "delivered",
-        "ended",
-        "fin",
-        "fin_offset",
-        "from_client",
-        "ignored",
-        "letters",
-        "missing",
-        "offset",
-        "ooo",
-        "ooo_bytes",
-        "packets",
-        "peer",
-        "retransmitted",
-        "rst",
-        "syn",
-    )
+    __slots__ = ("ack", "conn", "ended", "fin", "from_client", "letters", "packets", "peer", "syn")
 
-    def __init__(self, conn: Connection, from_client: bool) -> None:
+    def __init__(self, sink: Sink, conn: Connection, from_client: bool) -> None:
+        super().__init__(sink)
         self.conn = conn
         self.peer: HalfStream = self
         self.from_client = from_client
         self.packets = 0
-        self.base: int | None = None  # sequence number of stream offset 0
-        self.offset = 0  # stream offset of the next byte expected (delivered + missing)
-        self.delivered = 0
-        self.missing = 0
-        # Out-of-order data: (start, end, data), sorted, not overlapping; None until needed.
-        self.ooo: list[tuple[int, int, bytes]] | None = None
-        self.ooo_bytes = 0
-        self.fin_offset: int | None = None
-        self.ack: int | None = None  # the last acknowledgment number this side sent
-        self.retransmitted = 0
+        self.ack = NO_ACK  # the furthest acknowledgment number this side sent
         self.letters = ""
         self.syn = False
         self.fin = False
-        self.rst = False
-        self.ignored = 0  # segments too far ahead of the window to be believed
         self.ended = False  # consumers were told the stream is complete
 
     def mark(self, letter: str) -> None:
@@ -172,57 +137,6 @@ class HalfStream:
         if letter not in self.letters:
             self.letters += letter
             self.conn.history += letter if self.from_client else letter.lower()
-
-    def offset_of(self, seq: int) -> int:
-        """Stream offset of a sequence number, relative to what was delivered so far."""
-        assert self.base is not None
-        return self.offset + seq_delta(seq, (self.base + self.offset) & SEQ_MASK)
-
-    def acked_offset(self) -> int | None:
-        """Stream offset up to which the peer has acknowledged this direction, if known."""
-        ack = self.peer.ack
-        if ack is None or self.base is None:
-            return None
-        end = self.offset_of(ack)
-        if self.fin_offset is not None and end > self.fin_offset:
-            end = self.fin_offset  # the FIN takes one sequence number but no stream byte
-        return end
-
-    def buffer(self, start: int, data: bytes) -> tuple[int, int]:
-        """Buffer out-of-order data; bytes already buffered win.
-
-        Returns (bytes added, bytes that overlapped earlier buffered data and differed from it).
-        """
-        end = start + len(data)
-        if self.ooo is None:
-            self.ooo = []
-        ooo = self.ooo
-        i = bisect.bisect_left(ooo, (start,)) - 1
-        i = max(i, 0)
-        pieces: list[tuple[int, int, bytes]] = []
-        differing = 0
-        cur = start
-        while i < len(ooo) and cur < end:
-            s, e, d = ooo[i]
-            i += 1
-            if e <= cur:
-                continue
-            if s >= end:
-                break
-            if s > cur:
-                pieces.append((cur, s, data[cur - start : s - start]))
-            lo, hi = max(s, cur), min(e, end)
-            if d[lo - s : hi - s] != data[lo - start : hi - start]:
-                differing += hi - lo
-            cur = e
-        if cur < end:
-            pieces.append((cur, end, data[cur - start :]))
-        added = 0
-        for piece in pieces:
-            bisect.insort(ooo, piece)
-            added += piece[1] - piece[0]
-        self.ooo_bytes += added
-        return added, differing
 
 
 class Connection:
@@ -245,6 +159,7 @@ class Connection:
         "inconsistent",
         "kept",
         "kept_bytes",
+        "kept_count",
         "last_ts",
         "mark",
         "protocol",
@@ -256,10 +171,10 @@ class Connection:
         "watch_acks",
     )
 
-    def __init__(self, conn_id: int, ts: float, client_key: int, guessed: bool) -> None:
+    def __init__(self, sink: Sink, conn_id: int, ts: float, client_key: int, guessed: bool) -> None:
         self.id = conn_id
-        self.client = HalfStream(self, True)
-        self.server = HalfStream(self, False)
+        self.client = HalfStream(sink, self, True)
+        self.server = HalfStream(sink, self, False)
         self.client.peer = self.server
         self.server.peer = self.client
         self.client_key = client_key  # the table key of the client's packets
@@ -277,6 +192,7 @@ class Connection:
         # The follow view, oldest first. kept_bytes counts its bytes and RESENT_COST per Resent.
         self.kept: deque[Kept] | None = None
         self.kept_bytes = 0
+        self.kept_count = 0  # entries ever added to `kept`: the cursor of the newest, plus one
         self.dropped_kept = 0
         self.inconsistent = 0
         self.first_rst: str | None = None
@@ -315,6 +231,12 @@ class Connection:
         return conn_state(
             self.client.syn, self.server.syn, self.client.fin, self.server.fin, self.first_rst
         )
+
+    def peer_offset(self, from_client: bool, ack: int) -> int | None:
+        """The stream offset of the other direction that an acknowledgment number sent by this
+        side (the client if from_client) covers: how much of it that endpoint had received.
+        None when there is no acknowledgment or that stream's start is not known yet."""
+        return (self.server if from_client else self.client).acked_offset(ack)
 
     def kept_range(self, from_client: bool, start: int, end: int) -> bytes | None:
         """The delivered bytes [start, end) of one direction, if they are still kept."""

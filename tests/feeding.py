@@ -35,10 +35,14 @@ class Recorder:
     ends: list[bool] = field(default_factory=list)
     closed: int = 0
 
-    def on_data(self, conn: Connection, from_client: bool, ts: float, data: bytes) -> None:
+    def on_data(
+        self, conn: Connection, from_client: bool, ts: float, offset: int, data: bytes, ack: int
+    ) -> None:
         self.data[from_client] += data
 
-    def on_gap(self, conn: Connection, from_client: bool, ts: float, size: int) -> None:
+    def on_gap(
+        self, conn: Connection, from_client: bool, ts: float, offset: int, size: int, reason: str
+    ) -> None:
         self.gaps[from_client].append(size)
 
     def on_end(self, conn: Connection, from_client: bool, ts: float) -> None:
@@ -71,8 +75,9 @@ Segment = tuple[bool, str, int, int, bytes]  # (from_client, flags, seq, ack, pa
 
 
 def feed(segments: list[Segment], bounds: Bounds | None = None, wire_lens: dict[int, int] | None = None,
-         finish: bool = True) -> Fed:
-    """Feed segments (one per batch) at 1 ms intervals; finish the capture at the end."""
+         finish: bool = True, times: dict[int, float] | None = None) -> Fed:
+    """Feed segments (one per batch) at 1 ms intervals (or at 1000 + times[i] seconds for the
+    segments named in `times`); finish the capture at the end."""
     recorders: dict[int, Recorder] = {}
 
     def factory(conn: Connection, emit: object) -> Recorder:
@@ -83,7 +88,7 @@ def feed(segments: list[Segment], bounds: Bounds | None = None, wire_lens: dict[
     events: list[Event] = []
     ts = 1000.0
     for i, (from_client, fl, seq, ack, payload) in enumerate(segments):
-        ts += 0.001
+        ts = 1000.0 + times[i] if times and i in times else ts + 0.001
         wire = (wire_lens or {}).get(i, len(payload))
         table.segment(ts, key(from_client), seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, flags(fl), 65535, payload, wire)
         table.end_batch(ts)

@@ -80,8 +80,9 @@ def test_kept_bytes_outlive_the_connection_only_within_the_budget():
         pipeline.feed(Batch.from_packets(1, packets[i : i + 10]))
         assert pipeline.table.memory <= budget
     pipeline.finish()
-    kept = [pipeline.table.kept_of(i) for i in range(30)]
-    assert kept[-1] is not None and sum(len(c[3]) for c in kept[-1]) == 5000  # the newest remain
+    kept = [pipeline.kept_since(i, 0) for i in range(30)]
+    newest = kept[-1]
+    assert newest is not None and sum(len(c[3]) for c in newest.entries) == 5000  # they remain
     assert kept[0] is None  # the oldest gave way to the budget
     assert pipeline.stats().dropped_kept_bytes > 0
 

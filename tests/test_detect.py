@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.detect import HTTP, NOTHING, TLS, Sniffer, http_request_start
+from engine.reassembly import NO_ACK
 from tests.feeding import feed, handshake
 from tests.test_tls import alpn, client_hello, sni
 
@@ -31,9 +32,11 @@ def test_http_request_start(prefix, expected):
 
 def _first_bytes(client: bytes, server: bytes = b"") -> str | None:
     sniffer = Sniffer()
-    decided = sniffer.add(True, 0.0, client) if client else None
+    decided = sniffer.add(True, 0.0, 0, client, NO_ACK) if client else None
     if decided is None and server:
-        decided = sniffer.add(False, 0.0, server)
+        decided = sniffer.add(False, 0.0, 0, server, NO_ACK)
+    if decided is None:  # the client's stream ends (or starts with a gap): nothing from it
+        decided = sniffer.add(True, 0.0, len(client), None, NO_ACK)
     return decided
 
 
@@ -44,10 +47,19 @@ def _first_bytes(client: bytes, server: bytes = b"") -> str | None:
         (b"", b"HTTP/1.1 200 OK\r\n", HTTP),  # picked up mid-stream: only a response
         (b"\x16\x03\x01\x02\x00\x01", b"", TLS),
         (b"SSH-2.0-x\r\n", b"SSH-2.0-y\r\n", NOTHING),
+        # The client's bytes decide whatever the server's say, so the verdict does not depend on
+        # which direction the capture showed first: TLS answered by a plain-text HTTP error.
+        (b"\x16\x03\x01\x02\x00\x01", b"HTTP/1.1 400 Bad Request\r\n", TLS),
     ],
 )
 def test_sniffer(client, server, expected):
     assert _first_bytes(client, server) == expected
+
+
+def test_the_client_decides_even_when_the_server_is_seen_first():
+    sniffer = Sniffer()
+    assert sniffer.add(False, 0.0, 0, b"HTTP/1.1 400 Bad Request\r\n", NO_ACK) is None
+    assert sniffer.add(True, 0.0, 0, b"\x16\x03\x01\x02\x00\x01", NO_ACK) == TLS
 
 
 def test_tls_on_port_80_with_sni_and_alpn():

@@ -6,8 +6,11 @@ import h11
 import pytest
 
 from engine import http
+from engine.bounds import Bounds
+from engine.connections import ConnectionTable
 from engine.events import Event, HttpTransaction
 from engine.http import HttpParser
+from engine.reassembly import NO_ACK
 from engine.tcp import Connection
 
 # A script is a list of steps: (True, bytes) client data, (False, bytes) server data,
@@ -18,20 +21,24 @@ Step = tuple
 def run(script: list[Step], split: int | None = None, max_body: int = 1 << 20) -> list[HttpTransaction]:
     """Feed a script; data steps are cut into pieces of `split` bytes when given."""
     out: list[Event] = []
-    conn = Connection(0, 0.0, 1, False)
-    parser = HttpParser(0, out.append, max_body)
+    conn = Connection(ConnectionTable(Bounds()), 0, 0.0, 1, False)
+    parser = HttpParser(conn, out.append, max_body)
+    offsets = {True: 0, False: 0}
     ts = 100.0
     for step in script:
         ts += 1.0
         if step[0] == "gap":
-            parser.on_gap(conn, step[1], ts, step[2])
+            parser.on_gap(conn, step[1], ts, offsets[step[1]], step[2], "acked")
+            offsets[step[1]] += step[2]
         elif step[0] == "end":
             parser.on_end(conn, step[1], ts)
         else:
             data = step[1]
             size = split or len(data) or 1
             for i in range(0, len(data), size):
-                parser.on_data(conn, step[0], ts, data[i : i + size])
+                piece = data[i : i + size]
+                parser.on_data(conn, step[0], ts, offsets[step[0]], piece, NO_ACK)
+                offsets[step[0]] += len(piece)
     parser.on_close(conn, ts + 1)
     return [e for e in out if isinstance(e, HttpTransaction)]
 

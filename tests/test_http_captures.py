@@ -605,11 +605,8 @@ def test_one_dropped_response_pairs_the_others_with_their_own_requests():
 # ---------------------------------------------------------------------------- known limits
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine.http reads chunked bodies with h11's ChunkedReader, which only knows CRLF line ends "
-    "and no whitespace before ';': a chunked body framed with bare LFs never ends (the exchange "
-    "is reported with the request incomplete and an error saying so)"))
 def test_chunked_request_with_bare_lf_lines():
+    """Chunked framing with bare LF line ends is read as tshark reads it, and noted."""
     name = "suricata-verify/http-event-chunk__input.pcap"
     client = _replay(name).stream(0, True)
     head_end = client.index(b"\n\n") + 2
@@ -621,6 +618,7 @@ def test_chunked_request_with_bare_lf_lines():
     assert tx.request.complete and tx.error is None
     assert tx.request.body_bytes == len(body) and tx.request.body == body
     assert (tx.response.status, tx.response.body_bytes) == (200, 1)  # close-delimited "\n"
+    assert "the request's chunked framing uses bare LF line ends" in tx.notes
 
 
 def test_response_after_a_gap_beyond_the_body():
@@ -674,7 +672,8 @@ def test_an_incomplete_message_always_says_why(name):
     for tx in transactions(name):
         for message in (tx.request, tx.response):
             if message is not None and not message.complete:
-                assert tx.error, (tx.connection, tx.index)
+                cut = any(" was cut short here" in note for note in tx.notes)
+                assert tx.error or cut, (tx.connection, tx.index)
 
 
 # ---------------------------------------------------------------------------- tshark's figures
@@ -747,6 +746,12 @@ TSHARK_DIFFERS: dict[str, tuple[dict[str, int], dict[str, int]]] = {
     # request, sent a byte or a few at a time ("GET / HTTP/1.0\n\n" in 8 segments); with
     # "-d tcp.port==27272,http" it finds the GET.
     "zeek/tcp-http-with-padding.pcap": ({"GET": 1}, {"200": 1}),
+    # A head cut short: the request line of a GET, then 16 bytes never captured and a reset (and
+    # in tcp__reassembly, a SEARCH whose head is cut by the snapshot length, then lost). tshark
+    # shows nothing it cannot reassemble; wirepeek reports the request as far as it was seen,
+    # incomplete, with a note saying the rest was not captured.
+    "suricata-verify/tcp-rst-unacked-stream-07-http__input.pcap": ({"GET": 1}, {}),
+    "zeek/tcp__reassembly.pcap": ({"SEARCH": 1}, {}),
     # The GET rides on the SYN-ACK, i.e. it comes from the side that answered the SYN: wirepeek
     # reads requests only from the client's stream.
     "zeek/tcp__payload-synack.pcap": ({}, {}),

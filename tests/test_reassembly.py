@@ -135,17 +135,74 @@ def test_data_on_syn_is_delivered():
     assert fed.stream(True) == REQ
 
 
-def test_hole_acked_by_peer_becomes_gap():
+def test_hole_acked_by_peer_becomes_gap_after_the_reorder_window():
     segs = handshake() + [
         (True, "PA", C0, S0, REQ[:10]),
         (True, "PA", C0 + 20, S0, REQ[20:]),
         (False, "A", S0, C0 + len(REQ), b""),  # the server got everything
+        (False, "A", S0, C0 + len(REQ), b""),  # still within the window: the hole may fill
+        (False, "A", S0, C0 + len(REQ), b""),  # past it: the bytes were not captured
     ]
-    fed = feed(segs, finish=False)
+    window = Bounds().reorder_window
+    fed = feed(segs[:-1], finish=False)
+    assert fed.stream(True) == REQ[:10] and not fed.gaps()
+    fed = feed(segs, finish=False, times={len(segs) - 1: 1.0 + window})
     assert fed.stream(True) == REQ[:10] + REQ[20:]
     [gap] = fed.gaps()
     assert (gap.from_client, gap.offset, gap.size, gap.reason) == (True, 10, 10, "acked")
     assert fed.recorders[0].gaps[True] == [10]
+
+
+def test_hole_acked_before_its_bytes_were_captured_fills_when_they_come():
+    """The capture showed the server's acknowledgment before the segment it covers (the order
+    between directions is not causal): the bytes are delivered, nothing is missing."""
+    segs = handshake() + [
+        (True, "PA", C0, S0, REQ[:10]),
+        (True, "PA", C0 + 20, S0, REQ[20:]),
+        (False, "A", S0, C0 + len(REQ), b""),
+        (True, "PA", C0 + 10, S0, REQ[10:20]),
+    ]
+    fed = feed(segs)
+    assert fed.stream(True) == REQ
+    assert not fed.gaps() and fed.info().missing_bytes == (0, 0)
+
+
+def test_hole_acked_is_skipped_at_once_with_no_reorder_window():
+    segs = handshake() + [
+        (True, "PA", C0, S0, REQ[:10]),
+        (True, "PA", C0 + 20, S0, REQ[20:]),
+        (False, "A", S0, C0 + len(REQ), b""),
+    ]
+    fed = feed(segs, Bounds(reorder_window=0.0), finish=False)
+    assert fed.stream(True) == REQ[:10] + REQ[20:]
+    assert [(g.size, g.reason) for g in fed.gaps()] == [(10, "acked")]
+
+
+def test_a_hole_the_peer_acknowledged_is_reported_acked_at_the_end():
+    segs = handshake() + [
+        (True, "PA", C0, S0, REQ[:10]),
+        (True, "PA", C0 + 20, S0, REQ[20:]),
+        (False, "A", S0, C0 + len(REQ), b""),
+    ]
+    fed = feed(segs)
+    assert [(g.size, g.reason) for g in fed.gaps()] == [(10, "acked")]
+
+
+def test_a_fin_never_captured_but_acknowledged_is_no_missing_byte():
+    answer = b"HTTP/1.1 204 No Content\r\n\r\n"
+    segs = handshake() + [
+        (True, "PA", C0, S0, REQ),
+        (False, "PA", S0, C0 + len(REQ), answer),
+        # the client's FIN was lost; the server acknowledges it and closes
+        (False, "FA", S0 + len(answer), C0 + len(REQ) + 1, b""),
+        (True, "A", C0 + len(REQ) + 1, S0 + len(answer) + 1, b""),
+    ]
+    fed = feed(segs)
+    assert fed.info().missing_bytes == (0, 0)
+    assert not fed.gaps()
+    # One more byte than that acknowledged is a byte, though: it cannot be a FIN alone.
+    segs[-2] = (False, "FA", S0 + len(answer), C0 + len(REQ) + 2, b"")
+    assert feed(segs).info().missing_bytes == (2, 0)
 
 
 def test_unfilled_hole_reported_at_end():
@@ -287,7 +344,7 @@ def test_fin_before_a_hole_ends_only_when_flushed():
 
 
 def kept_entries(fed) -> list:  # type: ignore[no-untyped-def]
-    return [(fc, off, data) for fc, _ts, off, data in fed.table.kept_of(0)]
+    return [(fc, off, data) for fc, _ts, off, data in fed.table.kept_since(0, 0).entries]
 
 
 def test_the_follow_view_marks_resent_bytes_without_delivering_them():

@@ -52,8 +52,7 @@ def test_escape_capture_in_a_real_terminal_keeps_the_title(session):
     screen = wait_for(session, "X-Comment")
     assert "\\x1b]2;title\\x07" in screen
     tmux("send-keys", "-t", session, "2")
-    screen = wait_for(session, "── server")
-    assert "X-Reply: ok\\x1b]2;title\\x07" in screen  # the stream, escaped too
+    wait_for(session, "X-Reply: ok\\x1b]2;title\\x07")  # the stream, escaped too
     tmux("send-keys", "-t", session, "x")
     wait_for(session, "|8....profile.|")  # the last bytes, in the hex dump
     assert tmux("display-message", "-p", "-t", session, "#{pane_title}").strip() == "untouched-title"

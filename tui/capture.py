@@ -227,7 +227,7 @@ class CaptureDriver:
         self.follow: int | None = None  # set by the UI: whose stream to send
         self.generation = 0
         self._followed: int | None = None
-        self._last_sent: StreamChunk | None = None  # the newest kept entry sent to the UI
+        self._cursor = 0  # of the followed connection's kept entries: what was sent so far
         self._initial = spec.opened
         self.packets = PacketRing()  # read by the UI thread through its snapshot method
         # Set by the UI when it has taken the last update. Until then the driver posts nothing
@@ -361,31 +361,17 @@ class CaptureDriver:
                                self.generation))
 
     def _stream(self, pipeline: Pipeline) -> tuple[int | None, tuple[StreamChunk, ...], bool]:
-        """Entries of the followed connection's kept stream added since the last tick (all of
-        them on a change of connection)."""
+        """Entries of the followed connection's kept stream added since the last tick (all that
+        are kept on a change of connection)."""
         wanted = self.follow
-        kept = pipeline.table.kept_of(wanted) if wanted is not None else None
-        if kept is None:
-            return wanted, (), False
+        if wanted is None:
+            return None, (), False
         reset = wanted != self._followed
-        if reset:
-            self._followed = wanted
-            new = list(kept)
-        else:
-            # Entries are only appended, and trimmed oldest first: the new ones are those after
-            # the last one sent, or all that are left if that one was trimmed.
-            last = self._last_sent
-            new = []
-            for chunk in reversed(kept):
-                if chunk is last:
-                    break
-                new.append(chunk)
-            new.reverse()
-        if new:
-            self._last_sent = new[-1]
-        elif reset:
-            self._last_sent = None
-        return wanted, tuple(new), reset
+        got = pipeline.kept_since(wanted, 0 if reset else self._cursor)
+        if got is None:
+            return wanted, (), False
+        self._followed, self._cursor = wanted, got.cursor
+        return wanted, got.entries, reset
 
     def _post_error(self, message: str) -> None:
         status = CaptureStatus(source="", filter=self.bpf, live=False, finished=True, capture=None,

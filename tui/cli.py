@@ -273,17 +273,16 @@ class FollowWriter:
         self.want = {"client": (True,), "server": (False,), "both": (True, False)}[direction]
         self.hexdump = hexdump
         self.escape = escape
-        self.offsets = {True: 0, False: 0}
         self.last_dir: bool | None = None
         self.missing = {True: 0, False: 0}
         self.seen = False
         self.done = False
 
-    def on_data(self, conn: Connection, from_client: bool, ts: float, data: bytes) -> None:
+    def on_data(
+        self, conn: Connection, from_client: bool, ts: float, offset: int, data: bytes, ack: int
+    ) -> None:
         if from_client not in self.want:
             return
-        offset = self.offsets[from_client]
-        self.offsets[from_client] += len(data)
         if self.hexdump:
             self._header(conn, from_client, offset, ts)
             text = "\n".join(hexdump_lines(data, offset)) + "\n"
@@ -293,11 +292,11 @@ class FollowWriter:
         else:
             self.out.write(data)
 
-    def on_gap(self, conn: Connection, from_client: bool, ts: float, size: int) -> None:
+    def on_gap(
+        self, conn: Connection, from_client: bool, ts: float, offset: int, size: int, reason: str
+    ) -> None:
         if from_client not in self.want:
             return
-        offset = self.offsets[from_client]
-        self.offsets[from_client] += size
         self.missing[from_client] += size
         side = "client" if from_client else "server"
         if self.hexdump:
