@@ -35,7 +35,7 @@ class Bounds:
     reorder_window: float = 0.5
     """Seconds of packet time one direction may be captured late against the other: a hole the
     peer acknowledged stays open this long for its bytes to arrive, and an HTTP answer waits
-    this long for the request it answers (the order between directions in a capture is not
+    twice as long for the request it answers (the order between directions in a capture is not
     causal: multi-queue NICs, the `any` device, merged captures)."""
     closed_linger: float = 30.0
     """Seconds a closed or reset connection stays in the table for late retransmissions."""

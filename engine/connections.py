@@ -149,10 +149,16 @@ class ConnectionTable:
             # Data carried by a RST is a diagnostic text (RFC 1122 4.2.2.12), not stream bytes.
             if "D" not in hs.letters:
                 hs.mark("D")
+            # What this segment acknowledges comes first: a hole in the peer's stream it
+            # covers may be due to become a gap before this segment's own bytes are read.
+            peer = hs.peer
+            if peer.ooo and ack != NO_ACK:
+                peer.peer_acked(ts, ack)
             hs.segment(ts, seq, data, wire_len, ack)
-        peer = hs.peer
-        if peer.ooo and ack != NO_ACK:
-            peer.peer_acked(ts, ack)
+        else:
+            peer = hs.peer
+            if peer.ooo and ack != NO_ACK:
+                peer.peer_acked(ts, ack)
         if flags & RST:
             self._flush_half(conn.client, ts, "close")
             self._flush_half(conn.server, ts, "close")
@@ -202,6 +208,10 @@ class ConnectionTable:
             if hs.from_client == (signal is Signal.SYN):
                 hs.syn = True
             hs.start_after(seq)
+            if ack != NO_ACK and hs.peer.base is None:
+                # The SYN-ACK acknowledges the client's SYN: so the client's stream starts
+                # there, even if the capture shows that SYN later (or never).
+                hs.peer.start_after((ack - 1) & SEQ_MASK)
             seq = (seq + 1) & SEQ_MASK  # data on a SYN starts after it
         elif flags & FIN:
             signal = Signal.FIN if not hs.peer.fin else Signal.FIN_OTHER

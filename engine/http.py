@@ -62,7 +62,7 @@ from engine.tcp import Connection
 MAX_HEAD = 64 * 1024
 """A header block still incomplete after this many bytes is an error (h11's own limit is 16 KiB)."""
 DEFAULT_MAX_BODY = 1024 * 1024
-HOLD_BYTES = 256 * 1024
+HOLD_BYTES = 1024 * 1024
 """Server bytes held at most while a response waits for the client's stream to reach it."""
 MAX_CHUNK_LINE = 4096
 
@@ -403,6 +403,9 @@ class _Side:
         return any(s < end and e > start for s, e in self.lost_ranges)
 
 
+ANSWERED_EARLY = (
+    "its answer was captured too long before it and is reported as an exchange with no request"
+)
 HELD: Final = -2
 """What `_answer_point` says when a response must wait for the client's stream."""
 
@@ -586,6 +589,10 @@ class HttpParser:
         self.closed = False
         self.now = 0.0  # the latest packet time seen on either side
         self.held_since: float | None = None  # a response waits for the client's stream
+        self.bounded = False  # the last response stopped waiting because of a bound
+        # Requests that begin before this client offset were answered by a response that could
+        # not wait for them (a bound): when they come, they are not left waiting for another.
+        self.answered_below = 0
 
     # ------------------------------------------------------------------ stream consumer
 
@@ -756,7 +763,11 @@ class HttpParser:
         self._note_lost(side, ex, "request")
         if note:
             ex.notes.append(note)
-        self.pending.append(ex)
+        if start < self.answered_below:
+            ex.notes.append(ANSWERED_EARLY)
+            self.answered[id(ex.request)] = ex  # emitted once it is read
+        else:
+            self.pending.append(ex)
         side.reader = _body_reader(kind, args)
         return True
 
@@ -788,7 +799,8 @@ class HttpParser:
         """Where in the client's stream the server was when it began the response at `start`:
         the client offset its segment acknowledged (None: not known); HELD while the client's
         stream has not been read that far and may still get there."""
-        _ts, ack = self.server.mark_at(start)
+        self.bounded = False
+        ts, ack = self.server.mark_at(start)
         if ack == NO_ACK:
             return None
         acked = self.conn.peer_offset(False, ack)
@@ -805,10 +817,14 @@ class HttpParser:
             self.held_since = None
             return acked
         if self.held_since is None:
-            self.held_since = _ts
-        if self.now - self.held_since > self.window or len(self.server.buf) > HOLD_BYTES:
+            self.held_since = ts
+        # Twice the reorder window: a hole in the client's stream that the server acknowledged
+        # becomes a gap after one window (engine.reassembly), which lets this answer go on
+        # with what was really seen before the bound does.
+        if self.now - self.held_since > 2 * self.window or len(self.server.buf) > HOLD_BYTES:
             self.held_since = None
-            return acked if acked is not None else None
+            self.bounded = True
+            return acked
         return HELD
 
     def _start_response(self, side: _Side, buf: ReceiveBuffer) -> bool:
@@ -870,6 +886,8 @@ class HttpParser:
         else:
             ex = self._orphan(acked)
             pending.appendleft(ex)
+            if self.bounded and acked is not None and acked > self.answered_below:
+                self.answered_below = acked
         if ex.index is None:
             ex.index = self._number()
             if ex.start is not None:
@@ -1071,13 +1089,17 @@ class HttpParser:
         """An exchange for a response whose request was not seen (or not understood)."""
         ex = _Exchange(None)
         client = self.client
-        if acked is not None and client.lost_between(self.last_start, acked):
+        if acked is None:
+            pass
+        elif client.lost_between(self.last_start, acked):
             ex.notes.append("its request was in client bytes that were lost or not understood")
-        elif acked is not None and acked > client.offset:
+        elif self.bounded and acked > client.offset:
             ex.notes.append(
-                f"its request was not captured: the server had received {acked} client bytes,"
-                f" the capture showed {client.offset}"
+                f"no request for it was captured in time: the server had received {acked}"
+                f" client bytes, the capture had shown {client.offset} by then"
             )
+        elif acked <= 0 and not self.conn.client.syn:
+            ex.notes.append("its request was sent before the capture started")
         return ex
 
     def _note_lost(self, side: _Side, ex: _Exchange, what: str) -> None:

@@ -309,10 +309,10 @@ CASES = [
     ], id="desync"),
     # The capture starts after the request: a response without its request.
     pytest.param("suricata-verify/alert-testmyids-midstream__input.pcap", None, [
-        Tx(None, status=200, body=39),
+        Tx(None, status=200, body=39, notes=("sent before the capture started",)),
     ], id="midstream"),
     pytest.param("suricata-verify/tcp-stream-after-swap__http-start-from-response.pcap", None, [
-        Tx(None, status=200, body=11),
+        Tx(None, status=200, body=11, notes=("sent before the capture started",)),
         Tx("GET", "/favicon.ico", status=404, body=209),
     ], id="start-from-response"),
     # Two Content-Length headers that disagree (11 and 93): a request whose framing cannot be
