@@ -101,6 +101,8 @@ class Stats(Event):
     memory_used: int
     memory_budget: int
     unparsed_connections: int = 0  # not given their protocol parser: the reader was behind
+    ignored_segments: int = 0  # TCP data too far ahead of its stream to be believed
+    fragments_dropped: int = 0  # IP datagrams whose fragments never all came (timeout, bound)
 
 
 class HttpRequest(NamedTuple):

@@ -194,6 +194,8 @@ class Pipeline:
             memory_used=t.memory + self.defrag.bytes,
             memory_budget=self.bounds.memory_budget,
             unparsed_connections=t.unparsed,
+            ignored_segments=t.ignored,
+            fragments_dropped=self.defrag.dropped,
         )
 
     # ------------------------------------------------------------------ the general path

@@ -110,3 +110,23 @@ def test_connections_leaving_the_table_are_freed_without_the_cycle_collector():
         assert left == []
     finally:
         gc.enable()
+
+
+def test_segments_too_far_ahead_and_datagrams_never_completed_are_counted():
+    from tests.synth import TcpConversation, ipv4_fragments
+
+    conv = TcpConversation()
+    packets = conv.handshake()
+    # A data segment claiming to be 2 GiB beyond the stream: not believed, counted.
+    packets.append((conv.now() + 0.001, ether(ipv4("10.0.0.1", "10.0.0.2", 6, tcp(
+        51234, 80, conv.client_seq + (1 << 31) - 10, conv.server_seq, "PA", b"x" * 10,
+        src_ip="10.0.0.1", dst_ip="10.0.0.2"), ident=7))))
+    # The first fragment of a datagram whose other fragments never come.
+    whole = ipv4("10.0.0.1", "10.0.0.2", 6, tcp(51234, 80, conv.client_seq, conv.server_seq,
+                 "PA", b"y" * 100, src_ip="10.0.0.1", dst_ip="10.0.0.2"), ident=9)
+    packets.append((conv.now() + 0.002, ether(ipv4_fragments(whole, 48)[0])))
+    pipeline = Pipeline()
+    pipeline.feed(Batch.from_packets(1, packets))
+    pipeline.finish()
+    stats = pipeline.stats()
+    assert (stats.ignored_segments, stats.fragments_dropped) == (1, 1)

@@ -282,3 +282,17 @@ def test_head_and_304_answers_have_no_body_whatever_the_order(order):
     assert [(t.request.method, t.response.status, t.response.body_bytes) for t in records] == [
         ("HEAD", 200, 0), ("GET", 304, 0), ("GET", 200, 3),
     ]
+
+
+def test_the_parallel_reader_and_the_reorder_window_option(tmp_path, capsys):
+    client, server = build(KEEP_ALIVE)
+    path = tmp_path / "server-first.pcap"
+    write_pcap(path, server + client)
+    outputs = []
+    for jobs in ("1", "2"):
+        assert main(["-r", str(path), "--json", "--jobs", jobs]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] and outputs[0].count('"type": "http"') == 7
+    assert '"request": null' not in outputs[0]
+    assert main(["-r", str(path), "--json", "--reorder-window", "-1"]) == 2
+    assert "--reorder-window must be between 0 and 3600" in capsys.readouterr().err

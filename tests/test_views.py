@@ -57,6 +57,11 @@ async def test_status_bar_says_source_filter_rate_totals_drops_memory_and_mode()
                  now=103.0, shown=3)
         text = str(bar.render())
         assert text.startswith(" PAUSED ") and "│ evicted 4 " in text and "│ 9 unparsed " in text
+        assert "malformed" not in text and "ignored" not in text
+        bar.show(live, stats(6000, malformed=2, truncated=1_500, ignored_segments=3,
+                             fragments_dropped=4), paused=False, now=103.5, shown=3)
+        text = str(bar.render())
+        assert "│ 2 malformed, 1,500 cut short, 3 ignored, 4 fragments lost " in text
         done = CaptureStatus(source="f.pcap", filter="", live=False, finished=True, capture=None,
                              shedding=True)
         bar.show(done, stats(6000), paused=False, now=104.0, shown=3)

@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="memory budget of the engine in MiB (default 512)")
     lim.add_argument("--max-connections", type=int, default=250_000, metavar="N",
                      help="connections tracked at once (default 250000)")
+    lim.add_argument("--reorder-window", type=float, default=Bounds().reorder_window,
+                     metavar="S",
+                     help="seconds one direction may be captured late against the other "
+                          "(multi-queue NICs, the any device, merged captures): an acknowledged "
+                          "hole waits this long for its bytes, an HTTP answer twice as long for "
+                          f"its request (default {Bounds().reorder_window:g})")
     p.add_argument("filter", nargs="*", metavar="BPF", help="capture filter expression")
     return p
 
@@ -127,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--count must be at least 1")
     if args.jobs < 0:
         raise UsageError("--jobs must be at least 1 (or 0 for one per core)")
+    if not 0 <= args.reorder_window <= 3600:
+        raise UsageError("--reorder-window must be between 0 and 3600 seconds")
     if args.follow is not None and args.json:
         raise UsageError("--follow and --json are separate modes")
     if (args.hex or args.dir != "both") and args.follow is None:
@@ -218,6 +226,7 @@ def bounds_from(args: argparse.Namespace, keep_stream: int) -> Bounds:
         memory_budget=args.memory * MiB,
         max_connections=args.max_connections,
         keep_stream_bytes=keep_stream,
+        reorder_window=args.reorder_window,
     )
 
 
@@ -369,7 +378,9 @@ def summary(args: argparse.Namespace, source: sources.Source) -> int:
             out.flush()
     st = pipeline.stats()
     print(f"{st.packets} packets, {st.tcp_packets} TCP, {st.connections_total} connections, "
-          f"{st.malformed} malformed", file=out)
+          f"{st.malformed} malformed, {st.truncated} cut short by the snapshot length, "
+          f"{st.ignored_segments} segments ignored (too far ahead), "
+          f"{st.fragments_dropped} fragmented datagrams never completed", file=out)
     return 0
 
 

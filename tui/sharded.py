@@ -20,6 +20,7 @@ import sys
 from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection as Pipe
+from dataclasses import replace
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -79,10 +80,10 @@ def json_records_sharded(paths: list[str], bpf: str, count: int | None, bounds: 
     """Print the NDJSON records of capture files using `jobs` processes; return the file error."""
     out = out or sys.stdout
     context = multiprocessing.get_context("fork")
-    per_worker = Bounds(
+    per_worker = replace(
+        bounds,
         max_connections=max(1, bounds.max_connections // jobs),
         memory_budget=bounds.memory_budget // jobs,
-        keep_stream_bytes=bounds.keep_stream_bytes,
     )
     receivers: list[Pipe] = []
     procs = []

@@ -36,6 +36,15 @@ class StatusBar(Static):
         out.append(f"│ mem {used:.0f}% ")
         if stats.evicted_connections:
             out.append(f"│ evicted {stats.evicted_connections:,} ", "yellow")
+        skipped = [
+            (stats.malformed, "malformed"),
+            (stats.truncated, "cut short"),
+            (stats.ignored_segments, "ignored"),
+            (stats.fragments_dropped, "fragments lost"),
+        ]
+        said = ", ".join(f"{n:,} {what}" for n, what in skipped if n)
+        if said:
+            out.append(f"│ {said} ", "yellow")
         if status.shedding:
             out.append("│ busy: new connections not parsed ", "bold yellow")
         elif stats.unparsed_connections:
