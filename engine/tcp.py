@@ -15,9 +15,12 @@ from __future__ import annotations
 import bisect
 import socket
 from collections import deque
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from engine.tcpstate import State, conn_state
+
+if TYPE_CHECKING:
+    from engine.tls import ServerHello
 
 SEQ_MASK = 0xFFFFFFFF
 SEQ_HALF = 0x80000000
@@ -249,6 +252,7 @@ class Connection:
         "mark",
         "protocol",
         "server",
+        "server_hello",
         "sni",
         "sniffed",
         "sniffing",
@@ -273,6 +277,7 @@ class Connection:
         self.protocol: str | None = None
         self.sni: str | None = None
         self.alpn: tuple[str, ...] = ()
+        self.server_hello: ServerHello | None = None  # engine.detect.TlsHelloReader sets these
         self.consumers: tuple[StreamConsumer, ...] = ()
         # The follow view, oldest first. kept_bytes counts its bytes and RESENT_COST per Resent.
         self.kept: deque[Kept] | None = None
