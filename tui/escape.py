@@ -19,6 +19,12 @@ The rule, for bytes (`escape_bytes`) and for text decoded from them (`escape_tex
   (0xE9 as é): printable, and inert on a terminal.
 The escapes are Python's: `codecs.escape_decode` turns what `escape_bytes` wrote, or what
 `escape_text` wrote encoded as Latin-1, back into the bytes.
+
+Text that another encoder has already escaped (scapy's dissection, which shows payloads as
+Python byte literals; a JSON body re-encoded by engine.content.pretty_json) goes through
+`escape_rendered` instead: its backslashes are that encoder's escapes, so they pass, and any
+control character still left is escaped as above. Escaping it as wire text would escape every
+escape twice (a JSON `\"` would show as `\\"`).
 """
 
 from __future__ import annotations
@@ -57,6 +63,17 @@ _TEXT = {o: _NAMED.get(o, f"\\x{o:02x}") for o in [*range(0x20), *range(0x7F, 0x
 def escape_text(text: str) -> str:
     """Text from the wire (its bytes decoded as Latin-1) with controls and the backslash escaped."""
     return text.translate(_TEXT)
+
+
+# The same without the backslash; and for multi-line text, without tab and newline.
+_RENDERED = {o: v for o, v in _TEXT.items() if o != 0x5C}
+_RENDERED_MULTILINE = {o: v for o, v in _RENDERED.items() if o not in (0x09, 0x0A)}
+
+
+def escape_rendered(text: str, keep_newlines: bool = False) -> str:
+    """Text already escaped by its own encoder (repr, JSON): control characters left escaped,
+    backslashes kept (they are the encoder's), tab and newline kept if asked."""
+    return text.translate(_RENDERED_MULTILINE if keep_newlines else _RENDERED)
 
 
 def hexdump_lines(data: bytes, offset: int = 0, width: int = 16) -> list[str]:
