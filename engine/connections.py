@@ -536,4 +536,5 @@ def snapshot(conn: Connection) -> ConnectionInfo:
         conn.kept_bytes,
         conn.dropped_kept,
         conn.first_packet,
+        conn.server_hello,
     )

@@ -31,7 +31,6 @@ from typing import Final
 import brotli
 
 from engine.events import HttpRequest, HttpResponse
-from engine.tls import escape
 
 DEFAULT_LIMIT: Final = 4 * 1024 * 1024
 MAX_CODINGS: Final = 8  # real servers stack at most two
@@ -121,7 +120,7 @@ def decode_body(
             continue
         decoder = _DECODERS.get(coding)
         if decoder is None:
-            unknown = f"unknown content-coding '{_printable(coding)}'"
+            unknown = f"unknown content-coding '{_shortened(coding)}'"
             break
         decoders.append((coding, decoder))
     stages = [_Progress(coding) for coding, _ in decoders]
@@ -214,10 +213,9 @@ def _parse_codings(header: str | None) -> list[str]:
     return [token.strip(" \t").lower() for token in header.split(",") if token.strip(" \t")]
 
 
-def _printable(name: str) -> str:
-    """A coding's name as it may be shown: escaped (it comes from the wire), and not too long."""
-    raw = name.encode("utf-8", "surrogateescape")
-    return escape(raw[:40]) + ("..." if len(raw) > 40 else "")
+def _shortened(name: str) -> str:
+    """A coding's name for the error line: as sent (the display escapes it), and not too long."""
+    return name[:40] + ("..." if len(name) > 40 else "")
 
 
 def _is_control(ch: str) -> bool:

@@ -4,6 +4,10 @@ The sniffer holds the first delivered chunks of each direction (at most `LIMIT` 
 can decide; the chunks are then replayed to the consumers attached for that protocol, so they see
 the streams from their first byte. It never guesses from port numbers: non-HTTP bytes on port 80
 stay unrecognised.
+
+Protocols: HTTP/1.x (`HTTP`), TLS (`TLS`), and HTTP/2 (`HTTP2`): in clear, from the client
+connection preface (RFC 9113 3.4), whatever the port; over TLS, when the hellos show that h2
+was chosen (see `TlsHelloReader`), which relabels a `TLS` connection once its hellos are read.
 """
 
 from __future__ import annotations
@@ -18,15 +22,27 @@ if TYPE_CHECKING:
 
 LIMIT = 16 * 1024
 HTTP = "http"
+HTTP2 = "http2"
 TLS = "tls"
 NOTHING = ""  # decided: no known protocol
 
 KNOWN_METHODS = frozenset(
     b"GET POST PUT DELETE HEAD OPTIONS PATCH CONNECT TRACE PROPFIND PROPPATCH MKCOL COPY MOVE "
-    b"LOCK UNLOCK SEARCH REPORT PRI".split()
+    b"LOCK UNLOCK SEARCH REPORT".split()
 )
+# What an HTTP/2 client sends first (RFC 9113 3.4). "PRI" is not an HTTP/1 method: a request
+# line "PRI * HTTP/2.0" is only ever this. (h2c reached by an HTTP/1.1 Upgrade sends it after
+# the 101, inside what engine.http reports as a tunnel: that connection stays `HTTP`.)
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _TOKEN = re.compile(rb"[A-Z][A-Z0-9_-]{0,23}")
 _REQUEST_LINE_END = re.compile(rb" HTTP/[0-9]\.[0-9]\r?$")
+
+
+def h2_preface_start(prefix: bytes) -> bool | None:
+    """Does a client stream starting with prefix open with the HTTP/2 preface? None: need more."""
+    if len(prefix) < len(H2_PREFACE):
+        return None if H2_PREFACE.startswith(prefix) else False
+    return prefix.startswith(H2_PREFACE)
 
 
 def http_request_start(prefix: bytes) -> bool | None:
@@ -113,6 +129,10 @@ class Sniffer:
             return TLS
         if len(prefix) < 3 and tls.looks_like_tls(prefix):
             return None
+        if from_client:
+            h2 = h2_preface_start(prefix)
+            if h2 is not False:
+                return HTTP2 if h2 else None
         verdict = http_request_start(prefix) if from_client else http_response_start(prefix)
         if verdict is None:
             return None
@@ -120,40 +140,68 @@ class Sniffer:
 
 
 class TlsHelloReader:
-    """Reads the client's first bytes for a ClientHello: SNI and ALPN, then stops reading."""
+    """Reads the hellos of a TLS connection, then stops reading.
 
-    __slots__ = ("buffer", "done")
+    From the client's first bytes, the ClientHello: SNI and the offered ALPN (`conn.sni`,
+    `conn.alpn`); from the server's, the ServerHello (`conn.server_hello`: version, cipher suite,
+    and the ALPN it selected, which only TLS 1.2 and earlier show). A connection labelled `TLS`
+    becomes `HTTP2` when h2 is known to be spoken: the ServerHello selected it, or, with no
+    selection visible, the client offered h2 and nothing else. Each side buffers at most
+    `LIMIT` bytes. Inside an HTTP CONNECT tunnel (engine.http) only the client side is fed, and
+    the connection keeps its label.
+    """
 
-    LIMIT = 64 * 1024
+    __slots__ = ("buffers", "finished")
+
+    LIMIT = tls.MAX_HELLO_BYTES
 
     def __init__(self) -> None:
-        self.buffer = b""
-        self.done = False
+        self.buffers = {True: b"", False: b""}
+        self.finished = {True: False, False: False}
+
+    @property
+    def done(self) -> bool:
+        """The client's side is read (or given up): it needs no more client bytes."""
+        return self.finished[True]
 
     def on_data(
         self, conn: Connection, from_client: bool, ts: float, offset: int, data: bytes, ack: int
     ) -> None:
-        if self.done or not from_client:
+        if self.finished[from_client]:
             return
-        self.buffer += data
-        result = tls.parse_client_hello(self.buffer)
-        if result is tls.NEED_MORE and len(self.buffer) < self.LIMIT:
+        buffer = self.buffers[from_client] + data
+        result = tls.parse_client_hello(buffer) if from_client else tls.parse_server_hello(buffer)
+        if result is tls.NEED_MORE and len(buffer) < self.LIMIT:
+            self.buffers[from_client] = buffer
             return
         if isinstance(result, tls.ClientHello):
             conn.sni = result.sni
             conn.alpn = result.alpn
-        self.done = True
-        self.buffer = b""
+        elif isinstance(result, tls.ServerHello):
+            conn.server_hello = result
+        self._stop(from_client)
+        if conn.protocol in (TLS, HTTP2):
+            conn.protocol = HTTP2 if speaks_h2(conn.alpn, conn.server_hello) else TLS
 
     def on_gap(
         self, conn: Connection, from_client: bool, ts: float, offset: int, size: int, reason: str
     ) -> None:
-        if from_client:
-            self.done = True
-            self.buffer = b""
+        self._stop(from_client)
 
     def on_end(self, conn: Connection, from_client: bool, ts: float) -> None:
-        pass
+        self._stop(from_client)
 
     def on_close(self, conn: Connection, ts: float) -> None:
-        self.buffer = b""
+        self._stop(True)
+        self._stop(False)
+
+    def _stop(self, from_client: bool) -> None:
+        self.finished[from_client] = True
+        self.buffers[from_client] = b""
+
+
+def speaks_h2(offered: tuple[str, ...], server: tls.ServerHello | None) -> bool:
+    """Is h2 known to be the application protocol of a TLS connection?"""
+    if server is not None and server.alpn is not None:
+        return server.alpn == "h2"
+    return offered == ("h2",)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from engine.tls import ServerHello
+
 
 class Event:
     """The base of everything the engine emits."""
@@ -47,6 +49,7 @@ class ConnectionInfo(NamedTuple):
     )
     dropped_kept_bytes: int = 0  # stream bytes no longer kept (per-connection cap or memory budget)
     first_packet: int = 0  # number of the packet that opened it, counted from 0 in the capture
+    server_hello: ServerHello | None = None  # TLS: the version, cipher and ALPN the server chose
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
 """NDJSON records of the headless command line (the contract is in the design document).
 
-Every string here may come from the wire (addresses do not, but SNI, ALPN and later HTTP fields
-do); `json.dumps` escapes control characters, so a record printed to a terminal is inert.
+Every string here may come from the wire (addresses do not, but SNI, ALPN and HTTP fields do).
+They are text as sent, bytes decoded as Latin-1, never escaped by the engine: `json.dumps`
+escapes control characters (and, with its default ensure_ascii, every non-ASCII character), so
+a record printed to a terminal is inert and a reader gets the wire text back with `json.loads`.
 """
 
 from __future__ import annotations
@@ -34,8 +36,15 @@ def connection_record(info: ConnectionInfo) -> dict[str, Any]:
         "protocol": info.protocol,
         "direction_guessed": info.direction_guessed,
     }
-    if info.sni is not None or info.alpn:
-        record["tls"] = {"sni": info.sni, "alpn": list(info.alpn)}
+    hello = info.server_hello
+    if info.sni is not None or info.alpn or hello is not None:
+        record["tls"] = {
+            "sni": info.sni,
+            "alpn": list(info.alpn),
+            "version": hello.version if hello else None,  # negotiated: from the ServerHello
+            "cipher": hello.cipher if hello else None,
+            "alpn_selected": hello.alpn if hello else None,  # TLS 1.3 encrypts it: null there
+        }
     return record
 
 

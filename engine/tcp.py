@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import socket
 from collections import deque
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from engine.reassembly import NO_ACK, Reassembler, Sink
 from engine.tcpstate import State, conn_state
+
+if TYPE_CHECKING:
+    from engine.tls import ServerHello
 
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 
@@ -164,6 +167,7 @@ class Connection:
         "mark",
         "protocol",
         "server",
+        "server_hello",
         "sni",
         "sniffed",
         "sniffing",
@@ -188,6 +192,7 @@ class Connection:
         self.protocol: str | None = None
         self.sni: str | None = None
         self.alpn: tuple[str, ...] = ()
+        self.server_hello: ServerHello | None = None  # engine.detect.TlsHelloReader sets these
         self.consumers: tuple[StreamConsumer, ...] = ()
         # The follow view, oldest first. kept_bytes counts its bytes and RESENT_COST per Resent.
         self.kept: deque[Kept] | None = None

@@ -1,19 +1,26 @@
-"""Read the ClientHello at the start of a TLS client stream: the version, SNI and ALPN it offers.
+"""Read the hellos at the start of a TLS connection: what the client offers, what the server picks.
 
 This is what wirepeek can tell about an encrypted connection without keys: which host the client
-asked for (server_name), which application protocols it offered (ALPN), and which TLS version.
-It is fed the first bytes of the client's reassembled stream, as many as have arrived, and
-answers `NEED_MORE` until the whole ClientHello is there, even when it spans several records.
+asked for (server_name), which application protocols it offered (ALPN), and, from the server's
+ServerHello, the TLS version and cipher suite it chose and (TLS 1.2 and earlier) the application
+protocol it selected. TLS 1.3 sends the selected ALPN in EncryptedExtensions, so there it is
+unknown. Each parser is fed the first bytes of one side's reassembled stream, as many as have
+arrived, and answers `NEED_MORE` until the whole hello is there, even when it spans several
+records.
+
+Names from the wire (SNI, ALPN) are text as sent: their bytes decoded as Latin-1, one character
+per byte, nothing lost and nothing escaped. Showing them safely is the display's job
+(`tui.escape`); JSON escapes control characters itself.
 
 It must never:
-- raise, whatever the bytes (malformed input is `None`, "not a ClientHello");
-- return a string holding a control character: names come from the wire, so every byte that is
-  not printable ASCII, and the backslash, is written as an escape such as `\\x1b`;
+- raise, whatever the bytes (malformed input is `None`, "not a hello");
 - look further than `MAX_HELLO_BYTES` into the stream, or do I/O of any kind.
 
 An SSLv2-compatible ClientHello (a two-byte header with the high bit set, sent only by clients
 from before TLS extensions existed, so never with SNI or ALPN) is not recognised: `looks_like_tls`
-is False for it and `parse_client_hello` returns None.
+is False for it and `parse_client_hello` returns None. A HelloRetryRequest (RFC 8446 4.1.4) has
+the layout of a ServerHello and names the version and cipher suite of the final one, so it is
+read as one.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ MAX_RECORD_LENGTH: Final = 1 << 14  # RFC 8446 5.1: a plaintext record carries a
 
 CONTENT_HANDSHAKE: Final = 0x16
 HANDSHAKE_CLIENT_HELLO: Final = 0x01
+HANDSHAKE_SERVER_HELLO: Final = 0x02
 EXT_SERVER_NAME: Final = 0
 EXT_ALPN: Final = 16
 EXT_SUPPORTED_VERSIONS: Final = 43
@@ -41,9 +49,50 @@ VERSION_NAMES: Final = {
     0x0304: "TLS 1.3",
 }
 
+# IANA names (the TLS Cipher Suites registry) of the suites servers commonly choose; any other
+# suite is shown by its number.
+CIPHER_SUITE_NAMES: Final = {
+    0x1301: "TLS_AES_128_GCM_SHA256",
+    0x1302: "TLS_AES_256_GCM_SHA384",
+    0x1303: "TLS_CHACHA20_POLY1305_SHA256",
+    0x1304: "TLS_AES_128_CCM_SHA256",
+    0x1305: "TLS_AES_128_CCM_8_SHA256",
+    0xC02B: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    0xC02C: "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    0xC02F: "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    0xC030: "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    0xCCA8: "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    0xCCA9: "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    0xCCAA: "TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    0xC009: "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+    0xC00A: "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+    0xC012: "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA",
+    0xC013: "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+    0xC014: "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+    0xC023: "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+    0xC024: "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384",
+    0xC027: "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+    0xC028: "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384",
+    0x009C: "TLS_RSA_WITH_AES_128_GCM_SHA256",
+    0x009D: "TLS_RSA_WITH_AES_256_GCM_SHA384",
+    0x009E: "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256",
+    0x009F: "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384",
+    0x0004: "TLS_RSA_WITH_RC4_128_MD5",
+    0x0005: "TLS_RSA_WITH_RC4_128_SHA",
+    0x000A: "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
+    0x002F: "TLS_RSA_WITH_AES_128_CBC_SHA",
+    0x0033: "TLS_DHE_RSA_WITH_AES_128_CBC_SHA",
+    0x0035: "TLS_RSA_WITH_AES_256_CBC_SHA",
+    0x0039: "TLS_DHE_RSA_WITH_AES_256_CBC_SHA",
+    0x003C: "TLS_RSA_WITH_AES_128_CBC_SHA256",
+    0x003D: "TLS_RSA_WITH_AES_256_CBC_SHA256",
+    0x0067: "TLS_DHE_RSA_WITH_AES_128_CBC_SHA256",
+    0x006B: "TLS_DHE_RSA_WITH_AES_256_CBC_SHA256",
+}
+
 
 class NeedMore(enum.Enum):
-    """The type of `NEED_MORE`: the ClientHello is not complete yet; call again with more bytes."""
+    """The type of `NEED_MORE`: the hello is not complete yet; call again with more bytes."""
 
     NEED_MORE = "need more"
 
@@ -54,8 +103,15 @@ NEED_MORE: Final = NeedMore.NEED_MORE
 @dataclass(frozen=True, slots=True)
 class ClientHello:
     version: str  # "TLS 1.3" if supported_versions offers it, else the hello's legacy_version
-    sni: str | None  # the first host_name of server_name, escaped
-    alpn: tuple[str, ...]  # offered protocol names in the client's order, escaped
+    sni: str | None  # the first host_name of server_name, as sent (Latin-1)
+    alpn: tuple[str, ...]  # offered protocol names in the client's order, as sent (Latin-1)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerHello:
+    version: str  # the negotiated version: supported_versions if present, else legacy_version
+    cipher: str  # the chosen suite's IANA name, or its number as "0x1234"
+    alpn: str | None  # the selected protocol as sent (Latin-1); None if not in the ServerHello
 
 
 def looks_like_tls(prefix: bytes) -> bool:
@@ -79,18 +135,43 @@ def parse_client_hello(data: bytes) -> ClientHello | NeedMore | None:
     consistent but incomplete start, and None when it is not a ClientHello, is malformed, or is
     still incomplete after `MAX_HELLO_BYTES` of stream.
     """
-    message = _reassemble_hello(data[:MAX_HELLO_BYTES])
-    if message is NEED_MORE:
-        return None if len(data) >= MAX_HELLO_BYTES else NEED_MORE
-    if message is None:
-        return None
+    message = _first_message(data, HANDSHAKE_CLIENT_HELLO)
+    if not isinstance(message, bytes):
+        return message
     try:
-        return _read_hello_body(message[4:])
+        return _read_client_hello(message[4:])
     except _Malformed:
         return None
 
 
-def _reassemble_hello(data: bytes) -> bytes | NeedMore | None:
+def parse_server_hello(data: bytes) -> ServerHello | NeedMore | None:
+    """Parse the ServerHello at the start of `data`, the server's stream from its first byte.
+
+    The same answers as `parse_client_hello`. Bytes after the ServerHello (Certificate and the
+    rest of a TLS 1.2 flight, or ciphertext) are not looked at.
+    """
+    message = _first_message(data, HANDSHAKE_SERVER_HELLO)
+    if not isinstance(message, bytes):
+        return message
+    try:
+        return _read_server_hello(message[4:])
+    except _Malformed:
+        return None
+
+
+def cipher_suite_name(suite: int) -> str:
+    return CIPHER_SUITE_NAMES.get(suite, f"0x{suite:04x}")
+
+
+def _first_message(data: bytes, kind: int) -> bytes | NeedMore | None:
+    """The first handshake message (header included) if it is of this kind, within the bound."""
+    message = _reassemble_message(data[:MAX_HELLO_BYTES], kind)
+    if message is NEED_MORE and len(data) >= MAX_HELLO_BYTES:
+        return None
+    return message
+
+
+def _reassemble_message(data: bytes, kind: int) -> bytes | NeedMore | None:
     """Join the payloads of the leading handshake records until they hold one whole message."""
     message = bytearray()
     offset = 0
@@ -105,7 +186,7 @@ def _reassemble_hello(data: bytes) -> bytes | NeedMore | None:
             return None
         fragment = data[offset + 5 : offset + 5 + length]
         message += fragment
-        if message and message[0] != HANDSHAKE_CLIENT_HELLO:
+        if message and message[0] != kind:
             return None
         if len(message) >= 4:
             size = 4 + int.from_bytes(message[1:4], "big")
@@ -158,7 +239,7 @@ class _Reader:
             raise _Malformed
 
 
-def _read_hello_body(body: bytes) -> ClientHello:
+def _read_client_hello(body: bytes) -> ClientHello:
     """RFC 8446 4.1.2 (and RFC 5246 7.4.1.2, whose layout is the same)."""
     hello = _Reader(body)
     legacy_version = hello.uint(2)
@@ -172,24 +253,55 @@ def _read_hello_body(body: bytes) -> ClientHello:
     sni: str | None = None
     alpn: tuple[str, ...] = ()
     offered: tuple[int, ...] = ()
-    if hello.remaining:  # a hello without extensions simply ends here
-        extensions = hello.vector(2)
-        hello.expect_end()
-        seen: set[int] = set()
-        while extensions.remaining:
-            kind = extensions.uint(2)
-            content = extensions.vector(2)
-            if kind in seen:  # RFC 8446 4.2: at most one extension of each type
-                raise _Malformed
-            seen.add(kind)
-            if kind == EXT_SERVER_NAME:
-                sni = _read_server_name(content)
-            elif kind == EXT_ALPN:
-                alpn = _read_alpn(content)
-            elif kind == EXT_SUPPORTED_VERSIONS:
-                offered = _read_supported_versions(content)
+    for kind, content in _extensions(hello):
+        if kind == EXT_SERVER_NAME:
+            sni = _read_server_name(content)
+        elif kind == EXT_ALPN:
+            alpn = _read_alpn(content)
+        elif kind == EXT_SUPPORTED_VERSIONS:
+            offered = _read_supported_versions(content)
     version = TLS_1_3 if TLS_1_3 in offered else legacy_version
     return ClientHello(version=_version_name(version), sni=sni, alpn=alpn)
+
+
+def _read_server_hello(body: bytes) -> ServerHello:
+    """RFC 8446 4.1.3 (and RFC 5246 7.4.1.3, whose layout is the same)."""
+    hello = _Reader(body)
+    version = hello.uint(2)
+    hello.take(32)  # random
+    if hello.vector(1).remaining > 32:  # legacy_session_id_echo
+        raise _Malformed
+    suite = hello.uint(2)
+    hello.uint(1)  # legacy_compression_method
+    alpn: str | None = None
+    for kind, content in _extensions(hello):
+        if kind == EXT_ALPN:
+            names = _read_alpn(content)
+            if len(names) != 1:  # RFC 7301 3.1: the server selects exactly one
+                raise _Malformed
+            alpn = names[0]
+        elif kind == EXT_SUPPORTED_VERSIONS:
+            version = content.uint(2)  # RFC 8446 4.2.1, the ServerHello form: one version
+            content.expect_end()
+    return ServerHello(version=_version_name(version), cipher=cipher_suite_name(suite), alpn=alpn)
+
+
+def _extensions(hello: _Reader) -> list[tuple[int, _Reader]]:
+    """The extensions block that ends a hello: (type, content) pairs; a hello may end without."""
+    if not hello.remaining:
+        return []
+    block = hello.vector(2)
+    hello.expect_end()
+    found: list[tuple[int, _Reader]] = []
+    seen: set[int] = set()
+    while block.remaining:
+        kind = block.uint(2)
+        content = block.vector(2)
+        if kind in seen:  # RFC 8446 4.2: at most one extension of each type
+            raise _Malformed
+        seen.add(kind)
+        found.append((kind, content))
+    return found
 
 
 def _read_server_name(content: _Reader) -> str | None:
@@ -201,7 +313,7 @@ def _read_server_name(content: _Reader) -> str | None:
         name_type = names.uint(1)
         name = names.vector(2, min_size=1).rest()
         if name_type == NAME_TYPE_HOST_NAME and host is None:
-            host = escape(name)
+            host = name.decode("latin-1")
     return host
 
 
@@ -211,7 +323,7 @@ def _read_alpn(content: _Reader) -> tuple[str, ...]:
     content.expect_end()
     protocols = []
     while names.remaining:
-        protocols.append(escape(names.vector(1, min_size=1).rest()))
+        protocols.append(names.vector(1, min_size=1).rest().decode("latin-1"))
     return tuple(protocols)
 
 
@@ -226,10 +338,3 @@ def _read_supported_versions(content: _Reader) -> tuple[int, ...]:
 
 def _version_name(version: int) -> str:
     return VERSION_NAMES.get(version, f"0x{version:04x}")
-
-
-def escape(raw: bytes) -> str:
-    """Printable ASCII as is; every other byte, and the backslash, as a `\\xNN` escape."""
-    return "".join(
-        chr(byte) if 0x20 <= byte < 0x7F and byte != 0x5C else f"\\x{byte:02x}" for byte in raw
-    )

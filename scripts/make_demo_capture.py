@@ -193,20 +193,19 @@ def tls_record(content_type: int, payload: bytes, version: int = 0x0303) -> byte
     return struct.pack("!BHH", content_type, version, len(payload)) + payload
 
 
-def client_hello(rng: random.Random, sni: str, alpn: list[str]) -> bytes:
+def client_hello(rng: random.Random, sni: bytes, alpn: list[bytes]) -> bytes:
     """A TLS 1.3 ClientHello record laid out as Firefox sends it (RFC 8446 4.1.2)."""
     suites = [0x1301, 0x1303, 0x1302, 0xC02B, 0xC02F, 0xCCA9, 0xCCA8, 0xC02C, 0xC030, 0xC00A,
               0xC009, 0xC013, 0xC014, 0x009C, 0x009D, 0x002F, 0x0035]
-    host = sni.encode("ascii")
     extensions = b"".join([
-        _extension(0, _vector(2, b"\x00" + _vector(2, host))),  # server_name: host_name
+        _extension(0, _vector(2, b"\x00" + _vector(2, sni))),  # server_name: host_name
         _extension(23, b""),  # extended_master_secret
         _extension(0xFF01, b"\x00"),  # renegotiation_info
         _extension(10, _vector(2, struct.pack("!6H", 0x001D, 0x0017, 0x0018, 0x0019, 0x0100,
                                               0x0101))),  # supported_groups
         _extension(11, _vector(1, b"\x00")),  # ec_point_formats: uncompressed
         _extension(35, b""),  # session_ticket
-        _extension(16, _vector(2, b"".join(_vector(1, p.encode("ascii")) for p in alpn))),  # ALPN
+        _extension(16, _vector(2, b"".join(_vector(1, p) for p in alpn))),  # ALPN
         _extension(5, b"\x01\x00\x00\x00\x00"),  # status_request: OCSP
         _extension(51, _vector(2, struct.pack("!H", 0x001D) + _vector(2, rng.randbytes(32)))),
         _extension(43, _vector(1, struct.pack("!2H", 0x0304, 0x0303))),  # supported_versions
@@ -228,6 +227,20 @@ def server_hello(rng: random.Random, session_id: bytes) -> bytes:
     body = (struct.pack("!H", 0x0303) + rng.randbytes(32) + _vector(1, session_id)
             + struct.pack("!HB", 0x1301, 0) + _vector(2, extensions))
     return tls_record(0x16, b"\x02" + _vector(3, body))
+
+
+def server_hello_tls12(rng: random.Random, alpn: bytes) -> bytes:
+    """A TLS 1.2 ServerHello record choosing ECDHE-RSA-AES128-GCM-SHA256 and the ALPN `alpn`,
+    then the rest of the server's flight (Certificate, ServerKeyExchange, ServerHelloDone)."""
+    extensions = (_extension(0xFF01, b"\x00") + _extension(23, b"")
+                  + _extension(16, _vector(2, _vector(1, alpn))))
+    body = (struct.pack("!H", 0x0303) + rng.randbytes(32) + _vector(1, rng.randbytes(32))
+            + struct.pack("!HB", 0xC02F, 0) + _vector(2, extensions))
+    rest = (b"\x0b" + _vector(3, _vector(3, _vector(3, rng.randbytes(900))))  # one certificate
+            + b"\x0c" + _vector(3, b"\x03\x00\x1d" + _vector(1, rng.randbytes(32))
+                                + b"\x08\x04" + _vector(2, rng.randbytes(256)))
+            + b"\x0e" + _vector(3, b""))
+    return tls_record(0x16, b"\x02" + _vector(3, body) + rest)
 
 
 CHANGE_CIPHER_SPEC = tls_record(0x14, b"\x01")
@@ -479,7 +492,7 @@ def tls_session(rng: random.Random) -> Session:
     """An HTTPS (h2) session with api.example.com: handshake in clear, then ciphertext."""
     s = Session.start(rng, WORKSTATION, (TLS_SERVER, 443), 6.00, TLS_RTT)
     s.connect()
-    hello = client_hello(rng, "api.example.com", ["h2", "http/1.1"])
+    hello = client_hello(rng, b"api.example.com", [b"h2", b"http/1.1"])
     s.send(hello)
     session_id = hello[5 + 4 + 2 + 32 + 1 : 5 + 4 + 2 + 32 + 1 + 32]
     # ServerHello, then EncryptedExtensions, Certificate, CertificateVerify and Finished encrypted.
@@ -663,9 +676,17 @@ def demo_packets() -> list[Packet]:
 # --- escapes.pcap: escape sequences in each part of a request ------------------------------------
 
 
+# A server name and an application protocol with ESC, CR, NUL, a C1 control (0x9b, CSI to some
+# terminals), a Latin-1 letter and a backslash typed before "x1b": shown escaped once, the
+# backslash doubled, so the typed "\x1b" reads differently from the escaped ESC.
+EVIL_SNI = b"ev\x1bil\r\x00\x9b\xe9\\x1b.test"
+EVIL_ALPN = b"h\x1b\r\x00\xe9\\2"
+
+
 def escape_packets() -> list[Packet]:
     """Three requests with a raw OSC sequence (ESC ] 2 ; title BEL) in the request target (which
-    h11 refuses), in a header value, and in a body; the answers carry some too."""
+    h11 refuses), in a header value, and in a body; the answers carry some too. Then a TLS 1.2
+    handshake whose SNI and ALPN (offered, and selected by the server) hold control bytes."""
     rng = random.Random(SEED + 1)
     osc = "\x1b]2;title\x07"
     base = [("Host", "victim.internal"), ("User-Agent", CURL), ("Accept", "*/*")]
@@ -693,6 +714,14 @@ def escape_packets() -> list[Packet]:
         s.reply(resp, think=0.001)
         s.close_from_server()
         sessions.append(s)
+    s = Session.start(rng, WORKSTATION, (TLS_SERVER, 443), 3.0, TLS_RTT)
+    s.connect()
+    s.send(client_hello(rng, EVIL_SNI, [b"h2", EVIL_ALPN]))
+    s.reply(server_hello_tls12(rng, EVIL_ALPN), think=0.0031)
+    s.send(application_data(rng, 40))  # ClientKeyExchange and Finished, as far as we can tell
+    s.reply(application_data(rng, 51), think=0.001)
+    s.close_from_client()
+    sessions.append(s)
     return merge(sessions)
 
 

@@ -343,6 +343,30 @@ async def test_escape_sequences_from_the_wire_are_shown_escaped():
         assert "\x1b" not in svg
 
 
+# The TLS connection of escapes.pcap, as the display must show it: every control byte escaped
+# once, the Latin-1 letter as itself, the backslash typed on the wire doubled.
+SHOWN_SNI = r"ev\x1bil\r\x00\x9b" + "é" + r"\\x1b.test"
+SHOWN_ALPN = r"h\x1b\r\x00" + "é" + r"\\2"
+
+
+@pytest.mark.asyncio
+async def test_tls_names_with_control_bytes_are_shown_escaped_once_in_the_connections_pane():
+    app = app_for("escapes.pcap")
+    async with app.run_test(size=(220, 20)) as pilot:
+        await read_all(app, pilot)
+        table = app.query_one(ConnectionsTable)
+        table.select(3)
+        await pilot.pause()
+        assert app.selected == 3
+        screen = [table.render_line(y).text for y in range(table.size.height)]
+        [row] = [line for line in screen if "192.0.2.44:443" in line]
+        assert " tls " in row
+        assert f" TLS 1.2 SNI {SHOWN_SNI} ALPN {SHOWN_ALPN} (selected)" in row
+        assert "\\\\x1b" not in row.replace(r"\\x1b.test", "")  # no escape escaped again
+        assert not any(ch in row for ch in "\x1b\r\x00\x9b")
+        assert "No HTTP on this connection" in str(app.query_one("#http-text").render())
+
+
 @pytest.mark.asyncio
 async def test_packets_tab_lists_and_dissects_with_scapy():
     app = app_for("zeek/http__get.pcap")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.captures import capture
+from tui.cli import DEMO_CAPTURE
 
 WIREPEEK = [sys.executable, "-m", "tui.cli"]
 ROOT = Path(__file__).parent.parent
@@ -105,6 +106,66 @@ def test_summary_is_the_default():
     assert proc.returncode == 0
     out = proc.stdout.decode()
     assert "141.142.228.5:59856" in out and "CLOSED" in out and "http" in out
+
+
+# The TLS connection of escapes.pcap (scripts/make_demo_capture.py): its SNI and ALPN as sent
+# (Latin-1 text), and as a display shows them (escaped once, the wire's backslash doubled).
+WIRE_SNI = "ev\x1bil\r\x00\x9b\xe9\\x1b.test"
+WIRE_ALPN = "h\x1b\r\x00\xe9\\2"
+SHOWN_SNI = r"ev\x1bil\r\x00\x9b" + "é" + r"\\x1b.test"
+SHOWN_ALPN = r"h\x1b\r\x00" + "é" + r"\\2"
+
+
+def test_summary_shows_tls_names_escaped_once():
+    proc = wirepeek("-r", capture("escapes.pcap"))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode()
+    assert not set("\x1b\r\x00\x9b") & set(out)
+    [line] = [line for line in out.splitlines() if "192.0.2.44:443" in line]
+    assert line.endswith(f"  tls TLS 1.2 SNI {SHOWN_SNI} ALPN {SHOWN_ALPN} (selected)")
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_json_tls_names_round_trip_and_print_inert(jobs):
+    proc = wirepeek("-r", capture("escapes.pcap"), "--json", "--jobs", jobs)
+    assert proc.returncode == 0, proc.stderr
+    assert not set(b"\x1b\r\x00\x9b\xe9") & set(proc.stdout)  # json escaped them
+    [tls] = [r for r in records(proc.stdout, "connection") if r["server"] == "192.0.2.44:443"]
+    assert tls["protocol"] == "tls"
+    assert tls["tls"] == {"sni": WIRE_SNI, "alpn": ["h2", WIRE_ALPN], "version": "TLS 1.2",
+                          "cipher": "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                          "alpn_selected": WIRE_ALPN}
+
+
+def test_json_tls_fields_of_a_tls13_session():
+    [tls] = [r for r in records(wirepeek("-r", str(DEMO_CAPTURE), "--json").stdout, "connection")
+             if r["protocol"] == "tls"]
+    assert tls["tls"] == {"sni": "api.example.com", "alpn": ["h2", "http/1.1"], "version": "TLS 1.3",
+                          "cipher": "TLS_AES_128_GCM_SHA256", "alpn_selected": None}
+
+
+def test_follow_to_a_terminal_escapes_once():
+    """On a terminal, --follow shows the stream escaped (a pipe gets the bytes exactly)."""
+    import pty
+
+    main, child = pty.openpty()
+    proc = subprocess.Popen([*WIREPEEK, "-r", capture("escapes.pcap"), "--follow", "3", "--dir",
+                             "client"], stdout=child, stderr=subprocess.PIPE, cwd=ROOT)
+    os.close(child)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main)
+    assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    text = shown.decode("ascii")  # everything from the wire was escaped to ASCII
+    assert r"ev\x1bil\r\x00\x9b\xe9\\x1b.test" in text
+    assert r"h\x1b\r\x00\xe9\\2" in text
 
 
 def _bad_file(tmp_path: Path, kind: str) -> str:

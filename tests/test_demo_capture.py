@@ -14,7 +14,7 @@ from scapy.all import IP, TCP, Ether, IPv6, rdpcap  # type: ignore[attr-defined]
 from engine.content import decode_message_body
 from engine.events import ConnectionInfo, Gap, HttpTransaction
 from engine.pipeline import Pipeline
-from engine.tls import ClientHello, parse_client_hello
+from engine.tls import ClientHello, ServerHello, parse_client_hello
 from scripts import make_demo_capture as demo
 from tests.captures import capture, replay_file
 from tests.feeding import Recorder
@@ -243,6 +243,9 @@ def test_tls_client_hello(bundled):
     info = bundled.infos[4]
     assert info.sni == "api.example.com"
     assert info.alpn == ("h2", "http/1.1")
+    # TLS 1.3: the server's choice of ALPN is encrypted, and h2 was not the only offer.
+    assert info.server_hello == ServerHello("TLS 1.3", "TLS_AES_128_GCM_SHA256", None)
+    assert info.protocol == "tls"
     hello = parse_client_hello(bundled.stream(4, True))
     assert hello == ClientHello(version="TLS 1.3", sni="api.example.com", alpn=("h2", "http/1.1"))
     server = bundled.stream(4, False)
@@ -278,7 +281,7 @@ def test_head_response_has_no_body(bundled):
 
 
 def test_escapes_capture(escapes):
-    assert sorted(escapes.infos) == [0, 1, 2]
+    assert sorted(escapes.infos) == [0, 1, 2, 3]
     assert escapes.gaps == []
     [in_target] = escapes.transactions[0]
     assert in_target.request is None and in_target.response.status == 400
@@ -290,6 +293,16 @@ def test_escapes_capture(escapes):
     [in_body] = escapes.transactions[2]
     assert b"\x1b]2;title\x07" in in_body.request.body and b"\x1b[2J" in in_body.request.body
     assert b"\x1b[1;31m" in in_body.response.body
+
+
+def test_escapes_capture_tls_names_reach_the_engine_as_sent(escapes):
+    tls = escapes.infos[3]
+    assert tls.protocol == "tls"  # the server selected its odd protocol, not h2
+    assert tls.sni == demo.EVIL_SNI.decode("latin-1") == "ev\x1bil\r\x00\x9b\xe9\\x1b.test"
+    assert tls.alpn == ("h2", demo.EVIL_ALPN.decode("latin-1"))
+    assert tls.server_hello == ServerHello(
+        "TLS 1.2", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "h\x1b\r\x00\xe9\\2")
+    assert 3 not in escapes.transactions
 
 
 # ---------------------------------------------------------------------------- reproducible

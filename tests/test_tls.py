@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 import struct
 from pathlib import Path
 from typing import cast
@@ -12,12 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.tls import (
+    CIPHER_SUITE_NAMES,
     MAX_HELLO_BYTES,
     NEED_MORE,
     ClientHello,
-    escape,
+    ServerHello,
+    cipher_suite_name,
     looks_like_tls,
     parse_client_hello,
+    parse_server_hello,
 )
 
 PCAPS = Path(__file__).parent / "data" / "pcaps"
@@ -132,9 +134,9 @@ VALID = [
     pytest.param(client_hello(None, version=0x0305), hello("0x0305"), id="unknown-version-as-hex"),
     pytest.param(client_hello(None, session_id=b""), hello(), id="empty-session-id"),
     pytest.param(
-        client_hello([sni(b"evil\x1b[2J\x07.test\\"), alpn(b"h\xff2", b"\x00")]),
-        hello(sni="evil\\x1b[2J\\x07.test\\x5c", alpn=("h\\xff2", "\\x00")),
-        id="control-bytes-escaped",
+        client_hello([sni(b"evil\x1b[2J\x07\r\x00\x9b\xe9.test\\x1b"), alpn(b"h\xff2", b"\x00")]),
+        hello(sni="evil\x1b[2J\x07\r\x00\x9b\xe9.test\\x1b", alpn=("h\xff2", "\x00")),
+        id="control-bytes-as-sent",
     ),
     pytest.param(
         client_hello([server_name((7, b"other"), (0, b"host.test"), (0, b"second.test"))]),
@@ -319,10 +321,15 @@ def test_looks_like_tls(prefix: bytes, expected: bool) -> None:
 
 
 def assert_safe(result: object) -> None:
-    assert result is None or result is NEED_MORE or isinstance(result, ClientHello)
+    """An answer of the parsers' kinds, whose names are Latin-1 text (one character per byte)."""
+    assert result is None or result is NEED_MORE or isinstance(result, ClientHello | ServerHello)
     if isinstance(result, ClientHello):
-        for text in (result.version, result.sni or "", *result.alpn):
-            assert all(" " <= ch <= "~" for ch in text), text
+        assert all(" " <= ch <= "~" for ch in result.version)
+        for text in (result.sni or "", *result.alpn):
+            assert isinstance(text, str) and max(map(ord, text), default=0) <= 0xFF
+    if isinstance(result, ServerHello):
+        assert all(" " <= ch <= "~" for ch in result.version + result.cipher)
+        assert result.alpn is None or max(map(ord, result.alpn)) <= 0xFF
 
 
 @given(st.binary(max_size=512))
@@ -341,8 +348,9 @@ SEEDS = [cast(bytes, p.values[0]) for p in VALID]
 
 
 @st.composite
-def mutated_hellos(draw: st.DrawFn) -> bytes:
-    data = bytearray(draw(st.sampled_from(SEEDS)))
+def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
+    """One of the seeds with up to four bytes flipped, set, inserted, deleted, or cut there."""
+    data = bytearray(draw(st.sampled_from(seeds)))
     for _ in range(draw(st.integers(1, 4))):
         at = draw(st.integers(0, len(data)))
         action = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
@@ -361,7 +369,7 @@ def mutated_hellos(draw: st.DrawFn) -> bytes:
 
 
 @settings(max_examples=500)
-@given(mutated_hellos())
+@given(mutated(SEEDS))
 def test_mutated_hellos_never_raise(data: bytes) -> None:
     assert_safe(parse_client_hello(data))
 
@@ -370,22 +378,155 @@ def test_mutated_hellos_never_raise(data: bytes) -> None:
     st.binary(min_size=1, max_size=300),
     st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=6),
 )
-def test_names_from_the_wire_are_escaped_and_reversible(
-    host: bytes, protocols: list[bytes]
-) -> None:
+def test_names_from_the_wire_are_latin1_text_as_sent(host: bytes, protocols: list[bytes]) -> None:
     result = parse_client_hello(client_hello([sni(host), alpn(*protocols)]))
     assert_safe(result)
     assert isinstance(result, ClientHello)
     assert result.sni is not None
-    assert codecs.escape_decode(result.sni.encode())[0] == host
-    assert [codecs.escape_decode(p.encode())[0] for p in result.alpn] == protocols
+    assert result.sni.encode("latin-1") == host
+    assert [p.encode("latin-1") for p in result.alpn] == protocols
 
 
-@given(st.binary(max_size=64))
-def test_escape_keeps_printable_ascii_only(raw: bytes) -> None:
-    text = escape(raw)
-    assert all(" " <= ch <= "~" for ch in text)
-    assert codecs.escape_decode(text.encode())[0] == raw
+# --- the ServerHello ----------------------------------------------------------------------------
+
+HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
+
+
+def server_hello_body(
+    extensions: list[bytes] | None,
+    *,
+    version: int = 0x0303,
+    random: bytes = bytes(range(32, 64)),
+    session_id: bytes = b"\x11" * 32,
+    suite: int = 0xC02F,
+    compression: int = 0,
+) -> bytes:
+    body = struct.pack("!H", version) + random + vec1(session_id)
+    body += struct.pack("!HB", suite, compression)
+    if extensions is not None:
+        body += vec2(b"".join(extensions))
+    return body
+
+
+def server_hello(extensions: list[bytes] | None, **fields: bytes | int) -> bytes:
+    """A server's first flight: one record holding one ServerHello."""
+    body = server_hello_body(extensions, **fields)  # type: ignore[arg-type]
+    return record(handshake(body, msg_type=2), version=0x0303)
+
+
+def selected_version(version: int) -> bytes:
+    return extension(43, struct.pack("!H", version))
+
+
+def key_share() -> bytes:
+    return extension(51, struct.pack("!H", 0x001D) + vec2(bytes(32)))
+
+
+TLS12_H2 = handshake(server_hello_body([alpn(b"h2"), extension(0xFF01, b"\x00")]), msg_type=2)
+TLS12_H2_RESULT = ServerHello("TLS 1.2", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "h2")
+CERTIFICATE = handshake(bytes(3000), msg_type=0x0B)
+
+VALID_SERVER = [
+    pytest.param(record(TLS12_H2), TLS12_H2_RESULT, id="tls12-alpn-h2"),
+    pytest.param(
+        server_hello([selected_version(0x0304), key_share()], suite=0x1301),
+        ServerHello("TLS 1.3", "TLS_AES_128_GCM_SHA256", None),
+        id="tls13-via-supported-versions",
+    ),
+    pytest.param(
+        server_hello([selected_version(0x0304), key_share()], suite=0x1302, random=HRR_RANDOM),
+        ServerHello("TLS 1.3", "TLS_AES_256_GCM_SHA384", None),
+        id="hello-retry-request",
+    ),
+    pytest.param(
+        server_hello(None, suite=0x002F, version=0x0301),
+        ServerHello("TLS 1.0", "TLS_RSA_WITH_AES_128_CBC_SHA", None),
+        id="tls10-no-extensions-block",
+    ),
+    pytest.param(
+        server_hello([], suite=0xFF85), ServerHello("TLS 1.2", "0xff85", None), id="unnamed-suite"
+    ),
+    pytest.param(
+        server_hello([alpn(b"h\x1b]0;x\x07\r\x00\xe9\\")]),
+        ServerHello(
+            "TLS 1.2", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "h\x1b]0;x\x07\r\x00\xe9\\"
+        ),
+        id="alpn-as-sent",
+    ),
+    pytest.param(
+        server_hello(None, session_id=b""),
+        ServerHello("TLS 1.2", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", None),
+        id="empty-session-id",
+    ),
+    pytest.param(records(TLS12_H2, 7), TLS12_H2_RESULT, id="seven-byte-records"),
+    pytest.param(
+        record(TLS12_H2 + CERTIFICATE + handshake(b"", msg_type=0x0E)),
+        TLS12_H2_RESULT,
+        id="rest-of-tls12-flight-in-same-record",
+    ),
+    pytest.param(
+        record(TLS12_H2 + CERTIFICATE[:100]), TLS12_H2_RESULT, id="record-cut-after-hello"
+    ),
+]
+
+
+@pytest.mark.parametrize(("stream", "expected"), VALID_SERVER)
+def test_valid_server_hello(stream: bytes, expected: ServerHello) -> None:
+    assert parse_server_hello(stream) == expected
+    end = next(n for n in range(len(stream) + 1) if parse_server_hello(stream[:n]) is not NEED_MORE)
+    assert all(parse_server_hello(stream[:n]) is NEED_MORE for n in range(end))
+    assert parse_server_hello(stream[:end]) == expected
+
+
+NOT_A_SERVER_HELLO = [
+    pytest.param(record(TYPICAL), id="client-hello"),
+    pytest.param(record(b"\x02\x28", content_type=0x15), id="alert"),
+    pytest.param(b"HTTP/1.1 200 OK\r\n", id="http"),
+    pytest.param(server_hello(None, session_id=bytes(33)), id="session-id-too-long"),
+    pytest.param(record(handshake(server_hello_body(None)[:-1], msg_type=2)), id="no-compression"),
+    pytest.param(server_hello([alpn(b"h2", b"http/1.1")]), id="two-alpn-selected"),
+    pytest.param(server_hello([alpn()]), id="empty-alpn-list"),
+    pytest.param(server_hello([extension(43, b"\x03")]), id="short-selected-version"),
+    pytest.param(server_hello([extension(43, b"\x03\x04\x00")]), id="long-selected-version"),
+    pytest.param(server_hello([alpn(b"h2"), alpn(b"h2")]), id="duplicate-extension"),
+    pytest.param(
+        record(handshake(server_hello_body([]) + b"\x00", msg_type=2)), id="bytes-after-extensions"
+    ),
+]
+
+
+@pytest.mark.parametrize("stream", NOT_A_SERVER_HELLO)
+def test_not_a_server_hello(stream: bytes) -> None:
+    assert parse_server_hello(stream) is None
+
+
+def test_server_hello_not_complete_within_bound_is_refused() -> None:
+    stream = records(handshake(server_hello_body([padding(12000)]), msg_type=2), 1)
+    assert parse_server_hello(stream[: MAX_HELLO_BYTES - 1]) is NEED_MORE
+    assert parse_server_hello(stream[:MAX_HELLO_BYTES]) is None
+
+
+def test_cipher_suite_names_are_the_iana_names() -> None:
+    from scapy.layers.tls.crypto.suites import _tls_cipher_suites  # an independent list
+
+    for suite, name in CIPHER_SUITE_NAMES.items():
+        assert _tls_cipher_suites[suite] == name
+    assert cipher_suite_name(0x0A0A) == "0x0a0a"
+
+
+@given(st.binary(max_size=512))
+def test_random_server_bytes_never_raise(data: bytes) -> None:
+    assert_safe(parse_server_hello(data))
+    assert_safe(parse_server_hello(record(b"\x02" + len(data).to_bytes(3, "big") + data)))
+
+
+SERVER_SEEDS = [cast(bytes, p.values[0]) for p in VALID_SERVER]
+
+
+@settings(max_examples=500)
+@given(st.data())
+def test_mutated_server_hellos_never_raise(data: st.DataObject) -> None:
+    assert_safe(parse_server_hello(data.draw(mutated(SERVER_SEEDS))))
 
 
 # --- real captures -------------------------------------------------------------------------------

@@ -218,7 +218,10 @@ class WirepeekApp(App[None]):
         index = int(event.row_key.value)
         for tx in self.store.http.get(self.selected, []):
             if tx.index == index:
-                self.query_one(HttpView).describe(tx)
+                try:
+                    self.query_one(HttpView).describe(tx)
+                except NoMatches:
+                    pass  # the app is closing: the highlight came as its widgets went
                 break
 
     # ------------------------------------------------------------------ actions

@@ -25,6 +25,7 @@ from engine.records import connection_record, http_record, line
 from engine.tcp import Connection
 from tui.escape import escape_bytes, escape_text, hexdump_lines
 from tui.sharded import default_jobs, json_records_sharded
+from tui.store import tls_summary
 
 DESCRIPTION = """\
 Inspect TCP traffic: live from interfaces or from capture files. Connections are reassembled
@@ -367,8 +368,8 @@ def summary(args: argparse.Namespace, source: sources.Source) -> int:
             if isinstance(event, ConnectionClosed):
                 i = event.info
                 proto = i.protocol or "-"
-                if i.sni:
-                    proto += f" {escape_text(i.sni)}"
+                if tls := tls_summary(i):
+                    proto += f" {escape_text(tls)}"
                 print(f"{i.id:>5}  {i.client:<22} {i.server:<22} {i.state:<12} "
                       f"{sum(i.packets):>6} {i.bytes[0]:>10} {i.bytes[1]:>10} "
                       f"{sum(i.missing_bytes):>8}  {proto}", file=out)

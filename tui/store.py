@@ -81,6 +81,21 @@ class TrafficStore:
             status = f" → {tx.response.status}" if tx.response else " → …"
             more = f" (+{len(txs) - 1})" if len(txs) > 1 else ""
             return line + status + more
-        if info.sni:
-            return f"SNI {info.sni}" + (f" ALPN {','.join(info.alpn)}" if info.alpn else "")
-        return ""
+        return tls_summary(info)
+
+
+def tls_summary(info: ConnectionInfo) -> str:
+    """What the TLS hellos said: version, server name, ALPN (from the wire: the caller escapes it).
+
+    The version is the one the server chose; the ALPN the one it selected when the ServerHello
+    shows it (TLS 1.2 and earlier), else the list the client offered.
+    """
+    hello = info.server_hello
+    words = [hello.version] if hello else []
+    if info.sni is not None:
+        words.append(f"SNI {info.sni}")
+    if hello and hello.alpn is not None:
+        words.append(f"ALPN {hello.alpn} (selected)")
+    elif info.alpn:
+        words.append(f"ALPN {','.join(info.alpn)}")
+    return " ".join(words)

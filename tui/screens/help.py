@@ -12,7 +12,7 @@ from textual.widgets import Static
 DISPLAY_FILTER_HELP = """\
 Display filter (/): words separated by spaces; a connection is shown when every word appears in
 its client or server address and port, its state (ESTABLISHED, CLOSED, RESET...), its Zeek
-conn_state (SF, REJ...), its protocol (http, tls), its TLS server name, or its HTTP summary.
+conn_state (SF, REJ...), its protocol (http, http2, tls), its TLS server name, or its summary.
 Case does not matter. Examples:  ":443"   "http 404"   "10.0.0.5 reset"
 Capture filter (f): a BPF expression as for tcpdump, checked by libpcap before it is applied.
 """

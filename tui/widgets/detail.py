@@ -16,7 +16,7 @@ from textual.widgets import DataTable, RichLog, Static
 from engine.content import decode_message_body, looks_textual, pretty_json
 from engine.events import HttpRequest, HttpResponse, HttpTransaction
 from engine.tcp import Resent
-from tui.escape import escape_bytes, escape_text, hexdump_lines
+from tui.escape import escape_bytes, escape_rendered, escape_text, hexdump_lines
 from tui.messages import StreamChunk
 from tui.widgets.connections import size
 
@@ -87,8 +87,9 @@ def body_text(data: bytes) -> Text:
     if looks_textual(data):
         pretty = pretty_json(data, BODY_SHOWN)
         if pretty is not None:
-            # Escaped line by line: the indentation's newlines are ours, not the wire's.
-            return Text("\n".join(escape_text(line) for line in pretty.split("\n")) + "\n")
+            # JSON has escaped the strings' controls and backslashes already (and pretty_json the
+            # C1 controls): escaping its backslashes again would show every escape doubled.
+            return Text(escape_rendered(pretty, keep_newlines=True) + "\n")
         return Text(escape_bytes(data, keep_newlines=True) + "\n")
     return Text("\n".join(hexdump_lines(data[:4096])) + "\n", "dim")
 

@@ -11,7 +11,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from engine.sources import Packet
-from tui.escape import escape_text
+from tui.escape import escape_rendered
 
 MAX_LISTED = 5000
 
@@ -32,12 +32,15 @@ def summarise(packets: list[Packet]) -> list[tuple[str, str, str]]:
             summary = layer(p.data).summary() if layer else f"link type {p.linktype}"
         except Exception as e:  # scapy may fail on anything odd; the list still shows the packet
             summary = f"(scapy: {e})"
-        rows.append((f"{p.sec}.{p.usec:06d}", str(len(p.data)), escape_text(summary)))
+        rows.append((f"{p.sec}.{p.usec:06d}", str(len(p.data)), escape_rendered(summary)))
     return rows
 
 
 def dissect(packet: Packet) -> str:
-    """scapy's full layer-by-layer view of one packet, escaped: runs in a worker thread."""
+    """scapy's full layer-by-layer view of one packet, escaped: runs in a worker thread.
+
+    scapy shows payloads as Python byte literals, already escaped: only what escaped that (a
+    control character in a field scapy shows as text) is escaped here."""
     layer = scapy_layer(packet.linktype)
     if layer is None:
         return f"scapy does not know link type {packet.linktype}"
@@ -45,7 +48,7 @@ def dissect(packet: Packet) -> str:
         shown = layer(packet.data).show(dump=True)
     except Exception as e:
         return f"scapy could not dissect this packet: {e}"
-    return escape_text(shown).replace("\\n", "\n")
+    return escape_rendered(shown, keep_newlines=True)
 
 
 class PacketsView(Vertical):
