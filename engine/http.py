@@ -170,7 +170,7 @@ class _ChunkedBody:
                     return None
                 m = _CHUNK_SIZE.fullmatch(line)
                 if m is None:
-                    raise _BadBody(f"bad chunk size line {line[:40]!r}")
+                    raise _BadBody(f'bad chunk size line "{_text(line[:40])}"')
                 size = int(m.group(1), 16)
                 self.state, self.remaining = (self.DATA, size) if size else (self.TRAILER, 0)
             elif state == self.DATA_END:
@@ -505,9 +505,10 @@ def read_request_head(
         return None, [], None
     if not lines:
         raise h11.LocalProtocolError("no request line received")
-    fields = validate(
-        request_line_re, cast(bytes, lines[0]), "illegal request line: {!r}", lines[0]
-    )
+    try:
+        fields = validate(request_line_re, cast(bytes, lines[0]))
+    except h11.LocalProtocolError:
+        raise h11.LocalProtocolError(f'illegal request line "{_text(bytes(lines[0]))}"') from None
     sent = list(_decode_header_lines(cast(list[bytes], lines[1:])))
     headers = [(k, _clean_list(v) if k.lower() == b"transfer-encoding" else v) for k, v in sent]
     note = None
@@ -520,7 +521,7 @@ def read_request_head(
     try:
         return h11.Request(headers=headers, _parsed=True, **fields), sent, note
     except h11.LocalProtocolError as e:
-        raise h11.LocalProtocolError(f"{e} in {bytes(lines[0])!r}") from None
+        raise h11.LocalProtocolError(f'{e} in "{_text(bytes(lines[0]))}"') from None
 
 
 def _clean_list(value: bytes) -> bytes:

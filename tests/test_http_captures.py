@@ -321,7 +321,7 @@ CASES = [
     # by picking one of the two lengths; the server (Python's SimpleHTTP) answered once and closed.
     pytest.param("suricata-verify/http-multiple-cl__input.pcap", None, [
         Tx(None, status=501, body=497,
-           error="conflicting Content-Length headers in b'POST /which.php HTTP/1.1'"),
+           error='conflicting Content-Length headers in "POST /which.php HTTP/1.1"'),
     ], id="multiple-content-length"),
     # Transfer-Encoding and Content-Length together: Transfer-Encoding wins (RFC 9112 6.3), so the
     # POST's body is the empty chunked body "0\r\n\r\n" and the smuggled GET is a request of its
