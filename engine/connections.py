@@ -254,7 +254,7 @@ class ConnectionTable:
         for consumer in conn.consumers:
             consumer.on_data(conn, hs.from_client, ts, offset, data, ack)
         if conn.sniffing:
-            self._sniff(conn, hs.from_client, ts, offset, data, ack)
+            self._sniffed(conn, Sniffer.of(conn).add(hs.from_client, ts, offset, data, ack))
 
     def missed(self, r: Reassembler, ts: float, offset: int, size: int, reason: str) -> None:
         hs = cast(HalfStream, r)
@@ -267,7 +267,8 @@ class ConnectionTable:
             consumer.on_gap(conn, hs.from_client, ts, offset, size, reason)
         if conn.sniffing:
             # A stream that starts with a hole cannot be recognised from its first bytes.
-            self._sniff(conn, hs.from_client, ts, offset, None, NO_ACK)
+            sniffer = Sniffer.of(conn)
+            self._sniffed(conn, sniffer.missed(hs.from_client, ts, offset, size, reason))
 
     def resent(self, r: Reassembler, ts: float, offset: int, size: int, data: bytes) -> None:
         hs = cast(HalfStream, r)
@@ -322,19 +323,12 @@ class ConnectionTable:
 
     # ------------------------------------------------------------------ protocol detection
 
-    def _sniff(
-        self,
-        conn: Connection,
-        from_client: bool,
-        ts: float,
-        offset: int,
-        data: bytes | None,
-        ack: int,
-    ) -> None:
-        sniffer = Sniffer.of(conn)
-        decided = sniffer.add(from_client, ts, offset, data, ack)
+    def _sniffed(self, conn: Connection, decided: str | None) -> None:
+        """Once the sniffer has decided, attach that protocol's consumers and give them what
+        the streams delivered so far, gaps included, in order."""
         if decided is None:
             return
+        sniffer = Sniffer.of(conn)
         conn.sniffing = False
         conn.protocol = decided or None
         if conn.protocol in self.shedding and conn.id != self.always:
@@ -347,8 +341,11 @@ class ConnectionTable:
             if consumer is None:
                 continue
             conn.consumers += (consumer,)
-            for fc, chunk_ts, chunk_offset, chunk, chunk_ack in sniffer.chunks:
-                consumer.on_data(conn, fc, chunk_ts, chunk_offset, chunk, chunk_ack)
+            for fc, chunk_ts, chunk_offset, chunk, number, reason in sniffer.chunks:
+                if chunk is None:
+                    consumer.on_gap(conn, fc, chunk_ts, chunk_offset, number, reason)
+                else:
+                    consumer.on_data(conn, fc, chunk_ts, chunk_offset, chunk, number)
         sniffer.release(conn)
 
     # ------------------------------------------------------------------ bounds and expiry
@@ -433,8 +430,9 @@ class ConnectionTable:
             if conn.sniffed is None:
                 conn.sniffing = False  # no data at all: nothing to recognise
             else:
-                self._sniff(conn, True, ts, conn.client.offset, None, NO_ACK)
-                self._sniff(conn, False, ts, conn.server.offset, None, NO_ACK)
+                sniffer = Sniffer.of(conn)
+                sniffer.ended(True)
+                self._sniffed(conn, sniffer.ended(False))
         by_key, ckey = self.by_key, conn.client_key
         if by_key.get(ckey) is conn.client:
             del by_key[ckey]

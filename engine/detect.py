@@ -83,8 +83,10 @@ class Sniffer:
     __slots__ = ("chunks", "prefixes", "size", "verdicts")
 
     def __init__(self) -> None:
-        # (from_client, ts, stream offset, data, ack) as delivered, replayed to the consumers
-        self.chunks: list[tuple[bool, float, int, bytes, int]] = []
+        # What the streams delivered, in order, replayed to the consumers once they are attached:
+        # (from_client, ts, stream offset, data, ack, "") for bytes, and
+        # (from_client, ts, stream offset, None, size, reason) for bytes never seen.
+        self.chunks: list[tuple[bool, float, int, bytes | None, int, str]] = []
         self.size = 0
         self.verdicts: dict[bool, str | None] = {True: None, False: None}  # None: undecided
         self.prefixes: dict[bool, bytes] = {True: b"", False: b""}
@@ -100,20 +102,30 @@ class Sniffer:
     def release(conn: Connection) -> None:
         conn.sniffed = None
 
-    def add(
-        self, from_client: bool, ts: float, offset: int, data: bytes | None, ack: int
+    def add(self, from_client: bool, ts: float, offset: int, data: bytes, ack: int) -> str | None:
+        """Add delivered bytes; return the protocol once decided, else None."""
+        self.chunks.append((from_client, ts, offset, data, ack, ""))
+        self.size += len(data)
+        if self.verdicts[from_client] is None:
+            prefix = self.prefixes[from_client] + data[:8192]
+            self.prefixes[from_client] = prefix
+            self.verdicts[from_client] = self._judge(from_client, prefix)
+        return self._verdict()
+
+    def missed(
+        self, from_client: bool, ts: float, offset: int, size: int, reason: str
     ) -> str | None:
-        """Add a chunk (None: a gap or the end); return the protocol once decided, else None."""
-        if data is None:
-            if self.verdicts[from_client] is None:
-                self.verdicts[from_client] = NOTHING
-        else:
-            self.chunks.append((from_client, ts, offset, data, ack))
-            self.size += len(data)
-            if self.verdicts[from_client] is None:
-                prefix = self.prefixes[from_client] + data[:8192]
-                self.prefixes[from_client] = prefix
-                self.verdicts[from_client] = self._judge(from_client, prefix)
+        """Bytes of one side were never seen: what comes after them cannot be recognised."""
+        self.chunks.append((from_client, ts, offset, None, size, reason))
+        return self.ended(from_client)
+
+    def ended(self, from_client: bool) -> str | None:
+        """One side has no (more) bytes to judge by."""
+        if self.verdicts[from_client] is None:
+            self.verdicts[from_client] = NOTHING
+        return self._verdict()
+
+    def _verdict(self) -> str | None:
         client, server = self.verdicts[True], self.verdicts[False]
         if client:
             return client

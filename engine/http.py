@@ -335,6 +335,7 @@ class _Side:
     """One direction's parsing state."""
 
     __slots__ = (
+        "after_cut",
         "buf",
         "ended",
         "exchange",
@@ -346,6 +347,7 @@ class _Side:
         "offset",
         "queue",
         "reader",
+        "received",
         "synced",
         "tunnel_bytes",
     )
@@ -353,6 +355,7 @@ class _Side:
     def __init__(self) -> None:
         self.buf = ReceiveBuffer()
         self.offset = 0  # stream offset just past the last byte given to this side (or lost)
+        self.received = 0  # the same, counting what waits in `queue`
         # Where each delivered chunk still (partly) in buf began, with the time and the
         # acknowledgment number of its segment: (stream offset, ts, ack), oldest first.
         self.marks: deque[tuple[int, float, int]] = deque()
@@ -365,6 +368,9 @@ class _Side:
         self.lost_ranges: deque[tuple[int, int]] = deque(maxlen=64)  # lost or unreadable bytes
         self.tunnel_bytes = 0
         self.ended = False
+        # A head was cut short: bytes lost until the next message start are the rest of it, and
+        # the note on that message said so already.
+        self.after_cut = False
         # Events that came while the side was held (server only): ("data", ts, data, ack),
         # ("gap", ts, size, reason) or ("end", ts), in order.
         self.queue: deque[tuple[Any, ...]] | None = None
@@ -603,13 +609,14 @@ class HttpParser:
         if ts > self.now:
             self.now = ts
         side = self.client if from_client else self.server
-        if offset != side.offset:
-            if offset < side.offset:  # cannot happen with in-order delivery; be safe anyway
-                data = data[side.offset - offset :]
+        if offset != side.received:
+            if offset < side.received:  # cannot happen with in-order delivery; be safe anyway
+                data = data[side.received - offset :]
                 if not data:
                     return
-            else:  # a gap the sniffer saw before this parser was attached
-                self.on_gap(conn, from_client, ts, side.offset, offset - side.offset, "unseen")
+            else:  # bytes never seen that nobody reported
+                self.on_gap(conn, from_client, ts, side.received, offset - side.received, "")
+        side.received += len(data)
         if side.queue is not None:
             side.queue.append(("data", ts, data, ack))
             return
@@ -622,6 +629,7 @@ class HttpParser:
     ) -> None:
         if ts > self.now:
             self.now = ts
+        (self.client if from_client else self.server).received += size
         if from_client:
             self._gap(self.client, True, size, reason)
             self._release()
@@ -1008,8 +1016,13 @@ class HttpParser:
         if found is None:
             return True
         part, headers = found
-        why = "cut off by the capture's snapshot length" if reason == SNAPLEN else "not captured"
         what = "request" if from_client else "response"
+        why = (
+            "the capture's snapshot length cut off the rest"
+            if reason == SNAPLEN
+            else ("the rest was not captured")
+        )
+        note = f"only the first {len(side.buf)} bytes of the {what} were captured: {why}"
         ts, ack = side.mark_at(start)
         msg = _Message(part, ts, None, start, ack)
         msg.sent_headers = headers
@@ -1018,18 +1031,18 @@ class HttpParser:
             ex = _Exchange(start)
             ex.request = msg
             self._note_lost(side, ex, what)
-            ex.notes.append(f"the {what} was cut short here: the next {size} bytes were {why}")
+            ex.notes.append(note)
             self.pending.append(ex)
-            side.buf = ReceiveBuffer()
-            return True
-        acked = self._answer_point(start)
-        if acked == HELD:
-            return False
-        ex = self._answered_by(start, acked)
-        self._note_lost(side, ex, what)
-        ex.notes.append(f"the {what} was cut short here: the next {size} bytes were {why}")
+        else:
+            acked = self._answer_point(start)
+            if acked == HELD:
+                return False
+            ex = self._answered_by(start, acked)
+            self._note_lost(side, ex, what)
+            ex.notes.append(note)
+            self._finish_exchange(ex, msg, tunnel=False)
         side.buf = ReceiveBuffer()
-        self._finish_exchange(ex, msg, tunnel=False)
+        side.after_cut = True
         return True
 
     def _end(self, side: _Side, from_client: bool) -> None:
@@ -1104,6 +1117,9 @@ class HttpParser:
         return ex
 
     def _note_lost(self, side: _Side, ex: _Exchange, what: str) -> None:
+        if side.after_cut:
+            side.after_cut = False
+            side.lost = 0  # the rest of the message cut short before it
         if side.lost:
             ex.notes.append(
                 f"{side.lost} bytes before this {what} were lost or not understood;"

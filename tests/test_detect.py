@@ -45,7 +45,7 @@ def _first_bytes(client: bytes, server: bytes = b"", end: bool = True) -> str | 
     if decided is None and server:
         decided = sniffer.add(False, 0.0, 0, server, NO_ACK)
     if decided is None and end:  # the client's stream ends (or starts with a gap)
-        decided = sniffer.add(True, 0.0, len(client), None, NO_ACK)
+        decided = sniffer.ended(True)
     return decided
 
 

@@ -296,3 +296,54 @@ def test_the_parallel_reader_and_the_reorder_window_option(tmp_path, capsys):
     assert '"request": null' not in outputs[0]
     assert main(["-r", str(path), "--json", "--reorder-window", "-1"]) == 2
     assert "--reorder-window must be between 0 and 3600" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- snap length
+
+
+SNAP_SCRIPT = [
+    ("c", get("/api/v1/items?id=42", b"User-Agent: curl/8.5.0\r\nAccept: */*\r\n")),
+    ("s", ok(b"x" * 3000, b"Content-Type: application/json\r\nServer: nginx\r\n")),
+    ("c", b"HEAD /health HTTP/1.1\r\n" + HOST + b"\r\n"),
+    ("s", HEAD_OK),
+    ("c", get("/missing")),
+    ("s", ok(b"no such thing", status=b"404 Not Found")),
+]
+
+
+@pytest.mark.parametrize("snaplen", [84, 96, 128])
+@pytest.mark.parametrize("order", ["causal", "server first"])
+def test_packets_cut_by_a_small_snap_length_still_give_each_exchange(tmp_path, capsys, snaplen,
+                                                                        order):
+    """As `tcpdump -s 96` writes them: every exchange is there with what was captured of it
+    (method, target as far as it went, status), and a note that the rest was cut off."""
+    client, server = build(SNAP_SCRIPT)
+    packets = _causal((client, server)) if order == "causal" else server + client
+    path = tmp_path / "cut.pcap"
+    write_pcap(path, packets, snaplen=snaplen)
+    from tests.captures import replay_file
+
+    txs = [e for e in replay_file(str(path)).events if isinstance(e, HttpTransaction)]
+    txs.sort(key=lambda t: t.index)
+    payload = snaplen - 54  # what is left after the Ethernet, IPv4 and TCP headers
+    assert [(t.request.method, t.response.status) for t in txs] == [
+        ("GET", 200), ("HEAD", 200), ("GET", 404),
+    ]
+    assert [t.request.target for t in txs] == ["/api/v1/items?id=42", "/health", "/missing"]
+    cut = "the capture's snapshot length cut off the rest"
+    for t, (_who, sent), (_, answer) in zip(txs, SNAP_SCRIPT[::2], SNAP_SCRIPT[1::2]):
+        assert t.error is None
+        for message, raw, what in ((t.request, sent, "request"), (t.response, answer, "response")):
+            whole = len(raw) <= payload
+            assert message.complete == whole
+            note = f"only the first {payload} bytes of the {what} were captured: {cut}"
+            assert (note in t.notes) != whole, t.notes
+        assert len(t.notes) == (len(sent) > payload) + (len(answer) > payload)  # nothing else
+        assert t.request.ts <= t.response.ts
+    assert txs[0].response.body_bytes == 0  # nothing of it was seen
+    if payload >= len(b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n"):
+        assert ("Content-Length", "3000") in txs[0].response.headers
+    # The same through the command line: one record per exchange, nothing invented.
+    assert main(["-r", str(path), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out.count('"type": "http"') == 3 and '"request": null' not in out
