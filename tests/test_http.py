@@ -136,6 +136,17 @@ CASES = [
      [(None, None, None, 404, 9, (), False, True), ("GET", "/b", 0, 200, 3, (), False, False)]),
     ("no Host is shown, with a note", [(True, b"GET /a HTTP/1.1\r\n\r\n"), (False, OK5)],
      [("GET", "/a", 0, 200, 5, (), False, False)]),
+    ("chunked with bare LF line ends",
+     [(True, GET), (False, b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n4\nWiki\n5 ;x=y\npedia\n0\n\n"),
+      (True, GET2), (False, OK3)],
+     [("GET", "/a", 0, 200, 9, (), False, False), ("GET", "/b", 0, 200, 3, (), False, False)]),
+    ("chunked request with bare LF and a trailer",
+     [(True, b"POST /p HTTP/1.1\nHost: x\nTransfer-Encoding: chunked\n\n3\nabc\n0\nX-T: 1\n\n" + GET2),
+      (False, OK5 + OK3)],
+     [("POST", "/p", 3, 200, 5, (), False, False), ("GET", "/b", 0, 200, 3, (), False, False)]),
+    ("bad chunk size is an error, then the next answer",
+     [(True, GET + GET2), (False, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n" + OK3)],
+     [("GET", "/a", 0, 200, 0, (), False, True), ("GET", "/b", 0, 200, 3, (), False, False)]),
 ]
 
 
@@ -245,3 +256,12 @@ def test_transactions_completed_in_later_batches_reach_the_caller():
         seen += [e for e in pipeline.feed(Batch.from_packets(1, [packet])) if isinstance(e, HttpTransaction)]
     assert [summary(t) for t in seen] == [("GET", "/a", 0, 200, 5, (), False, False)]
     assert not [e for e in pipeline.finish() if isinstance(e, HttpTransaction)]
+
+
+def test_bare_lf_chunked_framing_is_noted():
+    [tx] = run([(True, GET), (False, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                        b"4\nWiki\n0\n\n")])
+    assert tx.response.body == b"Wiki" and tx.error is None
+    assert tx.notes == ("the response's chunked framing uses bare LF line ends",)
+    [tx] = run([(True, GET), (False, CHUNKED)])
+    assert tx.notes == ()
