@@ -1,11 +1,22 @@
-"""Link-layer and IP decoding on a batch buffer, by offsets, without copying.
+"""Link-layer, IP and tunnel decoding on a batch buffer, by offsets, without copying.
 
 Functions here take the whole batch buffer and the offsets of one packet, and answer with
 offsets into the same buffer, so the hot loop makes no object per header. They never raise on
-malformed input: they return None, and the caller counts the packet as malformed.
+malformed input: they return None (or a status, for `decapsulate`), and the caller counts the
+packet as malformed, truncated or other.
 
 Link types (libpcap's LINKTYPE_* numbers): Ethernet with 802.1Q/802.1ad/QinQ tags, PPPoE session
 and MPLS; Linux cooked v1 and v2; BSD NULL and LOOP; raw IP (three numbers); NFLOG.
+
+Tunnels, opened one level at a time by `decapsulate` down to the packet they carry, over IPv4 or
+IPv6 alike: IP-in-IP (protocol 4: IPIP, 4in6) and IPv6-in-IP (41: 6in4/6to4/SIT, 6in6); GRE (47)
+version 0 with its optional checksum, key and sequence fields, carrying IPv4, IPv6, MPLS, an
+Ethernet frame (0x6558, VLAN tags and all) or ERSPAN types I, II and III (mirror ports); GRE
+version 1 as PPTP uses it (PPP inside; encrypted or compressed PPP is opaque); VXLAN (UDP
+destination port 4789) and Geneve (UDP 6081). GRE with the routing bit (RFC 1701 source routes)
+is not opened. At most `MAX_ENCAPSULATION` tunnels are opened per packet, so no packet can make
+a caller loop. `tcp_key` and the pipeline walk the same `decapsulate`, so both find a tunnelled
+segment under its inner addresses and ports.
 """
 
 from __future__ import annotations
@@ -117,18 +128,7 @@ def _ethertype(ethertype: int, buf: bytes, off: int, end: int) -> tuple[int, int
             off += 4
             continue
         if ethertype == ETH_PPPOE_SESSION:
-            if off + 8 > end:
-                return None
-            # PPP may compress its protocol field to one byte (RFC 1661 6.5): odd means compressed.
-            if buf[off + 6] & 1:
-                proto, ip = buf[off + 6], off + 7
-            else:
-                proto, ip = _u16(buf, off + 6)[0], off + 8
-            if proto == PPP_IPV4:
-                return 4, ip
-            if proto == PPP_IPV6:
-                return 6, ip
-            return None
+            return _ppp(buf, off + 6, end)
         if ethertype in ETH_MPLS:
             while off + 4 <= end:
                 bottom = buf[off + 2] & 1
@@ -137,6 +137,22 @@ def _ethertype(ethertype: int, buf: bytes, off: int, end: int) -> tuple[int, int
                     return _by_version(buf, off, end)
             return None
         return None
+
+
+def _ppp(buf: bytes, off: int, end: int) -> tuple[int, int] | None:
+    """A PPP frame's IP packet, past the protocol field at buf[off]."""
+    if off + 2 > end:
+        return None
+    # PPP may compress its protocol field to one byte (RFC 1661 6.5): odd means compressed.
+    if buf[off] & 1:
+        proto, ip = buf[off], off + 1
+    else:
+        proto, ip = _u16(buf, off)[0], off + 2
+    if proto == PPP_IPV4:
+        return 4, ip
+    if proto == PPP_IPV6:
+        return 6, ip
+    return None
 
 
 def _nflog(buf: bytes, off: int, end: int) -> tuple[int, int] | None:
@@ -191,30 +207,197 @@ def ipv6_payload(buf: bytes, off: int, end: int) -> tuple[int, int, int, int | N
     return nh, pos, off + 40 + plen if plen else stop, frag
 
 
+# --- tunnels --------------------------------------------------------------------------------
+
+IPPROTO_IPIP = 4
+IPPROTO_IPV6 = 41
+IPPROTO_GRE = 47
+UDP = 17
+VXLAN_PORT = 4789  # IANA's; Linux's old default 8472 (flannel) is not opened
+GENEVE_PORT = 6081
+# Every transport protocol that may carry a tunnel. The pipeline's fast path (Ethernet, IPv4,
+# TCP) never sees them, so tunnels cost nothing to the packets that are not in one.
+CARRIERS = frozenset({IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_GRE, UDP})
+MAX_ENCAPSULATION = 4  # tunnels opened per packet, outermost first; deeper ones are "other"
+
+# What `decapsulate` found, besides an IP version (4 or 6) with the inner header's offset.
+NOT_A_TUNNEL = 0  # a transport we do not open (plain UDP): counted as it always was
+OPAQUE = 1  # a tunnel whose payload is not an IP packet we decode: counted as other
+CUT = 2  # the tunnel header ends past `end`; the offset says where it would end
+MALFORMED = 3  # a header that contradicts itself (an inner IP header of the wrong version)
+
+GRE_CHECKSUM = 0x8000
+GRE_ROUTING = 0x4000
+GRE_KEY = 0x2000
+GRE_SEQUENCE = 0x1000
+GRE_ACK = 0x0080  # version 1 (PPTP) only
+ETH_TRANSPARENT_BRIDGING = 0x6558
+ETH_ERSPAN_1_2 = 0x88BE
+ETH_ERSPAN_3 = 0x22EB
+ETH_PPP = 0x880B
+
+_u16x2 = struct.Struct("!HH").unpack_from
+
+
+def decapsulate(proto: int, buf: bytes, off: int, end: int) -> tuple[int, int]:
+    """Open one tunnel: the payload of IP protocol `proto` at buf[off:end] (cut at the outer
+    packet's end), as (4 or 6, offset of the inner IP header), or (status, offset) with a status
+    above: NOT_A_TUNNEL, OPAQUE, CUT (offset: where the header would end) or MALFORMED.
+
+    The inner packet's connections are keyed by their own addresses and ports only, so two
+    tunnels carrying the same inner 5-tuple (overlapping private addresses, say) are one
+    connection to the caller, and inner fragments with the same addresses and identification
+    are one datagram: there is no tunnel identity in a key.
+    """
+    if proto == IPPROTO_IPIP:
+        found = 4, off
+    elif proto == IPPROTO_IPV6:
+        found = 6, off
+    elif proto == IPPROTO_GRE:
+        found = _gre(buf, off, end)
+    elif proto == UDP:
+        found = _udp_tunnel(buf, off, end)
+    else:
+        return NOT_A_TUNNEL, 0
+    version, at = found
+    if version == 4 or version == 6:
+        if at >= end:
+            return CUT, at + 1
+        if buf[at] >> 4 != version:
+            return MALFORMED, at
+    return found
+
+
+def _gre(buf: bytes, off: int, end: int) -> tuple[int, int]:
+    if off + 4 > end:
+        return CUT, off + 4
+    flags, ptype = _u16x2(buf, off)
+    version = flags & 7
+    if version == 0:
+        if flags & GRE_ROUTING:
+            return OPAQUE, 0
+        # Checksum (with the reserved offset), key and sequence number: 4 bytes each, in order.
+        at = off + 4
+        at += 4 if flags & GRE_CHECKSUM else 0
+        at += 4 if flags & GRE_KEY else 0
+        at += 4 if flags & GRE_SEQUENCE else 0
+        if at > end:
+            return CUT, at
+        return _gre_payload(ptype, flags, buf, at, end)
+    if version == 1 and ptype == ETH_PPP and flags & GRE_KEY:
+        # PPTP (RFC 2637): the key holds the payload length and call id; then sequence and
+        # acknowledgement numbers when their bits are set. A packet with no payload is an ack.
+        at = off + 8 + (4 if flags & GRE_SEQUENCE else 0) + (4 if flags & GRE_ACK else 0)
+        if at > end:
+            return CUT, at
+        if not _u16(buf, off + 4)[0]:
+            return OPAQUE, 0
+        # Address and control bytes (0xFF 0x03) are there unless both ends agreed to drop them.
+        if at + 2 <= end and buf[at] == 0xFF and buf[at + 1] == 0x03:
+            at += 2
+        return _found(_ppp(buf, at, end))
+    return OPAQUE, 0
+
+
+def _gre_payload(ptype: int, flags: int, buf: bytes, at: int, end: int) -> tuple[int, int]:
+    if ptype == ETH_TRANSPARENT_BRIDGING:
+        return _found(_ethernet(buf, at + 12, end))
+    if ptype == ETH_ERSPAN_1_2:
+        # Type I has no header of its own and no GRE sequence number; type II has both.
+        if not flags & GRE_SEQUENCE:
+            return _found(_ethernet(buf, at + 12, end))
+        if at + 8 > end:
+            return CUT, at + 8
+        if buf[at] >> 4 != 1:
+            return OPAQUE, 0
+        return _found(_ethernet(buf, at + 8 + 12, end))
+    if ptype == ETH_ERSPAN_3:
+        # 12 bytes; the last two hold the frame type (bits 2-6 of the first) and, in the last
+        # bit, whether an 8-byte platform-specific subheader follows.
+        if at + 12 > end:
+            return CUT, at + 12
+        if buf[at] >> 4 != 2:
+            return OPAQUE, 0
+        frame_type = (buf[at + 10] >> 2) & 0x1F
+        inner = at + (20 if buf[at + 11] & 1 else 12)
+        if frame_type == 0:
+            return _found(_ethernet(buf, inner + 12, end))
+        if frame_type == 2:
+            return _found(_by_version(buf, inner, end))
+        return OPAQUE, 0
+    # Otherwise the protocol type is an Ethernet type: IPv4, IPv6, MPLS and the like.
+    return _found(_ethertype(ptype, buf, at, end))
+
+
+def _udp_tunnel(buf: bytes, off: int, end: int) -> tuple[int, int]:
+    if off + 8 > end:
+        return NOT_A_TUNNEL, 0  # no port to go by: plain UDP
+    port = _u16(buf, off + 2)[0]
+    at = off + 8
+    if port == VXLAN_PORT:
+        if at + 8 > end:
+            return CUT, at + 8
+        if not buf[at] & 0x08:  # the I flag: a VNI follows, as RFC 7348 requires
+            return NOT_A_TUNNEL, 0
+        return _found(_ethernet(buf, at + 8 + 12, end))
+    if port == GENEVE_PORT:
+        if at + 8 > end:
+            return CUT, at + 8
+        if buf[at] >> 6:  # version 0 is the only one there is
+            return NOT_A_TUNNEL, 0
+        ptype = _u16(buf, at + 2)[0]
+        inner = at + 8 + (buf[at] & 0x3F) * 4  # past the options
+        if inner > end:
+            return CUT, inner
+        if ptype == ETH_TRANSPARENT_BRIDGING:
+            return _found(_ethernet(buf, inner + 12, end))
+        return _found(_ethertype(ptype, buf, inner, end))
+    return NOT_A_TUNNEL, 0
+
+
+def _found(found: tuple[int, int] | None) -> tuple[int, int]:
+    # An inner link layer that holds no IP (ARP, a frame cut short) is what the outermost one
+    # would be: not something we decode.
+    return (OPAQUE, 0) if found is None else found
+
+
 def tcp_key(linktype: int, buf: bytes, off: int, end: int) -> int | None:
     """The connection table key (see `engine.tcp`) of the TCP segment at buf[off:end], from its
-    sender's side; None if it is not TCP or is a fragment (only the reassembled datagram has both
-    ports for certain)."""
+    sender's side, inside as many tunnels as the pipeline opens; None if it is not TCP or is a
+    fragment at any level (only the reassembled datagram has both ports for certain)."""
     found = network_offset(linktype, buf, off, end)
     if found is None:
         return None
     version, ip = found
-    if version == 4:
-        if ip + 20 > end:
+    for depth in range(MAX_ENCAPSULATION + 1):
+        if version == 4:
+            if ip + 20 > end:
+                return None
+            ihl = (buf[ip] & 15) << 2
+            total = _u16(buf, ip + 2)[0]
+            if _u16(buf, ip + 6)[0] & 0x3FFF or ihl < 20:
+                return None
+            proto = buf[ip + 9]
+            addrs = int.from_bytes(buf[ip + 12 : ip + 20], "big")
+            l4 = ip + ihl
+            stop = min(ip + total, end) if total else end
+        else:
+            walked = ipv6_payload(buf, ip, end)
+            if walked is None:
+                return None
+            proto, l4, stop, frag_at = walked
+            if frag_at is not None:
+                return None
+            addrs = int.from_bytes(buf[ip + 8 : ip + 40], "big") | V6_TAG >> 32
+            stop = min(stop, end)
+        if proto == TCP:
+            if l4 + 4 > end:
+                return None
+            return (addrs << 32) | int.from_bytes(buf[l4 : l4 + 4], "big")
+        if depth == MAX_ENCAPSULATION:
             return None
-        ihl = (buf[ip] & 15) << 2
-        if buf[ip + 9] != TCP or _u16(buf, ip + 6)[0] & 0x3FFF or ihl < 20:
+        version, ip = decapsulate(proto, buf, l4, stop)
+        if version != 4 and version != 6:
             return None
-        addrs = int.from_bytes(buf[ip + 12 : ip + 20], "big")
-        l4 = ip + ihl
-    else:
-        walked = ipv6_payload(buf, ip, end)
-        if walked is None:
-            return None
-        proto, l4, _stop, frag_at = walked
-        if proto != TCP or frag_at is not None:
-            return None
-        addrs = int.from_bytes(buf[ip + 8 : ip + 40], "big") | V6_TAG >> 32
-    if l4 + 4 > end:
-        return None
-    return (addrs << 32) | int.from_bytes(buf[l4 : l4 + 4], "big")
+        end = stop  # an inner packet cannot run past the outer one
+    return None

@@ -10,24 +10,39 @@ timestamps, so a capture file replays to the same events every time.
 
 The loop below is the hot path: Ethernet + IPv4 + TCP without fragments is decoded inline with
 `struct.unpack_from` on the batch buffer; everything else (other link types, VLAN tags, IPv6,
-fragments) goes through `engine.decode` and `_transport`. Malformed packets are counted and
-skipped; nothing a packet holds can raise out of `feed`.
+fragments, tunnels) goes through `engine.decode` and `_transport`. A tunnel (IP-in-IP, GRE,
+ERSPAN, VXLAN, Geneve: see `engine.decode`) is opened in `_tunnel` and what it carries goes
+through `_ipv4`/`_ipv6` again, fragments and all, at most `MAX_ENCAPSULATION` levels deep.
+Malformed packets are counted and skipped; nothing a packet holds can raise out of `feed`.
 """
 
 from __future__ import annotations
 
 import struct
+import sys
 
 from engine.batch import META, Batch
 from engine.bounds import Bounds
 from engine.connections import ConnectionTable, ConsumerFactory, KeptSlice
-from engine.decode import ETHERNET, TCP, ipv6_payload, network_offset
+from engine.decode import (
+    CARRIERS,
+    CUT,
+    ETHERNET,
+    MALFORMED,
+    MAX_ENCAPSULATION,
+    NOT_A_TUNNEL,
+    TCP,
+    UDP,
+    decapsulate,
+    ipv6_payload,
+    network_offset,
+)
 from engine.events import Event, Stats
 from engine.http import DEFAULT_MAX_BODY, http_parser_factory
 from engine.ipfrag import Defragmenter
 from engine.tcp import V6_TAG
 
-UDP = 17
+_UNBOUNDED = sys.maxsize  # no enclosing packet: only the capture bounds a header
 _ipv4_head = struct.Struct("!BxHHHxB").unpack_from  # ver/ihl, total length, id, flags/frag, proto
 # Ethernet type, then the IPv4 header: version/IHL, total length, flags/fragment offset,
 # protocol, and both addresses as one 64-bit number.
@@ -211,9 +226,15 @@ class Pipeline:
         else:
             self._ipv6(ts, buf, ip, end)
 
-    def _ipv4(self, ts: float, buf: bytes, ip: int, end: int) -> None:
-        if ip + 20 > end:
-            self._bad_or_short(ip + 20, end)
+    # An IP packet at buf[ip:], of which buf[:end] was captured. Inside a tunnel, `limit` is where
+    # the enclosing packet ends on the wire (an inner header past it is malformed, not cut by the
+    # capture) and `depth` counts the tunnels opened so far.
+
+    def _ipv4(
+        self, ts: float, buf: bytes, ip: int, end: int, limit: int = _UNBOUNDED, depth: int = 0
+    ) -> None:
+        if ip + 20 > end or ip + 20 > limit:
+            self._bad_or_short(ip + 20, end, limit)
             return
         vihl, total, ident, frag, proto = _ipv4_head(buf, ip)
         ihl = (vihl & 15) << 2
@@ -222,7 +243,10 @@ class Pipeline:
             return
         # The IP length also trims Ethernet padding. A length of 0 is what a capture of a
         # segmentation-offloaded packet shows: trust the captured length then.
-        wire_end = ip + total if total else end
+        wire_end = ip + total if total else min(end, limit)
+        if wire_end > limit:
+            self.malformed += 1
+            return
         addrs = _addrs4(buf, ip + 12)[0]
         if frag & 0x3FFF:
             self.fragments += 1
@@ -237,16 +261,21 @@ class Pipeline:
                 buf[ip + ihl : wire_end],
             )
             if whole is not None:
-                self._transport(ts, proto, addrs, whole, 0, len(whole), len(whole))
+                self._transport(ts, proto, addrs, whole, 0, len(whole), len(whole), depth)
             return
-        self._transport(ts, proto, addrs, buf, ip + ihl, wire_end, end)
+        self._transport(ts, proto, addrs, buf, ip + ihl, wire_end, end, depth)
 
-    def _ipv6(self, ts: float, buf: bytes, ip: int, end: int) -> None:
-        walked = ipv6_payload(buf, ip, end)
+    def _ipv6(
+        self, ts: float, buf: bytes, ip: int, end: int, limit: int = _UNBOUNDED, depth: int = 0
+    ) -> None:
+        walked = ipv6_payload(buf, ip, min(end, limit))
         if walked is None:
-            self._bad_or_short(ip + 40, end)
+            self._bad_or_short(ip + 40, end, limit)
             return
         proto, l4, wire_end, frag_at = walked
+        if wire_end > limit:
+            self.malformed += 1
+            return
         addrs = int.from_bytes(buf[ip + 8 : ip + 40], "big")
         if frag_at is not None:
             self.fragments += 1
@@ -262,19 +291,28 @@ class Pipeline:
                 buf[l4:wire_end],
             )
             if whole is not None:
-                self._transport(ts, proto, addrs | V6_TAG >> 32, whole, 0, len(whole), len(whole))
+                addrs |= V6_TAG >> 32
+                self._transport(ts, proto, addrs, whole, 0, len(whole), len(whole), depth)
             return
-        self._transport(ts, proto, addrs | V6_TAG >> 32, buf, l4, wire_end, end)
+        self._transport(ts, proto, addrs | V6_TAG >> 32, buf, l4, wire_end, end, depth)
 
     def _transport(
-        self, ts: float, proto: int, addrs: int, buf: bytes, l4: int, wire_end: int, end: int
+        self,
+        ts: float,
+        proto: int,
+        addrs: int,
+        buf: bytes,
+        l4: int,
+        wire_end: int,
+        end: int,
+        depth: int = 0,
     ) -> None:
         """A transport header at buf[l4:wire_end], of which buf[:end] was captured."""
-        if proto == UDP:
-            self.udp_packets += 1
-            return
         if proto != TCP:
-            self.other_packets += 1
+            if proto in CARRIERS:
+                self._tunnel(ts, proto, buf, l4, wire_end, end, depth)
+            else:
+                self.other_packets += 1
             return
         if l4 + 20 > wire_end:
             self.malformed += 1
@@ -303,9 +341,35 @@ class Pipeline:
             wire_end - payload,
         )
 
-    def _bad_or_short(self, needed: int, end: int) -> None:
-        # A header cut by the snapshot length is not the sender's fault.
-        if needed > end:
+    def _tunnel(
+        self, ts: float, proto: int, buf: bytes, l4: int, wire_end: int, end: int, depth: int
+    ) -> None:
+        """A payload that may hold another IP packet (IP-in-IP, GRE, VXLAN, Geneve): open it and
+        decode what it carries like any packet, keyed by its own addresses and ports (so the
+        same inner 5-tuple in two tunnels is one connection; see `engine.decode.decapsulate`).
+        A packet counts once, as what its innermost packet is."""
+        kind, at = (
+            decapsulate(proto, buf, l4, min(wire_end, end))
+            if depth < MAX_ENCAPSULATION
+            else (NOT_A_TUNNEL, 0)
+        )
+        if kind == 4:
+            self._ipv4(ts, buf, at, end, wire_end, depth + 1)
+        elif kind == 6:
+            self._ipv6(ts, buf, at, end, wire_end, depth + 1)
+        elif kind == NOT_A_TUNNEL and proto == UDP:
+            self.udp_packets += 1
+        elif kind == CUT:
+            self._bad_or_short(at, end, wire_end)
+        elif kind == MALFORMED:
+            self.malformed += 1
+        else:
+            self.other_packets += 1
+
+    def _bad_or_short(self, needed: int, end: int, limit: int = _UNBOUNDED) -> None:
+        # A header cut by the snapshot length is not the sender's fault; one that runs past the
+        # packet that holds it is.
+        if needed > end and needed <= limit:
             self.truncated += 1
         else:
             self.malformed += 1

@@ -380,6 +380,95 @@ def ip_packet(src: str, dst: str, proto: int, payload: bytes, *, ident: int = 0,
     return ipv4(src, dst, proto, payload, ident=ident, ttl=ttl)
 
 
+# --- tunnels ------------------------------------------------------------------------------------
+
+IPPROTO_IPIP = 4
+IPPROTO_IPV6 = 41
+IPPROTO_GRE = 47
+ETH_TEB = 0x6558  # transparent Ethernet bridging: an Ethernet frame inside GRE or Geneve
+ETH_ERSPAN_1_2 = 0x88BE
+ETH_ERSPAN_3 = 0x22EB
+ETH_PPP = 0x880B
+ETH_MPLS = 0x8847
+VXLAN_PORT = 4789
+GENEVE_PORT = 6081
+
+
+def gre(payload: bytes, protocol: int = ETH_IPV4, *, checksum: bool = False,
+        key: int | None = None, sequence: int | None = None, routing: bool = False) -> bytes:
+    """A GRE version 0 header (RFC 2784/2890) and `payload`. With `checksum` the checksum field
+    holds the right value; `routing` sets the RFC 1701 routing bit (and its offset field), which
+    a decoder cannot skip without parsing source routes."""
+    flags = (0x8000 if checksum else 0) | (0x4000 if routing else 0)
+    flags |= (0x2000 if key is not None else 0) | (0x1000 if sequence is not None else 0)
+    optional = b"\x00\x00\x00\x00" if checksum or routing else b""
+    if key is not None:
+        optional += struct.pack("!I", key & 0xFFFFFFFF)
+    if sequence is not None:
+        optional += struct.pack("!I", sequence & 0xFFFFFFFF)
+    packet = struct.pack("!HH", flags, protocol) + optional + payload
+    if checksum:
+        packet = packet[:4] + struct.pack("!H", internet_checksum(packet)) + packet[6:]
+    return packet
+
+
+def pptp_gre(ppp_frame: bytes, call_id: int, *, sequence: int | None = None,
+             ack: int | None = None) -> bytes:
+    """An enhanced GRE (version 1) header as PPTP sends it (RFC 2637 4.1), then `ppp_frame`."""
+    flags = 0x2000 | 0x0001 | (0x1000 if sequence is not None else 0) | (0x0080 if ack is not None else 0)
+    header = struct.pack("!HHHH", flags, ETH_PPP, len(ppp_frame), call_id)
+    if sequence is not None:
+        header += struct.pack("!I", sequence)
+    if ack is not None:
+        header += struct.pack("!I", ack)
+    return header + ppp_frame
+
+
+def ppp(ip_packet: bytes, *, address_control: bool = True, compress_protocol: bool = False) -> bytes:
+    """A PPP frame of an IP packet (without HDLC framing), as inside PPTP or PPPoE."""
+    proto = 0x57 if ip_packet[0] >> 4 == 6 else 0x21
+    head = b"\xff\x03" if address_control else b""
+    return head + (bytes([proto]) if compress_protocol else struct.pack("!H", proto)) + ip_packet
+
+
+def vxlan(frame: bytes, vni: int, *, flags: int = 0x08) -> bytes:
+    """A VXLAN header (RFC 7348: flags with I set, 24-bit VNI) and the Ethernet frame it carries;
+    put it in `udp(sport, VXLAN_PORT, ...)`."""
+    return struct.pack("!B3xI", flags, (vni & 0xFFFFFF) << 8) + frame
+
+
+def geneve(payload: bytes, vni: int, protocol: int = ETH_TEB, options: bytes = b"") -> bytes:
+    """A Geneve header (RFC 8926) with `options` (a multiple of 4 bytes) and its payload."""
+    if len(options) % 4:
+        raise ValueError("Geneve options are whole 4-byte words")
+    return struct.pack("!BBHI", len(options) // 4, 0, protocol, (vni & 0xFFFFFF) << 8) + options + payload
+
+
+def erspan2(frame: bytes, session: int, *, vlan: int = 0, index: int = 0) -> bytes:
+    """An ERSPAN type II header (version 1, 8 bytes) and the mirrored Ethernet frame; GRE carries it
+    as 0x88BE with a sequence number."""
+    return struct.pack("!HHI", (1 << 12) | (vlan & 0xFFF), session & 0x3FF, index & 0xFFFFF) + frame
+
+
+def erspan3(frame: bytes, session: int, *, timestamp: int = 0, frame_type: int = 0,
+            platform: bytes | None = None, hw_id: int = 0) -> bytes:
+    """An ERSPAN type III header (version 2, 12 bytes; with `platform`, the O bit and that
+    8-byte platform-specific subheader) and the mirrored frame (Ethernet, or IP for type 2)."""
+    if platform is not None and len(platform) != 8:
+        raise ValueError("the platform-specific subheader is 8 bytes")
+    last = ((frame_type & 0x1F) << 10) | ((hw_id & 0x3F) << 4) | (1 if platform is not None else 0)
+    header = struct.pack("!HHIHH", 2 << 12, session & 0x3FF, timestamp & 0xFFFFFFFF, 0, last)
+    return header + (platform or b"") + frame
+
+
+def mpls(payload: bytes, labels: Sequence[int], ttl: int = 64) -> bytes:
+    """An MPLS label stack (outermost first), bottom of stack on the last."""
+    out = b""
+    for i, label in enumerate(labels):
+        out += struct.pack("!I", (label << 12) | ((i == len(labels) - 1) << 8) | ttl)
+    return out + payload
+
+
 # --- scripted TCP conversations ------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from engine import decode
 from engine.tcp import endpoints_key, key_endpoints, reverse_key
+from tests import synth
 from tests.synth import ether, ipv4, ipv4_fragments, ipv6, ipv6_ext_header, tcp, udp
 
 V4 = ipv4("10.0.0.1", "10.0.0.2", 6, tcp(40000, 80, 1, 0, "S", src_ip="10.0.0.1", dst_ip="10.0.0.2"))
@@ -107,3 +108,48 @@ def test_endpoints_key_refuses_what_is_not_an_endpoint(text):
         endpoints_key(text, "10.0.0.2:80")
     with pytest.raises(ValueError):
         endpoints_key("10.0.0.2:80", "[::1]:80")  # two families
+
+
+# --- tunnels: one level opened, the inner IP header's offset -------------------------------------
+
+FRAME_V4 = ether(V4)
+GENEVE_OPTION = struct.pack("!HBB", 0x0108, 1, 1) + b"\0\0\0\x2a"
+
+DECAPSULATED = [
+    ("IPIP", 4, V4, 4, 0),
+    ("6in4", 41, V6, 6, 0),
+    ("GRE", 47, synth.gre(V4), 4, 4),
+    ("GRE IPv6", 47, synth.gre(V6, 0x86DD), 6, 4),
+    ("GRE checksum", 47, synth.gre(V4, checksum=True), 4, 8),
+    ("GRE key", 47, synth.gre(V4, key=1), 4, 8),
+    ("GRE sequence", 47, synth.gre(V4, sequence=1), 4, 8),
+    ("GRE all three", 47, synth.gre(V4, checksum=True, key=1, sequence=2), 4, 16),
+    ("GRE Ethernet", 47, synth.gre(FRAME_V4, 0x6558), 4, 4 + 14),
+    ("GRE Ethernet, VLAN", 47, synth.gre(ether(V4, vlan=[5]), 0x6558, key=3), 4, 8 + 18),
+    ("GRE MPLS", 47, synth.gre(synth.mpls(V6, [20]), 0x8847), 6, 4 + 4),
+    ("ERSPAN I", 47, synth.gre(FRAME_V4, 0x88BE), 4, 4 + 14),
+    ("ERSPAN II", 47, synth.gre(synth.erspan2(FRAME_V4, 1), 0x88BE, sequence=1), 4, 8 + 8 + 14),
+    ("ERSPAN III", 47, synth.gre(synth.erspan3(FRAME_V4, 1), 0x22EB), 4, 4 + 12 + 14),
+    ("ERSPAN III platform", 47,
+     synth.gre(synth.erspan3(FRAME_V4, 1, platform=bytes(8)), 0x22EB, sequence=1), 4, 8 + 20 + 14),
+    ("ERSPAN III IP", 47, synth.gre(synth.erspan3(V6, 1, frame_type=2), 0x22EB), 6, 4 + 12),
+    ("PPTP", 47, synth.pptp_gre(synth.ppp(V4), 1, sequence=1, ack=2), 4, 16 + 4),
+    ("PPTP compressed", 47,
+     synth.pptp_gre(synth.ppp(V6, address_control=False, compress_protocol=True), 1), 6, 8 + 1),
+    ("VXLAN", 17, udp(1, 4789, synth.vxlan(FRAME_V4, 7)), 4, 8 + 8 + 14),
+    ("Geneve", 17, udp(1, 6081, synth.geneve(ether(V6, 0x86DD), 7, options=GENEVE_OPTION)), 6,
+     8 + 8 + 8 + 14),
+    ("Geneve IP", 17, udp(1, 6081, synth.geneve(V4, 7, 0x0800)), 4, 8 + 8),
+]
+
+
+@pytest.mark.parametrize("name,proto,payload,version,offset", DECAPSULATED,
+                         ids=[c[0] for c in DECAPSULATED])
+def test_decapsulate_finds_the_inner_header(name, proto, payload, version, offset):
+    buf = b"\xee" * 3 + payload  # not at the start of the buffer
+    assert decode.decapsulate(proto, buf, 3, len(buf)) == (version, 3 + offset)
+    # Cut anywhere before the inner header, the tunnel says where its header would end (or that
+    # the frame inside is not one it can read); it never reads past the end it is given.
+    for cut in range(3, 3 + offset):
+        kind, _at = decode.decapsulate(proto, buf[:cut], 3, cut)
+        assert kind in (decode.CUT, decode.OPAQUE, decode.NOT_A_TUNNEL)

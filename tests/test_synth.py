@@ -16,8 +16,10 @@ from scapy.layers.l2 import CookedLinux, Dot1AD, Dot1Q, Ether
 from scapy.packet import Packet as ScapyPacket
 from scapy.packet import Raw
 
+from tests import synth
 from tests.bench import workloads
 from tests.synth import (
+    ETH_IPV4,
     ETH_IPV6,
     IPPROTO_DSTOPTS,
     IPPROTO_HOPOPTS,
@@ -130,6 +132,53 @@ def test_vlan_tags_and_qinq() -> None:
     assert qinq.type == 0x88A8 and qinq[Dot1AD].vlan == 300 and qinq[Dot1Q].vlan == 42
     assert qinq[IP].src == "10.1.1.1" and qinq[UDP].dport == 5353
     assert_checksums_valid(qinq)
+
+
+def _tunnel_headers() -> list[tuple[str, bytes, ScapyPacket]]:
+    """(name, what tests/synth.py builds, what scapy builds from the same fields)."""
+    from scapy.contrib.erspan import ERSPAN_II, ERSPAN_III, ERSPAN_PlatformSpecific
+    from scapy.contrib.geneve import GENEVE, GeneveOptions
+    from scapy.contrib.mpls import MPLS
+    from scapy.layers.l2 import GRE, GRE_PPTP
+    from scapy.layers.ppp import HDLC, PPP
+    from scapy.layers.vxlan import VXLAN
+
+    inner = ipv4("10.0.0.1", "10.0.0.2", IPPROTO_TCP,
+                 tcp(1, 80, 7, 0, "S", src_ip="10.0.0.1", dst_ip="10.0.0.2"))
+    frame = ether(inner)
+    option = struct.pack("!HBB", 0x0108, 1, 1) + b"\x00\x00\x00\x2a"
+    return [
+        ("GRE checksum, key, sequence", synth.gre(inner, checksum=True, key=0xDEADBEEF, sequence=9),
+         GRE(chksum_present=1, key_present=1, seqnum_present=1, key=0xDEADBEEF,
+             sequence_number=9) / IP(inner)),
+        ("GRE Ethernet", synth.gre(frame, synth.ETH_TEB), GRE(proto=0x6558) / Ether(frame)),
+        ("GRE routing bit", synth.gre(inner, routing=True),
+         GRE(routing_present=1, proto=0x0800) / IP(inner)),
+        ("PPTP", synth.pptp_gre(synth.ppp(inner), 0x4000, sequence=3, ack=5),
+         GRE_PPTP(seqnum_present=1, acknum_present=1, call_id=0x4000, sequence_number=3,
+                  ack_number=5) / HDLC() / PPP(proto=0x21) / IP(inner)),
+        ("VXLAN", synth.vxlan(frame, 5001), VXLAN(flags=0x08, vni=5001) / Ether(frame)),
+        ("Geneve", synth.geneve(inner, 77, ETH_IPV4, options=option),
+         GENEVE(vni=77, proto=0x0800,
+                options=[GeneveOptions(classid=0x0108, type=1, data=b"\x00\x00\x00\x2a")])
+         / IP(inner)),
+        ("ERSPAN II", synth.erspan2(frame, 42, vlan=100, index=3),
+         ERSPAN_II(session_id=42, vlan=100, index=3) / Ether(frame)),
+        ("ERSPAN III", synth.erspan3(frame, 42, timestamp=12345, hw_id=9),
+         ERSPAN_III(session_id=42, timestamp=12345, hw=9) / Ether(frame)),
+        ("ERSPAN III, platform subheader, IP", synth.erspan3(
+            inner, 42, frame_type=2, platform=bytes(range(1, 9))),
+         ERSPAN_III(session_id=42, ft=2, o=1)
+         / ERSPAN_PlatformSpecific(info1=0x01020304, info2=0x05060708) / IP(inner)),
+        ("MPLS", synth.mpls(inner, [16, 17]), MPLS(label=16, s=0, ttl=64)
+         / MPLS(label=17, s=1, ttl=64) / IP(inner)),
+    ]
+
+
+@pytest.mark.parametrize("name", [name for name, _, _ in _tunnel_headers()])
+def test_tunnel_headers_are_what_scapy_builds(name: str) -> None:
+    [(_, ours, theirs)] = [t for t in _tunnel_headers() if t[0] == name]
+    assert ours == bytes(theirs)
 
 
 def test_linux_cooked_frame() -> None:
