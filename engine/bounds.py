@@ -33,10 +33,10 @@ class Bounds:
     idle_timeout: float = 300.0
     """Seconds of packet time without a packet before a connection is expired."""
     reorder_window: float = 0.5
-    """Seconds of packet time one direction may be captured late against the other: a hole the
-    peer acknowledged stays open this long for its bytes to arrive, and an HTTP answer waits
-    twice as long for the request it answers (the order between directions in a capture is not
-    causal: multi-queue NICs, the `any` device, merged captures)."""
+    """Seconds of packet time one direction may be captured late against the other (the order
+    between directions in a capture is not causal: multi-queue NICs, the `any` device, merged
+    captures). An HTTP answer waits twice as long for the request it answers; a hole the peer
+    acknowledged once waits this long for its bytes (a second acknowledgment ends the wait)."""
     closed_linger: float = 30.0
     """Seconds a closed or reset connection stays in the table for late retransmissions."""
     max_fragment_bytes: int = 8 * MiB

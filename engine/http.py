@@ -62,8 +62,9 @@ from engine.tcp import Connection
 MAX_HEAD = 64 * 1024
 """A header block still incomplete after this many bytes is an error (h11's own limit is 16 KiB)."""
 DEFAULT_MAX_BODY = 1024 * 1024
-HOLD_BYTES = 1024 * 1024
-"""Server bytes held at most while a response waits for the client's stream to reach it."""
+DEFAULT_HOLD = 4 * 1024 * 1024
+"""Server bytes held at most while a response waits for the client's stream to reach it (the
+pipeline passes Bounds.max_ooo_bytes: both are how far one stream may run ahead)."""
 MAX_CHUNK_LINE = 4096
 
 REQUEST_START = re.compile(rb"(?:^|\n)([A-Z][A-Z0-9_-]{0,23} [^ \r\n]+ HTTP/1\.[01]\r?\n)")
@@ -572,7 +573,8 @@ class HttpParser:
         emit: Callable[[Event], None],
         max_body: int = DEFAULT_MAX_BODY,
         heads: HeadCache | None = None,
-        window: float = 1.0,
+        window: float = 0.5,
+        hold: int = DEFAULT_HOLD,
     ) -> None:
         self.conn = conn
         self.conn_id = conn.id
@@ -580,6 +582,7 @@ class HttpParser:
         self.emit = emit
         self.max_body = max_body
         self.window = window  # seconds a response waits for its request (Bounds.reorder_window)
+        self.hold = hold  # server bytes held at most meanwhile
         self.client = _Side()
         self.server = _Side()
         self.pending: deque[_Exchange] = (
@@ -830,7 +833,7 @@ class HttpParser:
         # Twice the reorder window: a hole in the client's stream that the server acknowledged
         # becomes a gap after one window (engine.reassembly), which lets this answer go on
         # with what was really seen before the bound does.
-        if self.now - self.held_since > 2 * self.window or len(self.server.buf) > HOLD_BYTES:
+        if self.now - self.held_since > 2 * self.window or len(self.server.buf) > self.hold:
             self.held_since = None
             self.bounded = True
             return acked
@@ -1203,13 +1206,13 @@ def _has_upgrade(headers: list[tuple[bytes, bytes]] | None) -> bool:
 
 
 def http_parser_factory(
-    max_body: int = DEFAULT_MAX_BODY, window: float = 1.0
+    max_body: int = DEFAULT_MAX_BODY, window: float = 0.5, hold: int = DEFAULT_HOLD
 ) -> Callable[[Connection, Callable[[Event], None]], HttpParser]:
     """A consumer factory for `Pipeline(consumers={"http": [...]})`."""
 
     heads = HeadCache()
 
     def make(conn: Connection, emit: Callable[[Event], None]) -> HttpParser:
-        return HttpParser(conn, emit, max_body, heads, window)
+        return HttpParser(conn, emit, max_body, heads, window, hold)
 
     return make

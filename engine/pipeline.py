@@ -87,7 +87,9 @@ class Pipeline:
         consumers = dict(consumers or {})
         if http_body_limit is not None:
             consumers["http"] = [
-                http_parser_factory(http_body_limit, self.bounds.reorder_window),
+                http_parser_factory(
+                    http_body_limit, self.bounds.reorder_window, self.bounds.max_ooo_bytes
+                ),
                 *consumers.get("http", []),
             ]
         self.table = ConnectionTable(self.bounds, consumers, live_updates)

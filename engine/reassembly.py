@@ -14,10 +14,12 @@ Rules kept here:
 - Sequence numbers are compared modulo 2**32 against the next expected one, so a stream may run
   past 4 GiB; stream offsets are plain Python integers that never wrap.
 - A hole is skipped as a gap only when it can no longer fill: the out-of-order buffer is full, or
-  the stream ends, or the peer acknowledged bytes past the hole and it stayed open for the
-  reorder window. The window is there because the order between the two directions in a capture
-  is not causal (multi-queue NICs, the `any` device, merged captures): the acknowledgment may be
-  captured before the segment it covers. Nothing is invented to fill a hole.
+  the stream ends, or the peer acknowledged bytes past it (the endpoint got them; the capture
+  did not). The order between the two directions in a capture is not causal (multi-queue NICs,
+  the `any` device, merged captures), so one acknowledgment captured before the segment it
+  covers is not enough: the hole is skipped at the second acknowledgment past it, or when the
+  first is a reorder window old. Waiting longer would hold up every byte after a capture loss,
+  and with them whatever is built on the stream. Nothing is invented to fill a hole.
 - Each delivered chunk carries the timestamp and the acknowledgment number of the segment that
   brought it, so what is built on top (pairing HTTP answers with requests) can follow what TCP
   said rather than the order in which the capture happened to show the two directions.
@@ -168,7 +170,8 @@ class Reassembler:
 
     def peer_acked(self, ts: float, ack: int) -> None:
         """The peer acknowledged up to `ack`. Past a hole, the endpoint got bytes we did not see:
-        the hole is skipped once it has stayed open for the reorder window."""
+        the hole is skipped at the second such acknowledgment, or once the first is a reorder
+        window old."""
         if not self.ooo:
             return
         acked = self.acked_offset(ack)
@@ -176,12 +179,14 @@ class Reassembler:
             return
         if self.hole_acked_at is None:
             self.hole_acked_at = ts
-        self.check_hole(ts)
+            self.check_hole(ts)
+        else:
+            self.check_hole(ts, again=True)
 
-    def check_hole(self, now: float) -> None:
-        """Skip the acknowledged hole if it has been open for the reorder window."""
+    def check_hole(self, now: float, again: bool = False) -> None:
+        """Skip the acknowledged hole if it was acknowledged `again`, or a reorder window ago."""
         at = self.hole_acked_at
-        if at is None or now - at < self.sink.reorder_window:
+        if at is None or (not again and now - at < self.sink.reorder_window):
             return
         self.hole_acked_at = None
         if self.ooo:

@@ -25,6 +25,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from engine.batch import Batch
+from engine.bounds import Bounds
 from engine.events import HttpTransaction
 from engine.pipeline import Pipeline
 
@@ -113,9 +114,11 @@ def interleavings(
         yield [next(ci) if k in at else next(si) for k in range(n + m)]
 
 
-def http_records(packets: list[Packet], batch: int = 7) -> list[HttpTransaction]:
+def http_records(
+    packets: list[Packet], batch: int = 7, bounds: Bounds | None = None
+) -> list[HttpTransaction]:
     """The HTTP transactions the pipeline finds in a capture of these packets, by index."""
-    pipeline = Pipeline()
+    pipeline = Pipeline(bounds)
     events = []
     for i in range(0, len(packets), batch):
         events += pipeline.feed(Batch.from_packets(1, packets[i : i + batch]))

@@ -15,7 +15,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import http
 from engine.bounds import Bounds
 from engine.events import HttpTransaction
 from tests.conversations import build, http_records, interleavings
@@ -184,10 +183,10 @@ def test_a_response_captured_before_its_request_is_paired_in_a_real_capture_file
 # ---------------------------------------------------------------------------- the cases, one by one
 
 
-def _records(packets: list) -> list[tuple]:
+def _records(packets: list, bounds: Bounds | None = None) -> list[tuple]:
     """(method or None, target, status or None, notes) of each record."""
     out = []
-    for t in http_records(packets):
+    for t in http_records(packets, bounds=bounds):
         out.append((
             t.request and t.request.method, t.request and t.request.target,
             t.response and t.response.status, t.notes, t.error,
@@ -248,11 +247,11 @@ def test_an_answer_waits_for_its_request_only_within_the_bound(monkeypatch):
     assert [(r[0], r[2]) for r in _records(server + client)] == [("GET", 200), ("GET", 200)]
 
 
-def test_an_answer_held_beyond_the_byte_bound_goes_on(monkeypatch):
-    monkeypatch.setattr(http, "HOLD_BYTES", 2000)
+def test_an_answer_held_beyond_the_byte_bound_goes_on():
+    """The bound is Bounds.max_ooo_bytes: how far one stream may run ahead of the other."""
     script = [("c", get("/big")), ("s", ok(b"x" * 5000)), ("c", get("/small")), ("s", ok(b"y"))]
     client, server = build(script)
-    records = _records(server + client)
+    records = _records(server + client, Bounds(max_ooo_bytes=2000))
     assert [(r[0], r[1], r[2]) for r in records] == [
         (None, None, 200), ("GET", "/big", None), ("GET", "/small", 200),
     ]  # the first answer could not wait: 5000 bytes > 2000

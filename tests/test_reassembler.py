@@ -124,17 +124,24 @@ def test_a_cut_segment_that_waited_out_of_order_also_leaves_a_snaplen_gap():
     assert sink.kinds("gap") == [("gap", 130, 70, "snaplen")]
 
 
-def test_an_acknowledged_hole_becomes_a_gap_after_the_reorder_window():
+def test_an_acknowledged_hole_becomes_a_gap_at_the_second_ack_or_after_the_window():
     r, sink = start()
     seg(r, 0, DATA[:10], ts=1.0)
     seg(r, 20, DATA[20:30], ts=1.1)
     ack_past = (ISN + 1 + 30) & SEQ_MASK
     r.peer_acked(1.2, ack_past)
-    r.peer_acked(1.2 + 0.49, ack_past)
     assert sink.kinds("gap") == []
-    r.peer_acked(1.2 + 0.5, ack_past)
+    r.peer_acked(1.21, ack_past)
     assert sink.kinds("gap") == [("gap", 10, 10, "acked")]
     assert sink.stream() == DATA[:10] + DATA[20:30]
+    r, sink = start()
+    seg(r, 0, DATA[:10], ts=1.0)
+    seg(r, 20, DATA[20:30], ts=1.1)
+    r.peer_acked(1.2, ack_past)
+    seg(r, 30, DATA[30:40], ts=1.2 + 0.49)
+    assert sink.kinds("gap") == []
+    seg(r, 40, DATA[40:50], ts=1.2 + 0.5)
+    assert sink.kinds("gap") == [("gap", 10, 10, "acked")]
 
 
 def test_an_acknowledged_hole_that_fills_within_the_window_loses_nothing():
@@ -144,6 +151,7 @@ def test_an_acknowledged_hole_that_fills_within_the_window_loses_nothing():
     r.peer_acked(1.2, (ISN + 1 + 30) & SEQ_MASK)
     seg(r, 10, DATA[10:20], ts=1.05)  # captured late
     r.peer_acked(5.0, (ISN + 1 + 30) & SEQ_MASK)
+    r.peer_acked(5.1, (ISN + 1 + 30) & SEQ_MASK)
     assert sink.stream() == DATA[:30] and sink.kinds("gap") == []
 
 

@@ -135,22 +135,33 @@ def test_data_on_syn_is_delivered():
     assert fed.stream(True) == REQ
 
 
-def test_hole_acked_by_peer_becomes_gap_after_the_reorder_window():
+def test_hole_acked_by_peer_twice_becomes_gap():
     segs = handshake() + [
         (True, "PA", C0, S0, REQ[:10]),
         (True, "PA", C0 + 20, S0, REQ[20:]),
         (False, "A", S0, C0 + len(REQ), b""),  # the server got everything
-        (False, "A", S0, C0 + len(REQ), b""),  # still within the window: the hole may fill
-        (False, "A", S0, C0 + len(REQ), b""),  # past it: the bytes were not captured
+        (False, "A", S0, C0 + len(REQ), b""),  # and says so again: the bytes were not captured
     ]
-    window = Bounds().reorder_window
     fed = feed(segs[:-1], finish=False)
     assert fed.stream(True) == REQ[:10] and not fed.gaps()
-    fed = feed(segs, finish=False, times={len(segs) - 1: 1.0 + window})
+    fed = feed(segs, finish=False)
     assert fed.stream(True) == REQ[:10] + REQ[20:]
     [gap] = fed.gaps()
     assert (gap.from_client, gap.offset, gap.size, gap.reason) == (True, 10, 10, "acked")
     assert fed.recorders[0].gaps[True] == [10]
+
+
+def test_hole_acked_once_becomes_gap_after_the_reorder_window():
+    window = Bounds().reorder_window
+    segs = handshake() + [
+        (True, "PA", C0, S0, REQ[:10]),
+        (True, "PA", C0 + 20, S0, REQ[20:30]),
+        (False, "A", S0, C0 + 30, b""),
+        (True, "PA", C0 + 30, S0, REQ[30:]),  # the client goes on, a window later
+    ]
+    fed = feed(segs, finish=False, times={len(segs) - 1: 1.0 + window})
+    assert fed.stream(True) == REQ[:10] + REQ[20:]
+    assert [(g.size, g.reason) for g in fed.gaps()] == [(10, "acked")]
 
 
 def test_hole_acked_before_its_bytes_were_captured_fills_when_they_come():
