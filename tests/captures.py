@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import pcapy
+
 from engine import sources
 from engine.bounds import Bounds
 from engine.events import ConnectionClosed, ConnectionInfo, Event
@@ -13,6 +15,8 @@ from engine.pipeline import Pipeline
 from tests.feeding import Recorder
 
 PCAPS = Path(__file__).parent / "data" / "pcaps"
+
+Record = tuple[int, int, int, int, bytes]  # sec, usec, caplen, wire length, bytes
 
 
 def capture(name: str) -> str:
@@ -72,3 +76,21 @@ def replay_file(path: str, bpf: str = "", bounds: Bounds | None = None) -> Repla
         source.close()
     events += pipeline.finish()
     return Replay(pipeline, events, recorders, source.error)
+
+
+def reference(path: Path | str, bpf: str = "") -> tuple[list[Record], str | None]:
+    """What libpcap's per-packet next() reads from a file, and the error it stopped on."""
+    handle = pcapy.open_offline(str(path))
+    if bpf:
+        handle.setfilter(bpf)
+    out: list[Record] = []
+    try:
+        for _ in range(1_000_000):
+            header, data = handle.next()
+            if header is None:
+                return out, None
+            sec, usec = header.getts()
+            out.append((sec, usec, header.getcaplen(), header.getlen(), data))
+    except pcapy.PcapError as e:
+        return out, str(e)
+    raise AssertionError("file too long for a test")

@@ -1,4 +1,5 @@
-"""Capture sources: files, merges, stdin, broken files, our pcapng reader, live capture, writing.
+"""Capture sources: files, merges, stdin, broken files, pcapng with mixed link types, live capture,
+writing. The parser and writer themselves are tested in test_pcapfile.py.
 
 libpcap's own per-packet `next()` is the reference for what a file holds. Live tests capture on
 the loopback interface and need root; they are skipped otherwise.
@@ -22,10 +23,8 @@ from engine.batch import META, Batch
 from engine.sources import (
     MAX_BATCH,
     CaptureError,
-    CaptureParser,
     CaptureStats,
     FilterError,
-    Packet,
     Source,
     list_interfaces,
     open_files,
@@ -33,6 +32,7 @@ from engine.sources import (
     validate_filter,
     write_packets,
 )
+from tests.captures import Record, reference
 
 PCAPS = Path(__file__).parent / "data" / "pcaps"
 HTTP_GET = PCAPS / "zeek" / "http__get.pcap"  # 14 packets, Ethernet
@@ -54,28 +54,8 @@ needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="live capture on 'lo' needs root (run the tests with sudo)"
 )
 
-Record = tuple[int, int, int, int, bytes]  # sec, usec, caplen, wire length, bytes
-
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def reference(path: Path | str, bpf: str = "") -> tuple[list[Record], str | None]:
-    """What libpcap's per-packet next() reads from a file, and the error it stopped on."""
-    handle = pcapy.open_offline(str(path))
-    if bpf:
-        handle.setfilter(bpf)
-    out: list[Record] = []
-    try:
-        for _ in range(1_000_000):
-            header, data = handle.next()
-            if header is None:
-                return out, None
-            sec, usec = header.getts()
-            out.append((sec, usec, header.getcaplen(), header.getlen(), data))
-    except pcapy.PcapError as e:
-        return out, str(e)
-    raise AssertionError("file too long for a test")
 
 
 def drain(source: Source, timeout: float | None = None) -> list[Batch]:
@@ -127,19 +107,6 @@ _large_program = pcapy.compile(1, 262144, LARGE, 1, 0)
 
 def is_large(record: Record) -> bool:
     return bool(_large_program.filter(record[4]))
-
-
-def parse_in_chunks(blob: bytes, size: int) -> tuple[list[Packet], str | None]:
-    parser = CaptureParser()
-    out: list[Packet] = []
-    for start in range(0, len(blob), size):
-        parser.feed(blob[start : start + size])
-        for _ in range(100_000):
-            got = parser.parse(MAX_BATCH)
-            if not got:
-                break
-            out.extend(got)
-    return out, parser.end()
 
 
 # --- files read by libpcap --------------------------------------------------------------------
@@ -488,97 +455,6 @@ def test_filter_on_mixed_pcapng_applies_per_link_type() -> None:
     # Ethernet addresses mean nothing on the loopback interface: those packets never match.
     broadcast = packets_of(open_files([str(MIXED_BE)], "ether broadcast"))
     assert [p[2] for p in broadcast] == [1, 1]
-
-
-@pytest.mark.parametrize("path", [HTTP_GET, PCAPNG, NG_001, NG_010, RAW, NFLOG, LOOPBACK])
-@pytest.mark.parametrize("chunk", [1, 7, 100, 1 << 20])
-def test_parser_agrees_with_libpcap_in_any_chunking(path: Path, chunk: int) -> None:
-    expected, _ = reference(path)
-    got, problem = parse_in_chunks(path.read_bytes(), chunk)
-    assert problem is None
-    assert [(p.sec, p.usec, len(p.data), p.wire_len, p.data) for p in got] == expected
-    assert {p.linktype for p in got} == {pcapy.open_offline(str(path)).datalink()}
-
-
-def swap_pcap(blob: bytes, nanoseconds: bool) -> bytes:
-    """The same capture as a big-endian file, with nanosecond timestamps if asked."""
-    magic = 0xA1B23C4D if nanoseconds else 0xA1B2C3D4
-    fields = struct.unpack_from("<HHiIII", blob, 4)
-    out = bytearray(struct.pack(">I", magic) + struct.pack(">HHiIII", *fields))
-    pos = 24
-    while pos < len(blob):
-        sec, usec, caplen, wire = struct.unpack_from("<IIII", blob, pos)
-        frac = usec * 1000 + 999 if nanoseconds else usec
-        out += struct.pack(">IIII", sec, frac, caplen, wire)
-        out += blob[pos + 16 : pos + 16 + caplen]
-        pos += 16 + caplen
-    return bytes(out)
-
-
-@pytest.mark.parametrize("nanoseconds", [False, True])
-def test_big_endian_and_nanosecond_pcap(tmp_path: Path, nanoseconds: bool) -> None:
-    crafted = tmp_path / "crafted.pcap"
-    crafted.write_bytes(swap_pcap(HTTP_GET.read_bytes(), nanoseconds))
-    expected, _ = reference(HTTP_GET)
-    assert reference(crafted)[0] == expected  # libpcap reads it as the original
-    got, problem = parse_in_chunks(crafted.read_bytes(), 1000)
-    assert problem is None
-    assert [(p.sec, p.usec, len(p.data), p.wire_len, p.data) for p in got] == expected
-
-
-def pcapng_block(block_type: int, body: bytes) -> bytes:
-    body += b"\0" * (-len(body) % 4)
-    length = 12 + len(body)
-    return struct.pack("<II", block_type, length) + body + struct.pack("<I", length)
-
-
-def pcapng_option(code: int, value: bytes) -> bytes:
-    return struct.pack("<HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
-
-
-def test_pcapng_timestamp_resolutions_and_offsets() -> None:
-    shb = pcapng_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
-    nano = pcapng_block(1, struct.pack("<HHI", 1, 0, 0) + pcapng_option(9, b"\x09"))
-    binary = pcapng_block(
-        1,
-        struct.pack("<HHI", 101, 0, 0)
-        + pcapng_option(9, b"\x8a")  # 2^-10 seconds
-        + pcapng_option(14, struct.pack("<q", 100)),
-    )
-    data = b"\x45" + b"\0" * 19
-
-    def epb(interface: int, ticks: int) -> bytes:
-        return pcapng_block(
-            6, struct.pack("<IIIII", interface, ticks >> 32, ticks & 0xFFFFFFFF, 20, 60) + data
-        )
-
-    blob = (
-        shb + nano + binary + epb(0, 1_700_000_000_123_456_789) + epb(1, 1_700_000_000 * 1024 + 512)
-    )
-    got, problem = parse_in_chunks(blob, 13)
-    assert problem is None
-    assert [(p.sec, p.usec, p.linktype, p.wire_len, p.data) for p in got] == [
-        (1_700_000_000, 123_456, 1, 60, data),
-        (1_700_000_100, 500_000, 12, 60, data),  # LINKTYPE_RAW comes out as libpcap's DLT_RAW
-    ]
-
-
-def test_parser_reports_garbage() -> None:
-    parser = CaptureParser()
-    parser.feed(b"GET / HTTP/1.1\r\n")
-    assert parser.parse() == [] and parser.broken == "unknown file format"
-    assert parser.end() == "unknown file format"
-
-
-@pytest.mark.parametrize("path", [HTTP_GET, PCAPNG])
-@pytest.mark.parametrize("cut", [3, 10, 60, 200])
-def test_parser_reports_truncation_as_libpcap_does(tmp_path: Path, path: Path, cut: int) -> None:
-    broken = tmp_path / path.name
-    broken.write_bytes(path.read_bytes()[:-cut])
-    expected, problem = reference(broken)
-    got, parser_problem = parse_in_chunks(broken.read_bytes(), 999)
-    assert [(p.sec, p.usec, len(p.data), p.wire_len, p.data) for p in got] == expected
-    assert parser_problem == problem
 
 
 # --- live capture -----------------------------------------------------------------------------
