@@ -1,8 +1,9 @@
 """pcap and pcapng files, framed and written by wirepeek itself, without libpcap.
 
 `CaptureParser` frames packets out of the bytes of a pcap or pcapng file, fed in chunks of any
-size; `PcapWriter` writes packets as a classic pcap file to a stream it is handed. libpcap (in
-`engine.sources`) reads regular files faster, but cannot do what these are here for:
+size; `Decompressor` in front of it undoes gzip or zstd; `PcapWriter` writes packets as a classic
+pcap file to a stream it is handed. libpcap (in `engine.sources`) reads plain regular files
+faster, but cannot do what these are here for:
 
 - pcapng files whose interfaces have different link types (an Ethernet capture beside a loopback
   one): libpcap 1.9 refuses the whole file; the parser gives each packet its interface's type;
@@ -12,7 +13,11 @@ size; `PcapWriter` writes packets as a classic pcap file to a stream it is hande
 - partial and broken files: libpcap loses the packets of the batch it was reading when it hits a
   truncation; the parser keeps every packet before the break, counts them (`records`), and says
   where it broke in libpcap's own words (`end()`, `broken`), so the user learns which file broke,
-  after how many packets, and why.
+  after how many packets, and why;
+- compressed captures (capture.pcap.gz, capture.pcapng.zst, a compressed stream on stdin), which
+  libpcap cannot open at all: `Decompressor` tells them by their first bytes, not their names, as
+  tshark does; a truncated one gives every packet that its bytes hold, a corrupt one every packet
+  before the place where decompression failed.
 
 Packets come out with libpcap's DLT link-type numbers and microsecond timestamps, as libpcap
 hands them out, so that every `Batch` speaks one language whoever read it.
@@ -23,9 +28,11 @@ go in, packets come out (and the writer writes to the stream it was given).
 
 from __future__ import annotations
 
+import importlib
 import struct
+import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 SNAPLEN = 262144
 """libpcap's default snapshot length: whole packets on every common link type."""
@@ -312,6 +319,257 @@ class CaptureParser:
 def _dlt(linktype: int) -> int:
     """libpcap's DLT number for a LINKTYPE number found in a file."""
     return _LINKTYPE_TO_DLT.get(linktype, linktype)
+
+
+# --- compressed captures ----------------------------------------------------------------------
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ZSTD_PACKAGE = "backports.zstd"
+"""What to install for zstd before Python 3.14, whose standard library has `compression.zstd`."""
+
+_INFLATE_STEP = 16 * 1024
+"""Plain bytes made per decompressor call. A zstd decompressor that fails keeps nothing of the
+call, so a corrupt zstd frame loses at most these before its break."""
+
+_FHCRC, _FEXTRA, _FNAME, _FCOMMENT, _FRESERVED = 0x02, 0x04, 0x08, 0x10, 0xE0
+
+
+def compression_of(head: bytes) -> str | None:
+    """The compression of a file that starts with these bytes (4 are enough): gzip, zstd or None."""
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    return None
+
+
+def _zstd_module() -> Any:
+    """The zstd module of the standard library (3.14+) or its backport; None if neither is there."""
+    for name in ("compression.zstd", ZSTD_PACKAGE):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    return None
+
+
+class _Corrupt(Exception):
+    """Compressed data that makes no sense, with the plain bytes it gave before that point."""
+
+    def __init__(self, reason: str, salvaged: bytes = b"") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.salvaged = salvaged
+
+
+def _gzip_header_length(buf: bytes) -> int | None:
+    """How long the header of the gzip member that `buf` starts is; None until all of it came."""
+    if buf[:2] != GZIP_MAGIC[: len(buf[:2])]:
+        raise _Corrupt("incorrect header check")  # zlib's words for it
+    if len(buf) < 10:
+        return None
+    if buf[2] != 8:
+        raise _Corrupt("unknown compression method")
+    flags = buf[3]
+    if flags & _FRESERVED:
+        raise _Corrupt("unknown header flags set")
+    pos = 10
+    if flags & _FEXTRA:
+        if len(buf) < pos + 2:
+            return None
+        pos += 2 + int.from_bytes(buf[pos : pos + 2], "little")
+    for flag in (_FNAME, _FCOMMENT):
+        if flags & flag:
+            zero = buf.find(b"\0", pos)
+            if zero < 0:
+                return None
+            pos = zero + 1
+    if flags & _FHCRC:
+        pos += 2
+    return pos if len(buf) >= pos else None
+
+
+def _zlib_reason(e: zlib.error) -> str:
+    # "Error -3 while decompressing data: invalid block type" -> "invalid block type"
+    return str(e).rpartition(": ")[2]
+
+
+def _salvage(before: Any, data: bytes, size: int) -> bytes:
+    """What a deflate stream gives, from its state `before` a call that failed, of the input
+    that comes before the bad data: found by halving the input, since an error only ever comes
+    from bytes already given (asking for fewer output bytes would not do: zlib reads past the
+    last byte it returns, and fails on that call)."""
+    view = memoryview(data)
+    good, bad, best = 0, len(data), b""
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        try:
+            got: bytes = before.copy().decompress(view[:mid], size)
+        except zlib.error:
+            bad = mid
+        else:
+            good, best = mid, got
+    return best
+
+
+class _GzipMember:
+    """One gzip member: its header, its deflate data, and its trailer, checked here.
+
+    The checksum is checked here and not by zlib, so that a member whose checksum is wrong
+    still hands out all its bytes before it is reported corrupt, as `gzip -d` does.
+    """
+
+    def __init__(self) -> None:
+        self._deflate: Any = None  # made once the header is read
+        self._crc = 0
+        self._size = 0
+        self.done = False
+
+    def decompress(self, data: bytes, size: int) -> tuple[bytes, bytes]:
+        """(Up to `size` plain bytes, the input left over); raises _Corrupt."""
+        if self._deflate is None:
+            length = _gzip_header_length(data)
+            if length is None:
+                return b"", data
+            self._deflate = zlib.decompressobj(-zlib.MAX_WBITS)
+            data = data[length:]
+        deflate = self._deflate
+        out = b""
+        if not deflate.eof:
+            before = deflate.copy()
+            try:
+                out = deflate.decompress(data, size)
+            except zlib.error as e:
+                raise _Corrupt(_zlib_reason(e), _salvage(before, data, size)) from None
+            self._crc = zlib.crc32(out, self._crc)
+            self._size += len(out)
+            if not deflate.eof:
+                return out, deflate.unconsumed_tail
+            data = deflate.unused_data
+        if len(data) < 8:
+            return out, data
+        crc, length = struct.unpack_from("<II", data)
+        if crc != self._crc:
+            raise _Corrupt("incorrect data check", out)
+        if length != self._size & 0xFFFFFFFF:
+            raise _Corrupt("incorrect length check", out)
+        self.done = True
+        return out, data[8:]
+
+
+class Decompressor:
+    """Undoes the gzip or zstd compression of a capture, found by its first bytes, as tshark does.
+
+    Bytes that do not start like gzip or zstd pass through unchanged. `feed` the bytes as they
+    come, take the plain bytes with `read`, call `finish` at the end of the input and then `end`
+    to learn whether the compressed data ended where it should. Several gzip members or zstd frames
+    one after the other are read as one stream, as gzip -d and zstd -d read them.
+
+    A compressed file can expand a thousandfold, so `read` makes plain bytes a slice at a time,
+    however much compressed input is waiting. Once the compressed data stops making sense,
+    `broken` says why. Every plain byte before the break is handed out first: all that a
+    truncated stream holds, all that gzip decodes before bad data or a bad checksum. zstd is less
+    exact: it decodes whole blocks, so a corrupt block is lost whole, and so are the last plain
+    bytes made (at most `_INFLATE_STEP`) before a frame whose checksum is wrong.
+    """
+
+    def __init__(self) -> None:
+        self.kind: str | None = None
+        """"gzip", "zstd", or "" for an uncompressed capture; None until the first bytes came."""
+        self.broken: str | None = None
+        self._input = b""
+        self._finished = False
+        self._zstd: Any = None
+        self._frame: Any = None  # the gzip member or zstd frame being read, if inside one
+
+    def feed(self, data: bytes) -> None:
+        self._input += data
+
+    def finish(self) -> None:
+        """The input has ended: what is still waiting is all there is."""
+        self._finished = True
+
+    def read(self, size: int) -> bytes:
+        """Up to `size` plain bytes (more if the input is not compressed), b"" if none are ready."""
+        if self.kind is None and not self._detect():
+            return b""
+        if self.kind == "":
+            data, self._input = self._input, b""
+            return data
+        pieces: list[bytes] = []
+        made = 0
+        while made < size and self.broken is None:
+            piece = self._inflate(min(size - made, _INFLATE_STEP))
+            if not piece:
+                break
+            pieces.append(piece)
+            made += len(piece)
+        return b"".join(pieces)
+
+    def end(self) -> str | None:
+        """Once finished and read dry: what was wrong with the compressed data, or None."""
+        if self.broken is not None:
+            return self.broken
+        if self.kind and (self._frame is not None or self._input):
+            return f"truncated {self.kind} data; the compressed stream ends early"
+        return None
+
+    def _detect(self) -> bool:
+        head = self._input[:4]
+        kind = compression_of(head)
+        partial = GZIP_MAGIC.startswith(head) or ZSTD_MAGIC.startswith(head)
+        if kind is None and partial and not self._finished:
+            return False  # too few bytes yet to tell
+        if kind == "zstd":
+            self._zstd = _zstd_module()
+            if self._zstd is None:
+                self.broken = (
+                    f"zstd-compressed, and reading zstd needs the {ZSTD_PACKAGE} package"
+                    f" (pip install {ZSTD_PACKAGE})"
+                )
+                return False
+        self.kind = kind or ""
+        return True
+
+    def _inflate(self, size: int) -> bytes:
+        while True:
+            if self._frame is None:
+                if self.kind == "gzip":
+                    # gzip files may be padded with zeros after their last member.
+                    self._input = self._input.lstrip(b"\0")
+                if not self._input:
+                    return b""
+                self._frame = (
+                    _GzipMember() if self.kind == "gzip" else self._zstd.ZstdDecompressor()
+                )
+            try:
+                data = self._gzip(size) if self.kind == "gzip" else self._zstd_frame(size)
+            except _Corrupt as e:
+                self.broken = f"corrupt {self.kind} data ({e.reason})"
+                return e.salvaged
+            if data or self._frame is not None:
+                return data
+            # A member or frame ended without a byte more: go on with the next one, if any.
+
+    def _gzip(self, size: int) -> bytes:
+        member = self._frame
+        data, self._input = member.decompress(self._input, size)
+        if member.done:
+            self._frame = None
+        return data
+
+    def _zstd_frame(self, size: int) -> bytes:
+        frame = self._frame
+        try:
+            data: bytes = frame.decompress(self._input, size)
+        except self._zstd.ZstdError as e:
+            raise _Corrupt(str(e).rpartition(": ")[2]) from None
+        self._input = b""  # the decompressor keeps what it did not use yet
+        if frame.eof:
+            self._input = frame.unused_data
+            self._frame = None
+        return data
 
 
 # --- writing ----------------------------------------------------------------------------------

@@ -43,8 +43,10 @@ from engine.pcapfile import (
     SNAPLEN,
     CaptureError,
     CaptureParser,
+    Decompressor,
     Packet,
     PcapWriter,
+    compression_of,
 )
 from engine.tcp import reverse_key
 
@@ -508,7 +510,9 @@ class _FilterSpan:
 
 
 class CaptureStream(_PacketSource):
-    """A pcap or pcapng stream read by `CaptureParser`: stdin, a pipe, or a file libpcap refused.
+    """A pcap or pcapng stream read by `CaptureParser`: stdin, a pipe, a compressed file, or a
+    file libpcap refused. gzip and zstd are undone on the way (`Decompressor`), found by the
+    stream's first bytes whatever its name.
 
     Waits for data in select(), so a stream fed slowly (tcpdump -U -w - | wirepeek -r -) gives
     packets as they come, and `next_batch(timeout)` returns in time.
@@ -518,9 +522,12 @@ class CaptureStream(_PacketSource):
         super().__init__(name, live=False, paths=paths)
         self._stream = stream
         self._fd = stream.fileno()
+        self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
+        self._input = Decompressor()
         self._parser = CaptureParser()
         self._pending: deque[Packet] = deque()  # framed, but not yet filtered
         self._filter = _PacketFilter("")
+        self._eof = False  # the stream said so; what it gave may still be waiting to be framed
         self._ended = False
         self._closed = False
         self._got_data = False
@@ -536,33 +543,59 @@ class CaptureStream(_PacketSource):
         """Wait for the file header, so the format and first link type are known; CaptureError."""
         while not self._parser.started and not self._ended:
             self._fill(None)
+        if self._parser.started:
+            return
+        kind = self._input.kind
         if self._parser.broken == "unknown file format":
+            if kind:
+                raise CaptureError(
+                    f"{self.name}: {kind}-compressed, but not a pcap or pcapng file inside"
+                    " (unknown file format)"
+                )
             raise CaptureError(f"{self.name}: not a pcap or pcapng file (unknown file format)")
-        if self._ended and not self._got_data:
-            raise CaptureError(f"{self.name}: empty input")
-        if self._problem is not None and not self._parser.started:
+        if self._problem is not None:
             raise CaptureError(f"{self.name}: {self._problem}")
+        inside = f" (nothing inside the {kind} data)" if kind else ""
+        raise CaptureError(f"{self.name}: empty input{inside}")
+
+    def _parse(self) -> list[Packet]:
+        """The packets that the bytes read so far complete, decompressing as much as that takes."""
+        got = self._parser.parse(MAX_BATCH)
+        while not got and self._parser.broken is None:
+            plain = self._input.read(READ_CHUNK)
+            if not plain:
+                break
+            self._parser.feed(plain)
+            got = self._parser.parse(MAX_BATCH)
+        return got
 
     def _fill(self, timeout: float | None) -> bool:
         """Frame more packets into `_pending`, reading if need be. False if nothing came in time."""
         if self._ended:
             return False
-        got = self._parser.parse(MAX_BATCH)
+        got = self._parse()
         if not got and self._parser.broken is None:
-            ready, _, _ = select.select([self._fd], [], [], timeout)
-            if not ready:
-                return False
-            try:
-                data = os.read(self._fd, READ_CHUNK)
-            except OSError as e:
-                self._finish(e.strerror or str(e))
+            if self._input.broken is None and not self._eof:
+                ready, _, _ = select.select([self._fd], [], [], timeout)
+                if not ready:
+                    return False
+                try:
+                    data = os.read(self._fd, READ_CHUNK)
+                except OSError as e:
+                    self._finish(e.strerror or str(e))
+                    return True
+                if data:
+                    self._got_data = True
+                    self._input.feed(data)
+                else:
+                    self._eof = True
+                    self._input.finish()
+                got = self._parse()
+            if not got and self._parser.broken is None and (self._eof or self._input.broken):
+                # Nothing more can be framed: the compressed data's problem comes first, as the
+                # capture inside it then breaks off too.
+                self._finish(self._input.end() or self._parser.end())
                 return True
-            if not data:
-                self._finish(self._parser.end())
-                return True
-            self._got_data = True
-            self._parser.feed(data)
-            got = self._parser.parse(MAX_BATCH)
         self._pending.extend(got)
         if self._parser.broken is not None:
             self._finish(self._parser.broken)
@@ -583,10 +616,12 @@ class CaptureStream(_PacketSource):
                 p = self._pending.popleft()
                 if matches(p.linktype, p.data):
                     out.append(p)
-            if out:
+            # A stream hands out what it has; a file, which never waits, whole batches as
+            # libpcap does, so that a compressed file is cut into the same batches as the plain one.
+            if len(out) == MAX_BATCH or (out and not self._regular):
                 return out
             if self._ended:
-                return None
+                return out or None
             if not self._fill(_remaining(deadline)):
                 return out
 
@@ -823,6 +858,15 @@ def _open_stdin() -> CaptureStream:
     return stdin
 
 
+def _compressed(stream: BinaryIO) -> bool:
+    """Whether a regular file starts like gzip or zstd; leaves it at its start."""
+    try:
+        head = os.pread(stream.fileno(), 4, 0)
+    except OSError:
+        return False  # libpcap will say what is wrong with it
+    return compression_of(head) is not None
+
+
 def _open_path(path: str) -> Source:
     try:
         info = os.stat(path)
@@ -845,15 +889,16 @@ def _open_path(path: str) -> Source:
     if stat.S_ISREG(info.st_mode) and info.st_size == 0:
         stream.close()
         raise CaptureError(f"{path}: empty file")
-    if not stat.S_ISREG(info.st_mode):
-        # A pipe or a device: libpcap would block on it, and could not reopen it after a failure.
-        pipe = CaptureStream(path, stream, (path,))
+    # A pipe or a device: libpcap would block on it, and could not reopen it after a failure.
+    # A compressed file: libpcap cannot read it at all. Our parser reads both.
+    if not stat.S_ISREG(info.st_mode) or _compressed(stream):
+        capture = CaptureStream(path, stream, (path,))
         try:
-            pipe.read_header()
+            capture.read_header()
         except CaptureError:
-            pipe.close()
+            capture.close()
             raise
-        return pipe
+        return capture
     stream.close()
     try:
         handle = pcapy.open_offline(path)

@@ -1,23 +1,37 @@
-"""The pcap/pcapng parser and the pcap writer of engine.pcapfile, without libpcap in the way.
+"""engine.pcapfile without libpcap in the way: the pcap/pcapng parser, the pcap writer, and the
+gzip/zstd decompressor in front of the parser.
 
 libpcap's own per-packet `next()` is the reference for what a file holds: the parser must frame
 the same packets from the same bytes however they are chunked, and libpcap must read back what
-the writer wrote.
+the writer wrote. The decompressor must give back exactly the bytes that were compressed.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import struct
+import sys
+import zlib
 from pathlib import Path
 
 import pcapy
 import pytest
 
-from engine.pcapfile import PARSE_LIMIT, CaptureError, CaptureParser, Packet, PcapWriter
-from tests.captures import PCAPS, reference
+from engine.pcapfile import (
+    GZIP_MAGIC,
+    PARSE_LIMIT,
+    CaptureError,
+    CaptureParser,
+    Decompressor,
+    Packet,
+    PcapWriter,
+    compression_of,
+)
+from tests.captures import PCAPS, compress, reference, zstd_in_blocks
 
 HTTP_GET = PCAPS / "zeek" / "http__get.pcap"  # 14 packets, Ethernet
+BIG = PCAPS / "zeek" / "http__1000-requests-one-dropped-response.pcap"  # 4102 packets
 PCAPNG = PCAPS / "zeek" / "http__cooper-grill-dvwa.pcapng"  # 64 packets, one interface
 SNAPPED = PCAPS / "zeek" / "tcp__retransmit-fast009.pcap"  # caplen < wire length for some
 RAW = PCAPS / "zeek" / "tcp__payload-syn.pcap"  # LINKTYPE_RAW (101), which libpcap calls 12
@@ -190,3 +204,165 @@ def test_the_writer_refuses_a_second_link_type() -> None:
         " one of link type 0"
     )
     assert writer.written == 2
+
+
+# --- compressed captures ----------------------------------------------------------------------
+
+
+def inflate(decompressor: Decompressor, blob: bytes, chunk: int, size: int) -> bytes:
+    """Feed `blob` in chunks, reading at most `size` plain bytes at a time, then finish."""
+    out = bytearray()
+    for start in range(0, len(blob), chunk):
+        decompressor.feed(blob[start : start + chunk])
+        while piece := decompressor.read(size):
+            assert len(piece) <= size or decompressor.kind == ""
+            out += piece
+    decompressor.finish()
+    while piece := decompressor.read(size):
+        out += piece
+    return bytes(out)
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd", ""])
+@pytest.mark.parametrize(("chunk", "size"), [(1, 1 << 20), (7, 100), (1000, 1), (1 << 20, 4096)])
+def test_decompressor_gives_the_capture_back_in_any_chunking(kind: str, chunk: int, size: int) -> None:
+    plain = PCAPNG.read_bytes()
+    blob = compress(plain, kind) if kind else plain
+    decompressor = Decompressor()
+    assert inflate(decompressor, blob, chunk, size) == plain
+    assert decompressor.kind == kind
+    assert decompressor.end() is None and decompressor.broken is None
+
+
+def test_compression_is_told_by_the_first_bytes() -> None:
+    assert compression_of(b"\x1f\x8b\x08\x00") == "gzip"
+    assert compression_of(b"\x28\xb5\x2f\xfd") == "zstd"
+    assert compression_of(HTTP_GET.read_bytes()[:4]) is None
+    assert compression_of(b"\x1f") is None  # too short to say
+    # Plain bytes that merely start like gzip are plain once the input ends.
+    decompressor = Decompressor()
+    decompressor.feed(b"\x1f")
+    assert decompressor.read(10) == b"" and decompressor.kind is None
+    decompressor.finish()
+    assert decompressor.read(10) == b"\x1f" and decompressor.kind == ""
+
+
+def test_several_gzip_members_and_zero_padding_read_as_one_stream() -> None:
+    plain = HTTP_GET.read_bytes()
+    blob = compress(plain[:1000], "gzip") + compress(plain[1000:], "gzip") + b"\0" * 512
+    decompressor = Decompressor()
+    assert inflate(decompressor, blob, 333, 1 << 20) == plain
+    assert decompressor.end() is None
+
+
+def test_several_zstd_frames_and_skippable_frames_read_as_one_stream() -> None:
+    plain = HTTP_GET.read_bytes()
+    skippable = struct.pack("<II", 0x184D2A50, 5) + b"notes"
+    blob = compress(plain[:1000], "zstd") + skippable + compress(plain[1000:], "zstd")
+    decompressor = Decompressor()
+    assert inflate(decompressor, blob, 333, 1 << 20) == plain
+    assert decompressor.end() is None
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_truncated_compressed_data_gives_all_it_can_then_says_so(kind: str) -> None:
+    plain = BIG.read_bytes()
+    blob = zstd_in_blocks(plain) if kind == "zstd" else compress(plain, kind)
+    cut = blob[: len(blob) // 2]
+    decompressor = Decompressor()
+    got = inflate(decompressor, cut, 4096, 1 << 16)
+    assert 0 < len(got) < len(plain) and plain.startswith(got)
+    assert decompressor.end() == f"truncated {kind} data; the compressed stream ends early"
+    if kind == "gzip":  # zlib itself gives no more from the same bytes
+        assert got == zlib.decompressobj(31).decompress(cut)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("gzip", "corrupt gzip data (unknown compression method)"),
+     ("zstd", "corrupt zstd data (Unknown frame descriptor)")],
+)
+def test_corrupt_compressed_data_keeps_what_came_before(kind: str, message: str) -> None:
+    plain = HTTP_GET.read_bytes()
+    second = bytearray(compress(plain[3000:], kind))
+    second[2 if kind == "gzip" else 0] ^= 0x0F  # the compression method, or the frame magic
+    blob = compress(plain[:3000], kind) + bytes(second)
+    decompressor = Decompressor()
+    assert inflate(decompressor, blob, 1 << 20, 1 << 20) == plain[:3000]
+    assert decompressor.broken == message and decompressor.end() == message
+    assert decompressor.read(100) == b""  # nothing more once broken
+
+
+def test_garbage_after_a_gzip_member_is_corrupt_data() -> None:
+    blob = compress(HTTP_GET.read_bytes(), "gzip") + b"trailing text"
+    decompressor = Decompressor()
+    assert inflate(decompressor, blob, 1 << 20, 1 << 20) == HTTP_GET.read_bytes()
+    assert decompressor.end() == "corrupt gzip data (incorrect header check)"
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_a_small_file_that_expands_hugely_is_read_a_slice_at_a_time(kind: str) -> None:
+    bomb = compress(b"\0" * (64 << 20), kind)
+    assert len(bomb) < 1 << 20
+    decompressor = Decompressor()
+    decompressor.feed(bomb)
+    pieces = [decompressor.read(1 << 20) for _ in range(3)]
+    assert [len(p) for p in pieces] == [1 << 20] * 3
+
+
+def test_zstd_without_its_module_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "compression.zstd", None)
+    monkeypatch.setitem(sys.modules, "backports.zstd", None)
+    decompressor = Decompressor()
+    decompressor.feed(compress(HTTP_GET.read_bytes(), "zstd"))
+    assert decompressor.read(100) == b""
+    assert decompressor.broken == (
+        "zstd-compressed, and reading zstd needs the backports.zstd package"
+        " (pip install backports.zstd)"
+    )
+
+
+def deflate(data: bytes, finish: bool = True) -> bytes:
+    """Raw deflate data; unfinished, it ends on a byte boundary where a new block may start."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush(zlib.Z_FINISH if finish else zlib.Z_SYNC_FLUSH)
+
+
+def gzip_member(body: bytes, plain: bytes, flags: int = 0, fields: bytes = b"") -> bytes:
+    """A gzip member made by hand: header (with optional fields), deflate body, trailer."""
+    header = GZIP_MAGIC + bytes([8, flags]) + b"\0\0\0\0\0\xff" + fields
+    return header + body + struct.pack("<II", zlib.crc32(plain), len(plain))
+
+
+def test_gzip_header_fields_are_passed_over_in_any_chunking() -> None:
+    plain = HTTP_GET.read_bytes()
+    fields = struct.pack("<H", 6) + b"AB\x02\x00xy" + b"capture.pcap\0" + b"a comment\0" + b"\0\0"
+    blob = gzip_member(deflate(plain), plain, 0x04 | 0x08 | 0x10 | 0x02, fields)
+    assert gzip.decompress(blob) == plain  # the gzip module agrees it is well formed
+    for chunk in (1, 5, 1 << 20):
+        decompressor = Decompressor()
+        assert inflate(decompressor, blob, chunk, 1 << 20) == plain
+        assert decompressor.end() is None
+
+
+def test_a_gzip_member_whose_checksum_is_wrong_still_gives_all_its_bytes() -> None:
+    plain = HTTP_GET.read_bytes()
+    blob = bytearray(gzip_member(deflate(plain), plain))
+    blob[-8] ^= 1  # the CRC-32
+    decompressor = Decompressor()
+    assert inflate(decompressor, bytes(blob), 1 << 20, 1 << 20) == plain
+    assert decompressor.end() == "corrupt gzip data (incorrect data check)"
+    short = gzip_member(deflate(plain), plain)[:-4] + struct.pack("<I", len(plain) + 1)
+    decompressor = Decompressor()
+    assert inflate(decompressor, short, 1 << 20, 1 << 20) == plain
+    assert decompressor.end() == "corrupt gzip data (incorrect length check)"
+
+
+@pytest.mark.parametrize("good", [1, 5000, 40000])
+def test_bad_deflate_data_gives_every_byte_before_it(good: int) -> None:
+    plain = BIG.read_bytes()[:good]
+    # A block of the reserved type 3 right after the good data, on a byte boundary.
+    blob = gzip_member(deflate(plain, finish=False) + b"\x06" + b"\0" * 100, plain)
+    decompressor = Decompressor()
+    assert inflate(decompressor, blob, 1 << 20, 1 << 20) == plain  # also when in one slice
+    assert decompressor.end() == "corrupt gzip data (invalid block type)"

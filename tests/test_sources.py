@@ -1,5 +1,5 @@
-"""Capture sources: files, merges, stdin, broken files, pcapng with mixed link types, live capture,
-writing. The parser and writer themselves are tested in test_pcapfile.py.
+"""Capture sources: files, merges, stdin, broken files, pcapng with mixed link types, gzip and
+zstd compressed captures, live capture, writing. The parser and writer themselves are tested in test_pcapfile.py.
 
 libpcap's own per-packet `next()` is the reference for what a file holds. Live tests capture on
 the loopback interface and need root; they are skipped otherwise.
@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +33,16 @@ from engine.sources import (
     validate_filter,
     write_packets,
 )
-from tests.captures import Record, reference
+from tests.captures import (
+    COMPRESSIONS,
+    SUFFIX,
+    Record,
+    compress,
+    compressed_copy,
+    reference,
+    zstd,
+    zstd_in_blocks,
+)
 
 PCAPS = Path(__file__).parent / "data" / "pcaps"
 HTTP_GET = PCAPS / "zeek" / "http__get.pcap"  # 14 packets, Ethernet
@@ -455,6 +465,221 @@ def test_filter_on_mixed_pcapng_applies_per_link_type() -> None:
     # Ethernet addresses mean nothing on the loopback interface: those packets never match.
     broadcast = packets_of(open_files([str(MIXED_BE)], "ether broadcast"))
     assert [p[2] for p in broadcast] == [1, 1]
+
+
+# --- compressed captures: gzip and zstd, found by their first bytes ---------------------------
+
+
+def plain_prefix(blob: bytes, kind: str) -> bytes:
+    """All the plain bytes a decompressor can make of a cut compressed capture."""
+    if kind == "gzip":
+        return zlib.decompressobj(31).decompress(blob)
+    return bytes(zstd().ZstdDecompressor().decompress(blob))
+
+
+@pytest.mark.parametrize("kind", COMPRESSIONS)
+@pytest.mark.parametrize("path", [HTTP_GET, BIG, PCAPNG, RAW, MIXED_BE, MIXED_LE])
+def test_a_compressed_file_reads_as_the_file_itself(tmp_path: Path, path: Path, kind: str) -> None:
+    packed = compressed_copy(path, kind, tmp_path)
+    plain = drain(open_files([str(path)]))
+    source = open_files([str(packed)])
+    batches = drain(source)
+    assert flatten(batches) == flatten(plain) and len(flatten(batches)) > 0
+    assert [b.linktype for b in batches] == [b.linktype for b in plain]
+    assert all(0 < len(b) <= MAX_BATCH for b in batches)
+    assert source.error is None and not source.live
+    assert source.name == str(packed) and source.paths == (str(packed),)
+    assert source.linktypes == frozenset(b.linktype for b in plain)
+    source.close()
+
+
+@pytest.mark.parametrize("kind", COMPRESSIONS)
+def test_a_truncated_compressed_file_yields_what_precedes_the_cut(tmp_path: Path, kind: str) -> None:
+    plain = BIG.read_bytes()
+    blob = zstd_in_blocks(plain) if kind == "zstd" else compress(plain, kind)
+    cut = tmp_path / f"cut.pcap{SUFFIX[kind]}"
+    cut.write_bytes(blob[: len(blob) // 2])
+    readable = tmp_path / "readable.pcap"
+    readable.write_bytes(plain_prefix(cut.read_bytes(), kind))
+    expected, _ = reference(readable)
+    assert 0 < len(expected) < 4102
+    got, source = read_all(cut)
+    assert got == without_wire_len(expected)
+    assert source.error == (
+        f"{cut}: truncated after {len(expected)} packets: truncated {kind} data; the compressed"
+        " stream ends early"
+    )
+
+
+def damaged_after(plain: bytes, where: str) -> bytes:
+    """`plain` compressed, the compressed data going bad right after plain[:3000]."""
+    head, rest = plain[:3000], plain[3000:]
+    if where == "deflate block":
+        # Inside one gzip member: a block of the reserved type 3 right after the good data.
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        body = compressor.compress(head) + compressor.flush(zlib.Z_SYNC_FLUSH) + b"\x06" + rest
+        trailer = struct.pack("<II", zlib.crc32(plain), len(plain))
+        return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + body + trailer
+    kind = "gzip" if where == "gzip member" else "zstd"
+    second = bytearray(compress(rest, kind))
+    second[2 if kind == "gzip" else 0] ^= 0x0F  # the compression method, or the frame magic
+    return compress(head, kind) + bytes(second)
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [("gzip member", "corrupt gzip data (unknown compression method)"),
+     ("deflate block", "corrupt gzip data (invalid block type)"),
+     ("zstd frame", "corrupt zstd data (Unknown frame descriptor)")],
+)
+def test_a_corrupt_compressed_file_yields_what_precedes_the_break(
+    tmp_path: Path, where: str, reason: str
+) -> None:
+    plain = HTTP_GET.read_bytes()
+    broken = tmp_path / "broken.pcap.gz"
+    broken.write_bytes(damaged_after(plain, where))
+    readable = tmp_path / "readable.pcap"
+    readable.write_bytes(plain[:3000])
+    expected, _ = reference(readable)
+    assert 0 < len(expected) < 14
+    got, source = read_all(broken)
+    assert got == without_wire_len(expected)
+    assert source.error == f"{broken}: unreadable after {len(expected)} packets: {reason}"
+
+
+@pytest.mark.parametrize("kind", COMPRESSIONS)
+def test_damage_anywhere_in_a_compressed_file_is_a_one_line_error(tmp_path: Path, kind: str) -> None:
+    # With its checksum, as the zstd command writes it: a damaged frame is then found out.
+    checksum = {"options": {zstd().CompressionParameter.checksum_flag: 1}} if kind == "zstd" else {}
+    blob = compress(HTTP_GET.read_bytes(), kind, **checksum)
+    everything = without_wire_len(reference(HTTP_GET)[0])
+    damaged = tmp_path / f"damaged.pcap{SUFFIX[kind]}"
+    for at in range(0, len(blob), 97):
+        broken = bytearray(blob)
+        broken[at] ^= 0x55
+        damaged.write_bytes(bytes(broken))
+        try:
+            got, source = read_all(damaged)
+        except CaptureError as e:
+            assert str(e).startswith(f"{damaged}: ") and "\n" not in str(e)
+            continue
+        if source.error is None:  # a header field no one checks, such as gzip's mtime
+            assert got == everything, at
+        else:
+            assert source.error.startswith(f"{damaged}: ") and "\n" not in source.error
+
+
+@pytest.mark.parametrize("kind", COMPRESSIONS)
+def test_compressed_stdin(kind: str) -> None:
+    done = run_with_stdin(compress(HTTP_GET.read_bytes(), kind))
+    assert done.returncode == 0, done.stderr
+    expected, _ = reference(HTTP_GET)
+    assert done.stdout.splitlines() == [*stdin_lines(expected), "end 14 stdin None"]
+    bpf = "tcp[tcpflags] & tcp-fin != 0"
+    filtered = run_with_stdin(compress(HTTP_GET.read_bytes(), kind), bpf)
+    fins, _ = reference(HTTP_GET, bpf)
+    assert 0 < len(fins) < 14
+    assert filtered.stdout.splitlines()[:-1] == stdin_lines(fins)
+
+
+def test_truncated_gzip_on_stdin_says_where() -> None:
+    blob = compress(HTTP_GET.read_bytes(), "gzip")
+    done = run_with_stdin(blob[:-900])
+    lines = done.stdout.splitlines()
+    n = len(lines) - 1
+    assert 0 < n < 14
+    assert lines[-1] == (
+        f"end {n} stdin stdin: truncated after {n} packets: truncated gzip data; the compressed"
+        " stream ends early"
+    )
+
+
+def test_compressed_files_merge_with_each_other_and_plain_ones(tmp_path: Path) -> None:
+    everything, _ = reference(HTTP_GET)
+    even, odd, third = tmp_path / "even.pcap", tmp_path / "odd.pcap", tmp_path / "third.pcap"
+    write_with_pcapy(HTTP_GET, even, list(range(0, 14, 3)))
+    write_with_pcapy(HTTP_GET, odd, list(range(1, 14, 3)))
+    write_with_pcapy(HTTP_GET, third, list(range(2, 14, 3)))
+    names = [
+        str(compressed_copy(even, "gzip", tmp_path)),
+        str(compressed_copy(odd, "zstd", tmp_path)),
+        str(third),
+    ]
+    source = open_files(names, "tcp")
+    assert source.name == ",".join(names)
+    assert flatten(drain(source)) == without_wire_len(everything)
+    assert source.error is None
+
+
+@pytest.mark.parametrize("kind", COMPRESSIONS)
+def test_bpf_filter_on_a_compressed_file(tmp_path: Path, kind: str) -> None:
+    bpf = "tcp[tcpflags] & tcp-syn != 0"
+    got, _ = read_all(compressed_copy(HTTP_GET, kind, tmp_path), bpf)
+    assert got == without_wire_len(reference(HTTP_GET, bpf)[0]) and 0 < len(got) < 14
+    source = open_files([str(compressed_copy(BIG, kind, tmp_path))])
+    first = source.next_batch()
+    assert first is not None and len(first) == MAX_BATCH  # a file: whole batches, as libpcap's
+    with pytest.raises(FilterError, match="unknown port 'banana'"):
+        source.set_filter("port banana")
+    source.set_filter(LARGE)
+    everything, _ = reference(BIG)
+    large = [r for r in everything[MAX_BATCH:] if is_large(r)]
+    assert 0 < len(large) and flatten(drain(source)) == without_wire_len(large)
+    with pytest.raises(FilterError, match="ethernet addresses supported only"):
+        open_files([str(compressed_copy(LOOPBACK, kind, tmp_path))], "ether host 01:02:03:04:05:06")
+
+
+def test_the_first_bytes_decide_not_the_name(tmp_path: Path) -> None:
+    expected = without_wire_len(reference(HTTP_GET)[0])
+    plain_named_gz = tmp_path / "plain.pcap.gz"
+    plain_named_gz.write_bytes(HTTP_GET.read_bytes())
+    zstd_named_gz = compressed_copy(HTTP_GET, "zstd", tmp_path, "zstd.pcap.gz")
+    gzip_named_pcap = compressed_copy(HTTP_GET, "gzip", tmp_path, "gzip.pcap")
+    for path in (plain_named_gz, zstd_named_gz, gzip_named_pcap):
+        got, source = read_all(path)
+        assert got == expected and source.error is None, path
+
+
+def test_unreadable_compressed_files_get_one_line_messages(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt.gz"
+    text.write_bytes(compress(b"hello, not a capture\n" * 20, "gzip"))
+    empty = tmp_path / "empty.pcap.zst"
+    empty.write_bytes(compress(b"", "zstd"))
+    cut = tmp_path / "cut.pcap.gz"
+    cut.write_bytes(compress(HTTP_GET.read_bytes(), "gzip")[:8])
+    cases = {
+        text: f"{text}: gzip-compressed, but not a pcap or pcapng file inside (unknown file format)",
+        empty: f"{empty}: empty input (nothing inside the zstd data)",
+        cut: f"{cut}: truncated gzip data; the compressed stream ends early",
+    }
+    for path, message in cases.items():
+        with pytest.raises(CaptureError) as caught:
+            open_files([str(path)])
+        assert str(caught.value) == message
+
+
+def test_zstd_without_its_module_names_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    packed = compressed_copy(HTTP_GET, "zstd", tmp_path)
+    monkeypatch.setitem(sys.modules, "compression.zstd", None)
+    monkeypatch.setitem(sys.modules, "backports.zstd", None)
+    with pytest.raises(CaptureError) as caught:
+        open_files([str(packed)])
+    assert str(caught.value) == (
+        f"{packed}: zstd-compressed, and reading zstd needs the backports.zstd package"
+        " (pip install backports.zstd)"
+    )
+    assert read_all(compressed_copy(HTTP_GET, "gzip", tmp_path))[0]  # gzip needs no module
+
+
+def test_write_packets_from_a_compressed_file(tmp_path: Path) -> None:
+    packed = compressed_copy(SNAPPED, "gzip", tmp_path)
+    out = tmp_path / "out.pcap"
+    assert write_packets(open_files([str(packed)], "tcp"), str(out)) == 39
+    assert reference(out) == (reference(SNAPPED, "tcp")[0], None)
+    with pytest.raises(CaptureError, match="is also an input"):
+        write_packets(open_files([str(packed)]), str(packed))
 
 
 # --- live capture -----------------------------------------------------------------------------
