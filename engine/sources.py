@@ -6,7 +6,9 @@ with `Source.next_batch()`. The capture (BPF) filter runs in the kernel or in li
 changed while the source is open.
 
 This is the only module of wirepeek that imports pcapy, and the only one that opens capture
-devices and capture files. It must never:
+devices and capture files. Regular files go to libpcap, the fast path; pipes, stdin and the files
+libpcap cannot read, or gives up on part way, go to `engine.pcapfile.CaptureParser`, fed by
+`CaptureStream`. Pcap files are written by `engine.pcapfile.PcapWriter`. It must never:
 
 - block forever: live reads wait in select() with a timeout, because a blocking libpcap read on a
   quiet Linux interface (TPACKET_V3) only times out once a packet has arrived;
@@ -25,49 +27,42 @@ import os
 import pwd
 import select
 import stat
-import struct
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, NamedTuple, Self, TypeVar
+from typing import Any, BinaryIO, Self, TypeVar
 
 import pcapy
 
 from engine.batch import META, Batch
 from engine.decode import tcp_key
+from engine.pcapfile import (
+    ETHERNET,
+    SNAPLEN,
+    CaptureError,
+    CaptureParser,
+    Decompressor,
+    Packet,
+    PcapWriter,
+    compression_of,
+)
 from engine.tcp import reverse_key
 
 MAX_BATCH = 4096
 """Most packets in one batch: big enough to amortise per-call costs, small enough to stay fresh."""
 
-SNAPLEN = 262144
-"""libpcap's default snapshot length: whole packets on every common link type."""
-
 LIVE_BLOCK_TIMEOUT_MS = 50
 """The kernel hands a partly filled ring block to us after this long, which bounds live latency."""
 
 READ_CHUNK = 1 << 20
-MAX_RECORD = 16 * 1024 * 1024
-"""Largest pcap record or pcapng block we accept, as libpcap does; anything bigger is corruption."""
-
-ETHERNET = 1
 
 _Handle = Any  # pcapy's capture handle; the extension module does not export its type
 _Read = TypeVar("_Read", Batch, list["Packet"])
 
-# pcap files store LINKTYPE_* numbers; libpcap hands out DLT_* numbers, which differ for these few.
-# Packets read by our own parser are given the DLT numbers too, so every Batch speaks one language.
-_LINKTYPE_TO_DLT = {100: 11, 101: 12, 102: 15, 103: 16, 106: 19}
-_DLT_TO_LINKTYPE = {dlt: linktype for linktype, dlt in _LINKTYPE_TO_DLT.items()}
-
 # libpcap 1.9 refuses pcapng files whose interfaces have different link types with this message.
 _MIXED_LINKTYPES = "different from the type of the first interface"
-
-
-class CaptureError(Exception):
-    """A problem the user must be told about in one line (str(e) is that line)."""
 
 
 class FilterError(CaptureError):
@@ -86,16 +81,6 @@ class CaptureStats:
     received: int
     dropped: int
     if_dropped: int
-
-
-class Packet(NamedTuple):
-    """One packet with everything a capture file keeps about it (the slow path; see `Batch`)."""
-
-    sec: int
-    usec: int
-    linktype: int
-    wire_len: int
-    data: bytes
 
 
 # --- filters, interfaces, privileges ----------------------------------------------------------
@@ -507,261 +492,6 @@ def open_live(
     return source
 
 
-# --- our own capture file parser --------------------------------------------------------------
-
-_PCAP_MAGICS = {
-    b"\xd4\xc3\xb2\xa1": ("<", 1),
-    b"\xa1\xb2\xc3\xd4": (">", 1),
-    b"\x4d\x3c\xb2\xa1": ("<", 1000),
-    b"\xa1\xb2\x3c\x4d": (">", 1000),
-}
-_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
-_SHB, _IDB, _OPB, _SPB, _EPB = 0x0A0D0D0A, 1, 2, 3, 6
-_IF_TSRESOL, _IF_TSOFFSET = 9, 14
-_MAX_SEC = 0xFFFFFFFF
-
-
-@dataclass(frozen=True, slots=True)
-class _Interface:
-    linktype: int
-    snaplen: int
-    units_per_second: int
-    offset_seconds: int
-
-
-class CaptureParser:
-    """Frames packets out of pcap or pcapng bytes, fed in chunks of any size.
-
-    It exists because libpcap cannot do three things wirepeek needs: read pcapng files whose
-    interfaces have different link types, say where a broken file broke without losing the
-    packets of the batch that hit the break, and read a stream without blocking.
-    Timestamps come out in microseconds, as libpcap gives them.
-    """
-
-    def __init__(self) -> None:
-        self._buf = b""
-        self._pos = 0
-        self._pcapng = False
-        self._started = False
-        self._order = "<"
-        self._ts_divisor = 1
-        self._linktype = ETHERNET
-        self._interfaces: list[_Interface] = []
-        self._last_ts = (0, 0)
-        self.records = 0
-        """Packet records framed so far, whether or not a filter keeps them."""
-        self.broken: str | None = None
-        """Set when the data stopped making sense; nothing after that point is read."""
-        self.linktypes: set[int] = set()
-
-    def feed(self, data: bytes) -> None:
-        self._buf = self._buf[self._pos :] + data
-        self._pos = 0
-
-    @property
-    def started(self) -> bool:
-        """The file header has been read, so the link type of what follows is known."""
-        return self._started and bool(self.linktypes)
-
-    def parse(self, limit: int = MAX_BATCH) -> list[Packet]:
-        """The complete packets available, at most `limit`; stops early once `broken`."""
-        out: list[Packet] = []
-        if self.broken is not None:
-            return out
-        if not self._started and not self._parse_file_header():
-            return out
-        if self._pcapng:
-            self._parse_blocks(out, limit)
-        else:
-            self._parse_records(out, limit)
-        return out
-
-    def end(self) -> str | None:
-        """At the end of the input: what was wrong with it, or None if it ended cleanly."""
-        if self.broken is not None:
-            return self.broken
-        left = len(self._buf) - self._pos
-        if left == 0:
-            return None
-        if not self._started:
-            # libpcap reads the 4-byte magic first and counts only what came after it.
-            if left < 4:
-                return f"truncated dump file; tried to read 4 file header bytes, only got {left}"
-            return f"truncated dump file; tried to read 24 file header bytes, only got {left - 4}"
-        if self._pcapng:
-            # Worded as libpcap words it: the 8-byte block header, then the rest of the block.
-            if left < 8:
-                return f"truncated pcapng dump file; tried to read 8 bytes, only got {left}"
-            length = struct.unpack_from(self._order + "I", self._buf, self._pos + 4)[0]
-            return (
-                f"truncated pcapng dump file; tried to read {length - 8} bytes, only got {left - 8}"
-            )
-        if left < 16:
-            return f"truncated dump file; tried to read 16 header bytes, only got {left}"
-        caplen = struct.unpack_from(self._order + "I", self._buf, self._pos + 8)[0]
-        return f"truncated dump file; tried to read {caplen} captured bytes, only got {left - 16}"
-
-    def _parse_file_header(self) -> bool:
-        buf, pos = self._buf, self._pos
-        if len(buf) - pos < 4:
-            return False
-        magic = buf[pos : pos + 4]
-        if magic == _PCAPNG_MAGIC:
-            # A pcapng file starts with a section header block, read like any other block.
-            self._pcapng = True
-            self._started = True
-            return True
-        if magic not in _PCAP_MAGICS:
-            self.broken = "unknown file format"
-            return False
-        if len(buf) - pos < 24:
-            return False
-        self._order, self._ts_divisor = _PCAP_MAGICS[magic]
-        major, minor, _zone, _sigfigs, _snaplen, linktype = struct.unpack_from(
-            self._order + "HHiIII", buf, pos + 4
-        )
-        if major != 2:
-            self.broken = f"pcap file version {major}.{minor} is not supported"
-            return False
-        # The top bits of the link type field carry FCS information, not the link type.
-        self._linktype = _dlt(linktype & 0x03FFFFFF)
-        self.linktypes.add(self._linktype)
-        self._pos = pos + 24
-        self._started = True
-        return True
-
-    def _parse_records(self, out: list[Packet], limit: int) -> None:
-        buf, pos, end = self._buf, self._pos, len(self._buf)
-        record = struct.Struct(self._order + "IIII")
-        divisor, linktype = self._ts_divisor, self._linktype
-        while len(out) < limit and end - pos >= 16:
-            sec, frac, caplen, wire_len = record.unpack_from(buf, pos)
-            if caplen > MAX_RECORD:
-                self.broken = (
-                    f"invalid packet capture length {caplen}, bigger than maximum of {MAX_RECORD}"
-                )
-                break
-            if end - pos - 16 < caplen:
-                break
-            start = pos + 16
-            out.append(
-                Packet(sec, frac // divisor, linktype, wire_len, buf[start : start + caplen])
-            )
-            pos = start + caplen
-            self.records += 1
-        self._pos = pos
-
-    def _parse_blocks(self, out: list[Packet], limit: int) -> None:
-        buf, end = self._buf, len(self._buf)
-        while len(out) < limit and end - self._pos >= 12:
-            pos = self._pos
-            if buf[pos : pos + 4] == _PCAPNG_MAGIC:
-                # A new section may switch byte order; its byte-order magic says which.
-                bom = buf[pos + 8 : pos + 12]
-                if bom == b"\x4d\x3c\x2b\x1a":
-                    self._order = "<"
-                elif bom == b"\x1a\x2b\x3c\x4d":
-                    self._order = ">"
-                else:
-                    self.broken = "pcapng section header has an unknown byte-order magic"
-                    return
-            block_type, length = struct.unpack_from(self._order + "II", buf, pos)
-            if length < 12 or length % 4 or length > MAX_RECORD:
-                self.broken = f"pcapng block of type {block_type:#x} has an invalid length {length}"
-                return
-            if end - pos < length:
-                return
-            body, body_end = pos + 8, pos + length - 4
-            if block_type == _SHB:
-                self._interfaces = []
-            elif block_type == _IDB:
-                self._read_interface(body, body_end)
-            elif block_type in (_EPB, _OPB, _SPB):
-                packet = self._read_packet_block(block_type, body, body_end)
-                if packet is None:
-                    return
-                out.append(packet)
-                self.records += 1
-            if self.broken is not None:
-                return
-            self._pos = pos + length
-
-    def _read_interface(self, body: int, body_end: int) -> None:
-        if body_end - body < 8:
-            self.broken = "pcapng interface description block is too short"
-            return
-        linktype, _reserved, snaplen = struct.unpack_from(self._order + "HHI", self._buf, body)
-        units, offset = 1_000_000, 0
-        for code, value in self._options(body + 8, body_end):
-            if code == _IF_TSRESOL and len(value) == 1:
-                exponent = value[0] & 0x7F
-                units = 2**exponent if value[0] & 0x80 else 10**exponent
-            elif code == _IF_TSOFFSET and len(value) == 8:
-                offset = struct.unpack(self._order + "q", value)[0]
-        interface = _Interface(_dlt(linktype), snaplen, units, offset)
-        self._interfaces.append(interface)
-        self.linktypes.add(interface.linktype)
-
-    def _options(self, pos: int, end: int) -> list[tuple[int, bytes]]:
-        found = []
-        while end - pos >= 4:
-            code, length = struct.unpack_from(self._order + "HH", self._buf, pos)
-            if code == 0:
-                break
-            value = self._buf[pos + 4 : pos + 4 + length]
-            found.append((code, value))
-            pos += 4 + (length + 3) // 4 * 4
-        return found
-
-    def _read_packet_block(self, block_type: int, body: int, body_end: int) -> Packet | None:
-        buf, order = self._buf, self._order
-        if block_type == _SPB:
-            if body_end - body < 4:
-                self.broken = "pcapng simple packet block is too short"
-                return None
-            index = 0
-            wire_len = struct.unpack_from(order + "I", buf, body)[0]
-            start = body + 4
-            caplen = min(wire_len, body_end - start)
-        else:
-            if body_end - body < 20:
-                self.broken = "pcapng packet block is too short"
-                return None
-            if block_type == _EPB:
-                index, high, low, caplen, wire_len = struct.unpack_from(order + "IIIII", buf, body)
-            else:
-                index, _drops, high, low, caplen, wire_len = struct.unpack_from(
-                    order + "HHIIII", buf, body
-                )
-            start = body + 20
-            if caplen > body_end - start:
-                self.broken = f"pcapng packet block holds {caplen} bytes in a block too short"
-                return None
-        if index >= len(self._interfaces):
-            self.broken = f"pcapng packet refers to interface {index}, which was not described"
-            return None
-        interface = self._interfaces[index]
-        if block_type == _SPB:
-            if interface.snaplen:
-                caplen = min(caplen, interface.snaplen)
-            # A simple packet block carries no timestamp: keep the previous one, so that time
-            # never jumps back to 1970 in the middle of a capture.
-            sec, usec = self._last_ts
-        else:
-            ticks = (high << 32) | low
-            units = interface.units_per_second
-            sec = ticks // units + interface.offset_seconds
-            usec = (ticks % units) * 1_000_000 // units
-            if not 0 <= sec <= _MAX_SEC:
-                sec, usec = (0, 0) if sec < 0 else (_MAX_SEC, 999_999)
-            self._last_ts = (sec, usec)
-        return Packet(sec, usec, interface.linktype, wire_len, buf[start : start + caplen])
-
-
-def _dlt(linktype: int) -> int:
-    return _LINKTYPE_TO_DLT.get(linktype, linktype)
-
-
 def _locate(name: str, records: int, message: str) -> str:
     """The one-line account of a broken capture: which file, after how many packets, and why."""
     what = "truncated" if message.startswith("truncated") else "unreadable"
@@ -780,7 +510,9 @@ class _FilterSpan:
 
 
 class CaptureStream(_PacketSource):
-    """A pcap or pcapng stream read by `CaptureParser`: stdin, a pipe, or a file libpcap refused.
+    """A pcap or pcapng stream read by `CaptureParser`: stdin, a pipe, a compressed file, or a
+    file libpcap refused. gzip and zstd are undone on the way (`Decompressor`), found by the
+    stream's first bytes whatever its name.
 
     Waits for data in select(), so a stream fed slowly (tcpdump -U -w - | wirepeek -r -) gives
     packets as they come, and `next_batch(timeout)` returns in time.
@@ -790,9 +522,12 @@ class CaptureStream(_PacketSource):
         super().__init__(name, live=False, paths=paths)
         self._stream = stream
         self._fd = stream.fileno()
+        self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
+        self._input = Decompressor()
         self._parser = CaptureParser()
         self._pending: deque[Packet] = deque()  # framed, but not yet filtered
         self._filter = _PacketFilter("")
+        self._eof = False  # the stream said so; what it gave may still be waiting to be framed
         self._ended = False
         self._closed = False
         self._got_data = False
@@ -808,33 +543,59 @@ class CaptureStream(_PacketSource):
         """Wait for the file header, so the format and first link type are known; CaptureError."""
         while not self._parser.started and not self._ended:
             self._fill(None)
+        if self._parser.started:
+            return
+        kind = self._input.kind
         if self._parser.broken == "unknown file format":
+            if kind:
+                raise CaptureError(
+                    f"{self.name}: {kind}-compressed, but not a pcap or pcapng file inside"
+                    " (unknown file format)"
+                )
             raise CaptureError(f"{self.name}: not a pcap or pcapng file (unknown file format)")
-        if self._ended and not self._got_data:
-            raise CaptureError(f"{self.name}: empty input")
-        if self._problem is not None and not self._parser.started:
+        if self._problem is not None:
             raise CaptureError(f"{self.name}: {self._problem}")
+        inside = f" (nothing inside the {kind} data)" if kind else ""
+        raise CaptureError(f"{self.name}: empty input{inside}")
+
+    def _parse(self) -> list[Packet]:
+        """The packets that the bytes read so far complete, decompressing as much as that takes."""
+        got = self._parser.parse(MAX_BATCH)
+        while not got and self._parser.broken is None:
+            plain = self._input.read(READ_CHUNK)
+            if not plain:
+                break
+            self._parser.feed(plain)
+            got = self._parser.parse(MAX_BATCH)
+        return got
 
     def _fill(self, timeout: float | None) -> bool:
         """Frame more packets into `_pending`, reading if need be. False if nothing came in time."""
         if self._ended:
             return False
-        got = self._parser.parse(MAX_BATCH)
+        got = self._parse()
         if not got and self._parser.broken is None:
-            ready, _, _ = select.select([self._fd], [], [], timeout)
-            if not ready:
-                return False
-            try:
-                data = os.read(self._fd, READ_CHUNK)
-            except OSError as e:
-                self._finish(e.strerror or str(e))
+            if self._input.broken is None and not self._eof:
+                ready, _, _ = select.select([self._fd], [], [], timeout)
+                if not ready:
+                    return False
+                try:
+                    data = os.read(self._fd, READ_CHUNK)
+                except OSError as e:
+                    self._finish(e.strerror or str(e))
+                    return True
+                if data:
+                    self._got_data = True
+                    self._input.feed(data)
+                else:
+                    self._eof = True
+                    self._input.finish()
+                got = self._parse()
+            if not got and self._parser.broken is None and (self._eof or self._input.broken):
+                # Nothing more can be framed: the compressed data's problem comes first, as the
+                # capture inside it then breaks off too.
+                self._finish(self._input.end() or self._parser.end())
                 return True
-            if not data:
-                self._finish(self._parser.end())
-                return True
-            self._got_data = True
-            self._parser.feed(data)
-            got = self._parser.parse(MAX_BATCH)
         self._pending.extend(got)
         if self._parser.broken is not None:
             self._finish(self._parser.broken)
@@ -855,10 +616,12 @@ class CaptureStream(_PacketSource):
                 p = self._pending.popleft()
                 if matches(p.linktype, p.data):
                     out.append(p)
-            if out:
+            # A stream hands out what it has; a file, which never waits, whole batches as
+            # libpcap does, so that a compressed file is cut into the same batches as the plain one.
+            if len(out) == MAX_BATCH or (out and not self._regular):
                 return out
             if self._ended:
-                return None
+                return out or None
             if not self._fill(_remaining(deadline)):
                 return out
 
@@ -1095,6 +858,15 @@ def _open_stdin() -> CaptureStream:
     return stdin
 
 
+def _compressed(stream: BinaryIO) -> bool:
+    """Whether a regular file starts like gzip or zstd; leaves it at its start."""
+    try:
+        head = os.pread(stream.fileno(), 4, 0)
+    except OSError:
+        return False  # libpcap will say what is wrong with it
+    return compression_of(head) is not None
+
+
 def _open_path(path: str) -> Source:
     try:
         info = os.stat(path)
@@ -1117,15 +889,16 @@ def _open_path(path: str) -> Source:
     if stat.S_ISREG(info.st_mode) and info.st_size == 0:
         stream.close()
         raise CaptureError(f"{path}: empty file")
-    if not stat.S_ISREG(info.st_mode):
-        # A pipe or a device: libpcap would block on it, and could not reopen it after a failure.
-        pipe = CaptureStream(path, stream, (path,))
+    # A pipe or a device: libpcap would block on it, and could not reopen it after a failure.
+    # A compressed file: libpcap cannot read it at all. Our parser reads both.
+    if not stat.S_ISREG(info.st_mode) or _compressed(stream):
+        capture = CaptureStream(path, stream, (path,))
         try:
-            pipe.read_header()
+            capture.read_header()
         except CaptureError:
-            pipe.close()
+            capture.close()
             raise
-        return pipe
+        return capture
     stream.close()
     try:
         handle = pcapy.open_offline(path)
@@ -1161,47 +934,6 @@ def open_files(paths: list[str], bpf: str = "") -> Source:
 
 
 # --- writing captures -------------------------------------------------------------------------
-
-
-class _PcapWriter:
-    """Writes a classic pcap file: microsecond timestamps, native byte order, as libpcap does.
-
-    The file header, which names the one link type of the file, is written with the first packet.
-    """
-
-    def __init__(self, out: BinaryIO, name: str, owned: bool = True) -> None:
-        self._out = out
-        self._name = name
-        self._owned = owned  # closed at the end; standard output is only flushed
-        self._record = struct.Struct("=IIII")
-        self.linktype: int | None = None
-        self.written = 0
-
-    def _write_header(self, linktype: int) -> None:
-        self.linktype = linktype
-        field = _DLT_TO_LINKTYPE.get(linktype, linktype)
-        self._out.write(struct.pack("=IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, SNAPLEN, field))
-
-    def write(self, p: Packet) -> None:
-        if self.linktype is None:
-            self._write_header(p.linktype)
-        elif p.linktype != self.linktype:
-            raise CaptureError(
-                f"{self._name}: a pcap file holds one link type, and after {self.written} packets"
-                f" of link type {self.linktype} came one of link type {p.linktype}"
-            )
-        self._out.write(self._record.pack(p.sec, p.usec, len(p.data), p.wire_len))
-        self._out.write(p.data)
-        self.written += 1
-
-    def close(self, linktype_if_empty: int) -> None:
-        # Even without a packet the output is a valid capture, as with tcpdump -w.
-        if self.linktype is None:
-            self._write_header(linktype_if_empty)
-        if self._owned:
-            self._out.close()
-        else:
-            self._out.flush()
 
 
 def _packets_to_write(
@@ -1264,7 +996,7 @@ def write_packets(
         out = sys.stdout.buffer if out_path == "-" else open(out_path, "wb")  # noqa: SIM115
     except OSError as e:
         raise CaptureError(f"{out_path}: {(e.strerror or str(e)).lower()}") from None
-    writer = _PcapWriter(out, out_path, owned=out_path != "-")
+    writer = PcapWriter(out, out_path, owned=out_path != "-")
     try:
         for p in _packets_to_write(source, count, duration):
             writer.write(p)
@@ -1302,7 +1034,7 @@ def write_packet_list(packets: Iterable[Packet], out_path: str) -> int:
         out = open(out_path, "wb")  # noqa: SIM115
     except OSError as e:
         raise CaptureError(f"{out_path}: {(e.strerror or str(e)).lower()}") from None
-    writer = _PcapWriter(out, out_path)
+    writer = PcapWriter(out, out_path)
     try:
         first = ETHERNET
         for p in packets:

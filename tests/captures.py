@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pcapy
 
 from engine import sources
 from engine.bounds import Bounds
@@ -13,6 +18,8 @@ from engine.pipeline import Pipeline
 from tests.feeding import Recorder
 
 PCAPS = Path(__file__).parent / "data" / "pcaps"
+
+Record = tuple[int, int, int, int, bytes]  # sec, usec, caplen, wire length, bytes
 
 
 def capture(name: str) -> str:
@@ -72,3 +79,62 @@ def replay_file(path: str, bpf: str = "", bounds: Bounds | None = None) -> Repla
         source.close()
     events += pipeline.finish()
     return Replay(pipeline, events, recorders, source.error)
+
+
+def reference(path: Path | str, bpf: str = "") -> tuple[list[Record], str | None]:
+    """What libpcap's per-packet next() reads from a file, and the error it stopped on."""
+    handle = pcapy.open_offline(str(path))
+    if bpf:
+        handle.setfilter(bpf)
+    out: list[Record] = []
+    try:
+        for _ in range(1_000_000):
+            header, data = handle.next()
+            if header is None:
+                return out, None
+            sec, usec = header.getts()
+            out.append((sec, usec, header.getcaplen(), header.getlen(), data))
+    except pcapy.PcapError as e:
+        return out, str(e)
+    raise AssertionError("file too long for a test")
+
+
+# --- compressed copies ------------------------------------------------------------------------
+
+COMPRESSIONS = ("gzip", "zstd")
+SUFFIX = {"gzip": ".gz", "zstd": ".zst"}
+
+
+def zstd() -> ModuleType:
+    """Python 3.14's compression.zstd, or its backport (a dependency of wirepeek before 3.14)."""
+    try:
+        from compression import zstd as module  # type: ignore[import-not-found]
+    except ImportError:
+        from backports import zstd as module  # type: ignore[no-redef]
+    return module
+
+
+def compress(data: bytes, kind: str, **options: Any) -> bytes:
+    """`data` as one gzip member or one zstd frame (gzip with a fixed mtime: the same every run)."""
+    if kind == "gzip":
+        return gzip.compress(data, mtime=0, **options)
+    return bytes(zstd().compress(data, **options))
+
+
+def zstd_in_blocks(data: bytes, size: int = 65536) -> bytes:
+    """One zstd frame that ends a block every `size` bytes, as a streaming compressor's does (a
+    decompressor hands out a block only once it has all of it)."""
+    compressor = zstd().ZstdCompressor()
+    blocks = [
+        compressor.compress(data[i : i + size], compressor.FLUSH_BLOCK)
+        for i in range(0, len(data), size)
+    ]
+    return b"".join(blocks) + compressor.flush()
+
+
+def compressed_copy(path: str | Path, kind: str, directory: Path, name: str | None = None) -> Path:
+    """A compressed copy of a capture in `directory`, named like tshark's users name them."""
+    source = Path(path)
+    out = directory / (name or source.name + SUFFIX[kind])
+    out.write_bytes(compress(source.read_bytes(), kind))
+    return out

@@ -10,7 +10,7 @@ from textual.widgets import DataTable, Input, Label, TabbedContent
 
 from engine.bounds import Bounds
 from engine.tcp import Resent
-from tests.captures import capture
+from tests.captures import COMPRESSIONS, capture, compressed_copy
 from tui.app import WirepeekApp
 from tui.capture import PacketRing, SourceSpec
 from tui.cli import DEMO_CAPTURE
@@ -252,8 +252,12 @@ async def test_invalid_capture_filter_is_refused_and_the_old_one_stays():
 
 
 @pytest.mark.asyncio
-async def test_valid_capture_filter_rereads_the_file():
-    app = app_for("zeek/wikipedia.pcap")
+@pytest.mark.parametrize("kind", ["", *COMPRESSIONS])
+async def test_valid_capture_filter_rereads_the_file(tmp_path, kind):
+    path = capture("zeek/wikipedia.pcap")
+    if kind:
+        path = str(compressed_copy(path, kind, tmp_path))
+    app = WirepeekApp(SourceSpec(files=(path,)), "", Bounds(keep_after_close=True))
     async with app.run_test(size=SIZE) as pilot:
         await read_all(app, pilot)
         everything = len(table_ids(app))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.captures import capture
+from tests.captures import COMPRESSIONS, capture, compress, compressed_copy
 from tui.cli import DEMO_CAPTURE
 
 WIREPEEK = [sys.executable, "-m", "tui.cli"]
@@ -339,3 +340,81 @@ def test_live_capture_without_permission_says_what_to_do(mode):
     message = proc.stderr.decode()
     assert message.count("\n") == 1 and message.startswith("wirepeek: no permission to capture on 'lo'")
     assert "sudo" in message and "setcap cap_net_raw,cap_net_admin=eip" in message and "-r" in message
+
+
+# --- compressed captures ----------------------------------------------------------------------
+
+
+@functools.cache
+def plain_json(*args: str) -> bytes:
+    proc = wirepeek(*args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.parametrize("kind", COMPRESSIONS)
+@pytest.mark.parametrize("name", [
+    "zeek/http__get.pcap",
+    "zeek/wikipedia.pcap",
+    "zeek/http__cooper-grill-dvwa.pcapng",
+    "zeek/http__1000-requests-one-dropped-response.pcap",
+    "gopacket/pcapgo_tests_le_test202.pcapng",  # link types libpcap refuses to mix
+])
+def test_json_of_a_compressed_capture_is_that_of_the_capture(tmp_path, name, kind):
+    packed = compressed_copy(capture(name), kind, tmp_path)
+    proc = wirepeek("-r", str(packed), "--json")
+    assert proc.returncode == 0 and proc.stderr == b"", proc.stderr
+    assert proc.stdout == plain_json("-r", capture(name))
+
+
+@pytest.mark.parametrize("kind", COMPRESSIONS)
+def test_parallel_json_of_a_compressed_capture_is_that_of_the_capture(tmp_path, kind):
+    """--json shares the work between processes by batch: a compressed file must come in the
+    same batches as the plain one for the records to come out in the same order."""
+    from tests.bench.workloads import conn_per_request_http
+
+    path = tmp_path / "many.pcap"
+    conn_per_request_http(str(path), connections=600)  # 6000 packets: two batches
+    packed = compressed_copy(path, kind, tmp_path)
+    plain = wirepeek("-r", str(path), "--json", "--jobs", "2")
+    two = wirepeek("-r", str(packed), "--json", "--jobs", "2")
+    assert two.returncode == 0, two.stderr
+    assert two.stdout == plain.stdout and len(records(two.stdout, "connection")) == 600
+
+
+def test_compressed_captures_merged_filtered_and_on_stdin(tmp_path):
+    gz = compressed_copy(capture("zeek/wikipedia.pcap"), "gzip", tmp_path)
+    zst = compressed_copy(capture("zeek/http__get.pcap"), "zstd", tmp_path)
+    merged = wirepeek("-r", str(gz), "-r", str(zst), "--json", "tcp port 80")
+    assert merged.returncode == 0, merged.stderr
+    assert merged.stdout == plain_json("-r", capture("zeek/wikipedia.pcap"), "-r",
+                                       capture("zeek/http__get.pcap"), "tcp port 80")
+    assert len(records(merged.stdout, "connection")) > 1
+    piped = wirepeek("-r", "-", "--json", stdin=zst.read_bytes())
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == plain_json("-r", capture("zeek/http__get.pcap"))
+
+
+def test_truncated_compressed_capture_reports_what_was_read_then_where_it_broke(tmp_path):
+    blob = compress(Path(capture("zeek/wikipedia.pcap")).read_bytes(), "gzip")
+    cut = tmp_path / "cut.pcap.gz"
+    cut.write_bytes(blob[: len(blob) * 2 // 3])
+    proc = wirepeek("-r", str(cut), "--json")
+    no_traceback(proc)
+    assert proc.returncode == 1
+    assert 0 < len(records(proc.stdout, "connection"))
+    err = proc.stderr.decode()
+    assert err.count("\n") == 1 and err.startswith(f"wirepeek: {cut}: truncated after ")
+    assert err.rstrip().endswith("packets: truncated gzip data; the compressed stream ends early")
+
+
+def test_zstd_capture_without_the_zstd_module_says_what_to_install(tmp_path):
+    packed = compressed_copy(capture("zeek/http__get.pcap"), "zstd", tmp_path)
+    code = ("import sys; sys.modules['compression.zstd'] = sys.modules['backports.zstd'] = None; "
+            "from tui.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, "-r", str(packed), "--json"],
+                          capture_output=True, cwd=ROOT, timeout=60)
+    no_traceback(proc)
+    assert proc.returncode == 1 and proc.stdout == b""
+    assert proc.stderr.decode() == (f"wirepeek: {packed}: zstd-compressed, and reading zstd needs the "
+                                    "backports.zstd package (pip install backports.zstd)\n")

@@ -1,4 +1,5 @@
-"""Capture sources: files, merges, stdin, broken files, our pcapng reader, live capture, writing.
+"""Capture sources: files, merges, stdin, broken files, pcapng with mixed link types, gzip and
+zstd compressed captures, live capture, writing. The parser and writer themselves are tested in test_pcapfile.py.
 
 libpcap's own per-packet `next()` is the reference for what a file holds. Live tests capture on
 the loopback interface and need root; they are skipped otherwise.
@@ -12,6 +13,7 @@ import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,16 +24,24 @@ from engine.batch import META, Batch
 from engine.sources import (
     MAX_BATCH,
     CaptureError,
-    CaptureParser,
     CaptureStats,
     FilterError,
-    Packet,
     Source,
     list_interfaces,
     open_files,
     open_live,
     validate_filter,
     write_packets,
+)
+from tests.captures import (
+    COMPRESSIONS,
+    SUFFIX,
+    Record,
+    compress,
+    compressed_copy,
+    reference,
+    zstd,
+    zstd_in_blocks,
 )
 
 PCAPS = Path(__file__).parent / "data" / "pcaps"
@@ -54,28 +64,8 @@ needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="live capture on 'lo' needs root (run the tests with sudo)"
 )
 
-Record = tuple[int, int, int, int, bytes]  # sec, usec, caplen, wire length, bytes
-
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def reference(path: Path | str, bpf: str = "") -> tuple[list[Record], str | None]:
-    """What libpcap's per-packet next() reads from a file, and the error it stopped on."""
-    handle = pcapy.open_offline(str(path))
-    if bpf:
-        handle.setfilter(bpf)
-    out: list[Record] = []
-    try:
-        for _ in range(1_000_000):
-            header, data = handle.next()
-            if header is None:
-                return out, None
-            sec, usec = header.getts()
-            out.append((sec, usec, header.getcaplen(), header.getlen(), data))
-    except pcapy.PcapError as e:
-        return out, str(e)
-    raise AssertionError("file too long for a test")
 
 
 def drain(source: Source, timeout: float | None = None) -> list[Batch]:
@@ -127,19 +117,6 @@ _large_program = pcapy.compile(1, 262144, LARGE, 1, 0)
 
 def is_large(record: Record) -> bool:
     return bool(_large_program.filter(record[4]))
-
-
-def parse_in_chunks(blob: bytes, size: int) -> tuple[list[Packet], str | None]:
-    parser = CaptureParser()
-    out: list[Packet] = []
-    for start in range(0, len(blob), size):
-        parser.feed(blob[start : start + size])
-        for _ in range(100_000):
-            got = parser.parse(MAX_BATCH)
-            if not got:
-                break
-            out.extend(got)
-    return out, parser.end()
 
 
 # --- files read by libpcap --------------------------------------------------------------------
@@ -490,95 +467,219 @@ def test_filter_on_mixed_pcapng_applies_per_link_type() -> None:
     assert [p[2] for p in broadcast] == [1, 1]
 
 
-@pytest.mark.parametrize("path", [HTTP_GET, PCAPNG, NG_001, NG_010, RAW, NFLOG, LOOPBACK])
-@pytest.mark.parametrize("chunk", [1, 7, 100, 1 << 20])
-def test_parser_agrees_with_libpcap_in_any_chunking(path: Path, chunk: int) -> None:
-    expected, _ = reference(path)
-    got, problem = parse_in_chunks(path.read_bytes(), chunk)
-    assert problem is None
-    assert [(p.sec, p.usec, len(p.data), p.wire_len, p.data) for p in got] == expected
-    assert {p.linktype for p in got} == {pcapy.open_offline(str(path)).datalink()}
+# --- compressed captures: gzip and zstd, found by their first bytes ---------------------------
 
 
-def swap_pcap(blob: bytes, nanoseconds: bool) -> bytes:
-    """The same capture as a big-endian file, with nanosecond timestamps if asked."""
-    magic = 0xA1B23C4D if nanoseconds else 0xA1B2C3D4
-    fields = struct.unpack_from("<HHiIII", blob, 4)
-    out = bytearray(struct.pack(">I", magic) + struct.pack(">HHiIII", *fields))
-    pos = 24
-    while pos < len(blob):
-        sec, usec, caplen, wire = struct.unpack_from("<IIII", blob, pos)
-        frac = usec * 1000 + 999 if nanoseconds else usec
-        out += struct.pack(">IIII", sec, frac, caplen, wire)
-        out += blob[pos + 16 : pos + 16 + caplen]
-        pos += 16 + caplen
-    return bytes(out)
+def plain_prefix(blob: bytes, kind: str) -> bytes:
+    """All the plain bytes a decompressor can make of a cut compressed capture."""
+    if kind == "gzip":
+        return zlib.decompressobj(31).decompress(blob)
+    return bytes(zstd().ZstdDecompressor().decompress(blob))
 
 
-@pytest.mark.parametrize("nanoseconds", [False, True])
-def test_big_endian_and_nanosecond_pcap(tmp_path: Path, nanoseconds: bool) -> None:
-    crafted = tmp_path / "crafted.pcap"
-    crafted.write_bytes(swap_pcap(HTTP_GET.read_bytes(), nanoseconds))
+@pytest.mark.parametrize("kind", COMPRESSIONS)
+@pytest.mark.parametrize("path", [HTTP_GET, BIG, PCAPNG, RAW, MIXED_BE, MIXED_LE])
+def test_a_compressed_file_reads_as_the_file_itself(tmp_path: Path, path: Path, kind: str) -> None:
+    packed = compressed_copy(path, kind, tmp_path)
+    plain = drain(open_files([str(path)]))
+    source = open_files([str(packed)])
+    batches = drain(source)
+    assert flatten(batches) == flatten(plain) and len(flatten(batches)) > 0
+    assert [b.linktype for b in batches] == [b.linktype for b in plain]
+    assert all(0 < len(b) <= MAX_BATCH for b in batches)
+    assert source.error is None and not source.live
+    assert source.name == str(packed) and source.paths == (str(packed),)
+    assert source.linktypes == frozenset(b.linktype for b in plain)
+    source.close()
+
+
+@pytest.mark.parametrize("kind", COMPRESSIONS)
+def test_a_truncated_compressed_file_yields_what_precedes_the_cut(tmp_path: Path, kind: str) -> None:
+    plain = BIG.read_bytes()
+    blob = zstd_in_blocks(plain) if kind == "zstd" else compress(plain, kind)
+    cut = tmp_path / f"cut.pcap{SUFFIX[kind]}"
+    cut.write_bytes(blob[: len(blob) // 2])
+    readable = tmp_path / "readable.pcap"
+    readable.write_bytes(plain_prefix(cut.read_bytes(), kind))
+    expected, _ = reference(readable)
+    assert 0 < len(expected) < 4102
+    got, source = read_all(cut)
+    assert got == without_wire_len(expected)
+    assert source.error == (
+        f"{cut}: truncated after {len(expected)} packets: truncated {kind} data; the compressed"
+        " stream ends early"
+    )
+
+
+def damaged_after(plain: bytes, where: str) -> bytes:
+    """`plain` compressed, the compressed data going bad right after plain[:3000]."""
+    head, rest = plain[:3000], plain[3000:]
+    if where == "deflate block":
+        # Inside one gzip member: a block of the reserved type 3 right after the good data.
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        body = compressor.compress(head) + compressor.flush(zlib.Z_SYNC_FLUSH) + b"\x06" + rest
+        trailer = struct.pack("<II", zlib.crc32(plain), len(plain))
+        return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + body + trailer
+    kind = "gzip" if where == "gzip member" else "zstd"
+    second = bytearray(compress(rest, kind))
+    second[2 if kind == "gzip" else 0] ^= 0x0F  # the compression method, or the frame magic
+    return compress(head, kind) + bytes(second)
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [("gzip member", "corrupt gzip data (unknown compression method)"),
+     ("deflate block", "corrupt gzip data (invalid block type)"),
+     ("zstd frame", "corrupt zstd data (Unknown frame descriptor)")],
+)
+def test_a_corrupt_compressed_file_yields_what_precedes_the_break(
+    tmp_path: Path, where: str, reason: str
+) -> None:
+    plain = HTTP_GET.read_bytes()
+    broken = tmp_path / "broken.pcap.gz"
+    broken.write_bytes(damaged_after(plain, where))
+    readable = tmp_path / "readable.pcap"
+    readable.write_bytes(plain[:3000])
+    expected, _ = reference(readable)
+    assert 0 < len(expected) < 14
+    got, source = read_all(broken)
+    assert got == without_wire_len(expected)
+    assert source.error == f"{broken}: unreadable after {len(expected)} packets: {reason}"
+
+
+@pytest.mark.parametrize("kind", COMPRESSIONS)
+def test_damage_anywhere_in_a_compressed_file_is_a_one_line_error(tmp_path: Path, kind: str) -> None:
+    # With its checksum, as the zstd command writes it: a damaged frame is then found out.
+    checksum = {"options": {zstd().CompressionParameter.checksum_flag: 1}} if kind == "zstd" else {}
+    blob = compress(HTTP_GET.read_bytes(), kind, **checksum)
+    everything = without_wire_len(reference(HTTP_GET)[0])
+    damaged = tmp_path / f"damaged.pcap{SUFFIX[kind]}"
+    for at in range(0, len(blob), 97):
+        broken = bytearray(blob)
+        broken[at] ^= 0x55
+        damaged.write_bytes(bytes(broken))
+        try:
+            got, source = read_all(damaged)
+        except CaptureError as e:
+            assert str(e).startswith(f"{damaged}: ") and "\n" not in str(e)
+            continue
+        if source.error is None:  # a header field no one checks, such as gzip's mtime
+            assert got == everything, at
+        else:
+            assert source.error.startswith(f"{damaged}: ") and "\n" not in source.error
+
+
+@pytest.mark.parametrize("kind", COMPRESSIONS)
+def test_compressed_stdin(kind: str) -> None:
+    done = run_with_stdin(compress(HTTP_GET.read_bytes(), kind))
+    assert done.returncode == 0, done.stderr
     expected, _ = reference(HTTP_GET)
-    assert reference(crafted)[0] == expected  # libpcap reads it as the original
-    got, problem = parse_in_chunks(crafted.read_bytes(), 1000)
-    assert problem is None
-    assert [(p.sec, p.usec, len(p.data), p.wire_len, p.data) for p in got] == expected
+    assert done.stdout.splitlines() == [*stdin_lines(expected), "end 14 stdin None"]
+    bpf = "tcp[tcpflags] & tcp-fin != 0"
+    filtered = run_with_stdin(compress(HTTP_GET.read_bytes(), kind), bpf)
+    fins, _ = reference(HTTP_GET, bpf)
+    assert 0 < len(fins) < 14
+    assert filtered.stdout.splitlines()[:-1] == stdin_lines(fins)
 
 
-def pcapng_block(block_type: int, body: bytes) -> bytes:
-    body += b"\0" * (-len(body) % 4)
-    length = 12 + len(body)
-    return struct.pack("<II", block_type, length) + body + struct.pack("<I", length)
-
-
-def pcapng_option(code: int, value: bytes) -> bytes:
-    return struct.pack("<HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
-
-
-def test_pcapng_timestamp_resolutions_and_offsets() -> None:
-    shb = pcapng_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
-    nano = pcapng_block(1, struct.pack("<HHI", 1, 0, 0) + pcapng_option(9, b"\x09"))
-    binary = pcapng_block(
-        1,
-        struct.pack("<HHI", 101, 0, 0)
-        + pcapng_option(9, b"\x8a")  # 2^-10 seconds
-        + pcapng_option(14, struct.pack("<q", 100)),
+def test_truncated_gzip_on_stdin_says_where() -> None:
+    blob = compress(HTTP_GET.read_bytes(), "gzip")
+    done = run_with_stdin(blob[:-900])
+    lines = done.stdout.splitlines()
+    n = len(lines) - 1
+    assert 0 < n < 14
+    assert lines[-1] == (
+        f"end {n} stdin stdin: truncated after {n} packets: truncated gzip data; the compressed"
+        " stream ends early"
     )
-    data = b"\x45" + b"\0" * 19
 
-    def epb(interface: int, ticks: int) -> bytes:
-        return pcapng_block(
-            6, struct.pack("<IIIII", interface, ticks >> 32, ticks & 0xFFFFFFFF, 20, 60) + data
-        )
 
-    blob = (
-        shb + nano + binary + epb(0, 1_700_000_000_123_456_789) + epb(1, 1_700_000_000 * 1024 + 512)
-    )
-    got, problem = parse_in_chunks(blob, 13)
-    assert problem is None
-    assert [(p.sec, p.usec, p.linktype, p.wire_len, p.data) for p in got] == [
-        (1_700_000_000, 123_456, 1, 60, data),
-        (1_700_000_100, 500_000, 12, 60, data),  # LINKTYPE_RAW comes out as libpcap's DLT_RAW
+def test_compressed_files_merge_with_each_other_and_plain_ones(tmp_path: Path) -> None:
+    everything, _ = reference(HTTP_GET)
+    even, odd, third = tmp_path / "even.pcap", tmp_path / "odd.pcap", tmp_path / "third.pcap"
+    write_with_pcapy(HTTP_GET, even, list(range(0, 14, 3)))
+    write_with_pcapy(HTTP_GET, odd, list(range(1, 14, 3)))
+    write_with_pcapy(HTTP_GET, third, list(range(2, 14, 3)))
+    names = [
+        str(compressed_copy(even, "gzip", tmp_path)),
+        str(compressed_copy(odd, "zstd", tmp_path)),
+        str(third),
     ]
+    source = open_files(names, "tcp")
+    assert source.name == ",".join(names)
+    assert flatten(drain(source)) == without_wire_len(everything)
+    assert source.error is None
 
 
-def test_parser_reports_garbage() -> None:
-    parser = CaptureParser()
-    parser.feed(b"GET / HTTP/1.1\r\n")
-    assert parser.parse() == [] and parser.broken == "unknown file format"
-    assert parser.end() == "unknown file format"
+@pytest.mark.parametrize("kind", COMPRESSIONS)
+def test_bpf_filter_on_a_compressed_file(tmp_path: Path, kind: str) -> None:
+    bpf = "tcp[tcpflags] & tcp-syn != 0"
+    got, _ = read_all(compressed_copy(HTTP_GET, kind, tmp_path), bpf)
+    assert got == without_wire_len(reference(HTTP_GET, bpf)[0]) and 0 < len(got) < 14
+    source = open_files([str(compressed_copy(BIG, kind, tmp_path))])
+    first = source.next_batch()
+    assert first is not None and len(first) == MAX_BATCH  # a file: whole batches, as libpcap's
+    with pytest.raises(FilterError, match="unknown port 'banana'"):
+        source.set_filter("port banana")
+    source.set_filter(LARGE)
+    everything, _ = reference(BIG)
+    large = [r for r in everything[MAX_BATCH:] if is_large(r)]
+    assert 0 < len(large) and flatten(drain(source)) == without_wire_len(large)
+    with pytest.raises(FilterError, match="ethernet addresses supported only"):
+        open_files([str(compressed_copy(LOOPBACK, kind, tmp_path))], "ether host 01:02:03:04:05:06")
 
 
-@pytest.mark.parametrize("path", [HTTP_GET, PCAPNG])
-@pytest.mark.parametrize("cut", [3, 10, 60, 200])
-def test_parser_reports_truncation_as_libpcap_does(tmp_path: Path, path: Path, cut: int) -> None:
-    broken = tmp_path / path.name
-    broken.write_bytes(path.read_bytes()[:-cut])
-    expected, problem = reference(broken)
-    got, parser_problem = parse_in_chunks(broken.read_bytes(), 999)
-    assert [(p.sec, p.usec, len(p.data), p.wire_len, p.data) for p in got] == expected
-    assert parser_problem == problem
+def test_the_first_bytes_decide_not_the_name(tmp_path: Path) -> None:
+    expected = without_wire_len(reference(HTTP_GET)[0])
+    plain_named_gz = tmp_path / "plain.pcap.gz"
+    plain_named_gz.write_bytes(HTTP_GET.read_bytes())
+    zstd_named_gz = compressed_copy(HTTP_GET, "zstd", tmp_path, "zstd.pcap.gz")
+    gzip_named_pcap = compressed_copy(HTTP_GET, "gzip", tmp_path, "gzip.pcap")
+    for path in (plain_named_gz, zstd_named_gz, gzip_named_pcap):
+        got, source = read_all(path)
+        assert got == expected and source.error is None, path
+
+
+def test_unreadable_compressed_files_get_one_line_messages(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt.gz"
+    text.write_bytes(compress(b"hello, not a capture\n" * 20, "gzip"))
+    empty = tmp_path / "empty.pcap.zst"
+    empty.write_bytes(compress(b"", "zstd"))
+    cut = tmp_path / "cut.pcap.gz"
+    cut.write_bytes(compress(HTTP_GET.read_bytes(), "gzip")[:8])
+    cases = {
+        text: f"{text}: gzip-compressed, but not a pcap or pcapng file inside (unknown file format)",
+        empty: f"{empty}: empty input (nothing inside the zstd data)",
+        cut: f"{cut}: truncated gzip data; the compressed stream ends early",
+    }
+    for path, message in cases.items():
+        with pytest.raises(CaptureError) as caught:
+            open_files([str(path)])
+        assert str(caught.value) == message
+
+
+def test_zstd_without_its_module_names_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    packed = compressed_copy(HTTP_GET, "zstd", tmp_path)
+    monkeypatch.setitem(sys.modules, "compression.zstd", None)
+    monkeypatch.setitem(sys.modules, "backports.zstd", None)
+    with pytest.raises(CaptureError) as caught:
+        open_files([str(packed)])
+    assert str(caught.value) == (
+        f"{packed}: zstd-compressed, and reading zstd needs the backports.zstd package"
+        " (pip install backports.zstd)"
+    )
+    assert read_all(compressed_copy(HTTP_GET, "gzip", tmp_path))[0]  # gzip needs no module
+
+
+def test_write_packets_from_a_compressed_file(tmp_path: Path) -> None:
+    packed = compressed_copy(SNAPPED, "gzip", tmp_path)
+    out = tmp_path / "out.pcap"
+    assert write_packets(open_files([str(packed)], "tcp"), str(out)) == 39
+    assert reference(out) == (reference(SNAPPED, "tcp")[0], None)
+    with pytest.raises(CaptureError, match="is also an input"):
+        write_packets(open_files([str(packed)]), str(packed))
 
 
 # --- live capture -----------------------------------------------------------------------------

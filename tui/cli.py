@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("-i", "--interface", action="append", default=[], metavar="IFACE",
                      help="capture live on IFACE; repeat for several ('any' for all)")
     src.add_argument("-r", "--read", action="append", default=[], metavar="FILE",
-                     help="read a pcap or pcapng file ('-' for a pcap stream on stdin); "
-                          "several are merged by time")
+                     help="read a pcap or pcapng file, plain or gzip/zstd-compressed ('-' for a "
+                          "capture stream on stdin); several are merged by time")
     src.add_argument("--list-interfaces", action="store_true", help="list capture interfaces and exit")
     src.add_argument("--demo", action="store_true",
                      help="the interactive view on a bundled capture, replayed live (no root needed)")

@@ -98,6 +98,43 @@ def measure(path: str, keep: int, budget_mib: int) -> dict[str, object]:
     }
 
 
+def read_rates(path: Path) -> list[tuple[str, int, float]]:
+    """Packets per CPU second of reading a file to its end, best of three: plain through libpcap
+    (CaptureFile), plain through our own parser (CaptureStream, as for pipes), and gzip and zstd
+    copies of it (through our parser: libpcap cannot read them)."""
+    from engine import sources
+    from tests.captures import SUFFIX, compressed_copy
+
+    def drain(source: sources.Source) -> int:
+        n = 0
+        while (batch := source.next_batch()) is not None:
+            n += len(batch)
+        source.close()
+        return n
+
+    def stream(name: str) -> sources.Source:
+        capture = sources.CaptureStream(name, open(name, "rb", buffering=0), (name,))  # noqa: SIM115
+        capture.read_header()
+        return capture
+
+    rows = []
+    opened = [("plain, libpcap", lambda: sources.open_files([str(path)])),
+              ("plain, our parser", lambda: stream(str(path)))]
+    for kind in ("gzip", "zstd"):
+        packed = path.with_name(path.name + SUFFIX[kind])
+        if not packed.exists():
+            compressed_copy(path, kind, path.parent)
+        opened.append((f"{kind}, our parser", lambda packed=packed: sources.open_files([str(packed)])))
+    for label, open_source in opened:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.process_time()
+            packets = drain(open_source())
+            best = min(best, time.process_time() - t0)
+        rows.append((label, packets, best))
+    return rows
+
+
 def end_to_end(path: Path, jobs: int = 0) -> tuple[float, int]:
     """Wall time of `wirepeek -r FILE --json` and the HTTP records it printed."""
     t0 = time.perf_counter()
@@ -153,6 +190,10 @@ def main() -> int:
                   f"{m['pps']:>10,.0f}/s {m['mbps']:>6.0f} {m['connections']:>7,} {m['evicted']:>8,} "
                   f"{m['peak_accounted_mib']:>6.0f}/{m['budget_mib']}M {m['maxrss_mib']:>7.0f}M")
         e2e.append((name, path, facts))
+    name, path, _facts = e2e[0]
+    print(f"\nreading {name} to its end (best of 3, CPU time)")
+    for label, packets, seconds in read_rates(path):
+        print(f"  {label:<20} {seconds:6.3f} s  {packets / seconds:>10,.0f} packets/s")
     print("\nend to end: wirepeek -r FILE --json > pipe (whole process, wall clock)")
     for name, path, facts in e2e:
         for jobs in (1, 0):
