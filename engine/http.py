@@ -350,7 +350,6 @@ class _Side:
         "reader",
         "received",
         "synced",
-        "tunnel_bytes",
     )
 
     def __init__(self) -> None:
@@ -367,7 +366,6 @@ class _Side:
         self.synced = False
         self.lost = 0  # bytes lost since the last message start, to be noted on the next one
         self.lost_ranges: deque[tuple[int, int]] = deque(maxlen=64)  # lost or unreadable bytes
-        self.tunnel_bytes = 0
         self.ended = False
         # A head was cut short: bytes lost until the next message start are the rest of it, and
         # the note on that message said so already.
@@ -958,15 +956,11 @@ class HttpParser:
         self.tunnel = True
         self.waiting = False
         self.tls = TlsHelloReader()
-        for side in (self.client, self.server):
-            side.tunnel_bytes += len(side.buf)
         self.leftover = bytes(self.client.buf)
         self.client.buf = ReceiveBuffer()
         self.server.buf = ReceiveBuffer()
 
     def _tunnel_data(self, from_client: bool, ts: float, data: bytes) -> None:
-        side = self.client if from_client else self.server
-        side.tunnel_bytes += len(data)
         if from_client and self.tls is not None and not self.tls.done:
             leftover, self.leftover = self.leftover, b""
             self.tls.on_data(self.conn, True, ts, 0, leftover + data, NO_ACK)
