@@ -21,6 +21,7 @@ import random
 from collections.abc import Iterator, Sequence
 
 from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
@@ -34,18 +35,23 @@ Script = Sequence[tuple]
 
 CLIENT = ("10.1.0.1", 43210)
 SERVER = ("10.1.0.2", 8080)
+CLIENT6 = ("fd00:1::1", 43210)
+SERVER6 = ("fd00:1::2", 8080)
 START = 1_700_000_000.0
 
 
 def build(
     script: Script, mss: int = 1460, cuts: dict[int, list[int]] | None = None,
-    acks: bool = True,
+    acks: bool = True, ipv6: bool = False,
 ) -> tuple[list[Packet], list[Packet]]:
     """The client's and the server's packets for a script (handshake first).
 
     mss splits each send into segments; cuts[i] gives explicit cut points for step i instead.
-    acks: answer data with a pure ACK when the receiver does not send next.
+    acks: answer data with a pure ACK when the receiver does not send next. ipv6: between
+    CLIENT6 and SERVER6 instead of the IPv4 addresses.
     """
+    client_end, server_end = (CLIENT6, SERVER6) if ipv6 else (CLIENT, SERVER)
+    network = IPv6 if ipv6 else IP
     cisn, sisn = 1_000_000, 3_000_000_000  # the server's numbers wrap past 2**32
     sent = {True: 0, False: 0}  # stream bytes each side sent
     fin = {True: False, False: False}
@@ -53,14 +59,14 @@ def build(
     clock = [START]
 
     def emit(from_client: bool, flags: str, payload: bytes = b"", syn: bool = False) -> None:
-        src, dst = (CLIENT, SERVER) if from_client else (SERVER, CLIENT)
+        src, dst = (client_end, server_end) if from_client else (server_end, client_end)
         isn, peer_isn = (cisn, sisn) if from_client else (sisn, cisn)
         seq = (isn + (0 if syn else 1) + sent[from_client] + fin[from_client]) & 0xFFFFFFFF
         ack = (peer_isn + 1 + sent[not from_client] + fin[not from_client]) & 0xFFFFFFFF
         layer = TCP(sport=src[1], dport=dst[1], flags=flags, seq=seq, window=65535)
         if "A" in flags:
             layer.ack = ack
-        pkt = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=src[0], dst=dst[0])
+        pkt = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / network(src=src[0], dst=dst[0])
         pkt = pkt / layer
         if payload:
             pkt = pkt / Raw(payload)
