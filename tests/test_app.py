@@ -279,6 +279,24 @@ async def test_valid_capture_filter_rereads_the_file(tmp_path, kind):
 
 
 @pytest.mark.asyncio
+async def test_a_reread_that_finds_nothing_clears_the_open_connection():
+    app = app_for("zeek/http__get.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        await until(pilot, lambda: app.query_one("#http-table", DataTable).row_count == 1)
+        assert app.query_one("#http-table", DataTable).row_count == 1
+        app.file_done.clear()
+        await pilot.press("f")
+        app.query_one("#capture-filter", Input).value = "tcp port 1"
+        await pilot.press("enter")
+        await read_all(app, pilot)
+        await until(pilot, lambda: app.query_one("#http-table", DataTable).row_count == 0)
+        assert table_ids(app) == [] and app.selected is None
+        assert app.query_one("#http-table", DataTable).row_count == 0
+        assert app.query_one(StreamView).chunks == []
+
+
+@pytest.mark.asyncio
 async def test_display_filter_narrows_the_list():
     app = app_for("zeek/wikipedia.pcap")
     async with app.run_test(size=SIZE) as pilot:

@@ -145,10 +145,11 @@ class WirepeekApp(App[None]):
 
     def _take(self, update: EngineUpdate) -> None:
         if update.generation != self.generation:
+            # The file was read again: nothing shown before stays, not even the open connection.
             self.generation = update.generation
             self.store.reset()
             self.query_one(ConnectionsTable).clear()
-            self.selected = None
+            self._select(ConnectionsTable.Selected(None))
         self.store.apply(update.events)
         self.status, self.stats = update.status, update.stats
         if update.stream_id is not None and update.stream_id == self.selected:
