@@ -107,6 +107,10 @@ class ConnectionTable:
         self.evicted = 0
         self.dropped_kept = 0
         self.ignored = 0  # segments too far ahead of their stream to be believed
+        self.cut = 0  # segments whose payload the snapshot length cut short
+        # Directions holding out-of-order bytes: a hole acknowledged once is due to become a gap
+        # when the reorder window has passed, even if no packet comes to say so (see expire).
+        self.buffering: set[Reassembler] = set()
 
     # ------------------------------------------------------------------ segments
 
@@ -149,6 +153,8 @@ class ConnectionTable:
             # Data carried by a RST is a diagnostic text (RFC 1122 4.2.2.12), not stream bytes.
             if "D" not in hs.letters:
                 hs.mark("D")
+            if len(data) < wire_len:
+                self.cut += 1
             # What this segment acknowledges comes first: a hole in the peer's stream it
             # covers may be due to become a gap before this segment's own bytes are read.
             peer = hs.peer
@@ -291,6 +297,10 @@ class ConnectionTable:
 
     def buffered(self, r: Reassembler, change: int) -> None:
         self.memory += change
+        if r.ooo:
+            self.buffering.add(r)
+        else:
+            self.buffering.discard(r)
 
     def complete(self, r: Reassembler, ts: float) -> None:
         self._end(cast(HalfStream, r), ts)
@@ -386,6 +396,9 @@ class ConnectionTable:
             self.opened.clear()
 
     def expire(self, now: float) -> None:
+        if self.buffering:
+            for r in [r for r in self.buffering if r.hole_acked_at is not None]:
+                r.check_hole(now)
         linger, idle = self.bounds.closed_linger, self.bounds.idle_timeout
         while self.finished:
             conn = next(iter(self.finished.values()))

@@ -202,7 +202,7 @@ class Pipeline:
             udp_packets=self.udp_packets,
             other_packets=self.other_packets,
             malformed=self.malformed,
-            truncated=self.truncated,
+            truncated=self.truncated + t.cut,
             fragments=self.fragments,
             connections_total=t.next_id,
             connections_active=len(t.lru) + len(t.finished),

@@ -322,9 +322,12 @@ def test_packets_cut_by_a_small_snap_length_still_give_each_exchange(tmp_path, c
     write_pcap(path, packets, snaplen=snaplen)
     from tests.captures import replay_file
 
-    txs = [e for e in replay_file(str(path)).events if isinstance(e, HttpTransaction)]
+    replay = replay_file(str(path))
+    txs = [e for e in replay.events if isinstance(e, HttpTransaction)]
     txs.sort(key=lambda t: t.index)
     payload = snaplen - 54  # what is left after the Ethernet, IPv4 and TCP headers
+    cut = sum(len(frame) > snaplen for _ts, frame in packets)
+    assert replay.pipeline.stats().truncated == cut > 0  # the status bar says how many
     assert [(t.request.method, t.response.status) for t in txs] == [
         ("GET", 200), ("HEAD", 200), ("GET", 404),
     ]

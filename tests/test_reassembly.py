@@ -397,3 +397,25 @@ def test_a_flood_of_duplicates_stays_within_the_keep_bound():
     # The trimmed marks are not counted as dropped stream bytes: only the request was.
     assert conn.dropped_kept == len(REQ)
     assert fed.stream(True) == REQ
+
+
+def test_an_acknowledged_hole_becomes_a_gap_when_time_passes_without_packets():
+    """Live, the capture may go quiet after a loss: the wall clock (Pipeline.flush) moves the
+    hole on, so what follows it is not held until the next packet."""
+    segs = handshake() + [
+        (True, "PA", C0, S0, REQ[:10]),
+        (True, "PA", C0 + 20, S0, REQ[20:]),
+        (False, "A", S0, C0 + len(REQ), b""),
+    ]
+    fed = feed(segs, finish=False)
+    assert fed.stream(True) == REQ[:10]
+    fed.table.expire(1000.0 + 1.0)  # the segments came at about 1000.006 s
+    assert fed.stream(True) == REQ[:10] + REQ[20:]
+    assert [(g.size, g.reason) for g in fed.table.take_events() if type(g).__name__ == "Gap"] == [
+        (10, "acked")]
+    assert not fed.table.buffering
+
+
+def test_payloads_cut_by_the_snapshot_length_are_counted():
+    fed = feed(handshake() + [(True, "PA", C0, S0, REQ[:10])], wire_lens={3: len(REQ)})
+    assert fed.table.cut == 1
