@@ -37,6 +37,23 @@ RAW_IPV4 = 228
 RAW_IPV6 = 229
 LINUX_SLL2 = 276
 
+SUPPORTED_LINKTYPES = frozenset(
+    {
+        ETHERNET,
+        NULL,
+        RAW_BSD,
+        RAW_OPENBSD,
+        RAW,
+        LOOP,
+        LINUX_SLL,
+        NFLOG,
+        RAW_IPV4,
+        RAW_IPV6,
+        LINUX_SLL2,
+    }
+)
+"""The link types `network_offset` decodes (the fuzz test draws from them)."""
+
 ETH_IPV4 = 0x0800
 ETH_IPV6 = 0x86DD
 ETH_VLAN_TAGS = frozenset({0x8100, 0x88A8, 0x9100, 0x9200})

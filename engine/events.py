@@ -95,7 +95,7 @@ class Stats(Event):
     udp_packets: int
     other_packets: int
     malformed: int
-    truncated: int  # packets cut by the snapshot length
+    truncated: int  # packets cut by the snapshot length before their TCP payload (not decoded)
     fragments: int
     connections_total: int
     connections_active: int
@@ -106,6 +106,7 @@ class Stats(Event):
     unparsed_connections: int = 0  # not given their protocol parser: the reader was behind
     ignored_segments: int = 0  # TCP data too far ahead of its stream to be believed
     fragments_dropped: int = 0  # IP datagrams whose fragments never all came (timeout, bound)
+    cut_payloads: int = 0  # TCP segments whose payload the snapshot length cut (bytes missing)
 
 
 class HttpRequest(NamedTuple):

@@ -379,7 +379,8 @@ def summary(args: argparse.Namespace, source: sources.Source) -> int:
             out.flush()
     st = pipeline.stats()
     print(f"{st.packets} packets, {st.tcp_packets} TCP, {st.connections_total} connections, "
-          f"{st.malformed} malformed, {st.truncated} cut short by the snapshot length, "
+          f"{st.malformed} malformed, {st.truncated + st.cut_payloads} cut short by the "
+          f"snapshot length, "
           f"{st.ignored_segments} segments ignored (too far ahead), "
           f"{st.fragments_dropped} fragmented datagrams never completed", file=out)
     return 0

@@ -38,7 +38,7 @@ class StatusBar(Static):
             out.append(f"│ evicted {stats.evicted_connections:,} ", "yellow")
         skipped = [
             (stats.malformed, "malformed"),
-            (stats.truncated, "cut short"),
+            (stats.truncated + stats.cut_payloads, "cut short"),
             (stats.ignored_segments, "ignored"),
             (stats.fragments_dropped, "fragments lost"),
         ]
