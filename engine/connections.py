@@ -28,7 +28,7 @@ from engine.events import (
     Event,
     Gap,
 )
-from engine.reassembly import NO_ACK, SEQ_MASK, Reassembler, seq_delta
+from engine.reassembly import NO_ACK, SEQ_HALF, SEQ_MASK, Reassembler
 from engine.tcp import (
     ACK,
     FIN,
@@ -139,7 +139,8 @@ class ConnectionTable:
             conn.mark = self.batch_mark
             self.touched.append(conn)
         if flags & ACK:
-            if hs.ack == NO_ACK or seq_delta(ack, hs.ack) > 0:
+            # The furthest acknowledgment (modulo 2**32), inline: this runs for every packet.
+            if hs.ack == NO_ACK or 0 < (ack - hs.ack) & SEQ_MASK < SEQ_HALF:
                 hs.ack = ack
         else:
             ack = NO_ACK
@@ -149,22 +150,18 @@ class ConnectionTable:
             hs.mark("A")
         if window == 0 and not flags & RST and "W" not in hs.letters:
             hs.mark("W")
+        # What this segment acknowledges comes first: a hole in the peer's stream it covers
+        # may be due to become a gap before this segment's own bytes are read.
+        peer = hs.peer
+        if peer.ooo and ack != NO_ACK:
+            peer.peer_acked(ts, ack)
         if wire_len and not flags & RST:
             # Data carried by a RST is a diagnostic text (RFC 1122 4.2.2.12), not stream bytes.
             if "D" not in hs.letters:
                 hs.mark("D")
             if len(data) < wire_len:
                 self.cut += 1
-            # What this segment acknowledges comes first: a hole in the peer's stream it
-            # covers may be due to become a gap before this segment's own bytes are read.
-            peer = hs.peer
-            if peer.ooo and ack != NO_ACK:
-                peer.peer_acked(ts, ack)
             hs.segment(ts, seq, data, wire_len, ack)
-        else:
-            peer = hs.peer
-            if peer.ooo and ack != NO_ACK:
-                peer.peer_acked(ts, ack)
         if flags & RST:
             self._flush_half(conn.client, ts, "close")
             self._flush_half(conn.server, ts, "close")

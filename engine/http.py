@@ -411,8 +411,16 @@ class _Side:
 ANSWERED_EARLY = (
     "its answer was captured too long before it and is reported as an exchange with no request"
 )
-HELD: Final = -2
-"""What `_answer_point` says when a response must wait for the client's stream."""
+
+
+class _Answer(NamedTuple):
+    """Where a response began in the client's stream (see HttpParser._answer_point)."""
+
+    acked: int | None  # the client offset its first segment acknowledged (None: not known)
+    bounded: bool = False  # it stopped waiting for the client's stream because of a bound
+
+
+UNKNOWN = _Answer(None)
 
 
 def _message_start(side: _Side, buf: ReceiveBuffer, pattern: re.Pattern[bytes]) -> int | None:
@@ -597,7 +605,6 @@ class HttpParser:
         self.closed = False
         self.now = 0.0  # the latest packet time seen on either side
         self.held_since: float | None = None  # a response waits for the client's stream
-        self.bounded = False  # the last response stopped waiting because of a bound
         # Requests that begin before this client offset were answered by a response that could
         # not wait for them (a bound): when they come, they are not left waiting for another.
         self.answered_below = 0
@@ -805,19 +812,17 @@ class HttpParser:
             side.reader = None
             self._response_end(side)
 
-    def _answer_point(self, start: int) -> int | None:
-        """Where in the client's stream the server was when it began the response at `start`:
-        the client offset its segment acknowledged (None: not known); HELD while the client's
-        stream has not been read that far and may still get there."""
-        self.bounded = False
+    def _answer_point(self, start: int) -> _Answer | None:
+        """Where in the client's stream the server was when it began the response at `start`;
+        None while the client's stream has not been read that far and may still get there."""
         ts, ack = self.server.mark_at(start)
         if ack == NO_ACK:
-            return None
+            return UNKNOWN
         acked = self.conn.peer_offset(False, ack)
         client = self.client
         if client.ended:
             self.held_since = None
-            return acked
+            return _Answer(acked)
         # Read up to there, unless a head that begins before it is still incomplete.
         if (
             acked is not None
@@ -825,7 +830,7 @@ class HttpParser:
             and (self.waiting or client.reader is not None or client.consumed >= acked)
         ):
             self.held_since = None
-            return acked
+            return _Answer(acked)
         if self.held_since is None:
             self.held_since = ts
         # Twice the reorder window: a hole in the client's stream that the server acknowledged
@@ -833,16 +838,15 @@ class HttpParser:
         # with what was really seen before the bound does.
         if self.now - self.held_since > 2 * self.window or len(self.server.buf) > self.hold:
             self.held_since = None
-            self.bounded = True
-            return acked
-        return HELD
+            return _Answer(acked, bounded=True)
+        return None
 
     def _start_response(self, side: _Side, buf: ReceiveBuffer) -> bool:
         start = _message_start(side, buf, RESPONSE_START)
         if start is None:
             return False
-        acked = self._answer_point(start)
-        if acked == HELD:
+        answer = self._answer_point(start)
+        if answer is None:
             return False
         key = HeadCache.head_of(buf)
         cached = self.heads.responses.get(key) if key is not None else None
@@ -857,14 +861,14 @@ class HttpParser:
                     cached = [head, None]
                     HeadCache.store(self.heads.responses, key, cached)
         except h11.ProtocolError as e:
-            self._bad_response(start, acked, f"bad response: {e}")
+            self._bad_response(start, answer, f"bad response: {e}")
             return True
         if head is None:
             if len(buf) > MAX_HEAD:
-                self._bad_response(start, acked, "response header block over 64 KiB")
+                self._bad_response(start, answer, "response header block over 64 KiB")
                 side.lose(0, side.offset)
             return False
-        ex = self._answered_by(start, acked)
+        ex = self._answered_by(start, answer)
         self._note_lost(side, ex, "response")
         ts, ack = side.mark_at(start)
         if type(head) is h11.InformationalResponse:
@@ -882,10 +886,11 @@ class HttpParser:
         side.reader = _body_reader(kind, args)
         return True
 
-    def _answered_by(self, start: int, acked: int | None) -> _Exchange:
+    def _answered_by(self, start: int, answer: _Answer) -> _Exchange:
         """The exchange a response beginning at server offset `start` answers: the oldest
-        unanswered request that began before `acked` in the client's stream, or a new exchange
-        with no request when there is none."""
+        unanswered request that began before `answer.acked` in the client's stream, or a new
+        exchange with no request when there is none."""
+        acked = answer.acked
         side = self.server
         if side.loss_start is not None:
             self._answered_in_loss(side.loss_start, start, acked)
@@ -894,9 +899,9 @@ class HttpParser:
         if pending and (acked is None or _begins_before(pending[0], acked)):
             ex = pending[0]
         else:
-            ex = self._orphan(acked)
+            ex = self._orphan(answer)
             pending.appendleft(ex)
-            if self.bounded and acked is not None and acked > self.answered_below:
+            if answer.bounded and acked is not None and acked > self.answered_below:
                 self.answered_below = acked
         if ex.index is None:
             ex.index = self._number()
@@ -1031,10 +1036,10 @@ class HttpParser:
             ex.notes.append(note)
             self.pending.append(ex)
         else:
-            acked = self._answer_point(start)
-            if acked == HELD:
+            answer = self._answer_point(start)
+            if answer is None:
                 return False
-            ex = self._answered_by(start, acked)
+            ex = self._answered_by(start, answer)
             self._note_lost(side, ex, what)
             ex.notes.append(note)
             self._finish_exchange(ex, msg, tunnel=False)
@@ -1066,7 +1071,7 @@ class HttpParser:
             if from_client:
                 self._bad_request(side, start, reason)
             else:
-                self._bad_response(start, self._answer_point(start), reason)
+                self._bad_response(start, self._answer_point(start) or UNKNOWN, reason)
         side.buf = ReceiveBuffer()
 
     def _answered_in_loss(self, start: int, resumed: int, acked: int | None) -> None:
@@ -1096,15 +1101,16 @@ class HttpParser:
         self.next_index += 1
         return index
 
-    def _orphan(self, acked: int | None) -> _Exchange:
+    def _orphan(self, answer: _Answer) -> _Exchange:
         """An exchange for a response whose request was not seen (or not understood)."""
         ex = _Exchange(None)
         client = self.client
+        acked = answer.acked
         if acked is None:
             pass
         elif client.lost_between(self.last_start, acked):
             ex.notes.append("its request was in client bytes that were lost or not understood")
-        elif self.bounded and acked > client.offset:
+        elif answer.bounded and acked > client.offset:
             ex.notes.append(
                 f"no request for it was captured in time: the server had received {acked}"
                 f" client bytes, the capture had shown {client.offset} by then"
@@ -1166,9 +1172,9 @@ class HttpParser:
         self.pending.append(ex)
         side.synced = False
 
-    def _bad_response(self, start: int, acked: int | None, reason: str) -> None:
+    def _bad_response(self, start: int, answer: _Answer, reason: str) -> None:
         """A response head that cannot be read: the exchange it answers ends in error."""
-        ex = self._answered_by(start, acked if acked != HELD else None)
+        ex = self._answered_by(start, answer)
         if self.pending and self.pending[0] is ex:
             self.pending.popleft()
         ex.error = reason

@@ -18,6 +18,14 @@ from engine.pipeline import Pipeline
 from tests.feeding import Recorder
 
 PCAPS = Path(__file__).parent / "data" / "pcaps"
+# Captures the source and file-format tests share.
+HTTP_GET = PCAPS / "zeek" / "http__get.pcap"  # 14 packets, Ethernet
+BIG = PCAPS / "zeek" / "http__1000-requests-one-dropped-response.pcap"  # 4102 packets
+PCAPNG = PCAPS / "zeek" / "http__cooper-grill-dvwa.pcapng"  # 64 packets, one interface
+SNAPPED = PCAPS / "zeek" / "tcp__retransmit-fast009.pcap"  # caplen < wire length for some
+RAW = PCAPS / "zeek" / "tcp__payload-syn.pcap"  # LINKTYPE_RAW (101), which libpcap calls 12
+NFLOG = PCAPS / "zeek" / "nflog-http.pcap"
+LOOPBACK = PCAPS / "gopacket" / "pcap_test_loopback.pcap"  # BSD loopback (DLT_NULL)
 
 Record = tuple[int, int, int, int, bytes]  # sec, usec, caplen, wire length, bytes
 

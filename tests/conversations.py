@@ -101,12 +101,17 @@ def build(
     return out[True], out[False]
 
 
+def causal(client: list[Packet], server: list[Packet]) -> list[Packet]:
+    """The two sides' packets in the order they were sent."""
+    return sorted(client + server, key=lambda p: p[0])
+
+
 def interleavings(
     client: list[Packet], server: list[Packet], limit: int = 500, seed: int = 0
 ) -> Iterator[list[Packet]]:
     """Orders of the two sides' packets that keep each side's own order (see the module)."""
     n, m = len(client), len(server)
-    yield sorted(client + server, key=lambda p: p[0])  # causal
+    yield causal(client, server)
     yield client + server
     yield server + client
     if math.comb(n + m, n) <= limit:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from engine.bounds import Bounds
 from engine.events import HttpTransaction
-from tests.conversations import build, http_records, interleavings
+from tests.conversations import build, causal, http_records, interleavings
 from tests.synth import write_pcap
 from tui.cli import main
 
@@ -158,14 +158,10 @@ def test_every_interleaving_of_a_small_pipelined_exchange():
     seed=st.integers(0, 2**32 - 1),
 )
 def test_records_depend_neither_on_the_interleaving_nor_on_the_segments(cuts, seed):
-    reference = [untimed(t) for t in http_records(_causal(build(KEEP_ALIVE)))]
+    reference = [untimed(t) for t in http_records(causal(*build(KEEP_ALIVE)))]
     client, server = build(KEEP_ALIVE, cuts=cuts)
     for packets in interleavings(client, server, limit=3, seed=seed):
         assert [untimed(t) for t in http_records(packets, batch=5)] == reference
-
-
-def _causal(sides: tuple[list, list]) -> list:
-    return sorted(sides[0] + sides[1], key=lambda p: p[0])
 
 
 def test_a_response_captured_before_its_request_is_paired_in_a_real_capture_file(tmp_path, capsys):
@@ -211,7 +207,7 @@ def _lose_request(order: str) -> list:
     client, server = build(script)
     [lost] = _data_packets(client, b"GET /2 ")
     client = client[:lost] + client[lost + 1:]
-    return {"causal": _causal((client, server)), "server first": server + client,
+    return {"causal": causal(client, server), "server first": server + client,
             "client first": client + server}[order]
 
 
@@ -255,7 +251,7 @@ def test_an_answer_held_beyond_the_byte_bound_goes_on():
     assert [(r[0], r[1], r[2]) for r in records] == [
         (None, None, 200), ("GET", "/big", None), ("GET", "/small", 200),
     ]  # the first answer could not wait: 5000 bytes > 2000
-    assert _records(_causal((client, server)))[0][:3] == ("GET", "/big", 200)
+    assert _records(causal(client, server))[0][:3] == ("GET", "/big", 200)
 
 
 def test_a_capture_that_starts_after_the_request_says_so():
@@ -276,7 +272,7 @@ def test_head_and_304_answers_have_no_body_whatever_the_order(order):
     script = [("c", HEAD), ("s", HEAD_OK), ("c", get("/c")), ("s", NOT_MODIFIED),
               ("c", get("/d")), ("s", ok(b"dee"))]
     client, server = build(script, mss=20)
-    packets = _causal((client, server)) if order == "causal" else server + client
+    packets = causal(client, server) if order == "causal" else server + client
     records = http_records(packets)
     assert [(t.request.method, t.response.status, t.response.body_bytes) for t in records] == [
         ("HEAD", 200, 0), ("GET", 304, 0), ("GET", 200, 3),
@@ -317,7 +313,7 @@ def test_packets_cut_by_a_small_snap_length_still_give_each_exchange(tmp_path, c
     """As `tcpdump -s 96` writes them: every exchange is there with what was captured of it
     (method, target as far as it went, status), and a note that the rest was cut off."""
     client, server = build(SNAP_SCRIPT)
-    packets = _causal((client, server)) if order == "causal" else server + client
+    packets = causal(client, server) if order == "causal" else server + client
     path = tmp_path / "cut.pcap"
     write_pcap(path, packets, snaplen=snaplen)
     from tests.captures import replay_file

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import http.client
 import os
-import select
 import subprocess
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.live import end_process, wait_for_line
 from tests.test_cli import ROOT, WIREPEEK, records
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="live capture on lo needs root")
@@ -68,21 +67,6 @@ class Handler(BaseHTTPRequestHandler):
         self._reply(200, body)
 
 
-def _wait_for_line(proc: subprocess.Popen[bytes], needle: bytes, timeout: float) -> bytes:
-    """Read the child's stderr until a line holding needle, or fail at the deadline."""
-    assert proc.stderr is not None
-    fd = proc.stderr.fileno()
-    deadline = time.monotonic() + timeout
-    got = b""
-    while needle not in got:
-        left = deadline - time.monotonic()
-        assert left > 0, f"no {needle!r} from wirepeek within {timeout} s: {got!r}"
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            chunk = os.read(fd, 4096)
-            assert chunk, f"wirepeek ended before saying {needle!r}: {got!r}"
-            got += chunk
-    return got
 
 
 def _exchange(conn: http.client.HTTPConnection, method: str, path: str,
@@ -111,7 +95,7 @@ def test_live_http_exchanges_are_reported_with_the_bytes_the_server_wrote():
                              "tcp", "port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     try:
-        _wait_for_line(proc, b"capturing on lo", timeout=30)
+        wait_for_line(proc, b"capturing on lo", timeout=30)
         keep_alive = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         got = [
             _exchange(keep_alive, "GET", "/small"),
@@ -125,11 +109,7 @@ def test_live_http_exchanges_are_reported_with_the_bytes_the_server_wrote():
         second.close()
         out, err = proc.communicate(timeout=30)
     finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            assert stream is not None
-            stream.close()
+        end_process(proc)
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)

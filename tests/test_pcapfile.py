@@ -28,15 +28,20 @@ from engine.pcapfile import (
     PcapWriter,
     compression_of,
 )
-from tests.captures import PCAPS, compress, reference, zstd_in_blocks
+from tests.captures import (
+    BIG,
+    HTTP_GET,
+    LOOPBACK,
+    NFLOG,
+    PCAPNG,
+    PCAPS,
+    RAW,
+    SNAPPED,
+    compress,
+    reference,
+    zstd_in_blocks,
+)
 
-HTTP_GET = PCAPS / "zeek" / "http__get.pcap"  # 14 packets, Ethernet
-BIG = PCAPS / "zeek" / "http__1000-requests-one-dropped-response.pcap"  # 4102 packets
-PCAPNG = PCAPS / "zeek" / "http__cooper-grill-dvwa.pcapng"  # 64 packets, one interface
-SNAPPED = PCAPS / "zeek" / "tcp__retransmit-fast009.pcap"  # caplen < wire length for some
-RAW = PCAPS / "zeek" / "tcp__payload-syn.pcap"  # LINKTYPE_RAW (101), which libpcap calls 12
-NFLOG = PCAPS / "zeek" / "nflog-http.pcap"
-LOOPBACK = PCAPS / "gopacket" / "pcap_test_loopback.pcap"  # BSD loopback (DLT_NULL)
 NG_001 = PCAPS / "gopacket" / "pcapgo_tests_le_test001.pcapng"
 NG_010 = PCAPS / "gopacket" / "pcapgo_tests_le_test010.pcapng"
 

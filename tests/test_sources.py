@@ -34,7 +34,15 @@ from engine.sources import (
     write_packets,
 )
 from tests.captures import (
+    BIG,
     COMPRESSIONS,
+    HTTP_GET,
+    LOOPBACK,
+    NFLOG,
+    PCAPNG,
+    PCAPS,
+    RAW,
+    SNAPPED,
     SUFFIX,
     Record,
     compress,
@@ -44,14 +52,6 @@ from tests.captures import (
     zstd_in_blocks,
 )
 
-PCAPS = Path(__file__).parent / "data" / "pcaps"
-HTTP_GET = PCAPS / "zeek" / "http__get.pcap"  # 14 packets, Ethernet
-BIG = PCAPS / "zeek" / "http__1000-requests-one-dropped-response.pcap"  # 4102 packets
-PCAPNG = PCAPS / "zeek" / "http__cooper-grill-dvwa.pcapng"  # 64 packets, one interface
-SNAPPED = PCAPS / "zeek" / "tcp__retransmit-fast009.pcap"  # caplen < wire length for some
-RAW = PCAPS / "zeek" / "tcp__payload-syn.pcap"  # LINKTYPE_RAW (101), which libpcap calls 12
-NFLOG = PCAPS / "zeek" / "nflog-http.pcap"
-LOOPBACK = PCAPS / "gopacket" / "pcap_test_loopback.pcap"  # BSD loopback (DLT_NULL)
 ETHERNET = PCAPS / "gopacket" / "pcap_test_ethernet.pcap"
 SIMPLE_GET = PCAPS / "arkime" / "http-simple-get.pcap"
 MIXED_BE = PCAPS / "gopacket" / "pcapgo_tests_be_test100.pcapng"

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from engine.tls import CIPHER_SUITE_NAMES
+from tests.live import end_process, wait_for_line
 from tests.test_cli import ROOT, WIREPEEK, records
-from tests.test_http_live import _wait_for_line
 
 h2 = pytest.importorskip("h2", reason="the h2 package (a test dependency) is not installed")
 import h2.config  # noqa: E402
@@ -193,15 +193,11 @@ def test_live_tls_and_h2c_connections_are_labelled_by_what_they_speak(tmp_path):
     proc = subprocess.Popen([*WIREPEEK, "-i", "lo", "--json", "--duration", "4", bpf],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     try:
-        _wait_for_line(proc, b"capturing on lo", timeout=30)
+        wait_for_line(proc, b"capturing on lo", timeout=30)
         seen = run()
         out, err = proc.communicate(timeout=30)
     finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            assert stream is not None
-            stream.close()
+        end_process(proc)
         stop()
     assert seen == {"tls12": (BODY, "h2"), "tls13": (BODY, "h2"), "h2c": BODY}
     assert proc.returncode == 0, err

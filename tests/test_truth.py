@@ -12,9 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conversations import build
-from tests.synth import ETH_TEB, IPPROTO_GRE, IPPROTO_IPIP, IPPROTO_IPV6, ether, gre, ipv4
-from tests.synth import write_pcap
+from tests.conversations import build, causal
+from tests.synth import (
+    ETH_TEB,
+    IPPROTO_GRE,
+    IPPROTO_IPIP,
+    IPPROTO_IPV6,
+    ether,
+    gre,
+    ipv4,
+    write_pcap,
+)
 from tests.test_tls import alpn, client_hello, sni
 from tui.cli import main
 
@@ -31,10 +39,6 @@ PAIRS = [("GET", "/a", 200, 5), ("HEAD", "/b", 200, 0), ("GET", "/c", 304, 0)]
 Capture = tuple[list[tuple[float, bytes]], int]  # packets, snap length
 
 
-def _causal(client: list, server: list) -> list:
-    return sorted(client + server, key=lambda p: p[0])
-
-
 def answers_first() -> Capture:
     client, server = build(SCRIPT)
     return server + client, 262144
@@ -46,29 +50,29 @@ def request_lost() -> Capture:
     lost = b"GET /lost HTTP/1.1\r\n" + HOST + b"\r\n"
     client, server = build([("c", GET), ("s", OK), ("c", lost), ("s", OK)] + SCRIPT[2:])
     client = [p for p in client if b"GET /lost" not in p[1]]
-    return _causal(client, server), 262144
+    return causal(client, server), 262144
 
 
 def snap_length() -> Capture:
     client, server = build(SCRIPT)
-    return _causal(client, server), 96
+    return causal(client, server), 96
 
 
 def bare_lf_chunked() -> Capture:
     chunked = b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n5\nhello\n0\n\n"
     client, server = build([("c", GET), ("s", chunked)])
-    return _causal(client, server), 262144
+    return causal(client, server), 262144
 
 
 def h2c() -> Capture:
     preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
     client, server = build([("c", preface), ("s", b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")])
-    return _causal(client, server), 262144
+    return causal(client, server), 262144
 
 
 def _tunnel(wrap: Callable[[bytes], bytes], ipv6: bool = False) -> Capture:
     client, server = build(SCRIPT, ipv6=ipv6)
-    return [(ts, wrap(frame)) for ts, frame in _causal(client, server)], 262144
+    return [(ts, wrap(frame)) for ts, frame in causal(client, server)], 262144
 
 
 def ip_in_ip() -> Capture:
@@ -86,13 +90,13 @@ def gre_ethernet() -> Capture:
 def fin_lost() -> Capture:
     client, server = build(SCRIPT + [("c-fin",)])
     client = [p for p in client if not (p[1][47] & 0x01)]  # the client's FIN never captured
-    return _causal(client, server), 262144
+    return causal(client, server), 262144
 
 
 def sni_with_control_bytes() -> Capture:
     hello = client_hello([sni(b"ev\x1bil\\.example"), alpn(b"h2\r", b"http/1.1")])
     client, server = build([("c", hello), ("s", b"\x15\x03\x03\x00\x02\x02\x28")])
-    return _causal(client, server), 262144
+    return causal(client, server), 262144
 
 
 def _http(records: list[dict]) -> list[tuple]:

@@ -10,17 +10,16 @@ Every packet stays inside the two namespaces made here, which are deleted afterw
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.live import end_process, wait_for_line
 from tests.test_cli import ROOT, records
 
 pytestmark = [
@@ -87,21 +86,6 @@ def tunnel(request: pytest.FixtureRequest) -> Iterator[Pair]:
             ip("netns", "del", ns, check=False)
 
 
-def _read_until(proc: subprocess.Popen[bytes], fd: int, needle: bytes, timeout: float) -> bytes:
-    """Read fd until it holds needle, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    got = b""
-    while needle not in got:
-        left = deadline - time.monotonic()
-        assert left > 0, f"no {needle!r} within {timeout} s: {got!r}"
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            chunk = os.read(fd, 4096)
-            assert chunk, f"{proc.args} ended before saying {needle!r}: {got!r}"
-            got += chunk
-    return got
-
-
 def _in(ns: str, *command: str) -> list[str]:
     return ["ip", "netns", "exec", ns, *command]
 
@@ -131,19 +115,15 @@ def test_http_inside_a_kernel_tunnel_is_found(tunnel: Pair, tmp_path: Path) -> N
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     try:
         assert server.stdout is not None and capture.stderr is not None
-        _read_until(server, server.stdout.fileno(), b"Serving HTTP", timeout=30)
-        _read_until(capture, capture.stderr.fileno(), b"capturing on", timeout=30)
+        wait_for_line(server, b"Serving HTTP", timeout=30, stdout=True)
+        wait_for_line(capture, b"capturing on", timeout=30)
         client = subprocess.run(
             _in(client_ns, sys.executable, "-c", CLIENT, f"http://{OVERLAY[1]}:{PORT}"),
             capture_output=True, timeout=60)
         out, err = capture.communicate(timeout=30)
     finally:
         for proc in (capture, server):
-            proc.kill()
-            proc.wait(timeout=10)
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
+            end_process(proc)
     assert client.returncode == 0, client.stderr
     missing_size = int(client.stdout.split()[3])
     assert client.stdout.split() == [b"200", str(len(BODY)).encode(), b"404",

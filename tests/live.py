@@ -1,0 +1,37 @@
+"""Helpers of the tests that run wirepeek (or a server) as a child process on a live interface."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import time
+
+
+def wait_for_line(
+    proc: subprocess.Popen[bytes], needle: bytes, timeout: float, stdout: bool = False
+) -> bytes:
+    """Read the child's stderr (or stdout) until it holds needle, or fail at the deadline."""
+    stream = proc.stdout if stdout else proc.stderr
+    assert stream is not None
+    fd = stream.fileno()
+    deadline = time.monotonic() + timeout
+    got = b""
+    while needle not in got:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {needle!r} from {proc.args} within {timeout} s: {got!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 4096)
+            assert chunk, f"{proc.args} ended before saying {needle!r}: {got!r}"
+            got += chunk
+    return got
+
+
+def end_process(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the child if it still runs, reap it and close its pipes."""
+    proc.kill()
+    proc.wait(timeout=10)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
