@@ -66,8 +66,8 @@ async def stream_loaded(app: WirepeekApp, pilot: Pilot[None]) -> None:
 async def http(app: WirepeekApp, pilot: Pilot[None]) -> None:
     await select(app, pilot, REST)
     await pilot.press("enter")  # into the exchanges
-    table = app.query_one("#http-table", DataTable)
-    table.move_cursor(row=table.get_row_index(str(POST_CREATED)))
+    table = app.query_one("#exchanges")
+    table.move_to(POST_CREATED)
     await pilot.pause()
     tx = app.store.http[REST][POST_CREATED]
     request, response = tx.request, tx.response

@@ -16,7 +16,8 @@ from tui.capture import PacketRing, SourceSpec
 from tui.cli import DEMO_CAPTURE
 from tui.screens.help import HelpScreen
 from tui.widgets.connections import ConnectionsTable
-from tui.widgets.detail import HttpView, StreamView
+from tui.widgets.detail import StreamView
+from tui.widgets.http import HttpView
 from tui.widgets.status import StatusBar
 
 SIZE = (120, 40)
@@ -71,9 +72,9 @@ async def test_connections_and_http_exchanges_are_listed():
         await read_all(app, pilot)
         assert table_ids(app) == [0]
         assert app.selected == 0
-        http = app.query_one("#http-table", DataTable)
+        http = app.query_one("#exchanges")
         assert http.row_count == 5
-        assert "GET /style/enhanced.css" in str(app.query_one("#http-text").render())
+        assert "GET /style/enhanced.css" in app.query_one("#http-message").plain
         assert "done" in status_text(app) and "49 pkts" in status_text(app)
 
 
@@ -158,7 +159,7 @@ async def test_stream_marks_retransmissions_and_shows_each_byte_once():
 
 
 def http_text(app: WirepeekApp) -> str:
-    return str(app.query_one("#http-text").render())
+    return app.query_one("#http-message").plain
 
 
 async def open_exchange(app: WirepeekApp, pilot: object, conn_id: int, index: int) -> str:
@@ -167,7 +168,7 @@ async def open_exchange(app: WirepeekApp, pilot: object, conn_id: int, index: in
     await pilot.pause()  # type: ignore[attr-defined]
     await pilot.press("enter", *["down"] * index)  # type: ignore[attr-defined]
     await pilot.pause()  # type: ignore[attr-defined]
-    assert app.selected == conn_id and app.query_one("#http-table", DataTable).cursor_row == index
+    assert app.selected == conn_id and app.query_one("#exchanges").cursor_row == index
     return http_text(app)
 
 
@@ -205,8 +206,8 @@ async def test_http_detail_marks_bytes_never_captured_and_parse_errors():
         await read_all(app, pilot)
         text = await open_exchange(app, pilot, 0, 0)
         assert text.startswith("error: bad request: conflicting Content-Length headers")
-        row = app.query_one("#http-table", DataTable).get_row_at(0)
-        assert row[-1] == "error"
+        table = app.query_one("#exchanges")
+        assert table.cells(table.selected_id())[-1] == "error"
 
 
 @pytest.mark.asyncio
@@ -225,11 +226,11 @@ async def test_moving_between_connections_follows_the_selection():
         assert app.driver.follow == ids[2]
         await pilot.pause()
         # The detail shows that connection's exchanges, not the previous one's.
-        http = app.query_one("#http-table", DataTable)
+        http = app.query_one("#exchanges")
         assert http.row_count == len(app.store.http.get(ids[2], []))
         first = app.store.http[ids[2]][0]
         assert first.request is not None
-        assert first.request.target in str(app.query_one("#http-text").render())
+        assert first.request.target in app.query_one("#http-message").plain
 
 
 @pytest.mark.asyncio
@@ -283,16 +284,16 @@ async def test_a_reread_that_finds_nothing_clears_the_open_connection():
     app = app_for("zeek/http__get.pcap")
     async with app.run_test(size=SIZE) as pilot:
         await read_all(app, pilot)
-        await until(pilot, lambda: app.query_one("#http-table", DataTable).row_count == 1)
-        assert app.query_one("#http-table", DataTable).row_count == 1
+        await until(pilot, lambda: app.query_one("#exchanges").row_count == 1)
+        assert app.query_one("#exchanges").row_count == 1
         app.file_done.clear()
         await pilot.press("f")
         app.query_one("#capture-filter", Input).value = "tcp port 1"
         await pilot.press("enter")
         await read_all(app, pilot)
-        await until(pilot, lambda: app.query_one("#http-table", DataTable).row_count == 0)
+        await until(pilot, lambda: app.query_one("#exchanges").row_count == 0)
         assert table_ids(app) == [] and app.selected is None
-        assert app.query_one("#http-table", DataTable).row_count == 0
+        assert app.query_one("#exchanges").row_count == 0
         assert app.query_one(StreamView).chunks == []
 
 
@@ -334,9 +335,9 @@ async def test_enter_opens_the_exchanges_and_escape_comes_back():
     async with app.run_test(size=SIZE) as pilot:
         await read_all(app, pilot)
         await pilot.press("enter")
-        assert app.query_one("#http-table").has_focus
+        assert app.query_one("#exchanges").has_focus
         await pilot.press("down")
-        assert "GET /script/urchin.js" in str(app.query_one(HttpView).query_one("#http-text").render())
+        assert "GET /script/urchin.js" in app.query_one(HttpView).query_one("#http-message").plain
         await pilot.press("escape")
         assert app.query_one(ConnectionsTable).has_focus
 
@@ -351,7 +352,7 @@ async def test_escape_sequences_from_the_wire_are_shown_escaped():
         for conn_id in table_ids(app):
             app.query_one(ConnectionsTable).select(conn_id)
             await pilot.pause()
-            seen.append(str(app.query_one("#http-text").render()))
+            seen.append(app.query_one("#http-message").plain)
             await pilot.press("2")
             await pilot.pause()
             seen.append("\n".join(line.text for line in app.query_one(StreamView).lines))
@@ -386,7 +387,7 @@ async def test_tls_names_with_control_bytes_are_shown_escaped_once_in_the_connec
         assert f" TLS 1.2 SNI {SHOWN_SNI} ALPN {SHOWN_ALPN} (selected)" in row
         assert "\\\\x1b" not in row.replace(r"\\x1b.test", "")  # no escape escaped again
         assert not any(ch in row for ch in "\x1b\r\x00\x9b")
-        assert "No HTTP on this connection" in str(app.query_one("#http-text").render())
+        assert "No HTTP on this connection" in str(app.query_one("#http-summary").render())
 
 
 @pytest.mark.asyncio

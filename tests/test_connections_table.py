@@ -8,6 +8,7 @@ from textual.app import App, ComposeResult
 from engine.events import ConnectionClosed, ConnectionInfo, ConnectionOpened, ConnectionUpdated
 from tui.store import TrafficStore
 from tui.widgets.connections import ConnectionsTable
+from tui.widgets.table import VirtualTable
 
 ROWS = 1000
 
@@ -30,11 +31,11 @@ class TableApp(App[None]):
     def compose(self) -> ComposeResult:
         yield ConnectionsTable(self.store)
 
-    def on_connections_table_selected(self, event: ConnectionsTable.Selected) -> None:
-        self.seen.append(event.conn_id)
+    def on_virtual_table_selected(self, event: VirtualTable.Selected) -> None:
+        self.seen.append(event.row)
 
-    def on_connections_table_opened(self, event: ConnectionsTable.Opened) -> None:
-        self.opened.append(event.conn_id)
+    def on_virtual_table_opened(self, event: VirtualTable.Opened) -> None:
+        self.opened.append(event.row)
 
     def fill(self, ids: range) -> set[int]:
         self.store.apply(tuple(ConnectionOpened(info(i)) for i in ids))
@@ -75,7 +76,7 @@ async def test_rows_on_screen_show_their_connection():
         table.move_to(40)
         await pilot.pause()
         lines = [table.render_line(y).text for y in range(table.size.height)]
-        assert lines[0].split()[:3] == ["#", "client", "server"]
+        assert lines[0].split()[:3] == ["#▲", "client", "server"]  # sorted by id, ascending
         assert any(line.split()[:2] == ["40", "10.0.0.40:40000"] for line in lines[1:])
         assert not any(line.split()[:1] == ["5"] for line in lines[1:])  # scrolled past
 
@@ -104,9 +105,9 @@ async def test_removed_rows_go_and_the_cursor_stays_on_its_connection():
         table.update_rows(set(), set(range(0, 50)))
         await pilot.pause()
         assert table.order == list(range(50, 100))
-        assert table.selected_id() == 60 and table.position[60] == 10
+        assert table.selected_id() == 60 and table.rows.index(60) == 10
         table.update_rows(set(), {60})
-        assert table.selected_id() is not None and 60 not in table.position
+        assert table.selected_id() is not None and 60 not in table.rows
 
 
 @pytest.mark.asyncio
@@ -117,13 +118,51 @@ async def test_sort_by_packets_puts_the_busiest_first_and_keeps_the_selection():
         table.focus()
         app.fill(range(30))
         table.select(7)
-        await pilot.press("s", "s")  # id, then packets
+        await pilot.press(*"s" * table.sortable.index("packets"))  # from id to packets
         assert table.sort_column == "packets"
         assert table.order[0] == 29 and table.selected_id() == 7
+        header = table.render_line(0).text
+        assert " pkts▼ " in header and "#▲" not in header  # the header says how it is sorted
+        await pilot.press("S")  # reversed: the quietest first
+        assert table.order[0] == 0 and table.order[-1] == 29 and table.selected_id() == 7
+        assert " pkts▲ " in table.render_line(0).text
+
+
+@pytest.mark.asyncio
+async def test_the_sort_holds_as_rows_come_and_change():
+    app = TableApp()
+    async with app.run_test(size=(100, 20)) as pilot:
+        table = app.query_one(ConnectionsTable)
+        table.focus()
+        app.fill(range(0, 30, 2))  # even ids: packets = id
+        table.sort_by("packets")
+        table.select(10)
+        await pilot.pause()
+        app.fill(range(1, 30, 2))  # odd ids arrive: each goes to its sorted place
+        assert table.order == list(range(29, -1, -1)) and table.selected_id() == 10
+        # One connection gets busy: it moves to the top, and the cursor stays on its row.
+        app.store.apply((ConnectionUpdated(info(3)._replace(packets=(500, 1))),))
+        table.update_rows(*app.store.take_changes())
+        assert table.order[0] == 3 and table.selected_id() == 10
+        assert table.cursor_row == table.order.index(10)
+
+
+@pytest.mark.asyncio
+async def test_a_click_on_a_header_sorts_by_it_and_a_second_click_reverses():
+    app = TableApp()
+    async with app.run_test(size=(100, 20)) as pilot:
+        table = app.query_one(ConnectionsTable)
+        app.fill(range(30))
+        await pilot.pause()
+        x = table.render_line(0).text.index("pkts")
+        await pilot.click(ConnectionsTable, offset=(x, 0))
+        assert table.sort_column == "packets" and table.order[0] == 29
+        await pilot.click(ConnectionsTable, offset=(x, 0))
+        assert table.sort_column == "packets" and table.order[0] == 0
 
 
 def row_line(table: ConnectionsTable, conn_id: int):  # type: ignore[no-untyped-def]
-    return table.render_line(table.position[conn_id] - table.scroll_offset.y + 1)
+    return table.render_line(table.rows.index(conn_id) - table.scroll_offset.y + 1)
 
 
 @pytest.mark.asyncio

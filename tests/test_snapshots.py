@@ -95,7 +95,7 @@ def test_connections_and_http_pipelined(snap_compare, size):
 
     async def open_exchanges(app: WirepeekApp, pilot: Pilot[None]) -> None:
         await pilot.press("enter", "down")
-        assert app.query_one("#http-table", DataTable).cursor_row == 1
+        assert app.query_one("#exchanges").cursor_row == 1
 
     assert snap_compare(app, terminal_size=size, run_before=after_reading(app, open_exchanges))
 
@@ -107,10 +107,10 @@ def test_connections_and_http_demo_post_created(snap_compare, size):
     async def post_exchange(app: WirepeekApp, pilot: Pilot[None]) -> None:
         await select(app, pilot, REST)
         await pilot.press("enter")
-        table = app.query_one("#http-table", DataTable)
-        table.move_cursor(row=table.get_row_index("1"))
+        table = app.query_one("#exchanges")
+        table.move_to(1)
         await pilot.pause()
-        assert "POST /api/v1/orders" in str(app.query_one("#http-text").render())
+        assert "POST /api/v1/orders" in app.query_one("#http-message").plain
 
     assert snap_compare(app, terminal_size=size, run_before=after_reading(app, post_exchange))
 
@@ -164,6 +164,6 @@ def test_no_color_still_renders(snap_compare, monkeypatch):
 
     async def http_of_rest(app: WirepeekApp, pilot: Pilot[None]) -> None:
         await select(app, pilot, REST)
-        assert "GET /api/v1/orders?limit=3" in str(app.query_one("#http-text").render())
+        assert "GET /api/v1/orders?limit=3" in app.query_one("#http-message").plain
 
     assert snap_compare(app, terminal_size=SMALL, run_before=after_reading(app, http_of_rest))

@@ -17,6 +17,7 @@ from tui.messages import CaptureStatus
 from tui.widgets.connections import ConnectionsTable
 from tui.widgets.detail import StreamView
 from tui.widgets.status import StatusBar
+from tui.widgets.table import VirtualTable
 
 DEMO = str(DEMO_CAPTURE)
 
@@ -155,4 +156,4 @@ async def test_a_selection_that_arrives_as_the_widgets_go_is_ignored():
     async with app.run_test(size=(120, 40)):
         await asyncio.wait_for(app.file_done.wait(), timeout=20)
         await app.query_one("#main").remove()
-        app.select_connection(ConnectionsTable.Selected(3))
+        app.select_connection(VirtualTable.Selected(ConnectionsTable(app.store), 3))

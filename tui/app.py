@@ -2,7 +2,10 @@
 
 The capture driver (tui.capture) runs in a thread worker and posts one EngineUpdate per tick;
 the app folds it into its own store (tui.store) and redraws only the rows that changed. Nothing
-here reads the engine's live objects.
+here reads the engine's live objects. The UI talks to the driver only through the driver's small
+interface (`follow`, `set_filter`, `hold_until`, `taken`, `packets`) and its messages.
+
+The selected connection lives in one place, the app's `selected` reactive: the panes watch it.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Input, Label, TabbedContent, TabPane
 from textual.css.query import NoMatches
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import DataTable, Footer, Input, Label, TabbedContent, TabPane, Tabs
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine import sources
@@ -28,9 +33,12 @@ from tui.collector import Collector
 from tui.escape import escape_text
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied
 from tui.screens.help import HelpScreen
+from tui.search import Query, Search, scan
 from tui.store import TrafficStore
 from tui.widgets.connections import ConnectionsTable
-from tui.widgets.detail import HttpView, StreamView
+from tui.widgets.detail import StreamView
+from tui.widgets.http import ExchangesTable, HttpView
+from tui.widgets.table import VirtualTable
 from tui.widgets.packets import PacketsView, dissect, summarise
 from tui.widgets.status import StatusBar
 
@@ -38,6 +46,18 @@ from tui.widgets.status import StatusBar
 SWITCH_INTERVAL = 0.0005  # seconds; see on_mount
 KEY_HOLD = 0.05  # seconds the capture thread may wait for a key to be answered, at most
 ROWS_BUDGET = 0.02  # seconds of row updates per engine update, at most
+
+
+class Searched(Message):
+    """A search of the whole store, made in a worker thread, is ready."""
+
+    def __init__(self, search: Search, generation: int) -> None:
+        super().__init__()
+        self.search = search
+        self.generation = generation
+
+
+TABS = {"1": "tab-http", "2": "tab-stream", "3": "tab-packets"}
 
 
 class WirepeekApp(App[None]):
@@ -50,20 +70,27 @@ class WirepeekApp(App[None]):
         Binding("f", "edit_capture_filter", "Capture filter"),
         Binding("slash", "edit_display_filter", "Find", key_display="/"),
         Binding("p", "pause", "Pause"),
-        Binding("1", "show_tab('tab-http')", "HTTP"),
-        Binding("2", "show_tab('tab-stream')", "Stream"),
-        Binding("3", "show_tab('tab-packets')", "Packets"),
+        # Priority: the tab keys work wherever the focus is (but not while typing in a prompt).
+        Binding("1", "show_tab('tab-http')", "HTTP", priority=True),
+        Binding("2", "show_tab('tab-stream')", "Stream", priority=True),
+        Binding("3", "show_tab('tab-packets')", "Packets", priority=True),
+        Binding("z", "zoom", "Zoom"),
         Binding("w", "write_pcap", "Write pcap"),
         Binding("W", "write_shown", "Write all shown", show=False),
         Binding("x", "toggle_hex", "Text/hex"),
-        Binding("escape", "back", "Back", show=False),
+        Binding("escape", "back", "Back to the connections", show=False),
     ]
+
+    # The connection whose details are shown (None: none). The panes watch it.
+    selected: reactive[int | None] = reactive(None, init=False)
 
     def __init__(self, spec: SourceSpec, bpf: str = "", bounds: Bounds | None = None) -> None:
         super().__init__()
         self.store = TrafficStore()
         self.driver = CaptureDriver(spec, bpf, bounds or Bounds(), self.post_message)
-        self.selected: int | None = None
+        self.search: Search | None = None  # what `/` found, once its scan is done
+        self.searching: Query | None = None  # a scan under way
+        self._since_scan: set[int] = set()  # connections that changed while it ran
         self.paused = False
         self.generation = 0
         self.status: CaptureStatus | None = None
@@ -93,6 +120,7 @@ class WirepeekApp(App[None]):
 
     def on_mount(self) -> None:
         self.query_one("#prompt").display = False
+        self.query_one(Tabs).can_focus = False  # Tab goes from the list to the tab's content
         self.query_one("#connections").focus()
         # The capture thread runs Python flat out under load. Each time the event loop waits (it
         # does many times per key) it gives up the GIL and must win it back, by default after up
@@ -148,8 +176,11 @@ class WirepeekApp(App[None]):
             # The file was read again: nothing shown before stays, not even the open connection.
             self.generation = update.generation
             self.store.reset()
+            if self.search is not None:
+                self.search = Search(self.search.query)
             self.query_one(ConnectionsTable).clear()
-            self._select(ConnectionsTable.Selected(None))
+            self.selected = None
+            self._show_detail()
         self.store.apply(update.events)
         self.status, self.stats = update.status, update.stats
         if update.stream_id is not None and update.stream_id == self.selected:
@@ -167,19 +198,35 @@ class WirepeekApp(App[None]):
 
     def _redraw(self) -> None:
         changed, removed = self.store.take_changes()
+        if self.searching is not None:
+            self._since_scan |= changed
         table = self.query_one(ConnectionsTable)
         # Rows that did not fit in this update's time wait for the next one (keys come first).
         self.store.changed |= table.update_rows(changed, removed, budget=ROWS_BUDGET)
         if self.selected is not None and self.selected in changed:
-            transactions = self.store.http.get(self.selected, [])
-            self.query_one(HttpView).show(self.selected, transactions)
-            self.query_one(StreamView).set_marks(transactions)
+            self._show_http()
+            self.query_one(StreamView).set_marks(self.store.http.get(self.selected, []))
+        exchanges = self.query_one(ExchangesTable)
+        exchanges.tick(self._now())
+
+    def _now(self) -> float:
+        """The time a pending request's wait runs to: the wall clock when live, else the last
+        packet's time."""
+        if self.status is not None and self.status.live:
+            return time.time()
+        return self.stats.ts if self.stats is not None and self.stats.ts is not None else 0.0
 
     def _show_status(self) -> None:
         if self.status is None or self.stats is None:
             return
         shown = self.query_one(ConnectionsTable).row_count
-        self.query_one(StatusBar).show(self.status, self.stats, self.paused, time.monotonic(), shown)
+        found = None
+        if self.searching is not None:
+            found = "searching…"
+        elif self.search is not None:
+            found = f"{self.search.matched:,} exchanges match"
+        self.query_one(StatusBar).show(self.status, self.stats, self.paused, time.monotonic(), shown,
+                                       found)
 
     def _endpoints(self, conn_id: int) -> tuple[str, str]:
         info = self.store.connections.get(conn_id)
@@ -187,53 +234,62 @@ class WirepeekApp(App[None]):
 
     # ------------------------------------------------------------------ selection
 
-    @on(ConnectionsTable.Selected)
-    def select_connection(self, event: ConnectionsTable.Selected) -> None:
-        if event.conn_id == self.selected:
-            return
+    @on(VirtualTable.Selected, "#connections")
+    def select_connection(self, event: VirtualTable.Selected) -> None:
+        self.selected = event.row
+
+    def watch_selected(self) -> None:
         try:
-            self._select(event)
+            self._show_detail()
         except NoMatches:
             pass  # the app is closing: the first rows of a capture came as its widgets went
 
-    def _select(self, event: ConnectionsTable.Selected) -> None:
-        self.selected = event.conn_id
-        self.driver.follow = event.conn_id
+    def _show_detail(self) -> None:
+        conn_id = self.selected
+        self.driver.follow = conn_id
         stream = self.query_one(StreamView)
-        stream.reset(self._endpoints(event.conn_id) if event.conn_id is not None
-                     else ("client", "server"))
-        stream.set_marks(self.store.http.get(event.conn_id, []) if event.conn_id is not None else [])
-        self.query_one(HttpView).show(event.conn_id, self.store.http.get(event.conn_id, [])
-                                      if event.conn_id is not None else [])
+        stream.reset(self._endpoints(conn_id) if conn_id is not None else ("client", "server"))
+        stream.set_marks(self.store.http.get(conn_id, []) if conn_id is not None else [])
+        self._show_http()
         if self.query_one(TabbedContent).active == "tab-packets":
             self.load_packets()
 
-    @on(ConnectionsTable.Opened)
-    def open_detail(self) -> None:
-        self.query_one("#http-table").focus()
+    def _show_http(self) -> None:
+        conn_id = self.selected
+        info = self.store.connections.get(conn_id) if conn_id is not None else None
+        search = self.search
+        positions = None
+        if search is not None and conn_id is not None:
+            positions = search.exchanges.setdefault(conn_id, [])
+        self.query_one(HttpView).show(
+            conn_id, self.store.http.setdefault(conn_id, []) if conn_id is not None else [],
+            self.store.pending.get(conn_id) if conn_id is not None else None,
+            info.protocol if info else None, positions, search.query.text if search else "")
 
-    @on(DataTable.RowHighlighted, "#http-table")
-    def show_transaction(self, event: DataTable.RowHighlighted) -> None:
-        if self.selected is None or event.row_key.value is None:
-            return
-        index = int(event.row_key.value)
-        for tx in self.store.http.get(self.selected, []):
-            if tx.index == index:
-                try:
-                    self.query_one(HttpView).describe(tx)
-                except NoMatches:
-                    pass  # the app is closing: the highlight came as its widgets went
-                break
+    @on(VirtualTable.Opened, "#connections")
+    def open_detail(self) -> None:
+        self._focus_detail()
+
+    def _focus_detail(self) -> None:
+        """Focus the content of the tab shown (not the tab strip)."""
+        tab = self.query_one(TabbedContent).active
+        target = {"tab-http": "#exchanges", "tab-stream": "#stream", "tab-packets": "#packets-table"}
+        self.query_one(target.get(tab, "#exchanges")).focus()
 
     # ------------------------------------------------------------------ actions
 
     def action_help(self) -> None:
         seen = []
-        for binding in [*self.BINDINGS, *ConnectionsTable.BINDINGS]:
+        for binding in [*self.BINDINGS, *VirtualTable.BINDINGS]:
             assert isinstance(binding, Binding)
             seen.append((binding.key_display or binding.key, binding.description))
-        seen += [("Tab", "Next pane"), ("Escape", "Back to the connections")]
+        seen += [("Tab", "Next pane")]
         self.push_screen(HelpScreen(seen))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "show_tab" and isinstance(self.focused, Input):
+            return False  # a digit typed in a prompt is text
+        return True
 
     def action_pause(self) -> None:
         self.paused = not self.paused
@@ -242,9 +298,20 @@ class WirepeekApp(App[None]):
         self._show_status()
 
     def action_show_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
+        tabs = self.query_one(TabbedContent)
+        detail = self.focused is not None and tabs in self.focused.ancestors
+        tabs.active = tab
+        if detail:
+            self._focus_detail()  # the focus was in the old tab, now hidden: take it along
         if tab == "tab-packets":
             self.load_packets()
+
+    def action_zoom(self) -> None:
+        """The detail pane takes the whole screen, or gives the list its share back."""
+        connections = self.query_one("#connections")
+        connections.display = not connections.display
+        if not connections.display:
+            self._focus_detail()
 
     # ------------------------------------------------------------------ packets
 
@@ -331,13 +398,15 @@ class WirepeekApp(App[None]):
         if self.query_one("#prompt").display:
             self._close_prompt()
         else:
+            self.query_one("#connections").display = True
             self.query_one("#connections").focus()
 
     def action_edit_capture_filter(self) -> None:
         self._open_prompt("#capture-filter", self.status.filter if self.status else self.driver.bpf)
 
     def action_edit_display_filter(self) -> None:
-        self._open_prompt("#display-filter", self.query_one(ConnectionsTable).query_text)
+        query = self.searching or (self.search.query if self.search else None)
+        self._open_prompt("#display-filter", query.text if query else "")
 
     def _open_prompt(self, which: str, value: str) -> None:
         prompt = self.query_one("#prompt")
@@ -371,8 +440,36 @@ class WirepeekApp(App[None]):
 
     @on(Input.Submitted, "#display-filter")
     def apply_display_filter(self, event: Input.Submitted) -> None:
-        table = self.query_one(ConnectionsTable)
-        table.query_text = event.value.strip().lower()
-        table.rebuild()
         self._close_prompt()
+        query = Query(event.value)
+        if not query:
+            self.searching, self.search = None, None
+            self.query_one(ConnectionsTable).rebuild(None)
+            self._show_http()
+        else:
+            # Every exchange of every connection is looked at, bodies too: in a worker thread,
+            # on a snapshot of the store. What changes meanwhile is matched when it is done.
+            self.searching = query
+            self._since_scan = set()
+            store = self.store
+            snapshot = [(info, list(store.http.get(conn_id, ())))
+                        for conn_id, info in store.connections.items()]
+            self.run_search(query, snapshot, self.generation)
+        self._show_status()
+
+    @work(thread=True, exclusive=True, group="search", exit_on_error=False)
+    def run_search(self, query: Query, snapshot: list[tuple[object, list[object]]],
+                   generation: int) -> None:
+        self.post_message(Searched(scan(query, snapshot), generation))  # type: ignore[arg-type]
+
+    def on_searched(self, message: Searched) -> None:
+        if message.search.query is not self.searching or message.generation != self.generation:
+            return  # another search replaced it, or the capture started again
+        self.searching, self.search = None, message.search
+        table = self.query_one(ConnectionsTable)
+        table.rebuild(message.search)
+        since, self._since_scan = self._since_scan, set()
+        self.store.changed |= since
+        self._redraw()
+        self._show_http()
         self._show_status()

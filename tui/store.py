@@ -15,6 +15,7 @@ from engine.events import (
     ConnectionInfo,
     ConnectionOpened,
     ConnectionUpdated,
+    HttpRequest,
     HttpTransaction,
 )
 
@@ -28,6 +29,8 @@ class TrafficStore:
         self.connections: OrderedDict[int, ConnectionInfo] = OrderedDict()
         self.closed: set[int] = set()
         self.http: dict[int, list[HttpTransaction]] = {}
+        # Requests that wait for their answer, per connection, by stream offset.
+        self.pending: dict[int, dict[int, HttpRequest]] = {}
         self.changed: set[int] = set()  # ids whose row must be redrawn
         self.removed: set[int] = set()  # ids whose row must go
         self.evicted = 0
@@ -37,6 +40,7 @@ class TrafficStore:
         self.connections.clear()
         self.closed.clear()
         self.http.clear()
+        self.pending.clear()
         self.changed.clear()
         self.removed.clear()
 
@@ -56,6 +60,7 @@ class TrafficStore:
             old, _ = self.connections.popitem(last=False)
             self.closed.discard(old)
             self.http.pop(old, None)
+            self.pending.pop(old, None)
             self.changed.discard(old)
             self.removed.add(old)
             self.evicted += 1
@@ -70,7 +75,9 @@ class TrafficStore:
         return changed - removed, removed
 
     def summary(self, conn_id: int) -> str:
-        """What the connection carries, in a few words (from the wire: the caller escapes it)."""
+        """What the connection carries, in a few words: its last HTTP request and how many came
+        before, or what its TLS hellos said (from the wire: the caller escapes it). The status
+        has a column of its own (`last_status`)."""
         info = self.connections.get(conn_id)
         if info is None:
             return ""
@@ -78,10 +85,18 @@ class TrafficStore:
         if txs:
             tx = txs[-1]
             line = f"{tx.request.method} {tx.request.target}" if tx.request else "(no request)"
-            status = f" → {tx.response.status}" if tx.response else " → …"
             more = f" (+{len(txs) - 1})" if len(txs) > 1 else ""
-            return line + status + more
+            return line + more
         return tls_summary(info)
+
+    def last_status(self, conn_id: int) -> int:
+        """The status of the connection's last HTTP answer; 0 when its last request has none
+        (yet); -1 without HTTP."""
+        txs = self.http.get(conn_id)
+        if not txs:
+            return -1
+        response = txs[-1].response
+        return response.status if response is not None else 0
 
 
 def tls_summary(info: ConnectionInfo) -> str:

@@ -1,4 +1,4 @@
-"""The detail pane of the selected connection: its HTTP exchanges and its reassembled stream.
+"""How HTTP messages and the reassembled stream of the selected connection are written out.
 
 Every byte shown here came from the wire: it goes through tui.escape before it becomes text, and
 is wrapped in rich Text objects, which Textual never parses for markup.
@@ -92,59 +92,6 @@ def body_text(data: bytes) -> Text:
             return Text(escape_rendered(pretty, keep_newlines=True) + "\n")
         return Text(escape_bytes(data, keep_newlines=True) + "\n")
     return Text("\n".join(hexdump_lines(data[:4096])) + "\n", "dim")
-
-
-class HttpView(Vertical):
-    """The exchanges of one connection, and the selected one in full."""
-
-    def compose(self) -> ComposeResult:
-        table: DataTable[str] = DataTable(cursor_type="row", id="http-table")
-        table.add_columns("#", "method", "target", "status", "req", "resp", "wait", "total", "")
-        yield table
-        with VerticalScroll(id="http-message"):
-            yield Static(id="http-text")
-
-    conn_id: int | None = None
-
-    def show(self, conn_id: int | None, transactions: list[HttpTransaction]) -> None:
-        """Show a connection's exchanges; for the same connection, add only the new ones."""
-        table = self.query_one("#http-table", DataTable)
-        shown = table.row_count
-        if conn_id != self.conn_id or shown > len(transactions):
-            self.conn_id = conn_id
-            table.clear()
-            shown = 0
-        for tx in transactions[shown:]:
-            req, resp = tx.request, tx.response
-            table.add_row(
-                str(tx.index),
-                escape_text(req.method) if req else "—",
-                escape_text(req.target)[:60] if req else "—",
-                str(resp.status) if resp else "—",
-                size(req.body_bytes) if req else "",
-                size(resp.body_bytes) if resp else "",
-                _ms(tx.wait),
-                _ms(tx.duration),
-                "tunnel" if tx.tunnel else ("error" if tx.error else ("note" if tx.notes else "")),
-                key=str(tx.index),
-            )
-        if shown == 0 and transactions:
-            self.describe(transactions[0])
-        elif not transactions:
-            self.query_one("#http-text", Static).update(Text("No HTTP on this connection.", "dim"))
-
-    def describe(self, tx: HttpTransaction) -> None:
-        out = Text()
-        if tx.error:
-            out.append("error: " + escape_text(tx.error) + "\n", "bold red")
-        for note in tx.notes:
-            out.append("note: " + escape_text(note) + "\n", "yellow")
-        if tx.tunnel:
-            out.append("After this exchange the connection is a tunnel: see the stream (2).\n", "yellow")
-        out.append_text(message_text(tx.request) if tx.request else Text("(request not captured)\n", "dim"))
-        out.append("\n")
-        out.append_text(message_text(tx.response) if tx.response else Text("(no response)\n", "dim"))
-        self.query_one("#http-text", Static).update(out)
 
 
 def message_marks(transactions: list[HttpTransaction]) -> dict[bool, list[tuple[int, str]]]:

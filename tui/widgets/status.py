@@ -16,7 +16,8 @@ class StatusBar(Static):
         self.last: tuple[float, int] | None = None  # (monotonic time, packets) for the rate
         self.rate = 0.0
 
-    def show(self, status: CaptureStatus, stats: Stats, paused: bool, now: float, shown: int) -> None:
+    def show(self, status: CaptureStatus, stats: Stats, paused: bool, now: float, shown: int,
+             found: str | None = None) -> None:
         if self.last is not None and now - self.last[0] >= 1.0:
             self.rate = (stats.packets - self.last[1]) / (now - self.last[0])
             self.last = (now, stats.packets)
@@ -29,6 +30,8 @@ class StatusBar(Static):
         out.append(f"filter: {escape_text(status.filter) or '(none)'} ", "bold")
         out.append(f"│ {self.rate:,.0f} pkt/s │ {stats.packets:,} pkts │ "
                    f"{stats.connections_total:,} conns ({shown:,} shown) ")
+        if found:
+            out.append(f"│ {found} ", "bold")
         if status.capture is not None:
             drops = status.capture.dropped + status.capture.if_dropped
             out.append(f"│ drops {drops:,} ", "bold red" if drops else "")

@@ -1,0 +1,258 @@
+"""The HTTP tab: the selected connection's exchanges in a virtual table, and one of them in full.
+
+The table is a `VirtualTable`: opening a connection of 10,000 exchanges costs a sort of its row
+ids, not 10,000 rows of widgets, and moving the cursor redraws only the lines on screen. A
+request still waiting for its answer is a row of its own, its duration growing, until the
+answer comes. The message pane below shows the exchange under the cursor (`LinesView`, drawn
+only where it is on screen); under a search (`/`) only the matching exchanges are listed.
+
+Every byte shown here came from the wire: it goes through tui.escape before it becomes text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.style import Style
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from engine.events import HttpRequest, HttpTransaction
+from tui.escape import escape_text
+from tui.times import wall
+from tui.widgets.connections import size, status_style
+from tui.widgets.detail import message_text
+from tui.widgets.lines import LinesView
+from tui.widgets.table import Column, VirtualTable
+
+COLUMNS = [
+    Column("index", "#", right=True),
+    Column("time", "time"),
+    Column("method", "method"),
+    Column("target", "target", limit=60),
+    Column("status", "status", right=True),
+    Column("req", "req", right=True),
+    Column("resp", "resp", right=True),
+    Column("ttfb", "ttfb", right=True),
+    Column("duration", "dur", right=True),
+    Column("note", "note"),
+]
+STATUS = 4
+LATER = 1 << 62  # sorts a request still waiting after every answered one
+
+
+def ms(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return f"{seconds * 1000:.1f}ms" if seconds < 10 else f"{seconds:.1f}s"
+
+
+def pending_id(request: HttpRequest) -> int:
+    """The row id of a request waiting for its answer (answered exchanges are 0, 1, 2...)."""
+    return -1 - request.offset
+
+
+class ExchangesTable(VirtualTable):
+    """Rows are positions in the connection's list of exchanges (the store's own list, which
+    only grows), and `pending_id`s of requests that wait for their answer."""
+
+    COLUMNS = COLUMNS
+    DEFAULT_SORT = "index"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.transactions: list[HttpTransaction] = []
+        self.pending: dict[int, HttpRequest] = {}  # row id -> request
+        self.now = 0.0  # the time pending durations run to (the wall clock, or the last packet)
+
+    def request_of(self, row: int) -> HttpRequest | None:
+        if row < 0:
+            return self.pending.get(row)
+        tx = self.transactions[row] if row < len(self.transactions) else None
+        return tx.request if tx is not None else None
+
+    def transaction(self, row: int) -> HttpTransaction | None:
+        return self.transactions[row] if 0 <= row < len(self.transactions) else None
+
+    def cells(self, row: int) -> list[str]:
+        if row < 0:
+            req = self.pending.get(row)
+            if req is None:
+                return [""] * len(COLUMNS)
+            waited = max(0.0, self.now - req.ts)
+            return ["", wall(req.ts), escape_text(req.method), escape_text(req.target), "…",
+                    size(req.body_bytes), "", "", f"{waited:.1f}s…", "waiting"]
+        tx = self.transactions[row]
+        req, resp = tx.request, tx.response
+        note = "tunnel" if tx.tunnel else ("error" if tx.error else ("note" if tx.notes else ""))
+        first = req or resp
+        return [
+            str(tx.index),
+            wall(first.ts) if first is not None else "",
+            escape_text(req.method) if req else "—",
+            escape_text(req.target) if req else "—",
+            str(resp.status) if resp else "—",
+            size(req.body_bytes) if req else "",
+            size(resp.body_bytes) if resp else "",
+            ms(tx.wait),
+            ms(tx.duration),
+            note,
+        ]
+
+    def sort_value(self, row: int, column: str) -> Any:
+        if row < 0:
+            req = self.pending.get(row)
+            if req is None:
+                return 0
+            return {
+                "index": LATER + req.offset, "time": req.ts, "method": req.method,
+                "target": req.target, "status": 0, "req": req.body_bytes, "resp": -1,
+                "ttfb": float("inf"), "duration": float("inf"), "note": "waiting",
+            }[column]
+        tx = self.transactions[row]
+        req, resp = tx.request, tx.response
+        if column == "index":
+            return tx.index
+        if column == "time":
+            first = req or resp
+            return first.ts if first is not None else 0.0
+        if column == "method":
+            return req.method if req else ""
+        if column == "target":
+            return req.target if req else ""
+        if column == "status":
+            return resp.status if resp else -1
+        if column == "req":
+            return req.body_bytes if req else -1
+        if column == "resp":
+            return resp.body_bytes if resp else -1
+        if column == "ttfb":
+            return tx.wait if tx.wait is not None else -1.0
+        if column == "duration":
+            return tx.duration if tx.duration is not None else -1.0
+        return self.cells(row)[-1]
+
+    def row_style(self, row: int, index: int) -> Style | None:
+        return self.get_component_rich_style("table--dim") if row < 0 else None
+
+    def cell_style(self, row: int, column: int, value: str) -> Style | None:
+        if column == STATUS:
+            return status_style(value, self.get_component_rich_style("table--error"),
+                                self.get_component_rich_style("table--warning"))
+        return None
+
+    def tick(self, now: float) -> None:
+        """Pending durations run on: redraw them."""
+        self.now = now
+        if self.pending:
+            self.refresh()
+
+
+class HttpView(Vertical):
+    """The exchanges of one connection, and the selected one in full."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.conn_id: int | None = None
+        self.protocol: str | None = None
+        self.positions: list[int] | None = None  # under a search: the exchanges that matched
+        self._listed = 0  # exchanges of the list taken so far (or positions, under a search)
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="http-summary")
+        yield ExchangesTable(id="exchanges")
+        yield LinesView(id="http-message")
+
+    @property
+    def table(self) -> ExchangesTable:
+        return self.query_one(ExchangesTable)
+
+    def show(self, conn_id: int | None, transactions: list[HttpTransaction],
+             pending: dict[int, HttpRequest] | None = None, protocol: str | None = None,
+             positions: list[int] | None = None, query: str = "") -> None:
+        """Show a connection's exchanges (`positions`: only those, under a search); for the same
+        connection and search, take only what is new. `pending` maps requests that wait for
+        their answer by their stream offset."""
+        table = self.table
+        pending_rows = {pending_id(r): r for r in (pending or {}).values() if r.offset >= 0}
+        fresh = conn_id != self.conn_id or positions is not self.positions
+        self.protocol = protocol
+        table.transactions = transactions
+        if fresh:
+            self.conn_id, self.positions = conn_id, positions
+            table.pending = pending_rows
+            listed = positions if positions is not None else range(len(transactions))
+            table.set_rows([*listed, *pending_rows])
+            table.move_to(0)
+            self._listed = len(listed)
+        else:
+            gone = [row for row in table.pending if row not in pending_rows]
+            table.pending = pending_rows
+            if gone:
+                table.remove_rows(gone)
+            source = positions if positions is not None else range(len(transactions))
+            new = list(source[self._listed:])
+            self._listed = len(source)
+            table.put_rows([*new, *(row for row in pending_rows if row not in table.rows)])
+        self._say(query)
+        if fresh:
+            self.describe_row(table.selected_id())
+
+    def _say(self, query: str) -> None:
+        table = self.table
+        total = len(table.transactions)
+        waiting = len(table.pending)
+        if self.conn_id is None:
+            text = Text("No connection selected.", "dim")
+        elif total == 0 and waiting == 0:
+            if self.protocol == "http2":
+                text = Text("HTTP/2 is not decoded yet: see its stream (2).", "dim")
+            else:
+                text = Text("No HTTP on this connection.", "dim")
+        else:
+            words = [f"{total:,} exchange{'s' if total != 1 else ''}"]
+            if waiting:
+                words.append(f"{waiting} waiting for an answer")
+            if self.positions is not None:
+                words.append(f"{len(self.positions):,} match {escape_text(query)!r}")
+            text = Text(" · ".join(words), "bold")
+        self.query_one("#http-summary", Static).update(text)
+
+    @on(VirtualTable.Selected, "#exchanges")
+    def _selected(self, event: VirtualTable.Selected) -> None:
+        event.stop()
+        self.describe_row(event.row)
+
+    def describe_row(self, row: int | None) -> None:
+        table = self.table
+        view = self.query_one(LinesView)
+        if row is None:
+            view.set_text(Text())
+            return
+        if row < 0:
+            req = table.pending.get(row)
+            out = Text("waiting for the answer\n\n", "yellow")
+            if req is not None:
+                out.append_text(message_text(req))
+            view.set_text(out)
+            return
+        tx = table.transaction(row)
+        if tx is not None:
+            view.set_text(exchange_text(tx))
+
+
+def exchange_text(tx: HttpTransaction) -> Text:
+    out = Text()
+    if tx.error:
+        out.append("error: " + escape_text(tx.error) + "\n", "bold red")
+    for note in tx.notes:
+        out.append("note: " + escape_text(note) + "\n", "yellow")
+    if tx.tunnel:
+        out.append("After this exchange the connection is a tunnel: see the stream (2).\n", "yellow")
+    out.append_text(message_text(tx.request) if tx.request else Text("(request not captured)\n", "dim"))
+    out.append("\n")
+    out.append_text(message_text(tx.response) if tx.response else Text("(no response)\n", "dim"))
+    return out
