@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 
 from tests.synth import LINKTYPE_ETHERNET, Packet, write_pcap
+
+# The inspector shows packet times as local wall-clock times: the same zone on every machine keeps
+# the snapshots the same.
+os.environ["TZ"] = "UTC"
+time.tzset()
 
 
 @pytest.fixture

@@ -1,0 +1,239 @@
+"""The inspector at incident scale: a connection of thousands of exchanges, search over every
+exchange, the keys and the focus (issue 10). Pilot drives the app on real capture files."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input, TabbedContent
+
+from engine.bounds import Bounds
+from engine.events import HttpRequest, HttpResponse, HttpTransaction
+from tests.bench.workloads import keepalive_http
+from tests.test_app import SIZE, app_for, read_all, until
+from tui.app import WirepeekApp
+from tui.capture import SourceSpec
+from tui.cli import DEMO_CAPTURE
+from tui.search import Query, Search
+from tui.widgets.connections import ConnectionsTable
+from tui.widgets.http import ExchangesTable, HttpView
+
+EXCHANGES = 3000
+
+
+@pytest.fixture(scope="module")
+def long_connection(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One keep-alive connection carrying 3,000 exchanges (GET /items/0 .. /items/2999)."""
+    path = tmp_path_factory.mktemp("long") / "keepalive-3000.pcap"
+    facts = keepalive_http(path, connections=1, transactions=EXCHANGES)
+    assert facts["transactions"] == EXCHANGES
+    return path
+
+
+def file_app(path: Path | str) -> WirepeekApp:
+    return WirepeekApp(SourceSpec(files=(str(path),)), "", Bounds(keep_after_close=True))
+
+
+def message(app: WirepeekApp) -> str:
+    return app.query_one("#http-message").plain  # type: ignore[attr-defined,no-any-return]
+
+
+def summary(app: WirepeekApp) -> str:
+    return str(app.query_one("#http-summary").render())
+
+
+@pytest.mark.asyncio
+async def test_a_connection_of_3000_exchanges_opens_pages_and_sorts(long_connection):
+    app = file_app(long_connection)
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        table = app.query_one(ExchangesTable)
+        assert app.selected == 0 and table.row_count == EXCHANGES
+        assert summary(app).startswith("3,000 exchanges")
+        await pilot.press("enter")
+        assert table.has_focus and "GET /items/" in message(app)
+        first = table.order[:3]
+        await pilot.press("pagedown", "pagedown")
+        page = max(1, table.size.height - 2)
+        assert table.cursor_row == 2 * page
+        # Every row on screen is drawn, with its own exchange.
+        assert f"GET /items/{table.transaction(table.selected_id()).request.target[7:]}" in message(app)
+        await pilot.press("end")
+        assert table.cursor_row == EXCHANGES - 1 and table.selected_id() == EXCHANGES - 1
+        await pilot.press("home")
+        assert table.order[:3] == first and table.cursor_row == 0
+        # Sort by the response size descending, then the time, and reverse it.
+        table.sort_by("time")
+        await pilot.press("S")
+        assert table.order[0] == EXCHANGES - 1 and table.rows.descending
+        assert "time▼" in table.render_line(0).text
+        await pilot.pause()
+        assert table.cursor_row == table.order.index(table.selected_id())
+
+
+@pytest.mark.asyncio
+async def test_find_matches_every_exchange_not_only_the_last(long_connection):
+    app = file_app(long_connection)
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        await pilot.press("slash")
+        app.query_one("#display-filter", Input).value = "/items/123"
+        await pilot.press("enter")
+        await until(pilot, lambda: app.search is not None)
+        # /items/123 and /items/1230 .. /items/1239, in the middle of the connection.
+        assert app.search is not None and app.search.matched == 11
+        table = app.query_one(ExchangesTable)
+        assert table.row_count == 11
+        targets = sorted(table.transaction(row).request.target for row in table.order)
+        assert targets == sorted(["/items/123", *(f"/items/{n}" for n in range(1230, 1240))])
+        assert "3,000 exchanges · 11 match '/items/123'" in summary(app)
+        assert "11 exchanges match" in str(app.query_one("#status").render())
+        # Nothing matches: the list is empty; an empty query shows everything again.
+        await pilot.press("slash")
+        app.query_one("#display-filter", Input).value = "/items/99999"
+        await pilot.press("enter")
+        await until(pilot, lambda: app.search is not None and app.search.query.text == "/items/99999")
+        assert app.query_one(ConnectionsTable).row_count == 0
+        await pilot.press("slash")
+        app.query_one("#display-filter", Input).value = ""
+        await pilot.press("enter")
+        await until(pilot, lambda: app.query_one(ConnectionsTable).row_count == 1)
+        assert app.search is None
+
+
+@pytest.mark.asyncio
+async def test_find_shows_the_connection_whose_middle_exchange_matches():
+    app = WirepeekApp(SourceSpec(files=(str(DEMO_CAPTURE),)), "", Bounds())
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        txs = app.store.http[0]
+        assert [tx.request.target for tx in txs][0] == "/api/v1/orders?limit=3" and len(txs) == 3
+        await pilot.press("slash", *"limit=3", "enter")
+        await until(pilot, lambda: app.search is not None)
+        assert app.query_one(ConnectionsTable).order == [0]
+        assert app.selected == 0
+        table = app.query_one(ExchangesTable)
+        assert table.order == [0]  # only the matching exchange of the three
+        assert "limit=3" in message(app)
+
+
+def tx(request: HttpRequest | None, response: HttpResponse | None, index: int = 0) -> HttpTransaction:
+    return HttpTransaction(connection=1, index=index, request=request, response=response)
+
+
+def request(target: str, headers: tuple[tuple[str, str], ...] = (), body: bytes = b"") -> HttpRequest:
+    return HttpRequest(ts=1.0, end_ts=1.0, method="POST", target=target, version="1.1",
+                       headers=headers, body_bytes=len(body), body_missing=0, body=body,
+                       complete=True, offset=0)
+
+
+def response(status: int, headers: tuple[tuple[str, str], ...] = (), body: bytes = b"") -> HttpResponse:
+    return HttpResponse(ts=2.0, end_ts=2.0, status=status, reason="Whatever", version="1.1",
+                        headers=headers, body_bytes=len(body), body_missing=0, body=body,
+                        complete=True)
+
+
+def test_the_matcher_looks_in_statuses_headers_and_decoded_bodies():
+    from tests.test_connections_table import info
+
+    conn = info(1)
+    gzipped = gzip.compress(b'{"error": "Quota-Exceeded for tenant 42"}')
+    txs = [
+        tx(request("/a"), response(200), 0),
+        tx(request("/b", (("X-Request-Id", "abc-123"),)), response(503), 1),
+        tx(request("/c"), response(200, (("Content-Encoding", "gzip"),), gzipped), 2),
+        tx(None, response(500), 3),
+    ]
+    search = Search(Query("503"))
+    assert search.connection(conn, txs) and search.exchanges[1] == [1]
+    search = Search(Query("x-request-id ABC-123"))  # a header's name and value, any case
+    assert search.connection(conn, txs) and search.exchanges[1] == [1]
+    search = Search(Query("quota-exceeded"))  # inside a gzip body, decoded
+    assert search.connection(conn, txs) and search.exchanges[1] == [2]
+    search = Search(Query("ESTABLISHED 500"))  # the connection's state and an exchange's status
+    assert search.connection(conn, txs) and search.exchanges[1] == [3] and search.matched == 1
+    search = Search(Query("/a 503"))  # every word in one exchange, not spread over two
+    assert not search.connection(conn, txs) and search.matched == 0
+    # Exchanges that come later are matched as they come, once each.
+    search = Search(Query("500"))
+    search.connection(conn, txs[:2])
+    assert search.matched == 0
+    search.connection(conn, txs)
+    search.connection(conn, txs)
+    assert search.exchanges[1] == [3] and search.matched == 1
+
+
+@pytest.mark.asyncio
+async def test_tab_keys_work_wherever_the_focus_is_but_not_in_a_prompt():
+    app = app_for("zeek/http__pipelined-requests.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        tabs = app.query_one(TabbedContent)
+        await pilot.press("enter")  # into the exchanges
+        assert app.focused is app.query_one(ExchangesTable)
+        await pilot.press("2")
+        assert tabs.active == "tab-stream" and app.focused is app.query_one("#stream")
+        await pilot.press("3")
+        assert tabs.active == "tab-packets"
+        await pilot.press("1")
+        assert tabs.active == "tab-http" and app.focused is app.query_one(ExchangesTable)
+        await pilot.press("j", "j")
+        assert app.query_one(ExchangesTable).cursor_row == 2
+        # Typing a digit in the find prompt is text, not a tab change.
+        await pilot.press("slash", "2")
+        assert app.query_one("#display-filter", Input).value == "2" and tabs.active == "tab-http"
+        await pilot.press("escape")
+        assert app.focused is app.query_one(ConnectionsTable)
+
+
+@pytest.mark.asyncio
+async def test_tab_goes_to_the_content_and_zoom_gives_the_detail_the_screen():
+    app = app_for("zeek/http__pipelined-requests.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        await pilot.press("tab")
+        assert app.focused is app.query_one(ExchangesTable)  # not the tab strip
+        detail = app.query_one("#detail")
+        before = detail.size.height
+        await pilot.press("z")
+        await pilot.pause()
+        assert not app.query_one(ConnectionsTable).display and detail.size.height > before
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.query_one(ConnectionsTable).display and app.focused is app.query_one(ConnectionsTable)
+        assert detail.size.height == before
+
+
+@pytest.mark.asyncio
+async def test_the_selected_row_stays_visible_when_the_focus_is_elsewhere():
+    app = app_for("zeek/wikipedia.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        table = app.query_one(ConnectionsTable)
+        await pilot.press("j", "enter")  # the focus goes to the exchanges below
+
+        def background(y: int) -> object:
+            return list(table.render_line(y))[0].style.bgcolor  # type: ignore[union-attr]
+
+        def distance(a: object, b: object) -> int:
+            ta, tb = a.get_truecolor(), b.get_truecolor()  # type: ignore[attr-defined]
+            return sum(abs(x - y) for x, y in zip(ta, tb))
+
+        cursor = table.cursor_row - table.scroll_offset.y + 1
+        assert not table.has_focus
+        # Not a shade apart (it was grey 235 on 234): clearly another colour than every row.
+        for y in range(1, 6):
+            if y != cursor:
+                assert distance(background(cursor), background(y)) >= 60
+
+
+@pytest.mark.asyncio
+async def test_http2_connections_say_so_in_the_http_tab():
+    app = app_for("escapes.pcap")  # no HTTP/2 here: the plain message first
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        view = app.query_one(HttpView)
+        view.show(99, [], None, "http2")
+        assert "HTTP/2 is not decoded yet" in summary(app)
