@@ -260,13 +260,10 @@ class VirtualTable(ScrollView, can_focus=True):
         self._after_change(True, [])
 
     def set_rows(self, rows: Iterable[Any]) -> None:
-        """Replace every row (a new connection, a new search)."""
+        """Replace every row (a new connection, a new search). Only sort values are taken here:
+        rows are measured when they are drawn (`render_line`), so this costs no formatting."""
         column = self.sort_column
-        values = []
-        for row in rows:
-            self.measure(self.cells(row))
-            values.append((row, self.sort_value(row, column)))
-        self.rows.rebuild(values)
+        self.rows.rebuild((row, self.sort_value(row, column)) for row in rows)
         self._after_change(True, [])
 
     def clear(self) -> None:
@@ -474,5 +471,10 @@ class VirtualTable(ScrollView, can_focus=True):
             style += extra
         if index == self.cursor_row:
             style += self.get_component_rich_style("table--cursor")
-        strip = self._line(self.cells(row), style, row)
+        cells = self.cells(row)
+        if self.measure(cells):
+            # A row drawn for the first time was wider than its columns: draw again, wider.
+            self._resize()
+            self.call_after_refresh(self.refresh)
+        strip = self._line(cells, style, row)
         return strip.crop_extend(scroll_x, scroll_x + width, style)
