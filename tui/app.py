@@ -112,7 +112,7 @@ class WirepeekApp(App[None]):
         with Vertical(id="prompt"):
             yield Label("", id="prompt-error")
             yield Input(id="capture-filter", placeholder="BPF capture filter, e.g. tcp port 80")
-            yield Input(id="display-filter", placeholder="show connections matching these words")
+            yield Input(id="display-filter", placeholder="find: words in any HTTP exchange or connection, e.g. 500 x-request-id limit=3")
             yield Input(id="write-path", placeholder="write the selected connection's packets to")
             yield Input(id="write-all-path", placeholder="write the packets of every connection shown to")
         yield StatusBar(id="status")

@@ -10,10 +10,12 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 DISPLAY_FILTER_HELP = """\
-Display filter (/): words separated by spaces; a connection is shown when every word appears in
-its client or server address and port, its state (ESTABLISHED, CLOSED, RESET...), its Zeek
-conn_state (SF, REJ...), its protocol (http, http2, tls), its TLS server name, or its summary.
-Case does not matter. Examples:  ":443"   "http 404"   "10.0.0.5 reset"
+Find (/): words separated by spaces, case ignored. An HTTP exchange matches when every word
+appears in it (method, target, status, header names and values, bodies as decoded for display)
+or in its connection (client or server address and port, state such as ESTABLISHED or RESET,
+Zeek conn_state such as SF or REJ, protocol http/http2/tls, TLS server name). The list shows the
+connections that match or have an exchange that matches; the HTTP tab shows only the exchanges
+that match. Examples:  ":443"   "http 404"   "10.0.0.5 500"   "limit=3"   "x-request-id abc"
 Capture filter (f): a BPF expression as for tcpdump, checked by libpcap before it is applied.
 """
 
