@@ -1028,6 +1028,42 @@ def packets_of_connections(batches: Iterable[Batch], keys: set[int]) -> list[Pac
     return found
 
 
+Span = tuple[int, int]  # packet numbers first..last, both included
+
+
+def packets_in_spans(
+    batches: Iterable[tuple[int, Batch]], wanted: dict[int, list[Span]]
+) -> list[tuple[int, Packet]]:
+    """(number, packet) of the TCP packets whose table key (either direction) is in `wanted` and
+    whose number falls in one of that key's spans, in capture order.
+
+    `batches` are (number of the batch's first packet, batch) in order, numbered as the pipeline
+    that was fed them numbered them, so that a connection's (first_packet, last_packet) picks its
+    own packets and not those of a connection that used the same ports before or after it. Only
+    the packets between the lowest first and the highest last number are looked at.
+    """
+    if not wanted:
+        return []
+    low = min(first for spans in wanted.values() for first, _ in spans)
+    high = max(last for spans in wanted.values() for _, last in spans)
+    found = []
+    for number, batch in batches:
+        count = len(batch)
+        if number + count <= low or number > high:
+            continue
+        start, stop = max(0, low - number), min(count, high - number + 1)
+        linktype, data = batch.linktype, batch.data
+        meta = batch.meta[start * META.size : stop * META.size]
+        for n, (sec, usec, off, caplen) in enumerate(META.iter_unpack(meta), number + start):
+            key = tcp_key(linktype, data, off, off + caplen)
+            if key is None:
+                continue
+            spans = wanted.get(key) or wanted.get(reverse_key(key))
+            if spans and any(first <= n <= last for first, last in spans):
+                found.append((n, Packet(sec, usec, linktype, caplen, data[off : off + caplen])))
+    return found
+
+
 def write_packet_list(packets: Iterable[Packet], out_path: str) -> int:
     """Write packets to a new pcap file; return how many. Raises CaptureError."""
     try:
