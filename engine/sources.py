@@ -27,6 +27,7 @@ import os
 import pwd
 import select
 import stat
+import struct
 import sys
 import time
 from collections import deque
@@ -1053,15 +1054,41 @@ def packets_in_spans(
             continue
         start, stop = max(0, low - number), min(count, high - number + 1)
         linktype, data = batch.linktype, batch.data
+        ethernet = linktype == ETHERNET
         meta = batch.meta[start * META.size : stop * META.size]
         for n, (sec, usec, off, caplen) in enumerate(META.iter_unpack(meta), number + start):
-            key = tcp_key(linktype, data, off, off + caplen)
+            key = None
+            if ethernet and caplen >= 54:
+                # Ethernet, IPv4, TCP, no fragment: the key without the general walk (as the
+                # pipeline's hot loop reads it); anything else goes through tcp_key.
+                ethertype, vihl, frag, proto, addrs = _eth_ipv4(data, off)
+                ihl = (vihl & 15) << 2
+                if (
+                    ethertype == 0x0800
+                    and vihl >> 4 == 4
+                    and proto == 6
+                    and not frag & 0x3FFF
+                    and 20 <= ihl <= caplen - 18
+                ):
+                    key = (addrs << 32) | _u32(data, off + 14 + ihl)[0]
             if key is None:
-                continue
-            spans = wanted.get(key) or wanted.get(reverse_key(key))
-            if spans and any(first <= n <= last for first, last in spans):
-                found.append((n, Packet(sec, usec, linktype, caplen, data[off : off + caplen])))
+                key = tcp_key(linktype, data, off, off + caplen)
+                if key is None:
+                    continue
+            spans = wanted.get(key)
+            if spans is None:
+                spans = wanted.get(reverse_key(key))
+                if spans is None:
+                    continue
+            for first, last in spans:
+                if first <= n <= last:
+                    found.append((n, Packet(sec, usec, linktype, caplen, data[off : off + caplen])))
+                    break
     return found
+
+
+_eth_ipv4 = struct.Struct("!12xHB5xHxB2xQ").unpack_from  # type, ver/IHL, frag, proto, addresses
+_u32 = struct.Struct("!I").unpack_from
 
 
 def write_packet_list(packets: Iterable[Packet], out_path: str) -> int:

@@ -252,3 +252,20 @@ async def test_a_connection_of_12000_packets_is_listed_virtually(tmp_path):
             assert header is not None
             expected = packet_line(packet.linktype, packet.data, bases.offsets(header))
         assert tcpdump_part(listed.line(listed.row_count - 1)) == expected
+
+
+@pytest.mark.asyncio
+async def test_another_connections_packets_are_announced_while_they_are_read():
+    app = app_for(REUSE)
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        await select(app, pilot, 1)
+        listed = await open_packets(app, pilot)
+        view = app.query_one(PacketsView)
+        view.loading(1)  # the same connection again: what is shown stays
+        assert listed.row_count == 13
+        view.loading(2)  # another: nothing of connection 1 stays meanwhile
+        await pilot.pause()
+        assert listed.row_count == 0 and view.conn_id is None
+        assert "reading the packets of connection 2" in str(app.query_one("#packets-note").render())
+        assert str(app.query_one("#packet-text").render()).strip() == ""

@@ -52,3 +52,22 @@ def test_ranges_of_the_same_ports_never_overlap(name):
         spans.sort()
         for (_, end), (start, _) in zip(spans, spans[1:]):
             assert end < start
+
+
+@pytest.mark.parametrize("name", all_captures())
+def test_picking_by_spans_finds_what_the_general_decoder_finds(name):
+    """packets_in_spans reads Ethernet/IPv4 keys without the general walk: the same packets."""
+    from engine import sources
+    from tests.captures import capture
+
+    source = sources.open_files([capture(name)])
+    batches = []
+    number = 0
+    while (batch := source.next_batch()) is not None:
+        batches.append((number, batch))
+        number += len(batch)
+    source.close()
+    keys = {endpoints_key(i.client, i.server) for i in replay(name).infos()}
+    everything = {key: [(0, number)] for key in keys}
+    picked = [p for _, p in sources.packets_in_spans(batches, everything)]
+    assert picked == sources.packets_of_connections([b for _, b in batches], keys)

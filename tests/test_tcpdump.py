@@ -192,3 +192,15 @@ def test_relative_numbers_follow_tcpdumps_rules():
 
 def test_what_is_not_tcp_says_so():
     assert packet_line(1, b"\x00" * 12 + b"\x08\x06" + b"\x00" * 28) == "not a TCP segment (42 bytes captured)"
+
+
+@pytest.mark.parametrize("name", all_captures())
+def test_the_quick_offsets_are_the_decoded_ones(name):
+    quick, decoded = SequenceBases(), SequenceBases()
+    source = sources.open_files([capture(name)])
+    while (batch := source.next_batch()) is not None:
+        for _ts, data in batch.packets():
+            header = tcp_header(batch.linktype, data)
+            assert quick.packet_offsets(batch.linktype, data) == (
+                decoded.offsets(header) if header is not None else ABSOLUTE)
+    source.close()

@@ -255,8 +255,13 @@ class WirepeekApp(App[None]):
         info = self.store.connections.get(conn_id) if conn_id is not None else None
         if info is None:
             return
+        self.post_message(PacketsView.Loading(info.id))
         picked = self.driver.packets.pick([info], generation)
         self.post_message(PacketsView.Loaded(prepare(info, picked)))
+
+    def on_packets_view_loading(self, loading: PacketsView.Loading) -> None:
+        if loading.conn_id == self.selected:
+            self.query_one(PacketsView).loading(loading.conn_id)
 
     def on_packets_view_loaded(self, loaded: PacketsView.Loaded) -> None:
         if loaded.packets.conn_id == self.selected:

@@ -29,7 +29,7 @@ from textual.widgets import Static
 
 from engine.events import ConnectionInfo
 from engine.sources import Packet
-from engine.tcpdump import ABSOLUTE, Offsets, SequenceBases, packet_line, tcp_header
+from engine.tcpdump import ABSOLUTE, Offsets, SequenceBases, packet_line
 from tui.capture import Picked
 from tui.escape import escape_rendered
 from tui.times import shown
@@ -78,8 +78,7 @@ def prepare(info: ConnectionInfo, picked: Picked) -> ConnectionPackets:
     starts: list[int] = []
     offsets: list[Offsets] = []
     for n, packet in enumerate(picked.packets):
-        header = tcp_header(packet.linktype, packet.data)
-        found = bases.offsets(header) if header is not None else ABSOLUTE
+        found = bases.packet_offsets(packet.linktype, packet.data)
         if not offsets or found != offsets[-1]:
             starts.append(n)
             offsets.append(found)
@@ -267,6 +266,13 @@ class PacketsView(Vertical):
             super().__init__()
             self.packets = packets
 
+    class Loading(Message):
+        """The app's worker has started picking a connection's packets (posted by it)."""
+
+        def __init__(self, conn_id: int) -> None:
+            super().__init__()
+            self.conn_id = conn_id
+
     class Dissected(Message):
         def __init__(self, conn_id: int, index: int, text: str) -> None:
             super().__init__()
@@ -284,6 +290,16 @@ class PacketsView(Vertical):
     def conn_id(self) -> int | None:
         data = self.query_one(PacketList).data
         return data.conn_id if data else None
+
+    def loading(self, conn_id: int) -> None:
+        """Say that this connection's packets are coming (a big one takes a moment): nothing of
+        the connection shown before stays on screen meanwhile."""
+        if self.conn_id == conn_id:
+            return  # its packets again (a tab switch): they stay until the new ones come
+        self.query_one(PacketList).show(None)
+        self.query_one("#packets-note", Static).update(
+            Text(f"reading the packets of connection {conn_id}…", "dim"))
+        self.query_one("#packet-text", Static).update("")
 
     def show(self, data: ConnectionPackets | None) -> None:
         self.query_one(PacketList).show(data)
