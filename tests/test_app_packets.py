@@ -15,10 +15,10 @@ from engine.batch import Batch
 from engine.bounds import Bounds
 from engine.tcpdump import SequenceBases, packet_line, tcp_header
 from tests.bench.workloads import keepalive_http
-from tests.captures import capture
+from tests.captures import capture, replay
 from tests.test_app import SIZE, app_for, read_all, until, workers_done
 from tui.app import WirepeekApp
-from tui.capture import SourceSpec
+from tui.capture import PacketRing, SourceSpec
 from tui.widgets.connections import ConnectionsTable
 from tui.widgets.packets import PacketList, PacketsView
 
@@ -269,3 +269,18 @@ async def test_another_connections_packets_are_announced_while_they_are_read():
         assert listed.row_count == 0 and view.conn_id is None
         assert "reading the packets of connection 2" in str(app.query_one("#packets-note").render())
         assert str(app.query_one("#packet-text").render()).strip() == ""
+
+
+def test_a_ring_read_again_gives_nothing_for_the_connections_of_the_reading_before():
+    infos = replay(REUSE).infos()
+    ring_source = sources.open_files([capture(REUSE)])
+    ring = PacketRing()
+    number = 0
+    while (batch := ring_source.next_batch()) is not None:
+        ring.add(batch, number)
+        number += len(batch)
+    ring_source.close()
+    assert len(ring.pick([infos[1]], 0).packets) == 13
+    ring.clear(1)  # read again: the numbers start again
+    picked = ring.pick([infos[1]], 0)
+    assert picked.reread and picked.packets == []

@@ -257,7 +257,8 @@ class WirepeekApp(App[None]):
             return
         self.post_message(PacketsView.Loading(info.id))
         picked = self.driver.packets.pick([info], generation)
-        self.post_message(PacketsView.Loaded(prepare(info, picked)))
+        if not picked.reread:  # else the app is about to show the new reading instead
+            self.post_message(PacketsView.Loaded(prepare(info, picked)))
 
     def on_packets_view_loading(self, loading: PacketsView.Loading) -> None:
         if loading.conn_id == self.selected:
@@ -308,6 +309,10 @@ class WirepeekApp(App[None]):
         own, by its packet numbers: not those of another that reused its ports), and say how it
         went ("wrote N packets{what} to PATH")."""
         picked = self.driver.packets.pick(connections, generation)
+        if picked.reread:
+            self.call_from_thread(self.notify, "the capture was read again meanwhile: nothing written",
+                                  severity="warning")
+            return
         try:
             written = sources.write_packet_list(picked.packets, path)
         except sources.CaptureError as e:

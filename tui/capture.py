@@ -122,6 +122,7 @@ class Picked:
     packets: list[sources.Packet]
     numbers: list[int]  # each packet's number in the capture, from 0 (as ConnectionInfo counts)
     complete: bool  # the ring still held every packet of these connections
+    reread: bool = False  # the file was read again since: these connections are gone
 
 
 class PacketRing:
@@ -165,7 +166,7 @@ class PacketRing:
         the file than the one the connections came from."""
         ring = tuple(self.ring)
         if generation is not None and generation != self.generation:
-            return Picked([], [], False)
+            return Picked([], [], False, reread=True)
         connections = list(connections)
         wanted: dict[int, list[sources.Span]] = {}
         oldest = min((info.first_packet for info in connections), default=None)
