@@ -135,6 +135,7 @@ class ConnectionTable:
         conn = hs.conn
         hs.packets += 1
         conn.last_ts = ts
+        conn.last_packet = self.packet_number
         if conn.mark != self.batch_mark:
             conn.mark = self.batch_mark
             self.touched.append(conn)
@@ -545,4 +546,5 @@ def snapshot(conn: Connection) -> ConnectionInfo:
         conn.dropped_kept,
         conn.first_packet,
         conn.server_hello,
+        conn.last_packet,
     )

@@ -50,6 +50,9 @@ class ConnectionInfo(NamedTuple):
     dropped_kept_bytes: int = 0  # stream bytes no longer kept (per-connection cap or memory budget)
     first_packet: int = 0  # number of the packet that opened it, counted from 0 in the capture
     server_hello: ServerHello | None = None  # TLS: the version, cipher and ALPN the server chose
+    # Number of the last packet given to it (as first_packet): with the key, its packets are
+    # those of its ports numbered first_packet..last_packet, even when the ports were reused.
+    last_packet: int = 0
 
 
 @dataclass(frozen=True, slots=True)

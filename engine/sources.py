@@ -27,6 +27,7 @@ import os
 import pwd
 import select
 import stat
+import struct
 import sys
 import time
 from collections import deque
@@ -1026,6 +1027,68 @@ def packets_of_connections(batches: Iterable[Batch], keys: set[int]) -> list[Pac
             if key is not None and (key in keys or reverse_key(key) in keys):
                 found.append(Packet(sec, usec, linktype, caplen, data[off : off + caplen]))
     return found
+
+
+Span = tuple[int, int]  # packet numbers first..last, both included
+
+
+def packets_in_spans(
+    batches: Iterable[tuple[int, Batch]], wanted: dict[int, list[Span]]
+) -> list[tuple[int, Packet]]:
+    """(number, packet) of the TCP packets whose table key (either direction) is in `wanted` and
+    whose number falls in one of that key's spans, in capture order.
+
+    `batches` are (number of the batch's first packet, batch) in order, numbered as the pipeline
+    that was fed them numbered them, so that a connection's (first_packet, last_packet) picks its
+    own packets and not those of a connection that used the same ports before or after it. Only
+    the packets between the lowest first and the highest last number are looked at.
+    """
+    if not wanted:
+        return []
+    low = min(first for spans in wanted.values() for first, _ in spans)
+    high = max(last for spans in wanted.values() for _, last in spans)
+    found = []
+    for number, batch in batches:
+        count = len(batch)
+        if number + count <= low or number > high:
+            continue
+        start, stop = max(0, low - number), min(count, high - number + 1)
+        linktype, data = batch.linktype, batch.data
+        ethernet = linktype == ETHERNET
+        meta = batch.meta[start * META.size : stop * META.size]
+        for n, (sec, usec, off, caplen) in enumerate(META.iter_unpack(meta), number + start):
+            key = None
+            if ethernet and caplen >= 54:
+                # Ethernet, IPv4, TCP, no fragment: the key without the general walk (as the
+                # pipeline's hot loop reads it); anything else goes through tcp_key.
+                ethertype, vihl, frag, proto, addrs = _eth_ipv4(data, off)
+                ihl = (vihl & 15) << 2
+                if (
+                    ethertype == 0x0800
+                    and vihl >> 4 == 4
+                    and proto == 6
+                    and not frag & 0x3FFF
+                    and 20 <= ihl <= caplen - 18
+                ):
+                    key = (addrs << 32) | _u32(data, off + 14 + ihl)[0]
+            if key is None:
+                key = tcp_key(linktype, data, off, off + caplen)
+                if key is None:
+                    continue
+            spans = wanted.get(key)
+            if spans is None:
+                spans = wanted.get(reverse_key(key))
+                if spans is None:
+                    continue
+            for first, last in spans:
+                if first <= n <= last:
+                    found.append((n, Packet(sec, usec, linktype, caplen, data[off : off + caplen])))
+                    break
+    return found
+
+
+_eth_ipv4 = struct.Struct("!12xHB5xHxB2xQ").unpack_from  # type, ver/IHL, frag, proto, addresses
+_u32 = struct.Struct("!I").unpack_from
 
 
 def write_packet_list(packets: Iterable[Packet], out_path: str) -> int:

@@ -163,6 +163,7 @@ class Connection:
         "kept",
         "kept_bytes",
         "kept_count",
+        "last_packet",
         "last_ts",
         "mark",
         "protocol",
@@ -206,6 +207,7 @@ class Connection:
         self.mark = -1
         self.finished_ts: float | None = None
         self.first_packet = 0  # number of the packet that opened it, in the whole capture
+        self.last_packet = 0  # number of the last packet the table gave it
 
     def release(self) -> None:
         """Break the references between the connection and its half streams once it has left

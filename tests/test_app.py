@@ -390,25 +390,6 @@ async def test_tls_names_with_control_bytes_are_shown_escaped_once_in_the_connec
         assert "No HTTP on this connection" in str(app.query_one("#http-summary").render())
 
 
-@pytest.mark.asyncio
-async def test_packets_tab_lists_and_dissects_with_scapy():
-    app = app_for("zeek/http__get.pcap")
-    async with app.run_test(size=SIZE) as pilot:
-        await read_all(app, pilot)
-        await pilot.press("3")
-        await pilot.pause()
-        await workers_done(app, "packets")
-        await pilot.pause()
-        table = app.query_one("#packets-table", DataTable)
-        assert table.row_count == 14
-        await pilot.press("tab")  # into the packets list
-        await pilot.pause()
-        await workers_done(app, "dissect")
-        await pilot.pause()
-        text = str(app.query_one("#packet-text").render())
-        assert "###[ Ethernet ]###" in text and "###[ TCP ]###" in text
-
-
 def count_packets(path: str) -> int:
     import pcapy
 
@@ -459,8 +440,7 @@ async def test_shift_w_writes_every_connection_the_display_filter_shows(tmp_path
     singles = sorted(data for i in shown
                      for data in bpf_matches(ring, app.store.connections[i].client,
                                              app.store.connections[i].server))
-    assert sorted(p.data for p in ring.packets_of(
-        [(app.store.connections[i].client, app.store.connections[i].server) for i in shown])) == singles
+    assert sorted(p.data for p in ring.pick([app.store.connections[i] for i in shown]).packets) == singles
 
 
 @pytest.mark.asyncio

@@ -220,7 +220,9 @@ def transactions(result: Replay) -> list[HttpTransaction]:
 
 def assert_same_as_plain(plain: Replay, tunnelled: Replay, family: int) -> None:
     [info] = tunnelled.infos()
-    assert tunnelled.infos() == plain.infos()
+    # The same but for packet numbers: a tunnel may take more packets (outer fragments).
+    assert [i._replace(last_packet=0) for i in tunnelled.infos()] == [
+        i._replace(last_packet=0) for i in plain.infos()]
     client, server = INNER[family]
     show = "[{}]:{}" if family == 6 else "{}:{}"
     assert (info.client, info.server) == (show.format(*client), show.format(*server))

@@ -22,12 +22,12 @@ from textual.containers import Vertical
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import DataTable, Footer, Input, Label, TabbedContent, TabPane, Tabs
+from textual.widgets import Footer, Input, Label, TabbedContent, TabPane, Tabs
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine import sources
 from engine.bounds import Bounds
-from engine.events import Stats
+from engine.events import ConnectionInfo, Stats
 from tui.capture import CaptureDriver, SourceSpec
 from tui.collector import Collector
 from tui.escape import escape_text
@@ -38,8 +38,8 @@ from tui.store import TrafficStore
 from tui.widgets.connections import ConnectionsTable
 from tui.widgets.detail import StreamView
 from tui.widgets.http import ExchangesTable, HttpView
+from tui.widgets.packets import PacketsView, prepare
 from tui.widgets.table import VirtualTable
-from tui.widgets.packets import PacketsView, dissect, summarise
 from tui.widgets.status import StatusBar
 
 
@@ -273,7 +273,7 @@ class WirepeekApp(App[None]):
     def _focus_detail(self) -> None:
         """Focus the content of the tab shown (not the tab strip)."""
         tab = self.query_one(TabbedContent).active
-        target = {"tab-http": "#exchanges", "tab-stream": "#stream", "tab-packets": "#packets-table"}
+        target = {"tab-http": "#exchanges", "tab-stream": "#stream", "tab-packets": "#packets-list"}
         self.query_one(target.get(tab, "#exchanges")).focus()
 
     # ------------------------------------------------------------------ actions
@@ -317,31 +317,23 @@ class WirepeekApp(App[None]):
 
     @work(thread=True, exclusive=True, group="packets", exit_on_error=False)
     def load_packets(self) -> None:
-        conn_id = self.selected
+        """The selected connection's packets from the ring, by its own packet numbers."""
+        conn_id, generation = self.selected, self.generation
         info = self.store.connections.get(conn_id) if conn_id is not None else None
         if info is None:
             return
-        ring = self.driver.packets
-        packets = ring.packets_of([(info.client, info.server)])
-        complete = ring.dropped_batches == 0
-        self.post_message(PacketsView.Loaded(info.id, packets, summarise(packets), complete))
+        self.post_message(PacketsView.Loading(info.id))
+        picked = self.driver.packets.pick([info], generation)
+        if not picked.reread:  # else the app is about to show the new reading instead
+            self.post_message(PacketsView.Loaded(prepare(info, picked)))
+
+    def on_packets_view_loading(self, loading: PacketsView.Loading) -> None:
+        if loading.conn_id == self.selected:
+            self.query_one(PacketsView).loading(loading.conn_id)
 
     def on_packets_view_loaded(self, loaded: PacketsView.Loaded) -> None:
-        if loaded.conn_id == self.selected:
-            self.query_one(PacketsView).show(loaded)
-
-    @on(DataTable.RowHighlighted, "#packets-table")
-    def packet_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        view = self.query_one(PacketsView)
-        if event.row_key.value is not None and int(event.row_key.value) < len(view.packets):
-            self.dissect_packet(view.packets[int(event.row_key.value)])
-
-    @work(thread=True, exclusive=True, group="dissect", exit_on_error=False)
-    def dissect_packet(self, packet: object) -> None:
-        self.post_message(PacketsView.Dissected(dissect(packet)))  # type: ignore[arg-type]
-
-    def on_packets_view_dissected(self, message: PacketsView.Dissected) -> None:
-        self.query_one("#packet-text").update(Text(message.text))  # type: ignore[attr-defined]
+        if loaded.packets.conn_id == self.selected:
+            self.query_one(PacketsView).show(loaded.packets)
 
     def action_write_pcap(self) -> None:
         if self.selected is None:
@@ -356,7 +348,7 @@ class WirepeekApp(App[None]):
         if not path or info is None:
             return
         self._close_prompt()
-        self.write_connections([(info.client, info.server)], path, "")
+        self.write_connections([info], path, "", self.generation)
 
     def action_write_shown(self) -> None:
         if not self.query_one(ConnectionsTable).row_count:
@@ -371,22 +363,29 @@ class WirepeekApp(App[None]):
             return
         self._close_prompt()
         connections = self.store.connections
-        shown = [(info.client, info.server) for conn_id in self.query_one(ConnectionsTable).order
+        shown = [info for conn_id in self.query_one(ConnectionsTable).order
                  if (info := connections.get(conn_id)) is not None]
         self.write_connections(shown, path,
-                               f" of {len(shown)} connection{'s' if len(shown) != 1 else ''}")
+                               f" of {len(shown)} connection{'s' if len(shown) != 1 else ''}",
+                               self.generation)
 
     @work(thread=True, exclusive=True, group="write", exit_on_error=False)
-    def write_connections(self, endpoints: list[tuple[str, str]], path: str, what: str) -> None:
-        """Write the packets of these connections that the ring still holds, and say how it went
-        ("wrote N packets{what} to PATH")."""
-        ring = self.driver.packets
+    def write_connections(self, connections: list[ConnectionInfo], path: str, what: str,
+                          generation: int) -> None:
+        """Write the packets of these connections that the ring still holds (each connection's
+        own, by its packet numbers: not those of another that reused its ports), and say how it
+        went ("wrote N packets{what} to PATH")."""
+        picked = self.driver.packets.pick(connections, generation)
+        if picked.reread:
+            self.call_from_thread(self.notify, "the capture was read again meanwhile: nothing written",
+                                  severity="warning")
+            return
         try:
-            written = sources.write_packet_list(ring.packets_of(endpoints), path)
+            written = sources.write_packet_list(picked.packets, path)
         except sources.CaptureError as e:
             self.call_from_thread(self.notify, escape_text(str(e)), severity="error", markup=False)
             return
-        older = " (older packets are no longer held)" if ring.dropped_batches else ""
+        older = "" if picked.complete else " (older packets are no longer held)"
         self.call_from_thread(self.notify, escape_text(f"wrote {written} packets{what} to {path}{older}"),
                               markup=False)
 

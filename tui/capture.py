@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from engine import sources
@@ -115,38 +115,67 @@ class Pending:
         return tuple(events)
 
 
+@dataclass(frozen=True, slots=True)
+class Picked:
+    """Packets taken from the ring for some connections."""
+
+    packets: list[sources.Packet]
+    numbers: list[int]  # each packet's number in the capture, from 0 (as ConnectionInfo counts)
+    complete: bool  # the ring still held every packet of these connections
+    reread: bool = False  # the file was read again since: these connections are gone
+
+
 class PacketRing:
     """The most recent batches, whole (no work per packet), up to a number of bytes.
 
-    The worker appends; the UI thread takes a snapshot with `batches()` (a tuple made while
-    holding the GIL, so it never sees a half-changed deque).
+    Each batch is kept with the number of its first packet as the pipeline counted it (the
+    driver passes `Pipeline.packets` before feeding it), so a connection's packets are those of
+    its ports numbered first_packet..last_packet: never those of a connection that reused them.
+    The worker appends; other threads take a snapshot (a tuple made while holding the GIL, so it
+    never sees a half-changed deque).
     """
 
     def __init__(self, limit: int = RING_BYTES) -> None:
         self.limit = limit
-        self.ring: deque[Batch] = deque()
+        self.ring: deque[tuple[int, Batch]] = deque()
         self.bytes = 0
         self.dropped_batches = 0
+        self.generation = 0  # of the capture driver: which reading of a file these batches are
 
-    def add(self, batch: Batch) -> None:
-        self.ring.append(batch)
+    def add(self, batch: Batch, first: int) -> None:
+        self.ring.append((first, batch))
         self.bytes += len(batch.data) + len(batch.meta)
         while self.bytes > self.limit and len(self.ring) > 1:
-            old = self.ring.popleft()
+            _, old = self.ring.popleft()
             self.bytes -= len(old.data) + len(old.meta)
             self.dropped_batches += 1
 
-    def clear(self) -> None:
-        self.ring.clear()
+    def clear(self, generation: int) -> None:
+        """The file is read again (packet numbers start again from 0)."""
+        self.ring = deque()
         self.bytes = 0
+        self.dropped_batches = 0
+        self.generation = generation
 
     def batches(self) -> tuple[Batch, ...]:
-        return tuple(self.ring)
+        return tuple(batch for _, batch in tuple(self.ring))
 
-    def packets_of(self, endpoints: list[tuple[str, str]]) -> list[sources.Packet]:
-        """The packets of these connections ((client, server) each), in one pass."""
-        keys = {endpoints_key(client, server) for client, server in endpoints}
-        return sources.packets_of_connections(self.batches(), keys)
+    def pick(self, connections: Iterable[ConnectionInfo], generation: int | None = None) -> Picked:
+        """The packets of these connections, in capture order, in one pass over the batches
+        that can hold them. With `generation`, nothing if the ring now holds another reading of
+        the file than the one the connections came from."""
+        ring = tuple(self.ring)
+        if generation is not None and generation != self.generation:
+            return Picked([], [], False, reread=True)
+        connections = list(connections)
+        wanted: dict[int, list[sources.Span]] = {}
+        oldest = min((info.first_packet for info in connections), default=None)
+        for info in connections:
+            key = endpoints_key(info.client, info.server)
+            wanted.setdefault(key, []).append((info.first_packet, info.last_packet))
+        found = sources.packets_in_spans(ring, wanted)
+        complete = oldest is None or (bool(ring) and ring[0][0] <= oldest)
+        return Picked([p for _, p in found], [n for n, _ in found], complete)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,8 +312,9 @@ class CaptureDriver:
                         finished = True
                     elif len(batch):
                         t0 = time.monotonic()
+                        first = pipeline.packets
                         pending.add(pipeline.feed(batch))
-                        self.packets.add(batch)
+                        self.packets.add(batch, first)
                         busy += time.monotonic() - t0
                     elif source.live:
                         pending.add(pipeline.flush(time.time()))
@@ -334,8 +364,8 @@ class CaptureDriver:
                     new = self._open(argument)
                     source.close()
                     source, pipeline, finished = new, self._pipeline(), False
-                    self.packets.clear()
                     self.generation += 1
+                    self.packets.clear(self.generation)
                     self._followed = None
                 else:
                     source.set_filter(argument)

@@ -13,7 +13,9 @@ the cursor moved: the first frame the app writes after the table handled the key
 press() is not used: it waits for the whole process to go idle, which it never does under load.
 Prints figures, asserts nothing.
 
-    python -m tests.bench.ui [--connections N] [--rate PPS] [--flat-out]
+Then the Packets tab on big connections (tests.bench.ui_packets).
+
+    python -m tests.bench.ui [--connections N] [--rate PPS] [--flat-out] [--packets-tab N ...]
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from textual import events
 from engine import sources
 from engine.batch import META, Batch
 from engine.bounds import Bounds
+from tests.bench import ui_packets
 from tests.bench.run import workload_file
 from tui.app import WirepeekApp
 from tui.capture import SourceSpec
@@ -244,7 +247,12 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=50_000, help="packets/s when paced")
     parser.add_argument("--presses", type=int, default=50, help="at least this many")
     parser.add_argument("--flat-out", action="store_true", help="also read the file flat out")
+    parser.add_argument("--packets-tab", type=int, nargs="*", default=[12_000, 100_000],
+                        metavar="PACKETS", help="connection sizes for the Packets tab figures")
+    parser.add_argument("--packets-tab-only", action="store_true")
     args = parser.parse_args()
+    if args.packets_tab_only:
+        return ui_packets.main(args.packets_tab)
     path, facts = workload_file("conn_per_request_http", {"connections": args.connections})
     target = min(100_000, args.connections)
     print(f"workload: {facts['packets']:,} packets, {args.connections:,} connections "
@@ -256,7 +264,7 @@ def main() -> int:
     if args.flat_out:
         app = WirepeekApp(SourceSpec(files=(str(path),)), "", Bounds(max_connections=250_000))
         report("flat out", asyncio.run(measure(app, args.presses, 0)))
-    return 0
+    return ui_packets.main(args.packets_tab)
 
 
 if __name__ == "__main__":

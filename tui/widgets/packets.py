@@ -1,19 +1,40 @@
-"""The Packets tab: the selected connection's packets (from the recent-packet ring) and a full
-dissection of one of them by scapy, made in a worker thread (scapy is slow to import and to
-dissect, and the UI must not wait for it)."""
+"""The Packets tab: the selected connection's packets, one line each as `tcpdump -nn` prints them,
+and scapy's full dissection of the packet under the cursor.
+
+The packets come from the recent-packet ring (tui.capture.PacketRing), picked by the connection's
+own packet numbers, so a connection that reused the ports of another shows only its own. The list
+is virtual: `prepare` (in a worker thread) works out, in one pass, what tcpdump's relative
+sequence numbers need (engine.tcpdump.SequenceBases); a line is made only when it is drawn, so a
+connection of a hundred thousand packets opens as fast as one of ten. scapy dissects one packet
+at a time, in a worker thread (it is slow to import and to dissect; the UI must not wait for it).
+"""
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from typing import NamedTuple
+
+from rich.cells import cell_len
+from rich.segment import Segment
 from rich.text import Text
+from textual import events, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
+from textual.geometry import Size
 from textual.message import Message
-from textual.widgets import DataTable, Static
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets import Static
 
+from engine.events import ConnectionInfo
 from engine.sources import Packet
+from engine.tcpdump import ABSOLUTE, Offsets, SequenceBases, packet_line
+from tui.capture import Picked
 from tui.escape import escape_rendered
+from tui.times import shown
 
-MAX_LISTED = 5000
+CACHED_LINES = 4096  # lines kept once made; the cache starts again when full
 
 
 def scapy_layer(linktype: int):  # type: ignore[no-untyped-def]
@@ -21,19 +42,6 @@ def scapy_layer(linktype: int):  # type: ignore[no-untyped-def]
     from scapy.all import conf
 
     return conf.l2types.get(linktype)
-
-
-def summarise(packets: list[Packet]) -> list[tuple[str, str, str]]:
-    """(time, length, scapy's one-line summary) per packet: runs in a worker thread."""
-    rows = []
-    for p in packets[:MAX_LISTED]:
-        layer = scapy_layer(p.linktype)
-        try:
-            summary = layer(p.data).summary() if layer else f"link type {p.linktype}"
-        except Exception as e:  # scapy may fail on anything odd; the list still shows the packet
-            summary = f"(scapy: {e})"
-        rows.append((f"{p.sec}.{p.usec:06d}", str(len(p.data)), escape_rendered(summary)))
-    return rows
 
 
 def dissect(packet: Packet) -> str:
@@ -45,47 +53,283 @@ def dissect(packet: Packet) -> str:
     if layer is None:
         return f"scapy does not know link type {packet.linktype}"
     try:
-        shown = layer(packet.data).show(dump=True)
+        text = layer(packet.data).show(dump=True)
     except Exception as e:
         return f"scapy could not dissect this packet: {e}"
-    return escape_rendered(shown, keep_newlines=True)
+    return escape_rendered(text, keep_newlines=True)
 
 
-class PacketsView(Vertical):
-    class Loaded(Message):
-        def __init__(self, conn_id: int, packets: list[Packet], rows: list[tuple[str, str, str]],
-                     ring_complete: bool) -> None:
+class ConnectionPackets(NamedTuple):
+    """A connection's packets as the list shows them; made in a worker thread by `prepare`."""
+
+    conn_id: int
+    first_ts: float  # the connection's first packet (relative times count from it)
+    packets: list[Packet]
+    numbers: list[int]  # in the capture, from 0
+    complete: bool  # the ring still held all of them
+    # Where tcpdump's offsets change: at packets[starts[i]] and after, offsets[i] applies.
+    starts: list[int]
+    offsets: list[Offsets]
+
+
+def prepare(info: ConnectionInfo, picked: Picked) -> ConnectionPackets:
+    """Walk the packets once for their relative sequence numbers: in a worker thread."""
+    bases = SequenceBases()
+    starts: list[int] = []
+    offsets: list[Offsets] = []
+    for n, packet in enumerate(picked.packets):
+        found = bases.packet_offsets(packet.linktype, packet.data)
+        if not offsets or found != offsets[-1]:
+            starts.append(n)
+            offsets.append(found)
+    return ConnectionPackets(info.id, info.first_ts, picked.packets, picked.numbers,
+                             picked.complete, starts, offsets)
+
+
+class PacketList(ScrollView, can_focus=True):
+    """One line per packet: its number in the capture, its time, and tcpdump's line for it."""
+
+    BINDINGS = [
+        Binding("up,k", "cursor_up", "Previous packet", show=False, key_display="↑ k"),
+        Binding("down,j", "cursor_down", "Next packet", show=False, key_display="↓ j"),
+        Binding("pageup", "page_up", "A page up", show=False, key_display="PgUp"),
+        Binding("pagedown", "page_down", "A page down", show=False, key_display="PgDn"),
+        Binding("home", "first", "First packet", show=False, key_display="Home"),
+        Binding("end", "last", "Last packet", show=False, key_display="End"),
+    ]
+
+    COMPONENT_CLASSES = {"packets--cursor"}
+
+    DEFAULT_CSS = """
+    PacketList {
+        background: $surface;
+        color: $foreground;
+        & > .packets--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        &:focus > .packets--cursor {
+            background: $block-cursor-background;
+            color: $block-cursor-foreground;
+            text-style: $block-cursor-text-style;
+        }
+    }
+    """
+
+    class Highlighted(Message):
+        """The cursor is on another packet."""
+
+        def __init__(self, index: int) -> None:
             super().__init__()
-            self.conn_id = conn_id
-            self.packets = packets
-            self.rows = rows
-            self.ring_complete = ring_complete
-
-    class Dissected(Message):
-        def __init__(self, text: str) -> None:
-            super().__init__()
-            self.text = text
+            self.index = index
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.conn_id: int | None = None
-        self.packets: list[Packet] = []
+        self.data: ConnectionPackets | None = None
+        self.start: float | None = None  # times relative to this, or the wall clock
+        self.cursor_row = 0
+        self.widest = 0
+        self._lines: dict[int, str] = {}
+        self._time_width = 0
+        self._number_width = 0
+
+    @property
+    def row_count(self) -> int:
+        return len(self.data.packets) if self.data else 0
+
+    def show(self, data: ConnectionPackets | None) -> None:
+        self.data = data
+        if data is not None and self.start is not None:
+            self.start = data.first_ts  # relative times stay relative, to this connection
+        self.cursor_row = 0
+        self.widest = 0
+        self._restyle()
+        self.scroll_to(0, 0, animate=False, immediate=True)
+        self._announce()
+
+    def set_relative(self, start: float | None) -> None:
+        self.start = start
+        self._restyle()
+
+    def _restyle(self) -> None:
+        self._lines = {}
+        packets = self.data.packets if self.data else []
+        if packets:
+            # Times grow down the list: the first and the last are the widest there are (a
+            # capture's clock may step back; a wider time then only pushes its own line).
+            self._time_width = max(len(self._time(packets[0])), len(self._time(packets[-1])))
+            assert self.data is not None
+            self._number_width = len(str(self.data.numbers[-1] + 1))
+        for index in range(min(len(packets), 50)):  # a width to start with
+            self.widest = max(self.widest, cell_len(self.line(index)))
+        self.virtual_size = Size(self.widest, len(packets))
+        self.refresh()
+
+    def _time(self, packet: Packet) -> str:
+        return shown(packet.sec + packet.usec / 1e6, self.start)
+
+    def line(self, index: int) -> str:
+        """The text of a packet's line (made on first use)."""
+        text = self._lines.get(index)
+        if text is None:
+            assert self.data is not None
+            data = self.data
+            packet = data.packets[index]
+            offsets = data.offsets[bisect_right(data.starts, index) - 1] if data.starts else ABSOLUTE
+            text = (f"{data.numbers[index] + 1:>{self._number_width}} "
+                    f"{self._time(packet):<{self._time_width}} "
+                    f"{packet_line(packet.linktype, packet.data, offsets)}")
+            if len(self._lines) >= CACHED_LINES:
+                self._lines = {}
+            self._lines[index] = text
+        return text
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        width = self.size.width
+        base = self.rich_style
+        index = scroll_y + y
+        if index >= self.row_count:
+            return Strip.blank(width, base)
+        style = base
+        if index == self.cursor_row:
+            style += self.get_component_rich_style("packets--cursor")
+        text = self.line(index)
+        if len(text) > self.widest:
+            self.widest = len(text)
+            self.call_later(self._widen)
+        return Strip([Segment(text, style)]).crop_extend(scroll_x, scroll_x + width, style)
+
+    def _widen(self) -> None:
+        self.virtual_size = Size(self.widest, self.row_count)
+
+    # ------------------------------------------------------------------ cursor
+
+    def move_to(self, row: int) -> None:
+        if not self.row_count:
+            return
+        row = max(0, min(row, self.row_count - 1))
+        if row == self.cursor_row:
+            return
+        old, self.cursor_row = self.cursor_row, row
+        height = max(1, self.size.height)
+        top = self.scroll_offset.y
+        if row < top:
+            self.scroll_to(y=row, animate=False, immediate=True)
+        elif row >= top + height:
+            self.scroll_to(y=row - height + 1, animate=False, immediate=True)
+        self.refresh_lines(old)
+        self.refresh_lines(row)
+        self._announce()
+
+    def _announce(self) -> None:
+        if self.row_count:
+            self.post_message(self.Highlighted(self.cursor_row))
+
+    def action_cursor_up(self) -> None:
+        self.move_to(self.cursor_row - 1)
+
+    def action_cursor_down(self) -> None:
+        self.move_to(self.cursor_row + 1)
+
+    def action_page_up(self) -> None:
+        self.move_to(self.cursor_row - max(1, self.size.height - 1))
+
+    def action_page_down(self) -> None:
+        self.move_to(self.cursor_row + max(1, self.size.height - 1))
+
+    def action_first(self) -> None:
+        self.move_to(0)
+
+    def action_last(self) -> None:
+        self.move_to(self.row_count - 1)
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is not None:
+            self.move_to(self.scroll_offset.y + offset.y)
+
+
+class PacketsView(Vertical):
+    """The list over the dissection of the packet under its cursor.
+
+    The app gives it a connection's packets (`show`, with what `prepare` made in a worker) and
+    the time to count from (`set_relative`: a connection's first packet, or None for the wall
+    clock); it dissects the packet under the cursor itself, in a worker thread.
+    """
+
+    class Loaded(Message):
+        """A connection's packets, ready to show (posted by the app's loading worker)."""
+
+        def __init__(self, packets: ConnectionPackets) -> None:
+            super().__init__()
+            self.packets = packets
+
+    class Loading(Message):
+        """The app's worker has started picking a connection's packets (posted by it)."""
+
+        def __init__(self, conn_id: int) -> None:
+            super().__init__()
+            self.conn_id = conn_id
+
+    class Dissected(Message):
+        def __init__(self, conn_id: int, index: int, text: str) -> None:
+            super().__init__()
+            self.conn_id = conn_id
+            self.index = index
+            self.text = text
 
     def compose(self) -> ComposeResult:
-        table: DataTable[str] = DataTable(cursor_type="row", id="packets-table")
-        table.add_columns("#", "time", "len", "summary")
-        yield table
+        yield Static(id="packets-note")
+        yield PacketList(id="packets-list")
         with VerticalScroll(id="packet-dissection"):
             yield Static(id="packet-text")
 
-    def show(self, loaded: Loaded) -> None:
-        self.conn_id, self.packets = loaded.conn_id, loaded.packets
-        table = self.query_one("#packets-table", DataTable)
-        table.clear()
-        for n, (ts, length, summary) in enumerate(loaded.rows):
-            table.add_row(str(n), ts, length, summary, key=str(n))
-        note = "" if loaded.ring_complete else " (older packets are no longer kept)"
-        if len(loaded.packets) > len(loaded.rows):
-            note += f" (first {len(loaded.rows)} of {len(loaded.packets)} listed)"
-        self.query_one("#packet-text", Static).update(
-            Text(f"{len(loaded.packets)} packets of connection {loaded.conn_id} kept{note}.", "dim"))
+    @property
+    def conn_id(self) -> int | None:
+        data = self.query_one(PacketList).data
+        return data.conn_id if data else None
+
+    def loading(self, conn_id: int) -> None:
+        """Say that this connection's packets are coming (a big one takes a moment): nothing of
+        the connection shown before stays on screen meanwhile."""
+        if self.conn_id == conn_id:
+            return  # its packets again (a tab switch): they stay until the new ones come
+        self.query_one(PacketList).show(None)
+        self.query_one("#packets-note", Static).update(
+            Text(f"reading the packets of connection {conn_id}…", "dim"))
+        self.query_one("#packet-text", Static).update("")
+
+    def show(self, data: ConnectionPackets | None) -> None:
+        self.query_one(PacketList).show(data)
+        if data is None:
+            self.query_one("#packets-note", Static).update("")
+            self.query_one("#packet-text", Static).update("")
+            return
+        note = "" if data.complete else "; older packets are no longer kept"
+        count = len(data.packets)
+        self.query_one("#packets-note", Static).update(Text(
+            f"{count} packet{'s' if count != 1 else ''} of connection {data.conn_id} "
+            f"(numbered as in the capture){note}", "dim"))
+        if not data.packets:
+            self.query_one("#packet-text", Static).update("")
+
+    def set_relative(self, start: float | None) -> None:
+        """Show times since `start` (the connection's first packet), or the wall clock (None).
+        Once relative, times stay relative to each connection shown next (its first packet)."""
+        self.query_one(PacketList).set_relative(start)
+
+    def on_packet_list_highlighted(self, event: PacketList.Highlighted) -> None:
+        data = self.query_one(PacketList).data
+        if data is not None and event.index < len(data.packets):
+            self.dissect_packet(data.conn_id, event.index, data.packets[event.index])
+
+    @work(thread=True, exclusive=True, group="dissect", exit_on_error=False)
+    def dissect_packet(self, conn_id: int, index: int, packet: Packet) -> None:
+        self.post_message(self.Dissected(conn_id, index, dissect(packet)))
+
+    def on_packets_view_dissected(self, message: Dissected) -> None:
+        packets = self.query_one(PacketList)
+        if message.conn_id == self.conn_id and message.index == packets.cursor_row:
+            self.query_one("#packet-text", Static).update(Text(message.text))
