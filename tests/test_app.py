@@ -324,7 +324,9 @@ async def test_pause_and_help():
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         help_text = str(app.screen.query_one("#help-body Static").render())
-        assert "Capture filter" in help_text and "Display filter" in help_text
+        assert "Capture filter" in help_text and "Find (/)" in help_text
+        keys = [line.split()[0] for line in help_text.splitlines() if line.startswith("  ")]
+        assert len(keys) == len(set(keys)), keys  # each key once (Escape was listed twice)
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
 

@@ -78,11 +78,14 @@ class WirepeekApp(App[None]):
         Binding("w", "write_pcap", "Write pcap"),
         Binding("W", "write_shown", "Write all shown", show=False),
         Binding("x", "toggle_hex", "Text/hex"),
-        Binding("escape", "back", "Back to the connections", show=False),
+        Binding("t", "toggle_times", "Clock/relative times"),
+        Binding("escape", "back", "Back to the connections", show=False, key_display="Escape"),
     ]
 
     # The connection whose details are shown (None: none). The panes watch it.
     selected: reactive[int | None] = reactive(None, init=False)
+    # Times in the Stream and Packets tabs: the wall clock, or since the connection's first packet.
+    relative_times: reactive[bool] = reactive(False, init=False)
 
     def __init__(self, spec: SourceSpec, bpf: str = "", bounds: Bounds | None = None) -> None:
         super().__init__()
@@ -251,6 +254,7 @@ class WirepeekApp(App[None]):
         stream.reset(self._endpoints(conn_id) if conn_id is not None else ("client", "server"))
         stream.set_marks(self.store.http.get(conn_id, []) if conn_id is not None else [])
         self._show_http()
+        self._show_times()
         if self.query_one(TabbedContent).active == "tab-packets":
             self.load_packets()
 
@@ -388,6 +392,18 @@ class WirepeekApp(App[None]):
         older = "" if picked.complete else " (older packets are no longer held)"
         self.call_from_thread(self.notify, escape_text(f"wrote {written} packets{what} to {path}{older}"),
                               markup=False)
+
+    def action_toggle_times(self) -> None:
+        self.relative_times = not self.relative_times
+
+    def watch_relative_times(self) -> None:
+        self._show_times()
+
+    def _show_times(self) -> None:
+        """Give the time panes the start their times count from (None: the wall clock)."""
+        info = self.store.connections.get(self.selected) if self.selected is not None else None
+        start = info.first_ts if self.relative_times and info is not None else None
+        self.query_one(PacketsView).set_relative(start)
 
     def action_toggle_hex(self) -> None:
         self.query_one(StreamView).toggle_hex()
