@@ -142,9 +142,8 @@ async def test_times_relative_to_the_connections_first_packet():
         await read_all(app, pilot)
         await select(app, pilot, 1)
         listed = await open_packets(app, pilot)
-        info = app.store.connections[1]
         view = app.query_one(PacketsView)
-        view.set_relative(info.first_ts)
+        await pilot.press("t")  # relative times
         assert listed.line(0).split()[1] == "+0.000000s"
         assert listed.line(1).split()[1] == "+0.000026s"
         # Another connection: still relative, to its own first packet.
@@ -152,7 +151,7 @@ async def test_times_relative_to_the_connections_first_packet():
         await workers_done(app, "packets")
         await until(pilot, lambda: view.conn_id == 2)
         assert listed.line(0).split()[1] == "+0.000000s"
-        view.set_relative(None)
+        await pilot.press("t")  # the wall clock again
         assert re.match(r"^\d\d:\d\d:\d\d\.\d{3}$", listed.line(0).split()[1])
 
 
