@@ -239,6 +239,7 @@ class _Message:
         "missing",
         "offset",
         "sent_headers",
+        "told",
         "ts",
     )
 
@@ -258,6 +259,7 @@ class _Message:
         self.sent_headers: list[tuple[bytes, bytes]] | None = None  # request headers as sent
         self.cached: list[Any] | None = None  # its HeadCache entry: [event, decoded headers]
         self.gaps: list[tuple[int, int]] | None = None  # (offset in the kept body, bytes missing)
+        self.told: HttpRequest | None = None  # as announced once complete: it will not change
 
     def add(self, data: bytes | bytearray, max_body: int) -> None:
         n = len(data)
@@ -286,6 +288,8 @@ class _Message:
         return text
 
     def request(self) -> HttpRequest:
+        if self.told is not None:
+            return self.told
         h = self.head
         return HttpRequest(
             self.ts,
@@ -1212,7 +1216,10 @@ class HttpParser:
             return
         if msg.cached is None:
             msg.cached = [msg.head, None]  # its headers are decoded once, here and for its exchange
-        self.emit(HttpRequestSeen(self.conn_id, msg.request()))
+        request = msg.request()
+        if msg.complete:
+            msg.told = request  # its exchange reports the same record
+        self.emit(HttpRequestSeen(self.conn_id, request))
 
     def _emit(self, ex: _Exchange) -> None:
         if ex.index is None:
