@@ -621,7 +621,7 @@ class HttpParser:
         # The exchange whose request the client's side is reading, when it is to be announced,
         # and whether it was announced while its body was still coming.
         self.reading: _Exchange | None = None
-        self.told = False
+        self.told_partial = False
 
     # ------------------------------------------------------------------ stream consumer
 
@@ -749,8 +749,8 @@ class HttpParser:
                 self._abandon(side, True, f"bad request body: {e}")
                 continue
             if data is None:
-                if self.reading is not None and not self.told:
-                    self.told = True
+                if self.reading is not None and not self.told_partial:
+                    self.told_partial = True
                     self._tell(self.reading)  # its body is still to come
                 return
             if data:
@@ -807,7 +807,7 @@ class HttpParser:
         else:
             self.pending.append(ex)
             if self.announce:
-                self.reading, self.told = ex, False
+                self.reading, self.told_partial = ex, False
         side.reader = _body_reader(kind, args)
         return True
 
@@ -1167,7 +1167,7 @@ class HttpParser:
         msg.end_ts = side.mark_at(last)[0] if last >= msg.offset else msg.ts
         if from_client:
             reading, self.reading = self.reading, None
-            if reading is not None and reading.request is msg and not self.told:
+            if reading is not None and reading.request is msg and not self.told_partial:
                 self._tell(reading)  # it will not grow any more
             ex = self._exchange_of(msg)
             if ex is not None and ex.request is msg and id(msg) not in self.answered:
