@@ -149,6 +149,30 @@ class HttpResponse(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class HttpRequestSeen(Event):
+    """A request that has no answer yet, as far as it has come: for a view that shows requests
+    waiting for their answer. Only pipelines built with `live_updates=True` emit it.
+
+    When: once its head has been read and its body is still coming (`complete` False), and again
+    when its body has ended if it still has no answer then (`complete` True, `end_ts` set); a
+    request read whole at once is announced once. A request whose head a gap cut short (a small
+    snapshot length) is announced once, incomplete, with what its head showed. A request is
+    never announced once a response has been paired with it, nor when the engine already knows
+    it will get none (an answer that came too early for it, see engine.http).
+
+    Identity: (connection, request.offset). The offset, the client-stream offset of the
+    request's first byte, is always known here (never -1) and no two requests of a connection
+    share it. Every request announced is later reported by exactly one `HttpTransaction` of the
+    same connection whose `request.offset` is the same, emitted after this event and at the
+    latest just before the connection's `ConnectionClosed`; a view drops the waiting request
+    when that transaction comes. Announcing changes nothing in how or when exchanges are paired.
+    """
+
+    connection: int
+    request: HttpRequest
+
+
+@dataclass(frozen=True, slots=True)
 class HttpTransaction(Event):
     """One request and its response; either side may be None (not captured)."""
 

@@ -3,7 +3,8 @@
 An `HttpParser` is a stream consumer (see `engine.tcp.StreamConsumer`) attached to connections
 that the sniffer recognised as HTTP. It reads requests from the client's stream and responses from
 the server's, pairs each response with the request it answers, and emits one `HttpTransaction`
-per exchange.
+per exchange. For a live view it can also announce each request that is still waiting for its
+answer (`HttpRequestSeen`), without changing how or when anything is paired.
 
 How h11 is used, and why: h11's `Connection` is one endpoint of a conversation, so watching both
 sides with it means feeding each parser the other side's events (`send()` re-serialises them).
@@ -34,6 +35,8 @@ Rules this module keeps:
   so a capture that begins mid-message resynchronises; so does a parse error or a gap that breaks
   the framing. A gap inside a body of known length is skipped and counted as missing body bytes.
   A head cut short by a gap (a small snapshot length) still gives a record of what it showed.
+- A request is announced only while its exchange has no number (nothing answered it yet), so
+  its `HttpTransaction` always comes after its announcements, with the same request offset.
 - Nothing here raises on any input: protocol errors become the transaction's `error`.
 """
 
@@ -55,7 +58,7 @@ from h11._receivebuffer import ReceiveBuffer
 from h11._util import validate
 
 from engine.detect import KNOWN_METHODS, TlsHelloReader
-from engine.events import Event, HttpRequest, HttpResponse, HttpTransaction
+from engine.events import Event, HttpRequest, HttpRequestSeen, HttpResponse, HttpTransaction
 from engine.reassembly import NO_ACK, SNAPLEN
 from engine.tcp import Connection
 
@@ -236,6 +239,7 @@ class _Message:
         "missing",
         "offset",
         "sent_headers",
+        "told",
         "ts",
     )
 
@@ -255,6 +259,7 @@ class _Message:
         self.sent_headers: list[tuple[bytes, bytes]] | None = None  # request headers as sent
         self.cached: list[Any] | None = None  # its HeadCache entry: [event, decoded headers]
         self.gaps: list[tuple[int, int]] | None = None  # (offset in the kept body, bytes missing)
+        self.told: HttpRequest | None = None  # as announced once complete: it will not change
 
     def add(self, data: bytes | bytearray, max_body: int) -> None:
         n = len(data)
@@ -283,6 +288,8 @@ class _Message:
         return text
 
     def request(self) -> HttpRequest:
+        if self.told is not None:
+            return self.told
         h = self.head
         return HttpRequest(
             self.ts,
@@ -581,7 +588,9 @@ class HttpParser:
         heads: HeadCache | None = None,
         window: float = 0.5,
         hold: int = DEFAULT_HOLD,
+        announce: bool = False,
     ) -> None:
+        """announce: emit `HttpRequestSeen` for requests waiting for their answer (live views)."""
         self.conn = conn
         self.conn_id = conn.id
         self.heads = heads or HeadCache()
@@ -608,6 +617,11 @@ class HttpParser:
         # Requests that begin before this client offset were answered by a response that could
         # not wait for them (a bound): when they come, they are not left waiting for another.
         self.answered_below = 0
+        self.announce = announce
+        # The exchange whose request the client's side is reading, when it is to be announced,
+        # and whether it was announced while its body was still coming.
+        self.reading: _Exchange | None = None
+        self.told_partial = False
 
     # ------------------------------------------------------------------ stream consumer
 
@@ -735,6 +749,9 @@ class HttpParser:
                 self._abandon(side, True, f"bad request body: {e}")
                 continue
             if data is None:
+                if self.reading is not None and not self.told_partial:
+                    self.told_partial = True
+                    self._tell(self.reading)  # its body is still to come
                 return
             if data:
                 msg.add(data, self.max_body)
@@ -743,6 +760,9 @@ class HttpParser:
             side.reader = None
             side.msg = None
             self._message_end(side, msg)
+            if self.reading is not None:
+                self._tell(self.reading)  # whole now, if still unanswered
+                self.reading = None
             self._settled(msg)
             if msg.head.method == b"CONNECT" or _has_upgrade(msg.sent_headers):
                 self.waiting = True  # what follows depends on the answer
@@ -783,8 +803,11 @@ class HttpParser:
         if start < self.answered_below:
             ex.notes.append(ANSWERED_EARLY)
             self.answered[id(ex.request)] = ex  # emitted once it is read
+            self.reading = None
         else:
             self.pending.append(ex)
+            if self.announce:
+                self.reading, self.told_partial = ex, False
         side.reader = _body_reader(kind, args)
         return True
 
@@ -1035,6 +1058,8 @@ class HttpParser:
             self._note_lost(side, ex, what)
             ex.notes.append(note)
             self.pending.append(ex)
+            if self.announce:
+                self._tell(ex)
         else:
             answer = self._answer_point(start)
             if answer is None:
@@ -1141,6 +1166,9 @@ class HttpParser:
         last = side.consumed - 1
         msg.end_ts = side.mark_at(last)[0] if last >= msg.offset else msg.ts
         if from_client:
+            reading, self.reading = self.reading, None
+            if reading is not None and reading.request is msg and not self.told_partial:
+                self._tell(reading)  # it will not grow any more
             ex = self._exchange_of(msg)
             if ex is not None and ex.request is msg and id(msg) not in self.answered:
                 ex.error = reason
@@ -1181,6 +1209,18 @@ class HttpParser:
         self.server.synced = False
         self._emit(ex)
 
+    def _tell(self, ex: _Exchange) -> None:
+        """Announce the request of an exchange that nothing has answered yet."""
+        msg = ex.request
+        if ex.index is not None or msg is None:
+            return
+        if msg.cached is None:
+            msg.cached = [msg.head, None]  # its headers are decoded once, here and for its exchange
+        request = msg.request()
+        if msg.complete:
+            msg.told = request  # its exchange reports the same record
+        self.emit(HttpRequestSeen(self.conn_id, request))
+
     def _emit(self, ex: _Exchange) -> None:
         if ex.index is None:
             ex.index = self._number()
@@ -1206,13 +1246,16 @@ def _has_upgrade(headers: list[tuple[bytes, bytes]] | None) -> bool:
 
 
 def http_parser_factory(
-    max_body: int = DEFAULT_MAX_BODY, window: float = 0.5, hold: int = DEFAULT_HOLD
+    max_body: int = DEFAULT_MAX_BODY,
+    window: float = 0.5,
+    hold: int = DEFAULT_HOLD,
+    announce: bool = False,
 ) -> Callable[[Connection, Callable[[Event], None]], HttpParser]:
-    """A consumer factory for `Pipeline(consumers={"http": [...]})`."""
+    """A consumer factory for `Pipeline(consumers={"http": [...]})`; announce: see HttpParser."""
 
     heads = HeadCache()
 
     def make(conn: Connection, emit: Callable[[Event], None]) -> HttpParser:
-        return HttpParser(conn, emit, max_body, heads, window, hold)
+        return HttpParser(conn, emit, max_body, heads, window, hold, announce)
 
     return make

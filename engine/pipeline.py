@@ -79,6 +79,11 @@ class Pipeline:
     ) -> None:
         """http_body_limit: body bytes kept per HTTP message (0 keeps none; None: no HTTP parsing).
 
+        live_updates: for a live view: a `ConnectionOpened`/`ConnectionUpdated` snapshot of every
+        connection a batch changed, and an `HttpRequestSeen` for each request still waiting for
+        its answer. Without it, connections are reported when they close and HTTP exchanges
+        when they are paired (or found unanswered), which is all a report such as --json needs.
+
         shard (i, n): track only the connections whose symmetric address/port hash is i modulo n,
         so that n processes can share one capture file; every packet is still counted.
         """
@@ -88,7 +93,10 @@ class Pipeline:
         if http_body_limit is not None:
             consumers["http"] = [
                 http_parser_factory(
-                    http_body_limit, self.bounds.reorder_window, self.bounds.max_ooo_bytes
+                    http_body_limit,
+                    self.bounds.reorder_window,
+                    self.bounds.max_ooo_bytes,
+                    announce=live_updates,
                 ),
                 *consumers.get("http", []),
             ]

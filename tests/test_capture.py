@@ -12,6 +12,8 @@ from engine.events import (
     ConnectionOpened,
     ConnectionUpdated,
     Gap,
+    HttpRequest,
+    HttpRequestSeen,
     HttpTransaction,
 )
 from tests.captures import capture
@@ -45,6 +47,35 @@ def test_pending_keeps_the_latest_state_of_each_connection_and_every_transaction
         tx(1, 0),
         tx(1, 1),
     )
+    assert pending.take() == () and len(pending) == 0
+
+
+def request(offset: int, body_bytes: int = 0, complete: bool = True) -> HttpRequest:
+    return HttpRequest(1.0, 1.0 if complete else None, "POST", f"/{offset}", "1.1", (),
+                       body_bytes, 0, b"", complete, offset)
+
+
+def answered(conn_id: int, index: int, offset: int) -> HttpTransaction:
+    return HttpTransaction(connection=conn_id, index=index, request=request(offset), response=None)
+
+
+def test_pending_keeps_waiting_requests_in_order_and_drops_those_answered_meanwhile():
+    pending = Pending()
+    # Connection 1: a request waits, its body grows, then another request waits behind it.
+    # Connection 2: a request at the same offset as one of connection 1's waits, and is answered
+    # within the same fold.
+    pending.add([HttpRequestSeen(1, request(0, 10, complete=False)), tx(1, 0),
+                 HttpRequestSeen(2, request(0)), HttpRequestSeen(1, request(500))])
+    pending.add([HttpRequestSeen(1, request(0, 40)), answered(2, 0, 0)])
+    assert pending.take() == (
+        HttpRequestSeen(1, request(0, 40)),  # its latest state, in the place it first came
+        tx(1, 0),
+        HttpRequestSeen(1, request(500)),
+        answered(2, 0, 0),  # answered in the same fold: never shown waiting
+    )
+    # Taken: the UI has the waiting rows now, and drops them itself when their answers come.
+    pending.add([answered(1, 1, 0), HttpRequestSeen(1, request(900))])
+    assert pending.take() == (answered(1, 1, 0), HttpRequestSeen(1, request(900)))
     assert pending.take() == () and len(pending) == 0
 
 

@@ -18,7 +18,7 @@ from engine import sources
 from engine.batch import Batch
 from engine.bounds import Bounds
 from engine.events import ConnectionClosed, ConnectionInfo, ConnectionOpened, ConnectionUpdated
-from engine.events import Event, HttpTransaction
+from engine.events import Event, HttpRequestSeen, HttpTransaction
 from engine.pipeline import Pipeline
 from engine.tcp import endpoints_key
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, StreamChunk
@@ -73,15 +73,19 @@ class Pending:
     """The events of the ticks the UI has not taken yet, folded so their size stays bounded.
 
     A connection that changed a hundred times while the UI was busy is one update with its latest
-    state (closed if it closed meanwhile); HTTP transactions are kept in order; the engine's other
-    events (gaps) are not shown by the app and are dropped here.
+    state (closed if it closed meanwhile); HTTP transactions are kept in order, and so are the
+    requests announced as waiting for their answer (`HttpRequestSeen`): one per request, its
+    latest state in the place it first came, and none for a request whose transaction came in
+    the same fold. The engine's other events (gaps) are not shown by the app and are dropped here.
     """
 
     def __init__(self) -> None:
         self.latest: dict[int, ConnectionInfo] = {}
         self.opened: set[int] = set()
         self.closed: dict[int, str] = {}  # id -> the reason it closed
-        self.transactions: list[HttpTransaction] = []
+        # In order; None where a waiting request was answered before the UI took it.
+        self.transactions: list[HttpTransaction | HttpRequestSeen | None] = []
+        self.waiting: dict[tuple[int, int], int] = {}  # (connection, request offset) -> its place
 
     def __len__(self) -> int:
         return len(self.latest) + len(self.transactions)
@@ -92,7 +96,19 @@ class Pending:
             if isinstance(event, ConnectionUpdated):
                 latest[event.info.id] = event.info
             elif isinstance(event, HttpTransaction):
+                if self.waiting and event.request is not None:
+                    at = self.waiting.pop((event.connection, event.request.offset), None)
+                    if at is not None:
+                        self.transactions[at] = None
                 self.transactions.append(event)
+            elif isinstance(event, HttpRequestSeen):
+                key = (event.connection, event.request.offset)
+                at = self.waiting.get(key)
+                if at is None:
+                    self.waiting[key] = len(self.transactions)
+                    self.transactions.append(event)
+                else:
+                    self.transactions[at] = event
             elif isinstance(event, ConnectionOpened):
                 latest[event.info.id] = event.info
                 self.opened.add(event.info.id)
@@ -110,8 +126,9 @@ class Pending:
                 events.append(ConnectionOpened(info))
             else:
                 events.append(ConnectionUpdated(info))
-        events += self.transactions
+        events += [event for event in self.transactions if event is not None]
         self.latest, self.opened, self.closed, self.transactions = {}, set(), {}, []
+        self.waiting = {}
         return tuple(events)
 
 
