@@ -98,3 +98,71 @@ async def test_live_rows_appear_and_a_new_filter_keeps_the_old_ones():
     finally:
         first.close()
         second.close()
+
+
+class HoldingServer:
+    """An HTTP/1.1 server on loopback that answers each request only when the test lets it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            try:
+                conn.recv(65536)
+                if self.release.wait(20):
+                    conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
+                conn.recv(65536)  # until the client closes
+            except OSError:
+                pass  # the client went first
+
+    def close(self) -> None:
+        self.release.set()
+        self.sock.close()
+
+
+@pytest.mark.asyncio
+async def test_a_request_waiting_for_its_answer_is_listed_at_once_and_its_wait_grows():
+    server = HoldingServer()
+    bpf = f"tcp port {server.port}"
+    source = sources.open_live(["lo"], bpf)
+    app = WirepeekApp(SourceSpec(interfaces=("lo",), opened=source), bpf, Bounds(keep_after_close=True))
+    client = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.pause()
+            client.sendall(b"GET /slow?report=1 HTTP/1.1\r\nHost: test\r\n\r\n")
+            table = app.query_one(ConnectionsTable)
+            await until(pilot, lambda: table.row_count == 1 and app.selected is not None
+                        and app.store.pending.get(app.selected))
+            # The connection says a request waits; the HTTP tab lists it, its wait running.
+            row = table.row_text(app.selected)
+            assert " … " in row and "GET /slow?report=1" in row
+            exchanges = app.query_one("#exchanges")
+            assert exchanges.row_count == 1
+            [pending] = exchanges.order
+            assert pending < 0 and exchanges.cells(pending)[-1] == "waiting"
+            first = float(exchanges.cells(pending)[-2].rstrip("s…"))
+            await pilot.pause(1.2)
+            later = float(exchanges.cells(pending)[-2].rstrip("s…"))
+            assert later >= first + 1.0
+            assert "1 waiting for an answer" in str(app.query_one("#http-summary").render())
+            # The answer comes: the waiting row becomes the exchange, with its status.
+            server.release.set()
+            await until(pilot, lambda: app.store.http.get(app.selected))
+            await until(pilot, lambda: exchanges.order == [0])
+            assert exchanges.cells(0)[4] == "503" and not app.store.pending.get(app.selected)
+            assert " 503 " in table.row_text(app.selected)
+    finally:
+        client.close()
+        server.close()

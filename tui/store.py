@@ -16,6 +16,7 @@ from engine.events import (
     ConnectionOpened,
     ConnectionUpdated,
     HttpRequest,
+    HttpRequestSeen,
     HttpTransaction,
 )
 
@@ -55,6 +56,14 @@ class TrafficStore:
                 txs = self.http.setdefault(event.connection, [])
                 if len(txs) < MAX_TRANSACTIONS_PER_CONNECTION:
                     txs.append(event)
+                waiting = self.pending.get(event.connection)
+                if waiting and event.request is not None:
+                    waiting.pop(event.request.offset, None)
+                    if not waiting:
+                        del self.pending[event.connection]
+                self.changed.add(event.connection)
+            elif isinstance(event, HttpRequestSeen):
+                self.pending.setdefault(event.connection, {})[event.request.offset] = event.request
                 self.changed.add(event.connection)
         while len(self.connections) > self.max_connections:
             old, _ = self.connections.popitem(last=False)
@@ -81,17 +90,23 @@ class TrafficStore:
         info = self.connections.get(conn_id)
         if info is None:
             return ""
-        txs = self.http.get(conn_id)
-        if txs:
-            tx = txs[-1]
-            line = f"{tx.request.method} {tx.request.target}" if tx.request else "(no request)"
-            more = f" (+{len(txs) - 1})" if len(txs) > 1 else ""
-            return line + more
-        return tls_summary(info)
+        txs = self.http.get(conn_id, ())
+        waiting = self.pending.get(conn_id)
+        count = len(txs) + (len(waiting) if waiting else 0)
+        if waiting:
+            request: HttpRequest | None = waiting[max(waiting)]
+        elif txs:
+            request = txs[-1].request
+        else:
+            return tls_summary(info)
+        line = f"{request.method} {request.target}" if request else "(no request)"
+        return line + (f" (+{count - 1})" if count > 1 else "")
 
     def last_status(self, conn_id: int) -> int:
-        """The status of the connection's last HTTP answer; 0 when its last request has none
-        (yet); -1 without HTTP."""
+        """The status of the connection's last HTTP answer; 0 when a request waits for its
+        answer, or the last had none; -1 without HTTP."""
+        if self.pending.get(conn_id):
+            return 0
         txs = self.http.get(conn_id)
         if not txs:
             return -1
