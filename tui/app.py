@@ -30,9 +30,10 @@ from tui.messages import CaptureStatus, EngineUpdate, FilterApplied
 from tui.screens.help import HelpScreen
 from tui.store import TrafficStore
 from tui.widgets.connections import ConnectionsTable
-from tui.widgets.detail import HttpView, StreamView
+from tui.widgets.detail import HttpView
 from tui.widgets.packets import PacketsView, dissect, summarise
 from tui.widgets.status import StatusBar
+from tui.widgets.stream import StreamView
 
 
 SWITCH_INTERVAL = 0.0005  # seconds; see on_mount
@@ -155,7 +156,7 @@ class WirepeekApp(App[None]):
         if update.stream_id is not None and update.stream_id == self.selected:
             stream = self.query_one(StreamView)
             if update.stream_reset:
-                stream.reset(self._endpoints(update.stream_id))
+                stream.reset(*self._stream_facts(update.stream_id))
                 stream.set_marks(self.store.http.get(update.stream_id, []))
             if update.stream:
                 stream.add(update.stream)
@@ -185,6 +186,14 @@ class WirepeekApp(App[None]):
         info = self.store.connections.get(conn_id)
         return (info.client, info.server) if info else ("client", "server")
 
+    def _stream_facts(self, conn_id: int | None) -> tuple[tuple[str, str], tuple[int, int], bool]:
+        """What StreamView.reset needs: endpoints, each side's stream length, whether open."""
+        info = self.store.connections.get(conn_id) if conn_id is not None else None
+        if info is None:
+            return ("client", "server"), (0, 0), False
+        sent = (info.bytes[0] + info.missing_bytes[0], info.bytes[1] + info.missing_bytes[1])
+        return (info.client, info.server), sent, conn_id not in self.store.closed
+
     # ------------------------------------------------------------------ selection
 
     @on(ConnectionsTable.Selected)
@@ -199,9 +208,9 @@ class WirepeekApp(App[None]):
     def _select(self, event: ConnectionsTable.Selected) -> None:
         self.selected = event.conn_id
         self.driver.follow = event.conn_id
+        endpoints, _sent, live = self._stream_facts(event.conn_id)
         stream = self.query_one(StreamView)
-        stream.reset(self._endpoints(event.conn_id) if event.conn_id is not None
-                     else ("client", "server"))
+        stream.reset(endpoints, live=live)  # the driver's next update brings what is kept
         stream.set_marks(self.store.http.get(event.conn_id, []) if event.conn_id is not None else [])
         self.query_one(HttpView).show(event.conn_id, self.store.http.get(event.conn_id, [])
                                       if event.conn_id is not None else [])

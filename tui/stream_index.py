@@ -1,0 +1,514 @@
+"""The Stream tab's model: an index of the followed connection's kept bytes, as screen lines.
+
+The view (tui.widgets.stream) asks for one line at a time (`line(y)`), when it is drawn; this
+module knows how many lines there are and which bytes each shows, and makes the text of a line
+only when asked. So opening a 16 MiB stream, switching between text and hex, or jumping to its
+first or last byte costs the same as for a small one: nothing here walks every byte or every line
+on a key, only when bytes arrive (once each: their newlines are found) or marks split a block.
+
+What it holds: the follow view's entries as the engine keeps them (engine.tcp `Kept`: bytes
+delivered, gaps, resends), both directions in arrival order, cut into blocks:
+- a data block is a run of one direction's bytes, contiguous, with no resend, gap or message
+  start inside; it may open with a direction header (where the direction changes, or after a
+  resend line) and an HTTP message mark (where a request or response starts);
+- a gap block is one "never captured" line, a resend block one "resent" line, a note block one
+  "no longer kept" line where bytes went by that the view never got.
+The count of lines of each block, as text and as hex, is known when the block is made; prefix
+sums of the counts of the mode shown map a line number to its block with a bisection.
+
+Text lines: an LF ends a line (with the CR before it: CRLF); every other byte is shown as itself
+or escaped by tui.escape (never raw). A line longer than CAP bytes goes on in the next line, the
+first ending in CONTINUED. Hex lines: 16 bytes each, aligned to the block's start.
+
+Nothing is dropped silently: when the start of a direction is no longer kept (the engine's bound
+on kept bytes, or this index's own, which is the same), the first line says how many bytes of
+each direction came before what is shown.
+
+It never touches a widget and never imports Textual: it is tested on its own.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Sequence
+from itertools import accumulate
+
+from engine.bounds import Bounds
+from engine.tcp import Kept, Resent
+from tui.escape import escape_bytes, escape_text, hexdump_lines
+from tui.times import shown
+
+CAP = 4096  # bytes of a text line at most (give or take a CR): longer ones go on below
+HEX_WIDTH = 16
+CONTINUED = " ↩"  # ends a text line that the next line continues
+LF = 0x0A
+
+# Line kinds, which the view styles: (kind, from_client) pairs come back with each line.
+DATA, HEADER, MARK, GAP, RESENT, RESENT_DIFFERS, NOTE = (
+    "data", "header", "mark", "gap", "resent", "resent-differs", "note"
+)
+
+Marks = dict[bool, list[tuple[int, str]]]
+
+
+def who(from_client: bool) -> str:
+    return "client" if from_client else "server"
+
+
+class Block:
+    """A run of lines: one direction's contiguous bytes (with a header or mark line before
+    them), or a gap, resend or note line."""
+
+    __slots__ = ("end", "from_client", "header", "kind", "mark", "resent", "start", "starts", "ts")
+
+    def __init__(self, kind: str, from_client: bool, ts: float, start: int, end: int,
+                 header: bool = False, mark: str | None = None,
+                 resent: Resent | None = None) -> None:
+        self.kind = kind
+        self.from_client = from_client
+        self.ts = ts
+        self.start = start  # stream offsets of its direction, [start, end)
+        self.end = end
+        self.header = header
+        self.mark = mark
+        self.resent = resent
+        self.starts = array("q")  # a data block's text lines: the stream offset of each
+
+    def prefix(self) -> int:
+        """Lines before its bytes: the direction header and the message mark."""
+        return self.header + (self.mark is not None)
+
+    def count(self, hex_view: bool) -> int:
+        if self.kind != DATA:
+            return 1 + self.header
+        if hex_view:
+            return self.prefix() + -(-(self.end - self.start) // HEX_WIDTH)
+        return self.prefix() + len(self.starts)
+
+
+class Direction:
+    """One direction's kept bytes: the pieces as they came, and where their newlines are."""
+
+    __slots__ = ("at", "lfs", "next", "pieces", "seen")
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+        self.at: list[int] = []  # stream offset of each piece
+        self.lfs = array("q")  # stream offset of every LF byte kept
+        self.next = 0  # the stream offset after the last byte or gap given
+        self.seen = False  # some bytes or gap came
+
+    def add(self, offset: int, data: bytes) -> None:
+        self.pieces.append(data)
+        self.at.append(offset)
+        find, lfs = data.find, self.lfs
+        i = find(b"\n")
+        while i >= 0:
+            lfs.append(offset + i)
+            i = find(b"\n", i + 1)
+
+    def read(self, start: int, end: int) -> bytes:
+        """The kept bytes [start, end) (the caller asks only for bytes a data block holds)."""
+        at, pieces = self.at, self.pieces
+        i = max(0, bisect_right(at, start) - 1)
+        out = []
+        while start < end and i < len(pieces):
+            piece, base = pieces[i], at[i]
+            if base + len(piece) > start:
+                out.append(piece[start - base : end - base])
+                start = base + len(piece)
+            i += 1
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def line_starts(self, start: int, end: int, out: array[int]) -> None:
+        """Append to `out` where the text lines of the bytes [start, end) start."""
+        lfs = self.lfs
+        i = bisect_left(lfs, start)
+        pos = start
+        n = len(lfs)
+        while i < n and lfs[i] < end:
+            lf = lfs[i]
+            while lf - pos > CAP + 1:  # the CR of a CRLF may make it one longer
+                out.append(pos)
+                pos += CAP
+            out.append(pos)
+            pos = lf + 1
+            i += 1
+        while end - pos > CAP:
+            out.append(pos)
+            pos += CAP
+        if pos < end:
+            out.append(pos)
+
+    def trim(self, keep_from: int) -> int:
+        """Forget the pieces that end before `keep_from`; how many bytes they held."""
+        at = self.at
+        k = bisect_right(at, keep_from) - 1  # the piece holding keep_from stays
+        if k <= 0:
+            return 0
+        dropped = sum(len(p) for p in self.pieces[:k])
+        del self.pieces[:k], at[:k]
+        del self.lfs[: bisect_left(self.lfs, at[0])]
+        return dropped
+
+
+class StreamIndex:
+    """Both directions of one connection's kept stream, as numbered lines (text or hex)."""
+
+    def __init__(self, endpoints: tuple[str, str] = ("client", "server"),
+                 sent: tuple[int, int] = (0, 0), limit: int | None = None) -> None:
+        self.endpoints = endpoints
+        self.sent = sent  # bytes each direction had delivered when the view was opened
+        self.limit = Bounds().keep_stream_bytes if limit is None else limit
+        self.hex = False
+        self.time_start: float | None = None  # None: wall clock; else times relative to it
+        self.blocks: list[Block] = []
+        self.dirs = {True: Direction(), False: Direction()}
+        self.marks: Marks = {True: [], False: []}
+        self.kept = 0  # data bytes held
+        self._last_dir: bool | None = None  # of the last data or gap block: a header when it changes
+        self._ends: list[int] = []  # cumulative line counts of the blocks, in the mode shown
+        self._dirty = 0  # _ends is right for blocks before this one
+        self.top = 0  # 1 when the first line says what is no longer kept
+        self._not_kept = (0, 0)
+
+    # ------------------------------------------------------------------ building
+
+    def add(self, entries: Iterable[Kept]) -> int:
+        """Index new entries (in the order the engine kept them). Returns how many lines left
+        the top (the index keeps at most `limit` bytes, dropping the oldest), so a view can
+        keep showing the same bytes."""
+        for from_client, ts, offset, data in entries:
+            d = self.dirs[from_client]
+            if isinstance(data, Resent):
+                self._append(Block(RESENT, from_client, ts, offset, offset, resent=data))
+                self._last_dir = None
+                continue
+            if d.seen and offset > d.next:
+                self._append(Block(NOTE, from_client, ts, d.next, offset))
+                self._last_dir = None
+            size = data if isinstance(data, int) else len(data)
+            if offset + size <= d.next and d.seen:
+                continue  # already indexed (cannot happen with the engine's entries)
+            if not d.seen and offset > 0:
+                d.next = offset
+            d.seen = True
+            if isinstance(data, int):
+                self._append(Block(GAP, from_client, ts, offset, offset + size,
+                                   header=self._last_dir != from_client))
+                self._last_dir = from_client
+            else:
+                d.add(offset, data)
+                self.kept += size
+                self._data(from_client, ts, offset, offset + size)
+            d.next = offset + size
+        self._top()
+        if self.kept > self.limit + self.limit // 8:
+            return self._trim()
+        return 0
+
+    def _data(self, from_client: bool, ts: float, start: int, end: int) -> None:
+        """Bytes [start, end) of a direction, cut where messages start."""
+        marks = self.marks[from_client]
+        i = bisect_left(marks, (start, ""))
+        pos = start
+        while pos < end:
+            mark = None
+            if i < len(marks) and marks[i][0] == pos:
+                mark = marks[i][1]
+                i += 1
+                while i < len(marks) and marks[i][0] == pos:
+                    i += 1  # two messages cannot start at one offset; keep the first
+            stop = marks[i][0] if i < len(marks) and marks[i][0] < end else end
+            self._run(from_client, ts, pos, stop, mark)
+            pos = stop
+
+    def _run(self, from_client: bool, ts: float, start: int, end: int, mark: str | None) -> None:
+        d = self.dirs[from_client]
+        last = self.blocks[-1] if self.blocks else None
+        if (mark is None and last is not None and last.kind == DATA
+                and last.from_client == from_client and last.end == start):
+            # The bytes go on: the open last line is made again with them.
+            starts = last.starts
+            begin = starts.pop() if starts else last.start
+            d.line_starts(begin, end, starts)
+            last.end = end
+            self._dirty = min(self._dirty, len(self.blocks) - 1)
+            return
+        block = Block(DATA, from_client, ts, start, end,
+                      header=self._last_dir != from_client, mark=mark)
+        d.line_starts(start, end, block.starts)
+        self._append(block)
+        self._last_dir = from_client
+
+    def _append(self, block: Block) -> None:
+        self.blocks.append(block)
+
+    def set_marks(self, marks: Marks) -> None:
+        """Where HTTP messages start (tui.widgets.stream.message_marks); a mark in bytes already
+        indexed splits their block there."""
+        if marks == self.marks:
+            return
+        old = {(side, offset) for side, found in self.marks.items() for offset, _ in found}
+        new = {(side, offset) for side, found in marks.items() for offset, _ in found}
+        if not old <= new:
+            # A mark went away (never in practice: exchanges are only added): index afresh.
+            self.marks = marks
+            self._rebuild()
+            return
+        self.marks = marks
+        for side, found in marks.items():
+            d = self.dirs[side]
+            for offset, label in found:
+                if (side, offset) in old or offset >= d.next:
+                    continue
+                self._mark(side, offset, label)
+
+    def _mark(self, from_client: bool, offset: int, label: str) -> None:
+        for i in range(len(self.blocks) - 1, -1, -1):  # marks come mostly near the end
+            block = self.blocks[i]
+            if (block.kind != DATA or block.from_client != from_client
+                    or not block.start <= offset < block.end):
+                continue
+            if offset == block.start:
+                if block.mark is None:
+                    block.mark = label
+            else:
+                k = bisect_left(block.starts, offset)
+                after = Block(DATA, from_client, block.ts, offset, block.end, mark=label)
+                tail = block.starts[k:]
+                if not tail or tail[0] != offset:
+                    after.starts.append(offset)
+                after.starts.extend(tail)
+                del block.starts[k:]
+                block.end = offset
+                self.blocks.insert(i + 1, after)
+            self._dirty = min(self._dirty, i)
+            return
+
+    def _rebuild(self) -> None:
+        """Index the kept bytes again from scratch (the resend and gap lines are kept)."""
+        old = self.blocks
+        self.blocks, self._ends, self._dirty, self._last_dir = [], [], 0, None
+        for block in old:
+            if block.kind == DATA:
+                self._data(block.from_client, block.ts, block.start, block.end)
+            else:
+                block.header = block.kind == GAP and self._last_dir != block.from_client
+                self._append(block)
+                self._last_dir = None if block.kind in (RESENT, NOTE) else block.from_client
+
+    def _trim(self) -> int:
+        """Drop the oldest bytes down to the limit; how many lines left the top."""
+        need = self.kept - self.limit
+        blocks = self.blocks
+        drop = 0
+        cut: int | None = None  # where the first block left starts now, if it loses a part
+        while drop < len(blocks) and need > 0:
+            block = blocks[drop]
+            size = block.end - block.start if block.kind == DATA else 0
+            if size <= need:
+                need -= size
+                drop += 1
+                continue
+            k = bisect_left(block.starts, block.start + need)
+            if k < len(block.starts):
+                cut = k
+            else:
+                drop += 1
+            break
+        if drop >= len(blocks):
+            gone = len(self)
+            self.blocks, self._ends, self._dirty = [], [], 0
+            for d in self.dirs.values():
+                d.pieces, d.at, d.lfs = [], [], array("q")
+            self.kept = 0
+            self._top()
+            return gone
+        first = blocks[drop]
+        anchor = first.starts[cut] if cut is not None else first.start
+        before = self.line_of(drop, anchor)
+        if cut is not None:
+            first.start = anchor
+            del first.starts[:cut]
+            first.mark = None  # the message it marked starts in the bytes dropped
+        del blocks[:drop]
+        if first.kind in (DATA, GAP):
+            first.header = True
+        self._dirty = 0
+        for side, d in self.dirs.items():
+            starts = [b.start for b in blocks if b.from_client == side and b.kind == DATA][:1]
+            self.kept -= d.trim(starts[0] if starts else d.next)
+        self._top()
+        return before - self.line_of(0, anchor)
+
+    def _top(self) -> None:
+        """Work out what the first line says: the bytes before the first shown, each way."""
+        firsts: dict[bool, int] = {}
+        for block in self.blocks:
+            if block.kind in (DATA, GAP) and block.from_client not in firsts:
+                firsts[block.from_client] = block.start
+                if len(firsts) == 2:
+                    break
+        counts = []
+        for side in (True, False):
+            d = self.dirs[side]
+            if side in firsts:
+                counts.append(firsts[side])
+            else:
+                counts.append(d.next if d.seen else self.sent[0 if side else 1])
+        self._not_kept = (counts[0], counts[1])
+        self.top = 1 if any(counts) else 0
+
+    # ------------------------------------------------------------------ reading
+
+    def not_kept(self) -> tuple[int, int]:
+        """Bytes at the start of each direction (client, server) that are not shown."""
+        return self._not_kept
+
+    def _sums(self) -> None:
+        if self._dirty < len(self.blocks) or len(self._ends) != len(self.blocks):
+            start = min(self._dirty, len(self._ends))
+            base = self._ends[start - 1] if start else 0
+            hex_view = self.hex
+            self._ends[start:] = accumulate((b.count(hex_view) for b in self.blocks[start:]),
+                                            initial=base)
+            del self._ends[start]  # the initial value
+            self._dirty = len(self.blocks)
+
+    def __len__(self) -> int:
+        """Lines in the mode shown."""
+        self._sums()
+        return self.top + (self._ends[-1] if self._ends else 0)
+
+    def line_count_before(self, i: int) -> int:
+        self._sums()
+        return self._ends[i - 1] if i else 0
+
+    def set_hex(self, hex_view: bool) -> None:
+        if hex_view != self.hex:
+            self.hex = hex_view
+            self._dirty = 0
+
+    def locate(self, y: int) -> tuple[int, int]:
+        """(block, what) of line y: what is the stream offset of a data line's first byte, or
+        -1 for a header line, -2 for a mark line, -3 for the block's only line; (-1, -3) for
+        the note at the top."""
+        if y < self.top:
+            return -1, -3
+        self._sums()
+        y -= self.top
+        i = bisect_right(self._ends, y)
+        if i >= len(self.blocks):
+            return len(self.blocks) - 1, -3
+        block = self.blocks[i]
+        within = y - (self._ends[i - 1] if i else 0)
+        if block.header:
+            if within == 0:
+                return i, -1
+            within -= 1
+        if block.kind != DATA:
+            return i, -3
+        if block.mark is not None:
+            if within == 0:
+                return i, -2
+            within -= 1
+        if self.hex:
+            return i, block.start + within * HEX_WIDTH
+        return i, block.starts[within]
+
+    def line_of(self, i: int, what: int) -> int:
+        """The line number of a place `locate` gave, in the mode shown now (its nearest line:
+        the one holding that byte)."""
+        if i < 0 or not self.blocks:
+            return 0
+        i = min(i, len(self.blocks) - 1)
+        self._sums()
+        y = self.top + (self._ends[i - 1] if i else 0)
+        block = self.blocks[i]
+        if what == -1 or (what < 0 and not block.prefix()):
+            return y
+        if what == -2:
+            return y + block.header
+        if block.kind != DATA:
+            return y + block.header
+        y += block.prefix()
+        what = max(block.start, min(what, block.end - 1))
+        if self.hex:
+            return y + (what - block.start) // HEX_WIDTH
+        return y + max(0, bisect_right(block.starts, what) - 1)
+
+    def offset_of_line(self, y: int) -> tuple[bool, int] | None:
+        """The direction and stream offset a data line starts at (None for other lines)."""
+        i, what = self.locate(y)
+        if i < 0 or what < 0:
+            return None
+        return self.blocks[i].from_client, what
+
+    def line(self, y: int) -> tuple[str, str, bool | None]:
+        """Line y as (text, kind, from_client): text safe for a terminal; from_client None for
+        lines of neither direction."""
+        i, what = self.locate(y)
+        if i < 0:
+            return self._note_top(), NOTE, None
+        block = self.blocks[i]
+        fc = block.from_client
+        if what == -1:
+            src, dst = self.endpoints if fc else self.endpoints[::-1]
+            return (f"── {who(fc)} {escape_text(src)} → {escape_text(dst)} · offset {block.start}"
+                    f" · {shown(block.ts, self.time_start)}", HEADER, fc)
+        if what == -2:
+            return f"┄┄ {escape_text(block.mark or '')}", MARK, fc
+        if block.kind == GAP:
+            return f"⟂ {block.end - block.start} bytes never captured (offset {block.start})", GAP, fc
+        if block.kind == NOTE:
+            return (f"⋯ {block.end - block.start} bytes of the {who(fc)}'s stream (offsets "
+                    f"{block.start}-{block.end - 1}) went by and are not kept", NOTE, fc)
+        if block.kind == RESENT:
+            return self._resent(block)
+        d = self.dirs[fc]
+        if self.hex:
+            end = min(what + HEX_WIDTH, block.end)
+            return hexdump_lines(d.read(what, end), what)[0], DATA, fc
+        k = bisect_right(block.starts, what) - 1
+        end = block.starts[k + 1] if k + 1 < len(block.starts) else block.end
+        raw = d.read(what, end)
+        continued = False
+        if raw.endswith(b"\n"):
+            raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+        elif end < block.end:
+            continued = True
+        text = escape_bytes(raw, keep_newlines=True).expandtabs(8)
+        return (text + CONTINUED if continued else text), DATA, fc
+
+    def _resent(self, block: Block) -> tuple[str, str, bool | None]:
+        resent = block.resent
+        assert resent is not None
+        kind = RESENT
+        if resent.differs:
+            verdict, kind = "DIFFERENT from the first copy, which is what is shown", RESENT_DIFFERS
+        elif resent.differs is None:
+            verdict = "the first copy is no longer kept to compare"
+        else:
+            verdict = "same as the first copy"
+        return (f"↻ {who(block.from_client)} resent {resent.size} bytes at offset {block.start} · "
+                f"{shown(block.ts, self.time_start)}: {verdict}", kind, block.from_client)
+
+    def _note_top(self) -> str:
+        parts = [f"the {who(side)}'s first {n:,} bytes"
+                 for side, n in zip((True, False), self._not_kept, strict=True) if n]
+        return (f"⋯ no longer kept: {' and '.join(parts)} (a connection keeps its last "
+                f"{self.limit:,} bytes)")
+
+    def lines(self, start: int, end: int) -> Sequence[str]:
+        """The text of lines [start, end) (for copying a selection)."""
+        return [self.line(y)[0] for y in range(max(0, start), min(end, len(self)))]
+
+    def first_bytes(self, size: int = 4096) -> bytes:
+        """The first kept data bytes (of either direction, in arrival order)."""
+        for block in self.blocks:
+            if block.kind == DATA:
+                return self.dirs[block.from_client].read(block.start,
+                                                         min(block.end, block.start + size))
+        return b""
