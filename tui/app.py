@@ -333,8 +333,10 @@ class WirepeekApp(App[None]):
                               markup=False)
 
     def action_toggle_hex(self) -> None:
-        self.query_one(StreamView).toggle_hex()
+        stream = self.query_one(StreamView)
+        stream.toggle_hex()
         self.query_one(TabbedContent).active = "tab-stream"
+        stream.focus()  # Home, End and the arrows now move through the stream
 
     def action_back(self) -> None:
         if self.query_one("#prompt").display:

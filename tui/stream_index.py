@@ -34,7 +34,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from itertools import accumulate
 
-from engine.bounds import Bounds
+from engine.bounds import Bounds, MiB
 from engine.tcp import Kept, Resent
 from tui.escape import escape_bytes, escape_text, hexdump_lines
 from tui.times import shown
@@ -498,8 +498,9 @@ class StreamIndex:
     def _note_top(self) -> str:
         parts = [f"the {who(side)}'s first {n:,} bytes"
                  for side, n in zip((True, False), self._not_kept, strict=True) if n]
-        return (f"⋯ no longer kept: {' and '.join(parts)} (a connection keeps its last "
-                f"{self.limit:,} bytes)")
+        limit = self.limit
+        bound = f"{limit // MiB} MiB" if limit % MiB == 0 else f"{limit:,} bytes"
+        return f"⋯ no longer kept: {' and '.join(parts)} (the last {bound} are kept)"
 
     def lines(self, start: int, end: int) -> Sequence[str]:
         """The text of lines [start, end) (for copying a selection)."""

@@ -88,9 +88,11 @@ class StreamView(ScrollView, can_focus=True):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.index = StreamIndex()
+        self.live = False  # the connection is open: its tail is followed
         self.following = False  # keep the last line on screen as bytes come
         self._hex_chosen = False  # the user pressed x since the reset: no automatic choice
         self._widest = 0
+        self._toggled: tuple[int, tuple[int, int]] | None = None  # (line, place) of the last x
 
     # ------------------------------------------------------------------ the app's interface
 
@@ -100,37 +102,43 @@ class StreamView(ScrollView, can_focus=True):
 
     def reset(self, endpoints: tuple[str, str], sent: tuple[int, int] = (0, 0),
               live: bool = False) -> None:
-        """Show another connection: its endpoints (client, server), the bytes each side had
-        sent (for what is not kept), and whether it is still open (then the view follows its
-        tail until the user scrolls up; a finished one opens at the top)."""
+        """Show another connection: its endpoints (client, server), each side's stream length
+        so far (said on the first line for a side none of whose bytes is kept), and whether it
+        is still open: a live one follows its tail while the view is at its end, a finished
+        one opens at the top."""
         hex_view, start = self.index.hex, self.index.time_start
         self.index = StreamIndex(endpoints, sent)
         self.index.hex, self.index.time_start = hex_view, start
-        self._hex_chosen = False
+        self.live = live
         self.following = live
+        self._hex_chosen = False
+        self._toggled = None
         self._widest = 0
         self._resize()
-        self.scroll_to(0, 0, animate=False, immediate=True)
+        self.scroll_to(0, 0, animate=False, immediate=True, force=True)
         self.refresh()
 
     def add(self, chunks: tuple[StreamChunk, ...]) -> None:
         """The followed connection's new entries, as the engine keeps them."""
         if not chunks:
             return
+        self._note_end()
         had_data = bool(self.index.first_bytes(1))
         gone = self.index.add(chunks)
         if not had_data and not self._hex_chosen:
             first = self.index.first_bytes()
             if first and not looks_textual(first):
-                self._set_hex(True, keep=False)
+                self.index.set_hex(True)
         self._resize()
         if self.following:
             self._go_end()
-        elif gone:
-            self.scroll_to(y=max(0, self.scroll_offset.y - gone), animate=False, immediate=True)
+        elif gone:  # the oldest bytes went: the same bytes stay on screen
+            self._scroll(self.scroll_offset.y - gone)
         self.refresh()
 
     def set_marks(self, transactions: list[HttpTransaction]) -> None:
+        """Mark where the connection's HTTP messages start (their start lines)."""
+        self._note_end()
         self.index.set_marks(message_marks(transactions))
         self._resize()
         if self.following:
@@ -138,8 +146,24 @@ class StreamView(ScrollView, can_focus=True):
         self.refresh()
 
     def toggle_hex(self) -> None:
+        """Text or hex at once (only the count of lines changes); the line at the top shows the
+        same bytes afterwards (at the end: the last ones), and x x comes back to the very line
+        it left."""
         self._hex_chosen = True
-        self._set_hex(not self.index.hex, keep=True)
+        self._note_end()
+        y = self.scroll_offset.y
+        at_end = 0 < y >= self.max_scroll_y  # the last byte on screen stays on screen
+        toggled = self._toggled
+        where = toggled[1] if toggled is not None and toggled[0] == y else self.index.locate(y)
+        self.index.set_hex(not self.index.hex)
+        self._widest = 0
+        self._resize()
+        if self.following or at_end:
+            self._go_end()
+        else:
+            self._scroll(self.index.line_of(*where))
+            self._toggled = (self.scroll_offset.y, where)
+        self.refresh()
 
     def set_relative(self, start: float | None) -> None:
         """Times as seconds since `start` (the connection's first packet), or the wall clock."""
@@ -148,67 +172,43 @@ class StreamView(ScrollView, can_focus=True):
 
     # ------------------------------------------------------------------ moving
 
-    def _set_hex(self, hex_view: bool, keep: bool) -> None:
-        """Text or hex; with keep, the line at the top shows the same bytes afterwards."""
-        where = self.index.locate(self.scroll_offset.y) if keep else None
-        self.index.set_hex(hex_view)
-        self._widest = 0
-        self._resize()
-        if self.following:
-            self._go_end()
-        elif where is not None:
-            self.scroll_to(y=self.index.line_of(*where), animate=False, immediate=True)
-        self.refresh()
-
     def _resize(self) -> None:
         width = max(self._widest, HEX_WIDTH if self.index.hex else 0)
         self.virtual_size = Size(width, len(self.index))
 
+    def _scroll(self, y: int) -> None:
+        # force: a view that was never laid out (its tab not shown yet) scrolls too
+        self.scroll_to(y=max(0, y), animate=False, immediate=True, force=True)
+
     def _go_end(self) -> None:
-        self.scroll_to(y=max(0, len(self.index) - self.scrollable_content_region.height),
-                       animate=False, immediate=True)
+        self._scroll(self.max_scroll_y)
+
+    def _note_end(self) -> None:
+        """A live view follows while it is at its end, however it got there (keys, mouse
+        wheel, scroll bar)."""
+        self.following = self.live and self.scroll_offset.y >= self.max_scroll_y
 
     def on_resize(self, event: events.Resize) -> None:
         if self.following:
             self.call_after_refresh(self._go_end)
 
-    def _at_end(self) -> bool:
-        return self.scroll_offset.y >= self.max_scroll_y
-
-    def _move(self, y: int) -> None:
-        self.scroll_to(y=max(0, y), animate=False, immediate=True)
-        self.following = self._at_end()
-
     def action_line_up(self) -> None:
-        self.following = False
-        self._move(self.scroll_offset.y - 1)
+        self._scroll(self.scroll_offset.y - 1)
 
     def action_line_down(self) -> None:
-        self._move(self.scroll_offset.y + 1)
+        self._scroll(self.scroll_offset.y + 1)
 
     def action_page_up(self) -> None:
-        self.following = False
-        self._move(self.scroll_offset.y - max(1, self.scrollable_content_region.height - 1))
+        self._scroll(self.scroll_offset.y - max(1, self.scrollable_content_region.height - 1))
 
     def action_page_down(self) -> None:
-        self._move(self.scroll_offset.y + max(1, self.scrollable_content_region.height - 1))
+        self._scroll(self.scroll_offset.y + max(1, self.scrollable_content_region.height - 1))
 
     def action_first(self) -> None:
-        self.following = False
-        self.scroll_to(y=0, animate=False, immediate=True)
+        self._scroll(0)
 
     def action_last(self) -> None:
-        self.following = True
         self._go_end()
-
-    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
-        self.following = False
-
-    def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
-        self.call_after_refresh(self._note_end)
-
-    def _note_end(self) -> None:
-        self.following = self._at_end()
 
     # ------------------------------------------------------------------ drawing
 
