@@ -29,10 +29,12 @@ It never touches a widget and never imports Textual: it is tested on its own.
 
 from __future__ import annotations
 
+import re
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from itertools import accumulate
+from operator import sub
 
 from engine.bounds import Bounds, MiB
 from engine.tcp import Kept, Resent
@@ -42,7 +44,7 @@ from tui.times import shown
 CAP = 4096  # bytes of a text line at most (give or take a CR): longer ones go on below
 HEX_WIDTH = 16
 CONTINUED = " ↩"  # ends a text line that the next line continues
-LF = 0x0A
+_LF = re.compile(b"\n")
 
 # Line kinds, which the view styles: (kind, from_client) pairs come back with each line.
 DATA, HEADER, MARK, GAP, RESENT, RESENT_DIFFERS, NOTE = (
@@ -102,11 +104,8 @@ class Direction:
     def add(self, offset: int, data: bytes) -> None:
         self.pieces.append(data)
         self.at.append(offset)
-        find, lfs = data.find, self.lfs
-        i = find(b"\n")
-        while i >= 0:
-            lfs.append(offset + i)
-            i = find(b"\n", i + 1)
+        if b"\n" in data:
+            self.lfs.fromlist([offset + m.start() for m in _LF.finditer(data)])
 
     def read(self, start: int, end: int) -> bytes:
         """The kept bytes [start, end) (the caller asks only for bytes a data block holds)."""
@@ -124,10 +123,19 @@ class Direction:
     def line_starts(self, start: int, end: int, out: array[int]) -> None:
         """Append to `out` where the text lines of the bytes [start, end) start."""
         lfs = self.lfs
-        i = bisect_left(lfs, start)
+        i, j = bisect_left(lfs, start), bisect_left(lfs, end)
+        if i < j:
+            ends = lfs[i:j]
+            longest = max(ends[0] - start, end - ends[-1] - 1, max(map(sub, ends[1:], ends), default=0))
+            if longest <= CAP:
+                # No line to cut (the usual case): every line starts after an LF.
+                out.append(start)
+                if ends[-1] + 1 == end:
+                    ends.pop()
+                out.fromlist(list(map((1).__add__, ends)))
+                return
         pos = start
-        n = len(lfs)
-        while i < n and lfs[i] < end:
+        while i < j:
             lf = lfs[i]
             while lf - pos > CAP + 1:  # the CR of a CRLF may make it one longer
                 out.append(pos)

@@ -11,9 +11,9 @@ Meanwhile j and k are sent to the app every 100 ms the way a terminal sends them
 the driver), and each is timed from the moment it is sent until the screen has been redrawn with
 the cursor moved: the first frame the app writes after the table handled the key. Pilot's own
 press() is not used: it waits for the whole process to go idle, which it never does under load.
-Prints figures, asserts nothing.
+Prints figures, asserts nothing. It starts with the Stream tab's figures (tests.bench.stream_ui).
 
-    python -m tests.bench.ui [--connections N] [--rate PPS] [--flat-out]
+    python -m tests.bench.ui [--connections N] [--rate PPS] [--flat-out] [--stream-only]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from textual import events
 from engine import sources
 from engine.batch import META, Batch
 from engine.bounds import Bounds
+from tests.bench import stream_ui
 from tests.bench.run import workload_file
 from tui.app import WirepeekApp
 from tui.capture import SourceSpec
@@ -244,7 +245,12 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=50_000, help="packets/s when paced")
     parser.add_argument("--presses", type=int, default=50, help="at least this many")
     parser.add_argument("--flat-out", action="store_true", help="also read the file flat out")
+    parser.add_argument("--stream-only", action="store_true",
+                        help="only the Stream tab's figures (tests.bench.stream_ui)")
     args = parser.parse_args()
+    stream_ui.main([])  # the Stream tab on a 2 MB download: open, x, Home, End
+    if args.stream_only:
+        return 0
     path, facts = workload_file("conn_per_request_http", {"connections": args.connections})
     target = min(100_000, args.connections)
     print(f"workload: {facts['packets']:,} packets, {args.connections:,} connections "
