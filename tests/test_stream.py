@@ -95,8 +95,9 @@ def test_hex_and_text_switch_by_counts_and_keep_the_place():
     assert index.offset_of_line(index.line_of(1, offset)) == (fc, offset)
 
 
-def test_marks_known_before_or_after_the_bytes_give_the_same_lines():
-    first = b"GET /1 HTTP/1.1\r\n\r\n"
+@pytest.mark.parametrize("body", [b"", b"y" * (3 * CAP)], ids=["short lines", "a long line"])
+def test_marks_known_before_or_after_the_bytes_give_the_same_lines(body):
+    first = b"GET /1 HTTP/1.1\r\n\r\n" + body
     second = b"GET /2 HTTP/1.1\r\n\r\n"
     marks = {True: [(0, "request 0: GET /1"), (len(first), "request 1: GET /2")], False: []}
     entries = [(True, 1.0, 0, first + second[:5]), (True, 1.0, len(first) + 5, second[5:])]
@@ -153,6 +154,20 @@ def test_the_index_keeps_its_bound_and_says_so():
     shown = data_lines(index)
     assert shown[-1] == "03999"
     assert shown[0] == f"{index.not_kept()[1] // 6:05d}"  # from a whole line on
+    assert gone > 0
+
+
+def test_the_bound_cuts_a_long_line_where_it_was_split():
+    index = StreamIndex(limit=10_000)
+    data = bytes(b for b in range(256) if b != 0x0A) * 200  # 51,000 bytes, no LF: cut at CAP
+    gone = 0
+    for i in range(0, len(data), 5000):
+        gone += index.add([(True, 1.0, i, data[i : i + 5000])])
+    first_kept = index.not_kept()[0]
+    assert first_kept % CAP == 0 and len(data) - first_kept <= 10_000 + 10_000 // 8 + CAP
+    index.set_hex(True)
+    rows = [line for line in lines_of(index) if line[:8].isalnum() and "  " in line]
+    assert bytes.fromhex("".join(r[10:58].replace(" ", "") for r in rows)) == data[first_kept:]
     assert gone > 0
 
 

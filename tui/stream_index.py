@@ -62,7 +62,8 @@ class Block:
     """A run of lines: one direction's contiguous bytes (with a header or mark line before
     them), or a gap, resend or note line."""
 
-    __slots__ = ("end", "from_client", "header", "kind", "mark", "resent", "start", "starts", "ts")
+    __slots__ = ("end", "from_client", "header", "kind", "lines", "mark", "resent", "start",
+                 "starts", "ts")
 
     def __init__(self, kind: str, from_client: bool, ts: float, start: int, end: int,
                  header: bool = False, mark: str | None = None,
@@ -75,7 +76,10 @@ class Block:
         self.header = header
         self.mark = mark
         self.resent = resent
-        self.starts = array("q")  # a data block's text lines: the stream offset of each
+        # A data block's text lines: how many, and where each starts when some line is cut at
+        # CAP; otherwise (starts None) each starts after an LF, found in its direction's list.
+        self.lines = 0
+        self.starts: array[int] | None = None
 
     def prefix(self) -> int:
         """Lines before its bytes: the direction header and the message mark."""
@@ -86,7 +90,7 @@ class Block:
             return 1 + self.header
         if hex_view:
             return self.prefix() + -(-(self.end - self.start) // HEX_WIDTH)
-        return self.prefix() + len(self.starts)
+        return self.prefix() + self.lines
 
 
 class Direction:
@@ -148,6 +152,29 @@ class Direction:
             pos += CAP
         if pos < end:
             out.append(pos)
+
+    def has_long_line(self, start: int, end: int) -> bool:
+        """Whether a line of the bytes [start, end) is longer than CAP."""
+        lfs = self.lfs
+        i, j = bisect_left(lfs, start), bisect_left(lfs, end)
+        if i == j:
+            return end - start > CAP
+        ends = lfs[i:j]
+        return max(ends[0] - start, end - ends[-1] - 1, max(map(sub, ends[1:], ends), default=0)) > CAP
+
+    def count_lines(self, start: int, end: int) -> int:
+        """Lines of the bytes [start, end), none cut at CAP: one per LF, and a last one without."""
+        lfs = self.lfs
+        i, j = bisect_left(lfs, start), bisect_left(lfs, end)
+        return j - i + (i == j or lfs[j - 1] + 1 < end)
+
+    def nth_start(self, start: int, k: int) -> int:
+        """Where line k of the bytes from `start` on starts (none cut at CAP)."""
+        return start if k == 0 else self.lfs[bisect_left(self.lfs, start) + k - 1] + 1
+
+    def line_index(self, start: int, offset: int) -> int:
+        """Which line of the bytes from `start` on holds the byte at `offset` (none cut)."""
+        return bisect_left(self.lfs, offset) - bisect_left(self.lfs, start)
 
     def trim(self, keep_from: int) -> int:
         """Forget the pieces that end before `keep_from`; how many bytes they held."""
@@ -233,25 +260,51 @@ class StreamIndex:
             pos = stop
 
     def _run(self, from_client: bool, ts: float, start: int, end: int, mark: str | None) -> None:
-        d = self.dirs[from_client]
         last = self.blocks[-1] if self.blocks else None
         if (mark is None and last is not None and last.kind == DATA
                 and last.from_client == from_client and last.end == start):
-            # The bytes go on: the open last line is made again with them.
-            starts = last.starts
-            begin = starts.pop() if starts else last.start
-            d.line_starts(begin, end, starts)
+            # The bytes go on: the open last line is counted again with them.
+            begin = self._line_start(last, last.lines - 1)
             last.end = end
+            self._lay_out(last, begin)
             self._dirty = min(self._dirty, len(self.blocks) - 1)
             return
         block = Block(DATA, from_client, ts, start, end,
                       header=self._last_dir != from_client, mark=mark)
-        d.line_starts(start, end, block.starts)
+        self._lay_out(block)
         self._append(block)
         self._last_dir = from_client
 
     def _append(self, block: Block) -> None:
         self.blocks.append(block)
+
+    def _lay_out(self, block: Block, begin: int | None = None) -> None:
+        """Count a data block's text lines (again from the line starting at `begin`, when bytes
+        were added at its end); list where they start only if one is longer than CAP."""
+        d = self.dirs[block.from_client]
+        if block.starts is None:
+            if not d.has_long_line(block.start if begin is None else begin, block.end):
+                block.lines = d.count_lines(block.start, block.end)
+                return
+            block.starts, begin = array("q"), None
+        starts = block.starts
+        if begin is None:
+            del starts[:]
+            begin = block.start
+        else:
+            del starts[bisect_left(starts, begin):]
+        d.line_starts(begin, block.end, starts)
+        block.lines = len(starts)
+
+    def _line_start(self, block: Block, k: int) -> int:
+        if block.starts is not None:
+            return block.starts[k]
+        return self.dirs[block.from_client].nth_start(block.start, k)
+
+    def _line_holding(self, block: Block, offset: int) -> int:
+        if block.starts is not None:
+            return max(0, bisect_right(block.starts, offset) - 1)
+        return self.dirs[block.from_client].line_index(block.start, offset)
 
     def set_marks(self, marks: Marks) -> None:
         """Where HTTP messages start (tui.widgets.stream.message_marks); a mark in bytes already
@@ -283,14 +336,20 @@ class StreamIndex:
                 if block.mark is None:
                     block.mark = label
             else:
-                k = bisect_left(block.starts, offset)
                 after = Block(DATA, from_client, block.ts, offset, block.end, mark=label)
-                tail = block.starts[k:]
-                if not tail or tail[0] != offset:
-                    after.starts.append(offset)
-                after.starts.extend(tail)
-                del block.starts[k:]
-                block.end = offset
+                if block.starts is not None:
+                    k = bisect_left(block.starts, offset)
+                    tail = block.starts[k:]
+                    after.starts = array("q", [] if tail and tail[0] == offset else [offset])
+                    after.starts.extend(tail)
+                    after.lines = len(after.starts)
+                    del block.starts[k:]
+                    block.lines = len(block.starts)
+                    block.end = offset
+                else:
+                    block.end = offset
+                    self._lay_out(block)
+                    self._lay_out(after)
                 self.blocks.insert(i + 1, after)
             self._dirty = min(self._dirty, i)
             return
@@ -320,8 +379,9 @@ class StreamIndex:
                 need -= size
                 drop += 1
                 continue
-            k = bisect_left(block.starts, block.start + need)
-            if k < len(block.starts):
+            # From the first line that starts past what must go.
+            k = self._line_holding(block, block.start + need - 1) + 1
+            if k < block.lines:
                 cut = k
             else:
                 drop += 1
@@ -335,11 +395,13 @@ class StreamIndex:
             self._top()
             return gone
         first = blocks[drop]
-        anchor = first.starts[cut] if cut is not None else first.start
+        anchor = self._line_start(first, cut) if cut is not None else first.start
         before = self.line_of(drop, anchor)
         if cut is not None:
             first.start = anchor
-            del first.starts[:cut]
+            if first.starts is not None:
+                del first.starts[:cut]
+            first.lines -= cut
             first.mark = None  # the message it marked starts in the bytes dropped
         del blocks[:drop]
         if first.kind in (DATA, GAP):
@@ -424,7 +486,7 @@ class StreamIndex:
             within -= 1
         if self.hex:
             return i, block.start + within * HEX_WIDTH
-        return i, block.starts[within]
+        return i, self._line_start(block, within)
 
     def line_of(self, i: int, what: int) -> int:
         """The line number of a place `locate` gave, in the mode shown now (its nearest line:
@@ -445,7 +507,7 @@ class StreamIndex:
         what = max(block.start, min(what, block.end - 1))
         if self.hex:
             return y + (what - block.start) // HEX_WIDTH
-        return y + max(0, bisect_right(block.starts, what) - 1)
+        return y + self._line_holding(block, what)
 
     def offset_of_line(self, y: int) -> tuple[bool, int] | None:
         """The direction and stream offset a data line starts at (None for other lines)."""
@@ -479,8 +541,8 @@ class StreamIndex:
         if self.hex:
             end = min(what + HEX_WIDTH, block.end)
             return hexdump_lines(d.read(what, end), what)[0], DATA, fc
-        k = bisect_right(block.starts, what) - 1
-        end = block.starts[k + 1] if k + 1 < len(block.starts) else block.end
+        k = self._line_holding(block, what)
+        end = self._line_start(block, k + 1) if k + 1 < block.lines else block.end
         raw = d.read(what, end)
         continued = False
         if raw.endswith(b"\n"):
