@@ -61,11 +61,6 @@ def stream_lines(stream: StreamView) -> list[str]:
     return list(stream.index.lines(0, len(stream.index)))
 
 
-def screen_lines(stream: StreamView) -> list[str]:
-    """The lines the Stream tab has on screen now, as drawn."""
-    return [stream.render_line(y).text.rstrip() for y in range(stream.size.height)]
-
-
 def table_ids(app: WirepeekApp) -> list[int]:
     table = app.query_one(ConnectionsTable)
     return list(table.order)

@@ -115,6 +115,31 @@ def test_marks_known_before_or_after_the_bytes_give_the_same_lines(body):
     assert not any(line.startswith("┄┄ ") for line in lines_of(after))
 
 
+@pytest.mark.parametrize("step", [1, 7, 40], ids=["one by one", "in sevens", "all at once"])
+def test_many_exchanges_marked_as_they_come_or_late_give_the_same_lines(step):
+    """A keep-alive connection of 40 exchanges, its bytes in pieces that cut messages: the marks
+    given before the bytes, or afterwards in batches of any size, make the same lines."""
+    client = b"".join(b"GET /%d HTTP/1.1\r\n\r\n" % i for i in range(40))
+    server = b"".join(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" for _ in range(40))
+    marks: dict[bool, list[tuple[int, str]]] = {True: [], False: []}
+    for side, data, head in ((True, client, b"GET"), (False, server, b"HTTP")):
+        at = data.find(head)
+        while at >= 0:
+            marks[side].append((at, f"{'request' if side else 'response'} {len(marks[side])}"))
+            at = data.find(head, at + 1)
+    entries = [(side, 1.0, a, data[a : a + 97]) for side, data in ((True, client), (False, server))
+               for a in range(0, len(data), 97)]
+    first = StreamIndex()
+    first.set_marks(marks)
+    first.add(entries)
+    late = StreamIndex()
+    late.add(entries)
+    for n in range(step, 40 + step, step):
+        late.set_marks({side: found[:n] for side, found in marks.items()})
+    assert lines_of(late) == lines_of(first)
+    assert sum(line.startswith("┄┄ ") for line in lines_of(late)) == 80
+
+
 def test_gaps_resends_and_bytes_that_went_by_have_a_line_each():
     index = StreamIndex()
     index.add([

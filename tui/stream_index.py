@@ -311,23 +311,28 @@ class StreamIndex:
         indexed splits their block there."""
         if marks == self.marks:
             return
-        old = {(side, offset) for side, found in self.marks.items() for offset, _ in found}
-        new = {(side, offset) for side, found in marks.items() for offset, _ in found}
-        if not old <= new:
-            # A mark went away (never in practice: exchanges are only added): index afresh.
-            self.marks = marks
-            self._rebuild()
-            return
-        self.marks = marks
+        old, self.marks = self.marks, marks
         for side, found in marks.items():
-            d = self.dirs[side]
-            for offset, label in found:
-                if (side, offset) in old or offset >= d.next:
-                    continue
-                self._mark(side, offset, label)
+            before = old[side]
+            if found[: len(before)] == before:
+                added = found[len(before) :]  # the usual case: new exchanges, further on
+            else:
+                known = set(before)
+                if not known <= set(found):
+                    # A mark went away (never in practice: exchanges are only added).
+                    self._rebuild()
+                    return
+                added = [mark for mark in found if mark not in known]
+            added = [mark for mark in added if mark[0] < self.dirs[side].next]
+            if len(added) <= 4:
+                for offset, label in added:
+                    self._mark(side, offset, label)
+            elif added:
+                self._mark_all(side, added)
 
     def _mark(self, from_client: bool, offset: int, label: str) -> None:
-        for i in range(len(self.blocks) - 1, -1, -1):  # marks come mostly near the end
+        """One mark: its block is found from the end (marks come mostly near the end)."""
+        for i in range(len(self.blocks) - 1, -1, -1):
             block = self.blocks[i]
             if (block.kind != DATA or block.from_client != from_client
                     or not block.start <= offset < block.end):
@@ -336,23 +341,49 @@ class StreamIndex:
                 if block.mark is None:
                     block.mark = label
             else:
-                after = Block(DATA, from_client, block.ts, offset, block.end, mark=label)
-                if block.starts is not None:
-                    k = bisect_left(block.starts, offset)
-                    tail = block.starts[k:]
-                    after.starts = array("q", [] if tail and tail[0] == offset else [offset])
-                    after.starts.extend(tail)
-                    after.lines = len(after.starts)
-                    del block.starts[k:]
-                    block.lines = len(block.starts)
-                    block.end = offset
-                else:
-                    block.end = offset
-                    self._lay_out(block)
-                    self._lay_out(after)
-                self.blocks.insert(i + 1, after)
+                self.blocks.insert(i + 1, self._split(block, offset, label))
             self._dirty = min(self._dirty, i)
             return
+
+    def _mark_all(self, from_client: bool, added: list[tuple[int, str]]) -> None:
+        """Many marks (sorted) in one pass over the blocks."""
+        out: list[Block] = []
+        k, n = 0, len(added)
+        for block in self.blocks:
+            if k < n and block.kind == DATA and block.from_client == from_client:
+                while k < n and added[k][0] < block.start:
+                    k += 1  # in bytes not shown (a gap)
+                while k < n and added[k][0] < block.end:
+                    offset, label = added[k]
+                    k += 1
+                    if offset == block.start:
+                        if block.mark is None:
+                            block.mark = label
+                        continue
+                    after = self._split(block, offset, label)
+                    out.append(block)
+                    block = after
+            out.append(block)
+        self.blocks = out
+        self._dirty = 0
+
+    def _split(self, block: Block, offset: int, label: str) -> Block:
+        """Cut a data block where a message starts; the part from there on, with its mark."""
+        after = Block(DATA, block.from_client, block.ts, offset, block.end, mark=label)
+        if block.starts is not None:
+            k = bisect_left(block.starts, offset)
+            tail = block.starts[k:]
+            after.starts = array("q", [] if tail and tail[0] == offset else [offset])
+            after.starts.extend(tail)
+            after.lines = len(after.starts)
+            del block.starts[k:]
+            block.lines = len(block.starts)
+            block.end = offset
+        else:
+            block.end = offset
+            self._lay_out(block)
+            self._lay_out(after)
+        return after
 
     def _rebuild(self) -> None:
         """Index the kept bytes again from scratch (the resend and gap lines are kept)."""
