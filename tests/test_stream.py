@@ -182,6 +182,15 @@ def test_the_index_keeps_its_bound_and_says_so():
     assert gone > 0
 
 
+def test_a_flood_of_resends_stays_within_the_bound():
+    index = StreamIndex(limit=10_000)
+    index.add([(True, 1.0, 0, b"GET / HTTP/1.1\r\n\r\n")])
+    for _ in range(50):
+        index.add([(True, 1.0, 0, Resent(18, False))] * 100)
+    assert len(index.blocks) <= (10_000 + 10_000 // 8) // 64 + 1
+    assert index.not_kept()[0] == 18  # the request went too, and the first line says so
+
+
 def test_the_bound_cuts_a_long_line_where_it_was_split():
     index = StreamIndex(limit=10_000)
     data = bytes(b for b in range(256) if b != 0x0A) * 200  # 51,000 bytes, no LF: cut at CAP

@@ -37,7 +37,7 @@ from itertools import accumulate
 from operator import sub
 
 from engine.bounds import Bounds, MiB
-from engine.tcp import Kept, Resent
+from engine.tcp import RESENT_COST, Kept, Resent
 from tui.escape import escape_bytes, escape_text, hexdump_lines
 from tui.times import shown
 
@@ -202,6 +202,7 @@ class StreamIndex:
         self.dirs = {True: Direction(), False: Direction()}
         self.marks: Marks = {True: [], False: []}
         self.kept = 0  # data bytes held
+        self.lines_cost = 0  # what the gap, resend and note lines count against the limit
         self._last_dir: bool | None = None  # of the last data or gap block: a header when it changes
         self._ends: list[int] = []  # cumulative line counts of the blocks, in the mode shown
         self._dirty = 0  # _ends is right for blocks before this one
@@ -239,7 +240,7 @@ class StreamIndex:
                 self._data(from_client, ts, offset, offset + size)
             d.next = offset + size
         self._top()
-        if self.kept > self.limit + self.limit // 8:
+        if self.kept + self.lines_cost > self.limit + self.limit // 8:
             return self._trim()
         return 0
 
@@ -277,6 +278,8 @@ class StreamIndex:
 
     def _append(self, block: Block) -> None:
         self.blocks.append(block)
+        if block.kind != DATA:
+            self.lines_cost += RESENT_COST  # so that a flood of resends stays bounded too
 
     def _lay_out(self, block: Block, begin: int | None = None) -> None:
         """Count a data block's text lines (again from the line starting at `begin`, when bytes
@@ -389,6 +392,7 @@ class StreamIndex:
         """Index the kept bytes again from scratch (the resend and gap lines are kept)."""
         old = self.blocks
         self.blocks, self._ends, self._dirty, self._last_dir = [], [], 0, None
+        self.lines_cost = 0
         for block in old:
             if block.kind == DATA:
                 self._data(block.from_client, block.ts, block.start, block.end)
@@ -399,16 +403,18 @@ class StreamIndex:
 
     def _trim(self) -> int:
         """Drop the oldest bytes down to the limit; how many lines left the top."""
-        need = self.kept - self.limit
+        need = self.kept + self.lines_cost - self.limit
         blocks = self.blocks
         drop = 0
         cut: int | None = None  # where the first block left starts now, if it loses a part
         while drop < len(blocks) and need > 0:
             block = blocks[drop]
-            size = block.end - block.start if block.kind == DATA else 0
+            size = block.end - block.start if block.kind == DATA else RESENT_COST
             if size <= need:
                 need -= size
                 drop += 1
+                if block.kind != DATA:
+                    self.lines_cost -= RESENT_COST
                 continue
             # From the first line that starts past what must go.
             k = self._line_holding(block, block.start + need - 1) + 1
@@ -422,7 +428,7 @@ class StreamIndex:
             self.blocks, self._ends, self._dirty = [], [], 0
             for d in self.dirs.values():
                 d.pieces, d.at, d.lfs = [], [], array("q")
-            self.kept = 0
+            self.kept = self.lines_cost = 0
             self._top()
             return gone
         first = blocks[drop]
