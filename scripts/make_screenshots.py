@@ -14,8 +14,13 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+# The Stream tab shows packet times as the local time of day: the pictures are made in UTC.
+os.environ["TZ"] = "UTC"
+time.tzset()
 
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
