@@ -24,8 +24,11 @@ class Bounds:
     """Connections tracked at once; the least recently active is evicted past it."""
     max_ooo_bytes: int = 4 * MiB
     """Out-of-order bytes buffered per direction of a connection before the hole is declared a gap."""
-    keep_stream_bytes: int = 1 * MiB
-    """Reassembled bytes kept per connection for the follow view (oldest dropped first); 0 keeps none."""
+    keep_stream_bytes: int = 16 * MiB
+    """Reassembled bytes kept per connection for the follow view (oldest dropped first); 0 keeps none.
+    Enough for a download of several MiB to be read from its request line on; what all
+    connections keep together is still bounded by `memory_budget`, which evicts kept bytes first.
+    The headless outputs (--json, --follow) keep far less (tui.cli)."""
     keep_after_close: bool = False
     """Keep those bytes after the connection leaves the table, until the memory budget needs them."""
     memory_budget: int = 512 * MiB

@@ -14,8 +14,13 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+# The Stream tab shows packet times as the local time of day: the pictures are made in UTC.
+os.environ["TZ"] = "UTC"
+time.tzset()
 
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -27,7 +32,7 @@ from engine.bounds import Bounds  # noqa: E402
 from tui.app import WirepeekApp  # noqa: E402
 from tui.capture import SourceSpec  # noqa: E402
 from tui.widgets.connections import ConnectionsTable  # noqa: E402
-from tui.widgets.detail import StreamView  # noqa: E402
+from tui.widgets.stream import StreamView  # noqa: E402
 from tui.widgets.status import StatusBar  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,8 +61,7 @@ async def stream_loaded(app: WirepeekApp, pilot: Pilot[None]) -> None:
     info = app.store.connections[app.selected] if app.selected is not None else None
     total = sum(info.bytes) if info else 0
     for _ in range(200):
-        have = sum(len(c[3]) for c in stream.chunks if not isinstance(c[3], int))
-        if have >= total:
+        if stream.index.kept >= total:
             break
         await pilot.pause(0.02)
     await pilot.pause()
@@ -79,14 +83,14 @@ async def stream(app: WirepeekApp, pilot: Pilot[None]) -> None:
     await select(app, pilot, REST)
     await pilot.press("2")
     await stream_loaded(app, pilot)
-    app.query_one(StreamView).scroll_home(animate=False)
+    app.query_one(StreamView).action_first()
     await pilot.pause()
 
 
 async def hexdump(app: WirepeekApp, pilot: Pilot[None]) -> None:
     await stream(app, pilot)
     await pilot.press("x")
-    app.query_one(StreamView).scroll_home(animate=False)
+    app.query_one(StreamView).action_first()
     await pilot.pause()
 
 

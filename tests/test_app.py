@@ -16,8 +16,8 @@ from tui.capture import PacketRing, SourceSpec
 from tui.cli import DEMO_CAPTURE
 from tui.screens.help import HelpScreen
 from tui.widgets.connections import ConnectionsTable
-from tui.widgets.detail import StreamView
 from tui.widgets.http import HttpView
+from tui.widgets.stream import StreamView
 from tui.widgets.status import StatusBar
 
 SIZE = (120, 40)
@@ -52,8 +52,13 @@ async def open_stream(app: WirepeekApp, pilot: object) -> StreamView:
     """The Stream tab (key 2), once the worker has sent the selected connection's bytes."""
     await pilot.press("2")  # type: ignore[attr-defined]
     stream = app.query_one(StreamView)
-    await until(pilot, lambda: bool(stream.chunks))
+    await until(pilot, lambda: bool(stream.index.blocks))
     return stream
+
+
+def stream_lines(stream: StreamView) -> list[str]:
+    """Every line of the Stream tab as it reads (made one by one, as when drawn)."""
+    return list(stream.index.lines(0, len(stream.index)))
 
 
 def table_ids(app: WirepeekApp) -> list[int]:
@@ -86,16 +91,16 @@ async def test_stream_tab_text_and_hex():
         await pilot.press("2")
         assert app.query_one(TabbedContent).active == "tab-stream"
         stream = app.query_one(StreamView)
-        await pilot.pause()
-        text = "\n".join(line.text for line in stream.lines)
+        await until(pilot, lambda: bool(stream.index.blocks))
+        text = "\n".join(stream_lines(stream))
         assert "GET /download/CHANGES.bro-aux.txt HTTP/1.1" in text
         assert "HTTP/1.1 200 OK" in text
-        assert sum(len(c[3]) for c in stream.chunks if isinstance(c[3], bytes)) == 136 + 5007
+        assert stream.index.kept == 136 + 5007
         await pilot.press("x")
-        hexed = "\n".join(line.text for line in stream.lines)
+        hexed = "\n".join(stream_lines(stream))
         assert "00000000  47 45 54 20" in hexed
         await pilot.press("x")
-        assert "00000000  47 45 54 20" not in "\n".join(line.text for line in stream.lines)
+        assert "00000000  47 45 54 20" not in "\n".join(stream_lines(stream))
 
 
 @pytest.mark.asyncio
@@ -106,7 +111,7 @@ async def test_stream_marks_where_each_http_message_starts():
         await read_all(app, pilot)
         stream = await open_stream(app, pilot)
         await pilot.pause()
-        lines = [line.text for line in stream.lines]
+        lines = stream_lines(stream)
         marks = [line for line in lines if line.startswith("┄┄ ")]
         assert marks[0].startswith("┄┄ request 0: GET ")
         assert sum(m.startswith("┄┄ request ") for m in marks) == 5
@@ -121,13 +126,13 @@ async def test_stream_marks_where_each_http_message_starts():
         # Take away the marks and the direction lines: the same lines as a view without marks
         # (messages start after a CRLF, so no line of the bytes is cut by a mark).
         shown = [line for line in lines if not line.startswith(("┄┄ ", "── "))]
-        marks_kept = stream.marks
-        stream.marks = {True: [], False: []}
-        stream._redraw(scroll=False)
-        assert shown == [line.text for line in stream.lines if not line.text.startswith("── ")]
-        stream.marks = marks_kept
+        marks_kept = stream.index.marks
+        stream.index.set_marks({True: [], False: []})
+        assert shown == [line for line in stream_lines(stream) if not line.startswith("── ")]
+        stream.index.set_marks(marks_kept)
+        assert stream_lines(stream) == lines
         await pilot.press("x")  # the hex view marks them too
-        assert sum(line.text.startswith("┄┄ ") for line in stream.lines) == 10
+        assert sum(line.startswith("┄┄ ") for line in stream_lines(stream)) == 10
 
 
 @pytest.mark.asyncio
@@ -140,17 +145,17 @@ async def test_stream_marks_retransmissions_and_shows_each_byte_once():
         stream = await open_stream(app, pilot)
         resent = {True: 0, False: 0}
         shown = {True: 0, False: 0}
-        for from_client, _ts, _offset, data in stream.chunks:
-            if isinstance(data, Resent):
-                assert data.differs is False
-                resent[from_client] += data.size
+        for block in stream.index.blocks:
+            if block.resent is not None:
+                assert block.resent.differs is False
+                resent[block.from_client] += block.resent.size
             else:
-                shown[from_client] += len(data)
+                shown[block.from_client] += block.end - block.start
         assert (resent[True], resent[False]) == (15666, 1728)
         assert (shown[True], shown[False]) == (5222, 576)
-        lines = [line.text for line in stream.lines]
+        lines = stream_lines(stream)
         marks = [line for line in lines if line.startswith("↻ ")]
-        assert len(marks) == sum(isinstance(c[3], Resent) for c in stream.chunks)
+        assert len(marks) == sum(isinstance(b.resent, Resent) for b in stream.index.blocks)
         assert any(m.startswith("↻ server resent ") for m in marks)
         assert all(m.endswith("same as the first copy") for m in marks)
         # After a resend line the bytes go on under a fresh header that names their offset.
@@ -294,7 +299,8 @@ async def test_a_reread_that_finds_nothing_clears_the_open_connection():
         await until(pilot, lambda: app.query_one("#exchanges").row_count == 0)
         assert table_ids(app) == [] and app.selected is None
         assert app.query_one("#exchanges").row_count == 0
-        assert app.query_one(StreamView).chunks == []
+        assert app.query_one(StreamView).index.blocks == []
+        assert len(app.query_one(StreamView).index) == 0
 
 
 @pytest.mark.asyncio
@@ -357,7 +363,7 @@ async def test_escape_sequences_from_the_wire_are_shown_escaped():
             seen.append(app.query_one("#http-message").plain)
             await pilot.press("2")
             await pilot.pause()
-            seen.append("\n".join(line.text for line in app.query_one(StreamView).lines))
+            seen.append("\n".join(stream_lines(app.query_one(StreamView))))
             await pilot.press("1")
         seen += [app.query_one(ConnectionsTable).row_text(conn_id) for conn_id in table_ids(app)]
         screen = "\n".join(seen)

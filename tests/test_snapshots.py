@@ -15,7 +15,8 @@ place of the checkout.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,8 @@ from tui.app import WirepeekApp
 from tui.capture import SourceSpec
 from tui.screens.help import HelpScreen
 from tui.widgets.connections import ConnectionsTable
-from tui.widgets.detail import StreamView
 from tui.widgets.status import StatusBar
+from tui.widgets.stream import StreamView
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINED = "tests/data/pcaps/zeek/http__pipelined-requests.pcap"  # one connection, 5 exchanges
@@ -39,6 +40,16 @@ LARGE = (120, 36)
 
 Steps = Callable[[WirepeekApp, Pilot[None]], Awaitable[None]]
 RunBefore = Callable[[Pilot[None]], Awaitable[None]]
+
+
+@pytest.fixture(autouse=True)
+def in_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The Stream tab shows the local time of day: the pictures are taken in UTC."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 @pytest.fixture(autouse=True)
@@ -80,11 +91,11 @@ async def stream_of(app: WirepeekApp, pilot: Pilot[None], conn_id: int) -> Strea
     stream = app.query_one(StreamView)
     want = sum(app.store.connections[conn_id].bytes)
     for _ in range(250):
-        if sum(len(c[3]) for c in stream.chunks if not isinstance(c[3], int)) >= want:
+        if stream.index.kept >= want:
             break
         await pilot.pause(0.02)
-    assert sum(len(c[3]) for c in stream.chunks if not isinstance(c[3], int)) == want
-    stream.scroll_home(animate=False)
+    assert stream.index.kept == want
+    stream.action_first()
     await pilot.pause()
     return stream
 
@@ -132,7 +143,7 @@ def test_stream_hex(snap_compare):
         stream = await stream_of(app, pilot, REST)
         await pilot.press("x")
         assert stream.hex
-        stream.scroll_home(animate=False)
+        stream.action_first()
 
     assert snap_compare(app, terminal_size=SMALL, run_before=after_reading(app, hexdump))
 

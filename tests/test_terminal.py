@@ -51,10 +51,14 @@ def test_escape_capture_in_a_real_terminal_keeps_the_title(session):
     tmux("send-keys", "-t", session, "j")
     screen = wait_for(session, "X-Comment")
     assert "\\x1b]2;title\\x07" in screen
-    tmux("send-keys", "-t", session, "2")
-    wait_for(session, "X-Reply: ok\\x1b]2;title\\x07")  # the stream, escaped too
+    tmux("send-keys", "-t", session, "2")  # the stream, escaped too, from its start
+    wait_for(session, "X-Comment: hello \\x1b]2;title\\x07world")
     tmux("send-keys", "-t", session, "x")
+    wait_for(session, "|GET /profile HTT|")  # x shows the same bytes as hex, and focuses them
+    tmux("send-keys", "-t", session, "End")
     wait_for(session, "|8....profile.|")  # the last bytes, in the hex dump
+    tmux("send-keys", "-t", session, "x")
+    wait_for(session, "X-Reply: ok\\x1b]2;title\\x07")  # the end, as text
     assert tmux("display-message", "-p", "-t", session, "#{pane_title}").strip() == "untouched-title"
     tmux("send-keys", "-t", session, "q")
     wait_for(session, "EXITED 0")
@@ -116,8 +120,10 @@ def test_a_16_colour_terminal_gets_16_colours_and_no_text_in_its_background_colo
     tmux("send-keys", "-t", session, command, "Enter")
     wait_for(session, "done ")
     views = {}
-    for keys, shows in [((), "GET /download/CHANGES.bro-aux.txt"), (("2",), "Initial import"),
-                        (("x",), "00001388  53 69 77"), (("3",), "###[ Ethernet ]###"),
+    for keys, shows in [((), "GET /download/CHANGES.bro-aux.txt"),
+                        (("2",), "── client 141.142.228.5:59856"),
+                        (("x", "End"), "00001380  38 2e 20 28 4a 6f 6e 20  53 69 77"), (("x",), "Initial import"),
+                        (("3",), "###[ Ethernet ]###"),
                         (("f",), "BPF capture filter"), (("Escape", "?"), "wirepeek keys")]:
         for key in keys:
             tmux("send-keys", "-t", session, key)
@@ -148,3 +154,20 @@ def test_interactive_live_capture_without_permission_says_what_to_do(session):
     screen = wait_for(session, "EXITED=1")
     assert "Traceback" not in screen
     assert "no permission to capture on 'lo'" in screen and "setcap" in screen
+
+
+def test_a_2mb_download_in_a_real_terminal_from_its_first_byte_to_its_last(session):
+    """Press 2, x, End, Home on a 2 MB download (tests/data/pcaps/README.md): each shows at once
+    (the old view froze for 20-40 s on x and could not reach the request line)."""
+    tmux("resize-window", "-t", session, "-x", "120", "-y", "40")
+    command = f"cd {ROOT} && {sys.executable} -m tui.cli -r {capture('download-2m.pcap.gz')}; echo EXITED $?"
+    tmux("send-keys", "-t", session, command, "Enter")
+    wait_for(session, "done ")
+    for key, shows in [("2", "GET /big.txt HTTP/1.1"), ("x", "|GET /big.txt HTT|"),
+                       ("End", "|654LAST BYTES..|"), ("x", "002654LAST BYTES."),
+                       ("Home", "User-Agent: curl/7.88.1")]:
+        tmux("send-keys", "-t", session, key)
+        wait_for(session, shows, timeout=5)
+        time.sleep(0.2)  # the next key after the screen settled (x moves the focus)
+    tmux("send-keys", "-t", session, "q")
+    wait_for(session, "EXITED 0")

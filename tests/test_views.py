@@ -15,7 +15,7 @@ from tui.capture import RealTimeReplay, SourceSpec
 from tui.cli import DEMO_CAPTURE
 from tui.messages import CaptureStatus
 from tui.widgets.connections import ConnectionsTable
-from tui.widgets.detail import StreamView
+from tui.widgets.stream import StreamView
 from tui.widgets.status import StatusBar
 from tui.widgets.table import VirtualTable
 
@@ -75,7 +75,7 @@ async def test_status_bar_says_source_filter_rate_totals_drops_memory_and_mode()
 async def test_stream_view_follows_new_data_unless_scrolled_up():
     view = StreamView()
     async with One(view).run_test(size=(80, 10)) as pilot:
-        view.reset(("10.0.0.1:1", "10.0.0.2:80"))
+        view.reset(("10.0.0.1:1", "10.0.0.2:80"), live=True)
 
         def add(n: int, start: int) -> None:
             view.add(tuple((True, 1.0, (start + i) * 6, b"line\r\n") for i in range(n)))
@@ -95,7 +95,7 @@ async def test_stream_view_follows_new_data_unless_scrolled_up():
         await pilot.pause()
         add(10, 70)  # back at the end: follows again
         await pilot.pause()
-        assert view.is_vertical_scroll_end and len(view.lines) == 81  # a header and 80 lines
+        assert view.is_vertical_scroll_end and len(view.index) == 81  # a header and 80 lines
 
 
 @pytest.mark.asyncio

@@ -36,11 +36,11 @@ from tui.screens.help import HelpScreen
 from tui.search import Query, Search, scan
 from tui.store import TrafficStore
 from tui.widgets.connections import ConnectionsTable
-from tui.widgets.detail import StreamView
 from tui.widgets.http import ExchangesTable, HttpView
 from tui.widgets.packets import PacketsView, prepare
 from tui.widgets.table import VirtualTable
 from tui.widgets.status import StatusBar
+from tui.widgets.stream import StreamView
 
 
 SWITCH_INTERVAL = 0.0005  # seconds; see on_mount
@@ -189,7 +189,7 @@ class WirepeekApp(App[None]):
         if update.stream_id is not None and update.stream_id == self.selected:
             stream = self.query_one(StreamView)
             if update.stream_reset:
-                stream.reset(self._endpoints(update.stream_id))
+                stream.reset(*self._stream_facts(update.stream_id))
                 stream.set_marks(self.store.http.get(update.stream_id, []))
             if update.stream:
                 stream.add(update.stream)
@@ -231,9 +231,13 @@ class WirepeekApp(App[None]):
         self.query_one(StatusBar).show(self.status, self.stats, self.paused, time.monotonic(), shown,
                                        found)
 
-    def _endpoints(self, conn_id: int) -> tuple[str, str]:
-        info = self.store.connections.get(conn_id)
-        return (info.client, info.server) if info else ("client", "server")
+    def _stream_facts(self, conn_id: int | None) -> tuple[tuple[str, str], tuple[int, int], bool]:
+        """What StreamView.reset needs: endpoints, each side's stream length, whether open."""
+        info = self.store.connections.get(conn_id) if conn_id is not None else None
+        if info is None:
+            return ("client", "server"), (0, 0), False
+        sent = (info.bytes[0] + info.missing_bytes[0], info.bytes[1] + info.missing_bytes[1])
+        return (info.client, info.server), sent, conn_id not in self.store.closed
 
     # ------------------------------------------------------------------ selection
 
@@ -250,8 +254,9 @@ class WirepeekApp(App[None]):
     def _show_detail(self) -> None:
         conn_id = self.selected
         self.driver.follow = conn_id
+        endpoints, _sent, live = self._stream_facts(conn_id)
         stream = self.query_one(StreamView)
-        stream.reset(self._endpoints(conn_id) if conn_id is not None else ("client", "server"))
+        stream.reset(endpoints, live=live)  # the driver's next update brings what is kept
         stream.set_marks(self.store.http.get(conn_id, []) if conn_id is not None else [])
         self._show_http()
         self._show_times()
@@ -404,10 +409,13 @@ class WirepeekApp(App[None]):
         info = self.store.connections.get(self.selected) if self.selected is not None else None
         start = info.first_ts if self.relative_times and info is not None else None
         self.query_one(PacketsView).set_relative(start)
+        self.query_one(StreamView).set_relative(start)
 
     def action_toggle_hex(self) -> None:
-        self.query_one(StreamView).toggle_hex()
+        stream = self.query_one(StreamView)
+        stream.toggle_hex()
         self.query_one(TabbedContent).active = "tab-stream"
+        stream.focus()  # Home, End and the arrows now move through the stream
 
     def action_back(self) -> None:
         if self.query_one("#prompt").display:

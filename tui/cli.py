@@ -210,7 +210,7 @@ def interactive(args: argparse.Namespace, spec: SourceSpec, bpf: str) -> int:
                                        "when the capture comes on stdin without a terminal") from None
         os.dup2(tty, 0)
         os.close(tty)
-    bounds = replace(bounds_from(args, keep_stream=1024 * 1024), keep_after_close=True)
+    bounds = replace(bounds_from(args, keep_stream=Bounds().keep_stream_bytes), keep_after_close=True)
     WirepeekApp(spec, bpf, bounds).run()
     return 0
 

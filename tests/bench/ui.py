@@ -11,11 +11,14 @@ Meanwhile j and k are sent to the app every 100 ms the way a terminal sends them
 the driver), and each is timed from the moment it is sent until the screen has been redrawn with
 the cursor moved: the first frame the app writes after the table handled the key. Pilot's own
 press() is not used: it waits for the whole process to go idle, which it never does under load.
-Prints figures, asserts nothing.
+Prints figures, asserts nothing. It starts with the Stream tab's figures (tests.bench.stream_ui).
 
-Then the Packets tab on big connections (tests.bench.ui_packets).
+Then the Stream tab on a 2 MB download (tests.bench.stream_ui), the Packets tab on big
+connections (tests.bench.ui_packets) and the HTTP views on connections of 3,000 exchanges
+(tests.bench.views).
 
     python -m tests.bench.ui [--connections N] [--rate PPS] [--flat-out] [--packets-tab N ...]
+                             [--stream-only] [--packets-tab-only] [--views-only]
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from textual import events
 from engine import sources
 from engine.batch import META, Batch
 from engine.bounds import Bounds
-from tests.bench import ui_packets
+from tests.bench import stream_ui, ui_packets, views
 from tests.bench.run import workload_file
 from tui.app import WirepeekApp
 from tui.capture import SourceSpec
@@ -250,9 +253,19 @@ def main() -> int:
     parser.add_argument("--packets-tab", type=int, nargs="*", default=[12_000, 100_000],
                         metavar="PACKETS", help="connection sizes for the Packets tab figures")
     parser.add_argument("--packets-tab-only", action="store_true")
+    parser.add_argument("--stream-only", action="store_true",
+                        help="only the Stream tab's figures (tests.bench.stream_ui)")
+    parser.add_argument("--views-only", action="store_true",
+                        help="only the HTTP views' figures (tests.bench.views)")
     args = parser.parse_args()
     if args.packets_tab_only:
         return ui_packets.main(args.packets_tab)
+    if args.views_only:
+        return views.main()
+    stream_ui.main([])  # the Stream tab on a 2 MB download: open, x, Home, End
+    if args.stream_only:
+        return 0
+    views.main()  # the HTTP tab on connections of 3,000 exchanges
     path, facts = workload_file("conn_per_request_http", {"connections": args.connections})
     target = min(100_000, args.connections)
     print(f"workload: {facts['packets']:,} packets, {args.connections:,} connections "

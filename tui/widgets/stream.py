@@ -1,0 +1,261 @@
+"""The Stream tab: both directions of the selected connection as they were sent, text or hex.
+
+A line-API view over tui.stream_index: it draws only the lines on screen, each made when it is
+drawn, so opening a 16 MiB stream, `x` (text/hex), Home and End take the same time as for a
+small one. Every byte shown is escaped by the index (tui.escape) before it becomes a segment.
+
+What the app uses, and nothing else:
+- `reset(endpoints, sent, live)`: show another connection (or none); `live` follows its tail;
+- `add(chunks)`: the followed connection's new kept entries (EngineUpdate.stream);
+- `set_marks(transactions)`: where its HTTP messages start;
+- `toggle_hex()`: text or hex, keeping the same bytes on screen;
+- `set_relative(start)`: times as seconds since `start`, or the wall clock when None.
+Mouse selection and copy (Ctrl+C) go through Textual's screen selection: `get_selection`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.cells import cell_len
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.selection import Selection
+from textual.strip import Strip
+
+from engine.content import looks_textual
+from engine.events import HttpTransaction
+from tui.messages import StreamChunk
+from tui.stream_index import DATA, GAP, HEADER, MARK, NOTE, RESENT, RESENT_DIFFERS, StreamIndex
+
+CLIENT_STYLE = "cyan"
+SERVER_STYLE = "magenta"
+
+# (kind, from_client) -> style; from_client None for lines of neither direction.
+STYLES = {
+    (DATA, True): Style.parse(CLIENT_STYLE),
+    (DATA, False): Style.parse(SERVER_STYLE),
+    (HEADER, True): Style.parse(f"bold {CLIENT_STYLE}"),
+    (HEADER, False): Style.parse(f"bold {SERVER_STYLE}"),
+    (MARK, True): Style.parse(f"dim {CLIENT_STYLE}"),
+    (MARK, False): Style.parse(f"dim {SERVER_STYLE}"),
+    (GAP, True): Style.parse("bold red"),
+    (GAP, False): Style.parse("bold red"),
+    (RESENT, True): Style.parse(f"dim {CLIENT_STYLE}"),
+    (RESENT, False): Style.parse(f"dim {SERVER_STYLE}"),
+    (RESENT_DIFFERS, True): Style.parse("bold yellow"),
+    (RESENT_DIFFERS, False): Style.parse("bold yellow"),
+    (NOTE, True): Style.parse("bold yellow"),
+    (NOTE, False): Style.parse("bold yellow"),
+    (NOTE, None): Style.parse("bold yellow"),
+}
+HEX_WIDTH = 78  # columns of a hex line
+
+
+def message_marks(transactions: list[HttpTransaction]) -> dict[bool, list[tuple[int, str]]]:
+    """Where each HTTP message starts in its direction's stream, and what to call it there."""
+    marks: dict[bool, list[tuple[int, str]]] = {True: [], False: []}
+    for tx in transactions:
+        req, resp = tx.request, tx.response
+        if req is not None and req.offset >= 0:
+            marks[True].append((req.offset, f"request {tx.index}: {req.method} {req.target}"))
+        if resp is not None and resp.offset >= 0:
+            marks[False].append((resp.offset, f"response {tx.index}: {resp.status} {resp.reason}"))
+    for side in marks.values():
+        side.sort()
+    return marks
+
+
+class StreamView(ScrollView, can_focus=True):
+    """Both directions in arrival order, coloured by direction, as text or a hex dump, with the
+    start of every HTTP message, gaps, resends and bytes no longer kept marked."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up,k", "line_up", "Up a line", show=False),
+        Binding("down,j", "line_down", "Down a line", show=False),
+        Binding("pageup", "page_up", "A page up", show=False, key_display="PgUp"),
+        Binding("pagedown", "page_down", "A page down", show=False, key_display="PgDn"),
+        Binding("home", "first", "The first byte kept", show=False),
+        Binding("end", "last", "The last byte (and follow a live stream)", show=False),
+        Binding("left,h", "scroll_left", "Scroll left", show=False),
+        Binding("right,l", "scroll_right", "Scroll right", show=False),
+    ]
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.index = StreamIndex()
+        self.live = False  # the connection is open: its tail is followed
+        self.following = False  # keep the last line on screen as bytes come
+        self._hex_chosen = False  # the user pressed x since the reset: no automatic choice
+        self._widest = 0
+        self._toggled: tuple[int, tuple[int, int]] | None = None  # (line, place) of the last x
+
+    # ------------------------------------------------------------------ the app's interface
+
+    @property
+    def hex(self) -> bool:
+        return self.index.hex
+
+    def reset(self, endpoints: tuple[str, str], sent: tuple[int, int] = (0, 0),
+              live: bool = False) -> None:
+        """Show another connection: its endpoints (client, server), each side's stream length
+        so far (said on the first line for a side none of whose bytes is kept), and whether it
+        is still open: a live one follows its tail while the view is at its end, a finished
+        one opens at the top."""
+        hex_view, start = self.index.hex, self.index.time_start
+        self.index = StreamIndex(endpoints, sent)
+        self.index.hex, self.index.time_start = hex_view, start
+        self.live = live
+        self.following = live
+        self._hex_chosen = False
+        self._toggled = None
+        self._widest = 0
+        self._resize()
+        self.scroll_to(0, 0, animate=False, immediate=True, force=True)
+        self.refresh()
+
+    def add(self, chunks: tuple[StreamChunk, ...]) -> None:
+        """The followed connection's new entries, as the engine keeps them."""
+        if not chunks:
+            return
+        self._note_end()
+        had_data = bool(self.index.first_bytes(1))
+        gone = self.index.add(chunks)
+        if not had_data and not self._hex_chosen:
+            first = self.index.first_bytes()
+            if first and not looks_textual(first):
+                self.index.set_hex(True)
+        self._resize()
+        if self.following:
+            self._go_end()
+        elif gone:  # the oldest bytes went: the same bytes stay on screen
+            self._scroll(self.scroll_offset.y - gone)
+        self.refresh()
+
+    def set_marks(self, transactions: list[HttpTransaction]) -> None:
+        """Mark where the connection's HTTP messages start (their start lines)."""
+        self._note_end()
+        self.index.set_marks(message_marks(transactions))
+        self._resize()
+        if self.following:
+            self._go_end()
+        self.refresh()
+
+    def toggle_hex(self) -> None:
+        """Text or hex at once (only the count of lines changes); the line at the top shows the
+        same bytes afterwards (at the end: the last ones), and x x comes back to the very line
+        it left."""
+        self._hex_chosen = True
+        self._note_end()
+        y = self.scroll_offset.y
+        at_end = 0 < y >= self.max_scroll_y  # the last byte on screen stays on screen
+        toggled = self._toggled
+        where = toggled[1] if toggled is not None and toggled[0] == y else self.index.locate(y)
+        self.index.set_hex(not self.index.hex)
+        self._widest = 0
+        self._resize()
+        if self.following or at_end:
+            self._go_end()
+        else:
+            self._scroll(self.index.line_of(*where))
+            self._toggled = (self.scroll_offset.y, where)
+        self.refresh()
+
+    def set_relative(self, start: float | None) -> None:
+        """Times as seconds since `start` (the connection's first packet), or the wall clock."""
+        self.index.time_start = start
+        self.refresh()
+
+    # ------------------------------------------------------------------ moving
+
+    def _resize(self) -> None:
+        width = max(self._widest, HEX_WIDTH if self.index.hex else 0)
+        self.virtual_size = Size(width, len(self.index))
+
+    def _scroll(self, y: int) -> None:
+        # force: a view that was never laid out (its tab not shown yet) scrolls too
+        self.scroll_to(y=max(0, y), animate=False, immediate=True, force=True)
+
+    def _go_end(self) -> None:
+        self._scroll(self.max_scroll_y)
+
+    def _note_end(self) -> None:
+        """A live view follows while it is at its end, however it got there (keys, mouse
+        wheel, scroll bar)."""
+        self.following = self.live and self.scroll_offset.y >= self.max_scroll_y
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self.following:
+            self.call_after_refresh(self._go_end)
+
+    def action_line_up(self) -> None:
+        self._scroll(self.scroll_offset.y - 1)
+
+    def action_line_down(self) -> None:
+        self._scroll(self.scroll_offset.y + 1)
+
+    def action_page_up(self) -> None:
+        self._scroll(self.scroll_offset.y - max(1, self.scrollable_content_region.height - 1))
+
+    def action_page_down(self) -> None:
+        self._scroll(self.scroll_offset.y + max(1, self.scrollable_content_region.height - 1))
+
+    def action_first(self) -> None:
+        self._scroll(0)
+
+    def action_last(self) -> None:
+        self._go_end()
+
+    # ------------------------------------------------------------------ drawing
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        width = self.size.width
+        base = self.rich_style
+        index = scroll_y + y
+        if index >= len(self.index):
+            return Strip.blank(width, base)
+        text, kind, from_client = self.index.line(index)
+        style = base + STYLES[(kind, from_client)]
+        length = cell_len(text)
+        if length > self._widest:
+            self._widest = length
+            self.call_later(self._resize)
+        segments = [Segment(text, style)]
+        selection = self.text_selection
+        if selection is not None and (span := selection.get_span(index)) is not None:
+            start, end = span
+            end = len(text) if end == -1 else min(end, len(text))
+            picked = style + self.screen.get_component_rich_style("screen--selection")
+            segments = [Segment(text[:start], style), Segment(text[start:end], picked),
+                        Segment(text[end:], style)]
+        strip = Strip(segments, length).crop_extend(scroll_x, scroll_x + width, base)
+        return strip.apply_offsets(scroll_x, index)
+
+    # ------------------------------------------------------------------ selection
+
+    def get_selection(self, selection: Selection) -> tuple[str, str] | None:
+        """The selected text: only the selected lines are made (a stream can be long)."""
+        count = len(self.index)
+        if not count:
+            return None
+        first = min(selection.start.y, count - 1) if selection.start is not None else 0
+        last = min(selection.end.y, count - 1) if selection.end is not None else count - 1
+        lines = list(self.index.lines(first, last + 1))
+        if not lines:
+            return None
+        start_x = selection.start.x if selection.start is not None else 0
+        if first == last:
+            end_x = selection.end.x if selection.end is not None else len(lines[0])
+            return lines[0][start_x:end_x], "\n"
+        lines[0] = lines[0][start_x:]
+        if selection.end is not None and selection.end.y <= last:
+            lines[-1] = lines[-1][: selection.end.x]
+        return "\n".join(lines), "\n"
+
+    def selection_updated(self, selection: Selection | None) -> None:
+        self.refresh()
