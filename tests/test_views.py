@@ -64,7 +64,7 @@ async def test_status_bar_shows_the_process_memory_against_the_budget_and_evicti
         within = reading(budget=budget, resident=(50 << 20) + WORKING_SET + (256 << 20))
         bar.show(done, stats(10), paused=False, now=1.0, shown=1, memory=within)
         text = str(bar.render())
-        assert f"│ mem {300 + (WORKING_SET >> 20)}M / 256M budget " in text
+        assert f"│ mem {306 + (WORKING_SET >> 20)}M / 256M budget " in text
         assert "evicted" not in text
         assert "│ mem" in text and "red" not in style_of(bar, "│ mem")
         over = reading(budget=budget, resident=(50 << 20) + WORKING_SET + (257 << 20),
@@ -72,7 +72,7 @@ async def test_status_bar_shows_the_process_memory_against_the_budget_and_evicti
         bar.show(done, stats(10, evicted_connections=3), paused=False, now=2.0, shown=1,
                  memory=over)
         text = str(bar.render())
-        assert f"│ mem {301 + (WORKING_SET >> 20)}M / 256M budget " in text
+        assert f"│ mem {307 + (WORKING_SET >> 20)}M / 256M budget " in text
         assert "red" in style_of(bar, "│ mem")
         assert "│ evicted 3 conns, 12,345 exchanges, 2 rows " in text
         # scapy, once loaded, is part of the base.
@@ -83,7 +83,7 @@ async def test_status_bar_shows_the_process_memory_against_the_budget_and_evicti
                  memory=reading(budget=budget, resident=None))
         assert "│ mem 256M budget " in str(bar.render())
     tooltip = over.describe()
-    assert f"process: {301 + (WORKING_SET >> 20)}M resident; 50M at start" in tooltip
+    assert f"process: {307 + (WORKING_SET >> 20)}M resident; 50M at start" in tooltip
     assert "engine 96M" in tooltip and "packet ring 32M" in tooltip
     assert "12,345 exchanges, 2 connections" in tooltip
 
