@@ -29,7 +29,9 @@ from tui.memory import (
     DEFAULT_MEMORY,
     ENGINE_EIGHTHS,
     RING_EIGHTHS,
+    SCAPY,
     STORE_EIGHTHS,
+    WORKING_SET,
     MemorySplit,
     physical_bytes,
 )
@@ -103,11 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
                           f"{Fraction(ENGINE_EIGHTHS, 8)} for the engine (connections, "
                           f"out-of-order data, kept streams), {Fraction(RING_EIGHTHS, 8)} for the "
                           f"recent packets (Packets tab, w), {Fraction(STORE_EIGHTHS, 8)} for the "
-                          "connection list and its HTTP exchanges; "
-                          "past a share the oldest go first, and the status bar counts them. "
-                          "The headless modes give it all to the engine. Python and the app "
-                          "themselves take about 50 MiB more (scapy, once the Packets tab "
-                          "dissects, about 60 MiB)")
+                          "connection list and its HTTP exchanges, the last quarter for what "
+                          "they hold beyond what they count; past a share the oldest go first, "
+                          "and the status bar counts them. The headless modes give it all to "
+                          "the engine. On top of it: the process before any traffic (about 45 "
+                          f"MiB), what reading takes whatever the budget (about "
+                          f"{WORKING_SET // MiB} MiB) and scapy once the Packets tab dissects "
+                          f"(about {SCAPY // MiB} MiB)")
     lim.add_argument("--max-connections", type=int, default=250_000, metavar="N",
                      help="connections tracked at once (default 250000)")
     lim.add_argument("--reorder-window", type=float, default=Bounds().reorder_window,
