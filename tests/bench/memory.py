@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import gc
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -53,11 +52,6 @@ def one(path: str, memory: int) -> dict[str, Any]:
             await pilot.pause()
             figures["seconds"] = time.perf_counter() - t0
             figures["loaded"] = resident_bytes()
-            if os.environ.get("TRIM"):
-                import ctypes, time as t
-                t0 = t.perf_counter()
-                ctypes.CDLL("libc.so.6").malloc_trim(0)
-                print("trim", t.perf_counter() - t0, (figures["loaded"] - resident_bytes()) / MiB, file=sys.stderr)
             stats = app.stats
             assert stats is not None
             store = app.store
@@ -75,14 +69,18 @@ def one(path: str, memory: int) -> dict[str, Any]:
     return figures
 
 
-def report(label: str, f: dict[str, Any]) -> None:
+def report(f: dict[str, Any]) -> None:
+    from tui.memory import WORKING_SET
+
     def m(n: int) -> str:
         return f"{n / MiB:6.0f}"
 
     grown = f["loaded"] - f["mounted"]
+    bound = f["memory"] * MiB + WORKING_SET
     print(f"  --memory {f['memory']:4}: RSS imported {m(f['imported'])}, mounted {m(f['mounted'])}, "
-          f"loaded {m(f['loaded'])}, peak {m(f['peak'])} MiB; grown {m(grown)} MiB "
-          f"({'OVER' if grown > f['memory'] * MiB else 'within'} budget) in {f['seconds']:.0f} s")
+          f"loaded {m(f['loaded'])}, peak {m(f['peak'])} MiB; grown {m(grown)} MiB, "
+          f"{'OVER' if grown > bound else 'within'} budget + working set ({m(bound)} MiB); "
+          f"{f['seconds']:.0f} s")
     print(f"      holds: engine {m(f['engine'])}, ring {m(f['ring'])}, store {m(f['store'])} MiB; "
           f"{f['connections']:,} of {f['seen']:,} connections, {f['exchanges']:,} exchanges kept; "
           f"evicted {f['evicted_exchanges']:,} exchanges, {f['evicted_rows']:,} rows "
@@ -151,8 +149,7 @@ def main() -> int:
             if out.returncode:
                 print(f"  --memory {memory}: failed\n{out.stderr}")
                 continue
-            print(out.stderr[-300:])
-            report(path, json.loads(out.stdout.splitlines()[-1]))
+            report(json.loads(out.stdout.splitlines()[-1]))
     return 0
 
 
