@@ -101,7 +101,7 @@ def test_rows_alone_past_the_budget_evict_the_oldest_connections_and_count_them(
 
 def test_reset_forgets_the_cost_and_the_counts():
     store = TrafficStore(budget=5_000)
-    store.apply((ConnectionOpened(info(0)),) + tuple(exchange(0, i) for i in range(20)))
+    store.apply((ConnectionOpened(info(0)), *(exchange(0, i) for i in range(20))))
     assert store.evicted_exchanges
     store.reset()
     assert store.cost == 0 and store.evicted_exchanges == 0
