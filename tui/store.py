@@ -50,7 +50,9 @@ class TrafficStore:
         self.changed: set[int] = set()  # ids whose row must be redrawn
         self.removed: set[int] = set()  # ids whose row must go
         self.evicted = 0
-        self.evicted_exchanges = 0  # past the budget, or past a connection's MAX_TRANSACTIONS
+        # Exchanges forgotten past the budget (the oldest), or not kept past a connection's
+        # MAX_TRANSACTIONS_PER_CONNECTION (the newest).
+        self.evicted_exchanges = 0
 
     def reset(self) -> None:
         """Forget everything: the capture starts again (ids start again from 0)."""
@@ -115,7 +117,8 @@ class TrafficStore:
         if n < len(txs):
             # The new first one no longer shares header tuples with the one before it.
             self.cost += transaction_cost(txs[n], None) - transaction_cost(txs[n], txs[n - 1])
-            del txs[:n]
+            # A new list rather than one cut in place: a view holding the old one sees no shift.
+            self.http[conn_id] = txs[n:]
         else:
             del self.http[conn_id]
 
