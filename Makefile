@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench bench-ui screenshots clean
+.PHONY: install run test lint bench bench-ui bench-memory screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ bench: $(STAMP)
 # Key-to-screen latency of the app under paced traffic and a list of 100,000+ connections.
 bench-ui: $(STAMP)
 	$(PY) -m tests.bench.ui
+
+# What the interactive app's process holds after reading a capture, per --memory.
+bench-memory: $(STAMP)
+	$(PY) -m tests.bench.memory
 
 # The README's pictures, from the bundled demo capture read as a file: the same on every run.
 screenshots: $(STAMP)

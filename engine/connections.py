@@ -18,7 +18,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import NamedTuple, cast
 
-from engine.bounds import CONNECTION_COST, Bounds
+from engine.bounds import CONNECTION_COST, CONSUMER_COST, Bounds
 from engine.detect import TLS, Sniffer, TlsHelloReader
 from engine.events import (
     ConnectionClosed,
@@ -193,6 +193,7 @@ class ConnectionTable:
             consumer = factory(conn, emit)
             if consumer is not None:
                 conn.consumers += (consumer,)
+                self.memory += CONSUMER_COST
         return conn.client if sender_is_client else conn.server
 
     def _control(
@@ -349,6 +350,7 @@ class ConnectionTable:
             if consumer is None:
                 continue
             conn.consumers += (consumer,)
+            self.memory += CONSUMER_COST
             for fc, chunk_ts, chunk_offset, chunk, number, reason in sniffer.chunks:
                 if chunk is None:
                     consumer.on_gap(conn, fc, chunk_ts, chunk_offset, number, reason)
@@ -463,6 +465,7 @@ class ConnectionTable:
             self.memory -= conn.kept_bytes
         conn.kept = None
         conn.kept_bytes = 0
+        self.memory -= CONSUMER_COST * len(conn.consumers)
         conn.release()
 
     def finish_all(self, ts: float) -> None:

@@ -130,3 +130,33 @@ def test_segments_too_far_ahead_and_datagrams_never_completed_are_counted():
     pipeline.finish()
     stats = pipeline.stats()
     assert (stats.ignored_segments, stats.fragments_dropped) == (1, 1)
+
+
+def test_http_parsers_are_counted_while_their_connections_linger(tmp_path):
+    """One request per connection, all closed within the linger time: each connection's HTTP
+    parser stays in the table with it and is counted, so the budget bounds them too."""
+    from engine.bounds import CONSUMER_COST
+    from tests.bench.workloads import conn_per_request_http
+
+    path = tmp_path / "short.pcap"
+    conn_per_request_http(str(path), connections=400)
+    source = sources.open_files([str(path)])
+    batches = []
+    while (batch := source.next_batch()) is not None:
+        batches.append(batch)
+    source.close()
+    pipeline = Pipeline(Bounds())
+    for batch in batches:
+        pipeline.feed(batch)
+    stats = pipeline.stats()
+    lingering = len(pipeline.table.lru)
+    assert lingering == stats.connections_total == 400  # all still in the table
+    assert stats.memory_used >= lingering * (CONNECTION_COST + CONSUMER_COST)
+    pipeline.finish()
+    assert pipeline.stats().memory_used == 0  # all given back
+    budget = 100 * (CONNECTION_COST + CONSUMER_COST)
+    pipeline = Pipeline(Bounds(memory_budget=budget))
+    for batch in batches:
+        pipeline.feed(batch)
+        assert pipeline.table.memory <= budget
+    assert pipeline.stats().evicted_connections > 0

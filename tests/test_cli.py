@@ -226,6 +226,27 @@ def test_usage_errors_exit_2():
     assert b"--hex and --dir go with --follow" in proc.stderr
 
 
+@pytest.mark.parametrize(("value", "message"), [
+    ("0", b"--memory is in MiB and must be at least 1 (got 0)"),
+    ("-5", b"--memory is in MiB and must be at least 1 (got -5)"),
+    ("99999999", b"--memory 99999999 is more than this machine has ("),
+    ("1.5", b"argument --memory: invalid int value: '1.5'"),
+])
+def test_memory_must_be_a_size_this_machine_can_hold(value, message):
+    proc = wirepeek("--memory", value, "-r", capture("zeek/http__get.pcap"), "--json")
+    no_traceback(proc)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert proc.stdout == b""
+
+
+def test_help_says_how_memory_is_shared():
+    out = " ".join(wirepeek("--help").stdout.decode().split())
+    assert ("In the interactive view: 3/8 for the engine (connections, out-of-order data, kept "
+            "streams), 1/8 for the recent packets (Packets tab, w), 1/4 for the connection list "
+            "and its HTTP exchanges") in out
+
+
 def test_help_says_how_to_capture_without_root():
     out = wirepeek("--help").stdout.decode()
     assert "setcap" in out and "drops to the invoking user" in out

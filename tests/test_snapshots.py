@@ -58,7 +58,9 @@ def at_repository_root(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def app_for(path: str) -> WirepeekApp:
-    return WirepeekApp(SourceSpec(files=(path,)), "", Bounds(keep_after_close=True))
+    app = WirepeekApp(SourceSpec(files=(path,)), "", Bounds(keep_after_close=True))
+    app.read_resident = lambda: 100 << 20  # the process's size, the same on every run
+    return app
 
 
 def after_reading(app: WirepeekApp, steps: Steps | None = None) -> RunBefore:

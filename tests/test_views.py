@@ -13,6 +13,7 @@ from engine.sources import CaptureStats
 from tui.app import WirepeekApp
 from tui.capture import RealTimeReplay, SourceSpec
 from tui.cli import DEMO_CAPTURE
+from tui.memory import SCAPY, WORKING_SET, MemoryReading, MemorySplit
 from tui.messages import CaptureStatus
 from tui.widgets.connections import ConnectionsTable
 from tui.widgets.stream import StreamView
@@ -31,6 +32,14 @@ def stats(packets: int, **changes: int) -> Stats:
     return Stats(**base)  # type: ignore[arg-type]
 
 
+def reading(**changes: object) -> MemoryReading:
+    base: dict[str, object] = dict(resident=100 << 20, at_start=50 << 20, scapy=False,
+                                   budget=MemorySplit.of(512 << 20), engine=0, ring=0, store=0,
+                                   evicted_exchanges=0, evicted_rows=0)
+    base.update(changes)
+    return MemoryReading(**base)  # type: ignore[arg-type]
+
+
 class One(App[None]):
     def __init__(self, widget: object) -> None:
         super().__init__()
@@ -40,24 +49,67 @@ class One(App[None]):
         yield self.widget  # type: ignore[misc]
 
 
+def style_of(bar: StatusBar, starting: str) -> str:
+    text = str(bar.render())
+    return next((str(span.style) for span in bar.render().spans  # type: ignore[attr-defined]
+                 if text[span.start:span.end].startswith(starting)), "")
+
+
+@pytest.mark.asyncio
+async def test_status_bar_shows_the_process_memory_against_the_budget_and_evictions():
+    bar = StatusBar()
+    done = CaptureStatus(source="f.pcap", filter="", live=False, finished=True, capture=None)
+    budget = MemorySplit.of(256 << 20)
+    async with One(bar).run_test(size=(200, 3)):
+        # Within: 50 MiB at start, the working set, then growth up to the budget.
+        within = reading(budget=budget, resident=(50 << 20) + WORKING_SET + (256 << 20))
+        bar.show(done, stats(10), paused=False, now=1.0, shown=1, memory=within)
+        text = str(bar.render())
+        assert f"│ mem {306 + (WORKING_SET >> 20)}M / 256M budget " in text
+        assert "evicted" not in text
+        assert "│ mem" in text and "red" not in style_of(bar, "│ mem")
+        over = reading(budget=budget, resident=(50 << 20) + WORKING_SET + (257 << 20),
+                       evicted_exchanges=12_345, evicted_rows=2)
+        bar.show(done, stats(10, evicted_connections=3), paused=False, now=2.0, shown=1,
+                 memory=over)
+        text = str(bar.render())
+        assert f"│ mem {307 + (WORKING_SET >> 20)}M / 256M budget " in text
+        assert "red" in style_of(bar, "│ mem")
+        assert "│ evicted 3 conns, 12,345 exchanges, 2 rows " in text
+        # scapy, once loaded, is part of the base.
+        assert not reading(budget=budget, resident=within.resident + SCAPY, scapy=True,
+                           at_start=50 << 20).over
+        # A platform that cannot say how big the process is: the budget alone.
+        bar.show(done, stats(10), paused=False, now=3.0, shown=1,
+                 memory=reading(budget=budget, resident=None))
+        assert "│ mem 256M budget " in str(bar.render())
+    tooltip = over.describe()
+    assert f"process: {307 + (WORKING_SET >> 20)}M resident; 50M at start" in tooltip
+    assert "engine 96M" in tooltip and "packet ring 32M" in tooltip
+    assert "12,345 exchanges, 2 connections" in tooltip
+
+
 @pytest.mark.asyncio
 async def test_status_bar_says_source_filter_rate_totals_drops_memory_and_mode():
     bar = StatusBar()
     async with One(bar).run_test(size=(200, 3)):
         live = CaptureStatus(source="lo\x1b[31m", filter="tcp port 80", live=True, finished=False,
                              capture=CaptureStats(received=10, dropped=3, if_dropped=2))
-        bar.show(live, stats(1000), paused=False, now=100.0, shown=3)
-        bar.show(live, stats(6000), paused=False, now=102.0, shown=3)  # 5,000 packets in 2 s
+        memory = reading(resident=820 << 20, at_start=50 << 20)
+        bar.show(live, stats(1000), paused=False, now=100.0, shown=3, memory=memory)
+        bar.show(live, stats(6000), paused=False, now=102.0, shown=3, memory=memory)  # 5,000 in 2 s
         text = str(bar.render())
         assert text.startswith(" LIVE  lo\\x1b[31m filter: tcp port 80 ")  # the name escaped
-        assert "│ 2,500 pkt/s │ 6,000 pkts │ 7 conns (3 shown) │ drops 5 │ mem 25% " in text
+        assert ("│ 2,500 pkt/s │ 6,000 pkts │ 7 conns (3 shown) │ drops 5 │ mem 820M / 512M budget "
+                in text)
         drops = next(span for span in bar.render().spans  # type: ignore[attr-defined]
                      if text[span.start:span.end].startswith("│ drops"))
         assert "red" in str(drops.style)
         bar.show(live, stats(6000, evicted_connections=4, unparsed_connections=9), paused=True,
                  now=103.0, shown=3)
         text = str(bar.render())
-        assert text.startswith(" PAUSED ") and "│ evicted 4 " in text and "│ 9 unparsed " in text
+        assert text.startswith(" PAUSED ") and "│ evicted 4 conns " in text
+        assert "│ 9 unparsed " in text and "mem" not in text  # no reading given: nothing said
         assert "malformed" not in text and "ignored" not in text
         bar.show(live, stats(6000, malformed=2, truncated=1_500, ignored_segments=3,
                              fragments_dropped=4), paused=False, now=103.5, shown=3)

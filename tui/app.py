@@ -31,6 +31,7 @@ from engine.events import ConnectionInfo, Stats
 from tui.capture import CaptureDriver, SourceSpec
 from tui.collector import Collector
 from tui.escape import escape_text
+from tui.memory import DEFAULT_MEMORY, MemoryReading, MemorySplit, give_back, resident_bytes
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied
 from tui.screens.help import HelpScreen
 from tui.search import Query, Search, scan
@@ -87,10 +88,19 @@ class WirepeekApp(App[None]):
     # Times in the Stream and Packets tabs: the wall clock, or since the connection's first packet.
     relative_times: reactive[bool] = reactive(False, init=False)
 
-    def __init__(self, spec: SourceSpec, bpf: str = "", bounds: Bounds | None = None) -> None:
+    def __init__(self, spec: SourceSpec, bpf: str = "", bounds: Bounds | None = None,
+                 memory: MemorySplit | None = None) -> None:
+        """memory: the shares of --memory (tui.memory) for the packet ring and the store; the
+        engine's is bounds.memory_budget, which the caller sets from it (tui.cli)."""
         super().__init__()
-        self.store = TrafficStore()
-        self.driver = CaptureDriver(spec, bpf, bounds or Bounds(), self.post_message)
+        bounds = bounds or Bounds()
+        self.memory = memory or MemorySplit.of(DEFAULT_MEMORY)
+        self.store = TrafficStore(budget=self.memory.store)
+        self.driver = CaptureDriver(spec, bpf, bounds, self.post_message, self.memory.ring)
+        self.read_resident = resident_bytes  # tests that need the same screen every run set it
+        self.resident: int | None = None  # read once a second
+        self.resident_at_start: int | None = None
+        self._evicted: tuple[int, ...] = ()
         self.search: Search | None = None  # what `/` found, once its scan is done
         self.searching: Query | None = None  # a scan under way
         self._since_scan: set[int] = set()  # connections that changed while it ran
@@ -133,6 +143,8 @@ class WirepeekApp(App[None]):
         # Full garbage collections wait until no key has come for a while (tui.collector).
         self.collector.start(time.monotonic())
         self.set_interval(1.0, self._collect)
+        self.resident = self.resident_at_start = self.read_resident()
+        self.set_interval(1.0, self._sample_memory)
         self.run_capture()
 
     def on_unmount(self) -> None:
@@ -152,6 +164,24 @@ class WirepeekApp(App[None]):
 
     def _collect(self) -> None:
         self.collector.tick(time.monotonic())
+
+    def _sample_memory(self) -> None:
+        evicted = (self.store.evicted_exchanges, self.store.evicted,
+                   self.driver.packets.dropped_batches,
+                   self.stats.dropped_kept_bytes if self.stats else 0)
+        if evicted != self._evicted:
+            self._evicted = evicted
+            give_back()  # what was evicted since the last second
+        self.resident = self.read_resident()
+        self._show_status()
+        if self.stats is not None:
+            self.query_one(StatusBar).tooltip = self._memory_reading(self.stats).describe()
+
+    def _memory_reading(self, stats: Stats) -> MemoryReading:
+        store = self.store
+        return MemoryReading(self.resident, self.resident_at_start, "scapy" in sys.modules,
+                             self.memory, stats.memory_used, self.driver.packets.bytes,
+                             store.cost, store.evicted_exchanges, store.evicted)
 
     @work(thread=True, exclusive=True, exit_on_error=False, name="capture")
     def run_capture(self) -> None:
@@ -229,7 +259,7 @@ class WirepeekApp(App[None]):
         elif self.search is not None:
             found = f"{self.search.matched:,} exchanges match"
         self.query_one(StatusBar).show(self.status, self.stats, self.paused, time.monotonic(), shown,
-                                       found)
+                                       self._memory_reading(self.stats), found)
 
     def _stream_facts(self, conn_id: int | None) -> tuple[tuple[str, str], tuple[int, int], bool]:
         """What StreamView.reset needs: endpoints, each side's stream length, whether open."""

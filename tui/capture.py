@@ -24,7 +24,9 @@ from engine.tcp import endpoints_key
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, StreamChunk
 
 TICK = 0.075  # seconds between updates to the UI
-RING_BYTES = 64 * 1024 * 1024  # recent raw packets kept for the Packets tab and for writing (w)
+# Recent raw packets kept for the Packets tab and for writing (w): the ring's share of the default
+# --memory (tui.memory).
+RING_BYTES = 64 * 1024 * 1024
 
 
 class Governor:
@@ -264,7 +266,7 @@ class RealTimeReplay:
 
 class CaptureDriver:
     def __init__(self, spec: SourceSpec, bpf: str, bounds: Bounds,
-                 post: Callable[[object], object]) -> None:
+                 post: Callable[[object], object], ring_bytes: int = RING_BYTES) -> None:
         self.spec = spec
         self.bpf = bpf
         self.bounds = bounds
@@ -275,7 +277,7 @@ class CaptureDriver:
         self._followed: int | None = None
         self._cursor = 0  # of the followed connection's kept entries: what was sent so far
         self._initial = spec.opened
-        self.packets = PacketRing()  # read by the UI thread through its snapshot method
+        self.packets = PacketRing(ring_bytes)  # read by the UI thread through its snapshot method
         # Set by the UI when it has taken the last update. Until then the driver posts nothing
         # more: a file waits, a live capture goes on reading and folds what it sees (Pending),
         # so updates never queue up in front of the user's keys.

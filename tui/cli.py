@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from fractions import Fraction
 import os
 import sys
 import time
@@ -24,6 +25,16 @@ from engine.pipeline import Pipeline
 from engine.records import connection_record, http_record, line
 from engine.tcp import Connection
 from tui.escape import escape_bytes, escape_text, hexdump_lines
+from tui.memory import (
+    DEFAULT_MEMORY,
+    ENGINE_EIGHTHS,
+    RING_EIGHTHS,
+    SCAPY,
+    STORE_EIGHTHS,
+    WORKING_SET,
+    MemorySplit,
+    physical_bytes,
+)
 from tui.sharded import default_jobs, json_records_sharded
 from tui.store import tls_summary
 
@@ -88,8 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --json on files: processes sharing the work (default: one per core, "
                           "at most 2)")
     lim = p.add_argument_group("bounds")
-    lim.add_argument("--memory", type=int, default=512, metavar="MIB",
-                     help="memory budget of the engine in MiB (default 512)")
+    lim.add_argument("--memory", type=int, default=DEFAULT_MEMORY // MiB, metavar="MIB",
+                     help="what the traffic may make wirepeek hold, in MiB (default "
+                          f"{DEFAULT_MEMORY // MiB}). In the interactive view: "
+                          f"{Fraction(ENGINE_EIGHTHS, 8)} for the engine (connections, "
+                          f"out-of-order data, kept streams), {Fraction(RING_EIGHTHS, 8)} for the "
+                          f"recent packets (Packets tab, w), {Fraction(STORE_EIGHTHS, 8)} for the "
+                          "connection list and its HTTP exchanges, the last quarter for what "
+                          "they hold beyond what they count; past a share the oldest go first, "
+                          "and the status bar counts them. The headless modes give it all to "
+                          "the engine. On top of it: the process before any traffic (about 45 "
+                          f"MiB), what reading takes whatever the budget (about "
+                          f"{WORKING_SET // MiB} MiB) and scapy once the Packets tab dissects "
+                          f"(about {SCAPY // MiB} MiB)")
     lim.add_argument("--max-connections", type=int, default=250_000, metavar="N",
                      help="connections tracked at once (default 250000)")
     lim.add_argument("--reorder-window", type=float, default=Bounds().reorder_window,
@@ -134,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--count must be at least 1")
     if args.jobs < 0:
         raise UsageError("--jobs must be at least 1 (or 0 for one per core)")
+    check_memory(args.memory)
     if not 0 <= args.reorder_window <= 3600:
         raise UsageError("--reorder-window must be between 0 and 3600 seconds")
     if args.follow is not None and args.json:
@@ -210,9 +233,25 @@ def interactive(args: argparse.Namespace, spec: SourceSpec, bpf: str) -> int:
                                        "when the capture comes on stdin without a terminal") from None
         os.dup2(tty, 0)
         os.close(tty)
-    bounds = replace(bounds_from(args, keep_stream=Bounds().keep_stream_bytes), keep_after_close=True)
-    WirepeekApp(spec, bpf, bounds).run()
+    WirepeekApp(spec, bpf, *interactive_bounds(args)).run()
     return 0
+
+
+def interactive_bounds(args: argparse.Namespace) -> tuple[Bounds, MemorySplit]:
+    """The engine's bounds and the shares of --memory for the interactive view."""
+    split = MemorySplit.of(args.memory * MiB)
+    bounds = replace(bounds_from(args, keep_stream=Bounds().keep_stream_bytes), keep_after_close=True,
+                     memory_budget=split.engine)
+    return bounds, split
+
+
+def check_memory(mib: int) -> None:
+    if mib < 1:
+        raise UsageError(f"--memory is in MiB and must be at least 1 (got {mib})")
+    physical = physical_bytes()
+    if physical is not None and mib * MiB > physical:
+        raise UsageError(f"--memory {mib} is more than this machine has "
+                         f"({physical // MiB:,} MiB): the bound would never be reached")
 
 
 def _parallel(args: argparse.Namespace) -> int:

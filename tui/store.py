@@ -3,7 +3,10 @@ objects, which belong to the worker thread).
 
 It keeps the latest snapshot of every connection it was told about, each connection's HTTP
 transactions, and which connections changed since the screen last looked, so the table updates
-only those rows. Closed connections stay until the store's own bound evicts the oldest.
+only those rows. Closed connections stay until the store's own bounds evict the oldest: a number
+of connections, and a byte budget (its share of --memory, see tui.memory) over an estimate of what
+its objects hold. Past the budget the oldest connections' exchanges go first, then, if the rows
+alone are past it, the oldest connections; both are counted.
 """
 
 from __future__ import annotations
@@ -22,11 +25,27 @@ from engine.events import (
 
 MAX_CONNECTIONS = 200_000
 MAX_TRANSACTIONS_PER_CONNECTION = 10_000
+BUDGET = 128 * 1024 * 1024  # the store's share of the default --memory (tui.memory)
+
+# What the store's objects cost beyond the characters of their strings and the bytes of their
+# bodies, measured with tracemalloc (`python -m tests.bench.memory --overheads` prints them):
+# an HttpTransaction with its request and response, their small fields (times, method, version,
+# reason, the body's bytes object) and its slot in the list;
+TRANSACTION_COST = 840
+# one header: its (name, value) tuple and the two str objects, made afresh for each message
+# (a response whose head repeats byte for byte shares the header tuple of the one before: the
+# engine's HeadCache gives the same tuple, and it is counted once);
+HEADER_COST = 170
+# one connection: its ConnectionInfo (the latest replaces the one before) with its strings and
+# tuples, the store's dict and set entries, and the connections table's row index.
+CONNECTION_COST = 1200
 
 
 class TrafficStore:
-    def __init__(self, max_connections: int = MAX_CONNECTIONS) -> None:
+    def __init__(self, max_connections: int = MAX_CONNECTIONS, budget: int = BUDGET) -> None:
         self.max_connections = max_connections
+        self.budget = budget
+        self.cost = 0  # estimated bytes held (see transaction_cost, CONNECTION_COST)
         self.connections: OrderedDict[int, ConnectionInfo] = OrderedDict()
         self.closed: set[int] = set()
         self.http: dict[int, list[HttpTransaction]] = {}
@@ -35,6 +54,9 @@ class TrafficStore:
         self.changed: set[int] = set()  # ids whose row must be redrawn
         self.removed: set[int] = set()  # ids whose row must go
         self.evicted = 0
+        # Exchanges forgotten past the budget (the oldest), or not kept past a connection's
+        # MAX_TRANSACTIONS_PER_CONNECTION (the newest).
+        self.evicted_exchanges = 0
 
     def reset(self) -> None:
         """Forget everything: the capture starts again (ids start again from 0)."""
@@ -44,6 +66,8 @@ class TrafficStore:
         self.pending.clear()
         self.changed.clear()
         self.removed.clear()
+        self.cost = 0
+        self.evicted_exchanges = 0
 
     def apply(self, events: tuple[object, ...]) -> None:
         for event in events:
@@ -55,7 +79,10 @@ class TrafficStore:
             elif isinstance(event, HttpTransaction):
                 txs = self.http.setdefault(event.connection, [])
                 if len(txs) < MAX_TRANSACTIONS_PER_CONNECTION:
+                    self.cost += transaction_cost(event, txs[-1] if txs else None)
                     txs.append(event)
+                else:
+                    self.evicted_exchanges += 1
                 waiting = self.pending.get(event.connection)
                 if waiting and event.request is not None:
                     waiting.pop(event.request.offset, None)
@@ -65,16 +92,53 @@ class TrafficStore:
             elif isinstance(event, HttpRequestSeen):
                 self.pending.setdefault(event.connection, {})[event.request.offset] = event.request
                 self.changed.add(event.connection)
-        while len(self.connections) > self.max_connections:
+        if self.cost > self.budget:
+            self._evict_exchanges(self.budget * 7 // 8)
+        while len(self.connections) > self.max_connections or (
+            self.cost > self.budget and len(self.connections) > 1
+        ):
             old, _ = self.connections.popitem(last=False)
             self.closed.discard(old)
-            self.http.pop(old, None)
+            self.evicted_exchanges += len(self.http.get(old, ()))
+            self._drop_exchanges(old, len(self.http.get(old, ())))
+            self.cost -= CONNECTION_COST
             self.pending.pop(old, None)
             self.changed.discard(old)
             self.removed.add(old)
             self.evicted += 1
 
+    def _evict_exchanges(self, target: int) -> None:
+        """The oldest connections' exchanges, oldest first, until the cost is down to target
+        (below the budget, so that this runs once in a while rather than on every update)."""
+        for conn_id, txs in list(self.http.items()):
+            if self.cost <= target:
+                return
+            n, freed = 0, 0
+            while n < len(txs) and self.cost - freed > target:
+                freed += transaction_cost(txs[n], txs[n - 1] if n else None)
+                n += 1
+            self.evicted_exchanges += n
+            self._drop_exchanges(conn_id, n)
+            self.changed.add(conn_id)
+
+    def _drop_exchanges(self, conn_id: int, n: int) -> None:
+        """Forget a connection's first n exchanges, keeping `cost` the sum over what is kept."""
+        txs = self.http.get(conn_id)
+        if not txs or not n:
+            return
+        for i in range(n):
+            self.cost -= transaction_cost(txs[i], txs[i - 1] if i else None)
+        if n < len(txs):
+            # The new first one no longer shares header tuples with the one before it.
+            self.cost += transaction_cost(txs[n], None) - transaction_cost(txs[n], txs[n - 1])
+            # A new list rather than one cut in place: a view holding the old one sees no shift.
+            self.http[conn_id] = txs[n:]
+        else:
+            del self.http[conn_id]
+
     def _put(self, info: ConnectionInfo) -> None:
+        if info.id not in self.connections:
+            self.cost += CONNECTION_COST
         self.connections[info.id] = info
         self.changed.add(info.id)
 
@@ -112,6 +176,26 @@ class TrafficStore:
             return -1
         response = txs[-1].response
         return response.status if response is not None else 0
+
+
+def transaction_cost(tx: HttpTransaction, before: HttpTransaction | None) -> int:
+    """What the store's copy of an exchange holds, estimated (see TRANSACTION_COST); `before` is
+    the exchange kept just before it on its connection, whose header tuples it may share."""
+    cost = TRANSACTION_COST
+    request, response = tx.request, tx.response
+    if request is not None:
+        cost += len(request.body) + len(request.method) + len(request.target)
+        if before is None or before.request is None or before.request.headers is not request.headers:
+            cost += headers_cost(request.headers)
+    if response is not None:
+        cost += len(response.body) + len(response.reason) + 48 * len(response.interim)
+        if before is None or before.response is None or before.response.headers is not response.headers:
+            cost += headers_cost(response.headers)
+    return cost
+
+
+def headers_cost(headers: tuple[tuple[str, str], ...]) -> int:
+    return HEADER_COST * len(headers) + sum(len(name) + len(value) for name, value in headers)
 
 
 def tls_summary(info: ConnectionInfo) -> str:

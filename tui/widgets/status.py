@@ -7,6 +7,7 @@ from textual.widgets import Static
 
 from engine.events import Stats
 from tui.escape import escape_text
+from tui.memory import MemoryReading, mib
 from tui.messages import CaptureStatus
 
 
@@ -17,6 +18,7 @@ class StatusBar(Static):
         self.rate = 0.0
 
     def show(self, status: CaptureStatus, stats: Stats, paused: bool, now: float, shown: int,
+             memory: MemoryReading | None = None,
              found: str | None = None) -> None:
         if self.last is not None and now - self.last[0] >= 1.0:
             self.rate = (stats.packets - self.last[1]) / (now - self.last[0])
@@ -35,10 +37,19 @@ class StatusBar(Static):
         if status.capture is not None:
             drops = status.capture.dropped + status.capture.if_dropped
             out.append(f"│ drops {drops:,} ", "bold red" if drops else "")
-        used = 100 * stats.memory_used / stats.memory_budget if stats.memory_budget else 0
-        out.append(f"│ mem {used:.0f}% ")
-        if stats.evicted_connections:
-            out.append(f"│ evicted {stats.evicted_connections:,} ", "yellow")
+        if memory is not None:
+            budget = f"{mib(memory.budget.total)} budget"
+            if memory.resident is None:
+                out.append(f"│ mem {budget} ")
+            else:
+                out.append(f"│ mem {mib(memory.resident)} / {budget} ",
+                           "bold red" if memory.over else "")
+        evicted = [(stats.evicted_connections, "conns")]
+        if memory is not None:
+            evicted += [(memory.evicted_exchanges, "exchanges"), (memory.evicted_rows, "rows")]
+        said = ", ".join(f"{n:,} {what}" for n, what in evicted if n)
+        if said:
+            out.append(f"│ evicted {said} ", "yellow")
         skipped = [
             (stats.malformed, "malformed"),
             (stats.truncated + stats.cut_payloads, "cut short"),
