@@ -237,3 +237,17 @@ async def test_http2_connections_say_so_in_the_http_tab():
         view = app.query_one(HttpView)
         view.show(99, [], None, "http2")
         assert "HTTP/2 is not decoded yet" in summary(app)
+
+
+def test_the_matcher_looks_again_when_the_store_replaced_a_list():
+    """Evicting old exchanges puts a new, shorter list in the store: positions start again."""
+    from tests.test_connections_table import info
+
+    conn = info(1)
+    old = [tx(request(f"/x{i}"), response(500 if i % 2 else 200), i) for i in range(6)]
+    search = Search(Query("500"))
+    search.connection(conn, old)
+    assert search.exchanges[1] == [1, 3, 5] and search.matched == 3
+    new = old[3:]  # the first three evicted
+    search.connection(conn, new)
+    assert search.exchanges[1] == [0, 2] and search.matched == 2

@@ -34,7 +34,7 @@ from tui.escape import escape_text
 from tui.memory import DEFAULT_MEMORY, MemoryReading, MemorySplit, give_back, resident_bytes
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied
 from tui.screens.help import HelpScreen
-from tui.search import Query, Search, scan
+from tui.search import NO_EXCHANGES, Query, Search, Snapshot, scan
 from tui.store import TrafficStore
 from tui.widgets.connections import ConnectionsTable
 from tui.widgets.http import ExchangesTable, HttpView
@@ -505,15 +505,14 @@ class WirepeekApp(App[None]):
             self.searching = query
             self._since_scan = set()
             store = self.store
-            snapshot = [(info, list(store.http.get(conn_id, ())))
-                        for conn_id, info in store.connections.items()]
+            snapshot = [(info, txs, len(txs)) for conn_id, info in store.connections.items()
+                        for txs in (store.http.get(conn_id, NO_EXCHANGES),)]
             self.run_search(query, snapshot, self.generation)
         self._show_status()
 
     @work(thread=True, exclusive=True, group="search", exit_on_error=False)
-    def run_search(self, query: Query, snapshot: list[tuple[object, list[object]]],
-                   generation: int) -> None:
-        self.post_message(Searched(scan(query, snapshot), generation))  # type: ignore[arg-type]
+    def run_search(self, query: Query, snapshot: Snapshot, generation: int) -> None:
+        self.post_message(Searched(scan(query, snapshot), generation))
 
     def on_searched(self, message: Searched) -> None:
         if message.search.query is not self.searching or message.generation != self.generation:

@@ -25,6 +25,7 @@ from engine.events import ConnectionInfo, HttpRequest, HttpResponse, HttpTransac
 from tui.store import tls_summary
 
 BODY_SEARCHED = 64 * 1024  # decoded body bytes searched per message: what the HTTP tab shows
+NO_EXCHANGES: list[HttpTransaction] = []  # for a connection without any (never appended to)
 
 
 class Query:
@@ -86,32 +87,38 @@ class Search:
 
     query: Query
     exchanges: dict[int, list[int]] = field(default_factory=dict)  # conn id -> positions
-    examined: dict[int, int] = field(default_factory=dict)  # conn id -> exchanges looked at
+    # conn id -> (the store's list, how many of its exchanges were looked at); the store puts a
+    # new list in place when it evicts old exchanges, and then it is looked at from the start.
+    examined: dict[int, tuple[list[HttpTransaction], int]] = field(default_factory=dict)
     own: set[int] = field(default_factory=set)  # connections whose own fields match
     matched = 0  # exchanges that matched, in all
 
     def shows(self, conn_id: int) -> bool:
         return conn_id in self.own or bool(self.exchanges.get(conn_id))
 
-    def connection(self, info: ConnectionInfo, transactions: list[HttpTransaction]) -> bool:
+    def connection(self, info: ConnectionInfo, transactions: list[HttpTransaction],
+                   upto: int | None = None) -> bool:
         """Bring one connection up to date (its fields may have changed; new exchanges may
-        have come); whether it is shown."""
+        have come), looking at its exchanges up to `upto` (all of them by default: a worker
+        thread passes the length the list had when the UI thread made the snapshot); whether
+        it is shown."""
         text = connection_text(info)
         if not self.query.missing(text):
             self.own.add(info.id)
         else:
             self.own.discard(info.id)
-        start = self.examined.get(info.id, 0)
-        if start > len(transactions):  # the store dropped exchanges: look again from the start
-            self.forget(info.id)
+        seen, start = self.examined.get(info.id, (transactions, 0))
+        if seen is not transactions:  # the store dropped exchanges: look again from the start
+            self.matched -= len(self.exchanges.pop(info.id, ()))
             start = 0
-        if start < len(transactions):
-            found = [i for i in range(start, len(transactions))
+        end = len(transactions) if upto is None else upto
+        if start < end:
+            found = [i for i in range(start, end)
                      if exchange_matches(self.query, text, transactions[i])]
             if found:
                 self.exchanges.setdefault(info.id, []).extend(found)
                 self.matched += len(found)
-            self.examined[info.id] = len(transactions)
+        self.examined[info.id] = (transactions, max(start, end))
         return self.shows(info.id)
 
     def forget(self, conn_id: int) -> None:
@@ -120,9 +127,15 @@ class Search:
         self.own.discard(conn_id)
 
 
-def scan(query: Query, snapshot: Iterable[tuple[ConnectionInfo, list[HttpTransaction]]]) -> Search:
-    """Search a snapshot of the store (made on the UI thread; run this in a worker thread)."""
+Snapshot = Iterable[tuple[ConnectionInfo, list[HttpTransaction], int]]
+
+
+def scan(query: Query, snapshot: Snapshot) -> Search:
+    """Search a snapshot of the store, made on the UI thread: each connection's info, the
+    store's own list of its exchanges and that list's length then (the list only grows while it
+    is the store's, and appending while another thread reads by index is safe). Run this in a
+    worker thread; the exchanges that come later are matched on the UI thread."""
     search = Search(query)
-    for info, transactions in snapshot:
-        search.connection(info, transactions)
+    for info, transactions, length in snapshot:
+        search.connection(info, transactions, length)
     return search

@@ -15,7 +15,7 @@ from rich.style import Style
 
 from engine.events import ConnectionInfo
 from tui.escape import escape_text
-from tui.search import Search
+from tui.search import NO_EXCHANGES, Search
 from tui.store import TrafficStore
 from tui.widgets.table import Column, VirtualTable
 
@@ -134,7 +134,7 @@ class ConnectionsTable(VirtualTable):
         info = self.store.connections.get(conn_id)
         if info is None:
             return False
-        return self.search.connection(info, self.store.http.get(conn_id, []))
+        return self.search.connection(info, self.store.http.get(conn_id, NO_EXCHANGES))
 
     def update_rows(self, changed: set[int], removed: set[int],
                     budget: float | None = None) -> set[int]:

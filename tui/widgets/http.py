@@ -178,7 +178,10 @@ class HttpView(Vertical):
         their answer by their stream offset."""
         table = self.table
         pending_rows = {pending_id(r): r for r in (pending or {}).values() if r.offset >= 0}
-        fresh = conn_id != self.conn_id or positions is not self.positions
+        # The store replaces a connection's list when it evicts its oldest exchanges (positions
+        # in the old one mean nothing in the new one): then the list is taken again.
+        fresh = (conn_id != self.conn_id or positions is not self.positions
+                 or table.transactions is not transactions)
         self.protocol = protocol
         table.transactions = transactions
         if fresh:
