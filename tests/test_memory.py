@@ -50,7 +50,7 @@ async def test_a_tiny_budget_evicts_exchanges_and_the_status_bar_shows_memory_an
         text = status_text(app)
         assert f"│ evicted {store.evicted_exchanges:,} exchanges " in text
         # The process's real size, not the engine's share of its budget.
-        shown = re.search(r"│ mem ([\d,]+)M / 1M budget ", text)
+        shown = re.search(r"│ mem ([\d,]+)M/1M budget ", text)
         assert shown is not None
         assert abs(int(shown.group(1).replace(",", "")) - (resident_bytes() or 0) / MiB) < 32
         # Past the budget and the base, it says so in red, within a second or so. (The base

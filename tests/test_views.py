@@ -65,7 +65,7 @@ async def test_status_bar_shows_the_process_memory_against_the_budget_and_evicti
         within = reading(budget=budget, resident=(50 << 20) + WORKING_SET + (256 << 20))
         bar.show(done, stats(10), paused=False, now=1.0, shown=1, memory=within)
         text = str(bar.render())
-        assert f"│ mem {306 + (WORKING_SET >> 20)}M / 256M budget " in text
+        assert f"│ mem {306 + (WORKING_SET >> 20)}M/256M budget " in text
         assert "evicted" not in text
         assert "│ mem" in text and "red" not in style_of(bar, "│ mem")
         over = reading(budget=budget, resident=(50 << 20) + WORKING_SET + (257 << 20),
@@ -73,7 +73,7 @@ async def test_status_bar_shows_the_process_memory_against_the_budget_and_evicti
         bar.show(done, stats(10, evicted_connections=3), paused=False, now=2.0, shown=1,
                  memory=over)
         text = str(bar.render())
-        assert f"│ mem {307 + (WORKING_SET >> 20)}M / 256M budget " in text
+        assert f"│ mem {307 + (WORKING_SET >> 20)}M/256M budget " in text
         assert "red" in style_of(bar, "│ mem")
         assert "│ evicted 3 conns, 12,345 exchanges, 2 rows " in text
         # scapy, once loaded, is part of the base.
@@ -100,7 +100,7 @@ async def test_status_bar_says_source_filter_rate_totals_drops_memory_and_mode()
         bar.show(live, stats(6000), paused=False, now=102.0, shown=3, memory=memory)  # 5,000 in 2 s
         text = str(bar.render())
         assert text.startswith(" LIVE  lo\\x1b[31m filter: tcp port 80 ")  # the name escaped
-        assert ("│ 2,500 pkt/s │ 6,000 pkts │ 7 conns (3 shown) │ drops 5 │ mem 820M / 512M budget "
+        assert ("│ 2,500 pkt/s │ 6,000 pkts │ 7 conns (3 shown) │ drops 5 │ mem 820M/512M budget "
                 in text)
         drops = next(span for span in bar.render().spans  # type: ignore[attr-defined]
                      if text[span.start:span.end].startswith("│ drops"))
@@ -119,7 +119,7 @@ async def test_status_bar_says_source_filter_rate_totals_drops_memory_and_mode()
                              shedding=True)
         bar.show(done, stats(6000), paused=False, now=104.0, shown=3)
         text = str(bar.render())
-        assert text.startswith(" done  f.pcap filter: (none) ") and "drops" not in text
+        assert text.startswith(" done  f.pcap │ 6,000 pkts ") and "drops" not in text and "filter" not in text
         assert "busy: new connections not parsed" in text
 
 
@@ -209,3 +209,17 @@ async def test_a_selection_that_arrives_as_the_widgets_go_is_ignored():
         await asyncio.wait_for(app.file_done.wait(), timeout=20)
         await app.query_one("#main").remove()
         app.select_connection(VirtualTable.Selected(ConnectionsTable(app.store), 3))
+
+
+@pytest.mark.asyncio
+async def test_status_bar_for_a_file_fits_80_columns():
+    bar = StatusBar()
+    async with One(bar).run_test(size=(80, 3)):
+        done = CaptureStatus(source="/var/tmp/captures/incident-2026-12-02.pcap", filter="",
+                             live=False, finished=True, capture=None)
+        memory = reading(resident=95 << 20, at_start=50 << 20)
+        bar.show(done, stats(138), paused=False, now=100.0, shown=7, memory=memory)
+        text = str(bar.render())
+        # The file's name, no empty filter, no rate once read, every connection shown.
+        assert text == " done  incident-2026-12-02.pcap │ 138 pkts │ 7 conns │ mem 95M/512M budget "
+        assert len(text) <= 80

@@ -25,6 +25,7 @@ from engine.events import (
 
 MAX_CONNECTIONS = 200_000
 MAX_TRANSACTIONS_PER_CONNECTION = 10_000
+NO_ANSWER = -2  # last_status: the last request got no answer (it will get none)
 BUDGET = 128 * 1024 * 1024  # the store's share of the default --memory (tui.memory)
 
 # What the store's objects cost beyond the characters of their strings and the bytes of their
@@ -167,15 +168,15 @@ class TrafficStore:
         return line + (f" (+{count - 1})" if count > 1 else "")
 
     def last_status(self, conn_id: int) -> int:
-        """The status of the connection's last HTTP answer; 0 when a request waits for its
-        answer, or the last had none; -1 without HTTP."""
+        """The status of the connection's last HTTP answer; 0 while a request waits for its
+        answer; NO_ANSWER when the last request got none; -1 without HTTP."""
         if self.pending.get(conn_id):
             return 0
         txs = self.http.get(conn_id)
         if not txs:
             return -1
         response = txs[-1].response
-        return response.status if response is not None else 0
+        return response.status if response is not None else NO_ANSWER
 
 
 def transaction_cost(tx: HttpTransaction, before: HttpTransaction | None) -> int:

@@ -16,7 +16,7 @@ from rich.style import Style
 from engine.events import ConnectionInfo
 from tui.escape import escape_text
 from tui.search import NO_EXCHANGES, Search
-from tui.store import TrafficStore
+from tui.store import NO_ANSWER, TrafficStore
 from tui.widgets.table import Column, VirtualTable
 
 COLUMNS = [
@@ -98,7 +98,7 @@ class ConnectionsTable(VirtualTable):
             info.server,
             info.state,
             info.protocol or "",
-            "…" if status == 0 else (str(status) if status > 0 else ""),
+            "…" if status == 0 else ("—" if status == NO_ANSWER else (str(status) if status > 0 else "")),
             str(sum(info.packets)),
             size(info.bytes[0]),
             size(info.bytes[1]),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from rich.text import Text
 from textual.widgets import Static
 
@@ -28,10 +30,17 @@ class StatusBar(Static):
         out = Text()
         mode = "PAUSED" if paused else ("LIVE" if status.live else ("done" if status.finished else "reading"))
         out.append(f" {mode} ", "reverse bold" if paused else "reverse")
-        out.append(f" {escape_text(status.source)} ")
-        out.append(f"filter: {escape_text(status.filter) or '(none)'} ", "bold")
-        out.append(f"│ {self.rate:,.0f} pkt/s │ {stats.packets:,} pkts │ "
-                   f"{stats.connections_total:,} conns ({shown:,} shown) ")
+        # Short enough for 80 columns: a file by its name, the filter only when there is one,
+        # the rate only while packets come. The bar wraps to a second line rather than cut.
+        source = status.source if status.live else os.path.basename(status.source)
+        out.append(f" {escape_text(source)} ")
+        if status.filter:
+            out.append(f"filter: {escape_text(status.filter)} ", "bold")
+        if status.live or not status.finished:
+            out.append(f"│ {self.rate:,.0f} pkt/s ")
+        out.append(f"│ {stats.packets:,} pkts │ {stats.connections_total:,} conns ")
+        if shown != stats.connections_total:
+            out.append(f"({shown:,} shown) ")
         if found:
             out.append(f"│ {found} ", "bold")
         if status.capture is not None:
@@ -42,7 +51,7 @@ class StatusBar(Static):
             if memory.resident is None:
                 out.append(f"│ mem {budget} ")
             else:
-                out.append(f"│ mem {mib(memory.resident)} / {budget} ",
+                out.append(f"│ mem {mib(memory.resident)}/{budget} ",
                            "bold red" if memory.over else "")
         evicted = [(stats.evicted_connections, "conns")]
         if memory is not None:
