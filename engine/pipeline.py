@@ -214,7 +214,7 @@ class Pipeline:
             cut_payloads=t.cut,
             fragments=self.fragments,
             connections_total=t.next_id,
-            connections_active=len(t.lru) + len(t.finished),
+            connections_active=len(t.lru),  # lingering closed ones too: finished indexes them
             evicted_connections=t.evicted,
             dropped_kept_bytes=t.dropped_kept,
             memory_used=t.memory + self.defrag.bytes,

@@ -160,3 +160,15 @@ def test_http_parsers_are_counted_while_their_connections_linger(tmp_path):
         pipeline.feed(batch)
         assert pipeline.table.memory <= budget
     assert pipeline.stats().evicted_connections > 0
+
+
+def test_a_closed_connection_lingering_is_counted_active_once():
+    """Closed connections stay in the table for late retransmissions (closed_linger): they are
+    still active, and each counts once (they were counted twice)."""
+    pipeline = Pipeline()
+    source = sources.open_files([capture("zeek/http__get.pcap")], "")
+    while (batch := source.next_batch()) is not None:
+        pipeline.feed(batch)
+    source.close()
+    stats = pipeline.stats()
+    assert stats.connections_total == 1 and stats.connections_active == 1
