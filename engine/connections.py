@@ -437,8 +437,6 @@ class ConnectionTable:
         gap_reason = GAP_REASONS.get(reason, reason)
         self._flush_half(conn.client, ts, gap_reason)
         self._flush_half(conn.server, ts, gap_reason)
-        for consumer in conn.consumers:
-            consumer.on_close(conn, ts)
         if conn.sniffing:
             if conn.sniffed is None:
                 conn.sniffing = False  # no data at all: nothing to recognise
@@ -446,6 +444,9 @@ class ConnectionTable:
                 sniffer = Sniffer.of(conn)
                 sniffer.ended(True)
                 self._sniffed(conn, sniffer.ended(False))
+        # After the verdict: a parser attached only now (the end decided it) is closed too.
+        for consumer in conn.consumers:
+            consumer.on_close(conn, ts)
         by_key, ckey = self.by_key, conn.client_key
         if by_key.get(ckey) is conn.client:
             del by_key[ckey]
