@@ -4,6 +4,7 @@ exchange, the keys and the focus (issue 10). Pilot drives the app on real captur
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import pytest
@@ -251,3 +252,57 @@ def test_the_matcher_looks_again_when_the_store_replaced_a_list():
     new = old[3:]  # the first three evicted
     search.connection(conn, new)
     assert search.exchanges[1] == [0, 2] and search.matched == 2
+
+
+@pytest.mark.asyncio
+async def test_selecting_an_http_message_and_copying_it():
+    app = app_for("zeek/http__pipelined-requests.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        view = app.query_one("#http-message")
+        assert view.lines[0].plain.startswith("GET /style/enhanced.css HTTP/1.1")
+        await pilot.mouse_down(view, offset=(0, 0))
+        await pilot.hover(view, offset=(9, 1))
+        await pilot.mouse_up(view, offset=(9, 1))
+        await pilot.pause()
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert app.clipboard.startswith("GET /style/enhanced.css HTTP/1.1\nHost: www")
+
+
+@pytest.mark.asyncio
+async def test_error_and_client_error_statuses_are_coloured():
+    app = WirepeekApp(SourceSpec(files=(str(DEMO_CAPTURE),)), "", Bounds())
+    async with app.run_test(size=(160, 40)) as pilot:
+        await read_all(app, pilot)
+        table = app.query_one(ConnectionsTable)
+        not_found = next(c for c in table.order if app.store.last_status(c) == 404)
+        ok = next(c for c in table.order if app.store.last_status(c) == 200)
+
+        def status_colour(conn_id: int) -> object:
+            line = table.render_line(table.rows.index(conn_id) + 1 - table.scroll_offset.y)
+            [cell] = [seg for seg in line if seg.text.strip() in ("404", "200")]
+            return cell.style.color  # type: ignore[union-attr]
+
+        assert status_colour(not_found) != status_colour(ok)
+        assert status_colour(not_found) == table.get_component_rich_style("table--warning").color
+
+
+@pytest.mark.asyncio
+async def test_t_switches_the_stream_times_to_relative_and_back():
+    app = app_for("zeek/http__pipelined-requests.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        await pilot.press("2")
+        stream = app.query_one("#stream")
+        await until(pilot, lambda: len(stream.index) > 0)
+
+        def header() -> str:
+            return next(stream.render_line(y).text for y in range(stream.size.height)
+                        if stream.render_line(y).text.startswith("── client"))
+
+        assert re.search(r"· \d\d:\d\d:\d\d\.\d{3}", header())
+        await pilot.press("t")
+        assert re.search(r"· \+0\.\d{6}s$", header().rstrip())  # since the first packet (the SYN)
+        await pilot.press("t")
+        assert re.search(r"· \d\d:\d\d:\d\d\.\d{3}", header())
