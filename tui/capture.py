@@ -1,8 +1,17 @@
 """The capture driver: the only UI-side code that touches the engine, run in a worker thread.
 
 It owns the source and the pipeline, reads batches, and posts one `EngineUpdate` per tick to the
-app. The app talks to it only through its command queue and the `follow` attribute; it never
-reads the engine's objects, and the driver never touches a widget.
+app (and a `FilterApplied` for each filter change). It never touches a widget, and the app never
+reads the engine's objects. The app uses only this much of it:
+
+- `run(cancelled)`: the worker thread's loop (the app starts it in a thread worker);
+- `set_filter(expression)`: a new capture filter, answered by a `FilterApplied` message;
+- `follow`: the connection whose kept stream the updates carry (the app's selection);
+- `taken`: set by the app once it has taken an update, so the driver may post the next;
+- `hold_until`: set by the app when a key comes, so the driver reads nothing meanwhile;
+- `packets`: the recent-packet ring, read by the app's own worker threads (`pick`) and for
+  the memory reading (`bytes`, `dropped_batches`);
+- `bpf`: the filter it was started with, for the prompt before the first update says otherwise.
 """
 
 from __future__ import annotations
