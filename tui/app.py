@@ -134,6 +134,7 @@ class WirepeekApp(App[None]):
     def on_mount(self) -> None:
         self.query_one("#prompt").display = False
         self.query_one(Tabs).can_focus = False  # Tab goes from the list to the tab's content
+        self._stream_shown()
         self.query_one("#connections").focus()
         # The capture thread runs Python flat out under load. Each time the event loop waits (it
         # does many times per key) it gives up the GIL and must win it back, by default after up
@@ -173,9 +174,12 @@ class WirepeekApp(App[None]):
             self._evicted = evicted
             give_back()  # what was evicted since the last second
         self.resident = self.read_resident()
-        self._show_status()
-        if self.stats is not None:
-            self.query_one(StatusBar).tooltip = self._memory_reading(self.stats).describe()
+        try:
+            self._show_status()
+            if self.stats is not None:
+                self.query_one(StatusBar).tooltip = self._memory_reading(self.stats).describe()
+        except NoMatches:
+            pass  # the app is closing: the timer fired as its widgets went
 
     def _memory_reading(self, stats: Stats) -> MemoryReading:
         store = self.store
@@ -336,10 +340,23 @@ class WirepeekApp(App[None]):
             self._redraw()
         self._show_status()
 
+    @on(TabbedContent.TabActivated)
+    def tab_shown(self) -> None:
+        self._stream_shown()
+
+    def _stream_shown(self) -> None:
+        """The Stream tab indexes bytes only while it is shown (tui.widgets.stream)."""
+        self.query_one(StreamView).set_shown(self.query_one(TabbedContent).active == "tab-stream")
+
+    @on(StreamView.Stale)
+    def resend_stream(self) -> None:
+        self.driver.resend()
+
     def action_show_tab(self, tab: str) -> None:
         tabs = self.query_one(TabbedContent)
         detail = self.focused is not None and tabs in self.focused.ancestors
         tabs.active = tab
+        self._stream_shown()
         if detail:
             self._focus_detail()  # the focus was in the old tab, now hidden: take it along
         if tab == "tab-packets":
@@ -445,6 +462,7 @@ class WirepeekApp(App[None]):
         stream = self.query_one(StreamView)
         stream.toggle_hex()
         self.query_one(TabbedContent).active = "tab-stream"
+        self._stream_shown()
         stream.focus()  # Home, End and the arrows now move through the stream
 
     def action_back(self) -> None:

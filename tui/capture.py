@@ -7,6 +7,7 @@ reads the engine's objects. The app uses only this much of it:
 - `run(cancelled)`: the worker thread's loop (the app starts it in a thread worker);
 - `set_filter(expression)`: a new capture filter, answered by a `FilterApplied` message;
 - `follow`: the connection whose kept stream the updates carry (the app's selection);
+- `resend()`: send that stream again from its start;
 - `taken`: set by the app once it has taken an update, so the driver may post the next;
 - `hold_until`: set by the app when a key comes, so the driver reads nothing meanwhile;
 - `packets`: the recent-packet ring, read by the app's own worker threads (`pick`) and for
@@ -301,6 +302,11 @@ class CaptureDriver:
 
     def set_filter(self, expression: str) -> None:
         self.commands.put(("filter", expression))
+
+    def resend(self) -> None:
+        """Send the followed connection's kept stream again from its start (the next update
+        carries all of it, as on a change of connection)."""
+        self._followed = None
 
     # ------------------------------------------------------------------ in the worker thread
 

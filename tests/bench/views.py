@@ -92,7 +92,8 @@ async def measure(path: str) -> None:
         for _ in range(4):
             column = table.sort_column
             sorts.append(await timer.key("s", lambda c=column: table.sort_column != c))  # type: ignore[misc]
-        reverse = await timer.key("S", lambda: table.rows.descending)
+        before = table.rows.descending
+        reverse = await timer.key("S", lambda: table.rows.descending != before)
         print(f"  sort by the next column (s): {ms(sorts)}; reverse (S): {ms([reverse])}")
         await timer.key("slash", lambda: app.query_one("#display-filter").has_focus)
         app.query_one("#display-filter").value = "/items/123"  # type: ignore[attr-defined]

@@ -15,6 +15,8 @@ Mouse selection and copy (Ctrl+C) go through Textual's screen selection: `get_se
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import partial
 from typing import ClassVar
 
 from rich.cells import cell_len
@@ -23,6 +25,7 @@ from rich.style import Style
 from textual import events
 from textual.binding import Binding, BindingType
 from textual.geometry import Size
+from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.selection import Selection
 from textual.strip import Strip
@@ -30,7 +33,17 @@ from textual.strip import Strip
 from engine.content import looks_textual
 from engine.events import HttpTransaction
 from tui.messages import StreamChunk
-from tui.stream_index import DATA, GAP, HEADER, MARK, NOTE, RESENT, RESENT_DIFFERS, StreamIndex
+from tui.stream_index import (
+    DATA,
+    GAP,
+    HEADER,
+    MARK,
+    NOTE,
+    RESENT,
+    RESENT_DIFFERS,
+    Marks,
+    StreamIndex,
+)
 
 CLIENT_STYLE = "cyan"
 SERVER_STYLE = "magenta"
@@ -54,11 +67,17 @@ STYLES = {
     (NOTE, None): Style.parse("bold yellow"),
 }
 HEX_WIDTH = 78  # columns of a hex line
+# Entries that come at once (opening a connection that kept many) are indexed in a worker
+# thread past this many, and the exchanges' marks with them: the UI thread only swaps the index.
+BULK = 256
 
 
-def message_marks(transactions: list[HttpTransaction]) -> dict[bool, list[tuple[int, str]]]:
-    """Where each HTTP message starts in its direction's stream, and what to call it there."""
-    marks: dict[bool, list[tuple[int, str]]] = {True: [], False: []}
+def message_marks(transactions: Sequence[HttpTransaction],
+                  before: Marks | None = None) -> Marks:
+    """Where each HTTP message starts in its direction's stream, and what to call it there
+    (added to the marks of the exchanges before these, if given: new lists, the old kept)."""
+    marks: Marks = {True: list(before[True]), False: list(before[False])} if before else {
+        True: [], False: []}
     for tx in transactions:
         req, resp = tx.request, tx.response
         if req is not None and req.offset >= 0:
@@ -85,9 +104,34 @@ class StreamView(ScrollView, can_focus=True):
         Binding("right,l", "scroll_right", "Scroll right", show=False),
     ]
 
+    class Stale(Message):
+        """The view dropped what came while its tab was hidden (more than it would keep): the
+        app asks the driver for the connection's kept entries again."""
+
+    class Indexed(Message):
+        """A worker thread has indexed what a connection kept when it was opened."""
+
+        def __init__(self, token: int, index: StreamIndex, marked: tuple[object, int, Marks]) -> None:
+            super().__init__()
+            self.token = token
+            self.index = index
+            self.marked = marked
+
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.index = StreamIndex()
+        # The exchanges whose marks the index has: (their list, how many, the marks), so that
+        # new exchanges cost only their own marks.
+        self._marked: tuple[object, int, Marks] | None = None
+        self._transactions: list[HttpTransaction] = []  # the latest the app gave
+        self._token = 0  # bumps on reset: an index built for an earlier connection is dropped
+        self._loading: list[StreamChunk] | None = None  # entries that came while one is built
+        # While its tab is not shown the view indexes nothing: what comes waits here, up to
+        # the index's own bound; past it, it is dropped and the view asks for it again (Stale).
+        self.shown = True  # the app says otherwise while its tab is not the one shown
+        self._deferred: list[StreamChunk] = []
+        self._deferred_cost = 0
+        self._stale = False
         self.live = False  # the connection is open: its tail is followed
         self.following = False  # keep the last line on screen as bytes come
         self._hex_chosen = False  # the user pressed x since the reset: no automatic choice
@@ -109,6 +153,11 @@ class StreamView(ScrollView, can_focus=True):
         hex_view, start = self.index.hex, self.index.time_start
         self.index = StreamIndex(endpoints, sent)
         self.index.hex, self.index.time_start = hex_view, start
+        self._token += 1
+        self._loading = None
+        self._deferred, self._deferred_cost, self._stale = [], 0, False
+        self._marked = None
+        self._transactions = []
         self.live = live
         self.following = live
         self._hex_chosen = False
@@ -122,6 +171,79 @@ class StreamView(ScrollView, can_focus=True):
         """The followed connection's new entries, as the engine keeps them."""
         if not chunks:
             return
+        if not self.shown:
+            self._defer(chunks)
+            return
+        if self._loading is not None:
+            self._loading.extend(chunks)  # after the entries being indexed
+            return
+        if len(chunks) > BULK and not self.index.blocks:
+            self._index_in_worker(chunks)
+            return
+        self._add(chunks)
+        self._apply_marks()
+
+    def _defer(self, chunks: tuple[StreamChunk, ...]) -> None:
+        if self._stale:
+            return
+        self._deferred.extend(chunks)
+        self._deferred_cost += sum(len(d) if isinstance(d, bytes) else 64 for *_, d in chunks)
+        limit = self.index.limit
+        if self._deferred_cost > limit + limit // 8:
+            self._deferred, self._deferred_cost, self._stale = [], 0, True
+
+    def set_shown(self, shown: bool) -> None:
+        """Its tab is shown, or hidden: only a shown view indexes what comes."""
+        if shown == self.shown:
+            return
+        self.shown = shown
+        if not shown:
+            return
+        if self._stale:
+            self._stale = False
+            self.post_message(self.Stale())
+        elif self._deferred:
+            chunks, self._deferred, self._deferred_cost = tuple(self._deferred), [], 0
+            self.add(chunks)
+
+    def _index_in_worker(self, chunks: tuple[StreamChunk, ...]) -> None:
+        old = self.index
+        index = StreamIndex(old.endpoints, old.sent)
+        index.hex, index.time_start = old.hex, old.time_start
+        self._loading = []
+        transactions = self._transactions
+        self.run_worker(partial(self._build, self._token, index, chunks, transactions,
+                                len(transactions)),
+                        thread=True, group="stream-index", exclusive=True, exit_on_error=False)
+
+    def _build(self, token: int, index: StreamIndex, chunks: tuple[StreamChunk, ...],
+               transactions: list[HttpTransaction], count: int) -> None:
+        """In a worker thread: a fresh index, marks first (cheapest before the bytes)."""
+        marks = message_marks(transactions[:count])
+        index.set_marks(marks)
+        index.add(chunks)
+        self.post_message(self.Indexed(token, index, (transactions, count, marks)))
+
+    def on_stream_view_indexed(self, message: Indexed) -> None:
+        if message.token != self._token:
+            return  # built for a connection no longer shown
+        message.stop()
+        waiting, self._loading = self._loading or [], None
+        hex_view, start = self.index.hex, self.index.time_start
+        self.index = message.index
+        self.index.hex, self.index.time_start = hex_view, start
+        self._marked = message.marked
+        self._chose_hex()
+        self._add(tuple(waiting))
+        self._apply_marks()
+
+    def _chose_hex(self) -> None:
+        if not self._hex_chosen:
+            first = self.index.first_bytes()
+            if first and not looks_textual(first):
+                self.index.set_hex(True)
+
+    def _add(self, chunks: tuple[StreamChunk, ...]) -> None:
         self._note_end()
         had_data = bool(self.index.first_bytes(1))
         gone = self.index.add(chunks)
@@ -137,9 +259,24 @@ class StreamView(ScrollView, can_focus=True):
         self.refresh()
 
     def set_marks(self, transactions: list[HttpTransaction]) -> None:
-        """Mark where the connection's HTTP messages start (their start lines)."""
+        """Mark where the connection's HTTP messages start (their start lines). The store's list
+        only grows: only the exchanges not marked yet are looked at."""
+        self._transactions = transactions
+        if self.shown and self._loading is None and self.index.blocks:
+            self._apply_marks()  # (before any bytes, the marks wait for them: see add)
+
+    def _apply_marks(self) -> None:
+        transactions = self._transactions
+        marked = self._marked
+        if marked is not None and marked[0] is transactions and marked[1] == len(transactions):
+            return
+        if marked is not None and marked[0] is transactions and marked[1] < len(transactions):
+            marks = message_marks(transactions[marked[1]:], marked[2])
+        else:
+            marks = message_marks(transactions)
+        self._marked = (transactions, len(transactions), marks)
         self._note_end()
-        self.index.set_marks(message_marks(transactions))
+        self.index.set_marks(marks)
         self._resize()
         if self.following:
             self._go_end()
