@@ -17,7 +17,7 @@ from tui.app import WirepeekApp
 from tui.capture import SourceSpec
 from tui.escape import escape_bytes
 from tui.stream_index import CAP, CONTINUED, StreamIndex
-from tui.widgets.stream import StreamView
+from tui.widgets.stream import BULK, StreamView
 
 SIZE = (120, 40)
 DOWNLOAD = "download-2m.pcap.gz"
@@ -381,3 +381,60 @@ async def test_selecting_stream_text_and_copying_it():
         await pilot.press("x", "end")
         await pilot.press("ctrl+c")
         assert app.is_running and app.clipboard.startswith("0000")
+
+
+class HiddenStream(App[None]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stale = 0
+
+    def compose(self) -> ComposeResult:
+        yield StreamView()
+
+    def on_stream_view_stale(self) -> None:
+        self.stale += 1
+
+
+@pytest.mark.asyncio
+async def test_a_hidden_stream_indexes_nothing_and_asks_again_past_its_bound():
+    app = HiddenStream()
+    async with app.run_test(size=(80, 20)) as pilot:
+        stream = app.query_one(StreamView)
+        stream.reset(("c:1", "s:2"))
+        stream.set_shown(False)
+        stream.add(((True, 1.0, 0, b"GET / HTTP/1.1\r\n\r\n"),))
+        assert len(stream.index) == 0  # waiting, not indexed
+        stream.set_shown(True)
+        assert "GET / HTTP/1.1" in "\n".join(stream.index.lines(0, len(stream.index)))
+        # Hidden again, and more comes than the view would keep: dropped, then asked for again.
+        stream.index.limit = 1000
+        stream.set_shown(False)
+        stream.add(((False, 2.0, 0, b"x" * 2000),))
+        assert not stream._deferred
+        stream.set_shown(True)
+        await pilot.pause()
+        assert app.stale == 1
+
+
+@pytest.mark.asyncio
+async def test_many_entries_at_once_are_indexed_in_a_worker_with_their_marks():
+    app = OneStream()
+    async with app.run_test(size=(80, 20)) as pilot:
+        stream = app.query_one(StreamView)
+        stream.reset(("c:1", "s:2"))
+        chunks = []
+        offset = 0
+        for i in range(BULK * 2):
+            data = b"GET /n/%d HTTP/1.1\r\n\r\n" % i
+            chunks.append((True, 1.0 + i, offset, data))
+            offset += len(data)
+        stream.add(tuple(chunks))
+        assert stream._loading is not None  # being indexed elsewhere
+        stream.add(((True, 9999.0, offset, b"GET /last HTTP/1.1\r\n\r\n"),))  # waits its turn
+        for _ in range(100):
+            if stream._loading is None:
+                break
+            await pilot.pause(0.02)
+        text = "\n".join(stream.index.lines(0, len(stream.index)))
+        assert "GET /n/0 HTTP/1.1" in text and text.rstrip().endswith("GET /last HTTP/1.1")
+        assert text.index("GET /n/0 ") < text.index("GET /n/1 ") < text.index("GET /last")
