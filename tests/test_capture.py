@@ -80,10 +80,11 @@ def test_pending_keeps_waiting_requests_in_order_and_drops_those_answered_meanwh
 
 
 def test_a_file_is_not_read_ahead_of_the_ui():
-    """Until the UI says it took an update, the driver posts nothing more and waits."""
+    """Until the UI says it took an update, the driver posts nothing more and waits; once a
+    file is read and the UI told, it posts only when there is something new."""
     posted: list[EngineUpdate] = []
     driver = CaptureDriver(SourceSpec(files=(capture("zeek/http__get.pcap"),)), "",
-                           Bounds(), posted.append)
+                           Bounds(keep_after_close=True), posted.append)
     stop = threading.Event()
     worker = threading.Thread(target=driver.run, args=(stop.is_set,))
     worker.start()
@@ -93,10 +94,16 @@ def test_a_file_is_not_read_ahead_of_the_ui():
             time.sleep(0.01)
         time.sleep(0.5)  # several ticks: nothing more may come, the first was not taken
         assert len(posted) == 1
+        assert posted[0].status.finished  # (a small file: read whole in the first tick)
         driver.taken.set()
+        time.sleep(0.5)  # taken, but nothing new: the driver rests (the app redraws nothing)
+        assert len(posted) == 1
+        driver.follow = 0  # the app selects the connection: its stream is sent
         deadline = time.monotonic() + 10
         while len(posted) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert len(posted) == 2 and posted[1].stream_id == 0 and posted[1].stream
+        time.sleep(0.3)
         assert len(posted) == 2
     finally:
         stop.set()

@@ -306,3 +306,19 @@ async def test_t_switches_the_stream_times_to_relative_and_back():
         assert re.search(r"· \+0\.\d{6}s$", header().rstrip())  # since the first packet (the SYN)
         await pilot.press("t")
         assert re.search(r"· \d\d:\d\d:\d\d\.\d{3}", header())
+
+
+@pytest.mark.asyncio
+async def test_rows_left_over_are_drawn_when_no_more_updates_come(tmp_path, monkeypatch):
+    """A file read to its end sends no more updates (the app rests): the rows that did not fit
+    in an update's time budget are drawn anyway, before the file counts as done."""
+    import tui.app
+    from tests.bench.workloads import conn_per_request_http
+
+    monkeypatch.setattr(tui.app, "ROWS_BUDGET", 0.0)  # 64 rows per update at most
+    path = tmp_path / "many.pcap"
+    conn_per_request_http(path, connections=300)
+    app = file_app(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        assert app.query_one(ConnectionsTable).row_count == 300

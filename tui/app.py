@@ -47,6 +47,7 @@ from tui.widgets.stream import StreamView
 SWITCH_INTERVAL = 0.0005  # seconds; see on_mount
 KEY_HOLD = 0.05  # seconds the capture thread may wait for a key to be answered, at most
 ROWS_BUDGET = 0.02  # seconds of row updates per engine update, at most
+MORE_ROWS_AFTER = 0.03  # seconds before rows left over are drawn when no update comes
 
 
 class Searched(Message):
@@ -105,6 +106,7 @@ class WirepeekApp(App[None]):
         self.searching: Query | None = None  # a scan under way
         self._since_scan: set[int] = set()  # connections that changed while it ran
         self.paused = False
+        self._more_rows_due = False  # a timer will draw the rows left over
         self.generation = 0
         self.status: CaptureStatus | None = None
         self.stats: Stats | None = None
@@ -230,8 +232,26 @@ class WirepeekApp(App[None]):
         if not self.paused:
             self._redraw()
         self._show_status()
-        if update.status.finished and not update.status.live and not self.store.changed:
+        self._rows_left()
+
+    def _rows_left(self) -> None:
+        """Rows that did not fit in an update's time are drawn soon after, whether or not
+        another update comes (a file read to its end sends none); then a file is done."""
+        if self.store.changed and not self.paused:
+            if not self._more_rows_due:
+                self._more_rows_due = True
+                self.set_timer(MORE_ROWS_AFTER, self._more_rows)
+        elif self.status is not None and self.status.finished and not self.status.live:
             self.file_done.set()
+
+    def _more_rows(self) -> None:
+        self._more_rows_due = False
+        try:
+            self._redraw()
+            self._show_status()
+        except NoMatches:
+            return  # the app is closing
+        self._rows_left()
 
     def _redraw(self) -> None:
         changed, removed = self.store.take_changes()
@@ -338,6 +358,7 @@ class WirepeekApp(App[None]):
         self.paused = not self.paused
         if not self.paused:
             self._redraw()
+            self._rows_left()
         self._show_status()
 
     @on(TabbedContent.TabActivated)

@@ -318,6 +318,7 @@ class CaptureDriver:
             return
         pipeline = self._pipeline()
         finished = False
+        told = False  # the app was told the file was read to its end
         pending = Pending()
         governor = Governor()
         try:
@@ -360,9 +361,14 @@ class CaptureDriver:
                     time.sleep(TICK)  # a file read to its end: only commands can change things
                 if not self.taken.is_set() and not source.live:
                     self.taken.wait(TICK)  # a file does not run ahead of the screen
-                if self.taken.is_set():
+                # A file read to its end, told so once, with nothing new for the screen (no
+                # events, the same followed connection): nothing to post, so the app rests.
+                told = told and finished and not source.live
+                resting = told and not len(pending) and self.follow == self._followed
+                if self.taken.is_set() and not resting:
                     self.taken.clear()
                     self._post(source, pipeline, pending.take(), finished)
+                    told = finished and not source.live
         finally:
             source.close()
 

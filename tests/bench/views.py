@@ -85,6 +85,7 @@ async def measure(path: str) -> None:
             row = table.cursor_row
             pages.append(await timer.key("pagedown", lambda r=row: table.cursor_row > r))  # type: ignore[misc]
         print(f"  PgDn through the exchanges (message pane redrawn each time): {ms(pages)}")
+        print("    each (ms): " + " ".join(f"{p * 1000:.0f}" if p is not None else "-" for p in pages))
         end = await timer.key("end", lambda: table.cursor_row == table.row_count - 1)
         home = await timer.key("home", lambda: table.cursor_row == 0)
         print(f"  End: {ms([end])}; Home: {ms([home])}")
