@@ -261,9 +261,9 @@ async def test_another_connections_packets_are_announced_while_they_are_read():
         await select(app, pilot, 1)
         listed = await open_packets(app, pilot)
         view = app.query_one(PacketsView)
-        view.loading(1)  # the same connection again: what is shown stays
+        view.show_loading(1)  # the same connection again: what is shown stays
         assert listed.row_count == 13
-        view.loading(2)  # another: nothing of connection 1 stays meanwhile
+        view.show_loading(2)  # another: nothing of connection 1 stays meanwhile
         await pilot.pause()
         assert listed.row_count == 0 and view.conn_id is None
         assert "reading the packets of connection 2" in str(app.query_one("#packets-note").render())

@@ -196,6 +196,11 @@ async def test_tab_goes_to_the_content_and_zoom_gives_the_detail_the_screen():
         await read_all(app, pilot)
         await pilot.press("tab")
         assert app.focused is app.query_one(ExchangesTable)  # not the tab strip
+        await pilot.press("escape", "3")
+        await pilot.pause(0.3)
+        await pilot.press("tab")
+        assert app.focused is app.query_one("#packets-list")  # the Packets tab's list too
+        await pilot.press("escape", "1")
         detail = app.query_one("#detail")
         before = detail.size.height
         await pilot.press("z")

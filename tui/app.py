@@ -406,7 +406,7 @@ class WirepeekApp(App[None]):
 
     def on_packets_view_loading(self, loading: PacketsView.Loading) -> None:
         if loading.conn_id == self.selected:
-            self.query_one(PacketsView).loading(loading.conn_id)
+            self.query_one(PacketsView).show_loading(loading.conn_id)
 
     def on_packets_view_loaded(self, loaded: PacketsView.Loaded) -> None:
         if loaded.packets.conn_id == self.selected:

@@ -291,7 +291,7 @@ class PacketsView(Vertical):
         data = self.query_one(PacketList).data
         return data.conn_id if data else None
 
-    def loading(self, conn_id: int) -> None:
+    def show_loading(self, conn_id: int) -> None:
         """Say that this connection's packets are coming (a big one takes a moment): nothing of
         the connection shown before stays on screen meanwhile."""
         if self.conn_id == conn_id:
