@@ -123,6 +123,7 @@ async def test_packets_tab_lists_only_the_connection_as_tcpdump_does_and_dissect
         await pilot.pause()
         text = str(app.query_one("#packet-text").render())
         assert "###[ Ethernet ]###" in text and "###[ TCP ]###" in text and "flags     = S" in text
+        assert "dport     = 18765" in text  # a number, not a service's name
         # Down: the next packet is dissected.
         listed.focus()
         await pilot.press("down")
@@ -283,3 +284,15 @@ def test_a_ring_read_again_gives_nothing_for_the_connections_of_the_reading_befo
     ring.clear(1)  # read again: the numbers start again
     picked = ring.pick([infos[1]], 0)
     assert picked.reread and picked.packets == []
+
+
+def test_the_dissection_shows_ports_as_numbers():
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    from engine.sources import Packet
+    from tui.widgets.packets import dissect
+
+    frame = bytes(Ether() / IP(src="127.0.0.1", dst="127.0.0.1") / TCP(sport=41000, dport=8088))
+    text = dissect(Packet(0, 0, 1, len(frame), frame))
+    assert "dport     = 8088" in text and "omniorb" not in text

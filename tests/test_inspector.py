@@ -327,3 +327,14 @@ async def test_rows_left_over_are_drawn_when_no_more_updates_come(tmp_path, monk
     async with app.run_test(size=SIZE) as pilot:
         await read_all(app, pilot)
         assert app.query_one(ConnectionsTable).row_count == 300
+
+
+def test_a_connection_closed_but_still_lingering_opens_its_stream_at_the_top():
+    """Live, a closed connection stays in the engine's table for a while (late resends): its
+    stream is finished all the same, so it opens at the top, not following a tail."""
+    from tests.test_connections_table import info
+
+    app = file_app(DEMO_CAPTURE)
+    for state, live in [("ESTABLISHED", True), ("FIN_WAIT", True), ("CLOSED", False), ("RESET", False)]:
+        app.store.connections[1] = info(1)._replace(state=state)
+        assert app._stream_facts(1)[2] is live, state

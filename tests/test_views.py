@@ -223,3 +223,14 @@ async def test_status_bar_for_a_file_fits_80_columns():
         # The file's name, no empty filter, no rate once read, every connection shown.
         assert text == " done  incident-2026-12-02.pcap │ 138 pkts │ 7 conns │ mem 95M/512M budget "
         assert len(text) <= 80
+
+
+def test_the_status_bar_wraps_between_items_never_inside_one():
+    from rich.text import Text
+
+    from tui.widgets.status import fold
+
+    text = Text(" LIVE  lo │ 1,200 pkt/s │ 6,000 pkts │ 7 conns │ mem 54M/512M budget ")
+    lines = fold(text, 40).plain.split("\n")
+    assert lines == [" LIVE  lo │ 1,200 pkt/s │ 6,000 pkts ", "│ 7 conns │ mem 54M/512M budget "]
+    assert fold(text, 200).plain == text.plain

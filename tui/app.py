@@ -28,6 +28,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from engine import sources
 from engine.bounds import Bounds
 from engine.events import ConnectionInfo, Stats
+from engine.tcpstate import FINISHED
 from tui.capture import CaptureDriver, SourceSpec
 from tui.collector import Collector
 from tui.escape import escape_text
@@ -59,7 +60,7 @@ class Searched(Message):
         self.generation = generation
 
 
-TABS = {"1": "tab-http", "2": "tab-stream", "3": "tab-packets"}
+FINISHED_STATES = frozenset(state.value for state in FINISHED)
 
 
 class WirepeekApp(App[None]):
@@ -71,16 +72,16 @@ class WirepeekApp(App[None]):
         Binding("question_mark,f1", "help", "Help", key_display="?"),
         Binding("f", "edit_capture_filter", "Capture filter"),
         Binding("slash", "edit_display_filter", "Find", key_display="/"),
-        Binding("p", "pause", "Pause"),
+        Binding("p", "pause", "Pause", show=False),
         # Priority: the tab keys work wherever the focus is (but not while typing in a prompt).
         Binding("1", "show_tab('tab-http')", "HTTP", priority=True),
         Binding("2", "show_tab('tab-stream')", "Stream", priority=True),
         Binding("3", "show_tab('tab-packets')", "Packets", priority=True),
         Binding("z", "zoom", "Zoom"),
-        Binding("w", "write_pcap", "Write pcap"),
+        Binding("w", "write_pcap", "Write pcap", show=False),
         Binding("W", "write_shown", "Write all shown", show=False),
         Binding("x", "toggle_hex", "Text/hex"),
-        Binding("t", "toggle_times", "Clock/relative times"),
+        Binding("t", "toggle_times", "Clock/relative times", show=False),
         Binding("escape", "back", "Back to the connections", show=False, key_display="Escape"),
     ]
 
@@ -281,7 +282,8 @@ class WirepeekApp(App[None]):
         if self.searching is not None:
             found = "searching…"
         elif self.search is not None:
-            found = f"{self.search.matched:,} exchanges match"
+            n = self.search.matched
+            found = f"{n:,} exchange{'s match' if n != 1 else ' matches'}"
         self.query_one(StatusBar).show(self.status, self.stats, self.paused, time.monotonic(), shown,
                                        self._memory_reading(self.stats), found)
 
@@ -291,7 +293,10 @@ class WirepeekApp(App[None]):
         if info is None:
             return ("client", "server"), (0, 0), False
         sent = (info.bytes[0] + info.missing_bytes[0], info.bytes[1] + info.missing_bytes[1])
-        return (info.client, info.server), sent, conn_id not in self.store.closed
+        # Open: neither closed nor reset (a closed connection lingers in the engine's table for a
+        # while before it leaves it, so the store's closed set is not enough).
+        live = conn_id not in self.store.closed and info.state not in FINISHED_STATES
+        return (info.client, info.server), sent, live
 
     # ------------------------------------------------------------------ selection
 
@@ -346,7 +351,8 @@ class WirepeekApp(App[None]):
         for binding in [*self.BINDINGS, *VirtualTable.BINDINGS]:
             assert isinstance(binding, Binding)
             seen.append((binding.key_display or binding.key, binding.description))
-        seen += [("Tab", "Next pane")]
+        seen += [("Tab", "Next pane"), ("← → h l", "Scroll sideways (lists, stream, message)"),
+                 ("mouse drag, Ctrl+C", "Select text and copy it")]
         self.push_screen(HelpScreen(seen))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -490,8 +496,10 @@ class WirepeekApp(App[None]):
         if self.query_one("#prompt").display:
             self._close_prompt()
         else:
-            self.query_one("#connections").display = True
-            self.query_one("#connections").focus()
+            connections = self.query_one("#connections")
+            if not connections.display:  # (setting it anyway lays the screen out again)
+                connections.display = True
+            connections.focus()
 
     def action_edit_capture_filter(self) -> None:
         self._open_prompt("#capture-filter", self.status.filter if self.status else self.driver.bpf)

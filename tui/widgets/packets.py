@@ -39,8 +39,10 @@ CACHED_LINES = 4096  # lines kept once made; the cache starts again when full
 
 def scapy_layer(linktype: int):  # type: ignore[no-untyped-def]
     # scapy registers its link types as its layers load: load them all, once, in this thread.
-    from scapy.all import conf
+    from scapy.all import TCP, UDP, conf
 
+    # Ports as numbers, as everywhere else here (scapy would say "omniorb" for 8088).
+    conf.noenum.add(TCP.sport, TCP.dport, UDP.sport, UDP.dport)
     return conf.l2types.get(linktype)
 
 

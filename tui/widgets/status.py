@@ -13,6 +13,24 @@ from tui.memory import MemoryReading, mib
 from tui.messages import CaptureStatus
 
 
+def fold(text: Text, width: int) -> Text:
+    """Lines of whole items (between the │ marks): the bar wraps between items, never inside
+    one (Rich would break "mem 54M/512M budget" after "mem")."""
+    plain = text.plain
+    cuts = [i for i, ch in enumerate(plain) if ch == "│"]
+    pieces = text.divide(cuts)
+    out = Text()
+    used = 0
+    for piece in pieces:
+        length = piece.cell_len
+        if used and used + length > width:
+            out.append("\n")
+            used = 0
+        out.append_text(piece)
+        used += length
+    return out
+
+
 class StatusBar(Static):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -74,4 +92,4 @@ class StatusBar(Static):
             out.append(f"│ {stats.unparsed_connections:,} unparsed ", "yellow")
         if status.error:
             out.append(f"│ {escape_text(status.error)}", "bold red")
-        self.update(out)
+        self.update(fold(out, self.size.width or 80))

@@ -437,7 +437,8 @@ class VirtualTable(ScrollView, can_focus=True):
             if row is not None and value:
                 extra = self.cell_style(row, i, value)
                 if extra is not None:
-                    cell_style = style + extra
+                    # Its colour and weight only: the row's background (cursor, stripes) stays.
+                    cell_style = style + Style(color=extra.color, bold=extra.bold)
             segments.append(Segment(f" {text} ", cell_style))
         return Strip(segments)
 
