@@ -10,6 +10,7 @@ from engine.bounds import MiB
 from tests.captures import capture
 from tests.test_app import read_all, status_text, until
 from tui.app import WirepeekApp
+from tui.widgets.connections import ConnectionsTable
 from tui.capture import SourceSpec
 from tui.cli import build_parser, interactive_bounds
 from tui.memory import WORKING_SET, MemorySplit, resident_bytes
@@ -47,6 +48,13 @@ async def test_a_tiny_budget_evicts_exchanges_and_the_status_bar_shows_memory_an
         kept = sum(len(txs) for txs in store.http.values())
         assert store.evicted_exchanges > 0 and kept + store.evicted_exchanges == 1000
         assert store.cost <= split.store
+        # The connection itself says how many of its exchanges went (it did not: "No HTTP").
+        [conn_id] = [c for c in store.dropped]
+        app.query_one(ConnectionsTable).select(conn_id)
+        await pilot.pause()
+        said = str(app.query_one("#http-summary").render())
+        assert f"{store.dropped[conn_id]:,} earlier exchanges evicted" in said
+        assert "No HTTP" not in said
         text = status_text(app)
         assert f"│ evicted {store.evicted_exchanges:,} exchanges " in text
         # The process's real size, not the engine's share of its budget.

@@ -332,7 +332,8 @@ class WirepeekApp(App[None]):
         self.query_one(HttpView).show(
             conn_id, self.store.http.setdefault(conn_id, []) if conn_id is not None else [],
             self.store.pending.get(conn_id) if conn_id is not None else None,
-            info.protocol if info else None, positions, search.query.text if search else "")
+            info.protocol if info else None, positions, search.query.text if search else "",
+            self.store.dropped.get(conn_id, 0) if conn_id is not None else 0)
 
     @on(VirtualTable.Opened, "#connections")
     def open_detail(self) -> None:

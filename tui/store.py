@@ -50,6 +50,8 @@ class TrafficStore:
         self.connections: OrderedDict[int, ConnectionInfo] = OrderedDict()
         self.closed: set[int] = set()
         self.http: dict[int, list[HttpTransaction]] = {}
+        # Exchanges evicted from each connection (the byte budget), for its views to say so.
+        self.dropped: dict[int, int] = {}
         # Requests that wait for their answer, per connection, by stream offset.
         self.pending: dict[int, dict[int, HttpRequest]] = {}
         self.changed: set[int] = set()  # ids whose row must be redrawn
@@ -64,6 +66,7 @@ class TrafficStore:
         self.connections.clear()
         self.closed.clear()
         self.http.clear()
+        self.dropped.clear()
         self.pending.clear()
         self.changed.clear()
         self.removed.clear()
@@ -104,6 +107,7 @@ class TrafficStore:
             self._drop_exchanges(old, len(self.http.get(old, ())))
             self.cost -= CONNECTION_COST
             self.pending.pop(old, None)
+            self.dropped.pop(old, None)
             self.changed.discard(old)
             self.removed.add(old)
             self.evicted += 1
@@ -127,6 +131,7 @@ class TrafficStore:
         txs = self.http.get(conn_id)
         if not txs or not n:
             return
+        self.dropped[conn_id] = self.dropped.get(conn_id, 0) + n
         for i in range(n):
             self.cost -= transaction_cost(txs[i], txs[i - 1] if i else None)
         if n < len(txs):
@@ -162,6 +167,8 @@ class TrafficStore:
             request: HttpRequest | None = waiting[max(waiting)]
         elif txs:
             request = txs[-1].request
+        elif self.dropped.get(conn_id):
+            return f"({self.dropped[conn_id]:,} exchanges evicted: the memory bound)"
         else:
             return tls_summary(info)
         line = f"{request.method} {request.target}" if request else "(no request)"

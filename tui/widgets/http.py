@@ -172,7 +172,7 @@ class HttpView(Vertical):
 
     def show(self, conn_id: int | None, transactions: list[HttpTransaction],
              pending: dict[int, HttpRequest] | None = None, protocol: str | None = None,
-             positions: list[int] | None = None, query: str = "") -> None:
+             positions: list[int] | None = None, query: str = "", evicted: int = 0) -> None:
         """Show a connection's exchanges (`positions`: only those, under a search); for the same
         connection and search, take only what is new. `pending` maps requests that wait for
         their answer by their stream offset."""
@@ -200,16 +200,20 @@ class HttpView(Vertical):
             new = list(source[self._listed:])
             self._listed = len(source)
             table.put_rows([*new, *(row for row in pending_rows if row not in table.rows)])
-        self._say(query)
+        self._say(query, evicted)
         if fresh:
             self.describe_row(table.selected_id())
 
-    def _say(self, query: str) -> None:
+    def _say(self, query: str, evicted: int) -> None:
         table = self.table
         total = len(table.transactions)
         waiting = len(table.pending)
+        gone = (f"{evicted:,} earlier exchange{'s' if evicted != 1 else ''} evicted "
+                "(the memory bound, --memory)")
         if self.conn_id is None:
             text = Text("No connection selected.", "dim")
+        elif total == 0 and waiting == 0 and evicted:
+            text = Text(f"No exchange kept: {gone}.", "yellow")
         elif total == 0 and waiting == 0:
             if self.protocol == "http2":
                 text = Text("HTTP/2 is not decoded yet: see its stream (2).", "dim")
@@ -222,6 +226,8 @@ class HttpView(Vertical):
             if self.positions is not None:
                 words.append(f"{len(self.positions):,} match {escape_text(query)!r}")
             text = Text(" · ".join(words), "bold")
+            if evicted:
+                text.append(f" · {gone}", "yellow")
         self.query_one("#http-summary", Static).update(text)
 
     @on(VirtualTable.Selected, "#exchanges")
