@@ -17,6 +17,7 @@ The filter language with comparisons (a later issue) replaces `Query`; `Search` 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from engine.content import decode_message_body
 from engine.events import ConnectionInfo, HttpRequest, HttpResponse, HttpTransaction
 from tui.store import tls_summary
 
+YIELD_EVERY = 256  # exchanges searched between two offers of the GIL to the UI thread
 BODY_SEARCHED = 64 * 1024  # decoded body bytes searched per message: what the HTTP tab shows
 NO_EXCHANGES: list[HttpTransaction] = []  # for a connection without any (never appended to)
 
@@ -136,6 +138,11 @@ def scan(query: Query, snapshot: Snapshot) -> Search:
     is the store's, and appending while another thread reads by index is safe). Run this in a
     worker thread; the exchanges that come later are matched on the UI thread."""
     search = Search(query)
+    looked = 0
     for info, transactions, length in snapshot:
         search.connection(info, transactions, length)
+        looked += length
+        if looked >= YIELD_EVERY:
+            looked = 0
+            time.sleep(0)  # hand the GIL to the UI thread now, should it want it
     return search
