@@ -171,3 +171,33 @@ def test_a_2mb_download_in_a_real_terminal_from_its_first_byte_to_its_last(sessi
         time.sleep(0.2)  # the next key after the screen settled (x moves the focus)
     tmux("send-keys", "-t", session, "q")
     wait_for(session, "EXITED 0")
+
+
+def test_a_connection_of_3000_exchanges_in_a_real_terminal(session, tmp_path):
+    """Open it, page through it, sort it, find one exchange in its middle: in tmux, as typed."""
+    from tests.bench.workloads import keepalive_http
+
+    path = tmp_path / "keepalive-3000.pcap"
+    keepalive_http(path, connections=1, transactions=3000)
+    tmux("send-keys", "-t", session, f"cd {ROOT} && {sys.executable} -m tui.cli -r {path}; echo EXITED $?",
+         "Enter")
+    wait_for(session, "3,000 exchanges")
+    tmux("send-keys", "-t", session, "Enter")  # into the exchanges
+    time.sleep(0.3)
+    for _ in range(3):
+        tmux("send-keys", "-t", session, "PageDown")
+    screen = wait_for(session, "GET /items/")
+    tmux("send-keys", "-t", session, "End")
+    wait_for(session, " 2999  ")  # the last exchange's row
+    tmux("send-keys", "-t", session, "S")  # reversed: the last first
+    screen = wait_for(session, "#▼")
+    tmux("send-keys", "-t", session, "Home")
+    time.sleep(0.3)
+    tmux("send-keys", "-t", session, "/")
+    time.sleep(0.3)
+    tmux("send-keys", "-t", session, "-l", "/items/1234")
+    tmux("send-keys", "-t", session, "Enter")
+    wait_for(session, "1 match '/items/1234'")
+    wait_for(session, "1 exchange matches")  # the status bar (once the sort's note has gone)
+    tmux("send-keys", "-t", session, "q")
+    wait_for(session, "EXITED 0")
