@@ -38,7 +38,7 @@ class Bounds:
     """Keep those bytes after the connection leaves the table, until the memory budget needs them."""
     memory_budget: int = 512 * MiB
     """Global: connection overhead + out-of-order + kept stream bytes + IP fragments. The headless
-    modes give it the whole of --memory; the interactive app gives it 3/8, the rest going to its
+    modes give it the whole of --memory; the interactive app gives it 1/4, the rest going to its
     packet ring, its store of connections and exchanges, and headroom (tui.memory)."""
     idle_timeout: float = 300.0
     """Seconds of packet time without a packet before a connection is expired."""

@@ -19,12 +19,12 @@ from tui.widgets.status import StatusBar
 THOUSAND = "zeek/http__1000-requests-one-dropped-response.pcap"  # 1,000 exchanges, one connection
 
 
-def test_memory_is_shared_between_engine_ring_and_store_with_a_quarter_left():
+def test_memory_is_shared_between_engine_ring_and_store_with_half_left():
     split = MemorySplit.of(512 * MiB)
-    assert (split.engine, split.ring, split.store) == (192 * MiB, 64 * MiB, 128 * MiB)
-    assert split.total - (split.engine + split.ring + split.store) == split.total // 4
+    assert (split.engine, split.ring, split.store) == (128 * MiB, 64 * MiB, 64 * MiB)
+    assert split.total - (split.engine + split.ring + split.store) == split.total // 2
     bounds, split = interactive_bounds(build_parser().parse_args(["--memory", "256"]))
-    assert bounds.memory_budget == split.engine == 96 * MiB and split.total == 256 * MiB
+    assert bounds.memory_budget == split.engine == 64 * MiB and split.total == 256 * MiB
     assert bounds.keep_after_close
 
 

@@ -85,7 +85,7 @@ async def test_status_bar_shows_the_process_memory_against_the_budget_and_evicti
         assert "│ mem 256M budget " in str(bar.render())
     tooltip = over.describe()
     assert f"process: {307 + (WORKING_SET >> 20)}M resident; 50M at start" in tooltip
-    assert "engine 96M" in tooltip and "packet ring 32M" in tooltip
+    assert "engine 64M" in tooltip and "packet ring 32M" in tooltip
     assert "12,345 exchanges, 2 connections" in tooltip
 
 

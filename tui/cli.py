@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                           f"{Fraction(ENGINE_EIGHTHS, 8)} for the engine (connections, "
                           f"out-of-order data, kept streams), {Fraction(RING_EIGHTHS, 8)} for the "
                           f"recent packets (Packets tab, w), {Fraction(STORE_EIGHTHS, 8)} for the "
-                          "connection list and its HTTP exchanges, the last quarter for what "
+                          "connection list and its HTTP exchanges, the other half for what "
                           "they hold beyond what they count; past a share the oldest go first, "
                           "and the status bar counts them. The headless modes give it all to "
                           "the engine. On top of it: the process before any traffic (about 45 "

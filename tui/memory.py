@@ -6,11 +6,11 @@ whatever the budget (WORKING_SET below), and scapy once the Packets tab has diss
 Three parts grow with traffic and each gets a share:
 
 - the engine (engine.bounds.Bounds.memory_budget): tracked connections, out-of-order data and
-  the kept streams of the Stream tab, 3/8;
+  the kept streams of the Stream tab, 1/4;
 - the ring of recent raw packets (tui.capture.PacketRing) for the Packets tab and `w`, 1/8;
 - the UI's store (tui.store.TrafficStore): every connection's row and HTTP exchanges, headers and
-  bodies, 2/8;
-- the last quarter is headroom for what the parts hold beyond what they count (see below).
+  bodies, 1/8;
+- the other half is headroom for what the parts hold beyond what they count (see below).
 
 The headless modes (--json, --follow, -w) have neither ring nor store: their engine gets it all.
 
@@ -29,13 +29,15 @@ from dataclasses import dataclass
 from engine.bounds import MiB
 
 DEFAULT_MEMORY = 512 * MiB
-# Shares of --memory, in eighths. What is left (a quarter) is for what the parts hold beyond what
-# they count: Python's allocators keep freed memory for reuse, so once the oldest objects are
-# being evicted the process holds about a third more than the live objects (measured with
-# tests/bench/memory.py), and the engine counts its kept stream's bytes, not their small objects.
-ENGINE_EIGHTHS = 3
+# Shares of --memory, in eighths. What is left (half) is for what the parts hold beyond what they
+# count: Python's allocators keep freed memory for reuse, and the engine counts its kept streams'
+# bytes, not their small objects. Once the oldest objects are being evicted, the engine and the
+# store hold 1.3-1.8 times what they count (tests/bench/memory.py on 300,000 packets: 1.3-1.5;
+# a 2.39M-packet wrk capture read whole: 1.76, which went past a quarter's headroom, 677 MiB
+# resident under the default budget). The ring holds what it counts (whole batches).
+ENGINE_EIGHTHS = 2
 RING_EIGHTHS = 1
-STORE_EIGHTHS = 2
+STORE_EIGHTHS = 1
 # What reading traffic takes whatever the budget, beyond the process at start: a tick's batches
 # and events on their way, the views of the selected connection (today the Stream tab's rendered
 # text: about 20 MiB for a 1 MiB kept stream), the allocators' slack. Measured with
