@@ -438,3 +438,25 @@ async def test_many_entries_at_once_are_indexed_in_a_worker_with_their_marks():
         text = "\n".join(stream.index.lines(0, len(stream.index)))
         assert "GET /n/0 HTTP/1.1" in text and text.rstrip().endswith("GET /last HTTP/1.1")
         assert text.index("GET /n/0 ") < text.index("GET /n/1 ") < text.index("GET /last")
+
+
+@pytest.mark.asyncio
+async def test_a_text_request_before_a_binary_download_opens_as_hex():
+    """Mostly binary is hex, even when the first bytes (the request, the response head) are text."""
+    import random
+
+    app = OneStream()
+    async with app.run_test(size=(80, 20)):
+        stream = app.query_one(StreamView)
+        stream.reset(("c:1", "s:2"))
+        stream.add(((True, 1.0, 0, b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n"),))
+        assert not stream.hex  # text so far
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 65536\r\n\r\n"
+        body = random.Random(7).randbytes(65536)
+        stream.add(((False, 1.1, 0, head + body[:20000]),))
+        stream.add(((False, 1.2, len(head) + 20000, body[20000:]),))
+        assert stream.hex
+        # A text stream stays text.
+        stream.reset(("c:1", "s:2"))
+        stream.add(((True, 1.0, 0, b"GET / HTTP/1.1\r\n\r\n" + b"a line of text\n" * 5000),))
+        assert not stream.hex

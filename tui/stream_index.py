@@ -613,6 +613,19 @@ class StreamIndex:
         """The text of lines [start, end) (for copying a selection)."""
         return [self.line(y)[0] for y in range(max(0, start), min(end, len(self)))]
 
+    def sample(self, size: int) -> bytes:
+        """Up to `size` of the first kept data bytes, both directions in arrival order."""
+        out = []
+        left = size
+        for block in self.blocks:
+            if left <= 0:
+                break
+            if block.kind == DATA:
+                end = min(block.end, block.start + left)
+                out.append(self.dirs[block.from_client].read(block.start, end))
+                left -= end - block.start
+        return b"".join(out)
+
     def first_bytes(self, size: int = 4096) -> bytes:
         """The first kept data bytes (of either direction, in arrival order)."""
         for block in self.blocks:

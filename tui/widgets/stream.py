@@ -70,6 +70,8 @@ HEX_WIDTH = 78  # columns of a hex line
 # Entries that come at once (opening a connection that kept many) are indexed in a worker
 # thread past this many, and the exchanges' marks with them: the UI thread only swaps the index.
 BULK = 256
+JUDGED = 64 * 1024  # bytes from a stream's start that decide text or hex
+WINDOW = 8 * 1024  # judged a window at a time (engine.content.looks_textual reads 8 KiB)
 
 
 def message_marks(transactions: Sequence[HttpTransaction],
@@ -125,6 +127,7 @@ class StreamView(ScrollView, can_focus=True):
         self._marked: tuple[object, int, Marks] | None = None
         self._transactions: list[HttpTransaction] = []  # the latest the app gave
         self._token = 0  # bumps on reset: an index built for an earlier connection is dropped
+        self._windows: list[bool] = []  # per window judged since the reset: binary?
         self._loading: list[StreamChunk] | None = None  # entries that came while one is built
         # While its tab is not shown the view indexes nothing: what comes waits here, up to
         # the index's own bound; past it, it is dropped and the view asks for it again (Stale).
@@ -154,6 +157,7 @@ class StreamView(ScrollView, can_focus=True):
         self.index = StreamIndex(endpoints, sent)
         self.index.hex, self.index.time_start = hex_view, start
         self._token += 1
+        self._windows = []
         self._loading = None
         self._deferred, self._deferred_cost, self._stale = [], 0, False
         self._marked = None
@@ -238,19 +242,28 @@ class StreamView(ScrollView, can_focus=True):
         self._apply_marks()
 
     def _chose_hex(self) -> None:
-        if not self._hex_chosen:
-            first = self.index.first_bytes()
-            if first and not looks_textual(first):
-                self.index.set_hex(True)
+        """Text or hex, by what the stream mostly is: the first JUDGED bytes in windows of
+        WINDOW, hex when three quarters of them look binary (a text request before a binary download is
+        still hex). Judged as the bytes come, each window once, until the user presses x."""
+        if self._hex_chosen or len(self._windows) * WINDOW >= JUDGED:
+            return
+        sample = self.index.sample(JUDGED)
+        while (len(self._windows) + 1) * WINDOW <= len(sample):
+            start = len(self._windows) * WINDOW
+            self._windows.append(not looks_textual(sample[start:start + WINDOW]))
+        verdicts = list(self._windows)
+        rest = sample[len(self._windows) * WINDOW:]
+        if rest and not verdicts:
+            verdicts.append(not looks_textual(rest))  # less than a window so far
+        if verdicts:
+            binary = 4 * sum(verdicts) >= 3 * len(verdicts)  # three quarters or more
+            if binary != self.index.hex:
+                self.index.set_hex(binary)
 
     def _add(self, chunks: tuple[StreamChunk, ...]) -> None:
         self._note_end()
-        had_data = bool(self.index.first_bytes(1))
         gone = self.index.add(chunks)
-        if not had_data and not self._hex_chosen:
-            first = self.index.first_bytes()
-            if first and not looks_textual(first):
-                self.index.set_hex(True)
+        self._chose_hex()
         self._resize()
         if self.following:
             self._go_end()
