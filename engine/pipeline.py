@@ -56,16 +56,21 @@ def _shard_of(addrs: int, ports: int, shards: int) -> int:
     """The same number for both directions of a connection (a sum does not care about order).
 
     addrs is both addresses as one number (IPv6 ones carry a tag bit above their 256 bits).
+    The sum is mixed (Fibonacci hashing) before the modulo: its low bits alone would follow the
+    client port's parity, and Linux gives connect() even ports, so on one host every connection
+    fell in the same shard of two.
     """
     if addrs >> 64:
         addrs &= _M256
         src, dst = addrs >> 128, addrs & _M128
     else:
         src, dst = addrs >> 32, addrs & 0xFFFFFFFF
-    return ((ports >> 16) + (ports & 0xFFFF) + src + dst) % shards
+    mixed = (((ports >> 16) + (ports & 0xFFFF) + src + dst) * _GOLDEN) & _M64
+    return (mixed >> 32) % shards
 
 
-_M128, _M256 = (1 << 128) - 1, (1 << 256) - 1
+_M64, _M128, _M256 = (1 << 64) - 1, (1 << 128) - 1, (1 << 256) - 1
+_GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / the golden ratio, odd
 
 
 class Pipeline:

@@ -439,3 +439,20 @@ def test_zstd_capture_without_the_zstd_module_says_what_to_install(tmp_path):
     assert proc.returncode == 1 and proc.stdout == b""
     assert proc.stderr.decode() == (f"wirepeek: {packed}: zstd-compressed, and reading zstd needs the "
                                     "backports.zstd package (pip install backports.zstd)\n")
+
+
+def test_jobs_spread_the_connections_of_one_host_with_even_client_ports():
+    """Linux gives connect() even ports: on one host (wrk on lo) every client port is even, and
+    a shard chosen by the low bit of a sum put every connection in one worker (--jobs 2 gained
+    nothing). Both directions of a connection still land in the same shard."""
+    from engine.pipeline import _shard_of
+
+    lo = (0x7F000001 << 32) | 0x7F000001
+    counts = [0, 0]
+    for port in range(32768, 33768, 2):
+        there = _shard_of(lo, (port << 16) | 8080, 2)
+        assert there == _shard_of(lo, (8080 << 16) | port, 2)  # the reply direction
+        counts[there] += 1
+    assert min(counts) >= 0.4 * sum(counts)
+    v6 = (1 << 256) | (1 << 128) | 1  # [::1] to [::1], tagged as IPv6
+    assert {_shard_of(v6, (p << 16) | 443, 2) for p in range(40000, 40100, 2)} == {0, 1}
