@@ -460,3 +460,20 @@ async def test_a_text_request_before_a_binary_download_opens_as_hex():
         stream.reset(("c:1", "s:2"))
         stream.add(((True, 1.0, 0, b"GET / HTTP/1.1\r\n\r\n" + b"a line of text\n" * 5000),))
         assert not stream.hex
+
+
+@pytest.mark.asyncio
+async def test_x_pressed_before_the_bytes_come_still_holds():
+    """The app opens a connection, the user presses x, then the driver's update brings the
+    bytes (and resets the view for the same connection): hex stays, though they are text."""
+    app = OneStream()
+    async with app.run_test(size=(80, 20)):
+        stream = app.query_one(StreamView)
+        stream.reset(("c:1", "s:2"))
+        stream.toggle_hex()
+        stream.reset(("c:1", "s:2"))  # the update for the same connection
+        stream.add(((True, 1.0, 0, b"GET / HTTP/1.1\r\n\r\n"),))
+        assert stream.hex
+        stream.reset(("c:3", "s:4"))  # another connection: chosen again by its bytes
+        stream.add(((True, 1.0, 0, b"GET / HTTP/1.1\r\n\r\n"),))
+        assert not stream.hex

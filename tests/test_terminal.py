@@ -52,6 +52,7 @@ def test_escape_capture_in_a_real_terminal_keeps_the_title(session):
     screen = wait_for(session, "X-Comment")
     assert "\\x1b]2;title\\x07" in screen
     tmux("send-keys", "-t", session, "2")  # the stream, escaped too, from its start
+    wait_for(session, "┄┄ request 0: GET /profile")  # (a line only the stream shows)
     wait_for(session, "X-Comment: hello \\x1b]2;title\\x07world")
     tmux("send-keys", "-t", session, "x")
     wait_for(session, "|GET /profile HTT|")  # x shows the same bytes as hex, and focuses them

@@ -154,6 +154,9 @@ class StreamView(ScrollView, can_focus=True):
         is still open: a live one follows its tail while the view is at its end, a finished
         one opens at the top."""
         hex_view, start = self.index.hex, self.index.time_start
+        # The same connection again (its bytes come after the app opened it, or are sent
+        # again): an x pressed meanwhile still holds.
+        same = endpoints == self.index.endpoints
         self.index = StreamIndex(endpoints, sent)
         self.index.hex, self.index.time_start = hex_view, start
         self._token += 1
@@ -164,7 +167,7 @@ class StreamView(ScrollView, can_focus=True):
         self._transactions = []
         self.live = live
         self.following = live
-        self._hex_chosen = False
+        self._hex_chosen = self._hex_chosen and same
         self._toggled = None
         self._widest = 0
         self._resize()
