@@ -22,6 +22,7 @@ segment under its inner addresses and ports.
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 from engine.tcp import V6_TAG
 
@@ -362,10 +363,20 @@ def _found(found: tuple[int, int] | None) -> tuple[int, int]:
     return (OPAQUE, 0) if found is None else found
 
 
-def tcp_key(linktype: int, buf: bytes, off: int, end: int) -> int | None:
-    """The connection table key (see `engine.tcp`) of the TCP segment at buf[off:end], from its
-    sender's side, inside as many tunnels as the pipeline opens; None if it is not TCP or is a
-    fragment at any level (only the reassembled datagram has both ports for certain)."""
+class TcpAt(NamedTuple):
+    """Where the innermost TCP segment of a packet is (see `innermost_tcp`)."""
+
+    version: int  # of the IP header that carries it: 4 or 6
+    ip: int  # offset of that IP header
+    l4: int  # offset of the TCP header
+    wire_end: int  # where the IP datagram ends on the wire (may be past what was captured)
+    end: int  # where the captured bytes of that datagram end
+
+
+def innermost_tcp(linktype: int, buf: bytes, off: int, end: int) -> TcpAt | None:
+    """The TCP segment at buf[off:end], inside as many tunnels as the pipeline opens; None if
+    it is not TCP, is a fragment at any level (only the reassembled datagram has both ports for
+    certain), or its ports were not captured."""
     found = network_offset(linktype, buf, off, end)
     if found is None:
         return None
@@ -379,26 +390,36 @@ def tcp_key(linktype: int, buf: bytes, off: int, end: int) -> int | None:
             if _u16(buf, ip + 6)[0] & 0x3FFF or ihl < 20:
                 return None
             proto = buf[ip + 9]
-            addrs = int.from_bytes(buf[ip + 12 : ip + 20], "big")
             l4 = ip + ihl
-            stop = min(ip + total, end) if total else end
+            wire_end = ip + total if total else end
         else:
             walked = ipv6_payload(buf, ip, end)
             if walked is None:
                 return None
-            proto, l4, stop, frag_at = walked
+            proto, l4, wire_end, frag_at = walked
             if frag_at is not None:
                 return None
-            addrs = int.from_bytes(buf[ip + 8 : ip + 40], "big") | V6_TAG >> 32
-            stop = min(stop, end)
         if proto == TCP:
-            if l4 + 4 > end:
-                return None
-            return (addrs << 32) | int.from_bytes(buf[l4 : l4 + 4], "big")
+            return TcpAt(version, ip, l4, wire_end, end) if l4 + 4 <= end else None
         if depth == MAX_ENCAPSULATION:
             return None
+        stop = min(wire_end, end)  # an inner packet cannot run past the outer one
         version, ip = decapsulate(proto, buf, l4, stop)
         if version != 4 and version != 6:
             return None
-        end = stop  # an inner packet cannot run past the outer one
+        end = stop
     return None
+
+
+def tcp_key(linktype: int, buf: bytes, off: int, end: int) -> int | None:
+    """The connection table key (see `engine.tcp`) of the TCP segment at buf[off:end], from its
+    sender's side (see `innermost_tcp` for when there is none)."""
+    at = innermost_tcp(linktype, buf, off, end)
+    if at is None:
+        return None
+    ip, l4 = at.ip, at.l4
+    if at.version == 4:
+        addrs = int.from_bytes(buf[ip + 12 : ip + 20], "big")
+    else:
+        addrs = int.from_bytes(buf[ip + 8 : ip + 40], "big") | V6_TAG >> 32
+    return (addrs << 32) | int.from_bytes(buf[l4 : l4 + 4], "big")

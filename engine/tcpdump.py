@@ -26,14 +26,7 @@ import socket
 import struct
 from typing import NamedTuple
 
-from engine.decode import (
-    ETHERNET,
-    MAX_ENCAPSULATION,
-    TCP,
-    decapsulate,
-    ipv6_payload,
-    network_offset,
-)
+from engine.decode import ETHERNET, TCP, innermost_tcp
 
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
 # tcpdump's letters, in its order (bittok2str over its table of flags).
@@ -114,40 +107,15 @@ class TcpHeader(NamedTuple):
 def tcp_header(linktype: int, data: bytes) -> TcpHeader | None:
     """The TCP header of a captured packet (inside tunnels, as the pipeline opens them), or None
     if it is not TCP, is an IP fragment, or its ports were not captured."""
-    end = len(data)
-    found = network_offset(linktype, data, 0, end)
-    if found is None:
+    at = innermost_tcp(linktype, data, 0, len(data))
+    if at is None:
         return None
-    version, ip = found
-    for depth in range(MAX_ENCAPSULATION + 1):
-        if version == 4:
-            if ip + 20 > end:
-                return None
-            ihl = (data[ip] & 15) << 2
-            total = _u16(data, ip + 2)[0]
-            if _u16(data, ip + 6)[0] & 0x3FFF or ihl < 20:
-                return None
-            proto = data[ip + 9]
-            src, dst = data[ip + 12 : ip + 16], data[ip + 16 : ip + 20]
-            l4 = ip + ihl
-            wire_end = ip + total if total else end
-        else:
-            walked = ipv6_payload(data, ip, end)
-            if walked is None:
-                return None
-            proto, l4, wire_end, frag_at = walked
-            if frag_at is not None:
-                return None
-            src, dst = data[ip + 8 : ip + 24], data[ip + 24 : ip + 40]
-        if proto == TCP:
-            return _segment(version == 6, src, dst, data, l4, wire_end, end)
-        if depth == MAX_ENCAPSULATION:
-            return None
-        version, ip = decapsulate(proto, data, l4, min(wire_end, end))
-        if version != 4 and version != 6:
-            return None
-        end = min(wire_end, end)
-    return None
+    ip = at.ip
+    if at.version == 4:
+        src, dst = data[ip + 12 : ip + 16], data[ip + 16 : ip + 20]
+    else:
+        src, dst = data[ip + 8 : ip + 24], data[ip + 24 : ip + 40]
+    return _segment(at.version == 6, src, dst, data, at.l4, at.wire_end, at.end)
 
 
 def _segment(
