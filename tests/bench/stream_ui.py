@@ -23,6 +23,7 @@ from textual import events
 
 from engine.bounds import Bounds
 from tests.captures import capture
+from tests.bench.frames import record_frames
 from tui.app import WirepeekApp
 from tui.capture import SourceSpec
 from tui.widgets.connections import ConnectionsTable
@@ -34,15 +35,7 @@ KEY_TIMEOUT = 10.0
 
 async def measure(path: str, repeat: int) -> dict[str, Any]:
     app = WirepeekApp(SourceSpec(files=(path,)), "", Bounds(keep_after_close=True))
-    frames: list[float] = []
-    display = app._display
-
-    def timed_display(*args: Any, **kwargs: Any) -> Any:
-        result = display(*args, **kwargs)
-        frames.append(time.perf_counter())
-        return result
-
-    app._display = timed_display  # type: ignore[method-assign]
+    frames = record_frames(app)
     results: dict[str, Any] = {}
     async with app.run_test(size=SIZE) as pilot:
         await asyncio.wait_for(app.file_done.wait(), timeout=120)

@@ -39,6 +39,7 @@ from engine.batch import META, Batch
 from engine.bounds import Bounds
 from tests.bench import stream_ui, ui_packets, views
 from tests.bench.run import workload_file
+from tests.bench.frames import record_frames
 from tui.app import WirepeekApp
 from tui.capture import SourceSpec
 from tui.widgets.connections import ConnectionsTable
@@ -108,16 +109,8 @@ class PacedFile:
 
 
 async def measure(app: WirepeekApp, presses: int, until_rows: int) -> dict[str, Any]:
-    frames: list[float] = []
+    frames = record_frames(app)
     moved: list[float] = []
-    display = app._display
-
-    def timed_display(*args: Any, **kwargs: Any) -> Any:
-        result = display(*args, **kwargs)
-        frames.append(time.perf_counter())
-        return result
-
-    app._display = timed_display  # type: ignore[method-assign]
     # Where the time goes: each engine update the app takes, and each full garbage collection.
     updates: list[tuple[float, float]] = []  # (end, seconds)
     collections: list[tuple[float, float]] = []

@@ -25,6 +25,7 @@ from textual import events
 
 from engine.bounds import Bounds
 from tests.bench.run import workload_file
+from tests.bench.frames import record_frames
 from tui.app import WirepeekApp
 from tui.capture import SourceSpec
 from tui.widgets.connections import ConnectionsTable
@@ -48,15 +49,7 @@ async def _frame_after(frames: list[float], t: float) -> float:
 async def measure(packets: int) -> dict[str, Any]:
     path, facts = workload_file("keepalive_http", {"connections": 1, "transactions": packets // 2})
     app = WirepeekApp(SourceSpec(files=(str(path),)), "", Bounds(keep_after_close=True))
-    frames: list[float] = []
-    display = app._display
-
-    def timed_display(*args: Any, **kwargs: Any) -> Any:
-        result = display(*args, **kwargs)
-        frames.append(time.perf_counter())
-        return result
-
-    app._display = timed_display  # type: ignore[method-assign]
+    frames = record_frames(app)
     out: dict[str, Any] = {"packets": facts["packets"]}
     async with app.run_test(size=SIZE) as pilot:
         await asyncio.wait_for(app.file_done.wait(), timeout=300)

@@ -16,12 +16,12 @@ import asyncio
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
 
 from textual import events
 
 from engine.bounds import Bounds
 from tests.bench.run import workload_file
+from tests.bench.frames import record_frames
 from tui.app import WirepeekApp
 from tui.capture import SourceSpec
 from tui.widgets.http import ExchangesTable
@@ -36,15 +36,7 @@ class Timer:
 
     def __init__(self, app: WirepeekApp) -> None:
         self.app = app
-        self.frames: list[float] = []
-        display = app._display
-
-        def timed_display(*args: Any, **kwargs: Any) -> Any:
-            result = display(*args, **kwargs)
-            self.frames.append(time.perf_counter())
-            return result
-
-        app._display = timed_display  # type: ignore[method-assign]
+        self.frames = record_frames(app)
 
     async def key(self, key: str, done: Callable[[], bool]) -> float | None:
         await asyncio.sleep(KEY_GAP)

@@ -68,12 +68,6 @@ class ExchangesTable(VirtualTable):
         self.pending: dict[int, HttpRequest] = {}  # row id -> request
         self.now = 0.0  # the time pending durations run to (the wall clock, or the last packet)
 
-    def request_of(self, row: int) -> HttpRequest | None:
-        if row < 0:
-            return self.pending.get(row)
-        tx = self.transactions[row] if row < len(self.transactions) else None
-        return tx.request if tx is not None else None
-
     def transaction(self, row: int) -> HttpTransaction | None:
         return self.transactions[row] if 0 <= row < len(self.transactions) else None
 

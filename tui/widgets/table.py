@@ -97,6 +97,19 @@ class SortedRows:
 _ABSENT = object()
 
 
+class RowMessage(Message):
+    """A table's message about one of its rows (`@on(..., "#id")` matches the table's id)."""
+
+    def __init__(self, table: VirtualTable, row: Any) -> None:
+        super().__init__()
+        self.table = table
+        self.row = row
+
+    @property
+    def control(self) -> VirtualTable:
+        return self.table
+
+
 class VirtualTable(ScrollView, can_focus=True):
     """Subclasses name their `COLUMNS`, give `cells(row)` and `sort_value(row, column)`, and may
     style rows (`row_style`) and cells (`cell_style`)."""
@@ -168,29 +181,11 @@ class VirtualTable(ScrollView, can_focus=True):
     }
     """
 
-    class Selected(Message):
+    class Selected(RowMessage):
         """The cursor is on another row (or on none)."""
 
-        def __init__(self, table: VirtualTable, row: Any) -> None:
-            super().__init__()
-            self.table = table
-            self.row = row
-
-        @property
-        def control(self) -> VirtualTable:
-            return self.table
-
-    class Opened(Message):
+    class Opened(RowMessage):
         """Enter (or a click on the selected row)."""
-
-        def __init__(self, table: VirtualTable, row: Any) -> None:
-            super().__init__()
-            self.table = table
-            self.row = row
-
-        @property
-        def control(self) -> VirtualTable:
-            return self.table
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -199,7 +194,6 @@ class VirtualTable(ScrollView, can_focus=True):
         self.widths = [cell_len(c.label) + c.sortable for c in self.COLUMNS]
         self.sort_column = self.DEFAULT_SORT or self.COLUMNS[0].key
         self.cursor_row = 0
-        self._announced: Any = None
         self._cursor_id: Any = None  # the row the cursor is on, kept there as rows move
 
     # ------------------------------------------------------------------ for subclasses
@@ -269,8 +263,7 @@ class VirtualTable(ScrollView, can_focus=True):
     def clear(self) -> None:
         self.rows.clear()
         self.cursor_row = 0
-        self._cursor_id = None
-        self._after_change(True, [])
+        self._after_change(True, [])  # (says the cursor is on no row any more)
 
     def _after_change(self, everything: bool, repaint: list[Any]) -> None:
         self._resize()
@@ -331,9 +324,8 @@ class VirtualTable(ScrollView, can_focus=True):
     def _announce(self) -> None:
         """Say when the row under the cursor changed."""
         row = self.selected_id()
-        self._cursor_id = row
-        if row != self._announced:
-            self._announced = row
+        if row != self._cursor_id:
+            self._cursor_id = row
             self.post_message(self.Selected(self, row))
 
     def action_cursor_up(self) -> None:
