@@ -34,6 +34,10 @@ class Bounds:
     Enough for a download of several MiB to be read from its request line on; what all
     connections keep together is still bounded by `memory_budget`, which evicts kept bytes first.
     The headless outputs (--json, --follow) keep far less (tui.cli)."""
+    spool_bytes: int = 0
+    """Disk for the follow view's entries (engine.spool: a ring file in the temporary directory,
+    unlinked at once): with it, kept bytes cost 12 bytes of memory an entry and the ring's size
+    bounds what is kept of all connections together; 0 keeps them in memory (the headless modes)."""
     keep_after_close: bool = False
     """Keep those bytes after the connection leaves the table, until the memory budget needs them."""
     memory_budget: int = 512 * MiB

@@ -29,6 +29,16 @@ from engine.events import (
     Gap,
 )
 from engine.reassembly import NO_ACK, SEQ_HALF, SEQ_MASK, Reassembler
+from engine.spool import (
+    DATA,
+    GAP,
+    RESENT,
+    RESENT_DIFFERS,
+    RESENT_SAME,
+    Record,
+    Spool,
+    SpooledEntries,
+)
 from engine.tcp import (
     ACK,
     FIN,
@@ -70,9 +80,12 @@ class ConnectionTable:
         bounds: Bounds,
         consumers: dict[str | None, list[ConsumerFactory]] | None = None,
         live_updates: bool = False,
+        spool: Spool | None = None,
     ) -> None:
+        """spool: where the follow view's entries go (engine.spool), instead of memory."""
         self.bounds = bounds
         self.keep = bounds.keep_stream_bytes
+        self.spool = spool
         # Trimming waits for an eighth over the cap so that it runs in bursts, not per segment.
         self.keep_slack = self.keep + self.keep // 8
         self.max_ooo = bounds.max_ooo_bytes  # read by the reassemblers (their Sink)
@@ -94,7 +107,9 @@ class ConnectionTable:
         self.finished: OrderedDict[int, Connection] = OrderedDict()
         # Kept entries of connections that left the table (Bounds.keep_after_close), oldest
         # first: (entries, their cost, the connection's kept_count).
-        self.archive: OrderedDict[int, tuple[deque[Kept], int, int]] = OrderedDict()
+        self.archive: OrderedDict[int, tuple[deque[Kept] | SpooledEntries, int, int]] = (
+            OrderedDict()
+        )
         self.next_id = 0
         self.packet_number = (
             0  # of the packet being processed, counted from 0 (set by the pipeline)
@@ -255,7 +270,10 @@ class ConnectionTable:
         hs = cast(HalfStream, r)
         conn = hs.conn
         if self.keep:
-            self._keep(conn, (hs.from_client, ts, offset, data), len(data))
+            if self.spool is None:
+                self._keep(conn, (hs.from_client, ts, offset, data), len(data))
+            else:
+                self._spool(conn, DATA, hs.from_client, ts, offset, ack, len(data), data)
         for consumer in conn.consumers:
             consumer.on_data(conn, hs.from_client, ts, offset, data, ack)
         if conn.sniffing:
@@ -266,7 +284,10 @@ class ConnectionTable:
         conn = hs.conn
         self.events.append(Gap(conn.id, hs.from_client, offset, size, ts, reason))
         if self.keep:
-            self._keep(conn, (hs.from_client, ts, offset, size), 0)
+            if self.spool is None:
+                self._keep(conn, (hs.from_client, ts, offset, size), 0)
+            else:
+                self._spool(conn, GAP, hs.from_client, ts, offset, NO_ACK, size, reason.encode())
         hs.mark("G")
         for consumer in conn.consumers:
             consumer.on_gap(conn, hs.from_client, ts, offset, size, reason)
@@ -279,12 +300,19 @@ class ConnectionTable:
         hs = cast(HalfStream, r)
         conn = hs.conn
         hs.mark("T")
-        seen = conn.kept_range(hs.from_client, offset, offset + len(data))
+        if self.spool is None:
+            seen = conn.kept_range(hs.from_client, offset, offset + len(data))
+        else:
+            seen = self._spooled_range(conn, hs.from_client, offset, offset + len(data))
         differs = None if seen is None else seen != data[: len(seen)]
         if differs:
             self.inconsistent(hs)
         if self.keep:
-            self._keep(conn, (hs.from_client, ts, offset, Resent(size, differs)), RESENT_COST)
+            if self.spool is None:
+                self._keep(conn, (hs.from_client, ts, offset, Resent(size, differs)), RESENT_COST)
+            else:
+                kind = RESENT if differs is None else (RESENT_DIFFERS if differs else RESENT_SAME)
+                self._spool(conn, kind, hs.from_client, ts, offset, NO_ACK, size)
 
     def inconsistent(self, r: Reassembler) -> None:
         hs = cast(HalfStream, r)
@@ -306,15 +334,92 @@ class ConnectionTable:
 
     def _keep(self, conn: Connection, entry: Kept, cost: int) -> None:
         """Add to the follow view's entries, within the per-connection bound."""
-        if conn.kept is None:
-            conn.kept = deque()
-        conn.kept.append(entry)
+        kept = conn.kept
+        if kept is None:
+            kept = conn.kept = deque()
+        cast(deque, kept).append(entry)
         conn.kept_count += 1
         if cost:
             conn.kept_bytes += cost
             self.memory += cost
             if conn.kept_bytes > self.keep_slack:
                 self._trim_kept(conn, self.keep)
+
+    def _spool(
+        self,
+        conn: Connection,
+        kind: int,
+        from_client: bool,
+        ts: float,
+        offset: int,
+        ack: int,
+        value: int,
+        extra: bytes = b"",
+    ) -> None:
+        """Add to the follow view's entries in the spool, within the per-connection bound."""
+        spool = cast(Spool, self.spool)
+        kept = cast(SpooledEntries | None, conn.kept)
+        if kept is None:
+            kept = conn.kept = SpooledEntries()
+        elif kept and kept.oldest_position() < spool.oldest:
+            self._drop_overwritten(conn, kept)
+        # What the entry counts against the per-connection bound, as in memory: a resend its
+        # fixed cost (negative: those are not stream bytes when dropped), a gap nothing.
+        size = len(extra) if kind == DATA else (0 if kind == GAP else -RESENT_COST)
+        kept.append(spool.append(kind, from_client, ts, offset, ack, value, extra), size)
+        conn.kept_count += 1
+        self.memory += SpooledEntries.COST
+        if size:
+            conn.kept_bytes += abs(size)
+            if conn.kept_bytes > self.keep_slack:
+                self._trim_kept(conn, self.keep)
+
+    def _drop_overwritten(self, conn: Connection | None, kept: SpooledEntries) -> None:
+        """Forget entries whose records the spool's ring has overwritten."""
+        oldest = cast(Spool, self.spool).oldest
+        while kept and kept.oldest_position() < oldest:
+            size = kept.popleft()
+            self.memory -= SpooledEntries.COST
+            dropped = max(size, 0)
+            self.dropped_kept += dropped
+            if conn is not None:
+                conn.kept_bytes -= abs(size)
+                conn.dropped_kept += dropped
+
+    def _spooled_range(
+        self, conn: Connection, from_client: bool, start: int, end: int
+    ) -> bytes | None:
+        """As Connection.kept_range, from the spool."""
+        kept = conn.kept
+        if not isinstance(kept, SpooledEntries):
+            return None
+        spool = cast(Spool, self.spool)
+        found: list[bytes] = []
+        need_end = end
+        for i in kept.newest_first():
+            pos, size = kept.at(i)
+            if size <= 0:  # not bytes delivered
+                continue
+            record = spool.read(pos)
+            if record is None:
+                return None
+            if record.from_client != from_client:
+                continue
+            off, data = record.offset, record.extra
+            stop = off + len(data)
+            if stop <= start:
+                break
+            if off >= need_end:
+                continue
+            if stop < need_end:
+                return None  # a gap or trimmed data in between
+            found.append(data[max(start, off) - off : need_end - off])
+            need_end = max(start, off)
+            if need_end <= start:
+                break
+        if need_end > start:
+            return None
+        return b"".join(reversed(found))
 
     def _end(self, hs: HalfStream, ts: float) -> None:
         """Tell consumers, once, that this direction has no more bytes to come."""
@@ -362,6 +467,15 @@ class ConnectionTable:
 
     def _trim_kept(self, conn: Connection, limit: int) -> None:
         kept = conn.kept
+        if isinstance(kept, SpooledEntries):
+            while kept and conn.kept_bytes > limit:
+                size = kept.popleft()
+                self.memory -= SpooledEntries.COST
+                conn.kept_bytes -= abs(size)
+                if size > 0:
+                    conn.dropped_kept += size
+                    self.dropped_kept += size
+            return
         while kept and conn.kept_bytes > limit:
             data = kept.popleft()[3]
             if isinstance(data, Resent):
@@ -413,13 +527,29 @@ class ConnectionTable:
 
     def _enforce_bounds(self, now: float) -> None:
         budget = self.bounds.memory_budget
+        if self.spool is not None:
+            # Closed connections whose records the ring has overwritten keep nothing.
+            oldest = self.spool.oldest
+            while self.archive:
+                conn_id, (kept, _size, _count) = next(iter(self.archive.items()))
+                if not isinstance(kept, SpooledEntries) or not kept:
+                    break
+                if kept.at(len(kept) - 1)[0] >= oldest:
+                    break
+                self._drop_overwritten(None, kept)  # which uncounts their memory
+                del self.archive[conn_id]
         while self.memory > budget and self.archive:
             # Closed connections' bytes go first, oldest first.
             _id, (kept, size, _count) = self.archive.popitem(last=False)
-            self.memory -= size
-            self.dropped_kept += sum(
-                len(d) for _fc, _ts, _off, d in kept if not isinstance(d, (int, Resent))
-            )
+            if isinstance(kept, SpooledEntries):
+                # What it costs now: entries the ring overwrote were uncounted as they went.
+                self.memory -= len(kept) * SpooledEntries.COST
+                self.dropped_kept += sum(max(kept.at(i)[1], 0) for i in range(len(kept)))
+            else:
+                self.memory -= size
+                self.dropped_kept += sum(
+                    len(d) for _fc, _ts, _off, d in kept if not isinstance(d, (int, Resent))
+                )
         if self.memory > budget:
             # Kept payload goes first, oldest connections first, down to 3/4 of the budget.
             target = budget * 3 // 4
@@ -459,11 +589,15 @@ class ConnectionTable:
         self.memory -= CONNECTION_COST
         # What is still buffered out of order was turned into gaps above.
         self.events.append(ConnectionClosed(snapshot(conn), reason))
-        if self.bounds.keep_after_close and conn.kept and reason != "evicted":
+        kept = conn.kept
+        cost = (
+            len(kept) * SpooledEntries.COST if isinstance(kept, SpooledEntries) else conn.kept_bytes
+        )
+        if self.bounds.keep_after_close and kept and reason != "evicted":
             # still counted in memory
-            self.archive[conn.id] = (conn.kept, conn.kept_bytes, conn.kept_count)
+            self.archive[conn.id] = (kept, cost, conn.kept_count)
         else:
-            self.memory -= conn.kept_bytes
+            self.memory -= cost
         conn.kept = None
         conn.kept_bytes = 0
         self.memory -= CONSUMER_COST * len(conn.consumers)
@@ -498,12 +632,42 @@ class ConnectionTable:
             kept, _cost, count = archived
         if kept is None:
             return KeptSlice((), count, cursor < count)
+        if isinstance(kept, SpooledEntries):
+            return self._spooled_since(conn, kept, count, cursor)
         first = count - len(kept)  # the cursor of the oldest entry still kept
         start = max(cursor, first)
         if start >= count:
             return KeptSlice((), count, False)
         entries = tuple(kept[i] for i in range(start - first, len(kept)))
         return KeptSlice(entries, count, cursor < first)
+
+    def _spooled_since(
+        self, conn: Connection | None, kept: SpooledEntries, count: int, cursor: int
+    ) -> KeptSlice:
+        spool = cast(Spool, self.spool)
+        self._drop_overwritten(conn, kept)
+        first = count - len(kept)
+        start = max(cursor, first)
+        entries: list[Kept] = []
+        for i in range(start - first, len(kept)):
+            record = spool.read(kept.at(i)[0])
+            if record is None:  # overwritten meanwhile (another thread writes): from here on
+                entries.clear()
+                first = count
+                continue
+            entries.append(kept_entry(record))
+        return KeptSlice(tuple(entries), count, cursor < first)
+
+
+def kept_entry(record: Record) -> Kept:
+    """The follow-view entry a spool record holds."""
+    kind = record.kind
+    if kind == DATA:
+        return (record.from_client, record.ts, record.offset, record.extra)
+    if kind == GAP:
+        return (record.from_client, record.ts, record.offset, record.value)
+    differs = None if kind == RESENT else kind == RESENT_DIFFERS
+    return (record.from_client, record.ts, record.offset, Resent(record.value, differs))
 
 
 def _new_attempt(conn: Connection, seq: int) -> bool:

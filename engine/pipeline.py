@@ -40,6 +40,7 @@ from engine.decode import (
 from engine.events import Event, Stats
 from engine.http import DEFAULT_MAX_BODY, http_parser_factory
 from engine.ipfrag import Defragmenter
+from engine.spool import Spool
 from engine.tcp import V6_TAG
 
 _UNBOUNDED = sys.maxsize  # no enclosing packet: only the capture bounds a header
@@ -81,6 +82,7 @@ class Pipeline:
         live_updates: bool = False,
         http_body_limit: int | None = DEFAULT_MAX_BODY,
         shard: tuple[int, int] = (0, 1),
+        spool: Spool | None = None,
     ) -> None:
         """http_body_limit: body bytes kept per HTTP message (0 keeps none; None: no HTTP parsing).
 
@@ -91,6 +93,8 @@ class Pipeline:
 
         shard (i, n): track only the connections whose symmetric address/port hash is i modulo n,
         so that n processes can share one capture file; every packet is still counted.
+
+        spool: the follow view's entries go to this file (engine.spool) rather than memory.
         """
         self.shard = shard
         self.bounds = bounds or Bounds()
@@ -105,7 +109,7 @@ class Pipeline:
                 ),
                 *consumers.get("http", []),
             ]
-        self.table = ConnectionTable(self.bounds, consumers, live_updates)
+        self.table = ConnectionTable(self.bounds, consumers, live_updates, spool)
         self.defrag = Defragmenter(self.bounds.max_fragment_bytes, self.bounds.fragment_timeout)
         self.last_ts: float | None = None
         self.packets = 0

@@ -13,6 +13,7 @@ from collections import deque
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from engine.reassembly import NO_ACK, Reassembler, Sink
+from engine.spool import SpooledEntries
 from engine.tcpstate import State, conn_state
 
 if TYPE_CHECKING:
@@ -196,7 +197,8 @@ class Connection:
         self.server_hello: ServerHello | None = None  # engine.detect.TlsHelloReader sets these
         self.consumers: tuple[StreamConsumer, ...] = ()
         # The follow view, oldest first. kept_bytes counts its bytes and RESENT_COST per Resent.
-        self.kept: deque[Kept] | None = None
+        # In memory, or where a spool holds them (engine.spool).
+        self.kept: deque[Kept] | SpooledEntries | None = None
         self.kept_bytes = 0
         self.kept_count = 0  # entries ever added to `kept`: the cursor of the newest, plus one
         self.dropped_kept = 0
@@ -249,8 +251,8 @@ class Connection:
         """The delivered bytes [start, end) of one direction, if they are still kept."""
         found: list[bytes] = []
         need_end = end
-        if self.kept is None:
-            return None
+        if self.kept is None or isinstance(self.kept, SpooledEntries):
+            return None  # the table reads a spool (ConnectionTable._spooled_range)
         for fc, _ts, off, data in reversed(self.kept):
             if fc != from_client or isinstance(data, (int, Resent)):
                 continue

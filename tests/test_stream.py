@@ -232,9 +232,13 @@ def on_screen(stream: StreamView) -> list[str]:
             for y in range(stream.scrollable_content_region.height)]
 
 
+SPOOLS = pytest.mark.parametrize("spool", [0, 64 * MiB], ids=["in-memory", "spooled"])
+
+
 @pytest.mark.asyncio
-async def test_a_2mb_download_from_its_request_line_to_its_last_byte():
-    app = download_app()
+@SPOOLS
+async def test_a_2mb_download_from_its_request_line_to_its_last_byte(spool):
+    app = download_app(Bounds(keep_after_close=True, spool_bytes=spool))
     async with app.run_test(size=SIZE) as pilot:
         stream = await open_download(app, pilot)
         assert stream.index.kept == CLIENT_BYTES + SERVER_BYTES  # every byte, none dropped
@@ -278,8 +282,9 @@ async def test_text_and_hex_keep_the_same_bytes_on_screen():
 
 
 @pytest.mark.asyncio
-async def test_bytes_no_longer_kept_are_said_on_the_first_line():
-    app = download_app(Bounds(keep_after_close=True, keep_stream_bytes=1 * MiB))
+@SPOOLS
+async def test_bytes_no_longer_kept_are_said_on_the_first_line(spool):
+    app = download_app(Bounds(keep_after_close=True, keep_stream_bytes=1 * MiB, spool_bytes=spool))
     async with app.run_test(size=SIZE) as pilot:
         stream = await open_download(app, pilot)
         client, server = stream.index.not_kept()

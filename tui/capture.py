@@ -30,6 +30,7 @@ from engine.bounds import Bounds
 from engine.events import ConnectionClosed, ConnectionInfo, ConnectionOpened, ConnectionUpdated
 from engine.events import Event, HttpRequestSeen, HttpTransaction
 from engine.pipeline import Pipeline
+from engine.spool import Spool
 from engine.tcp import endpoints_key
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, StreamChunk
 
@@ -297,6 +298,7 @@ class CaptureDriver:
         self.hold_until = 0.0
         self.taken.set()
         self.shedding = False  # HTTP parsing of new connections is off (Governor)
+        self.spool: Spool | None = None  # the follow view's bytes on disk (Bounds.spool_bytes)
 
     # ------------------------------------------------------------------ from the UI thread
 
@@ -371,6 +373,8 @@ class CaptureDriver:
                     told = finished and not source.live
         finally:
             source.close()
+            if self.spool is not None:
+                self.spool.close()
 
     def _open(self, bpf: str) -> sources.Source | RealTimeReplay:
         spec = self.spec
@@ -384,7 +388,13 @@ class CaptureDriver:
         return sources.open_files(list(spec.files), bpf)
 
     def _pipeline(self) -> Pipeline:
-        return Pipeline(self.bounds, live_updates=True)
+        """A new pipeline (and spool: what the old one wrote belongs to a reading gone by)."""
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+        if self.bounds.spool_bytes:
+            self.spool = Spool(self.bounds.spool_bytes)
+        return Pipeline(self.bounds, live_updates=True, spool=self.spool)
 
     def _commands(self, source: sources.Source | RealTimeReplay, pipeline: Pipeline,
                   finished: bool) -> tuple[sources.Source | RealTimeReplay, Pipeline, bool]:

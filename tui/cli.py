@@ -38,6 +38,8 @@ from tui.memory import (
 from tui.sharded import default_jobs, json_records_sharded
 from tui.store import tls_summary
 
+DEFAULT_SPOOL = 1024 * MiB  # --spool: disk for the interactive view's kept streams
+
 DESCRIPTION = """\
 Inspect TCP traffic: live from interfaces or from capture files. Connections are reassembled
 exactly: retransmissions and overlaps are delivered once, bytes never seen are reported missing.
@@ -112,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
                           f"MiB), what reading takes whatever the budget (about "
                           f"{WORKING_SET // MiB} MiB) and scapy once the Packets tab dissects "
                           f"(about {SCAPY // MiB} MiB)")
+    lim.add_argument("--spool", type=int, default=DEFAULT_SPOOL // MiB, metavar="MIB",
+                     help="disk for the streams the interactive view keeps (Stream tab), in MiB "
+                          f"(default {DEFAULT_SPOOL // MiB}): a ring file in the temporary "
+                          "directory, deleted as it is made; past it the oldest bytes go and the "
+                          "view says so. 0 keeps them in memory, within --memory")
     lim.add_argument("--max-connections", type=int, default=250_000, metavar="N",
                      help="connections tracked at once (default 250000)")
     lim.add_argument("--reorder-window", type=float, default=Bounds().reorder_window,
@@ -157,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 0:
         raise UsageError("--jobs must be at least 1 (or 0 for one per core)")
     check_memory(args.memory)
+    if args.spool < 0:
+        raise UsageError(f"--spool is in MiB and cannot be negative (got {args.spool})")
     if not 0 <= args.reorder_window <= 3600:
         raise UsageError("--reorder-window must be between 0 and 3600 seconds")
     if args.follow is not None and args.json:
@@ -241,7 +250,7 @@ def interactive_bounds(args: argparse.Namespace) -> tuple[Bounds, MemorySplit]:
     """The engine's bounds and the shares of --memory for the interactive view."""
     split = MemorySplit.of(args.memory * MiB)
     bounds = replace(bounds_from(args, keep_stream=Bounds().keep_stream_bytes), keep_after_close=True,
-                     memory_budget=split.engine)
+                     memory_budget=split.engine, spool_bytes=args.spool * MiB)
     return bounds, split
 
 
