@@ -15,7 +15,7 @@ at the HalfStream of the data that direction carries.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple, cast
 
 from engine.bounds import CONNECTION_COST, CONSUMER_COST, Bounds
@@ -50,6 +50,7 @@ from engine.tcp import (
     Kept,
     Resent,
     StreamConsumer,
+    range_of,
     reverse_key,
 )
 from engine.tcpstate import FINISHED, Signal, State, next_state
@@ -393,33 +394,22 @@ class ConnectionTable:
         kept = conn.kept
         if not isinstance(kept, SpooledEntries):
             return None
+        return range_of(self._spooled_data(kept, from_client), start, end)
+
+    def _spooled_data(self, kept: SpooledEntries, from_client: bool) -> Iterator[tuple[int, bytes]]:
+        """(offset, bytes) of one direction's data entries, newest first; stops at one that
+        the ring overwrote (so range_of sees the bytes as not kept)."""
         spool = cast(Spool, self.spool)
-        found: list[bytes] = []
-        need_end = end
         for i in kept.newest_first():
             pos, size = kept.at(i)
             if size <= 0:  # not bytes delivered
                 continue
             record = spool.read(pos)
             if record is None:
-                return None
-            if record.from_client != from_client:
-                continue
-            off, data = record.offset, record.extra
-            stop = off + len(data)
-            if stop <= start:
-                break
-            if off >= need_end:
-                continue
-            if stop < need_end:
-                return None  # a gap or trimmed data in between
-            found.append(data[max(start, off) - off : need_end - off])
-            need_end = max(start, off)
-            if need_end <= start:
-                break
-        if need_end > start:
-            return None
-        return b"".join(reversed(found))
+                yield (0, b"")  # an entry that ends at 0: nothing older is kept
+                return
+            if record.from_client == from_client:
+                yield record.offset, record.extra
 
     def _end(self, hs: HalfStream, ts: float) -> None:
         """Tell consumers, once, that this direction has no more bytes to come."""

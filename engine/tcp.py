@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from engine.reassembly import NO_ACK, Reassembler, Sink
@@ -249,24 +250,33 @@ class Connection:
 
     def kept_range(self, from_client: bool, start: int, end: int) -> bytes | None:
         """The delivered bytes [start, end) of one direction, if they are still kept."""
-        found: list[bytes] = []
-        need_end = end
         if self.kept is None or isinstance(self.kept, SpooledEntries):
             return None  # the table reads a spool (ConnectionTable._spooled_range)
-        for fc, _ts, off, data in reversed(self.kept):
-            if fc != from_client or isinstance(data, (int, Resent)):
-                continue
-            stop = off + len(data)
-            if stop <= start:
-                break
-            if off >= need_end:
-                continue
-            if stop < need_end:
-                return None  # a gap or trimmed data in between
-            found.append(data[max(start, off) - off : need_end - off])
-            need_end = max(start, off)
-            if need_end <= start:
-                break
-        if need_end > start:
-            return None
-        return b"".join(reversed(found))
+        data = (
+            (off, d)
+            for fc, _ts, off, d in reversed(self.kept)
+            if fc == from_client and not isinstance(d, (int, Resent))
+        )  # lazy: the walk stops once it has gone past `start`
+        return range_of(data, start, end)
+
+
+def range_of(newest_first: Iterable[tuple[int, bytes]], start: int, end: int) -> bytes | None:
+    """Bytes [start, end) of one direction from its kept data entries (offset, bytes), newest
+    first; None if any of them is not kept (trimmed, or a gap in between)."""
+    found: list[bytes] = []
+    need_end = end
+    for off, data in newest_first:
+        stop = off + len(data)
+        if stop <= start:
+            break
+        if off >= need_end:
+            continue
+        if stop < need_end:
+            return None  # a gap or trimmed data in between
+        found.append(data[max(start, off) - off : need_end - off])
+        need_end = max(start, off)
+        if need_end <= start:
+            break
+    if need_end > start:
+        return None
+    return b"".join(reversed(found))
