@@ -310,13 +310,17 @@ def batches(args: argparse.Namespace, source: sources.Source,
 
 def json_records(args: argparse.Namespace, source: sources.Source) -> int:
     pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024), http_body_limit=0)
-    out = sys.stdout
+    out = sys.stdout.buffer  # one write per batch: unbuffered (PYTHONUNBUFFERED) or not
     for events in batches(args, source, pipeline):
+        lines = []
         for event in events:
             if isinstance(event, ConnectionClosed):
-                out.write(line(connection_record(event.info)) + "\n")
+                lines.append(line(connection_record(event.info)))
             elif isinstance(event, HttpTransaction):
-                out.write(line(http_record(event)) + "\n")
+                lines.append(line(http_record(event)))
+        if lines:
+            lines.append(b"")
+            out.write(b"\n".join(lines))
         if source.live:
             out.flush()
     out.flush()

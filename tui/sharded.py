@@ -78,7 +78,7 @@ AHEAD = 64
 def json_records_sharded(paths: list[str], bpf: str, count: int | None, bounds: Bounds,
                          jobs: int, out: Any = None) -> str | None:
     """Print the NDJSON records of capture files using `jobs` processes; return the file error."""
-    out = out or sys.stdout
+    out = out or sys.stdout.buffer
     context = multiprocessing.get_context("fork")
     per_worker = replace(
         bounds,
@@ -110,12 +110,15 @@ def json_records_sharded(paths: list[str], bpf: str, count: int | None, bounds: 
                 for _first, i in opened:
                     ids[i].append(next_id)
                     next_id += 1
+                lines = []
                 for i, (_firsts, records, final, err) in enumerate(batch):
-                    for kind, local, rest in records:
-                        out.write(join_line(kind, ids[i][local], rest) + "\n")
+                    lines.extend(join_line(kind, ids[i][local], rest) for kind, local, rest in records)
                     if final:
                         done[i] = True
                         error = error or err
+                if lines:
+                    lines.append(b"")
+                    out.write(b"\n".join(lines))
             if all(done):
                 break
             slowest = min(len(q) for i, q in enumerate(queues) if not done[i])

@@ -141,7 +141,7 @@ def end_to_end(path: Path, jobs: int = 0) -> tuple[float, int]:
     proc = subprocess.run([sys.executable, "-m", "tui.cli", "-r", str(path), "--json", "--jobs", str(jobs)],
                           cwd=ROOT, stdout=subprocess.PIPE, check=True)
     seconds = time.perf_counter() - t0
-    return seconds, proc.stdout.count(b'{"type": "http"')
+    return seconds, proc.stdout.count(b'{"type":"http"')
 
 
 def tshark_http(path: Path) -> tuple[float, int] | None:
