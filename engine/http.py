@@ -48,11 +48,13 @@ from collections.abc import Callable
 from typing import Any, Final, NamedTuple, cast
 
 import h11
+from h11._abnf import field_content, token
 from h11._connection import _body_framing
 from h11._readers import (
     _decode_header_lines,
     maybe_read_from_SEND_RESPONSE_server,
     request_line_re,
+    status_line_re,
 )
 from h11._receivebuffer import ReceiveBuffer
 from h11._util import validate
@@ -281,7 +283,7 @@ class _Message:
     def headers(self) -> tuple[tuple[str, str], ...]:
         if self.cached is not None and self.cached[1] is not None:
             return cast(tuple[tuple[str, str], ...], self.cached[1])
-        raw = self.sent_headers if self.sent_headers is not None else self.head.headers.raw_items()
+        raw = self.sent_headers if self.sent_headers is not None else _raw_fields(self.head)
         text = tuple([(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw])
         if self.cached is not None:
             self.cached[1] = text
@@ -544,6 +546,114 @@ def read_request_head(
         raise h11.LocalProtocolError(f'{e} in "{_text(bytes(lines[0]))}"') from None
 
 
+# ---------------------------------------------------------------------- plain heads, read fast
+
+FAST_PATH = True
+"""Read plain heads with `_plain_head` instead of h11 (tests compare the two)."""
+FAST_HEAD: Final = 8192
+"""Heads up to this size may take the fast path; longer ones always go to h11."""
+
+# One header field line as h11's grammar (h11._abnf.header_field) has it, ending in CRLF; a
+# line cannot run into the next, since a field's characters exclude CR and LF.
+_FIELD_LINE = rb"(" + token.encode() + rb"):[ \t]*(" + field_content.encode() + rb")?[ \t]*\r\n"
+_FIELD = re.compile(_FIELD_LINE)
+_FIELDS = re.compile(rb"(?:" + _FIELD_LINE + rb")*")
+_CONTENT_LENGTH = re.compile(rb"[0-9]{1,20}")
+
+
+class _Head(NamedTuple):
+    """A plain head read by `_plain_head`: the fields h11's events have, its header fields as
+    sent, and its framing headers already checked."""
+
+    method: bytes
+    target: bytes
+    http_version: bytes
+    status_code: int  # 0 for a request
+    reason: bytes
+    fields: list[tuple[bytes, bytes]]
+    length: int | None  # its Content-Length
+    chunked: bool  # Transfer-Encoding: chunked
+
+    def framing(self, method: bytes) -> tuple[str, tuple[Any, ...]]:
+        """What h11's `_body_framing(method, event)` says for the same head."""
+        status = self.status_code
+        if status and (
+            status in (204, 304)
+            or method == b"HEAD"
+            or (method == b"CONNECT" and 200 <= status < 300)
+        ):
+            return "content-length", (0,)
+        if self.chunked:
+            return "chunked", ()
+        if self.length is not None:
+            return "content-length", (self.length,)
+        if not status:
+            return "content-length", (0,)
+        return "http/1.0", ()
+
+
+def _plain_head(data: bytearray, end: int, request: bool) -> _Head | None:
+    """The head in data[:end + 4] (end: where its first CRLFCRLF begins), read without h11,
+    when it is plain: CRLF line ends, no folded lines, a start line and fields that h11's
+    grammar accepts, at most one Content-Length (digits only) and one Transfer-Encoding
+    (`chunked`, lower case), one Host in a request (none in HTTP/1.0), and a final status for a
+    response. Then h11 would read it to the same fields with no note, and the framing is the
+    same; None for anything else, which goes to h11."""
+    line_end = data.find(b"\r\n", 0, end + 2)
+    stop = end + 2  # the last field line's CRLF
+    if not _FIELDS.fullmatch(data, line_end + 2, stop):
+        return None
+    if request:
+        m = request_line_re.fullmatch(data, 0, line_end)
+        if m is None:
+            return None
+        method, target, version = m.group("method", "target", "http_version")
+        status, reason = 0, b""
+    else:
+        m = status_line_re.fullmatch(data, 0, line_end)
+        if m is None:
+            return None
+        status = int(m.group("status_code"))
+        if status < 200:
+            return None
+        method = target = b""
+        version = m.group("http_version")
+        reason = m.group("reason") or b""
+    fields = _FIELD.findall(data, line_end + 2, stop)
+    length: int | None = None
+    chunked = False
+    hosts = 0
+    for name, value in fields:
+        if len(name) < 4 or len(name) > 17:  # "host" to "transfer-encoding"
+            continue
+        lower = name.lower()
+        if lower == b"content-length":
+            if length is not None or not _CONTENT_LENGTH.fullmatch(value):
+                return None
+            length = int(value)
+        elif lower == b"transfer-encoding":
+            if chunked or value != b"chunked":
+                return None
+            chunked = True
+        elif lower == b"host":
+            hosts += 1
+    if request and (hosts > 1 or (not hosts and version == b"1.1")):
+        return None
+    return _Head(method, target, version, status, reason, fields, length, chunked)
+
+
+def _framing(method: bytes, head: Any) -> tuple[str, tuple[Any, ...]]:
+    if type(head) is _Head:
+        return head.framing(method)
+    return _body_framing(method, head)
+
+
+def _raw_fields(head: Any) -> list[tuple[bytes, bytes]]:
+    if type(head) is _Head:
+        return head.fields
+    return head.headers.raw_items()
+
+
 def _clean_list(value: bytes) -> bytes:
     return b", ".join(part.strip() for part in value.split(b",") if part.strip())
 
@@ -551,24 +661,29 @@ def _clean_list(value: bytes) -> bytes:
 class HeadCache:
     """Parsed header blocks by their exact bytes, shared by the parsers of one pipeline.
 
-    The same bytes always parse to the same (immutable) h11 event, and real traffic repeats
-    header blocks a lot: polling clients, health checks, the same static answer. A hit skips
-    h11's line splitting and validation. Bounded: small blocks only, oldest entries dropped.
+    The same bytes always parse to the same (immutable) head, and real traffic repeats header
+    blocks: polling clients, health checks, the same static answer. A hit skips parsing, and
+    exchanges with the same head share its decoded headers. Bounded: small blocks only, oldest
+    entries dropped. A block is kept only when the head read from it is exactly that block
+    (h11 ends a head at the first empty line, which a bare LF may bring sooner).
     """
 
     MAX_ENTRIES = 1024
     MAX_HEAD = 4096
 
     def __init__(self) -> None:
-        self.requests: dict[bytes, tuple[h11.Request, list[tuple[bytes, bytes]], str | None]] = {}
-        self.responses: dict[bytes, list[Any]] = {}  # [event, its headers decoded, once made]
+        self.requests: dict[bytes, tuple[Any, list[tuple[bytes, bytes]], str | None]] = {}
+        self.responses: dict[bytes, list[Any]] = {}  # [head, its headers decoded, once made]
 
     @staticmethod
-    def head_of(buf: ReceiveBuffer) -> bytes | None:
-        """The complete CRLF-framed header block at the start of buf, if it is small enough."""
-        data = _data(buf)
-        end = data.find(b"\r\n\r\n", 0, HeadCache.MAX_HEAD)
-        return bytes(data[: end + 4]) if end >= 0 else None
+    def head_end(data: bytearray) -> int:
+        """Where the first CRLFCRLF begins in data (-1 if not within FAST_HEAD bytes)."""
+        return data.find(b"\r\n\r\n", 0, FAST_HEAD)
+
+    @staticmethod
+    def key(data: bytearray, end: int) -> bytes | None:
+        """The cache key of the block ending at `end` (see head_end), if small enough."""
+        return bytes(data[: end + 4]) if 0 <= end <= HeadCache.MAX_HEAD - 4 else None
 
     @staticmethod
     def store(table: dict[bytes, Any], key: bytes, value: Any) -> None:
@@ -772,16 +887,25 @@ class HttpParser:
         start = _message_start(side, buf, REQUEST_START)
         if start is None:
             return False
-        key = HeadCache.head_of(buf)
+        data = _data(buf)
+        end = HeadCache.head_end(data)
+        key = HeadCache.key(data, end)
         cached = self.heads.requests.get(key) if key is not None else None
-        head: h11.Request | None
+        head: Any
         try:
             if cached is not None:
-                assert key is not None
-                buf.maybe_extract_at_most(len(key))
+                buf.maybe_extract_at_most(end + 4)
                 head, sent, note = cached
             else:
-                head, sent, note = read_request_head(buf)
+                head = _plain_head(data, end, True) if FAST_PATH and end >= 0 else None
+                if head is not None:
+                    sent, note = head.fields, None
+                    buf.maybe_extract_at_most(end + 4)
+                else:
+                    before = len(buf)
+                    head, sent, note = read_request_head(buf)
+                    if before - len(buf) != end + 4:
+                        key = None
                 if key is not None and head is not None:
                     HeadCache.store(self.heads.requests, key, (head, sent, note))
         except h11.ProtocolError as e:
@@ -792,7 +916,7 @@ class HttpParser:
                 self._bad_request(side, start, "request header block over 64 KiB")
                 side.lose(0, side.offset)
             return False
-        kind, args = _body_framing(b"", head)
+        kind, args = _framing(b"", head)
         ts, ack = side.mark_at(start)
         ex = _Exchange(start)
         ex.request = side.msg = _Message(head, ts, args[0] if args else None, start, ack)
@@ -871,15 +995,23 @@ class HttpParser:
         answer = self._answer_point(start)
         if answer is None:
             return False
-        key = HeadCache.head_of(buf)
+        data = _data(buf)
+        end = HeadCache.head_end(data)
+        key = HeadCache.key(data, end)
         cached = self.heads.responses.get(key) if key is not None else None
         try:
             if cached is not None:
-                assert key is not None
-                buf.maybe_extract_at_most(len(key))
+                buf.maybe_extract_at_most(end + 4)
                 head = cached[0]
             else:
-                head = maybe_read_from_SEND_RESPONSE_server(buf)
+                head = _plain_head(data, end, False) if FAST_PATH and end >= 0 else None
+                if head is not None:
+                    buf.maybe_extract_at_most(end + 4)
+                else:
+                    before = len(buf)
+                    head = maybe_read_from_SEND_RESPONSE_server(buf)
+                    if before - len(buf) != end + 4:
+                        key = None
                 if key is not None and head is not None:
                     cached = [head, None]
                     HeadCache.store(self.heads.responses, key, cached)
@@ -902,7 +1034,7 @@ class HttpParser:
                 self._finish_exchange(ex, msg, tunnel=True)
             return True
         method = ex.request.head.method if ex.request is not None else b"GET"
-        kind, args = _body_framing(method, head)
+        kind, args = _framing(method, head)
         side.msg = _Message(head, ts, args[0] if args else None, start, ack)
         side.msg.cached = cached
         side.exchange = ex

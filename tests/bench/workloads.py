@@ -203,6 +203,55 @@ def _request(n: int, server_port: int, connection_header: bytes) -> bytes:
             b"Accept: */*\r\nConnection: %s\r\n\r\n" % (n, server_port, connection_header))
 
 
+_AGENTS = [
+    b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/%d.0.%d.%d"
+    b" Safari/537.36",
+    b"Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:%d.0) Gecko/20100101 Firefox/%d.%d",
+    b"curl/8.%d.%d-%d",
+    b"python-requests/2.%d.%d (build %d)",
+    b"Go-http-client/1.1 (svc-%d; rev %d.%d)",
+    b"okhttp/4.%d.%d (android %d)",
+]
+_PATHS = [b"/api/v1/users/%d/orders", b"/api/v1/items/%d", b"/static/img/%d.png",
+          b"/search?q=item%d&page=2", b"/api/v2/carts/%d/lines?expand=price"]
+
+
+class _Varied:
+    """Heads as real clients and nginx send them: no two alike. Each request has an id in its
+    path, its own session cookie and a user agent with versions drawn at random; each answer a
+    request id, an ETag and a body size of its own, and the Date of the capture clock."""
+
+    def __init__(self, rng: random.Random, server_port: int, connection_header: bytes) -> None:
+        self.rng = rng
+        self.host = b"127.0.0.1:%d" % server_port
+        self.connection = connection_header
+
+    def request(self, n: int) -> bytes:
+        bits = self.rng.getrandbits
+        agent = _AGENTS[n % len(_AGENTS)] % (bits(7), bits(12), bits(8))
+        path = _PATHS[bits(8) % len(_PATHS)] % n
+        return (b"GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\nAccept: application/json,"
+                b" text/html;q=0.9\r\nAccept-Encoding: gzip, br\r\nCookie: sid=%032x;"
+                b" _ga=GA1.2.%d.%d\r\nConnection: %s\r\n\r\n"
+                % (path, self.host, agent, bits(128), bits(30), 1_700_000_000 + bits(20),
+                   self.connection))
+
+    def response(self, now_us: int) -> tuple[bytes, int]:
+        bits = self.rng.getrandbits
+        size = 200 + bits(10)
+        body = _BODY[: min(size, len(_BODY))].ljust(size, b".")
+        head = (
+            b"HTTP/1.1 200 OK\r\nServer: nginx/1.24.0\r\nDate: "
+            + formatdate(now_us // 1_000_000, usegmt=True).encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % size
+            + b"Connection: " + self.connection
+            + b"\r\nETag: \"%x-%x\"\r\nX-Request-Id: %032x\r\nCache-Control: private,"
+              b" max-age=%d\r\n\r\n" % (bits(32), size, bits(128), bits(12))
+        )
+        payload = head + body
+        return payload, _payload_sum(payload)
+
+
 def _facts(w: _CaptureWriter, path: str | os.PathLike[str], **more: Any) -> Facts:
     return {
         "path": os.fspath(path),
@@ -223,6 +272,7 @@ def keepalive_http(
     seed: int = 1,
     start: float = 1_700_000_000.0,
     bare_acks: bool = False,
+    vary: bool = False,
 ) -> Facts:
     """wrk-style load on nginx over loopback: `connections` keep-alive connections share
     `transactions` GET requests (each request's target is /items/N, N unique from 0), each
@@ -232,6 +282,8 @@ def keepalive_http(
     each response the ACK of its request: two packets per transaction (`bare_acks` adds an ACK
     after each, four per transaction). Handshakes open the capture, FIN/FIN/ACK closes it.
     The first connection's ISNs sit just below 2**32 so its sequence numbers wrap.
+    `vary`: every head unique, as in real traffic (see `_Varied`); otherwise the request heads
+    differ only in the target and the response heads repeat within each second.
     """
     rng = random.Random(seed)
     w = _CaptureWriter(path, start)
@@ -240,8 +292,9 @@ def keepalive_http(
     for i, c in enumerate(conns):
         c.left = base + (i < extra)
     active = [c for c in conns if c.left]
-    response = _response_factory(b"keep-alive")
     keep_alive = b"keep-alive"
+    varied = _Varied(random.Random(seed + 100), server_port, keep_alive) if vary else None
+    response = varied.response if varied else _response_factory(keep_alive)
     ts_segment = w.ts_segment
     getrandbits = rng.getrandbits
     client_bytes = server_bytes = 0
@@ -252,7 +305,7 @@ def keepalive_http(
         w.now_us += 1 + getrandbits(4)
         now = w.now_us
         if c.step == 0:  # request
-            req = _request(n, server_port, keep_alive)
+            req = varied.request(n) if varied else _request(n, server_port, keep_alive)
             n += 1
             ts_segment(c.client, c.cseq, c.sseq, PSH | ACK, _tsval(now, c.cts), _tsval(now, c.sts),
                        req, _payload_sum(req))
@@ -337,14 +390,16 @@ def conn_per_request_http(
     server_port: int = 8080,
     seed: int = 2,
     start: float = 1_700_000_000.0,
+    vary: bool = False,
 ) -> Facts:
     """One loopback connection per GET (with "Connection: close"), `concurrency` of them open at
     a time and interleaved, ten packets each: SYN, SYN-ACK, ACK, request, ACK, response, ACK,
     server FIN, client FIN, server ACK. Client ports walk the ephemeral range in order and are
-    reused once it is exhausted (beyond 28,232 connections)."""
+    reused once it is exhausted (beyond 28,232 connections). `vary`: as for keepalive_http."""
     rng = random.Random(seed)
     w = _CaptureWriter(path, start)
-    response = _response_factory(b"close")
+    varied = _Varied(random.Random(seed + 100), server_port, b"close") if vary else None
+    response = varied.response if varied else _response_factory(b"close")
     ports = EPHEMERAL_PORTS
     getrandbits = rng.getrandbits
     ts_segment = w.ts_segment
@@ -375,7 +430,7 @@ def conn_per_request_http(
         elif step == 2:
             ts_segment(c.client, c.cseq, c.sseq, ACK, _tsval(now, c.cts), _tsval(now, c.sts))
         elif step == 3:
-            req = _request(c.left, server_port, b"close")
+            req = varied.request(c.left) if varied else _request(c.left, server_port, b"close")
             ts_segment(c.client, c.cseq, c.sseq, PSH | ACK, _tsval(now, c.cts), _tsval(now, c.sts),
                        req, _payload_sum(req))
             c.cseq = (c.cseq + len(req)) & 0xFFFFFFFF
