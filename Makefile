@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The mypyc build of the hot engine modules (scripts/compile.py); without a C compiler, or if
+# it fails, nothing is built and the engine runs as plain Python.
+NATIVE := engine/native.json
 
-.PHONY: install run test lint bench bench-ui bench-memory screenshots clean
+.PHONY: install compile run test test-pure lint bench bench-ui bench-memory screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,13 +15,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+$(NATIVE): $(STAMP) $(wildcard engine/*.py) scripts/compile.py
+	$(PY) scripts/compile.py
 
-run: $(STAMP)
+install: $(NATIVE)
+
+compile: $(STAMP)
+	$(PY) scripts/compile.py
+
+run: $(NATIVE)
 	$(VENV)/bin/wirepeek --demo
 
-test: lint
+# The suite runs twice: on the compiled engine (when there is one) and on the plain Python code.
+test: lint $(NATIVE)
 	$(PY) -m pytest -q
+	WIREPEEK_PURE=1 $(PY) -m pytest -q $(PURE_TESTS)
+
+test-pure: $(STAMP)
+	WIREPEEK_PURE=1 $(PY) -m pytest -q
 
 # engine/ is formatted, linted and type-checked; make test runs this first.
 lint: $(STAMP)
@@ -26,15 +40,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check engine
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(NATIVE)
 	$(PY) -m tests.bench.run
 
 # Key-to-screen latency of the app under paced traffic and a list of 100,000+ connections.
-bench-ui: $(STAMP)
+bench-ui: $(NATIVE)
 	$(PY) -m tests.bench.ui
 
 # What the interactive app's process holds after reading a capture, per --memory.
-bench-memory: $(STAMP)
+bench-memory: $(NATIVE)
 	$(PY) -m tests.bench.memory
 
 # The README's pictures, from the bundled demo capture read as a file: the same on every run.
@@ -42,4 +56,4 @@ screenshots: $(STAMP)
 	$(PY) scripts/make_screenshots.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info engine/*.so $(NATIVE)

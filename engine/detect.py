@@ -13,7 +13,7 @@ was chosen (see `TlsHelloReader`), which relabels a `TLS` connection once its he
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from engine import tls
 
@@ -165,7 +165,7 @@ class TlsHelloReader:
 
     __slots__ = ("buffers", "finished")
 
-    LIMIT = tls.MAX_HELLO_BYTES
+    LIMIT: ClassVar[int] = tls.MAX_HELLO_BYTES
 
     def __init__(self) -> None:
         self.buffers = {True: b"", False: b""}

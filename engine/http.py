@@ -45,7 +45,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final, NamedTuple, cast
+from typing import Any, ClassVar, Final, NamedTuple, cast
 
 import h11
 from h11._abnf import field_content, token
@@ -132,16 +132,20 @@ class _CloseBody:
         return buf.maybe_extract_at_most(len(buf))
 
 
+_SIZE: Final = 0  # the states of a _ChunkedBody
+_DATA: Final = 1
+_DATA_END: Final = 2
+_TRAILER: Final = 3
+
+
 class _ChunkedBody:
     """Transfer-Encoding: chunked, read leniently: LF or CRLF line ends (RFC 9112 2.2 lets a
     recipient accept a bare LF, and servers send them), and blanks before a chunk extension."""
 
     __slots__ = ("bare_lf", "remaining", "state")
 
-    SIZE, DATA, DATA_END, TRAILER = range(4)
-
     def __init__(self) -> None:
-        self.state = self.SIZE
+        self.state = _SIZE
         self.remaining = 0
         self.bare_lf = False
 
@@ -162,15 +166,15 @@ class _ChunkedBody:
     def read(self, buf: ReceiveBuffer) -> bytes | bytearray | None:
         while True:
             state = self.state
-            if state == self.DATA:
+            if state == _DATA:
                 data = buf.maybe_extract_at_most(self.remaining)
                 if data is None:
                     return None
                 self.remaining -= len(data)
                 if not self.remaining:
-                    self.state = self.DATA_END
+                    self.state = _DATA_END
                 return data
-            if state == self.SIZE:
+            if state == _SIZE:
                 line = self._line(buf, MAX_CHUNK_LINE, "a chunk size line")
                 if line is None:
                     return None
@@ -178,8 +182,8 @@ class _ChunkedBody:
                 if m is None:
                     raise _BadBody(f'bad chunk size line "{_text(line[:40])}"')
                 size = int(m.group(1), 16)
-                self.state, self.remaining = (self.DATA, size) if size else (self.TRAILER, 0)
-            elif state == self.DATA_END:
+                self.state, self.remaining = (_DATA, size) if size else (_TRAILER, 0)
+            elif state == _DATA_END:
                 data = _data(buf)
                 if not data or data == b"\r":
                     return None
@@ -190,7 +194,7 @@ class _ChunkedBody:
                     self.bare_lf = True
                 else:
                     raise _BadBody("chunk data not followed by a line end")
-                self.state = self.SIZE
+                self.state = _SIZE
             else:  # trailer fields, up to an empty line
                 line = self._line(buf, MAX_HEAD, "a trailer field")
                 if line is None:
@@ -528,10 +532,12 @@ def read_request_head(
     if not lines:
         raise h11.LocalProtocolError("no request line received")
     try:
-        fields = validate(request_line_re, cast(bytes, lines[0]))
+        first: Any = lines[0]  # a bytearray, which h11's readers take (a cast would check it)
+        fields = validate(request_line_re, first)
     except h11.LocalProtocolError:
         raise h11.LocalProtocolError(f'illegal request line "{_text(bytes(lines[0]))}"') from None
-    sent = list(_decode_header_lines(cast(list[bytes], lines[1:])))
+    rest: Any = lines[1:]
+    sent = list(_decode_header_lines(rest))
     headers = [(k, _clean_list(v) if k.lower() == b"transfer-encoding" else v) for k, v in sent]
     note = None
     hosts = [h for h in headers if h[0].lower() == b"host"]
@@ -668,8 +674,8 @@ class HeadCache:
     (h11 ends a head at the first empty line, which a bare LF may bring sooner).
     """
 
-    MAX_ENTRIES = 1024
-    MAX_HEAD = 4096
+    MAX_ENTRIES: ClassVar[int] = 1024
+    MAX_HEAD: ClassVar[int] = 4096
 
     def __init__(self) -> None:
         self.requests: dict[bytes, tuple[Any, list[tuple[bytes, bytes]], str | None]] = {}

@@ -123,6 +123,7 @@ class HalfStream(Reassembler):
     """One direction of a connection: the bytes one endpoint sent, and what it did."""
 
     __slots__ = ("ack", "conn", "ended", "fin", "from_client", "letters", "packets", "peer", "syn")
+    __deletable__ = ("conn", "peer")  # for a compiled build (mypyc): see Connection.release
 
     def __init__(self, sink: Sink, conn: Connection, from_client: bool) -> None:
         super().__init__(sink)
@@ -177,6 +178,7 @@ class Connection:
         "state",
         "watch_acks",
     )
+    __deletable__ = ("client", "server")  # for a compiled build (mypyc): see release
 
     def __init__(self, sink: Sink, conn_id: int, ts: float, client_key: int, guessed: bool) -> None:
         self.id = conn_id

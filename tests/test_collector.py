@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import subprocess
+import sys
 import time
 import weakref
+from pathlib import Path
 
 import pytest
 
 from engine.bounds import Bounds
 from tests.captures import capture
+from tui import collector
 from tui.app import KEY_HOLD, WirepeekApp
 from tui.capture import SourceSpec
 from tui.collector import NEVER, Collector
@@ -88,3 +92,20 @@ async def test_the_app_defers_full_collections_and_holds_the_capture_for_a_key()
         assert app.driver.hold_until == 0.0
         assert app.collector.last_key >= pressed
     assert gc.get_threshold() == before
+
+
+def test_a_headless_report_collects_young_objects_less_often():
+    # --json sets the headless thresholds before it reads anything (its workers inherit them).
+    code = (
+        "import gc, sys\n"
+        "from tui import cli\n"
+        "seen = []\n"
+        "real = cli.json_records\n"
+        "cli.json_records = lambda *a: (seen.append(gc.get_threshold()), real(*a))[1]\n"
+        "status = cli.main(['-r', sys.argv[1], '--json', '--jobs', '1'])\n"
+        "print(seen, status, file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, capture("zeek/http__methods.pcap")],
+                          capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == f"[{collector.HEADLESS}] 0"

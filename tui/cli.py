@@ -24,6 +24,7 @@ from engine.events import ConnectionClosed, Event, Gap, HttpTransaction
 from engine.pipeline import Pipeline
 from engine.records import connection_record, http_record, line
 from engine.tcp import Connection
+from tui import collector
 from tui.escape import escape_bytes, escape_text, hexdump_lines
 from tui.memory import (
     DEFAULT_MEMORY,
@@ -189,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
         note = f" (filter: {bpf})" if bpf else ""
         note += f", running as {user}" if user else ""
         print(f"wirepeek: capturing on {source.name}{note}", file=sys.stderr, flush=True)
+    if args.write or args.follow is not None or args.json or not sys.stdout.isatty():
+        collector.headless()  # inherited by the workers of a parallel --json
     try:
         if args.write:
             sources.write_packets(source, args.write, count=args.count, duration=args.duration)

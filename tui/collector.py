@@ -59,3 +59,18 @@ class Collector:
         self.full += 1
         self.last_full = now
         return True
+
+
+HEADLESS = (50_000, 20, 100)
+"""Thresholds for a report that runs to its end with no UI (--json, --follow, the summary)."""
+
+
+def headless() -> None:
+    """Collect young objects ten times less often than CPython's default of 2,000 allocations.
+
+    A report allocates a few objects per packet and frees almost all of them by reference
+    counting (the engine breaks each closed connection's cycles), so the default threshold only
+    runs collections that find nothing: about a sixth of `--json`'s time on a keep-alive
+    capture. Cyclic garbage still gets collected, later.
+    """
+    gc.set_threshold(*HEADLESS)
