@@ -139,8 +139,8 @@ def main() -> int:
     if not captures:
         from tests.bench.run import SIZES, workload_file
 
-        captures = [str(workload_file(name, SIZES[name])[0])
-                    for name in ("keepalive_http", "conn_per_request_http")]
+        captures = [str(workload_file(name, params)[0]) for label, name, params in SIZES
+                    if label in ("keep-alive, unique heads", "conn/request, unique")]
     for path in captures:
         print(path)
         for memory in args.memory or BUDGETS:

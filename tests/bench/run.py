@@ -22,19 +22,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "bench-data"
 
-SIZES = {
-    "keepalive_http": {"connections": 50, "transactions": 115_000},
-    "conn_per_request_http": {"connections": 27_600},
-    "syn_flood": {"connections": 500_000},
-}
-QUICK = {
-    "keepalive_http": {"connections": 50, "transactions": 10_000},
-    "conn_per_request_http": {"connections": 3_000},
-    "syn_flood": {"connections": 50_000},
-}
+# (label, workload, parameters). "unique heads": every request and response head differs, as
+# in real traffic (tests.bench.workloads._Varied); the others repeat heads as naive load does.
+SIZES = [
+    ("keep-alive, unique heads", "keepalive_http", {"connections": 50, "transactions": 161_500, "vary": True}),
+    ("keep-alive, repeated", "keepalive_http", {"connections": 50, "transactions": 161_500}),
+    ("conn/request, unique", "conn_per_request_http", {"connections": 79_100, "vary": True}),
+    ("conn/request, repeated", "conn_per_request_http", {"connections": 79_100}),
+    ("syn flood", "syn_flood", {"connections": 500_000}),
+]
+QUICK = [
+    ("keep-alive, unique heads", "keepalive_http", {"connections": 50, "transactions": 10_000, "vary": True}),
+    ("keep-alive, repeated", "keepalive_http", {"connections": 50, "transactions": 10_000}),
+    ("conn/request, unique", "conn_per_request_http", {"connections": 3_000, "vary": True}),
+    ("syn flood", "syn_flood", {"connections": 50_000}),
+]
 
 
-def workload_file(name: str, params: dict[str, int]) -> tuple[Path, dict[str, object]]:
+def workload_file(name: str, params: dict[str, object]) -> tuple[Path, dict[str, object]]:
     from tests.bench.workloads import WORKLOADS
 
     DATA.mkdir(exist_ok=True)
@@ -167,15 +172,18 @@ def main() -> int:
         print(json.dumps(measure(path, int(keep), int(budget))))
         return 0
     sizes = QUICK if args.quick else SIZES
-    print(f"wirepeek engine benchmark ({os.cpu_count()} cores)")
+    import engine
+
+    build = "compiled with mypyc" if engine.COMPILED else "plain Python"
+    print(f"wirepeek engine benchmark ({os.cpu_count()} cores, engine {build})")
     print("pipeline: decode + connection tracking + reassembly, CPU time on one core, batches read first;")
     print("keep: stream bytes kept per connection for the follow view\n")
-    header = (f"{'workload':<24} {'keep':>6} {'packets':>9} {'raw read':>12} {'pipeline':>12} "
+    header = (f"{'workload':<26} {'keep':>6} {'packets':>9} {'raw read':>12} {'pipeline':>12} "
               f"{'MB/s':>6} {'conns':>7} {'evicted':>8} {'accounted':>10} {'peak RSS':>9}")
     print(header)
     print("-" * len(header))
     e2e = []
-    for name, params in sizes.items():
+    for label, name, params in sizes:
         path, facts = workload_file(name, params)
         runs = [(64 * 1024, 512), (1024 * 1024, 512)]
         if name == "syn_flood":
@@ -186,30 +194,30 @@ def main() -> int:
                 cwd=ROOT, capture_output=True, text=True, check=True,
             )
             m = json.loads(out.stdout)
-            print(f"{name:<24} {keep // 1024:>5}K {m['packets']:>9,} {m['raw_pps']:>10,.0f}/s "
+            print(f"{label:<26} {keep // 1024:>5}K {m['packets']:>9,} {m['raw_pps']:>10,.0f}/s "
                   f"{m['pps']:>10,.0f}/s {m['mbps']:>6.0f} {m['connections']:>7,} {m['evicted']:>8,} "
                   f"{m['peak_accounted_mib']:>6.0f}/{m['budget_mib']}M {m['maxrss_mib']:>7.0f}M")
-        e2e.append((name, path, facts))
-    name, path, _facts = e2e[0]
-    print(f"\nreading {name} to its end (best of 3, CPU time)")
+        e2e.append((label, path, facts))
+    label, path, _facts = e2e[0]
+    print(f"\nreading {label} to its end (best of 3, CPU time)")
     for label, packets, seconds in read_rates(path):
         print(f"  {label:<20} {seconds:6.3f} s  {packets / seconds:>10,.0f} packets/s")
-    print("\nend to end: wirepeek -r FILE --json > pipe (whole process, wall clock)")
-    for name, path, facts in e2e:
-        for jobs in (1, 0):
-            seconds, http = end_to_end(path, jobs)
-            label = "1 process" if jobs == 1 else "default (one per core)"
-            print(f"  {name:<24} {label:<23} {seconds:6.2f} s  {facts['packets'] / seconds:>10,.0f} packets/s"
-                  f"  {http:>7,} HTTP records  {http / seconds:>8,.0f} transactions/s")
-        if name == "syn_flood":
+    print("\nend to end: wirepeek -r FILE --json > pipe (whole process, wall clock), and tshark's")
+    print("HTTP dissection of the same file (tshark -Y http.response -T fields)")
+    for label, path, facts in e2e:
+        if facts["transactions"] == 0:
             continue
         tshark = tshark_http(path)
+        for jobs in (1, 0):
+            seconds, http = end_to_end(path, jobs)
+            how = "1 process" if jobs == 1 else "default (one per core)"
+            ratio = f"  {seconds / tshark[0]:.2f}x tshark" if tshark else ""
+            print(f"  {label:<26} {how:<23} {seconds:6.2f} s  {facts['packets'] / seconds:>10,.0f} packets/s"
+                  f"  {http:>7,} HTTP records  {http / seconds:>8,.0f}/s{ratio}")
         if tshark is None:
-            print(f"  {name:<24} tshark not installed: no comparison")
+            print(f"  {label:<26} tshark is not installed: no comparison")
         else:
-            t_seconds, t_count = tshark
-            print(f"  {name:<24} {'tshark -Y http.response':<23} {t_seconds:6.2f} s  {t_count:>36,} responses"
-                  f"   ratio wirepeek/tshark {seconds / t_seconds:.2f}")
+            print(f"  {label:<26} {'tshark':<23} {tshark[0]:6.2f} s  {tshark[1]:>36,} responses")
     return 0
 
 
