@@ -561,9 +561,10 @@ FAST_HEAD: Final = 8192
 
 # One header field line as h11's grammar (h11._abnf.header_field) has it, ending in CRLF; a
 # line cannot run into the next, since a field's characters exclude CR and LF.
-_FIELD_LINE = rb"(" + token.encode() + rb"):[ \t]*(" + field_content.encode() + rb")?[ \t]*\r\n"
-_FIELD = re.compile(_FIELD_LINE)
-_FIELDS = re.compile(rb"(?:" + _FIELD_LINE + rb")*")
+# Its whitespace is captured too, so that the lines found can be checked to cover the block.
+_FIELD = re.compile(
+    rb"(" + token.encode() + rb"):([ \t]*)(" + field_content.encode() + rb")?([ \t]*)\r\n"
+)
 _CONTENT_LENGTH = re.compile(rb"[0-9]{1,20}")
 
 
@@ -606,9 +607,6 @@ def _plain_head(data: bytearray, end: int, request: bool) -> _Head | None:
     response. Then h11 would read it to the same fields with no note, and the framing is the
     same; None for anything else, which goes to h11."""
     line_end = data.find(b"\r\n", 0, end + 2)
-    stop = end + 2  # the last field line's CRLF
-    if not _FIELDS.fullmatch(data, line_end + 2, stop):
-        return None
     if request:
         m = request_line_re.fullmatch(data, 0, line_end)
         if m is None:
@@ -625,11 +623,16 @@ def _plain_head(data: bytearray, end: int, request: bool) -> _Head | None:
         method = target = b""
         version = m.group("http_version")
         reason = m.group("reason") or b""
-    fields = _FIELD.findall(data, line_end + 2, stop)
+    first = line_end + 2
+    stop = end + 2  # the last field line's CRLF
+    fields: list[tuple[bytes, bytes]] = []
+    covered = 0  # bytes of the lines found: all of the block when every line is a field
     length: int | None = None
     chunked = False
     hosts = 0
-    for name, value in fields:
+    for name, before, value, after in _FIELD.findall(data, first, stop):
+        covered += len(name) + len(before) + len(value) + len(after) + 3
+        fields.append((name, value))
         if len(name) < 4 or len(name) > 17:  # "host" to "transfer-encoding"
             continue
         lower = name.lower()
@@ -643,6 +646,8 @@ def _plain_head(data: bytearray, end: int, request: bool) -> _Head | None:
             chunked = True
         elif lower == b"host":
             hosts += 1
+    if covered != stop - first:
+        return None
     if request and (hosts > 1 or (not hosts and version == b"1.1")):
         return None
     return _Head(method, target, version, status, reason, fields, length, chunked)
@@ -664,38 +669,72 @@ def _clean_list(value: bytes) -> bytes:
     return b", ".join(part.strip() for part in value.split(b",") if part.strip())
 
 
+class _Heads:
+    """One direction's cached heads, and whether caching pays there at the moment."""
+
+    __slots__ = ("entries", "hits", "lookups", "off")
+
+    def __init__(self) -> None:
+        self.entries: dict[bytes, Any] = {}
+        self.lookups = 0  # in the current round of HeadCache.ROUND lookups
+        self.hits = 0
+        self.off = 0  # heads still to be read without the cache
+
+    def key(self, data: bytearray, end: int) -> bytes | None:
+        """The cache key of the head whose CRLFCRLF begins at `end`, if it is small enough and
+        caching is on; None otherwise."""
+        if self.off:
+            self.off -= 1
+            return None
+        if end < 0 or end > HeadCache.MAX_HEAD - 4:
+            return None
+        self.lookups += 1
+        if self.lookups >= HeadCache.ROUND:
+            if self.hits * 16 < self.lookups:  # under one hit in 16: every head is unique
+                self.off = HeadCache.PAUSE
+            self.lookups = self.hits = 0
+        return bytes(data[: end + 4])
+
+    def get(self, key: bytes) -> Any:
+        found = self.entries.get(key)
+        if found is not None:
+            self.hits += 1
+        return found
+
+    def put(self, key: bytes, value: Any) -> None:
+        entries = self.entries
+        if len(entries) >= HeadCache.MAX_ENTRIES:
+            # Start again rather than drop the oldest one by one: deleting a dict's first entry
+            # over and over leaves a run of holes that every later lookup of the first one scans.
+            entries.clear()
+        entries[key] = value
+
+
 class HeadCache:
     """Parsed header blocks by their exact bytes, shared by the parsers of one pipeline.
 
-    The same bytes always parse to the same (immutable) head, and real traffic repeats header
-    blocks: polling clients, health checks, the same static answer. A hit skips parsing, and
-    exchanges with the same head share its decoded headers. Bounded: small blocks only, oldest
-    entries dropped. A block is kept only when the head read from it is exactly that block
-    (h11 ends a head at the first empty line, which a bare LF may bring sooner).
+    The same bytes always parse to the same (immutable) head, and real traffic often repeats
+    header blocks: polling clients, health checks, the same static answer. A hit skips parsing,
+    and exchanges with the same head share its decoded headers. Bounded: small blocks only, at
+    most MAX_ENTRIES per direction. A block is kept only when the head read from it is exactly
+    that block (h11 ends a head at the first empty line, which a bare LF may bring sooner).
+    Where heads do not repeat (ids, cookies, request ids), a lookup only costs: a direction whose
+    last ROUND lookups hit less than one time in 16 reads its next PAUSE heads without it.
     """
 
     MAX_ENTRIES: ClassVar[int] = 1024
     MAX_HEAD: ClassVar[int] = 4096
+    ROUND: ClassVar[int] = 2048
+    PAUSE: ClassVar[int] = 30_000
 
     def __init__(self) -> None:
-        self.requests: dict[bytes, tuple[Any, list[tuple[bytes, bytes]], str | None]] = {}
-        self.responses: dict[bytes, list[Any]] = {}  # [head, its headers decoded, once made]
+        self.requests = _Heads()  # (head, headers as sent, note)
+        self.responses = _Heads()  # [head, its headers decoded, once made]
 
     @staticmethod
     def head_end(data: bytearray) -> int:
         """Where the first CRLFCRLF begins in data (-1 if not within FAST_HEAD bytes)."""
         return data.find(b"\r\n\r\n", 0, FAST_HEAD)
-
-    @staticmethod
-    def key(data: bytearray, end: int) -> bytes | None:
-        """The cache key of the block ending at `end` (see head_end), if small enough."""
-        return bytes(data[: end + 4]) if 0 <= end <= HeadCache.MAX_HEAD - 4 else None
-
-    @staticmethod
-    def store(table: dict[bytes, Any], key: bytes, value: Any) -> None:
-        if len(table) >= HeadCache.MAX_ENTRIES:
-            del table[next(iter(table))]
-        table[key] = value
 
 
 class HttpParser:
@@ -895,7 +934,7 @@ class HttpParser:
             return False
         data = _data(buf)
         end = HeadCache.head_end(data)
-        key = HeadCache.key(data, end)
+        key = self.heads.requests.key(data, end)
         cached = self.heads.requests.get(key) if key is not None else None
         head: Any
         try:
@@ -913,7 +952,7 @@ class HttpParser:
                     if before - len(buf) != end + 4:
                         key = None
                 if key is not None and head is not None:
-                    HeadCache.store(self.heads.requests, key, (head, sent, note))
+                    self.heads.requests.put(key, (head, sent, note))
         except h11.ProtocolError as e:
             self._bad_request(side, start, f"bad request: {e}")
             return True
@@ -1003,7 +1042,7 @@ class HttpParser:
             return False
         data = _data(buf)
         end = HeadCache.head_end(data)
-        key = HeadCache.key(data, end)
+        key = self.heads.responses.key(data, end)
         cached = self.heads.responses.get(key) if key is not None else None
         try:
             if cached is not None:
@@ -1020,7 +1059,7 @@ class HttpParser:
                         key = None
                 if key is not None and head is not None:
                     cached = [head, None]
-                    HeadCache.store(self.heads.responses, key, cached)
+                    self.heads.responses.put(key, cached)
         except h11.ProtocolError as e:
             self._bad_response(start, answer, f"bad response: {e}")
             return True

@@ -307,7 +307,7 @@ def heads_read(fast: bool) -> list[type]:
         parser.on_close(conn, 2.0)
     finally:
         http.FAST_PATH = True
-    return [type(v[0]) for v in cache.requests.values()] + [type(v[0]) for v in cache.responses.values()]
+    return [type(v[0]) for v in cache.requests.entries.values()] + [type(v[0]) for v in cache.responses.entries.values()]
 
 
 def test_the_fast_path_is_taken_for_plain_heads() -> None:
@@ -356,3 +356,30 @@ def test_every_capture_gives_the_same_http_events_either_way(path: str) -> None:
             http.FAST_PATH = True
         found.append([e for e in events if isinstance(e, (HttpTransaction, HttpRequestSeen))])
     assert found[0] == found[1]
+
+
+def test_the_head_cache_pauses_where_heads_do_not_repeat() -> None:
+    data = bytearray(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    end = HeadCache.head_end(data)
+    unique = http._Heads()
+    for _ in range(HeadCache.ROUND):
+        key = unique.key(data, end)
+        assert key == bytes(data)
+    assert all(unique.key(data, end) is None for _ in range(HeadCache.PAUSE))  # no hit: paused
+    assert unique.key(data, end) is not None  # and then tried again
+    repeated = http._Heads()
+    for _ in range(3 * HeadCache.ROUND):
+        key = repeated.key(data, end)
+        assert key is not None
+        if repeated.get(key) is None:
+            repeated.put(key, "head")
+    assert repeated.hits > 0
+
+
+def test_a_full_head_cache_starts_again() -> None:
+    heads = http._Heads()
+    for i in range(HeadCache.MAX_ENTRIES):
+        heads.put(b"%d" % i, i)
+    assert len(heads.entries) == HeadCache.MAX_ENTRIES
+    heads.put(b"new", 0)
+    assert heads.entries == {b"new": 0}
