@@ -42,8 +42,10 @@ def exchange(conn_id: int, index: int, body: int = 1000, shared: bool = False) -
 def recount(store: TrafficStore) -> int:
     """The cost as it would be counted from scratch over what the store holds now."""
     total = CONNECTION_COST * len(store.connections)
-    for txs in store.http.values():
-        total += sum(transaction_cost(tx, txs[i - 1] if i else None) for i, tx in enumerate(txs))
+    for conn_id, txs in store.http.items():
+        each = [transaction_cost(tx, txs[i - 1] if i else None) for i, tx in enumerate(txs)]
+        assert list(store.costs.get(conn_id, ())) == each  # what it was counted for, in step
+        total += sum(each)
     return total
 
 

@@ -11,6 +11,7 @@ alone are past it, the oldest connections; both are counted.
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
 
 from engine.events import (
@@ -50,6 +51,9 @@ class TrafficStore:
         self.connections: OrderedDict[int, ConnectionInfo] = OrderedDict()
         self.closed: set[int] = set()
         self.http: dict[int, list[HttpTransaction]] = {}
+        # What each kept exchange was counted for in `cost` (transaction_cost), in step with
+        # `http`: computed once, when the exchange comes.
+        self.costs: dict[int, array[int]] = {}
         # Exchanges evicted from each connection (the byte budget), for its views to say so.
         self.dropped: dict[int, int] = {}
         # Requests that wait for their answer, per connection, by stream offset.
@@ -66,6 +70,7 @@ class TrafficStore:
         self.connections.clear()
         self.closed.clear()
         self.http.clear()
+        self.costs.clear()
         self.dropped.clear()
         self.pending.clear()
         self.changed.clear()
@@ -83,7 +88,12 @@ class TrafficStore:
             elif isinstance(event, HttpTransaction):
                 txs = self.http.setdefault(event.connection, [])
                 if len(txs) < MAX_TRANSACTIONS_PER_CONNECTION:
-                    self.cost += transaction_cost(event, txs[-1] if txs else None)
+                    cost = transaction_cost(event, txs[-1] if txs else None)
+                    self.cost += cost
+                    costs = self.costs.get(event.connection)
+                    if costs is None:
+                        costs = self.costs[event.connection] = array("l")
+                    costs.append(cost)
                     txs.append(event)
                 else:
                     self.evicted_exchanges += 1
@@ -118,9 +128,10 @@ class TrafficStore:
         for conn_id, txs in list(self.http.items()):
             if self.cost <= target:
                 return
+            costs = self.costs.get(conn_id, ())
             n, freed = 0, 0
             while n < len(txs) and self.cost - freed > target:
-                freed += transaction_cost(txs[n], txs[n - 1] if n else None)
+                freed += costs[n]
                 n += 1
             self.evicted_exchanges += n
             self._drop_exchanges(conn_id, n)
@@ -132,15 +143,19 @@ class TrafficStore:
         if not txs or not n:
             return
         self.dropped[conn_id] = self.dropped.get(conn_id, 0) + n
-        for i in range(n):
-            self.cost -= transaction_cost(txs[i], txs[i - 1] if i else None)
+        costs = self.costs[conn_id]
+        self.cost -= sum(costs[:n])
         if n < len(txs):
             # The new first one no longer shares header tuples with the one before it.
-            self.cost += transaction_cost(txs[n], None) - transaction_cost(txs[n], txs[n - 1])
+            first = transaction_cost(txs[n], None)
+            self.cost += first - costs[n]
             # A new list rather than one cut in place: a view holding the old one sees no shift.
             self.http[conn_id] = txs[n:]
+            self.costs[conn_id] = costs = costs[n:]
+            costs[0] = first
         else:
             del self.http[conn_id]
+            del self.costs[conn_id]
 
     def _put(self, info: ConnectionInfo) -> None:
         if info.id not in self.connections:
