@@ -71,6 +71,7 @@ DEFAULT_HOLD = 4 * 1024 * 1024
 """Server bytes held at most while a response waits for the client's stream to reach it (the
 pipeline passes Bounds.max_ooo_bytes: both are how far one stream may run ahead)."""
 MAX_CHUNK_LINE = 4096
+MAX_LOST_RANGES: Final = 64
 
 REQUEST_START = re.compile(rb"(?:^|\n)([A-Z][A-Z0-9_-]{0,23} [^ \r\n]+ HTTP/1\.[01]\r?\n)")
 # A status line is distinctive enough to be found anywhere: after lost bytes, the next response
@@ -378,7 +379,9 @@ class _Side:
         self.exchange: _Exchange | None = None
         self.synced = False
         self.lost = 0  # bytes lost since the last message start, to be noted on the next one
-        self.lost_ranges: deque[tuple[int, int]] = deque(maxlen=64)  # lost or unreadable bytes
+        # Lost or unreadable bytes, the latest MAX_LOST_RANGES (a list made at the first: most
+        # connections lose nothing, and an empty deque already takes 770 bytes).
+        self.lost_ranges: list[tuple[int, int]] | None = None
         self.ended = False
         # A head was cut short: bytes lost until the next message start are the rest of it, and
         # the note on that message said so already.
@@ -409,7 +412,7 @@ class _Side:
         """Bytes from stream offset `start` are gone (with what was buffered): resynchronise."""
         held = len(self.buf)
         self.lost += size + held
-        self.lost_ranges.append((start - held, start + size))
+        self.note_lost(start - held, start + size)
         if self.loss_start is None:
             self.loss_start = start
         self.synced = False
@@ -418,7 +421,15 @@ class _Side:
 
     def lost_between(self, start: int, end: int) -> bool:
         """Were bytes lost or unreadable anywhere in [start, end)?"""
-        return any(s < end and e > start for s, e in self.lost_ranges)
+        return any(s < end and e > start for s, e in self.lost_ranges or ())
+
+    def note_lost(self, start: int, end: int) -> None:
+        ranges = self.lost_ranges
+        if ranges is None:
+            ranges = self.lost_ranges = []
+        elif len(ranges) >= MAX_LOST_RANGES:
+            del ranges[0]
+        ranges.append((start, end))
 
 
 ANSWERED_EARLY = (
@@ -472,7 +483,7 @@ def _resync(side: _Side, pattern: re.Pattern[bytes]) -> bool:
 def _drop(side: _Side, size: int) -> None:
     start = side.consumed
     side.lost += size
-    side.lost_ranges.append((start, start + size))
+    side.note_lost(start, start + size)
     side.buf.maybe_extract_at_most(size)
 
 
