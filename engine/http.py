@@ -288,8 +288,12 @@ class _Message:
     def headers(self) -> tuple[tuple[str, str], ...]:
         if self.cached is not None and self.cached[1] is not None:
             return cast(tuple[tuple[str, str], ...], self.cached[1])
-        raw = self.sent_headers if self.sent_headers is not None else _raw_fields(self.head)
-        text = tuple([(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw])
+        head = self.head
+        if type(head) is _Head and self.sent_headers is None:
+            text = head.fields  # read as text already
+        else:
+            raw = self.sent_headers if self.sent_headers is not None else head.headers.raw_items()
+            text = tuple([(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw])
         if self.cached is not None:
             self.cached[1] = text
         return text
@@ -573,22 +577,22 @@ FAST_HEAD: Final = 8192
 # One header field line as h11's grammar (h11._abnf.header_field) has it, ending in CRLF; a
 # line cannot run into the next, since a field's characters exclude CR and LF.
 # Its whitespace is captured too, so that the lines found can be checked to cover the block.
-_FIELD = re.compile(
-    rb"(" + token.encode() + rb"):([ \t]*)(" + field_content.encode() + rb")?([ \t]*)\r\n"
-)
-_CONTENT_LENGTH = re.compile(rb"[0-9]{1,20}")
+# It reads the block decoded as Latin-1 (one character a byte), so that the fields come out as
+# the text the records hold; ASCII makes \s the same six characters as in h11's bytes pattern.
+_FIELD = re.compile("(" + token + "):([ \t]*)(" + field_content + ")?([ \t]*)\r\n", re.ASCII)
+_CONTENT_LENGTH = re.compile("[0-9]{1,20}", re.ASCII)
 
 
 class _Head(NamedTuple):
     """A plain head read by `_plain_head`: the fields h11's events have, its header fields as
-    sent, and its framing headers already checked."""
+    sent (as text: each byte a Latin-1 character), and its framing headers already checked."""
 
     method: bytes
     target: bytes
     http_version: bytes
     status_code: int  # 0 for a request
     reason: bytes
-    fields: list[tuple[bytes, bytes]]
+    fields: tuple[tuple[str, str], ...]
     length: int | None  # its Content-Length
     chunked: bool  # Transfer-Encoding: chunked
 
@@ -636,44 +640,39 @@ def _plain_head(data: bytearray, end: int, request: bool) -> _Head | None:
         reason = m.group("reason") or b""
     first = line_end + 2
     stop = end + 2  # the last field line's CRLF
-    fields: list[tuple[bytes, bytes]] = []
+    text = data[first:stop].decode("latin-1")
+    fields: list[tuple[str, str]] = []
     covered = 0  # bytes of the lines found: all of the block when every line is a field
     length: int | None = None
     chunked = False
     hosts = 0
-    for name, before, value, after in _FIELD.findall(data, first, stop):
+    for name, before, value, after in _FIELD.findall(text):
         covered += len(name) + len(before) + len(value) + len(after) + 3
         fields.append((name, value))
         if len(name) < 4 or len(name) > 17:  # "host" to "transfer-encoding"
             continue
         lower = name.lower()
-        if lower == b"content-length":
+        if lower == "content-length":
             if length is not None or not _CONTENT_LENGTH.fullmatch(value):
                 return None
             length = int(value)
-        elif lower == b"transfer-encoding":
-            if chunked or value != b"chunked":
+        elif lower == "transfer-encoding":
+            if chunked or value != "chunked":
                 return None
             chunked = True
-        elif lower == b"host":
+        elif lower == "host":
             hosts += 1
     if covered != stop - first:
         return None
     if request and (hosts > 1 or (not hosts and version == b"1.1")):
         return None
-    return _Head(method, target, version, status, reason, fields, length, chunked)
+    return _Head(method, target, version, status, reason, tuple(fields), length, chunked)
 
 
 def _framing(method: bytes, head: Any) -> tuple[str, tuple[Any, ...]]:
     if type(head) is _Head:
         return head.framing(method)
     return _body_framing(method, head)
-
-
-def _raw_fields(head: Any) -> list[tuple[bytes, bytes]]:
-    if type(head) is _Head:
-        return head.fields
-    return head.headers.raw_items()
 
 
 def _clean_list(value: bytes) -> bytes:
@@ -935,7 +934,7 @@ class HttpParser:
                 self._tell(self.reading)  # whole now, if still unanswered
                 self.reading = None
             self._settled(msg)
-            if msg.head.method == b"CONNECT" or _has_upgrade(msg.sent_headers):
+            if msg.head.method == b"CONNECT" or _has_upgrade(msg):
                 self.waiting = True  # what follows depends on the answer
 
     def _start_request(self, side: _Side, buf: ReceiveBuffer) -> bool:
@@ -955,7 +954,7 @@ class HttpParser:
             else:
                 head = _plain_head(data, end, True) if FAST_PATH and end >= 0 else None
                 if head is not None:
-                    sent, note = head.fields, None
+                    sent, note = None, None
                     buf.maybe_extract_at_most(end + 4)
                 else:
                     before = len(buf)
@@ -1429,8 +1428,11 @@ def _begins_before(ex: _Exchange, offset: int) -> bool:
     return ex.start is not None and ex.start < offset
 
 
-def _has_upgrade(headers: list[tuple[bytes, bytes]] | None) -> bool:
-    return any(name.lower() == b"upgrade" for name, _ in headers or ())
+def _has_upgrade(request: _Message) -> bool:
+    head = request.head
+    if type(head) is _Head:
+        return any(name.lower() == "upgrade" for name, _ in head.fields)
+    return any(name.lower() == b"upgrade" for name, _ in request.sent_headers or ())
 
 
 def http_parser_factory(

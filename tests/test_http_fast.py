@@ -72,7 +72,8 @@ def by_fast(data: bytes, request: bool) -> tuple | None:
     else:
         start = (head.status_code, head.reason, head.http_version)
         framing = tuple(head.framing(m) for m in METHODS)
-    return (end + 4, start, [tuple(f) for f in head.fields], None, framing)
+    fields = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in head.fields]
+    return (end + 4, start, fields, None, framing)
 
 
 # ---------------------------------------------------------------------- generated heads
@@ -94,7 +95,8 @@ NAMES = mostly(
 )
 VALUES = mostly(
     [b"", b"x", b"1", b"0", b"007", b"12", b"chunked", b"a b", b"a\tb", b"a  b", b"\x80\xff",
-     b"  trailing  ", b"\t", b"h2c", b"keep-alive", b"sid=9f3a; theme=dark", b"1" * 20],
+     b"  trailing  ", b"\t", b"h2c", b"keep-alive", b"sid=9f3a; theme=dark", b"1" * 20,
+     b"a\x85b", b"x\x1cy", b"\xa0"],
     [b"12, 12", b"1,2", b"12,", b" 5 ", b"5 6", b"+5", b"-1", b"1" * 21, b"Chunked", b"CHUNKED",
      b"gzip, chunked", b"chunked,", b",chunked", b"chunked ", b"identity", b"x\x00y", b"x\x0by",
      b"x\x0cy"],
