@@ -8,11 +8,12 @@ from collections.abc import Callable
 import pytest
 from textual.widgets import DataTable, Input, Label, TabbedContent
 
+from engine import sources
 from engine.bounds import Bounds
 from engine.tcp import Resent
 from tests.captures import COMPRESSIONS, capture, compressed_copy
 from tui.app import WirepeekApp
-from tui.capture import PacketRing, SourceSpec
+from tui.capture import SourceSpec
 from tui.cli import DEMO_CAPTURE
 from tui.screens.help import HelpScreen
 from tui.widgets.connections import ConnectionsTable
@@ -411,14 +412,19 @@ def count_packets(path: str) -> int:
     return count
 
 
-def bpf_matches(ring: PacketRing, client: str, server: str) -> list[bytes]:
-    """The ring's packets of one connection as a libpcap filter picks them."""
+def bpf_matches(path: str, client: str, server: str) -> list[bytes]:
+    """A capture file's packets of one connection as a libpcap filter picks them."""
     import pcapy
 
     (a, p), (b, q) = (endpoint.rpartition(":")[::2] for endpoint in (client, server))
     expression = f"tcp and host {a} and host {b} and port {p} and port {q}"
     found = []
-    for batch in ring.batches():
+    source = sources.open_files([path])
+    batches = []
+    while (batch := source.next_batch()) is not None:
+        batches.append(batch)
+    source.close()
+    for batch in batches:
         program = pcapy.compile(batch.linktype, 65535, expression, 1, 0)
         found += [data for _ts, data in batch.packets() if program.filter(data) != 0]
     return found
@@ -449,7 +455,7 @@ async def test_shift_w_writes_every_connection_the_display_filter_shows(tmp_path
     # The same packets as libpcap picks with a filter per connection.
     ring = app.driver.packets
     singles = sorted(data for i in shown
-                     for data in bpf_matches(ring, app.store.connections[i].client,
+                     for data in bpf_matches(capture("zeek/wikipedia.pcap"), app.store.connections[i].client,
                                              app.store.connections[i].server))
     assert sorted(p.data for p in ring.pick([app.store.connections[i] for i in shown]).packets) == singles
 

@@ -408,12 +408,18 @@ class WirepeekApp(App[None]):
             return
         self.post_message(PacketsView.Loading(info.id))
         picked = self.driver.packets.pick([info], generation)
-        if not picked.reread:  # else the app is about to show the new reading instead
+        if picked.error is not None:
+            self.post_message(PacketsView.Failed(info.id, picked.error))
+        elif not picked.reread:  # else the app is about to show the new reading instead
             self.post_message(PacketsView.Loaded(prepare(info, picked)))
 
     def on_packets_view_loading(self, loading: PacketsView.Loading) -> None:
         if loading.conn_id == self.selected:
             self.query_one(PacketsView).show_loading(loading.conn_id)
+
+    def on_packets_view_failed(self, failed: PacketsView.Failed) -> None:
+        if failed.conn_id == self.selected:
+            self.query_one(PacketsView).show_error(failed.conn_id, failed.reason)
 
     def on_packets_view_loaded(self, loaded: PacketsView.Loaded) -> None:
         if loaded.packets.conn_id == self.selected:
@@ -460,6 +466,10 @@ class WirepeekApp(App[None]):
         own, by its packet numbers: not those of another that reused its ports), and say how it
         went ("wrote N packets{what} to PATH")."""
         picked = self.driver.packets.pick(connections, generation)
+        if picked.error is not None:
+            self.call_from_thread(self.notify, escape_text(f"nothing written: {picked.error}"),
+                                  severity="error", markup=False)
+            return
         if picked.reread:
             self.call_from_thread(self.notify, "the capture was read again meanwhile: nothing written",
                                   severity="warning")

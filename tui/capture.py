@@ -17,11 +17,12 @@ reads the engine's objects. The app uses only this much of it:
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from engine import sources
@@ -153,6 +154,7 @@ class Picked:
     numbers: list[int]  # each packet's number in the capture, from 0 (as ConnectionInfo counts)
     complete: bool  # the ring still held every packet of these connections
     reread: bool = False  # the file was read again since: these connections are gone
+    error: str | None = None  # the capture files could not be read again (FileRing)
 
 
 class PacketRing:
@@ -180,7 +182,7 @@ class PacketRing:
             self.bytes -= len(old.data) + len(old.meta)
             self.dropped_batches += 1
 
-    def clear(self, generation: int) -> None:
+    def clear(self, generation: int, bpf: str = "") -> None:
         """The file is read again (packet numbers start again from 0)."""
         self.ring = deque()
         self.bytes = 0
@@ -206,6 +208,89 @@ class PacketRing:
         found = sources.packets_in_spans(ring, wanted)
         complete = oldest is None or (bool(ring) and ring[0][0] <= oldest)
         return Picked([p for _, p in found], [n for n, _ in found], complete)
+
+
+def file_identity(path: str) -> tuple[int, int, int, int] | None:
+    """What tells a file from the same file changed: device, inode, size, modification time."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class FileRing:
+    """The packets of capture files, read again from the files when asked, by packet number.
+
+    Nothing is held per packet or per batch (Wireshark and toolong re-read files too): a
+    connection's packets are those numbered first_packet..last_packet in a new reading of the
+    same files under the same filter, which numbers them exactly as the pipeline did. Before
+    reading, the files must still be the ones that were read (same device, inode, size and
+    modification time); if one changed or is gone, `pick` says so instead.
+    """
+
+    limit = 0  # bytes held: none
+    bytes = 0
+    dropped_batches = 0
+
+    def __init__(self, files: tuple[str, ...], bpf: str) -> None:
+        self.files = files
+        self.bpf = bpf
+        self.generation = 0
+        self.identities = [file_identity(path) for path in files]
+
+    def add(self, batch: Batch, first: int) -> None:
+        pass
+
+    def clear(self, generation: int, bpf: str = "") -> None:
+        """The files are read again under another filter (packet numbers start again)."""
+        self.generation = generation
+        self.bpf = bpf
+
+    def changed(self) -> str | None:
+        """Why the files cannot be read again as they were, or None."""
+        for path, identity in zip(self.files, self.identities, strict=True):
+            now = file_identity(path)
+            if now is None:
+                return f"{path} is gone: its packets cannot be read again"
+            if now != identity:
+                return f"{path} changed since it was read: its packets cannot be read again"
+        return None
+
+    def pick(self, connections: Iterable[ConnectionInfo], generation: int | None = None) -> Picked:
+        if generation is not None and generation != self.generation:
+            return Picked([], [], False, reread=True)
+        connections = list(connections)
+        if not connections:
+            return Picked([], [], True)
+        error = self.changed()
+        if error is not None:
+            return Picked([], [], False, error=error)
+        wanted: dict[int, list[sources.Span]] = {}
+        for info in connections:
+            key = endpoints_key(info.client, info.server)
+            wanted.setdefault(key, []).append((info.first_packet, info.last_packet))
+        high = max(info.last_packet for info in connections)
+        try:
+            source = sources.open_files(list(self.files), self.bpf)
+        except sources.CaptureError as e:
+            return Picked([], [], False, error=str(e))
+
+        def numbered() -> Iterator[tuple[int, Batch]]:
+            number = 0
+            while number <= high and (batch := source.next_batch()) is not None:
+                yield number, batch
+                number += len(batch)
+
+        try:
+            found = sources.packets_in_spans(numbered(), wanted)
+        except sources.CaptureError as e:
+            return Picked([], [], False, error=str(e))
+        finally:
+            source.close()
+        if source.error is not None:
+            return Picked([], [], False, error=source.error)
+        return Picked([p for _, p in found], [n for n, _ in found], True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +373,12 @@ class CaptureDriver:
         self._followed: int | None = None
         self._cursor = 0  # of the followed connection's kept entries: what was sent so far
         self._initial = spec.opened
-        self.packets = PacketRing(ring_bytes)  # read by the UI thread through its snapshot method
+        # Read by the UI thread through its snapshot method. A file is read again instead
+        # (FileRing), unless it is a pipe or a replay, whose packets only the ring can hold.
+        rereadable = spec.files and not spec.replay and "-" not in spec.files
+        self.packets: PacketRing | FileRing = (
+            FileRing(spec.files, bpf) if rereadable else PacketRing(ring_bytes)
+        )
         # Set by the UI when it has taken the last update. Until then the driver posts nothing
         # more: a file waits, a live capture goes on reading and folds what it sees (Pending),
         # so updates never queue up in front of the user's keys.
@@ -415,7 +505,7 @@ class CaptureDriver:
                     source.close()
                     source, pipeline, finished = new, self._pipeline(), False
                     self.generation += 1
-                    self.packets.clear(self.generation)
+                    self.packets.clear(self.generation, argument)
                     self._followed = None
                 else:
                     source.set_filter(argument)

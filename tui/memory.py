@@ -7,7 +7,8 @@ Three parts grow with traffic and each gets a share:
 
 - the engine (engine.bounds.Bounds.memory_budget): tracked connections, out-of-order data and
   the kept streams of the Stream tab, 1/4;
-- the ring of recent raw packets (tui.capture.PacketRing) for the Packets tab and `w`, 1/8;
+- the ring of recent raw packets (tui.capture.PacketRing) for the Packets tab and `w`, 1/8
+  (a capture file is read again instead: tui.capture.FileRing holds nothing);
 - the UI's store (tui.store.TrafficStore): every connection's row and HTTP exchanges, headers and
   bodies, 1/8;
 - the other half is headroom for what the parts hold beyond what they count (see below).

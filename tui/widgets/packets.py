@@ -31,7 +31,7 @@ from engine.events import ConnectionInfo
 from engine.sources import Packet
 from engine.tcpdump import ABSOLUTE, Offsets, SequenceBases, packet_line
 from tui.capture import Picked
-from tui.escape import escape_rendered
+from tui.escape import escape_rendered, escape_text
 from tui.times import shown
 
 CACHED_LINES = 4096  # lines kept once made; the cache starts again when full
@@ -275,6 +275,14 @@ class PacketsView(Vertical):
             super().__init__()
             self.conn_id = conn_id
 
+    class Failed(Message):
+        """A connection's packets could not be read (the capture file changed or is gone)."""
+
+        def __init__(self, conn_id: int, reason: str) -> None:
+            super().__init__()
+            self.conn_id = conn_id
+            self.reason = reason
+
     class Dissected(Message):
         def __init__(self, conn_id: int, index: int, text: str) -> None:
             super().__init__()
@@ -301,6 +309,12 @@ class PacketsView(Vertical):
         self.query_one(PacketList).show(None)
         self.query_one("#packets-note", Static).update(
             Text(f"reading the packets of connection {conn_id}…", "dim"))
+        self.query_one("#packet-text", Static).update("")
+
+    def show_error(self, conn_id: int, reason: str) -> None:
+        self.query_one(PacketList).show(None)
+        self.query_one("#packets-note", Static).update(
+            Text(f"the packets of connection {conn_id}: {escape_text(reason)}", "red"))
         self.query_one("#packet-text", Static).update("")
 
     def show(self, data: ConnectionPackets | None) -> None:
