@@ -133,3 +133,28 @@ def test_the_estimate_is_close_to_what_the_objects_hold():
         tracemalloc.stop()
     assert sum(len(txs) for txs in store.http.values()) >= 999
     assert 0.8 < store.cost / held < 1.25, (store.cost, held)
+
+
+def test_packed_headers_read_as_the_pairs_they_were_made_from():
+    from tui.store import PackedHeaders
+
+    for headers in [(), (("Host", "a"),), (("", ""), ("X", ""), ("", "y")),
+                    (("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Caf\xe9", "\x00\x1b[2J\xff"))]:
+        packed = PackedHeaders(headers)
+        assert tuple(packed) == headers and packed == headers and headers == packed
+        assert len(packed) == len(headers) and packed[0:] == headers
+        assert hash(packed) == hash(headers) and repr(packed) == repr(headers)
+        assert packed == PackedHeaders(headers) and packed != PackedHeaders((("Other", "1"),))
+
+
+def test_the_store_packs_headers_and_shares_a_repeated_heads_pack():
+    store = TrafficStore(budget=10**9)
+    store.apply((ConnectionOpened(info(0)),))
+    sent = [exchange(0, i, shared=True) for i in range(3)]
+    store.apply(tuple(sent))
+    kept = store.http[0]
+    assert kept == sent  # the same exchanges, read back
+    assert [type(tx.response.headers).__name__ for tx in kept] == ["PackedHeaders"] * 3
+    assert kept[1].response.headers is kept[0].response.headers  # one pack for the shared tuple
+    assert kept[1].request.headers is not kept[0].request.headers  # each request its own
+    assert store.cost == recount(store)

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from array import array
 from collections import OrderedDict
+from collections.abc import Iterator
+from itertools import accumulate
+from typing import Any
 
 from engine.events import (
     ConnectionClosed,
@@ -34,13 +37,57 @@ BUDGET = 128 * 1024 * 1024  # the store's share of the default --memory (tui.mem
 # an HttpTransaction with its request and response, their small fields (times, method, version,
 # reason, the body's bytes object) and its slot in the list;
 TRANSACTION_COST = 840
-# one header: its (name, value) tuple and the two str objects, made afresh for each message
-# (a response whose head repeats byte for byte shares the header tuple of the one before: the
-# engine's HeadCache gives the same tuple, and it is counted once);
+# one header as the engine gives it: its (name, value) tuple and the two str objects, made
+# afresh for each message (a head that repeats byte for byte shares the header tuple of the one
+# before: the engine's HeadCache gives the same tuple, and it is counted once);
 HEADER_COST = 170
+# what the store keeps instead (PackedHeaders): the object, its string and its array, plus
+# PACKED_FIELD_COST a field and the characters (a repeated head shares the packed object too);
+PACKED_COST = 170
+PACKED_FIELD_COST = 8
 # one connection: its ConnectionInfo (the latest replaces the one before) with its strings and
 # tuples, the store's dict and set entries, and the connections table's row index.
 CONNECTION_COST = 1200
+
+
+class PackedHeaders:
+    """A message's header fields as the store keeps them: all names and values in one string,
+    with where each ends, rather than a tuple of pairs of strings (170 bytes a field). It reads
+    as the tuple of (name, value) pairs it was made from, and equals it."""
+
+    __slots__ = ("ends", "text")
+
+    def __init__(self, headers: tuple[tuple[str, str], ...]) -> None:
+        parts = [part for field in headers for part in field]
+        self.text = "".join(parts)
+        self.ends = array("I", accumulate(map(len, parts)))
+
+    def __len__(self) -> int:
+        return len(self.ends) // 2
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        text, ends = self.text, self.ends
+        start = 0
+        for i in range(0, len(ends), 2):
+            middle, end = ends[i], ends[i + 1]
+            yield text[start:middle], text[middle:end]
+            start = end
+
+    def __getitem__(self, index: Any) -> Any:
+        return tuple(self)[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PackedHeaders):
+            return self.text == other.text and self.ends == other.ends
+        if isinstance(other, tuple):
+            return tuple(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
 
 
 class TrafficStore:
@@ -54,6 +101,9 @@ class TrafficStore:
         # What each kept exchange was counted for in `cost` (transaction_cost), in step with
         # `http`: computed once, when the exchange comes.
         self.costs: dict[int, array[int]] = {}
+        # The last exchange's header tuples from the engine and what they were packed to, per
+        # connection: the next exchange with the same tuple (a repeated head) shares the pack.
+        self.last_packed: dict[int, tuple[Any, Any, Any, Any]] = {}
         # Exchanges evicted from each connection (the byte budget), for its views to say so.
         self.dropped: dict[int, int] = {}
         # Requests that wait for their answer, per connection, by stream offset.
@@ -71,6 +121,7 @@ class TrafficStore:
         self.closed.clear()
         self.http.clear()
         self.costs.clear()
+        self.last_packed.clear()
         self.dropped.clear()
         self.pending.clear()
         self.changed.clear()
@@ -88,6 +139,7 @@ class TrafficStore:
             elif isinstance(event, HttpTransaction):
                 txs = self.http.setdefault(event.connection, [])
                 if len(txs) < MAX_TRANSACTIONS_PER_CONNECTION:
+                    event = self._packed(event)
                     cost = transaction_cost(event, txs[-1] if txs else None)
                     self.cost += cost
                     costs = self.costs.get(event.connection)
@@ -117,10 +169,35 @@ class TrafficStore:
             self._drop_exchanges(old, len(self.http.get(old, ())))
             self.cost -= CONNECTION_COST
             self.pending.pop(old, None)
+            self.last_packed.pop(old, None)
             self.dropped.pop(old, None)
             self.changed.discard(old)
             self.removed.add(old)
             self.evicted += 1
+
+    def _packed(self, tx: HttpTransaction) -> HttpTransaction:
+        """The exchange with its headers packed (PackedHeaders), sharing the packs of the
+        exchange before when it shared the engine's header tuples."""
+        request, response = tx.request, tx.response
+        last = self.last_packed.get(tx.connection, (None, None, None, None))
+        req_pack = resp_pack = None
+        if request is not None:
+            req_pack = last[1] if request.headers is last[0] else PackedHeaders(request.headers)
+        if response is not None:
+            resp_pack = last[3] if response.headers is last[2] else PackedHeaders(response.headers)
+        self.last_packed[tx.connection] = (
+            request.headers if request is not None else None, req_pack,
+            response.headers if response is not None else None, resp_pack,
+        )
+        return HttpTransaction(
+            tx.connection,
+            tx.index,
+            request._replace(headers=req_pack) if request is not None else None,
+            response._replace(headers=resp_pack) if response is not None else None,
+            tx.error,
+            tx.tunnel,
+            tx.notes,
+        )
 
     def _evict_exchanges(self, target: int) -> None:
         """The oldest connections' exchanges, oldest first, until the cost is down to target
@@ -217,7 +294,9 @@ def transaction_cost(tx: HttpTransaction, before: HttpTransaction | None) -> int
     return cost
 
 
-def headers_cost(headers: tuple[tuple[str, str], ...]) -> int:
+def headers_cost(headers: Any) -> int:
+    if type(headers) is PackedHeaders:
+        return PACKED_COST + PACKED_FIELD_COST * len(headers.ends) // 2 + len(headers.text)
     return HEADER_COST * len(headers) + sum(len(name) + len(value) for name, value in headers)
 
 
