@@ -31,6 +31,7 @@ MAX_CONNECTIONS = 200_000
 MAX_TRANSACTIONS_PER_CONNECTION = 10_000
 NO_ANSWER = -2  # last_status: the last request got no answer (it will get none)
 BUDGET = 128 * 1024 * 1024  # the store's share of the default --memory (tui.memory)
+MAX_PACKS = 512  # recent header packs looked up by content (TrafficStore.packs)
 
 # What the store's objects cost beyond the characters of their strings and the bytes of their
 # bodies, measured with tracemalloc (`python -m tests.bench.memory --overheads` prints them):
@@ -101,9 +102,9 @@ class TrafficStore:
         # What each kept exchange was counted for in `cost` (transaction_cost), in step with
         # `http`: computed once, when the exchange comes.
         self.costs: dict[int, array[int]] = {}
-        # The last exchange's header tuples from the engine and what they were packed to, per
-        # connection: the next exchange with the same tuple (a repeated head) shares the pack.
-        self.last_packed: dict[int, tuple[Any, Any, Any, Any]] = {}
+        # Recent packs by the header pairs they hold: a head that repeats (on any connection)
+        # shares one pack. Bounded: started again when full.
+        self.packs: dict[tuple[tuple[str, str], ...], PackedHeaders] = {}
         # Exchanges evicted from each connection (the byte budget), for its views to say so.
         self.dropped: dict[int, int] = {}
         # Requests that wait for their answer, per connection, by stream offset.
@@ -121,7 +122,7 @@ class TrafficStore:
         self.closed.clear()
         self.http.clear()
         self.costs.clear()
-        self.last_packed.clear()
+        self.packs.clear()
         self.dropped.clear()
         self.pending.clear()
         self.changed.clear()
@@ -169,31 +170,28 @@ class TrafficStore:
             self._drop_exchanges(old, len(self.http.get(old, ())))
             self.cost -= CONNECTION_COST
             self.pending.pop(old, None)
-            self.last_packed.pop(old, None)
             self.dropped.pop(old, None)
             self.changed.discard(old)
             self.removed.add(old)
             self.evicted += 1
 
+    def _pack(self, headers: tuple[tuple[str, str], ...]) -> PackedHeaders:
+        packs = self.packs
+        packed = packs.get(headers)
+        if packed is None:
+            if len(packs) >= MAX_PACKS:
+                packs.clear()
+            packed = packs[headers] = PackedHeaders(headers)
+        return packed
+
     def _packed(self, tx: HttpTransaction) -> HttpTransaction:
-        """The exchange with its headers packed (PackedHeaders), sharing the packs of the
-        exchange before when it shared the engine's header tuples."""
+        """The exchange with its headers packed (PackedHeaders)."""
         request, response = tx.request, tx.response
-        last = self.last_packed.get(tx.connection, (None, None, None, None))
-        req_pack = resp_pack = None
-        if request is not None:
-            req_pack = last[1] if request.headers is last[0] else PackedHeaders(request.headers)
-        if response is not None:
-            resp_pack = last[3] if response.headers is last[2] else PackedHeaders(response.headers)
-        self.last_packed[tx.connection] = (
-            request.headers if request is not None else None, req_pack,
-            response.headers if response is not None else None, resp_pack,
-        )
         return HttpTransaction(
             tx.connection,
             tx.index,
-            request._replace(headers=req_pack) if request is not None else None,
-            response._replace(headers=resp_pack) if response is not None else None,
+            request._replace(headers=self._pack(request.headers)) if request is not None else None,
+            response._replace(headers=self._pack(response.headers)) if response is not None else None,
             tx.error,
             tx.tunnel,
             tx.notes,
