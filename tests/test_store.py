@@ -157,7 +157,7 @@ def test_the_store_packs_headers_and_shares_a_repeated_heads_pack():
     assert [type(tx.response.headers).__name__ for tx in kept] == ["PackedHeaders"] * 3
     assert kept[1].response.headers is kept[0].response.headers  # one pack for the shared tuple
     assert kept[1].request.headers is not kept[0].request.headers  # each request its own
-    # Equal heads share a pack on any connection, made by the engine as one tuple or not.
+    # The same tuple from the engine (its HeadCache) shares a pack on any connection.
     store.apply((ConnectionOpened(info(1)), exchange(1, 0, shared=True)))
     assert store.http[1][0].response.headers is kept[0].response.headers
     assert store.cost == recount(store)

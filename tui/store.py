@@ -14,7 +14,7 @@ from __future__ import annotations
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
-from itertools import accumulate
+from itertools import accumulate, chain
 from typing import Any
 
 from engine.events import (
@@ -24,6 +24,7 @@ from engine.events import (
     ConnectionUpdated,
     HttpRequest,
     HttpRequestSeen,
+    HttpResponse,
     HttpTransaction,
 )
 
@@ -51,6 +52,9 @@ PACKED_FIELD_COST = 8
 CONNECTION_COST = 1200
 
 
+_new = tuple.__new__
+
+
 class PackedHeaders:
     """A message's header fields as the store keeps them: all names and values in one string,
     with where each ends, rather than a tuple of pairs of strings (170 bytes a field). It reads
@@ -59,7 +63,7 @@ class PackedHeaders:
     __slots__ = ("ends", "text")
 
     def __init__(self, headers: tuple[tuple[str, str], ...]) -> None:
-        parts = [part for field in headers for part in field]
+        parts = list(chain.from_iterable(headers))
         self.text = "".join(parts)
         self.ends = array("I", accumulate(map(len, parts)))
 
@@ -102,9 +106,10 @@ class TrafficStore:
         # What each kept exchange was counted for in `cost` (transaction_cost), in step with
         # `http`: computed once, when the exchange comes.
         self.costs: dict[int, array[int]] = {}
-        # Recent packs by the header pairs they hold: a head that repeats (on any connection)
-        # shares one pack. Bounded: started again when full.
-        self.packs: dict[tuple[tuple[str, str], ...], PackedHeaders] = {}
+        # Recent packs by the engine's header tuple they were made from (its id, and the tuple
+        # to be sure of it): the engine gives a repeated head the same tuple (its HeadCache), on
+        # any connection, and the store then keeps one pack. Bounded: started again when full.
+        self.packs: dict[int, tuple[tuple[tuple[str, str], ...], PackedHeaders]] = {}
         # Exchanges evicted from each connection (the byte budget), for its views to say so.
         self.dropped: dict[int, int] = {}
         # Requests that wait for their answer, per connection, by stream offset.
@@ -177,24 +182,24 @@ class TrafficStore:
 
     def _pack(self, headers: tuple[tuple[str, str], ...]) -> PackedHeaders:
         packs = self.packs
-        packed = packs.get(headers)
-        if packed is None:
-            if len(packs) >= MAX_PACKS:
-                packs.clear()
-            packed = packs[headers] = PackedHeaders(headers)
+        found = packs.get(id(headers))
+        if found is not None and found[0] is headers:
+            return found[1]
+        if len(packs) >= MAX_PACKS:
+            packs.clear()
+        packed = PackedHeaders(headers)
+        packs[id(headers)] = (headers, packed)
         return packed
 
     def _packed(self, tx: HttpTransaction) -> HttpTransaction:
         """The exchange with its headers packed (PackedHeaders)."""
         request, response = tx.request, tx.response
+        if request is not None:  # the named tuple made at C speed (_replace is Python)
+            request = _new(HttpRequest, (*request[:5], self._pack(request.headers), *request[6:]))
+        if response is not None:
+            response = _new(HttpResponse, (*response[:5], self._pack(response.headers), *response[6:]))
         return HttpTransaction(
-            tx.connection,
-            tx.index,
-            request._replace(headers=self._pack(request.headers)) if request is not None else None,
-            response._replace(headers=self._pack(response.headers)) if response is not None else None,
-            tx.error,
-            tx.tunnel,
-            tx.notes,
+            tx.connection, tx.index, request, response, tx.error, tx.tunnel, tx.notes
         )
 
     def _evict_exchanges(self, target: int) -> None:
