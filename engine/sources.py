@@ -468,6 +468,27 @@ class LiveCapture(Source):
             handle.close()
 
 
+LIVE_BUFFER_BYTES = 64 * 1024 * 1024
+"""The kernel's capture buffer for each interface (libpcap's default is 2 MiB): what a burst,
+or a pause of the reading process, may fill before the kernel drops packets."""
+
+
+def _open_interface(interface: str, snaplen: int, promisc: bool) -> _Handle:
+    """A libpcap handle on the interface with LIVE_BUFFER_BYTES of kernel buffer. pcapy-ng's
+    `activate` gives libpcap's status, not its message: when it fails, `open_live` opens the
+    interface as before, with the default buffer, or raises with libpcap's own words."""
+    handle = pcapy.create(interface)
+    handle.set_snaplen(snaplen)
+    handle.set_promisc(int(promisc))
+    handle.set_timeout(LIVE_BLOCK_TIMEOUT_MS)
+    handle.set_buffer_size(LIVE_BUFFER_BYTES)
+    status = handle.activate()
+    if isinstance(status, int) and status < 0:
+        handle.close()
+        return pcapy.open_live(interface, snaplen, int(promisc), LIVE_BLOCK_TIMEOUT_MS)
+    return handle
+
+
 def open_live(
     interfaces: list[str], bpf: str = "", snaplen: int = SNAPLEN, promisc: bool = False
 ) -> LiveCapture:
@@ -478,7 +499,7 @@ def open_live(
     try:
         for interface in interfaces:
             try:
-                handle = pcapy.open_live(interface, snaplen, int(promisc), LIVE_BLOCK_TIMEOUT_MS)
+                handle = _open_interface(interface, snaplen, promisc)
                 handle.setnonblock(1)
             except pcapy.PcapError as e:
                 raise _explain_open_failure(interface, str(e)) from None

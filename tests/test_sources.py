@@ -20,6 +20,7 @@ from pathlib import Path
 import pcapy
 import pytest
 
+from engine import sources
 from engine.batch import META, Batch
 from engine.sources import (
     MAX_BATCH,
@@ -950,3 +951,27 @@ def test_write_packets_from_live(tmp_path: Path, peers: LoopbackPeers) -> None:
         assert reference(tmp_path / "quiet.pcap") == ([], None)
     finally:
         quiet.close()
+
+
+@needs_root
+def test_live_capture_asks_the_kernel_for_a_big_buffer() -> None:
+    # libpcap's default is 2 MiB: a pause of the reading process of a fraction of a second at
+    # 100,000 packets/s fills it. The kernel maps the buffer into the process as a socket.
+    def socket_maps() -> list[int]:
+        sizes = []
+        with open("/proc/self/maps") as f:
+            for line in f:
+                if "socket:[" in line:
+                    start, end = line.split()[0].split("-")
+                    sizes.append(int(end, 16) - int(start, 16))
+        return sizes
+
+    before = socket_maps()
+    source = sources.open_live(["lo"])
+    try:
+        grown = sorted(socket_maps())
+        for size in before:
+            grown.remove(size)
+        assert grown == [sources.LIVE_BUFFER_BYTES] and sources.LIVE_BUFFER_BYTES >= 32 << 20
+    finally:
+        source.close()
