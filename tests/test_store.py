@@ -136,15 +136,20 @@ def test_the_estimate_is_close_to_what_the_objects_hold():
 
 
 def test_packed_headers_read_as_the_pairs_they_were_made_from():
-    from tui.store import PackedHeaders
+    from tui.store import PackedHeaders, pack
 
-    for headers in [(), (("Host", "a"),), (("", ""), ("X", ""), ("", "y")),
-                    (("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Caf\xe9", "\x00\x1b[2J\xff"))]:
-        packed = PackedHeaders(headers)
+    for headers in [(("Host", "a"),), (("", ""), ("X", ""), ("", "y")),
+                    (("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Caf\xe9", "\x00\x1b[2J\r\xff"))]:
+        packed = pack(headers)
+        assert type(packed) is PackedHeaders
         assert tuple(packed) == headers and packed == headers and headers == packed
         assert len(packed) == len(headers) and packed[0:] == headers
         assert hash(packed) == hash(headers) and repr(packed) == repr(headers)
-        assert packed == PackedHeaders(headers) and packed != PackedHeaders((("Other", "1"),))
+        assert packed == pack(headers) and packed != pack((("Other", "1"),))
+    # Nothing to pack, or a field the packing cannot hold: kept as they are.
+    assert pack(()) == ()
+    odd = (("X", "a\nb"),)
+    assert pack(odd) is odd
 
 
 def test_the_store_packs_headers_and_shares_a_repeated_heads_pack():

@@ -14,7 +14,7 @@ from __future__ import annotations
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
-from itertools import accumulate, chain
+from itertools import chain
 from typing import Any
 
 from engine.events import (
@@ -43,10 +43,9 @@ TRANSACTION_COST = 840
 # afresh for each message (a head that repeats byte for byte shares the header tuple of the one
 # before: the engine's HeadCache gives the same tuple, and it is counted once);
 HEADER_COST = 170
-# what the store keeps instead (PackedHeaders): the object, its string and its array, plus
-# PACKED_FIELD_COST a field and the characters (a repeated head shares the packed object too);
-PACKED_COST = 170
-PACKED_FIELD_COST = 8
+# what the store keeps instead (PackedHeaders): the object and its string, plus the characters
+# (a repeated head shares the packed object too);
+PACKED_COST = 100
 # one connection: its ConnectionInfo (the latest replaces the one before) with its strings and
 # tuples, the store's dict and set entries, and the connections table's row index.
 CONNECTION_COST = 1200
@@ -56,34 +55,29 @@ _new = tuple.__new__
 
 
 class PackedHeaders:
-    """A message's header fields as the store keeps them: all names and values in one string,
-    with where each ends, rather than a tuple of pairs of strings (170 bytes a field). It reads
-    as the tuple of (name, value) pairs it was made from, and equals it."""
+    """A message's header fields as the store keeps them: names and values in one string, each
+    ended by a line feed (which no field from the engine holds: it reads heads line by line),
+    rather than a tuple of pairs of strings (170 bytes a field). It reads as the tuple of
+    (name, value) pairs it was made from, and equals it. See `pack`."""
 
-    __slots__ = ("ends", "text")
+    __slots__ = ("text",)
 
-    def __init__(self, headers: tuple[tuple[str, str], ...]) -> None:
-        parts = list(chain.from_iterable(headers))
-        self.text = "".join(parts)
-        self.ends = array("I", accumulate(map(len, parts)))
+    def __init__(self, text: str) -> None:
+        self.text = text
 
     def __len__(self) -> int:
-        return len(self.ends) // 2
+        return self.text.count("\n") // 2
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        text, ends = self.text, self.ends
-        start = 0
-        for i in range(0, len(ends), 2):
-            middle, end = ends[i], ends[i + 1]
-            yield text[start:middle], text[middle:end]
-            start = end
+        parts = iter(self.text.split("\n"))
+        return zip(parts, parts)  # the last, empty part has no partner
 
     def __getitem__(self, index: Any) -> Any:
         return tuple(self)[index]
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, PackedHeaders):
-            return self.text == other.text and self.ends == other.ends
+            return self.text == other.text
         if isinstance(other, tuple):
             return tuple(self) == other
         return NotImplemented
@@ -93,6 +87,16 @@ class PackedHeaders:
 
     def __repr__(self) -> str:
         return repr(tuple(self))
+
+
+def pack(headers: tuple[tuple[str, str], ...]) -> PackedHeaders | tuple[tuple[str, str], ...]:
+    """The headers packed, or as they are when there are none or one holds a line feed."""
+    if not headers:
+        return headers
+    text = "\n".join(chain.from_iterable(headers)) + "\n"
+    if text.count("\n") != 2 * len(headers):
+        return headers
+    return PackedHeaders(text)
 
 
 class TrafficStore:
@@ -109,7 +113,7 @@ class TrafficStore:
         # Recent packs by the engine's header tuple they were made from (its id, and the tuple
         # to be sure of it): the engine gives a repeated head the same tuple (its HeadCache), on
         # any connection, and the store then keeps one pack. Bounded: started again when full.
-        self.packs: dict[int, tuple[tuple[tuple[str, str], ...], PackedHeaders]] = {}
+        self.packs: dict[int, tuple[tuple[tuple[str, str], ...], Any]] = {}
         # Exchanges evicted from each connection (the byte budget), for its views to say so.
         self.dropped: dict[int, int] = {}
         # Requests that wait for their answer, per connection, by stream offset.
@@ -180,14 +184,14 @@ class TrafficStore:
             self.removed.add(old)
             self.evicted += 1
 
-    def _pack(self, headers: tuple[tuple[str, str], ...]) -> PackedHeaders:
+    def _pack(self, headers: tuple[tuple[str, str], ...]) -> Any:
         packs = self.packs
         found = packs.get(id(headers))
         if found is not None and found[0] is headers:
             return found[1]
         if len(packs) >= MAX_PACKS:
             packs.clear()
-        packed = PackedHeaders(headers)
+        packed = pack(headers)
         packs[id(headers)] = (headers, packed)
         return packed
 
@@ -299,7 +303,7 @@ def transaction_cost(tx: HttpTransaction, before: HttpTransaction | None) -> int
 
 def headers_cost(headers: Any) -> int:
     if type(headers) is PackedHeaders:
-        return PACKED_COST + PACKED_FIELD_COST * len(headers.ends) // 2 + len(headers.text)
+        return PACKED_COST + len(headers.text)
     return HEADER_COST * len(headers) + sum(len(name) + len(value) for name, value in headers)
 
 
