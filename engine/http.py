@@ -574,12 +574,12 @@ FAST_PATH = True
 FAST_HEAD: Final = 8192
 """Heads up to this size may take the fast path; longer ones always go to h11."""
 
-# One header field line as h11's grammar (h11._abnf.header_field) has it, ending in CRLF; a
-# line cannot run into the next, since a field's characters exclude CR and LF.
-# Its whitespace is captured too, so that the lines found can be checked to cover the block.
+# One header field line as h11's grammar (h11._abnf.header_field) has it, ending in CRLF, and
+# beginning a line (the look-behind): a match is then always one whole line, since a field's
+# characters exclude CR and LF, and a block is all fields when it has a match for every line.
 # It reads the block decoded as Latin-1 (one character a byte), so that the fields come out as
 # the text the records hold; ASCII makes \s the same six characters as in h11's bytes pattern.
-_FIELD = re.compile("(" + token + "):([ \t]*)(" + field_content + ")?([ \t]*)\r\n", re.ASCII)
+_FIELD = re.compile("(?<![^\n])(" + token + "):[ \t]*(" + field_content + ")?[ \t]*\r\n", re.ASCII)
 _CONTENT_LENGTH = re.compile("[0-9]{1,20}", re.ASCII)
 
 
@@ -641,15 +641,15 @@ def _plain_head(data: bytearray, end: int, request: bool) -> _Head | None:
     first = line_end + 2
     stop = end + 2  # the last field line's CRLF
     text = data[first:stop].decode("latin-1")
-    fields: list[tuple[str, str]] = []
-    covered = 0  # bytes of the lines found: all of the block when every line is a field
+    fields = _FIELD.findall(text)
+    if len(fields) != text.count("\n"):
+        return None  # a line that is not a field
     length: int | None = None
     chunked = False
     hosts = 0
-    for name, before, value, after in _FIELD.findall(text):
-        covered += len(name) + len(before) + len(value) + len(after) + 3
-        fields.append((name, value))
-        if len(name) < 4 or len(name) > 17:  # "host" to "transfer-encoding"
+    for name, value in fields:
+        size = len(name)
+        if size != 14 and size != 17 and size != 4:  # "content-length", "transfer-encoding", "host"
             continue
         lower = name.lower()
         if lower == "content-length":
@@ -662,8 +662,6 @@ def _plain_head(data: bytearray, end: int, request: bool) -> _Head | None:
             chunked = True
         elif lower == "host":
             hosts += 1
-    if covered != stop - first:
-        return None
     if request and (hosts > 1 or (not hosts and version == b"1.1")):
         return None
     return _Head(method, target, version, status, reason, tuple(fields), length, chunked)
