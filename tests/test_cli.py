@@ -243,7 +243,7 @@ def test_memory_must_be_a_size_this_machine_can_hold(value, message):
 def test_help_says_how_memory_is_shared():
     out = " ".join(wirepeek("--help").stdout.decode().split())
     assert ("In the interactive view: 1/4 for the engine (connections, out-of-order data, kept "
-            "streams), 1/8 for the recent packets (Packets tab, w), 1/8 for the connection list "
+            "streams), 1/8 for the recent packets of a live capture (Packets tab, w; a file's are read again from it), 1/8 for the connection list "
             "and its HTTP exchanges, the other half for what they hold beyond what they count") in out
 
 
