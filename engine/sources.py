@@ -199,6 +199,11 @@ class Source:
         """Once the source is exhausted: why it ended early, in one line, or None if it did not."""
         return self._error
 
+    def progress(self) -> tuple[int, int] | None:
+        """(bytes read, bytes in all) of the files being read, when that is known (not for
+        interfaces, pipes or stdin)."""
+        return None
+
     @property
     def linktypes(self) -> frozenset[int]:
         """The link types of the packets seen or announced so far."""
@@ -557,6 +562,9 @@ class CaptureStream(_PacketSource):
         self.libpcap_error: str | None = None
         """What libpcap said about this file, if it gave up on it before we took over."""
 
+    def progress(self) -> tuple[int, int] | None:
+        return _file_progress(self._fd) if self._regular and not self._closed else None
+
     @property
     def linktypes(self) -> frozenset[int]:
         return frozenset(self._parser.linktypes)
@@ -679,6 +687,18 @@ class CaptureStream(_PacketSource):
 # --- capture files read by libpcap ------------------------------------------------------------
 
 
+def _file_progress(fd: int) -> tuple[int, int] | None:
+    """Where the kernel's file position is in a regular file (what was read, buffering
+    included), and its size."""
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return min(os.lseek(fd, 0, os.SEEK_CUR), info.st_size), info.st_size
+    except OSError:
+        return None
+
+
 class CaptureFile(Source):
     """One regular capture file, read by libpcap's `next_batch` (the fast path).
 
@@ -695,6 +715,15 @@ class CaptureFile(Source):
         self._done = False
         self._closed = False
         self._takeover: CaptureStream | None = None
+        try:
+            self._fd: int | None = handle.getfd()
+        except pcapy.PcapError:
+            self._fd = None
+
+    def progress(self) -> tuple[int, int] | None:
+        if self._takeover is not None:
+            return self._takeover.progress()
+        return _file_progress(self._fd) if self._fd is not None and not self._closed else None
 
     @property
     def linktypes(self) -> frozenset[int]:
@@ -809,6 +838,12 @@ class MergedCaptures(_PacketSource):
     @property
     def linktypes(self) -> frozenset[int]:
         return frozenset().union(*(s.linktypes for s in self._sources))
+
+    def progress(self) -> tuple[int, int] | None:
+        parts = [s.progress() for s in self._sources]
+        if any(p is None for p in parts):
+            return None
+        return sum(p[0] for p in parts if p), sum(p[1] for p in parts if p)
 
     @property
     def error(self) -> str | None:

@@ -99,3 +99,55 @@ async def test_the_app_says_when_the_file_is_gone(tmp_path):
         assert [n.message for n in app._notifications][-1] == (
             f"nothing written: {path} is gone: its packets cannot be read again")
         assert not (tmp_path / "out.pcap").exists()
+
+
+def test_a_files_progress_is_what_was_read_of_it(tmp_path):
+    from tests.bench.workloads import keepalive_http
+    from tests.captures import compressed_copy
+
+    path = tmp_path / "ka.pcap"
+    keepalive_http(str(path), connections=4, transactions=4000)
+    size = path.stat().st_size
+    packed = compressed_copy(path, "gzip", tmp_path)
+    for paths, total in [([str(path)], size), ([str(packed)], packed.stat().st_size),
+                         ([str(path), str(packed)], size + packed.stat().st_size)]:
+        source = sources.open_files(paths)
+        seen = [source.progress()]
+        while source.next_batch() is not None:
+            seen.append(source.progress())
+        assert all(p is not None and p[1] == total for p in seen)
+        done = [p[0] for p in seen if p]
+        assert done == sorted(done) and done[-1] == total
+        if len(paths) == 1 and paths[0].endswith(".pcap"):
+            assert 0 < done[0] < total  # libpcap reads a few KB at a time (the gzip is small)
+        source.close()
+    # A pipe has no size to say it against.
+    read, write = os.pipe()
+    os.close(write)
+    assert sources.CaptureStream("pipe", os.fdopen(read, "rb", buffering=0)).progress() is None
+
+
+@pytest.mark.asyncio
+async def test_the_status_bar_says_how_much_of_the_file_is_read(tmp_path):
+    import re
+
+    from tests.bench.workloads import keepalive_http
+    from tests.test_app import status_text
+
+    path = tmp_path / "ka.pcap"
+    keepalive_http(str(path), connections=4, transactions=30_000)
+    app = WirepeekApp(SourceSpec(files=(str(path),)), "", None)
+    shown = []
+    async with app.run_test(size=SIZE) as pilot:
+        async def reading() -> bool:
+            found = re.search(r" reading (\d+)% ", status_text(app))
+            if found:
+                shown.append(int(found.group(1)))
+            return bool(found) and 0 < int(found.group(1)) < 100
+        for _ in range(200):
+            if await reading():
+                break
+            await pilot.pause(0.02)
+        await read_all(app, pilot)
+        assert " done " in status_text(app) and "%" not in status_text(app).split("│")[0]
+    assert any(0 < n < 100 for n in shown), shown

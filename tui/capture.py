@@ -353,6 +353,9 @@ class RealTimeReplay:
                 return Batch(linktype, b"", b"")
             time.sleep(min(0.02, max(0.0, deadline - now)))
 
+    def progress(self) -> tuple[int, int] | None:
+        return None  # it loops: there is no end to come
+
     def stats(self) -> sources.CaptureStats | None:
         return None
 
@@ -526,6 +529,7 @@ class CaptureDriver:
             capture=source.stats(),
             error=source.error,
             shedding=self.shedding,
+            progress=None if source.live or finished else source.progress(),
         )
         self.post(EngineUpdate(events, pipeline.stats(), status, stream_id, chunks, reset,
                                self.generation))

@@ -24,6 +24,7 @@ class CaptureStatus:
     capture: CaptureStats | None  # kernel counters, for live captures
     error: str | None = None
     shedding: bool = False  # the engine is behind: new HTTP connections are not parsed
+    progress: tuple[int, int] | None = None  # (bytes read, bytes in all) of the files being read
 
 
 class EngineUpdate(Message):

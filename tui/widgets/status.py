@@ -47,6 +47,8 @@ class StatusBar(Static):
             self.last = (now, stats.packets)
         out = Text()
         mode = "PAUSED" if paused else ("LIVE" if status.live else ("done" if status.finished else "reading"))
+        if mode == "reading" and status.progress is not None and status.progress[1]:
+            mode += f" {100 * status.progress[0] // status.progress[1]}%"
         out.append(f" {mode} ", "reverse bold" if paused else "reverse")
         # Short enough for 80 columns: a file by its name, the filter only when there is one,
         # the rate only while packets come. The bar wraps to a second line rather than cut.
