@@ -27,12 +27,12 @@ CAPTURES = ["wirepeek/lo-port-reuse.pcap", "zeek/wikipedia.pcap", "zeek/http__me
             "arkime/tcp-reassembly-synthetic.pcap"]
 
 
-def held_and_infos(path: str, bpf: str = "") -> tuple[PacketRing, list]:
-    """A ring holding every batch of the file, numbered as the pipeline numbers them, and the
+def held_and_infos(path: str | list[str], bpf: str = "") -> tuple[PacketRing, list]:
+    """A ring holding every batch of the files, numbered as the pipeline numbers them, and the
     connections the pipeline saw."""
     ring = PacketRing(1 << 40)
     pipeline = Pipeline()
-    source = sources.open_files([path], bpf)
+    source = sources.open_files([path] if isinstance(path, str) else path, bpf)
     infos = []
     while (batch := source.next_batch()) is not None:
         ring.add(batch, pipeline.packets)
@@ -56,6 +56,15 @@ def test_packets_read_again_are_those_a_full_ring_holds(name, bpf):
     everything = files.pick(infos)
     assert everything.numbers == ring.pick(infos).numbers
     assert files.bytes == 0
+
+
+def test_several_files_are_read_again_merged_as_they_were():
+    paths = [capture("zeek/http__methods.pcap"), capture("wirepeek/lo-port-reuse.pcap")]
+    ring, infos = held_and_infos(paths)
+    files = FileRing(tuple(paths), "")
+    for info in infos:
+        assert files.pick([info]).packets == ring.pick([info]).packets
+    assert files.pick(infos).numbers == ring.pick(infos).numbers
 
 
 def test_a_changed_or_vanished_file_is_said_so(tmp_path):

@@ -34,6 +34,18 @@ def wait_for(session: str, text: str, timeout: float = 15.0) -> str:
     raise AssertionError(f"{text!r} never appeared; the screen was:\n{screen}")
 
 
+def wait_gone(session: str, text: str, timeout: float = 15.0) -> str:
+    """Read the screen until it no longer shows `text`."""
+    deadline = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = tmux("capture-pane", "-p", "-t", session)
+        if text not in screen:
+            return screen
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} never went; the screen was:\n{screen}")
+
+
 @pytest.fixture
 def session():
     name = f"wirepeek-test-{time.monotonic_ns()}"
@@ -133,7 +145,8 @@ def test_a_16_colour_terminal_gets_16_colours_and_no_text_in_its_background_colo
         time.sleep(0.3)  # let the frame settle: colours may follow the text by one refresh
         views[shows] = tmux("capture-pane", "-e", "-p", "-t", session)
     tmux("send-keys", "-t", session, "q")
-    wait_for(session, "wirepeek")  # the help closed
+    wait_gone(session, "wirepeek keys")  # the help closed (and the list is back)
+    wait_for(session, "done ")
     tmux("send-keys", "-t", session, "q")
     wait_for(session, "EXITED 0")
     for shows, screen in views.items():
