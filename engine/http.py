@@ -362,6 +362,7 @@ class _Side:
         "lost",
         "lost_ranges",
         "marks",
+        "marks_head",
         "msg",
         "offset",
         "queue",
@@ -376,7 +377,9 @@ class _Side:
         self.received = 0  # the same, counting what waits in `queue`
         # Where each delivered chunk still (partly) in buf began, with the time and the
         # acknowledgment number of its segment: (stream offset, ts, ack), oldest first.
-        self.marks: deque[tuple[int, float, int]] = deque()
+        # A list from marks_head on (an empty deque would take 770 bytes).
+        self.marks: list[tuple[int, float, int]] = []
+        self.marks_head = 0
         self.loss_start: int | None = None  # where bytes were lost since the last message start
         self.reader: _BodyReader | None = None  # None between messages
         self.msg: _Message | None = None
@@ -401,16 +404,27 @@ class _Side:
 
     def mark_at(self, offset: int) -> tuple[float, int]:
         """(ts, ack) of the segment that carried the byte at `offset` (still buffered)."""
-        for start, ts, ack in reversed(self.marks):
+        marks, head = self.marks, self.marks_head
+        for i in range(len(marks) - 1, head - 1, -1):
+            start, ts, ack = marks[i]
             if start <= offset:
                 return ts, ack
-        return (self.marks[0][1], self.marks[0][2]) if self.marks else (0.0, NO_ACK)
+        return (marks[head][1], marks[head][2]) if len(marks) > head else (0.0, NO_ACK)
 
     def forget_before(self, offset: int) -> None:
         """Drop the marks of chunks that end before `offset`."""
         marks = self.marks
-        while len(marks) > 1 and marks[1][0] <= offset:
-            marks.popleft()
+        head = self.marks_head
+        while head + 1 < len(marks) and marks[head + 1][0] <= offset:
+            head += 1
+        if head > 32 and 2 * head > len(marks):  # compacted once in a while: amortised O(1)
+            del marks[:head]
+            head = 0
+        self.marks_head = head
+
+    def clear_marks(self) -> None:
+        self.marks.clear()
+        self.marks_head = 0
 
     def lose(self, size: int, start: int) -> None:
         """Bytes from stream offset `start` are gone (with what was buffered): resynchronise."""
@@ -870,7 +884,7 @@ class HttpParser:
             self._tunnel_data(from_client, ts, data)
             return
         if not side.buf:
-            side.marks.clear()
+            side.clear_marks()
         side.marks.append((start, ts, ack))
         side.buf += data
         if from_client:

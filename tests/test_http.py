@@ -265,3 +265,31 @@ def test_bare_lf_chunked_framing_is_noted():
     assert tx.notes == ("the response's chunked framing uses bare LF line ends",)
     [tx] = run([(True, GET), (False, CHUNKED)])
     assert tx.notes == ()
+
+
+def test_marks_answer_as_a_plain_list_would_after_any_forgetting():
+    # _Side keeps its marks in a list with a moving head (compacted now and then); what it
+    # answers must be what the whole list of the marks not forgotten answers.
+    import random
+
+    rng = random.Random(7)
+    for _ in range(200):
+        side = http._Side()
+        kept: list[tuple[int, float, int]] = []
+        offset = 0
+        for step in range(rng.randint(1, 300)):
+            if rng.random() < 0.6:
+                mark = (offset, float(step), step)
+                side.marks.append(mark)
+                kept.append(mark)
+                offset += rng.randint(1, 5)
+            else:
+                at = rng.randint(0, offset + 3)
+                side.forget_before(at)
+                while len(kept) > 1 and kept[1][0] <= at:
+                    kept.pop(0)
+            probe = rng.randint(-2, offset + 3)
+            expected = next(((ts, ack) for start, ts, ack in reversed(kept) if start <= probe),
+                            (kept[0][1], kept[0][2]) if kept else (0.0, NO_ACK))
+            assert side.mark_at(probe) == expected
+        assert side.marks[side.marks_head:] == kept
