@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # it fails, nothing is built and the engine runs as plain Python.
 NATIVE := engine/native.json
 
-.PHONY: install compile run test test-pure lint bench bench-ui bench-memory screenshots clean
+.PHONY: install compile run test lint bench bench-ui bench-memory screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,6 @@ run: $(NATIVE)
 # The suite runs twice: on the compiled engine (when there is one) and on the plain Python code.
 test: lint $(NATIVE)
 	$(PY) -m pytest -q
-	WIREPEEK_PURE=1 $(PY) -m pytest -q $(PURE_TESTS)
-
-test-pure: $(STAMP)
 	WIREPEEK_PURE=1 $(PY) -m pytest -q
 
 # engine/ is formatted, linted and type-checked; make test runs this first.

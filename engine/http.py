@@ -681,6 +681,25 @@ def _plain_head(data: bytearray, end: int, request: bool) -> _Head | None:
     return _Head(method, target, version, status, reason, tuple(fields), length, chunked)
 
 
+def _read_head(
+    buf: ReceiveBuffer, data: bytearray, end: int, request: bool
+) -> tuple[Any, list[tuple[bytes, bytes]] | None, str | None, bool]:
+    """Take the head at the start of buf (see HeadCache.head_end for `end`): by the fast path
+    when it is plain, else by h11. Returns (head or None while incomplete, request headers as
+    sent when h11 read them, note, whether the head taken is exactly data[:end + 4], which is
+    when a head cache may keep it). Raises h11.ProtocolError as h11 does."""
+    head: Any = _plain_head(data, end, request) if FAST_PATH and end >= 0 else None
+    if head is not None:
+        buf.maybe_extract_at_most(end + 4)
+        return head, None, None, True
+    before = len(buf)
+    if request:
+        head, sent, note = read_request_head(buf)
+    else:
+        head, sent, note = maybe_read_from_SEND_RESPONSE_server(buf), None, None
+    return head, sent, note, before - len(buf) == end + 4
+
+
 def _framing(method: bytes, head: Any) -> tuple[str, tuple[Any, ...]]:
     if type(head) is _Head:
         return head.framing(method)
@@ -964,16 +983,8 @@ class HttpParser:
                 buf.maybe_extract_at_most(end + 4)
                 head, sent, note = cached
             else:
-                head = _plain_head(data, end, True) if FAST_PATH and end >= 0 else None
-                if head is not None:
-                    sent, note = None, None
-                    buf.maybe_extract_at_most(end + 4)
-                else:
-                    before = len(buf)
-                    head, sent, note = read_request_head(buf)
-                    if before - len(buf) != end + 4:
-                        key = None
-                if key is not None and head is not None:
+                head, sent, note, exact = _read_head(buf, data, end, True)
+                if key is not None and head is not None and exact:
                     self.heads.requests.put(key, (head, sent, note))
         except h11.ProtocolError as e:
             self._bad_request(side, start, f"bad request: {e}")
@@ -1071,15 +1082,8 @@ class HttpParser:
                 buf.maybe_extract_at_most(end + 4)
                 head = cached[0]
             else:
-                head = _plain_head(data, end, False) if FAST_PATH and end >= 0 else None
-                if head is not None:
-                    buf.maybe_extract_at_most(end + 4)
-                else:
-                    before = len(buf)
-                    head = maybe_read_from_SEND_RESPONSE_server(buf)
-                    if before - len(buf) != end + 4:
-                        key = None
-                if key is not None and head is not None:
+                head, _sent, _note, exact = _read_head(buf, data, end, False)
+                if key is not None and head is not None and exact:
                     cached = [head, None]
                     self.heads.responses.put(key, cached)
         except h11.ProtocolError as e:

@@ -157,6 +157,15 @@ class Picked:
     error: str | None = None  # the capture files could not be read again (FileRing)
 
 
+def spans_wanted(connections: list[ConnectionInfo]) -> dict[int, list[sources.Span]]:
+    """For `sources.packets_in_spans`: each connection's packet numbers, by its table key."""
+    wanted: dict[int, list[sources.Span]] = {}
+    for info in connections:
+        key = endpoints_key(info.client, info.server)
+        wanted.setdefault(key, []).append((info.first_packet, info.last_packet))
+    return wanted
+
+
 class PacketRing:
     """The most recent batches, whole (no work per packet), up to a number of bytes.
 
@@ -200,12 +209,8 @@ class PacketRing:
         if generation is not None and generation != self.generation:
             return Picked([], [], False, reread=True)
         connections = list(connections)
-        wanted: dict[int, list[sources.Span]] = {}
         oldest = min((info.first_packet for info in connections), default=None)
-        for info in connections:
-            key = endpoints_key(info.client, info.server)
-            wanted.setdefault(key, []).append((info.first_packet, info.last_packet))
-        found = sources.packets_in_spans(ring, wanted)
+        found = sources.packets_in_spans(ring, spans_wanted(connections))
         complete = oldest is None or (bool(ring) and ring[0][0] <= oldest)
         return Picked([p for _, p in found], [n for n, _ in found], complete)
 
@@ -266,10 +271,7 @@ class FileRing:
         error = self.changed()
         if error is not None:
             return Picked([], [], False, error=error)
-        wanted: dict[int, list[sources.Span]] = {}
-        for info in connections:
-            key = endpoints_key(info.client, info.server)
-            wanted.setdefault(key, []).append((info.first_packet, info.last_packet))
+        wanted = spans_wanted(connections)
         high = max(info.last_packet for info in connections)
         try:
             source = sources.open_files(list(self.files), self.bpf)

@@ -32,7 +32,7 @@ MAX_CONNECTIONS = 200_000
 MAX_TRANSACTIONS_PER_CONNECTION = 10_000
 NO_ANSWER = -2  # last_status: the last request got no answer (it will get none)
 BUDGET = 128 * 1024 * 1024  # the store's share of the default --memory (tui.memory)
-MAX_PACKS = 512  # recent header packs looked up by content (TrafficStore.packs)
+MAX_PACKS = 512  # recent header packs, by the engine's tuple (TrafficStore.packs)
 
 # What the store's objects cost beyond the characters of their strings and the bytes of their
 # bodies, measured with tracemalloc (`python -m tests.bench.memory --overheads` prints them):
@@ -52,6 +52,8 @@ CONNECTION_COST = 1200
 
 
 _new = tuple.__new__
+_REQUEST_HEADERS = HttpRequest._fields.index("headers")
+_RESPONSE_HEADERS = HttpResponse._fields.index("headers")
 
 
 class PackedHeaders:
@@ -199,9 +201,13 @@ class TrafficStore:
         """The exchange with its headers packed (PackedHeaders)."""
         request, response = tx.request, tx.response
         if request is not None:  # the named tuple made at C speed (_replace is Python)
-            request = _new(HttpRequest, (*request[:5], self._pack(request.headers), *request[6:]))
+            at = _REQUEST_HEADERS
+            request = _new(HttpRequest, (*request[:at], self._pack(request.headers), *request[at + 1 :]))
         if response is not None:
-            response = _new(HttpResponse, (*response[:5], self._pack(response.headers), *response[6:]))
+            at = _RESPONSE_HEADERS
+            response = _new(
+                HttpResponse, (*response[:at], self._pack(response.headers), *response[at + 1 :])
+            )
         return HttpTransaction(
             tx.connection, tx.index, request, response, tx.error, tx.tunnel, tx.notes
         )
