@@ -36,7 +36,7 @@ from tui.memory import DEFAULT_MEMORY, MemoryReading, MemorySplit, give_back, re
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied
 from tui.screens.help import HelpScreen
 from tui.search import NO_EXCHANGES, Query, Search, Snapshot, scan
-from tui.store import TrafficStore
+from tui.store import TrafficStore, exchange_log_bytes
 from tui.widgets.connections import ConnectionsTable
 from tui.widgets.http import ExchangesTable, HttpView
 from tui.widgets.packets import PacketsView, prepare
@@ -97,7 +97,7 @@ class WirepeekApp(App[None]):
         super().__init__()
         bounds = bounds or Bounds()
         self.memory = memory or MemorySplit.of(DEFAULT_MEMORY)
-        self.store = TrafficStore(budget=self.memory.store)
+        self.store = TrafficStore(budget=self.memory.store, log_bytes=exchange_log_bytes(bounds))
         self.driver = CaptureDriver(spec, bpf, bounds, self.post_message, self.memory.ring)
         self.read_resident = resident_bytes  # tests that need the same screen every run set it
         self.resident: int | None = None  # read once a second
@@ -330,7 +330,7 @@ class WirepeekApp(App[None]):
         if search is not None and conn_id is not None:
             positions = search.exchanges.setdefault(conn_id, [])
         self.query_one(HttpView).show(
-            conn_id, self.store.http.setdefault(conn_id, []) if conn_id is not None else [],
+            conn_id, self.store.exchanges(conn_id) if conn_id is not None else [],
             self.store.pending.get(conn_id) if conn_id is not None else None,
             info.protocol if info else None, positions, search.query.text if search else "",
             self.store.dropped.get(conn_id, 0) if conn_id is not None else 0)

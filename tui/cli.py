@@ -37,7 +37,7 @@ from tui.memory import (
     physical_bytes,
 )
 from tui.sharded import default_jobs, json_records_sharded
-from tui.store import tls_summary
+from tui.store import LOG_BYTES, MIN_LOG_BYTES, tls_summary
 
 DEFAULT_SPOOL = 1024 * MiB  # --spool: disk for the interactive view's kept streams
 
@@ -120,7 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="disk for the streams the interactive view keeps (Stream tab), in MiB "
                           f"(default {DEFAULT_SPOOL // MiB}): a ring file in the temporary "
                           "directory, deleted as it is made; past it the oldest bytes go and the "
-                          "view says so. 0 keeps them in memory, within --memory")
+                          "view says so. 0 keeps them in memory, within --memory. The HTTP "
+                          "exchanges go to a second ring file, a quarter of this size (at least "
+                          f"{MIN_LOG_BYTES // MiB}, or {LOG_BYTES // MiB} with --spool 0); "
+                          "memory keeps where each is")
     lim.add_argument("--max-connections", type=int, default=250_000, metavar="N",
                      help="connections tracked at once (default 250000)")
     lim.add_argument("--reorder-window", type=float, default=Bounds().reorder_window,

@@ -9,8 +9,8 @@ Three parts grow with traffic and each gets a share:
   the kept streams of the Stream tab, 1/4;
 - the ring of recent raw packets (tui.capture.PacketRing) for the Packets tab and `w`, 1/8
   (a capture file is read again instead: tui.capture.FileRing holds nothing);
-- the UI's store (tui.store.TrafficStore): every connection's row and HTTP exchanges, headers and
-  bodies, 1/8;
+- the UI's store (tui.store.TrafficStore): every connection's row, and where each HTTP exchange
+  is in its ring file on disk (tui.exchange_log), 1/8;
 - the other half is headroom for what the parts hold beyond what they count (see below).
 
 The headless modes (--json, --follow, -w) have neither ring nor store: their engine gets it all.

@@ -18,7 +18,7 @@ The filter language with comparisons (a later issue) replaces `Query`; `Search` 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from engine.content import decode_message_body
@@ -27,7 +27,7 @@ from tui.store import tls_summary
 
 YIELD_EVERY = 256  # exchanges searched between two offers of the GIL to the UI thread
 BODY_SEARCHED = 64 * 1024  # decoded body bytes searched per message: what the HTTP tab shows
-NO_EXCHANGES: list[HttpTransaction] = []  # for a connection without any (never appended to)
+NO_EXCHANGES: Sequence[HttpTransaction] = ()  # for a connection without any (never appended to)
 
 
 class Query:
@@ -91,14 +91,14 @@ class Search:
     exchanges: dict[int, list[int]] = field(default_factory=dict)  # conn id -> positions
     # conn id -> (the store's list, how many of its exchanges were looked at); the store puts a
     # new list in place when it evicts old exchanges, and then it is looked at from the start.
-    examined: dict[int, tuple[list[HttpTransaction], int]] = field(default_factory=dict)
+    examined: dict[int, tuple[Sequence[HttpTransaction], int]] = field(default_factory=dict)
     own: set[int] = field(default_factory=set)  # connections whose own fields match
     matched = 0  # exchanges that matched, in all
 
     def shows(self, conn_id: int) -> bool:
         return conn_id in self.own or bool(self.exchanges.get(conn_id))
 
-    def connection(self, info: ConnectionInfo, transactions: list[HttpTransaction],
+    def connection(self, info: ConnectionInfo, transactions: Sequence[HttpTransaction],
                    upto: int | None = None) -> bool:
         """Bring one connection up to date (its fields may have changed; new exchanges may
         have come), looking at its exchanges up to `upto` (all of them by default: a worker
@@ -129,7 +129,7 @@ class Search:
         self.own.discard(conn_id)
 
 
-Snapshot = Iterable[tuple[ConnectionInfo, list[HttpTransaction], int]]
+Snapshot = Iterable[tuple[ConnectionInfo, Sequence[HttpTransaction], int]]
 
 
 def scan(query: Query, snapshot: Snapshot) -> Search:

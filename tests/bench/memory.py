@@ -57,6 +57,7 @@ def one(path: str, memory: int) -> dict[str, Any]:
             store = app.store
             figures.update(
                 engine=stats.memory_used, ring=app.driver.packets.bytes, store=store.cost,
+                log=store.log.written,
                 connections=len(store.connections), seen=stats.connections_total,
                 exchanges=sum(len(txs) for txs in store.http.values()),
                 evicted_exchanges=store.evicted_exchanges, evicted_rows=store.evicted,
@@ -84,7 +85,8 @@ def report(f: dict[str, Any]) -> None:
     print(f"      holds: engine {m(f['engine'])}, ring {m(f['ring'])}, store {m(f['store'])} MiB; "
           f"{f['connections']:,} of {f['seen']:,} connections, {f['exchanges']:,} exchanges kept; "
           f"evicted {f['evicted_exchanges']:,} exchanges, {f['evicted_rows']:,} rows "
-          f"(engine: {f['engine_evicted']:,} connections; ring: {f['ring_dropped']:,} batches)")
+          f"(engine: {f['engine_evicted']:,} connections; ring: {f['ring_dropped']:,} batches); "
+          f"exchanges on disk {m(f['log'])} MiB")
 
 
 def overheads() -> None:
@@ -112,14 +114,16 @@ def overheads() -> None:
             store.apply(tuple(pipeline.feed(batch)))
         store.apply(tuple(pipeline.finish()))
         del pipeline, batch
+        store.log.spool.flush()  # its write buffer is working set
         gc.collect()
         held = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
         exchanges = sum(len(txs) for txs in store.http.values())
         print(f"{name}: {len(store.connections):,} connections, {exchanges:,} exchanges: "
               f"tracemalloc {held / MiB:.1f} MiB, the store's estimate {store.cost / MiB:.1f} MiB "
-              f"(TRANSACTION_COST {store_module.TRANSACTION_COST}, HEADER_COST "
-              f"{store_module.HEADER_COST}, CONNECTION_COST {store_module.CONNECTION_COST})")
+              f"(EXCHANGE_COST {store_module.EXCHANGE_COST}, CONNECTION_COST "
+              f"{store_module.CONNECTION_COST}); on disk {store.log.written / MiB:.1f} MiB, "
+              f"{store.log.written / max(1, exchanges):,.0f} bytes an exchange")
 
 
 def main() -> int:

@@ -11,6 +11,7 @@ Every byte shown here came from the wire: it goes through tui.escape before it b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.style import Style
@@ -64,7 +65,7 @@ class ExchangesTable(VirtualTable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.transactions: list[HttpTransaction] = []
+        self.transactions: Sequence[HttpTransaction] = []
         self.pending: dict[int, HttpRequest] = {}  # row id -> request
         self.now = 0.0  # the time pending durations run to (the wall clock, or the last packet)
 
@@ -164,7 +165,7 @@ class HttpView(Vertical):
     def table(self) -> ExchangesTable:
         return self.query_one(ExchangesTable)
 
-    def show(self, conn_id: int | None, transactions: list[HttpTransaction],
+    def show(self, conn_id: int | None, transactions: Sequence[HttpTransaction],
              pending: dict[int, HttpRequest] | None = None, protocol: str | None = None,
              positions: list[int] | None = None, query: str = "", evicted: int = 0) -> None:
         """Show a connection's exchanges (`positions`: only those, under a search); for the same

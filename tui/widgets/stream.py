@@ -125,7 +125,7 @@ class StreamView(ScrollView, can_focus=True):
         # The exchanges whose marks the index has: (their list, how many, the marks), so that
         # new exchanges cost only their own marks.
         self._marked: tuple[object, int, Marks] | None = None
-        self._transactions: list[HttpTransaction] = []  # the latest the app gave
+        self._transactions: Sequence[HttpTransaction] = []  # the latest the app gave
         self._token = 0  # bumps on reset: an index built for an earlier connection is dropped
         self._windows: list[bool] = []  # per window judged since the reset: binary?
         self._loading: list[StreamChunk] | None = None  # entries that came while one is built
@@ -224,7 +224,7 @@ class StreamView(ScrollView, can_focus=True):
                         thread=True, group="stream-index", exclusive=True, exit_on_error=False)
 
     def _build(self, token: int, index: StreamIndex, chunks: tuple[StreamChunk, ...],
-               transactions: list[HttpTransaction], count: int) -> None:
+               transactions: Sequence[HttpTransaction], count: int) -> None:
         """In a worker thread: a fresh index, marks first (cheapest before the bytes)."""
         marks = message_marks(transactions[:count])
         index.set_marks(marks)
@@ -274,7 +274,7 @@ class StreamView(ScrollView, can_focus=True):
             self._scroll(self.scroll_offset.y - gone)
         self.refresh()
 
-    def set_marks(self, transactions: list[HttpTransaction]) -> None:
+    def set_marks(self, transactions: Sequence[HttpTransaction]) -> None:
         """Mark where the connection's HTTP messages start (their start lines). The store's list
         only grows: only the exchanges not marked yet are looked at."""
         self._transactions = transactions

@@ -1,0 +1,134 @@
+"""The HTTP exchanges the UI keeps, on disk: a ring file of encoded exchanges, and per connection
+the positions of its own.
+
+An exchange as the engine gives it (heads, kept bodies, times) costs 1-3 KB of Python objects;
+a keep-alive capture of 160,000 exchanges held that way was most of what the app grew by, and
+the store had to forget most of them to stay within --memory. Here each exchange is written once,
+when it comes, as one record of an `engine.spool.Spool` (a ring file in the temporary directory,
+unlinked as it is made), encoded with `marshal` (every field is a str, bytes, int, float, bool,
+None or a tuple of them, which marshal writes and reads back exactly and at C speed). Memory keeps
+8 bytes an exchange: where its record is. Views read exchanges back by position when they draw
+them (a screenful at a time), the search in its worker thread.
+
+Past the ring's size the oldest records are overwritten: the store forgets those exchanges before
+that happens (`TrafficStore`), counting them as evicted, as it does past its memory
+budget. A reader that loses the race to an overwrite gets a stand-in that says so (`GONE`).
+"""
+
+from __future__ import annotations
+
+import marshal
+from array import array
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
+
+from engine.events import HttpRequest, HttpResponse, HttpTransaction
+from engine.spool import DATA, Spool
+
+_new = tuple.__new__
+GONE = "no longer kept: the ring file of exchanges (--spool) was overwritten"
+
+
+def encode(tx: HttpTransaction) -> bytes:
+    request, response = tx.request, tx.response
+    return marshal.dumps((
+        tx.connection, tx.index, tx.error, tx.tunnel, tx.notes,
+        None if request is None else tuple(request),
+        None if response is None else tuple(response),
+    ))
+
+
+def decode(blob: bytes) -> HttpTransaction:
+    connection, index, error, tunnel, notes, request, response = marshal.loads(blob)
+    return HttpTransaction(
+        connection, index,
+        None if request is None else _new(HttpRequest, request),
+        None if response is None else _new(HttpResponse, response),
+        error, tunnel, notes,
+    )
+
+
+class ExchangeLog:
+    """Encoded exchanges in a ring file of `capacity` bytes. The UI thread appends; any thread
+    may read (the spool orders a flush against a read)."""
+
+    def __init__(self, capacity: int, directory: str | None = None) -> None:
+        self.spool = Spool(capacity, directory)
+
+    @property
+    def capacity(self) -> int:
+        return self.spool.capacity
+
+    def append(self, tx: HttpTransaction) -> int:
+        """Write one exchange; its position."""
+        return self.spool.append(DATA, False, 0.0, 0, -1, 0, encode(tx))
+
+    def read(self, pos: int) -> HttpTransaction | None:
+        """The exchange at `pos`, or None once its record was overwritten."""
+        record = self.spool.read(pos)
+        return None if record is None else decode(record.extra)
+
+    @property
+    def written(self) -> int:
+        return self.spool.written
+
+    @property
+    def oldest(self) -> int:
+        """The first position not yet overwritten."""
+        return self.spool.oldest
+
+    def close(self) -> None:
+        self.spool.close()
+
+
+class Exchanges(Sequence[HttpTransaction]):
+    """One connection's exchanges as the store keeps them: their positions in the log, read
+    back on each access. The store appends to it; when it forgets the oldest it makes a new
+    one, so that a view holding this one sees no shift."""
+
+    __slots__ = ("connection", "log", "positions")
+
+    def __init__(self, log: ExchangeLog, connection: int, positions: array[int] | None = None) -> None:
+        self.log = log
+        self.connection = connection
+        self.positions = positions if positions is not None else array("q")
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @overload
+    def __getitem__(self, i: int) -> HttpTransaction: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[HttpTransaction]: ...
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._read(pos) for pos in self.positions[i]]
+        return self._read(self.positions[i])
+
+    def __iter__(self) -> Iterator[HttpTransaction]:
+        for pos in self.positions:
+            yield self._read(pos)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Exchanges, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<Exchanges of connection {self.connection}: {len(self)}>"
+
+    def _read(self, pos: int) -> HttpTransaction:
+        tx = self.log.read(pos)
+        if tx is None:
+            return HttpTransaction(self.connection, -1, None, None, GONE)
+        return tx
+
+    def append(self, pos: int) -> None:
+        self.positions.append(pos)
+
+    def without_first(self, n: int) -> Exchanges:
+        return Exchanges(self.log, self.connection, self.positions[n:])
