@@ -48,7 +48,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Final, NamedTuple, cast
 
 import h11
-from h11._abnf import field_content, token
+from h11._abnf import token
 from h11._connection import _body_framing
 from h11._readers import (
     _decode_header_lines,
@@ -588,13 +588,21 @@ FAST_PATH = True
 FAST_HEAD: Final = 8192
 """Heads up to this size may take the fast path; longer ones always go to h11."""
 
-# One header field line as h11's grammar (h11._abnf.header_field) has it, ending in CRLF, and
-# beginning a line (the look-behind): a match is then always one whole line, since a field's
-# characters exclude CR and LF, and a block is all fields when it has a match for every line.
-# It reads the block decoded as Latin-1 (one character a byte), so that the fields come out as
-# the text the records hold; ASCII makes \s the same six characters as in h11's bytes pattern.
-_FIELD = re.compile("(?<![^\n])(" + token + "):[ \t]*(" + field_content + ")?[ \t]*\r\n", re.ASCII)
+# h11's grammar (h11._abnf) for a header field line: a token, a colon, then the value between
+# optional blanks (spaces and tabs), made of characters that are not NUL or whitespace (\s of a
+# bytes pattern: space, tab, CR, LF, FF, VT) in runs that blanks may separate. So a line is a
+# field exactly when its name is a token and no NUL, CR, LF, FF or VT follows the colon; the
+# value is what is left once the blanks around it are stripped.
+_TOKEN = re.compile(token, re.ASCII)
 _CONTENT_LENGTH = re.compile("[0-9]{1,20}", re.ASCII)
+_NOT_IN_FIELD = re.compile("[\x00\r\n\x0b\x0c]")
+
+
+def _is_token(name: str) -> bool:
+    # Most names are letters, digits and dashes, all token characters: checked without a regex.
+    if name.isascii() and name.replace("-", "").isalnum():
+        return True
+    return _TOKEN.fullmatch(name) is not None
 
 
 class _Head(NamedTuple):
@@ -653,15 +661,20 @@ def _plain_head(data: bytearray, end: int, request: bool) -> _Head | None:
         version = m.group("http_version")
         reason = m.group("reason") or b""
     first = line_end + 2
-    stop = end + 2  # the last field line's CRLF
-    text = data[first:stop].decode("latin-1")
-    fields = _FIELD.findall(text)
-    if len(fields) != text.count("\n"):
-        return None  # a line that is not a field
+    # Field lines: data[first:end], CRLF between them (none when the start line ends at end).
+    lines = data[first:end].decode("latin-1").split("\r\n") if first < end else []
+    fields: list[tuple[str, str]] = []
     length: int | None = None
     chunked = False
     hosts = 0
-    for name, value in fields:
+    for line in lines:
+        if not line.isprintable() and _NOT_IN_FIELD.search(line):
+            return None  # a bare CR or LF (a line end h11 reads otherwise), NUL, FF or VT
+        name, colon, value = line.partition(":")
+        if not colon or not name or not _is_token(name):
+            return None  # not a field (a folded line begins with a blank, not a token)
+        value = value.strip(" \t")
+        fields.append((name, value))
         size = len(name)
         if size != 14 and size != 17 and size != 4:  # "content-length", "transfer-encoding", "host"
             continue
