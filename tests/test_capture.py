@@ -83,8 +83,9 @@ def test_a_file_is_not_read_ahead_of_the_ui():
     """Until the UI says it took an update, the driver posts nothing more and waits; once a
     file is read and the UI told, it posts only when there is something new."""
     posted: list[EngineUpdate] = []
+    # (jobs=0: HTTP parsed in the driver's thread, so that the first tick reads it all)
     driver = CaptureDriver(SourceSpec(files=(capture("zeek/http__get.pcap"),)), "",
-                           Bounds(keep_after_close=True), posted.append)
+                           Bounds(keep_after_close=True), posted.append, jobs=0)
     stop = threading.Event()
     worker = threading.Thread(target=driver.run, args=(stop.is_set,))
     worker.start()

@@ -91,14 +91,15 @@ class WirepeekApp(App[None]):
     relative_times: reactive[bool] = reactive(False, init=False)
 
     def __init__(self, spec: SourceSpec, bpf: str = "", bounds: Bounds | None = None,
-                 memory: MemorySplit | None = None) -> None:
+                 memory: MemorySplit | None = None, jobs: int | None = None) -> None:
         """memory: the shares of --memory (tui.memory) for the packet ring and the store; the
-        engine's is bounds.memory_budget, which the caller sets from it (tui.cli)."""
+        engine's is bounds.memory_budget, which the caller sets from it (tui.cli). jobs: the
+        processes that parse a capture file's HTTP (tui.capture.CaptureDriver)."""
         super().__init__()
         bounds = bounds or Bounds()
         self.memory = memory or MemorySplit.of(DEFAULT_MEMORY)
         self.store = TrafficStore(budget=self.memory.store, log_bytes=exchange_log_bytes(bounds))
-        self.driver = CaptureDriver(spec, bpf, bounds, self.post_message, self.memory.ring)
+        self.driver = CaptureDriver(spec, bpf, bounds, self.post_message, self.memory.ring, jobs)
         self.read_resident = resident_bytes  # tests that need the same screen every run set it
         self.resident: int | None = None  # read once a second
         self.resident_at_start: int | None = None
@@ -222,6 +223,8 @@ class WirepeekApp(App[None]):
             self.selected = None
             self._show_detail()
         self.store.apply(update.events)
+        if update.exchanges:
+            self.store.apply_encoded(update.exchanges)
         self.status, self.stats = update.status, update.stats
         if update.stream_id is not None and update.stream_id == self.selected:
             stream = self.query_one(StreamView)

@@ -30,12 +30,22 @@ from engine.batch import Batch
 from engine.bounds import Bounds
 from engine.events import ConnectionClosed, ConnectionInfo, ConnectionOpened, ConnectionUpdated
 from engine.events import Event, HttpRequestSeen, HttpTransaction
+from engine.http import DEFAULT_MAX_BODY
 from engine.pipeline import Pipeline
 from engine.spool import Spool
 from engine.tcp import endpoints_key
+from tui import http_helpers
+from tui.http_helpers import Encoded, HttpHelpers
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, StreamChunk
+from tui.sharded import default_jobs
 
 TICK = 0.075  # seconds between updates to the UI
+# For a file, which comes as fast as it is read: fewer updates, so that the screen spends less
+# of the load redrawing (each update redraws the rows that changed).
+FILE_TICK = 0.25
+# Exchanges from the helper processes (tui.http_helpers) one update carries at most: past it the
+# driver takes no more from them (they wait) and posts as soon as the UI has taken the last.
+UPDATE_EXCHANGES = 16384
 # Recent raw packets kept for the Packets tab and for writing (w): the ring's share of the default
 # --memory (tui.memory).
 RING_BYTES = 64 * 1024 * 1024
@@ -100,9 +110,10 @@ class Pending:
         # In order; None where a waiting request was answered before the UI took it.
         self.transactions: list[HttpTransaction | HttpRequestSeen | None] = []
         self.waiting: dict[tuple[int, int], int] = {}  # (connection, request offset) -> its place
+        self.exchanges: list[Encoded] = []  # from the helper processes, in order
 
     def __len__(self) -> int:
-        return len(self.latest) + len(self.transactions)
+        return len(self.latest) + len(self.transactions) + len(self.exchanges)
 
     def add(self, events: list[Event]) -> None:
         latest = self.latest
@@ -144,6 +155,10 @@ class Pending:
         self.latest, self.opened, self.closed, self.transactions = {}, set(), {}, []
         self.waiting = {}
         return tuple(events)
+
+    def take_exchanges(self) -> tuple[Encoded, ...]:
+        exchanges, self.exchanges = tuple(self.exchanges), []
+        return exchanges
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,7 +382,10 @@ class RealTimeReplay:
 
 class CaptureDriver:
     def __init__(self, spec: SourceSpec, bpf: str, bounds: Bounds,
-                 post: Callable[[object], object], ring_bytes: int = RING_BYTES) -> None:
+                 post: Callable[[object], object], ring_bytes: int = RING_BYTES,
+                 jobs: int | None = None) -> None:
+        """jobs: helper processes that parse the HTTP of a capture file that can be read again
+        (tui.http_helpers); None: one per core (two at most); 0: parse it in this thread."""
         self.spec = spec
         self.bpf = bpf
         self.bounds = bounds
@@ -394,6 +412,10 @@ class CaptureDriver:
         self.taken.set()
         self.shedding = False  # HTTP parsing of new connections is off (Governor)
         self.spool: Spool | None = None  # the follow view's bytes on disk (Bounds.spool_bytes)
+        self.jobs = (default_jobs() if jobs is None else jobs) if rereadable else 0
+        self.helpers: HttpHelpers | None = None
+        if self.jobs:
+            http_helpers.prepare()
 
     # ------------------------------------------------------------------ from the UI thread
 
@@ -415,6 +437,7 @@ class CaptureDriver:
             return
         pipeline = self._pipeline()
         finished = False
+        done = False  # finished, and the helpers have sent all (the file is read to its end)
         told = False  # the app was told the file was read to its end
         pending = Pending()
         governor = Governor()
@@ -425,7 +448,8 @@ class CaptureDriver:
                 if self.generation != generation:
                     pending = Pending()  # the file is read again: what was pending is gone
                 started = time.monotonic()
-                deadline = started + TICK
+                tick = TICK if source.live else FILE_TICK
+                deadline = started + tick
                 read = False
                 busy = 0.0
                 while not finished and not cancelled():
@@ -440,16 +464,26 @@ class CaptureDriver:
                     batch = source.next_batch(remaining if source.live else 0)
                     read = True
                     if batch is None:
-                        pending.add(pipeline.finish())
+                        pending.add(self._opened(pipeline.finish()))
                         finished = True
                     elif len(batch):
                         t0 = time.monotonic()
                         first = pipeline.packets
-                        pending.add(pipeline.feed(batch))
+                        pending.add(self._opened(pipeline.feed(batch)))
                         self.packets.add(batch, first)
                         busy += time.monotonic() - t0
                     elif source.live:
                         pending.add(pipeline.flush(time.time()))
+                    if self.helpers is not None:
+                        self._gather(self.helpers, pending, pipeline.packets, False, 0.0)
+                        if len(pending.exchanges) >= UPDATE_EXCHANGES:
+                            break
+                helpers = self.helpers
+                if helpers is not None and not helpers.finished:
+                    # Once the file is read, what is left is the helpers': wait for it.
+                    self._gather(helpers, pending, pipeline.packets, finished, deadline)
+                    read = True
+                done = finished and (helpers is None or helpers.finished)
                 if source.live and read:
                     shed = governor.tick(busy / max(time.monotonic() - started, 1e-6))
                     pipeline.shed(frozenset({"http"}) if shed else frozenset(), self.follow)
@@ -460,16 +494,39 @@ class CaptureDriver:
                     self.taken.wait(TICK)  # a file does not run ahead of the screen
                 # A file read to its end, told so once, with nothing new for the screen (no
                 # events, the same followed connection): nothing to post, so the app rests.
-                told = told and finished and not source.live
+                told = told and done and not source.live
                 resting = told and not len(pending) and self.follow == self._followed
                 if self.taken.is_set() and not resting:
                     self.taken.clear()
-                    self._post(source, pipeline, pending.take(), finished)
-                    told = finished and not source.live
+                    self._post(source, pipeline, pending, done)
+                    told = done and not source.live
         finally:
             source.close()
+            if self.helpers is not None:
+                self.helpers.close()
             if self.spool is not None:
                 self.spool.close()
+
+    @staticmethod
+    def _gather(helpers: HttpHelpers, pending: Pending, packets: int, finished: bool,
+                until: float) -> None:
+        """The helpers' exchanges for the packets read, up to UPDATE_EXCHANGES pending; once
+        the file is read (finished), waiting for more until `until`."""
+        while len(pending.exchanges) < UPDATE_EXCHANGES and not helpers.finished:
+            pending.exchanges += helpers.take(packets, finished)
+            remaining = until - time.monotonic()
+            if not finished or remaining <= 0 or helpers.finished:
+                return
+            helpers.arrived.wait(remaining)
+
+    def _opened(self, events: list[Event]) -> list[Event]:
+        """Tell the helpers which connection opened at which packet (they name theirs so)."""
+        helpers = self.helpers
+        if helpers is not None:
+            for event in events:
+                if type(event) is ConnectionOpened or type(event) is ConnectionClosed:
+                    helpers.note(event.info.first_packet, event.info.id)
+        return events
 
     def _open(self, bpf: str) -> sources.Source | RealTimeReplay:
         spec = self.spec
@@ -483,13 +540,20 @@ class CaptureDriver:
         return sources.open_files(list(spec.files), bpf)
 
     def _pipeline(self) -> Pipeline:
-        """A new pipeline (and spool: what the old one wrote belongs to a reading gone by)."""
+        """A new pipeline (and spool: what the old one wrote belongs to a reading gone by), and
+        new helper processes for its HTTP when there are to be some."""
         if self.spool is not None:
             self.spool.close()
             self.spool = None
         if self.bounds.spool_bytes:
             self.spool = Spool(self.bounds.spool_bytes)
-        return Pipeline(self.bounds, live_updates=True, spool=self.spool)
+        if self.helpers is not None:
+            self.helpers.close()
+            self.helpers = None
+        if self.jobs:
+            self.helpers = HttpHelpers(self.spec.files, self.bpf, self.bounds, self.jobs)
+        return Pipeline(self.bounds, live_updates=True, spool=self.spool,
+                        http_body_limit=None if self.jobs else DEFAULT_MAX_BODY)
 
     def _commands(self, source: sources.Source | RealTimeReplay, pipeline: Pipeline,
                   finished: bool) -> tuple[sources.Source | RealTimeReplay, Pipeline, bool]:
@@ -508,6 +572,7 @@ class CaptureDriver:
                     # A file is read again under the new filter; a live capture keeps its state.
                     new = self._open(argument)
                     source.close()
+                    self.bpf = argument  # the helpers read the file under it
                     source, pipeline, finished = new, self._pipeline(), False
                     self.generation += 1
                     self.packets.clear(self.generation, argument)
@@ -521,20 +586,27 @@ class CaptureDriver:
             self.post(FilterApplied(argument, None))
 
     def _post(self, source: sources.Source | RealTimeReplay, pipeline: Pipeline,
-              events: tuple[object, ...], finished: bool) -> None:
+              pending: Pending, finished: bool) -> None:
         stream_id, chunks, reset = self._stream(pipeline)
+        helpers = self.helpers
+        progress = None if source.live or finished else source.progress()
+        if helpers is not None and not finished:
+            behind = helpers.progress()  # the file is read as far as the slowest reader
+            if progress is None or (behind is not None and
+                                    behind[0] * progress[1] < progress[0] * behind[1]):
+                progress = behind
         status = CaptureStatus(
             source=source.name,
             filter=self.bpf,
             live=source.live,
             finished=finished,
             capture=source.stats(),
-            error=source.error,
+            error=source.error or (helpers.error if helpers is not None else None),
             shedding=self.shedding,
-            progress=None if source.live or finished else source.progress(),
+            progress=progress,
         )
-        self.post(EngineUpdate(events, pipeline.stats(), status, stream_id, chunks, reset,
-                               self.generation))
+        self.post(EngineUpdate(pending.take(), pipeline.stats(), status, stream_id, chunks, reset,
+                               self.generation, pending.take_exchanges()))
 
     def _stream(self, pipeline: Pipeline) -> tuple[int | None, tuple[StreamChunk, ...], bool]:
         """Entries of the followed connection's kept stream added since the last tick (all that

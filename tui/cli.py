@@ -99,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--count", type=int, metavar="N", help="stop after N packets")
     out.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of live capture")
     out.add_argument("--jobs", type=int, default=0, metavar="N",
-                     help="with --json on files: processes sharing the work (default: one per core, "
-                          "at most 2)")
+                     help="on files, processes sharing the work: with --json, each tracks a share "
+                          "of the connections; in the interactive view, helpers parse the HTTP "
+                          "(default: one per core, at most 2)")
     lim = p.add_argument_group("bounds")
     lim.add_argument("--memory", type=int, default=DEFAULT_MEMORY // MiB, metavar="MIB",
                      help="what the traffic may make wirepeek hold, in MiB (default "
@@ -249,7 +250,7 @@ def interactive(args: argparse.Namespace, spec: SourceSpec, bpf: str) -> int:
                                        "when the capture comes on stdin without a terminal") from None
         os.dup2(tty, 0)
         os.close(tty)
-    WirepeekApp(spec, bpf, *interactive_bounds(args)).run()
+    WirepeekApp(spec, bpf, *interactive_bounds(args), jobs=args.jobs or None).run()
     return 0
 
 

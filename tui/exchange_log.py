@@ -26,20 +26,30 @@ from engine.events import HttpRequest, HttpResponse, HttpTransaction
 from engine.spool import DATA, Spool
 
 _new = tuple.__new__
+NO_ANSWER = -2  # a row's status when its last request got no answer (it will get none)
 GONE = "no longer kept: the ring file of exchanges (--spool) was overwritten"
 
 
 def encode(tx: HttpTransaction) -> bytes:
+    """The record of an exchange, without its connection's id (its reader knows it: the helper
+    processes that parse files, tui.http_helpers, number connections their own way)."""
     request, response = tx.request, tx.response
     return marshal.dumps((
-        tx.connection, tx.index, tx.error, tx.tunnel, tx.notes,
+        tx.index, tx.error, tx.tunnel, tx.notes,
         None if request is None else tuple(request),
         None if response is None else tuple(response),
     ))
 
 
-def decode(blob: bytes) -> HttpTransaction:
-    connection, index, error, tunnel, notes, request, response = marshal.loads(blob)
+def row_of(tx: HttpTransaction) -> tuple[str, int]:
+    """What its connection's row shows of an exchange: its request line, and its status."""
+    request, response = tx.request, tx.response
+    return (f"{request.method} {request.target}" if request else "(no request)",
+            response.status if response is not None else NO_ANSWER)
+
+
+def decode(blob: bytes, connection: int) -> HttpTransaction:
+    index, error, tunnel, notes, request, response = marshal.loads(blob)
     return HttpTransaction(
         connection, index,
         None if request is None else _new(HttpRequest, request),
@@ -63,10 +73,14 @@ class ExchangeLog:
         """Write one exchange; its position."""
         return self.spool.append(DATA, False, 0.0, 0, -1, 0, encode(tx))
 
-    def read(self, pos: int) -> HttpTransaction | None:
-        """The exchange at `pos`, or None once its record was overwritten."""
+    def append_encoded(self, blob: bytes) -> int:
+        """Write one exchange `encode` made (in another process); its position."""
+        return self.spool.append(DATA, False, 0.0, 0, -1, 0, blob)
+
+    def read(self, pos: int, connection: int) -> HttpTransaction | None:
+        """The exchange of `connection` at `pos`, or None once its record was overwritten."""
         record = self.spool.read(pos)
-        return None if record is None else decode(record.extra)
+        return None if record is None else decode(record.extra, connection)
 
     @property
     def written(self) -> int:
@@ -122,7 +136,7 @@ class Exchanges(Sequence[HttpTransaction]):
         return f"<Exchanges of connection {self.connection}: {len(self)}>"
 
     def _read(self, pos: int) -> HttpTransaction:
-        tx = self.log.read(pos)
+        tx = self.log.read(pos, self.connection)
         if tx is None:
             return HttpTransaction(self.connection, -1, None, None, GONE)
         return tx

@@ -10,6 +10,7 @@ from textual.message import Message
 from engine.events import Event, Stats
 from engine.sources import CaptureStats
 from engine.tcp import Kept
+from tui.http_helpers import Encoded
 
 # (from_client, ts, stream offset, bytes | gap size | Resent): as the engine keeps them.
 StreamChunk = Kept
@@ -32,9 +33,11 @@ class EngineUpdate(Message):
 
     def __init__(self, events: tuple[Event, ...], stats: Stats, status: CaptureStatus,
                  stream_id: int | None, stream: tuple[StreamChunk, ...], stream_reset: bool,
-                 generation: int) -> None:
+                 generation: int, exchanges: tuple[Encoded, ...] = ()) -> None:
         super().__init__()
         self.events = events
+        # HTTP exchanges parsed in helper processes (tui.http_helpers), after the events.
+        self.exchanges = exchanges
         self.stats = stats
         self.status = status
         self.stream_id = stream_id

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from engine.bounds import Bounds, MiB
 from engine.events import (
@@ -26,11 +27,11 @@ from engine.events import (
     HttpRequestSeen,
     HttpTransaction,
 )
-from tui.exchange_log import ExchangeLog, Exchanges
+from tui.exchange_log import NO_ANSWER, ExchangeLog, Exchanges, row_of
+from tui.http_helpers import Encoded
 
 MAX_CONNECTIONS = 200_000
 MAX_TRANSACTIONS_PER_CONNECTION = 10_000
-NO_ANSWER = -2  # last_status: the last request got no answer (it will get none)
 BUDGET = 128 * 1024 * 1024  # the store's share of the default --memory (tui.memory)
 LOG_BYTES = 256 * MiB  # the ring file of exchanges with --spool 0 (see exchange_log_bytes)
 MIN_LOG_BYTES = 16 * MiB
@@ -97,10 +98,7 @@ class TrafficStore:
                 if len(txs) < MAX_TRANSACTIONS_PER_CONNECTION:
                     txs.append(self.log.append(event))
                     self.cost += EXCHANGE_COST
-                    request, response = event.request, event.response
-                    self.last[event.connection] = (
-                        f"{request.method} {request.target}" if request else "(no request)",
-                        response.status if response is not None else NO_ANSWER)
+                    self.last[event.connection] = row_of(event)
                     if self.log.written >= self._sweep_at:
                         self._sweep()
                 else:
@@ -114,6 +112,30 @@ class TrafficStore:
             elif isinstance(event, HttpRequestSeen):
                 self.pending.setdefault(event.connection, {})[event.request.offset] = event.request
                 self.changed.add(event.connection)
+        self._bound()
+
+    def apply_encoded(self, exchanges: Sequence[Encoded]) -> None:
+        """Exchanges as the helper processes send them (tui.http_helpers): connection id, the
+        record for the log, the request line and status its row shows. After the events that
+        opened their connections."""
+        log, http, last = self.log, self.http, self.last
+        for conn_id, blob, line, status in exchanges:
+            txs = http.get(conn_id)
+            if txs is None:
+                txs = http[conn_id] = Exchanges(log, conn_id)
+            if len(txs) < MAX_TRANSACTIONS_PER_CONNECTION:
+                txs.append(log.append_encoded(blob))
+                self.cost += EXCHANGE_COST
+                last[conn_id] = (line, status)
+                if log.written >= self._sweep_at:
+                    self._sweep()
+            else:
+                self.evicted_exchanges += 1
+            self.changed.add(conn_id)
+        self._bound()
+
+    def _bound(self) -> None:
+        """Forget what is past the store's bounds, the oldest first."""
         if self.cost > self.budget:
             self._evict_exchanges(self.budget * 7 // 8)
         while len(self.connections) > self.max_connections or (

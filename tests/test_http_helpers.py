@@ -1,0 +1,121 @@
+"""HTTP parsed in helper processes (tui.http_helpers) gives the app exactly the exchanges that
+parsing in the capture thread gives, under the same connection ids, for every bundled capture."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from engine.bounds import Bounds
+from engine.events import ConnectionClosed, ConnectionOpened, HttpTransaction
+from tests.captures import all_captures, capture
+from tui.capture import CaptureDriver, SourceSpec
+from tui.exchange_log import decode, encode, row_of
+from tui.http_helpers import HttpHelpers
+from tui.messages import EngineUpdate
+
+Exchange = tuple[int, bytes, str, int]  # connection, record, request line, status
+
+
+def drive(path: str, jobs: int, bpf: str = "", refilter: str | None = None
+          ) -> tuple[list[EngineUpdate], list[Exchange], set[int]]:
+    """Read a file with the capture driver as the app does (taking every update at once); its
+    updates, the exchanges they carried (of the last reading of the file) and the connections."""
+    posted: list[EngineUpdate] = []
+    driver: CaptureDriver
+
+    def post(message: object) -> None:
+        if isinstance(message, EngineUpdate):
+            posted.append(message)
+            driver.taken.set()
+
+    driver = CaptureDriver(SourceSpec(files=(path,)), bpf, Bounds(keep_after_close=True), post,
+                           jobs=jobs)
+    stop = threading.Event()
+    worker = threading.Thread(target=driver.run, args=(stop.is_set,))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        generation = 0
+        if refilter is not None:
+            while not posted and time.monotonic() < deadline:
+                time.sleep(0.005)
+            driver.set_filter(refilter)
+            generation = 1
+        while time.monotonic() < deadline and not (
+                posted and posted[-1].generation == generation and posted[-1].status.finished):
+            time.sleep(0.005)
+        assert posted and posted[-1].status.finished, "the file was not read to its end in time"
+    finally:
+        stop.set()
+        worker.join(10)
+    assert not worker.is_alive()
+    exchanges: list[Exchange] = []
+    connections: set[int] = set()
+    for update in posted:
+        if update.generation != generation:
+            continue
+        for event in update.events:
+            if isinstance(event, HttpTransaction):
+                exchanges.append((event.connection, encode(event), *row_of(event)))
+            elif isinstance(event, (ConnectionOpened, ConnectionClosed)):
+                connections.add(event.info.id)
+        exchanges += update.exchanges
+    assert all(conn_id in connections for conn_id, *_ in exchanges)
+    return posted, exchanges, connections
+
+
+def by_connection(exchanges: list[Exchange]) -> dict[int, list[tuple[HttpTransaction, str, int]]]:
+    """Each connection's exchanges, decoded (marshal's bytes for equal values may differ)."""
+    out: dict[int, list[tuple[HttpTransaction, str, int]]] = {}
+    for conn_id, blob, line, status in exchanges:
+        out.setdefault(conn_id, []).append((decode(blob, conn_id), line, status))
+    return out
+
+
+@pytest.mark.parametrize("name", all_captures())
+def test_helpers_give_the_exchanges_the_capture_thread_gives(name):
+    path = capture(name)
+    _, alone, conns_alone = drive(path, jobs=0)
+    posted, helped, conns_helped = drive(path, jobs=2)
+    assert conns_helped == conns_alone
+    # Connections may interleave otherwise; each one's exchanges are the same, in order.
+    assert by_connection(helped) == by_connection(alone)
+    assert not [u.events for u in posted if any(isinstance(e, HttpTransaction) for e in u.events)]
+    assert posted[-1].status.error is None
+    for conn_id, blob, line, status in helped:
+        tx = decode(blob, conn_id)
+        assert tx.connection == conn_id and row_of(tx) == (line, status)
+
+
+def test_a_new_filter_reads_the_file_again_with_new_helpers():
+    path = capture("zeek/http__get.pcap")
+    _, everything, _ = drive(path, jobs=2)
+    assert len(everything) == 1
+    _, none, _ = drive(path, jobs=2, refilter="tcp port 1")
+    assert none == []
+    _, again, _ = drive(path, jobs=2, bpf="tcp port 1", refilter="tcp port 80")
+    assert list(by_connection(again).values()) == list(by_connection(everything).values())
+
+
+def test_a_helper_that_dies_is_reported(tmp_path):
+    # A named pipe with no writer: the helpers wait in its open, where they are killed.
+    fifo = tmp_path / "capture.pcap"
+    os.mkfifo(fifo)
+    helpers = HttpHelpers((str(fifo),), "", Bounds(), jobs=2)
+    try:
+        time.sleep(0.2)
+        for proc in helpers.procs:
+            proc.kill()
+            proc.join(5)
+        deadline = time.monotonic() + 10
+        while not helpers.finished and time.monotonic() < deadline:
+            helpers.wait(0.1)
+            assert helpers.take(packets=0, finished=True) == []
+        assert helpers.finished
+        assert helpers.error == "HTTP parsing stopped: helper process 0 ended unexpectedly"
+    finally:
+        helpers.close()

@@ -1,0 +1,254 @@
+"""HTTP parsing of capture files in helper processes, for the interactive app.
+
+Reading a capture file, the app's capture thread used to parse HTTP too, sharing one core (and
+the GIL) with the screen: on a keep-alive file of 160,000 exchanges that was most of a 16 s load.
+For a file that can be read again, the capture thread now tracks and reassembles connections
+only (for the connections pane and the follow view), and `jobs` helper processes read the same
+file under the same filter and parse HTTP, each for a share of the connections
+(`Pipeline(shard=...)`, as `--json --jobs` does). A helper sends one message per batch: the
+packet number at which each of its new connections opened, and its exchanges, already encoded
+for the store's ring file (tui.exchange_log), each with what its connection's row shows.
+
+A connection opened at packet N in a helper is the one the capture thread opened at packet N
+(both read the same packets): `HttpHelpers.take` maps the helpers' connections to the app's ids
+that way, taking a helper's message only once the capture thread has read as far as it, so every
+connection it names is known. An exchange of a connection the capture thread does not have
+(evicted by a bound at another time than in the helper) is not shown, and counted.
+
+The helpers are started from a fork server (not forked from the app, which runs threads), and
+are killed when the file is read again under another filter or the app ends.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import threading
+from multiprocessing import forkserver
+from collections import deque
+from collections.abc import Callable
+from dataclasses import fields as dataclass_fields
+from dataclasses import replace
+from multiprocessing.connection import Connection as Pipe
+from multiprocessing.connection import wait
+from typing import Any, NamedTuple
+
+from engine import sources
+from engine.bounds import Bounds
+from engine.events import Event, HttpTransaction
+from engine.http import DEFAULT_MAX_BODY
+from engine.pipeline import Pipeline
+from engine.tcp import Connection
+from tui.exchange_log import encode, row_of
+
+# An exchange as a helper sends it: its connection (the helper's id, then the app's), its record
+# for the ring file, and what the connection's row shows of it (request line, status).
+Encoded = tuple[int, bytes, str, int]
+
+
+class Message(NamedTuple):
+    through: int  # packets the helper has read (the capture thread must have read as many)
+    opened: list[int]  # the first packet of each connection it opened, in id order
+    exchanges: list[Encoded]
+    progress: tuple[int, int] | None  # of its reading of the files
+    final: bool
+
+
+def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit: int,
+            shard: tuple[int, int], out: Pipe) -> None:
+    # The bounds come as their fields: Python 3.11 cannot unpickle a frozen dataclass with slots.
+    bounds = Bounds(**bound_fields)
+    opened: list[int] = []
+
+    def note_open(conn: Connection, emit: Callable[[Event], None]) -> None:
+        opened.append(conn.first_packet)
+
+    try:
+        source = sources.open_files(files, bpf)
+    except sources.CaptureError:
+        out.send(Message(0, [], [], None, True))  # the capture thread says why
+        out.close()
+        return
+    pipeline = Pipeline(bounds, consumers={None: [note_open]}, http_body_limit=body_limit,
+                        shard=shard)
+    # What is set up lives as long as the process: the collector need not look at it again.
+    gc.collect()
+    gc.freeze()
+    try:
+        while True:
+            batch = source.next_batch()
+            events = pipeline.feed(batch) if batch is not None else pipeline.finish()
+            exchanges: list[Encoded] = []
+            for event in events:
+                if isinstance(event, HttpTransaction):
+                    exchanges.append((event.connection, encode(event), *row_of(event)))
+            final = batch is None
+            out.send(Message(pipeline.packets, opened[:], exchanges,
+                             None if final else source.progress(), final))
+            opened.clear()
+            if final:
+                break
+    except (BrokenPipeError, EOFError):
+        pass  # the app went, or read the file again
+    finally:
+        source.close()
+        out.close()
+
+
+AHEAD = 4
+"""Messages a helper may have waiting in the app before it is left to wait on its pipe."""
+
+_context: Any = None
+
+
+def _start_method() -> Any:
+    global _context
+    if _context is None:
+        _context = multiprocessing.get_context("forkserver")
+        _context.set_forkserver_preload(["tui.http_helpers"])
+    return _context
+
+
+def prepare() -> None:
+    """Start the fork server now, before the app takes over the terminal: it is started with
+    the process's standard error, which Textual replaces with a stream that has no descriptor."""
+    _start_method()
+    forkserver.ensure_running()
+
+
+class HttpHelpers:
+    """`jobs` helper processes parsing the HTTP of capture files; the capture thread takes
+    their exchanges with `take`."""
+
+    def __init__(self, files: tuple[str, ...], bpf: str, bounds: Bounds, jobs: int,
+                 body_limit: int = DEFAULT_MAX_BODY) -> None:
+        context = _start_method()
+        share = replace(
+            bounds,
+            max_connections=max(1, bounds.max_connections // jobs),
+            memory_budget=bounds.memory_budget // jobs,
+            keep_stream_bytes=0,  # the follow view's bytes are the capture thread's
+            keep_after_close=False,
+            spool_bytes=0,
+        )
+        self.jobs = jobs
+        self.receivers: list[Pipe] = []
+        self.procs: list[Any] = []
+        for i in range(jobs):
+            receiver, sender = context.Pipe(duplex=False)
+            fields = {field.name: getattr(share, field.name) for field in dataclass_fields(share)}
+            proc = context.Process(target=_helper, args=(list(files), bpf, fields, body_limit,
+                                                         (i, jobs), sender), daemon=True)
+            proc.start()
+            sender.close()
+            self.receivers.append(receiver)
+            self.procs.append(proc)
+        # Filled by a thread of their own as messages come (a helper waits while its pipe is
+        # full), at most AHEAD a helper; emptied by `take`.
+        self.queues: list[deque[Message]] = [deque() for _ in range(jobs)]
+        self.ids: list[list[int]] = [[] for _ in range(jobs)]  # the app's id of each helper's ids
+        self.received_all = [False] * jobs
+        self.done = [False] * jobs  # its last message was taken
+        self.progress_of: list[tuple[int, int] | None] = [(0, 1)] * jobs
+        self.taken_through = [0] * jobs  # packets of each helper's messages taken
+        self.closing = False
+        self.unmapped = 0  # exchanges of connections the capture thread does not have
+        self.error: str | None = None
+        # The app's id of each connection by the packet that opened it, from the capture
+        # thread's events, in that order (first packets grow with ids), until every helper is past.
+        self.opened_at: dict[int, int] = {}
+        self._order: deque[int] = deque()
+        self._taken = threading.Event()  # take made room in a queue
+        self.arrived = threading.Event()  # a message came since the last take
+        self.ended = threading.Event()  # every helper's last message was received
+        self._receiver = threading.Thread(target=self._receive, name="http-helpers", daemon=True)
+        self._receiver.start()
+
+    def note(self, first_packet: int, conn_id: int) -> None:
+        """The capture thread opened connection `conn_id` at packet `first_packet`."""
+        if first_packet not in self.opened_at:
+            self.opened_at[first_packet] = conn_id
+            self._order.append(first_packet)
+
+    @property
+    def finished(self) -> bool:
+        return all(self.done)
+
+    def progress(self) -> tuple[int, int] | None:
+        """The slowest helper's reading of the files (bytes read, bytes in all)."""
+        known = [p for p, done in zip(self.progress_of, self.done, strict=True)
+                 if p is not None and not done]
+        return min(known, key=lambda p: p[0] / max(1, p[1])) if known else None
+
+    def wait(self, timeout: float) -> None:
+        """Until every helper has sent its last message, or the timeout."""
+        self.ended.wait(timeout)
+
+    def _receive(self) -> None:
+        """The receiving thread: each message as it comes, into its helper's queue."""
+        receivers, queues = self.receivers, self.queues
+        while not all(self.received_all):
+            ready = [r for i, r in enumerate(receivers)
+                     if not self.received_all[i] and len(queues[i]) < AHEAD]
+            if not ready:
+                self._taken.wait(0.1)  # every queue with room is full: wait for take
+                self._taken.clear()
+                continue
+            try:
+                ready = wait(ready, 0.1)
+            except (OSError, ValueError):
+                return  # closed
+            for receiver in ready:
+                i = receivers.index(receiver)  # type: ignore[arg-type]
+                try:
+                    message = receiver.recv()  # type: ignore[union-attr]
+                except (EOFError, OSError, ValueError):
+                    message = Message(0, [], [], None, True)
+                    if not self.closing:
+                        self.error = self.error or (
+                            f"HTTP parsing stopped: helper process {i} ended unexpectedly")
+                queues[i].append(message)
+                self.received_all[i] = message.final
+                self.arrived.set()
+        self.ended.set()
+
+    def take(self, packets: int, finished: bool) -> list[Encoded]:
+        """The exchanges the helpers have sent for packets the capture thread has read, with the
+        app's connection ids. packets: how many the capture thread has read; finished: it has
+        read them all."""
+        self.arrived.clear()
+        opened_at = self.opened_at
+        out: list[Encoded] = []
+        for i, queue in enumerate(self.queues):
+            ids = self.ids[i]
+            while queue and (finished or queue[0].through <= packets):
+                message = queue.popleft()
+                ids += [opened_at.get(first, -1) for first in message.opened]
+                for local, blob, line, status in message.exchanges:
+                    conn_id = ids[local]
+                    if conn_id < 0:
+                        self.unmapped += 1
+                    else:
+                        out.append((conn_id, blob, line, status))
+                self.taken_through[i] = message.through
+                self.progress_of[i] = message.progress
+                if message.final:
+                    self.done[i] = True
+        # What every helper is past is not asked for again: the map stays the size of the
+        # connections opened between the slowest helper and the capture thread.
+        self._taken.set()
+        past, order = min(self.taken_through), self._order
+        while order and order[0] < past:
+            opened_at.pop(order.popleft(), None)
+        return out
+
+    def close(self) -> None:
+        self.closing = True
+        for proc in self.procs:
+            proc.kill()
+        for proc in self.procs:
+            proc.join(timeout=5)
+        self._taken.set()
+        self._receiver.join(timeout=5)  # the pipes end with the helpers
+        for receiver in self.receivers:
+            receiver.close()
