@@ -447,6 +447,7 @@ class CaptureDriver:
                 source, pipeline, finished = self._commands(source, pipeline, finished)
                 if self.generation != generation:
                     pending = Pending()  # the file is read again: what was pending is gone
+                    told = False  # and the app is told of this reading, even if it finds nothing
                 started = time.monotonic()
                 tick = TICK if source.live else FILE_TICK
                 deadline = started + tick
