@@ -94,18 +94,39 @@ async def test_the_app_defers_full_collections_and_holds_the_capture_for_a_key()
     assert gc.get_threshold() == before
 
 
-def test_a_headless_report_collects_young_objects_less_often():
-    # --json sets the headless thresholds before it reads anything (its workers inherit them).
+def test_a_headless_report_runs_no_automatic_collections():
+    # --json turns automatic collections off before it reads anything (its workers inherit it).
     code = (
         "import gc, sys\n"
         "from tui import cli\n"
         "seen = []\n"
         "real = cli.json_records\n"
-        "cli.json_records = lambda *a: (seen.append(gc.get_threshold()), real(*a))[1]\n"
+        "cli.json_records = lambda *a: (seen.append(gc.isenabled()), real(*a))[1]\n"
         "status = cli.main(['-r', sys.argv[1], '--json', '--jobs', '1'])\n"
         "print(seen, status, file=sys.stderr)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code, capture("zeek/http__methods.pcap")],
                           capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.strip() == f"[{collector.HEADLESS}] 0"
+    assert proc.stderr.strip() == "[False] 0"
+
+
+def test_with_automatic_collections_off_one_runs_every_few_batches():
+    starts = []
+
+    def count(phase: str, info: dict) -> None:
+        if phase == "start":
+            starts.append(info["generation"])
+
+    was = gc.isenabled()
+    gc.disable()
+    gc.callbacks.append(count)
+    try:
+        collector._batches = 0
+        for _ in range(3 * collector.COLLECT_EVERY + 1):
+            collector.after_batch()
+    finally:
+        gc.callbacks.remove(count)
+        if was:
+            gc.enable()
+    assert starts == [2, 2, 2]  # full collections, one every COLLECT_EVERY batches

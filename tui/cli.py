@@ -310,7 +310,9 @@ def batches(args: argparse.Namespace, source: sources.Source,
                 break
             if remaining is not None:
                 remaining -= len(batch)
-            yield pipeline.feed(batch)
+            events = pipeline.feed(batch)
+            collector.after_batch()
+            yield events
     except KeyboardInterrupt:
         pass  # a live capture ends with Ctrl-C: report what was seen
     yield pipeline.finish()

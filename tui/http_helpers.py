@@ -21,7 +21,6 @@ are killed when the file is read again under another filter or the app ends.
 
 from __future__ import annotations
 
-import gc
 import multiprocessing
 import threading
 from multiprocessing import forkserver
@@ -39,6 +38,7 @@ from engine.events import Event, HttpTransaction
 from engine.http import DEFAULT_MAX_BODY
 from engine.pipeline import Pipeline
 from engine.tcp import Connection
+from tui import collector
 from tui.exchange_log import encode, row_of
 
 # An exchange as a helper sends it: its connection (the helper's id, then the app's), its record
@@ -71,13 +71,12 @@ def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit
         return
     pipeline = Pipeline(bounds, consumers={None: [note_open]}, http_body_limit=body_limit,
                         shard=shard)
-    # What is set up lives as long as the process: the collector need not look at it again.
-    gc.collect()
-    gc.freeze()
+    collector.headless()
     try:
         while True:
             batch = source.next_batch()
             events = pipeline.feed(batch) if batch is not None else pipeline.finish()
+            collector.after_batch()
             exchanges: list[Encoded] = []
             for event in events:
                 if isinstance(event, HttpTransaction):

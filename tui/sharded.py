@@ -30,6 +30,7 @@ from engine.events import ConnectionClosed, Event, HttpTransaction
 from engine.pipeline import Pipeline
 from engine.records import connection_record, http_record, join_line, split_line
 from engine.tcp import Connection
+from tui import collector
 
 Record = tuple[str, int, str]
 
@@ -54,6 +55,7 @@ def _worker(paths: list[str], bpf: str, count: int | None, bounds: Bounds, shard
                     final = True
                 remaining -= len(batch)
             events = pipeline.feed(batch) if batch is not None else []
+            collector.after_batch()
             if final:
                 events += pipeline.finish()
             records: list[Record] = []
