@@ -234,3 +234,19 @@ def test_the_status_bar_wraps_between_items_never_inside_one():
     lines = fold(text, 40).plain.split("\n")
     assert lines == [" LIVE  lo │ 1,200 pkt/s │ 6,000 pkts ", "│ 7 conns │ mem 54M/512M budget "]
     assert fold(text, 200).plain == text.plain
+
+
+@pytest.mark.asyncio
+async def test_a_file_read_while_its_http_is_parsed_shows_how_far_not_a_rate_of_nought():
+    bar = StatusBar()
+    async with One(bar).run_test(size=(200, 3)):
+        reading_file = CaptureStatus(source="/tmp/f.pcap", filter="", live=False, finished=False,
+                                     capture=None, progress=(30, 100))
+        bar.show(reading_file, stats(1000), paused=False, now=100.0, shown=7)
+        bar.show(reading_file, stats(3000), paused=False, now=101.0, shown=7)
+        assert str(bar.render()).startswith(" reading 30%  f.pcap │ 2,000 pkt/s │ 3,000 pkts ")
+        # Every packet read; the helpers are at 63% of the file: no packets come any more.
+        helpers = CaptureStatus(source="/tmp/f.pcap", filter="", live=False, finished=False,
+                                capture=None, progress=(63, 100))
+        bar.show(helpers, stats(3000), paused=False, now=102.5, shown=7)
+        assert str(bar.render()).startswith(" reading 63%  f.pcap │ 3,000 pkts ")

@@ -56,7 +56,9 @@ class StatusBar(Static):
         out.append(f" {escape_text(source)} ")
         if status.filter:
             out.append(f"filter: {escape_text(status.filter)} ", "bold")
-        if status.live or not status.finished:
+        # (A file whose packets are all read while its HTTP is still being parsed, by helper
+        # processes, says how far they are, not a rate of 0.)
+        if status.live or (not status.finished and self.rate > 0):
             out.append(f"│ {self.rate:,.0f} pkt/s ")
         out.append(f"│ {stats.packets:,} pkts │ {stats.connections_total:,} conns ")
         if shown != stats.connections_total:
