@@ -120,7 +120,7 @@ def test_a_helper_that_dies_is_reported(tmp_path):
             proc.join(5)
         deadline = time.monotonic() + 10
         while not helpers.finished and time.monotonic() < deadline:
-            helpers.wait(0.1)
+            helpers.arrived.wait(0.1)
             assert helpers.take(packets=0, finished=True) == []
         assert helpers.finished
         assert helpers.error == "HTTP parsing stopped: helper process 0 ended unexpectedly"

@@ -40,6 +40,7 @@ from engine.pipeline import Pipeline
 from engine.tcp import Connection
 from tui import collector
 from tui.exchange_log import encode, row_of
+from tui.sharded import share_of
 
 # An exchange as a helper sends it: its connection (the helper's id, then the app's), its record
 # for the ring file, and what the connection's row shows of it (request line, status).
@@ -123,14 +124,11 @@ class HttpHelpers:
                  body_limit: int = DEFAULT_MAX_BODY) -> None:
         context = _start_method()
         share = replace(
-            bounds,
-            max_connections=max(1, bounds.max_connections // jobs),
-            memory_budget=bounds.memory_budget // jobs,
+            share_of(bounds, jobs),
             keep_stream_bytes=0,  # the follow view's bytes are the capture thread's
             keep_after_close=False,
             spool_bytes=0,
         )
-        self.jobs = jobs
         self.receivers: list[Pipe] = []
         self.procs: list[Any] = []
         for i in range(jobs):
@@ -159,7 +157,6 @@ class HttpHelpers:
         self._order: deque[int] = deque()
         self._taken = threading.Event()  # take made room in a queue
         self.arrived = threading.Event()  # a message came since the last take
-        self.ended = threading.Event()  # every helper's last message was received
         self._receiver = threading.Thread(target=self._receive, name="http-helpers", daemon=True)
         self._receiver.start()
 
@@ -178,10 +175,6 @@ class HttpHelpers:
         known = [p for p, done in zip(self.progress_of, self.done, strict=True)
                  if p is not None and not done]
         return min(known, key=lambda p: p[0] / max(1, p[1])) if known else None
-
-    def wait(self, timeout: float) -> None:
-        """Until every helper has sent its last message, or the timeout."""
-        self.ended.wait(timeout)
 
     def _receive(self) -> None:
         """The receiving thread: each message as it comes, into its helper's queue."""
@@ -209,7 +202,6 @@ class HttpHelpers:
                 queues[i].append(message)
                 self.received_all[i] = message.final
                 self.arrived.set()
-        self.ended.set()
 
     def take(self, packets: int, finished: bool) -> list[Encoded]:
         """The exchanges the helpers have sent for packets the capture thread has read, with the

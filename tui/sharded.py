@@ -82,11 +82,7 @@ def json_records_sharded(paths: list[str], bpf: str, count: int | None, bounds: 
     """Print the NDJSON records of capture files using `jobs` processes; return the file error."""
     out = out or sys.stdout.buffer
     context = multiprocessing.get_context("fork")
-    per_worker = replace(
-        bounds,
-        max_connections=max(1, bounds.max_connections // jobs),
-        memory_budget=bounds.memory_budget // jobs,
-    )
+    per_worker = share_of(bounds, jobs)
     receivers: list[Pipe] = []
     procs = []
     for i in range(jobs):
@@ -141,6 +137,15 @@ def json_records_sharded(paths: list[str], bpf: str, count: int | None, bounds: 
                 proc.kill()
     out.flush()
     return error
+
+
+def share_of(bounds: Bounds, jobs: int) -> Bounds:
+    """One of `jobs` processes' bounds: its share of the connections and of the memory."""
+    return replace(
+        bounds,
+        max_connections=max(1, bounds.max_connections // jobs),
+        memory_budget=bounds.memory_budget // jobs,
+    )
 
 
 def default_jobs() -> int:
