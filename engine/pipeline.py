@@ -83,6 +83,7 @@ class Pipeline:
         http_body_limit: int | None = DEFAULT_MAX_BODY,
         shard: tuple[int, int] = (0, 1),
         spool: Spool | None = None,
+        announce: bool | None = None,
     ) -> None:
         """http_body_limit: body bytes kept per HTTP message (0 keeps none; None: no HTTP parsing).
 
@@ -95,6 +96,9 @@ class Pipeline:
         so that n processes can share one capture file; every packet is still counted.
 
         spool: the follow view's entries go to this file (engine.spool) rather than memory.
+
+        announce: emit `HttpRequestSeen` for requests waiting for their answer (by default when
+        live_updates is set; a process that parses HTTP for a live view wants only these).
         """
         self.shard = shard
         self.bounds = bounds or Bounds()
@@ -105,7 +109,7 @@ class Pipeline:
                     http_body_limit,
                     self.bounds.reorder_window,
                     self.bounds.max_ooo_bytes,
-                    announce=live_updates,
+                    announce=live_updates if announce is None else announce,
                 ),
                 *consumers.get("http", []),
             ]
@@ -182,6 +186,11 @@ class Pipeline:
             self.last_ts = ts
             self.table.end_batch(ts)
         return self.table.take_events()
+
+    def skip(self, count: int) -> None:
+        """Number `count` packets that this pipeline is not given (a reader left them out), so
+        that the packets after them keep the numbers a reader of every packet gives them."""
+        self.packets += count
 
     def shed(self, protocols: frozenset[str], keep: int | None = None) -> None:
         """Stop giving new connections of these protocols their parsers (or start again: empty).

@@ -26,7 +26,7 @@ ENGINE = ROOT / "engine"
 # and the modules that run once per file or per spool record.
 MODULES = [
     "batch", "bounds", "events", "decode", "ipfrag", "tcpstate", "tcp", "reassembly",
-    "connections", "detect", "http", "records", "pipeline",
+    "connections", "detect", "http", "records", "pipeline", "spool",
 ]
 
 
