@@ -14,11 +14,11 @@ from engine.bounds import Bounds
 from engine.events import ConnectionClosed, ConnectionOpened, HttpTransaction
 from tests.captures import all_captures, capture
 from tui.capture import CaptureDriver, SourceSpec
-from tui.exchange_log import decode, encode, row_of
-from tui.http_helpers import HttpHelpers
+from tui.exchange_log import decode, row_of
+from tui.http_helpers import HttpHelpers, encoded
 from tui.messages import EngineUpdate
 
-Exchange = tuple[int, bytes, str, int]  # connection, record, request line, status
+Exchange = tuple[int, bytes, str, int, int]  # connection, record, request line, status, offset
 
 
 def drive(path: str, jobs: int, bpf: str = "", refilter: str | None = None
@@ -62,7 +62,7 @@ def drive(path: str, jobs: int, bpf: str = "", refilter: str | None = None
             continue
         for event in update.events:
             if isinstance(event, HttpTransaction):
-                exchanges.append((event.connection, encode(event), *row_of(event)))
+                exchanges.append(encoded(event))
             elif isinstance(event, (ConnectionOpened, ConnectionClosed)):
                 connections.add(event.info.id)
         exchanges += update.exchanges
@@ -73,7 +73,7 @@ def drive(path: str, jobs: int, bpf: str = "", refilter: str | None = None
 def by_connection(exchanges: list[Exchange]) -> dict[int, list[tuple[HttpTransaction, str, int]]]:
     """Each connection's exchanges, decoded (marshal's bytes for equal values may differ)."""
     out: dict[int, list[tuple[HttpTransaction, str, int]]] = {}
-    for conn_id, blob, line, status in exchanges:
+    for conn_id, blob, line, status, _ in exchanges:
         out.setdefault(conn_id, []).append((decode(blob, conn_id), line, status))
     return out
 
@@ -93,7 +93,7 @@ def test_helpers_give_the_exchanges_the_capture_thread_gives(name):
     assert by_connection(helped) == by_connection(alone)
     assert not [u.events for u in posted if any(isinstance(e, HttpTransaction) for e in u.events)]
     assert posted[-1].status.error is None
-    for conn_id, blob, line, status in helped:
+    for conn_id, blob, line, status, _ in helped:
         tx = decode(blob, conn_id)
         assert tx.connection == conn_id and row_of(tx) == (line, status)
 
@@ -121,7 +121,7 @@ def test_a_helper_that_dies_is_reported(tmp_path):
         deadline = time.monotonic() + 10
         while not helpers.finished and time.monotonic() < deadline:
             helpers.arrived.wait(0.1)
-            assert helpers.take(packets=0, finished=True) == []
+            assert helpers.take(packets=0, finished=True) == ([], [])
         assert helpers.finished
         assert helpers.error == "HTTP parsing stopped: helper process 0 ended unexpectedly"
     finally:

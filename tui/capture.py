@@ -36,9 +36,11 @@ from engine.spool import Spool
 from engine.tcp import endpoints_key
 from tui import http_helpers
 from tui.http_helpers import Encoded, HttpHelpers
+from tui.live_feed import FLUSH, SKIP, FeedCapture, feed_bytes
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, StreamChunk
 from tui.sharded import default_jobs
 
+EMPTY = Batch(1, b"", b"")
 TICK = 0.075  # seconds between updates to the UI
 # For a file, which comes as fast as it is read: fewer updates, so that the screen spends less
 # of the load redrawing (each update redraws the rows that changed).
@@ -412,7 +414,15 @@ class CaptureDriver:
         self.taken.set()
         self.shedding = False  # HTTP parsing of new connections is off (Governor)
         self.spool: Spool | None = None  # the follow view's bytes on disk (Bounds.spool_bytes)
+        # A live capture opened before the app (as the command line opens it) is read by a
+        # capture process into a feed that the helpers read too (tui.live_feed).
         self.jobs = (default_jobs() if jobs is None else jobs) if rereadable else 0
+        self.feed: FeedCapture | None = None
+        if isinstance(spec.opened, sources.LiveCapture):
+            wanted = default_jobs() if jobs is None else jobs
+            if wanted:
+                self.jobs = wanted
+                self.feed = self._initial = FeedCapture(spec.opened, feed_bytes(bounds))
         self.helpers: HttpHelpers | None = None
         if self.jobs:
             http_helpers.prepare()
@@ -462,7 +472,10 @@ class CaptureDriver:
                         # A key is being answered: let the UI thread have the GIL.
                         time.sleep(min(self.hold_until - now, remaining))
                         continue
-                    batch = source.next_batch(remaining if source.live else 0)
+                    if isinstance(source, FeedCapture):
+                        batch = self._read_feed(source, pipeline, pending, remaining)
+                    else:
+                        batch = source.next_batch(remaining if source.live else 0)
                     read = True
                     if batch is None:
                         pending.add(self._opened(pipeline.finish()))
@@ -473,8 +486,8 @@ class CaptureDriver:
                         pending.add(self._opened(pipeline.feed(batch)))
                         self.packets.add(batch, first)
                         busy += time.monotonic() - t0
-                    elif source.live:
-                        pending.add(pipeline.flush(time.time()))
+                    elif source.live and not isinstance(source, FeedCapture):
+                        pending.add(self._opened(pipeline.flush(time.time())))
                     if self.helpers is not None:
                         self._gather(self.helpers, pending, pipeline.packets, False, 0.0)
                         if len(pending.exchanges) >= UPDATE_EXCHANGES:
@@ -485,7 +498,7 @@ class CaptureDriver:
                     self._gather(helpers, pending, pipeline.packets, finished, deadline)
                     read = True
                 done = finished and (helpers is None or helpers.finished)
-                if source.live and read:
+                if source.live and read and self.helpers is None:
                     shed = governor.tick(busy / max(time.monotonic() - started, 1e-6))
                     pipeline.shed(frozenset({"http"}) if shed else frozenset(), self.follow)
                     self.shedding = shed
@@ -508,13 +521,29 @@ class CaptureDriver:
             if self.spool is not None:
                 self.spool.close()
 
+    def _read_feed(self, source: FeedCapture, pipeline: Pipeline, pending: Pending,
+                   timeout: float) -> Batch | None:
+        """The next batch from the capture process; its flushes and skips, which come in order
+        with its batches, are done here (then the batch is empty). None once it has ended."""
+        record = source.next_record(timeout)
+        if record is None:
+            return None
+        if record.kind == FLUSH:
+            pending.add(self._opened(pipeline.flush(record.value)))
+        elif record.kind == SKIP:
+            pipeline.skip(int(record.value))
+        return record.batch if record.batch is not None else EMPTY
+
     @staticmethod
     def _gather(helpers: HttpHelpers, pending: Pending, packets: int, finished: bool,
                 until: float) -> None:
         """The helpers' exchanges for the packets read, up to UPDATE_EXCHANGES pending; once
         the file is read (finished), waiting for more until `until`."""
         while len(pending.exchanges) < UPDATE_EXCHANGES and not helpers.finished:
-            pending.exchanges += helpers.take(packets, finished)
+            exchanges, waiting = helpers.take(packets, finished)
+            if waiting:
+                pending.add(waiting)  # (shown until their exchange comes, see TrafficStore)
+            pending.exchanges += exchanges
             remaining = until - time.monotonic()
             if not finished or remaining <= 0 or helpers.finished:
                 return
@@ -552,7 +581,8 @@ class CaptureDriver:
             self.helpers.close()
             self.helpers = None
         if self.jobs:
-            self.helpers = HttpHelpers(self.spec.files, self.bpf, self.bounds, self.jobs)
+            self.helpers = HttpHelpers(self.spec.files, self.bpf, self.bounds, self.jobs,
+                                       feed=self.feed)
         return Pipeline(self.bounds, live_updates=True, spool=self.spool,
                         http_body_limit=None if self.jobs else DEFAULT_MAX_BODY)
 
@@ -605,6 +635,8 @@ class CaptureDriver:
             error=source.error or (helpers.error if helpers is not None else None),
             shedding=self.shedding,
             progress=progress,
+            skipped=source.skipped if isinstance(source, FeedCapture) else 0,
+            unmapped=helpers.unmapped if helpers is not None else 0,
         )
         self.post(EngineUpdate(pending.take(), pipeline.stats(), status, stream_id, chunks, reset,
                                self.generation, pending.take_exchanges()))

@@ -15,6 +15,9 @@ that way, taking a helper's message only once the capture thread has read as far
 connection it names is known. An exchange of a connection the capture thread does not have
 (evicted by a bound at another time than in the helper) is not shown, and counted.
 
+A live capture is read by a capture process into a feed on disk (tui.live_feed), which the
+capture thread and the helpers each read as it grows, so they number its packets alike.
+
 The helpers are started from a fork server (not forked from the app, which runs threads), and
 are killed when the file is read again under another filter or the app ends.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 from multiprocessing import forkserver
 from collections import deque
 from collections.abc import Callable
@@ -33,24 +37,35 @@ from multiprocessing.connection import wait
 from typing import Any, NamedTuple
 
 from engine import sources
+from engine.batch import Batch
 from engine.bounds import Bounds
-from engine.events import Event, HttpTransaction
+from engine.events import Event, HttpRequest, HttpRequestSeen, HttpTransaction
 from engine.http import DEFAULT_MAX_BODY
 from engine.pipeline import Pipeline
 from engine.tcp import Connection
 from tui import collector
 from tui.exchange_log import encode, row_of
+from tui.live_feed import BATCH, END, FLUSH, SKIP, FeedCapture, FeedReader
 from tui.sharded import share_of
 
 # An exchange as a helper sends it: its connection (the helper's id, then the app's), its record
-# for the ring file, and what the connection's row shows of it (request line, status).
-Encoded = tuple[int, bytes, str, int]
+# for the ring file, what the connection's row shows of it (request line, status), and its
+# request's offset (-1 without one: a request announced as waiting is known by it).
+Encoded = tuple[int, bytes, str, int, int]
+
+
+def encoded(event: HttpTransaction) -> Encoded:
+    request = event.request
+    return (event.connection, encode(event), *row_of(event),
+            request.offset if request is not None else -1)
 
 
 class Message(NamedTuple):
     through: int  # packets the helper has read (the capture thread must have read as many)
     opened: list[int]  # the first packet of each connection it opened, in id order
     exchanges: list[Encoded]
+    # Requests of a live capture waiting for their answer (HttpRequestSeen): connection, request.
+    seen: list[tuple[int, HttpRequest]]
     progress: tuple[int, int] | None  # of its reading of the files
     final: bool
 
@@ -67,7 +82,7 @@ def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit
     try:
         source = sources.open_files(files, bpf)
     except sources.CaptureError:
-        out.send(Message(0, [], [], None, True))  # the capture thread says why
+        out.send(Message(0, [], [], [], None, True))  # the capture thread says why
         out.close()
         return
     pipeline = Pipeline(bounds, consumers={None: [note_open]}, http_body_limit=body_limit,
@@ -81,9 +96,9 @@ def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit
             exchanges: list[Encoded] = []
             for event in events:
                 if isinstance(event, HttpTransaction):
-                    exchanges.append((event.connection, encode(event), *row_of(event)))
+                    exchanges.append(encoded(event))
             final = batch is None
-            out.send(Message(pipeline.packets, opened[:], exchanges,
+            out.send(Message(pipeline.packets, opened[:], exchanges, [],
                              None if final else source.progress(), final))
             opened.clear()
             if final:
@@ -92,6 +107,73 @@ def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit
         pass  # the app went, or read the file again
     finally:
         source.close()
+        out.close()
+
+
+IDLE = 0.01  # seconds a live helper waits for the feed to grow
+HEARTBEAT = 0.5  # seconds between a live helper's messages at most (a gone app ends it)
+
+
+def _live_helper(directory: str, bound_fields: dict[str, Any], body_limit: int,
+                 shard: tuple[int, int], out: Pipe) -> None:
+    bounds = Bounds(**bound_fields)
+    opened: list[int] = []
+
+    def note_open(conn: Connection, emit: Callable[[Event], None]) -> None:
+        opened.append(conn.first_packet)
+
+    reader = FeedReader(directory)
+    pipeline = Pipeline(bounds, consumers={None: [note_open]}, http_body_limit=body_limit,
+                        shard=shard, announce=True)
+    collector.headless()
+    exchanges: list[Encoded] = []
+    # Requests waiting for their answer, by (connection, offset): the latest word on each, in
+    # the order first seen, and none whose exchange goes in the same message.
+    seen: dict[tuple[int, int], HttpRequest] = {}
+    sent = time.monotonic()
+    try:
+        while True:
+            record = reader.next()
+            if record is None or len(exchanges) >= 4096:
+                # All that was written is read (or enough for one message): say so.
+                if exchanges or opened or seen or time.monotonic() - sent >= HEARTBEAT:
+                    out.send(Message(pipeline.packets, opened[:], exchanges,
+                                     [(conn, request) for (conn, _), request in seen.items()],
+                                     None, False))
+                    opened.clear()
+                    seen.clear()
+                    exchanges = []
+                    sent = time.monotonic()
+                if record is None:
+                    time.sleep(IDLE)
+                    continue
+            kind, linktype, value, data, meta = record
+            if kind == BATCH:
+                events = pipeline.feed(Batch(linktype, data, meta))
+                collector.after_batch()
+            elif kind == FLUSH:
+                events = pipeline.flush(value)
+            elif kind == SKIP:
+                pipeline.skip(int(value))
+                continue
+            elif kind == END:
+                events = pipeline.finish()
+            else:
+                continue  # the kernel's counters, an error: the capture thread's to show
+            for event in events:
+                if isinstance(event, HttpTransaction):
+                    exchanges.append(encoded(event))
+                    if seen and event.request is not None:
+                        seen.pop((event.connection, event.request.offset), None)
+                elif isinstance(event, HttpRequestSeen):
+                    seen[(event.connection, event.request.offset)] = event.request
+            if kind == END:
+                out.send(Message(pipeline.packets, opened[:], exchanges, [], None, True))
+                break
+    except (BrokenPipeError, EOFError):
+        pass  # the app went
+    finally:
+        reader.close()
         out.close()
 
 
@@ -121,8 +203,11 @@ class HttpHelpers:
     their exchanges with `take`."""
 
     def __init__(self, files: tuple[str, ...], bpf: str, bounds: Bounds, jobs: int,
-                 body_limit: int = DEFAULT_MAX_BODY) -> None:
+                 body_limit: int = DEFAULT_MAX_BODY, feed: FeedCapture | None = None) -> None:
+        """Helpers reading `files` under `bpf`, or, given a live capture's feed, what it holds
+        (then `files` and `bpf` are not used)."""
         context = _start_method()
+        self.feed = feed
         share = replace(
             share_of(bounds, jobs),
             keep_stream_bytes=0,  # the follow view's bytes are the capture thread's
@@ -134,8 +219,11 @@ class HttpHelpers:
         for i in range(jobs):
             receiver, sender = context.Pipe(duplex=False)
             fields = {field.name: getattr(share, field.name) for field in dataclass_fields(share)}
-            proc = context.Process(target=_helper, args=(list(files), bpf, fields, body_limit,
-                                                         (i, jobs), sender), daemon=True)
+            if feed is None:
+                target, args = _helper, (list(files), bpf, fields, body_limit, (i, jobs), sender)
+            else:
+                target, args = _live_helper, (feed.dir, fields, body_limit, (i, jobs), sender)
+            proc = context.Process(target=target, args=args, daemon=True)
             proc.start()
             sender.close()
             self.receivers.append(receiver)
@@ -195,7 +283,7 @@ class HttpHelpers:
                 try:
                     message = receiver.recv()  # type: ignore[union-attr]
                 except (EOFError, OSError, ValueError):
-                    message = Message(0, [], [], None, True)
+                    message = Message(0, [], [], [], None, True)
                     if not self.closing:
                         self.error = self.error or (
                             f"HTTP parsing stopped: helper process {i} ended unexpectedly")
@@ -203,24 +291,28 @@ class HttpHelpers:
                 self.received_all[i] = message.final
                 self.arrived.set()
 
-    def take(self, packets: int, finished: bool) -> list[Encoded]:
-        """The exchanges the helpers have sent for packets the capture thread has read, with the
-        app's connection ids. packets: how many the capture thread has read; finished: it has
-        read them all."""
+    def take(self, packets: int, finished: bool) -> tuple[list[Encoded], list[HttpRequestSeen]]:
+        """The exchanges the helpers have sent for packets the capture thread has read, and the
+        requests they saw waiting for their answer, with the app's connection ids. packets: how
+        many the capture thread has read; finished: it has read them all."""
         self.arrived.clear()
         opened_at = self.opened_at
         out: list[Encoded] = []
+        waiting: list[HttpRequestSeen] = []
         for i, queue in enumerate(self.queues):
             ids = self.ids[i]
             while queue and (finished or queue[0].through <= packets):
                 message = queue.popleft()
                 ids += [opened_at.get(first, -1) for first in message.opened]
-                for local, blob, line, status in message.exchanges:
+                for local, request in message.seen:
+                    if ids[local] >= 0:
+                        waiting.append(HttpRequestSeen(ids[local], request))
+                for local, blob, line, status, offset in message.exchanges:
                     conn_id = ids[local]
                     if conn_id < 0:
                         self.unmapped += 1
                     else:
-                        out.append((conn_id, blob, line, status))
+                        out.append((conn_id, blob, line, status, offset))
                 self.taken_through[i] = message.through
                 self.progress_of[i] = message.progress
                 if message.final:
@@ -231,7 +323,9 @@ class HttpHelpers:
         past, order = min(self.taken_through), self._order
         while order and order[0] < past:
             opened_at.pop(order.popleft(), None)
-        return out
+        if self.feed is not None:
+            self.feed.reader.release(past)  # the feed's files every reader is past
+        return out, waiting
 
     def close(self) -> None:
         self.closing = True

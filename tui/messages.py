@@ -26,6 +26,11 @@ class CaptureStatus:
     error: str | None = None
     shedding: bool = False  # the engine is behind: new HTTP connections are not parsed
     progress: tuple[int, int] | None = None  # (bytes read, bytes in all) of the files being read
+    # Packets of a live capture that its capture process read but could not keep: what the
+    # readers had not read yet filled its disk bound (tui.live_feed).
+    skipped: int = 0
+    # Exchanges of connections the capture thread no longer had (evicted) when a helper sent them.
+    unmapped: int = 0
 
 
 class EngineUpdate(Message):

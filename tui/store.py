@@ -118,8 +118,8 @@ class TrafficStore:
         """Exchanges as the helper processes send them (tui.http_helpers): connection id, the
         record for the log, the request line and status its row shows. After the events that
         opened their connections."""
-        log, http, last = self.log, self.http, self.last
-        for conn_id, blob, line, status in exchanges:
+        log, http, last, pending = self.log, self.http, self.last, self.pending
+        for conn_id, blob, line, status, offset in exchanges:
             txs = http.get(conn_id)
             if txs is None:
                 txs = http[conn_id] = Exchanges(log, conn_id)
@@ -131,6 +131,11 @@ class TrafficStore:
                     self._sweep()
             else:
                 self.evicted_exchanges += 1
+            waiting = pending.get(conn_id)
+            if waiting and offset >= 0:  # its request, listed as waiting, has its answer
+                waiting.pop(offset, None)
+                if not waiting:
+                    del pending[conn_id]
             self.changed.add(conn_id)
         self._bound()
 

@@ -77,7 +77,11 @@ class StatusBar(Static):
                            "bold red" if memory.over else "")
         evicted = [(stats.evicted_connections, "conns")]
         if memory is not None:
-            evicted += [(memory.evicted_exchanges, "exchanges"), (memory.evicted_rows, "rows")]
+            # (With those of connections evicted before their exchanges came from the helpers.)
+            evicted += [(memory.evicted_exchanges + status.unmapped, "exchanges"),
+                        (memory.evicted_rows, "rows")]
+        elif status.unmapped:
+            evicted.append((status.unmapped, "exchanges"))
         said = ", ".join(f"{n:,} {what}" for n, what in evicted if n)
         if said:
             out.append(f"│ evicted {said} ", "yellow")
@@ -90,6 +94,8 @@ class StatusBar(Static):
         said = ", ".join(f"{n:,} {what}" for n, what in skipped if n)
         if said:
             out.append(f"│ {said} ", "yellow")
+        if status.skipped:
+            out.append(f"│ {status.skipped:,} skipped: backlog full ", "bold red")
         if status.shedding:
             out.append("│ busy: new connections not parsed ", "bold yellow")
         elif stats.unparsed_connections:

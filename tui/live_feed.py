@@ -1,0 +1,384 @@
+"""A live capture read by a process of its own, as Wireshark's dumpcap does, onto disk.
+
+With the app open, the capture thread used to read the kernel's buffer between its other work,
+sharing the GIL with the screen: at 100,000 packets/s of keep-alive HTTP on `lo` it read too
+seldom, the kernel dropped most packets, and the holes those left cost the engine more again.
+Now a capture process, forked from the app before it starts (it inherits the open capture
+handles, so it needs no privileges of its own), does nothing but read the kernel and append each
+batch, as it came, to a `LiveFeed`: files in the temporary directory. The capture thread
+(`FeedCapture`) and the HTTP helpers (tui.http_helpers) each read the feed as it grows, at their
+own pace; what they have not read yet waits on disk, within a bound (half of --spool) past which
+the capture process writes a batch's packet count instead of the batch: those packets are
+counted as skipped, like the kernel's drops, and every reader numbers them all the same.
+
+The feed is a sequence of records (`_RECORD` then the data): a batch; a flush (no packet came for
+a while: readers expire idle connections at the wall time it carries, so all agree); a skip; the
+kernel's counters; an error (the capture failed); the end; and, as the last record of a full
+file, the move to the next file. A file is deleted once every reader is past it.
+
+Filter changes go to the capture process over a pipe, which it answers; when the app goes, the
+pipe closes and the process ends.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import socket
+import struct
+import tempfile
+import time
+from collections import deque
+from typing import NamedTuple
+
+from engine import sources
+from engine.batch import Batch
+from engine.bounds import MiB, Bounds
+
+# kind, link type, a value (a flush's time, a skip's packets), the lengths of the two parts
+# that follow (a batch's data and index; a message, or the kernel's counters, as the first).
+_RECORD = struct.Struct("<BxHdII")
+_COUNTERS = struct.Struct("<QQQ")
+BATCH, FLUSH, SKIP, STATS, ERROR, END, NEXT = 1, 2, 3, 4, 5, 6, 7
+
+FEED_BYTES = 256 * MiB  # the bound with --spool 0 (see feed_bytes)
+# The capture process reads the kernel at most this often unless a read comes back full: the
+# fewer, larger batches cost the readers less (each batch ends with work per connection touched).
+READ_EVERY = 0.01
+IDLE_FLUSH = 0.075  # seconds without packets after which the capture process writes a flush
+STATS_EVERY = 0.25  # seconds between the kernel counters it writes
+
+
+def feed_bytes(bounds: Bounds) -> int:
+    """Disk for a live capture's packets that a reader has not read yet: half of --spool."""
+    if not bounds.spool_bytes:
+        return FEED_BYTES
+    return max(2 * LiveFeed.SEGMENT, bounds.spool_bytes // 2)
+
+
+class LiveFeed:
+    """The writing side, in the capture process: records in files of about SEGMENT bytes."""
+
+    SEGMENT = 16 * MiB
+
+    def __init__(self, directory: str, limit: int) -> None:
+        self.dir = directory
+        self.limit = max(limit, 2 * self.SEGMENT)
+        self.index = 0
+        self.fd = self._create(0)
+        self.size = 0  # of the file being written
+        self.full: deque[tuple[int, int]] = deque()  # (file, its bytes), not deleted when seen
+        self.kept = 0  # bytes of those
+        self.skipped = 0
+        self.ended = False
+
+    def path(self, index: int) -> str:
+        return os.path.join(self.dir, str(index))
+
+    def _create(self, index: int) -> int:
+        return os.open(self.path(index), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    def _write(self, kind: int, linktype: int = 0, value: float = 0.0, first: bytes = b"",
+               second: bytes = b"") -> None:
+        head = _RECORD.pack(kind, linktype, value, len(first), len(second))
+        # One write a record: a reader sees all of it, or waits for the rest.
+        self.size += os.writev(self.fd, [head, first, second] if first or second else [head])
+
+    def _backlog(self) -> int:
+        """Bytes on disk not yet deleted by the readers (files they are all past go)."""
+        while self.full and not os.path.exists(self.path(self.full[0][0])):
+            self.kept -= self.full.popleft()[1]
+        return self.kept + self.size
+
+    def add(self, batch: Batch) -> None:
+        n = len(batch)
+        if not n or self.ended:
+            return
+        if self.kept + self.size + len(batch.data) > self.limit and (
+                self._backlog() + len(batch.data) > self.limit):
+            self._write(SKIP, value=n)
+            self.skipped += n
+        else:
+            self._write(BATCH, batch.linktype, 0.0, batch.data, batch.meta)
+        if self.size >= self.SEGMENT:
+            fd = self._create(self.index + 1)  # before the record that sends readers to it
+            self._write(NEXT)
+            os.close(self.fd)
+            self.full.append((self.index, self.size))
+            self.kept += self.size
+            self.index, self.fd, self.size = self.index + 1, fd, 0
+
+    def flush(self, now: float) -> None:
+        self._write(FLUSH, value=now)
+
+    def stats(self, stats: sources.CaptureStats | None) -> None:
+        if stats is not None:
+            self._write(STATS, first=_COUNTERS.pack(stats.received, stats.dropped,
+                                                    stats.if_dropped))
+
+    def error(self, message: str) -> None:
+        self._write(ERROR, first=message.encode("utf-8", "replace"))
+
+    def end(self) -> None:
+        if not self.ended:
+            self._write(END)
+            self.ended = True
+
+
+class FeedReader:
+    """One reader's way through a feed, as it grows."""
+
+    def __init__(self, directory: str) -> None:
+        self.dir = directory
+        self.index = 0
+        self.fd = os.open(os.path.join(directory, "0"), os.O_RDONLY)
+        self.offset = 0
+        self.packets = 0  # in the batches and skips read
+        self.passed: deque[tuple[int, int]] = deque()  # (file, packets read when it was left)
+
+    def next(self) -> tuple[int, int, float, bytes, bytes] | None:
+        """The next record (kind, link type, value, first part, second part), or None while it
+        is not written yet."""
+        while True:
+            head = os.pread(self.fd, _RECORD.size, self.offset)
+            if len(head) < _RECORD.size:
+                return None
+            kind, linktype, value, first_len, second_len = _RECORD.unpack(head)
+            body = b""
+            if first_len or second_len:
+                body = os.pread(self.fd, first_len + second_len, self.offset + _RECORD.size)
+                if len(body) < first_len + second_len:
+                    return None
+            self.offset += _RECORD.size + first_len + second_len
+            if kind == BATCH:
+                self.packets += second_len // 16
+            elif kind == SKIP:
+                self.packets += int(value)
+            if kind != NEXT:
+                return kind, linktype, value, body[:first_len], body[first_len:]
+            self.passed.append((self.index, self.packets))
+            os.close(self.fd)
+            self.index += 1
+            self.fd = os.open(os.path.join(self.dir, str(self.index)), os.O_RDONLY)
+            self.offset = 0
+
+    def release(self, through: int) -> None:
+        """Delete the files this reader has left whose packets every other reader has read
+        (`through`: the fewest packets another reader has read)."""
+        while self.passed and self.passed[0][1] <= through:
+            try:
+                os.unlink(os.path.join(self.dir, str(self.passed.popleft()[0])))
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _capture(source: sources.LiveCapture, feed: LiveFeed, commands: socket.socket) -> None:
+    """The capture process: read the kernel, append to the feed, answer filter changes."""
+    quiet_since = time.monotonic()
+    stats_at = 0.0
+    read_at = 0.0
+    try:
+        while True:
+            wait = read_at + READ_EVERY - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            read_at = time.monotonic()
+            batch = source.next_batch(0.02)
+            now = time.monotonic()
+            if batch is not None and len(batch) >= sources.MAX_BATCH:
+                read_at = 0.0  # the kernel has more waiting: read it at once
+            if batch is None:  # the capture failed (an interface went away)
+                feed.stats(source.stats())
+                feed.error(source.error or "the capture ended")
+                break
+            if len(batch):
+                feed.add(batch)
+                quiet_since = now
+            elif now - quiet_since >= IDLE_FLUSH:
+                feed.flush(time.time())
+                quiet_since = now
+            if now - stats_at >= STATS_EVERY:
+                feed.stats(source.stats())
+                stats_at = now
+            if select.select([commands], [], [], 0)[0]:
+                expression = _receive(commands)
+                if expression is None:
+                    break  # the app went
+                try:
+                    source.set_filter(expression)
+                    answer = "ok:"
+                except sources.FilterError as e:
+                    answer = f"filter:{e.reason}"
+                except sources.CaptureError as e:
+                    answer = f"error:{e}"
+                commands.sendall(_frame(answer))
+    except (OSError, BrokenPipeError):
+        pass  # the disk is full, or the app went: nothing to tell anyone
+    finally:
+        try:
+            feed.end()
+        except OSError:
+            pass
+        source.close()
+
+
+def _frame(text: str) -> bytes:
+    data = text.encode("utf-8", "replace")
+    return struct.pack("<I", len(data)) + data
+
+
+def _receive(sock: socket.socket) -> str | None:
+    """One framed message, or None when the other side closed."""
+    head = _read_exactly(sock, 4)
+    if head is None:
+        return None
+    body = _read_exactly(sock, struct.unpack("<I", head)[0])
+    return None if body is None else body.decode("utf-8", "replace")
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes | None:
+    out = b""
+    while len(out) < n:
+        got = sock.recv(n - len(out))
+        if not got:
+            return None
+        out += got
+    return out
+
+
+class Record(NamedTuple):
+    kind: int
+    batch: Batch | None = None
+    value: float = 0.0
+
+
+class FeedCapture:
+    """A live capture as the capture thread reads it: from the feed that the capture process
+    writes. It answers to what a source does (next_batch, set_filter, stats, close), and gives
+    the feed's other records with `next_record`."""
+
+    live = True
+
+    def __init__(self, source: sources.LiveCapture, limit: int) -> None:
+        self.name = source.name
+        self.filter = source.filter
+        self.error: str | None = None
+        self.dir = tempfile.mkdtemp(prefix="wirepeek-live-")
+        feed = LiveFeed(self.dir, limit)
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # the capture process
+            status = 0
+            try:
+                ours.close()
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the app stops it, by the pipe
+                _capture(source, feed, theirs)
+            except BaseException:
+                status = 1
+            finally:
+                os._exit(status)
+        theirs.close()
+        os.close(feed.fd)
+        source.close()  # our copy: the capture process has its own
+        self.pid = pid
+        self.commands = ours
+        self.reader = FeedReader(self.dir)
+        self.counters: sources.CaptureStats | None = None
+        self.skipped = 0  # packets the capture process could not write (the backlog bound)
+        self.ended = False
+        self.closed = False
+
+    def next_record(self, timeout: float) -> Record | None:
+        """The next record: a batch, a flush (expire idle connections at its time) or a skip
+        (of its number of packets); an empty batch when none came within the timeout; None
+        once the capture has ended."""
+        if self.ended:
+            return None
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self.reader.next()
+            if record is None:
+                if time.monotonic() >= deadline:
+                    return Record(BATCH, Batch(sources.ETHERNET, b"", b""))
+                if not self._alive():
+                    self.error = self.error or "the capture process ended unexpectedly"
+                    self.ended = True
+                    return None
+                time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
+                continue
+            kind, linktype, value, first, second = record
+            if kind == BATCH:
+                return Record(BATCH, Batch(linktype, first, second))
+            if kind == FLUSH:
+                return Record(FLUSH, value=value)
+            if kind == SKIP:
+                self.skipped += int(value)
+                return Record(SKIP, value=value)
+            if kind == STATS:
+                self.counters = sources.CaptureStats(*_COUNTERS.unpack(first))
+            elif kind == ERROR:
+                self.error = first.decode("utf-8", "replace")
+            elif kind == END:
+                self.ended = True
+                return None
+
+    def next_batch(self, timeout: float | None = None) -> Batch | None:
+        """Like a source's: the next batch (flushes and skips are passed over)."""
+        while True:
+            record = self.next_record(timeout or 0.0)
+            if record is None:
+                return None
+            if record.batch is not None:
+                return record.batch
+
+    def _alive(self) -> bool:
+        try:
+            pid, _ = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        return pid == 0
+
+    def progress(self) -> tuple[int, int] | None:
+        return None
+
+    def stats(self) -> sources.CaptureStats | None:
+        return self.counters
+
+    def set_filter(self, expression: str) -> None:
+        """Change the capture filter in the capture process; raise as a live source does."""
+        sources.validate_filter(expression)
+        try:
+            self.commands.sendall(_frame(expression))
+            self.commands.settimeout(10)
+            answer = _receive(self.commands)
+        except OSError:
+            answer = None
+        finally:
+            self.commands.settimeout(None)
+        if answer is None:
+            raise sources.CaptureError("the capture process does not answer")
+        kind, _, reason = answer.partition(":")
+        if kind == "filter":
+            raise sources.FilterError(expression, reason)
+        if kind == "error":
+            raise sources.CaptureError(reason)
+        self.filter = expression
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.commands.close()  # the capture process ends when it sees the pipe closed
+        deadline = time.monotonic() + 2
+        while self._alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self._alive():
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        self.reader.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
