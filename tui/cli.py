@@ -36,6 +36,7 @@ from tui.memory import (
     MemorySplit,
     physical_bytes,
 )
+from tui.live_feed import FEED_BYTES
 from tui.sharded import default_jobs, json_records_sharded
 from tui.store import LOG_BYTES, MIN_LOG_BYTES, tls_summary
 
@@ -99,9 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--count", type=int, metavar="N", help="stop after N packets")
     out.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of live capture")
     out.add_argument("--jobs", type=int, default=0, metavar="N",
-                     help="on files, processes sharing the work: with --json, each tracks a share "
-                          "of the connections; in the interactive view, helpers parse the HTTP "
-                          "(default: one per core, at most 2)")
+                     help="processes sharing the work: with --json on files, each tracks a "
+                          "share of the connections; in the interactive view, helpers parse the "
+                          "HTTP of files and live captures (default: one per core, at most 2)")
     lim = p.add_argument_group("bounds")
     lim.add_argument("--memory", type=int, default=DEFAULT_MEMORY // MiB, metavar="MIB",
                      help="what the traffic may make wirepeek hold, in MiB (default "
@@ -124,7 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "view says so. 0 keeps them in memory, within --memory. The HTTP "
                           "exchanges go to a second ring file, a quarter of this size (at least "
                           f"{MIN_LOG_BYTES // MiB}, or {LOG_BYTES // MiB} with --spool 0); "
-                          "memory keeps where each is")
+                          "memory keeps where each is. A live capture is written to disk by a "
+                          "capture process for the view to read at its pace: at most half of "
+                          f"this (or {FEED_BYTES // MiB} with --spool 0) waits there, past it "
+                          "packets are skipped and the status bar counts them")
     lim.add_argument("--max-connections", type=int, default=250_000, metavar="N",
                      help="connections tracked at once (default 250000)")
     lim.add_argument("--reorder-window", type=float, default=Bounds().reorder_window,
