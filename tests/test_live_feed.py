@@ -95,6 +95,28 @@ def test_past_its_bound_the_feed_counts_batches_instead_and_deletes_what_readers
     assert kind == BATCH
 
 
+def test_a_reader_far_behind_passes_over_batches_and_counts_their_packets(tmp_path, monkeypatch):
+    monkeypatch.setattr(LiveFeed, "SEGMENT", 4096)
+    feed = LiveFeed(str(tmp_path), limit=1 << 20)
+    reader = FeedReader(str(tmp_path))
+    for i in range(40):
+        feed.add(batch(10, first=i))
+    feed.flush(9.0)
+    assert reader.behind(3) and not reader.behind(feed.index + 1)
+    reader.passing = True
+    records = []
+    while (record := reader.next()) is not None:
+        records.append(record)
+    # Every batch comes as a skip of its packets; the other records as they are.
+    assert [kind for kind, *_ in records] == [SKIP] * 40 + [FLUSH]
+    assert all(value == 10 and not data and not meta for kind, _, value, data, meta in records[:40])
+    assert reader.passed_over == 400 and reader.packets == 400
+    reader.passing = False
+    feed.add(batch(10))
+    kind, _, _, data, meta = reader.next()
+    assert kind == BATCH and len(meta) // 16 == 10 and reader.passed_over == 400
+
+
 class KeepAliveServer:
     """HTTP/1.1 on loopback: every request on a connection answered in turn, with its number."""
 
@@ -264,3 +286,35 @@ def test_the_capture_process_changes_its_filter_and_says_when_it_cannot():
         driven.close()
         server.close()
         other.close()
+
+
+@root
+def test_the_capture_process_and_its_files_go_when_the_app_is_killed():
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal, sys\n"
+        "from engine import sources\n"
+        "from tui.live_feed import FeedCapture\n"
+        "feed = FeedCapture(sources.open_live(['lo'], 'tcp port 1'), 1 << 26)\n"
+        "print(feed.dir, feed.pid, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(__file__)), timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    directory, pid = proc.stdout.split()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(directory):
+        time.sleep(0.05)
+    assert not os.path.exists(directory)
+    while time.monotonic() < deadline:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the capture process outlived the app")

@@ -129,18 +129,20 @@ async def test_status_bar_counts_what_the_capture_process_skipped_and_exchanges_
     async with One(bar).run_test(size=(200, 3)):
         live = CaptureStatus(source="lo", filter="", live=True, finished=False,
                              capture=CaptureStats(received=10, dropped=0, if_dropped=0),
-                             skipped=123_456, unmapped=7)
+                             skipped=123_456, unmapped=7, unparsed=89)
         bar.show(live, stats(1000), paused=False, now=1.0, shown=7,
                  memory=reading(evicted_exchanges=5))
         text = str(bar.render())
         assert "│ drops 0 " in text and "│ 123,456 skipped: backlog full " in text
         assert "red" in style_of(bar, "│ 123,456 skipped")
+        assert "│ HTTP behind: 89 pkts not parsed " in text
         assert "│ evicted 12 exchanges " in text  # with those whose connection had gone
         bar.show(live, stats(1000), paused=False, now=2.0, shown=7)
         assert "│ evicted 7 exchanges " in str(bar.render())
         calm = CaptureStatus(source="lo", filter="", live=True, finished=False, capture=None)
         bar.show(calm, stats(1000), paused=False, now=3.0, shown=7)
         assert "skipped" not in str(bar.render()) and "evicted" not in str(bar.render())
+        assert "behind" not in str(bar.render())
 
 
 @pytest.mark.asyncio

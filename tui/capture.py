@@ -637,6 +637,9 @@ class CaptureDriver:
             progress=progress,
             skipped=source.skipped if isinstance(source, FeedCapture) else 0,
             unmapped=helpers.unmapped if helpers is not None else 0,
+            # (Each helper reads every packet, parsing its share: one passing over a packet
+            # leaves its share's HTTP in it unparsed, so the most any passed over.)
+            unparsed=max(helpers.passed_over) if helpers is not None else 0,
         )
         self.post(EngineUpdate(pending.take(), pipeline.stats(), status, stream_id, chunks, reset,
                                self.generation, pending.take_exchanges()))

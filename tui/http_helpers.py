@@ -25,6 +25,7 @@ are killed when the file is read again under another filter or the app ends.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 from multiprocessing import forkserver
@@ -45,7 +46,7 @@ from engine.pipeline import Pipeline
 from engine.tcp import Connection
 from tui import collector
 from tui.exchange_log import encode, row_of
-from tui.live_feed import BATCH, END, FLUSH, SKIP, FeedCapture, FeedReader
+from tui.live_feed import BATCH, END, FLUSH, SKIP, FeedCapture, FeedReader, LiveFeed
 from tui.sharded import share_of
 
 # An exchange as a helper sends it: its connection (the helper's id, then the app's), its record
@@ -68,6 +69,7 @@ class Message(NamedTuple):
     seen: list[tuple[int, HttpRequest]]
     progress: tuple[int, int] | None  # of its reading of the files
     final: bool
+    passed_over: int = 0  # packets of a live feed it did not parse, being too far behind
 
 
 def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit: int,
@@ -110,18 +112,26 @@ def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit
         out.close()
 
 
+NICE = 5  # a live helper's lower priority
 IDLE = 0.01  # seconds a live helper waits for the feed to grow
 HEARTBEAT = 0.5  # seconds between a live helper's messages at most (a gone app ends it)
 
 
-def _live_helper(directory: str, bound_fields: dict[str, Any], body_limit: int,
+def _live_helper(directory: str, lag_files: int, bound_fields: dict[str, Any], body_limit: int,
                  shard: tuple[int, int], out: Pipe) -> None:
+    """A live capture's helper. When it is `lag_files` files of the feed behind the capture
+    process, it passes over batches without parsing them (their connections' exchanges come
+    with missing bytes, as after a gap) until it is within half of that: so the feed's bound is
+    not filled by HTTP parsing that cannot keep up, and the capture thread loses nothing."""
     bounds = Bounds(**bound_fields)
     opened: list[int] = []
 
     def note_open(conn: Connection, emit: Callable[[Event], None]) -> None:
         opened.append(conn.first_packet)
 
+    # Behind the capture process and the capture thread, which must keep up with the traffic,
+    # when the cores are short (the traffic's own programs may be on the same machine).
+    os.nice(NICE)
     reader = FeedReader(directory)
     pipeline = Pipeline(bounds, consumers={None: [note_open]}, http_body_limit=body_limit,
                         shard=shard, announce=True)
@@ -131,15 +141,19 @@ def _live_helper(directory: str, bound_fields: dict[str, Any], body_limit: int,
     # the order first seen, and none whose exchange goes in the same message.
     seen: dict[tuple[int, int], HttpRequest] = {}
     sent = time.monotonic()
+    checked = -1  # the feed's file whose lag was looked at
     try:
         while True:
+            if reader.index != checked:
+                checked = reader.index
+                reader.passing = reader.behind(lag_files // 2 if reader.passing else lag_files)
             record = reader.next()
             if record is None or len(exchanges) >= 4096:
                 # All that was written is read (or enough for one message): say so.
                 if exchanges or opened or seen or time.monotonic() - sent >= HEARTBEAT:
                     out.send(Message(pipeline.packets, opened[:], exchanges,
                                      [(conn, request) for (conn, _), request in seen.items()],
-                                     None, False))
+                                     None, False, reader.passed_over))
                     opened.clear()
                     seen.clear()
                     exchanges = []
@@ -168,7 +182,8 @@ def _live_helper(directory: str, bound_fields: dict[str, Any], body_limit: int,
                 elif isinstance(event, HttpRequestSeen):
                     seen[(event.connection, event.request.offset)] = event.request
             if kind == END:
-                out.send(Message(pipeline.packets, opened[:], exchanges, [], None, True))
+                out.send(Message(pipeline.packets, opened[:], exchanges, [], None, True,
+                                 reader.passed_over))
                 break
     except (BrokenPipeError, EOFError):
         pass  # the app went
@@ -222,7 +237,9 @@ class HttpHelpers:
             if feed is None:
                 target, args = _helper, (list(files), bpf, fields, body_limit, (i, jobs), sender)
             else:
-                target, args = _live_helper, (feed.dir, fields, body_limit, (i, jobs), sender)
+                lag = max(2, feed.limit // 2 // LiveFeed.SEGMENT)
+                target, args = _live_helper, (feed.dir, lag, fields, body_limit, (i, jobs),
+                                              sender)
             proc = context.Process(target=target, args=args, daemon=True)
             proc.start()
             sender.close()
@@ -236,6 +253,7 @@ class HttpHelpers:
         self.done = [False] * jobs  # its last message was taken
         self.progress_of: list[tuple[int, int] | None] = [(0, 1)] * jobs
         self.taken_through = [0] * jobs  # packets of each helper's messages taken
+        self.passed_over = [0] * jobs  # packets each did not parse, too far behind a live feed
         self.closing = False
         self.unmapped = 0  # exchanges of connections the capture thread does not have
         self.error: str | None = None
@@ -314,6 +332,7 @@ class HttpHelpers:
                     else:
                         out.append((conn_id, blob, line, status, offset))
                 self.taken_through[i] = message.through
+                self.passed_over[i] = message.passed_over
                 self.progress_of[i] = message.progress
                 if message.final:
                     self.done[i] = True

@@ -137,6 +137,14 @@ class FeedReader:
         self.offset = 0
         self.packets = 0  # in the batches and skips read
         self.passed: deque[tuple[int, int]] = deque()  # (file, packets read when it was left)
+        # Set by a reader that has fallen behind: batches are passed over unread, as skips
+        # (of their packets), and counted in `passed_over`.
+        self.passing = False
+        self.passed_over = 0
+
+    def behind(self, files: int) -> bool:
+        """Whether the writer is `files` files or more ahead of this reader."""
+        return os.path.exists(os.path.join(self.dir, str(self.index + files)))
 
     def next(self) -> tuple[int, int, float, bytes, bytes] | None:
         """The next record (kind, link type, value, first part, second part), or None while it
@@ -147,6 +155,11 @@ class FeedReader:
                 return None
             kind, linktype, value, first_len, second_len = _RECORD.unpack(head)
             body = b""
+            if kind == BATCH and self.passing:
+                self.offset += _RECORD.size + first_len + second_len
+                self.packets += second_len // 16
+                self.passed_over += second_len // 16
+                return SKIP, linktype, float(second_len // 16), b"", b""
             if first_len or second_len:
                 body = os.pread(self.fd, first_len + second_len, self.offset + _RECORD.size)
                 if len(body) < first_len + second_len:
@@ -217,7 +230,7 @@ def _capture(source: sources.LiveCapture, feed: LiveFeed, commands: socket.socke
                 except sources.CaptureError as e:
                     answer = f"error:{e}"
                 commands.sendall(_frame(answer))
-    except (OSError, BrokenPipeError):
+    except OSError:
         pass  # the disk is full, or the app went: nothing to tell anyone
     finally:
         try:
@@ -225,6 +238,14 @@ def _capture(source: sources.LiveCapture, feed: LiveFeed, commands: socket.socke
         except OSError:
             pass
         source.close()
+    # The readers may still be reading what was written: the feed goes when the app does (also
+    # when it was killed, so nothing is left behind in the temporary directory).
+    try:
+        while _receive(commands) is not None:
+            commands.sendall(_frame("error:the capture has ended"))
+    except OSError:
+        pass
+    shutil.rmtree(feed.dir, ignore_errors=True)
 
 
 def _frame(text: str) -> bytes:
@@ -267,6 +288,7 @@ class FeedCapture:
     def __init__(self, source: sources.LiveCapture, limit: int) -> None:
         self.name = source.name
         self.filter = source.filter
+        self.limit = limit
         self.error: str | None = None
         self.dir = tempfile.mkdtemp(prefix="wirepeek-live-")
         feed = LiveFeed(self.dir, limit)
@@ -277,6 +299,10 @@ class FeedCapture:
             try:
                 ours.close()
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # the app stops it, by the pipe
+                try:
+                    os.nice(-10)  # first on a busy machine, as the kernel's buffer waits for it
+                except OSError:
+                    pass  # not allowed: as the app
                 _capture(source, feed, theirs)
             except BaseException:
                 status = 1

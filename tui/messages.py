@@ -29,6 +29,8 @@ class CaptureStatus:
     # Packets of a live capture that its capture process read but could not keep: what the
     # readers had not read yet filled its disk bound (tui.live_feed).
     skipped: int = 0
+    # Packets of a live capture whose HTTP was not parsed: the helpers were too far behind.
+    unparsed: int = 0
     # Exchanges of connections the capture thread no longer had (evicted) when a helper sent them.
     unmapped: int = 0
 

@@ -94,6 +94,8 @@ class StatusBar(Static):
         said = ", ".join(f"{n:,} {what}" for n, what in skipped if n)
         if said:
             out.append(f"│ {said} ", "yellow")
+        if status.unparsed:
+            out.append(f"│ HTTP behind: {status.unparsed:,} pkts not parsed ", "bold yellow")
         if status.skipped:
             out.append(f"│ {status.skipped:,} skipped: backlog full ", "bold red")
         if status.shedding:
