@@ -114,6 +114,7 @@ def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit
 
 NICE = 5  # a live helper's lower priority
 IDLE = 0.01  # seconds a live helper waits for the feed to grow
+SEND_EVERY = 0.1  # seconds between a busy live helper's messages at most
 HEARTBEAT = 0.5  # seconds between a live helper's messages at most (a gone app ends it)
 
 
@@ -148,9 +149,12 @@ def _live_helper(directory: str, lag_files: int, bound_fields: dict[str, Any], b
                 checked = reader.index
                 reader.passing = reader.behind(lag_files // 2 if reader.passing else lag_files)
             record = reader.next()
-            if record is None or len(exchanges) >= 4096:
-                # All that was written is read (or enough for one message): say so.
-                if exchanges or opened or seen or time.monotonic() - sent >= HEARTBEAT:
+            now = time.monotonic()
+            if record is None or len(exchanges) >= 4096 or now - sent >= SEND_EVERY:
+                # All that was written is read, or enough for one message, or it is time to say
+                # how far it is (the feed's files it is past can go): say so.
+                if exchanges or opened or seen or now - sent >= HEARTBEAT or (
+                        record is not None):
                     out.send(Message(pipeline.packets, opened[:], exchanges,
                                      [(conn, request) for (conn, _), request in seen.items()],
                                      None, False, reader.passed_over))
@@ -237,7 +241,9 @@ class HttpHelpers:
             if feed is None:
                 target, args = _helper, (list(files), bpf, fields, body_limit, (i, jobs), sender)
             else:
-                lag = max(2, feed.limit // 2 // LiveFeed.SEGMENT)
+                # Behind by three quarters of the feed's bound, a helper passes over batches:
+                # the rest is the capture thread's, which must not be left behind for HTTP.
+                lag = max(2, feed.limit * 3 // 4 // LiveFeed.SEGMENT)
                 target, args = _live_helper, (feed.dir, lag, fields, body_limit, (i, jobs),
                                               sender)
             proc = context.Process(target=target, args=args, daemon=True)
