@@ -318,3 +318,30 @@ def test_the_capture_process_and_its_files_go_when_the_app_is_killed():
         time.sleep(0.05)
     else:
         raise AssertionError("the capture process outlived the app")
+
+
+def test_a_busy_live_helper_says_how_far_it_is_as_it_goes(tmp_path, monkeypatch):
+    # So the feed's files it is past can go while it still has more to read.
+    from dataclasses import fields
+    from multiprocessing import Pipe
+
+    from tui import http_helpers
+
+    monkeypatch.setattr(http_helpers, "SEND_EVERY", 0.0)
+    feed = LiveFeed(str(tmp_path), limit=1 << 24)
+    for i in range(50):
+        feed.add(batch(10, first=i))
+    feed.end()
+    receiver, sender = Pipe(duplex=False)
+    bounds = Bounds()
+    thread = threading.Thread(target=http_helpers._live_helper, args=(
+        str(tmp_path), 8, {f.name: getattr(bounds, f.name) for f in fields(bounds)},
+        1 << 20, (0, 2), sender))
+    thread.start()
+    messages = []
+    while not (messages and messages[-1].final):
+        assert receiver.poll(10)
+        messages.append(receiver.recv())
+    thread.join(10)
+    throughs = [m.through for m in messages]
+    assert len(messages) >= 40 and throughs == sorted(throughs) and throughs[-1] == 500
