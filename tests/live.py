@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import subprocess
+import threading
 import time
 
 
@@ -35,3 +37,30 @@ def end_process(proc: subprocess.Popen[bytes]) -> None:
     for stream in (proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
+
+
+class LoopbackServer:
+    """A TCP server on loopback, on a port of its own, handing each connection to `answer` in
+    its accepting thread (a subclass that wants them side by side starts threads there)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.answer(conn)
+
+    def answer(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.sock.close()

@@ -12,6 +12,7 @@ from textual.widgets import Input
 
 from engine import sources
 from engine.bounds import Bounds
+from tests.live import LoopbackServer
 from tui.app import WirepeekApp
 from tui.capture import SourceSpec
 from tui.widgets.connections import ConnectionsTable
@@ -19,35 +20,19 @@ from tui.widgets.connections import ConnectionsTable
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root (CI runs as root)")
 
 
-class Server:
+class Server(LoopbackServer):
     """A tiny HTTP/1.0 server on loopback answering every request with a fixed body."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    def answer(self, conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
     def request(self, path: str) -> None:
         with socket.create_connection(("127.0.0.1", self.port)) as c:
             c.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
             while c.recv(65536):
                 pass
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def servers_listed(app: WirepeekApp) -> list[str]:

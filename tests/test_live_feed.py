@@ -14,6 +14,7 @@ from engine import sources
 from engine.batch import Batch
 from engine.bounds import Bounds
 from engine.events import ConnectionOpened, HttpRequestSeen
+from tests.live import LoopbackServer
 from tui.capture import CaptureDriver, SourceSpec
 from tui.exchange_log import decode
 from tui.live_feed import BATCH, END, FLUSH, SKIP, FeedReader, LiveFeed
@@ -117,23 +118,11 @@ def test_a_reader_far_behind_passes_over_batches_and_counts_their_packets(tmp_pa
     assert kind == BATCH and len(meta) // 16 == 10 and reader.passed_over == 400
 
 
-class KeepAliveServer:
+class KeepAliveServer(LoopbackServer):
     """HTTP/1.1 on loopback: every request on a connection answered in turn, with its number."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+    def answer(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
 
     @staticmethod
     def _answer(conn: socket.socket) -> None:
@@ -149,9 +138,6 @@ class KeepAliveServer:
                 target = head.split(b" ")[1]
                 body = b"answer to " + target
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def requests(port: int, n: int) -> None:

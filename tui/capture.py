@@ -36,11 +36,10 @@ from engine.spool import Spool
 from engine.tcp import endpoints_key
 from tui import http_helpers
 from tui.http_helpers import Encoded, HttpHelpers
-from tui.live_feed import FLUSH, SKIP, FeedCapture, feed_bytes
+from tui.live_feed import FLUSH, NO_PACKETS, SKIP, FeedCapture, feed_bytes
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, StreamChunk
 from tui.sharded import default_jobs
 
-EMPTY = Batch(1, b"", b"")
 TICK = 0.075  # seconds between updates to the UI
 # For a file, which comes as fast as it is read: fewer updates, so that the screen spends less
 # of the load redrawing (each update redraws the rows that changed).
@@ -416,13 +415,11 @@ class CaptureDriver:
         self.spool: Spool | None = None  # the follow view's bytes on disk (Bounds.spool_bytes)
         # A live capture opened before the app (as the command line opens it) is read by a
         # capture process into a feed that the helpers read too (tui.live_feed).
-        self.jobs = (default_jobs() if jobs is None else jobs) if rereadable else 0
+        live = isinstance(spec.opened, sources.LiveCapture)
+        self.jobs = (default_jobs() if jobs is None else jobs) if rereadable or live else 0
         self.feed: FeedCapture | None = None
-        if isinstance(spec.opened, sources.LiveCapture):
-            wanted = default_jobs() if jobs is None else jobs
-            if wanted:
-                self.jobs = wanted
-                self.feed = self._initial = FeedCapture(spec.opened, feed_bytes(bounds))
+        if live and self.jobs:
+            self.feed = self._initial = FeedCapture(spec.opened, feed_bytes(bounds))
         self.helpers: HttpHelpers | None = None
         if self.jobs:
             http_helpers.prepare()
@@ -532,7 +529,7 @@ class CaptureDriver:
             pending.add(self._opened(pipeline.flush(record.value)))
         elif record.kind == SKIP:
             pipeline.skip(int(record.value))
-        return record.batch if record.batch is not None else EMPTY
+        return record.batch if record.batch is not None else NO_PACKETS
 
     @staticmethod
     def _gather(helpers: HttpHelpers, pending: Pending, packets: int, finished: bool,

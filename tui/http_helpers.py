@@ -72,33 +72,51 @@ class Message(NamedTuple):
     passed_over: int = 0  # packets of a live feed it did not parse, being too far behind
 
 
-def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit: int,
-            shard: tuple[int, int], out: Pipe) -> None:
+def _pipeline(bound_fields: dict[str, Any], body_limit: int, shard: tuple[int, int],
+              announce: bool) -> tuple[Pipeline, list[int]]:
+    """A helper's pipeline, and the list to which it adds the first packet of each connection it
+    opens (the helper sends and clears it with each message)."""
     # The bounds come as their fields: Python 3.11 cannot unpickle a frozen dataclass with slots.
-    bounds = Bounds(**bound_fields)
     opened: list[int] = []
 
     def note_open(conn: Connection, emit: Callable[[Event], None]) -> None:
         opened.append(conn.first_packet)
 
+    pipeline = Pipeline(Bounds(**bound_fields), consumers={None: [note_open]},
+                        http_body_limit=body_limit, shard=shard, announce=announce)
+    collector.headless()
+    return pipeline, opened
+
+
+def _collect(events: list[Event], exchanges: list[Encoded],
+             seen: dict[tuple[int, int], HttpRequest] | None = None) -> None:
+    """The exchanges among a pipeline's events, encoded; with `seen`, the requests announced as
+    waiting there too (by connection and offset, none whose exchange came since)."""
+    for event in events:
+        if isinstance(event, HttpTransaction):
+            exchanges.append(encoded(event))
+            if seen and event.request is not None:
+                seen.pop((event.connection, event.request.offset), None)
+        elif seen is not None and isinstance(event, HttpRequestSeen):
+            seen[(event.connection, event.request.offset)] = event.request
+
+
+def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit: int,
+            shard: tuple[int, int], out: Pipe) -> None:
     try:
         source = sources.open_files(files, bpf)
     except sources.CaptureError:
         out.send(Message(0, [], [], [], None, True))  # the capture thread says why
         out.close()
         return
-    pipeline = Pipeline(bounds, consumers={None: [note_open]}, http_body_limit=body_limit,
-                        shard=shard)
-    collector.headless()
+    pipeline, opened = _pipeline(bound_fields, body_limit, shard, announce=False)
     try:
         while True:
             batch = source.next_batch()
             events = pipeline.feed(batch) if batch is not None else pipeline.finish()
             collector.after_batch()
             exchanges: list[Encoded] = []
-            for event in events:
-                if isinstance(event, HttpTransaction):
-                    exchanges.append(encoded(event))
+            _collect(events, exchanges)
             final = batch is None
             out.send(Message(pipeline.packets, opened[:], exchanges, [],
                              None if final else source.progress(), final))
@@ -124,19 +142,11 @@ def _live_helper(directory: str, lag_files: int, bound_fields: dict[str, Any], b
     process, it passes over batches without parsing them (their connections' exchanges come
     with missing bytes, as after a gap) until it is within half of that: so the feed's bound is
     not filled by HTTP parsing that cannot keep up, and the capture thread loses nothing."""
-    bounds = Bounds(**bound_fields)
-    opened: list[int] = []
-
-    def note_open(conn: Connection, emit: Callable[[Event], None]) -> None:
-        opened.append(conn.first_packet)
-
     # Behind the capture process and the capture thread, which must keep up with the traffic,
     # when the cores are short (the traffic's own programs may be on the same machine).
     os.nice(NICE)
     reader = FeedReader(directory)
-    pipeline = Pipeline(bounds, consumers={None: [note_open]}, http_body_limit=body_limit,
-                        shard=shard, announce=True)
-    collector.headless()
+    pipeline, opened = _pipeline(bound_fields, body_limit, shard, announce=True)
     exchanges: list[Encoded] = []
     # Requests waiting for their answer, by (connection, offset): the latest word on each, in
     # the order first seen, and none whose exchange goes in the same message.
@@ -150,21 +160,21 @@ def _live_helper(directory: str, lag_files: int, bound_fields: dict[str, Any], b
                 reader.passing = reader.behind(lag_files // 2 if reader.passing else lag_files)
             record = reader.next()
             now = time.monotonic()
-            if record is None or len(exchanges) >= 4096 or now - sent >= SEND_EVERY:
-                # All that was written is read, or enough for one message, or it is time to say
-                # how far it is (the feed's files it is past can go): say so.
-                if exchanges or opened or seen or now - sent >= HEARTBEAT or (
-                        record is not None):
-                    out.send(Message(pipeline.packets, opened[:], exchanges,
-                                     [(conn, request) for (conn, _), request in seen.items()],
-                                     None, False, reader.passed_over))
-                    opened.clear()
-                    seen.clear()
-                    exchanges = []
-                    sent = time.monotonic()
-                if record is None:
-                    time.sleep(IDLE)
-                    continue
+            if record is None:  # all that was written is read: say what came of it, if anything
+                due = bool(exchanges or opened or seen) or now - sent >= HEARTBEAT
+            else:  # busy: enough for one message, or time to say how far it is (files can go)
+                due = len(exchanges) >= 4096 or now - sent >= SEND_EVERY
+            if due:
+                out.send(Message(pipeline.packets, opened[:], exchanges,
+                                 [(conn, request) for (conn, _), request in seen.items()],
+                                 None, False, reader.passed_over))
+                opened.clear()
+                seen.clear()
+                exchanges = []
+                sent = now
+            if record is None:
+                time.sleep(IDLE)
+                continue
             kind, linktype, value, data, meta = record
             if kind == BATCH:
                 events = pipeline.feed(Batch(linktype, data, meta))
@@ -178,13 +188,7 @@ def _live_helper(directory: str, lag_files: int, bound_fields: dict[str, Any], b
                 events = pipeline.finish()
             else:
                 continue  # the kernel's counters, an error: the capture thread's to show
-            for event in events:
-                if isinstance(event, HttpTransaction):
-                    exchanges.append(encoded(event))
-                    if seen and event.request is not None:
-                        seen.pop((event.connection, event.request.offset), None)
-                elif isinstance(event, HttpRequestSeen):
-                    seen[(event.connection, event.request.offset)] = event.request
+            _collect(events, exchanges, seen)
             if kind == END:
                 out.send(Message(pipeline.packets, opened[:], exchanges, [], None, True,
                                  reader.passed_over))

@@ -43,6 +43,7 @@ _RECORD = struct.Struct("<BxHdII")
 _COUNTERS = struct.Struct("<QQQ")
 BATCH, FLUSH, SKIP, STATS, ERROR, END, NEXT = 1, 2, 3, 4, 5, 6, 7
 
+NO_PACKETS = Batch(sources.ETHERNET, b"", b"")  # what a wait that saw none gives
 FEED_BYTES = 256 * MiB  # the bound with --spool 0 (see feed_bytes)
 # The capture process reads the kernel at most this often unless a read comes back full: the
 # fewer, larger batches cost the readers less (each batch ends with work per connection touched).
@@ -136,7 +137,7 @@ class FeedReader:
         self.fd = os.open(os.path.join(directory, "0"), os.O_RDONLY)
         self.offset = 0
         self.packets = 0  # in the batches and skips read
-        self.passed: deque[tuple[int, int]] = deque()  # (file, packets read when it was left)
+        self.left: deque[tuple[int, int]] = deque()  # (file, packets read when it was left)
         # Set by a reader that has fallen behind: batches are passed over unread, as skips
         # (of their packets), and counted in `passed_over`.
         self.passing = False
@@ -171,7 +172,7 @@ class FeedReader:
                 self.packets += int(value)
             if kind != NEXT:
                 return kind, linktype, value, body[:first_len], body[first_len:]
-            self.passed.append((self.index, self.packets))
+            self.left.append((self.index, self.packets))
             os.close(self.fd)
             self.index += 1
             self.fd = os.open(os.path.join(self.dir, str(self.index)), os.O_RDONLY)
@@ -180,9 +181,9 @@ class FeedReader:
     def release(self, through: int) -> None:
         """Delete the files this reader has left whose packets every other reader has read
         (`through`: the fewest packets another reader has read)."""
-        while self.passed and self.passed[0][1] <= through:
+        while self.left and self.left[0][1] <= through:
             try:
-                os.unlink(os.path.join(self.dir, str(self.passed.popleft()[0])))
+                os.unlink(os.path.join(self.dir, str(self.left.popleft()[0])))
             except OSError:
                 pass
 
@@ -280,8 +281,8 @@ class Record(NamedTuple):
 
 class FeedCapture:
     """A live capture as the capture thread reads it: from the feed that the capture process
-    writes. It answers to what a source does (next_batch, set_filter, stats, close), and gives
-    the feed's other records with `next_record`."""
+    writes, record by record (`next_record`); with what a live source has besides (name, filter,
+    error, set_filter, stats, close)."""
 
     live = True
 
@@ -330,7 +331,7 @@ class FeedCapture:
             record = self.reader.next()
             if record is None:
                 if time.monotonic() >= deadline:
-                    return Record(BATCH, Batch(sources.ETHERNET, b"", b""))
+                    return Record(BATCH, NO_PACKETS)
                 if not self._alive():
                     self.error = self.error or "the capture process ended unexpectedly"
                     self.ended = True
@@ -353,24 +354,12 @@ class FeedCapture:
                 self.ended = True
                 return None
 
-    def next_batch(self, timeout: float | None = None) -> Batch | None:
-        """Like a source's: the next batch (flushes and skips are passed over)."""
-        while True:
-            record = self.next_record(timeout or 0.0)
-            if record is None:
-                return None
-            if record.batch is not None:
-                return record.batch
-
     def _alive(self) -> bool:
         try:
             pid, _ = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
             return False
         return pid == 0
-
-    def progress(self) -> tuple[int, int] | None:
-        return None
 
     def stats(self) -> sources.CaptureStats | None:
         return self.counters
