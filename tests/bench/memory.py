@@ -46,11 +46,13 @@ def one(path: str, memory: int) -> dict[str, Any]:
 
     async def run() -> None:
         t0 = time.perf_counter()
+        c0 = time.process_time()
         async with app.run_test(size=SIZE) as pilot:
             figures["mounted"] = app.resident_at_start
             await asyncio.wait_for(app.file_done.wait(), timeout=1800)
             await pilot.pause()
             figures["seconds"] = time.perf_counter() - t0
+            figures["cpu"] = time.process_time() - c0
             figures["loaded"] = resident_bytes()
             stats = app.stats
             assert stats is not None
@@ -81,7 +83,7 @@ def report(f: dict[str, Any]) -> None:
     print(f"  --memory {f['memory']:4}: RSS imported {m(f['imported'])}, mounted {m(f['mounted'])}, "
           f"loaded {m(f['loaded'])}, peak {m(f['peak'])} MiB; grown {m(grown)} MiB, "
           f"{'OVER' if grown > bound else 'within'} budget + working set ({m(bound)} MiB); "
-          f"{f['seconds']:.0f} s")
+          f"{f['seconds']:.1f} s, the app's process {f['cpu']:.1f} s of CPU")
     print(f"      holds: engine {m(f['engine'])}, ring {m(f['ring'])}, store {m(f['store'])} MiB; "
           f"{f['connections']:,} of {f['seen']:,} connections, {f['exchanges']:,} exchanges kept; "
           f"evicted {f['evicted_exchanges']:,} exchanges, {f['evicted_rows']:,} rows "
