@@ -8,8 +8,9 @@ in another thread never sees a half-updated connection.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from engine.tls import ServerHello
 
@@ -112,6 +113,94 @@ class Stats(Event):
     cut_payloads: int = 0  # TCP segments whose payload the snapshot length cut (bytes missing)
 
 
+Field = tuple[str, str]
+
+
+class Headers:
+    """A message's header fields as sent, in order: (name, value) pairs, Latin-1 decoded and
+    unescaped, each value without the blanks around it. It reads as the tuple of those pairs
+    (iteration, length, indexing, comparison with a tuple).
+
+    A head read by the fast path (engine.http) keeps its field lines as one text, already
+    checked against h11's grammar, and splits them into pairs only when they are first asked
+    for: most exchanges of a big capture are listed and never opened, and one text is cheaper to
+    keep, copy and store than a pair of strings per field. `raw` is that text (None when the
+    pairs came some other way); `Headers.of(raw)` makes the same object back from it.
+    """
+
+    __slots__ = ("_pairs", "raw")
+
+    def __init__(self, pairs: tuple[Field, ...] | None = None, raw: str | None = None) -> None:
+        self._pairs = pairs
+        self.raw = raw  # field lines joined by CRLF, each "name:value" as h11 accepts it
+
+    @staticmethod
+    def of(raw: str) -> Headers:
+        return Headers(None, raw)
+
+    @property
+    def pairs(self) -> tuple[Field, ...]:
+        pairs = self._pairs
+        if pairs is None:
+            raw = self.raw
+            if raw:
+                out = []
+                for line in raw.split("\r\n"):
+                    name, _, value = line.partition(":")
+                    out.append((name, value.strip(" \t")))
+                pairs = tuple(out)
+            else:
+                pairs = ()
+            self._pairs = pairs
+        return pairs
+
+    def stored(self) -> str | tuple[Field, ...]:
+        """What to write to keep it: its text when it has one, else its pairs."""
+        return self.raw if self.raw is not None else self.pairs
+
+    @staticmethod
+    def load(stored: Any) -> Headers:
+        """The headers `stored()` gave."""
+        return Headers(None, stored) if type(stored) is str else Headers(tuple(stored), None)
+
+    def __iter__(self) -> Iterator[Field]:
+        return iter(self.pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __bool__(self) -> bool:
+        return bool(self.raw) if self._pairs is None else bool(self._pairs)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.pairs[i]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Headers):
+            if self.raw is not None and self.raw == other.raw:
+                return True
+            return self.pairs == other.pairs
+        if isinstance(other, tuple):
+            return self.pairs == other
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        return hash(self.pairs)
+
+    def __repr__(self) -> str:
+        return f"Headers({self.pairs!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Headers, (self._pairs, self.raw))
+
+
+NO_HEADERS = Headers((), None)
+
+
 class HttpRequest(NamedTuple):
     """An HTTP request as seen. HTTP records are named tuples for the same reason as
     ConnectionInfo: one is built per message, and tuples build several times faster."""
@@ -121,7 +210,7 @@ class HttpRequest(NamedTuple):
     method: str
     target: str
     version: str
-    headers: tuple[tuple[str, str], ...]  # as sent (Latin-1 decoded, unescaped)
+    headers: Headers  # as sent
     body_bytes: int  # after removing chunked framing, before content decoding
     body_missing: int  # body bytes that were never captured
     body: bytes  # the body as far as it is kept (see engine.http max_body)
@@ -136,7 +225,7 @@ class HttpResponse(NamedTuple):
     status: int
     reason: str
     version: str
-    headers: tuple[tuple[str, str], ...]
+    headers: Headers
     body_bytes: int
     body_missing: int
     body: bytes

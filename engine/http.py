@@ -60,7 +60,15 @@ from h11._receivebuffer import ReceiveBuffer
 from h11._util import validate
 
 from engine.detect import KNOWN_METHODS, TlsHelloReader
-from engine.events import Event, HttpRequest, HttpRequestSeen, HttpResponse, HttpTransaction
+from engine.events import (
+    NO_HEADERS,
+    Event,
+    Headers,
+    HttpRequest,
+    HttpRequestSeen,
+    HttpResponse,
+    HttpTransaction,
+)
 from engine.reassembly import NO_ACK, SNAPLEN
 from engine.tcp import Connection
 
@@ -285,15 +293,15 @@ class _Message:
             self.gaps = []
         self.gaps.append((self.kept, size))
 
-    def headers(self) -> tuple[tuple[str, str], ...]:
+    def headers(self) -> Headers:
         if self.cached is not None and self.cached[1] is not None:
-            return cast(tuple[tuple[str, str], ...], self.cached[1])
+            return cast(Headers, self.cached[1])
         head = self.head
         if type(head) is _Head and self.sent_headers is None:
             text = head.fields  # read as text already
         else:
             raw = self.sent_headers if self.sent_headers is not None else head.headers.raw_items()
-            text = tuple([(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw])
+            text = Headers(tuple([(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]))
         if self.cached is not None:
             self.cached[1] = text
         return text
@@ -593,16 +601,12 @@ FAST_HEAD: Final = 8192
 # bytes pattern: space, tab, CR, LF, FF, VT) in runs that blanks may separate. So a line is a
 # field exactly when its name is a token and no NUL, CR, LF, FF or VT follows the colon; the
 # value is what is left once the blanks around it are stripped.
-_TOKEN = re.compile(token, re.ASCII)
-_CONTENT_LENGTH = re.compile("[0-9]{1,20}", re.ASCII)
-_NOT_IN_FIELD = re.compile("[\x00\r\n\x0b\x0c]")
-
-
-def _is_token(name: str) -> bool:
-    # Most names are letters, digits and dashes, all token characters: checked without a regex.
-    if name.isascii() and name.replace("-", "").isalnum():
-        return True
-    return _TOKEN.fullmatch(name) is not None
+# The field lines of a head are checked at once: _FIELD_LINES says each is a token, a colon and
+# no CR before its CRLF; then counting LFs against CRs rules out a bare LF, and a search for
+# NUL, VT and FF the rest. The fields that the framing or the parser reads are found in the
+# lowercased lines (h11 lowercases names), their values then taken as sent.
+_FIELD_LINES = re.compile(rb"(?:" + token.encode("ascii") + rb":[^\r]*\r\n)*")
+_CONTENT_LENGTH = re.compile(rb"[0-9]{1,20}")
 
 
 class _Head(NamedTuple):
@@ -614,9 +618,10 @@ class _Head(NamedTuple):
     http_version: bytes
     status_code: int  # 0 for a request
     reason: bytes
-    fields: tuple[tuple[str, str], ...]
+    fields: Headers
     length: int | None  # its Content-Length
     chunked: bool  # Transfer-Encoding: chunked
+    upgrade: bool  # it has an Upgrade field
 
     def framing(self, method: bytes) -> tuple[str, tuple[Any, ...]]:
         """What h11's `_body_framing(method, event)` says for the same head."""
@@ -662,36 +667,44 @@ def _plain_head(data: bytearray, end: int, request: bool) -> _Head | None:
         reason = m.group("reason") or b""
     first = line_end + 2
     # Field lines: data[first:end], CRLF between them (none when the start line ends at end).
-    lines = data[first:end].decode("latin-1").split("\r\n") if first < end else []
-    fields: list[tuple[str, str]] = []
+    if first >= end:
+        if request and version == b"1.1":
+            return None  # no Host
+        return _Head(method, target, version, status, reason, NO_HEADERS, None, False, False)
+    if (
+        _FIELD_LINES.fullmatch(data, first, end + 2) is None
+        or data.count(b"\n", first, end) != data.count(b"\r", first, end)
+        or data.find(b"\x00", first, end) >= 0
+        or data.find(b"\x0b", first, end) >= 0
+        or data.find(b"\x0c", first, end) >= 0
+    ):
+        return None  # not a field (a folded line begins with a blank), or NUL, CR, LF, FF, VT
+    low = data[first - 1 : end + 2].lower()  # LF, then each field line with its CRLF
+    base = first - 1
     length: int | None = None
     chunked = False
-    hosts = 0
-    for line in lines:
-        if not line.isprintable() and _NOT_IN_FIELD.search(line):
-            return None  # a bare CR or LF (a line end h11 reads otherwise), NUL, FF or VT
-        name, colon, value = line.partition(":")
-        if not colon or not name or not _is_token(name):
-            return None  # not a field (a folded line begins with a blank, not a token)
-        value = value.strip(" \t")
-        fields.append((name, value))
-        size = len(name)
-        if size != 14 and size != 17 and size != 4:  # "content-length", "transfer-encoding", "host"
-            continue
-        lower = name.lower()
-        if lower == "content-length":
-            if length is not None or not _CONTENT_LENGTH.fullmatch(value):
-                return None
-            length = int(value)
-        elif lower == "transfer-encoding":
-            if chunked or value != "chunked":
-                return None
-            chunked = True
-        elif lower == "host":
-            hosts += 1
-    if request and (hosts > 1 or (not hosts and version == b"1.1")):
-        return None
-    return _Head(method, target, version, status, reason, tuple(fields), length, chunked)
+    at = low.find(b"\ncontent-length:")
+    if at >= 0:
+        if low.find(b"\ncontent-length:", at + 16) >= 0:
+            return None
+        value = data[base + at + 16 : base + low.find(b"\r", at)].strip(b" \t")
+        if _CONTENT_LENGTH.fullmatch(value) is None:
+            return None
+        length = int(value)
+    at = low.find(b"\ntransfer-encoding:")
+    if at >= 0:
+        if low.find(b"\ntransfer-encoding:", at + 19) >= 0:
+            return None
+        if data[base + at + 19 : base + low.find(b"\r", at)].strip(b" \t") != b"chunked":
+            return None
+        chunked = True
+    if request:
+        hosts = low.count(b"\nhost:")
+        if hosts > 1 or (not hosts and version == b"1.1"):
+            return None
+    upgrade = low.find(b"\nupgrade:") >= 0
+    fields = Headers.of(data[first:end].decode("latin-1"))
+    return _Head(method, target, version, status, reason, fields, length, chunked, upgrade)
 
 
 def _read_head(
@@ -1460,7 +1473,7 @@ def _begins_before(ex: _Exchange, offset: int) -> bool:
 def _has_upgrade(request: _Message) -> bool:
     head = request.head
     if type(head) is _Head:
-        return any(name.lower() == "upgrade" for name, _ in head.fields)
+        return head.upgrade
     return any(name.lower() == b"upgrade" for name, _ in request.sent_headers or ())
 
 

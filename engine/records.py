@@ -67,7 +67,7 @@ def _message(r: HttpRequest | HttpResponse, start_line: dict[str, Any]) -> dict[
         "end_ts": _ts(r.end_ts),
         **start_line,
         "version": r.version,
-        "headers": r.headers,  # pairs: JSON arrays
+        "headers": tuple(r.headers),  # pairs: JSON arrays
         "body_bytes": r.body_bytes,
         "body_missing": r.body_missing,
         "complete": r.complete,

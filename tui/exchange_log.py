@@ -22,7 +22,7 @@ from array import array
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
-from engine.events import HttpRequest, HttpResponse, HttpTransaction
+from engine.events import Headers, HttpRequest, HttpResponse, HttpTransaction
 from engine.spool import DATA, Spool
 
 _new = tuple.__new__
@@ -36,9 +36,20 @@ def encode(tx: HttpTransaction) -> bytes:
     request, response = tx.request, tx.response
     return marshal.dumps((
         tx.index, tx.error, tx.tunnel, tx.notes,
-        None if request is None else tuple(request),
-        None if response is None else tuple(response),
+        None if request is None else _stored(request),
+        None if response is None else _stored(response),
     ))
+
+
+def _stored(message: HttpRequest | HttpResponse) -> tuple[Any, ...]:
+    """A message's fields as marshal writes them: its headers as their text when they have one."""
+    headers = message.headers
+    stored = headers.stored() if type(headers) is Headers else tuple(headers)
+    return (*message[:5], stored, *message[6:])
+
+
+def _loaded(cls: Any, fields: tuple[Any, ...]) -> Any:
+    return _new(cls, (*fields[:5], Headers.load(fields[5]), *fields[6:]))
 
 
 def row_of(tx: HttpTransaction) -> tuple[str, int]:
@@ -52,8 +63,8 @@ def decode(blob: bytes, connection: int) -> HttpTransaction:
     index, error, tunnel, notes, request, response = marshal.loads(blob)
     return HttpTransaction(
         connection, index,
-        None if request is None else _new(HttpRequest, request),
-        None if response is None else _new(HttpResponse, response),
+        None if request is None else _loaded(HttpRequest, request),
+        None if response is None else _loaded(HttpResponse, response),
         error, tunnel, notes,
     )
 
