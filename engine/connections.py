@@ -18,7 +18,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from typing import NamedTuple, cast
 
-from engine.bounds import CONNECTION_COST, CONSUMER_COST, Bounds
+from engine.bounds import ARCHIVED_COST, CONNECTION_COST, CONSUMER_COST, Bounds
 from engine.detect import TLS, Sniffer, TlsHelloReader
 from engine.events import (
     ConnectionClosed,
@@ -528,9 +528,11 @@ class ConnectionTable:
                     break
                 self._drop_overwritten(None, kept)  # which uncounts their memory
                 del self.archive[conn_id]
+                self.memory -= ARCHIVED_COST
         while self.memory > budget and self.archive:
             # Closed connections' bytes go first, oldest first.
             _id, (kept, size, _count) = self.archive.popitem(last=False)
+            self.memory -= ARCHIVED_COST
             if isinstance(kept, SpooledEntries):
                 # What it costs now: entries the ring overwrote were uncounted as they went.
                 self.memory -= len(kept) * SpooledEntries.COST
@@ -584,8 +586,9 @@ class ConnectionTable:
             len(kept) * SpooledEntries.COST if isinstance(kept, SpooledEntries) else conn.kept_bytes
         )
         if self.bounds.keep_after_close and kept and reason != "evicted":
-            # still counted in memory
+            # still counted in memory, and so is what archiving it costs
             self.archive[conn.id] = (kept, cost, conn.kept_count)
+            self.memory += ARCHIVED_COST
         else:
             self.memory -= cost
         conn.kept = None

@@ -6,7 +6,7 @@ import gc
 
 from engine import sources
 from engine.batch import Batch
-from engine.bounds import CONNECTION_COST, Bounds
+from engine.bounds import ARCHIVED_COST, CONNECTION_COST, Bounds
 from engine.events import ConnectionClosed
 from engine.http import HttpParser
 from engine.pipeline import Pipeline
@@ -85,6 +85,44 @@ def test_kept_bytes_outlive_the_connection_only_within_the_budget():
     assert newest is not None and sum(len(c[3]) for c in newest.entries) == 5000  # they remain
     assert kept[0] is None  # the oldest gave way to the budget
     assert pipeline.stats().dropped_kept_bytes > 0
+
+
+def test_archived_connections_count_what_they_hold_and_stay_within_the_budget(tmp_path):
+    """With a spool, an archived connection's entries are a few bytes each, but their objects
+    cost hundreds (ARCHIVED_COST): counted, so that many small closed connections are bounded
+    too, and the engine's figure is what it holds."""
+    import tracemalloc
+
+    from engine.spool import Spool
+    from tests.synth import TcpConversation
+
+    packets = []
+    for i in range(2000):
+        conv = TcpConversation(client=("10.0.0.1", 20000 + i), start=1000.0 + i)
+        packets += conv.handshake() + conv.client_send(b"GET / HTTP/1.1\r\n\r\n") + conv.close()
+    batches = [Batch.from_packets(1, packets[i : i + 64]) for i in range(0, len(packets), 64)]
+
+    def read(budget: int) -> Pipeline:
+        pipeline = Pipeline(Bounds(memory_budget=budget, keep_after_close=True, spool_bytes=1 << 26),
+                            spool=Spool(1 << 26, str(tmp_path)), http_body_limit=None)
+        for batch in batches:
+            pipeline.feed(batch)
+            assert pipeline.table.memory <= budget
+        pipeline.finish()
+        return pipeline
+
+    gc.collect()
+    tracemalloc.start()
+    whole = read(1 << 40)
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert len(whole.table.archive) == 2000
+    # What it counts is near what it holds (the pipeline's own objects besides).
+    assert 0.7 * held < whole.table.memory < 1.3 * held + (1 << 20)
+    small = read(200 * ARCHIVED_COST)
+    assert 0 < len(small.table.archive) < 200
+    assert small.kept_since(1999, 0) is not None and small.kept_since(0, 0) is None
 
 
 def test_connections_leaving_the_table_are_freed_without_the_cycle_collector():
