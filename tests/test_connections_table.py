@@ -130,21 +130,29 @@ async def test_sort_by_packets_puts_the_busiest_first_and_keeps_the_selection():
 
 @pytest.mark.asyncio
 async def test_the_sort_holds_as_rows_come_and_change():
+    def with_packets(ids: range, packets: range) -> None:
+        # New connections come with ids above every earlier one, as the engine numbers them.
+        app.store.apply(tuple(ConnectionOpened(info(i)._replace(packets=(p, 1)))
+                              for i, p in zip(ids, packets)))
+        table.update_rows(*app.store.take_changes())
+
     app = TableApp()
     async with app.run_test(size=(100, 20)) as pilot:
         table = app.query_one(ConnectionsTable)
         table.focus()
-        app.fill(range(0, 30, 2))  # even ids: packets = id
+        with_packets(range(0, 15), range(0, 30, 2))  # even packet counts
         table.sort_by("packets")
-        table.select(10)
+        table.select(5)  # 10 packets
         await pilot.pause()
-        app.fill(range(1, 30, 2))  # odd ids arrive: each goes to its sorted place
-        assert table.order == list(range(29, -1, -1)) and table.selected_id() == 10
+        with_packets(range(15, 30), range(1, 30, 2))  # odd ones arrive: each to its sorted place
+        by_packets = {p: i for i, p in zip(range(30), [*range(0, 30, 2), *range(1, 30, 2)])}
+        assert table.order == [by_packets[p] for p in range(29, -1, -1)]
+        assert table.selected_id() == 5
         # One connection gets busy: it moves to the top, and the cursor stays on its row.
-        app.store.apply((ConnectionUpdated(info(3)._replace(packets=(500, 1))),))
+        app.store.apply((ConnectionUpdated(info(16)._replace(packets=(500, 1))),))
         table.update_rows(*app.store.take_changes())
-        assert table.order[0] == 3 and table.selected_id() == 10
-        assert table.cursor_row == table.order.index(10)
+        assert table.order[0] == 16 and table.selected_id() == 5
+        assert table.cursor_row == table.order.index(5)
 
 
 @pytest.mark.asyncio

@@ -14,6 +14,7 @@ from engine.events import (
     ConnectionClosed,
     ConnectionInfo,
     ConnectionOpened,
+    ConnectionUpdated,
     HttpRequest,
     HttpResponse,
     HttpTransaction,
@@ -79,11 +80,39 @@ def test_past_its_budget_the_store_evicts_the_oldest_connections_exchanges_first
     assert 0 in changed  # its row and exchange list are redrawn
 
 
-def test_rows_alone_past_the_budget_evict_the_oldest_connections_and_count_them():
+def test_rows_alone_past_the_budget_evict_the_oldest_closed_connections_and_count_them():
     store = TrafficStore(budget=10 * CONNECTION_COST)
     store.apply(tuple(ConnectionOpened(info(i)) for i in range(4)))
     store.apply((exchange(0, 0), exchange(0, 1)))
+    store.apply((ConnectionClosed(info(1), "closed"),))
     store.apply(tuple(ConnectionClosed(info(i), "closed") for i in range(4, 15)))
+    assert store.cost <= store.budget
+    # Down to 7/8 of the budget: the closed ones went, the oldest first; the open ones stay
+    # with their exchanges.
+    assert list(store.connections) == [0, 2, 3, *range(10, 15)]
+    assert store.evicted == 7
+    assert len(store.http[0]) == 2 and store.evicted_exchanges == 0
+    _changed, removed = store.take_changes()
+    assert removed == {1, 4, 5, 6, 7, 8, 9}
+
+
+def test_closed_rows_go_with_their_exchanges_rather_than_every_row_losing_its_http():
+    """One connection per request: a row costs what some hundreds of exchanges do, so the
+    oldest connections go whole and the newest keep their exchanges."""
+    store = TrafficStore(budget=20 * (CONNECTION_COST + EXCHANGE_COST))
+    for i in range(100):
+        store.apply((ConnectionOpened(info(i)), exchange(i, 0), ConnectionClosed(info(i), "closed")))
+        assert store.cost <= store.budget and store.cost == recount(store)
+    assert all(len(store.http[conn_id]) == 1 for conn_id in store.connections)
+    assert list(store.connections) == list(range(100 - len(store.connections), 100))
+    assert store.evicted_exchanges == 100 - len(store.connections) == store.evicted
+
+
+def test_open_rows_alone_past_the_budget_evict_the_oldest_and_count_them():
+    store = TrafficStore(budget=10 * CONNECTION_COST)
+    store.apply(tuple(ConnectionOpened(info(i)) for i in range(4)))
+    store.apply((exchange(0, 0), exchange(0, 1)))
+    store.apply(tuple(ConnectionOpened(info(i)) for i in range(4, 15)))
     assert store.cost <= store.budget
     assert len(store.connections) == 10 and 0 not in store.connections
     assert store.evicted == 5
@@ -125,6 +154,7 @@ def test_the_estimate_is_close_to_what_the_objects_hold(tmp_path):
             store.apply(tuple(pipeline.finish()))
             del pipeline
             store.log.spool.flush()  # its write buffer is the working set, not the store's
+            store.take_changes()  # the app takes them at every refresh of the screen
             gc.collect()
             held = tracemalloc.get_traced_memory()[0] - before
         finally:
@@ -231,3 +261,33 @@ def test_the_store_gives_an_empty_list_for_a_connection_without_exchanges(n):
     store = TrafficStore(budget=10**12)
     store.apply((ConnectionOpened(info(0)), *(exchange(0, i) for i in range(n))))
     assert len(store.exchanges(0)) == n and store.exchanges(0) is store.exchanges(0)
+
+
+def test_exchanges_of_a_forgotten_connection_are_counted_not_kept():
+    """The HTTP helpers run behind the capture thread: a connection's row can be evicted before
+    its exchanges come. They are counted as evicted, not kept under a row that is gone."""
+    from tui.http_helpers import encoded
+
+    store = TrafficStore(budget=4 * CONNECTION_COST)
+    store.apply(tuple(ConnectionClosed(info(i), "closed") for i in range(10)))
+    gone = [i for i in range(10) if i not in store.connections]
+    kept = [i for i in range(10) if i in store.connections]
+    assert gone and kept
+    store.apply_encoded([encoded(exchange(gone[0], 0)), encoded(exchange(kept[0], 0))])
+    store.apply((exchange(gone[-1], 1),))
+    assert list(store.http) == [kept[0]]
+    assert store.evicted_exchanges == 2
+    assert store.cost == recount(store)
+
+
+def test_ended_connections_go_before_open_ones_and_do_not_come_back():
+    """A connection the engine lingers on in a finished state (CLOSED, RESET) has ended: it goes
+    before the open ones, and its ConnectionClosed, coming later, does not bring its row back."""
+    store = TrafficStore(budget=6 * CONNECTION_COST)
+    store.apply(tuple(ConnectionOpened(info(i)) for i in range(4)))
+    store.apply(tuple(ConnectionUpdated(info(i)._replace(state="CLOSED")) for i in (1, 2)))
+    store.apply(tuple(ConnectionOpened(info(i)) for i in range(4, 8)))
+    assert list(store.connections) == [0, 3, 4, 5, 6, 7]  # within the budget: the open stay
+    store.apply((ConnectionClosed(info(1)._replace(state="CLOSED"), "reused"),))
+    assert 1 not in store.connections and 1 not in store.closed
+    assert store.evicted == 2 and store.cost == recount(store)

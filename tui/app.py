@@ -28,7 +28,6 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from engine import sources
 from engine.bounds import Bounds
 from engine.events import ConnectionInfo, Stats
-from engine.tcpstate import FINISHED
 from tui.capture import CaptureDriver, SourceSpec
 from tui.collector import Collector
 from tui.escape import escape_text
@@ -36,7 +35,7 @@ from tui.memory import DEFAULT_MEMORY, MemoryReading, MemorySplit, give_back, re
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied
 from tui.screens.help import HelpScreen
 from tui.search import NO_EXCHANGES, Query, Search, Snapshot, scan
-from tui.store import TrafficStore, exchange_log_bytes
+from tui.store import FINISHED_STATES, TrafficStore, exchange_log_bytes
 from tui.widgets.connections import ConnectionsTable
 from tui.widgets.http import ExchangesTable, HttpView
 from tui.widgets.packets import PacketsView, prepare
@@ -58,9 +57,6 @@ class Searched(Message):
         super().__init__()
         self.search = search
         self.generation = generation
-
-
-FINISHED_STATES = frozenset(state.value for state in FINISHED)
 
 
 class WirepeekApp(App[None]):

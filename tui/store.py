@@ -7,8 +7,11 @@ only those rows. The exchanges themselves are on disk (tui.exchange_log): memory
 is, and for each connection what its row shows of its last one. Closed connections stay until the
 store's own bounds evict the oldest: a number of connections, and a byte budget (its share of
 --memory, see tui.memory) over an estimate of what its objects hold. Past the budget the oldest
-connections' exchanges go first, then, if the rows alone are past it, the oldest connections;
-exchanges go too when the ring file they are in is about to overwrite them. All is counted.
+connections that ended go first, with their exchanges (a row costs as much as some 130 exchanges
+whose records are on disk, so forgetting exchanges alone would empty every row of its HTTP and
+free little); then the oldest exchanges of the open ones; then the oldest open connections.
+Exchanges go too when the ring file they are in is about to overwrite them. All is counted. A
+connection forgotten stays so: what comes for it later is not kept (its exchanges are counted).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from engine.bounds import Bounds, MiB
+from engine.tcpstate import FINISHED
 from engine.events import (
     ConnectionClosed,
     ConnectionInfo,
@@ -41,9 +45,18 @@ MIN_LOG_BYTES = 16 * MiB
 # the array's room to grow);
 EXCHANGE_COST = 9
 # one connection: its ConnectionInfo (the latest replaces the one before) with its strings and
-# tuples, the store's dict and set entries, its array of exchange positions, what its row shows
+# tuples (once closed, those that repeat shared with other rows: 1,650 bytes before), the
+# store's dict and set entries, its array of exchange positions, what its row shows
 # of its last exchange, and the connections table's row index.
-CONNECTION_COST = 1650
+CONNECTION_COST = 1200
+
+# The fields of a closed connection's info whose values it shares with others (_shared), and
+# how many distinct values are kept for sharing before starting again.
+SHARED_FIELDS = tuple(ConnectionInfo._fields.index(name) for name in (
+    "server", "state", "conn_state", "history", "packets", "missing_bytes",
+    "retransmitted_bytes", "protocol", "alpn", "server_hello"))
+MAX_SHARED = 10_000
+FINISHED_STATES = frozenset(state.value for state in FINISHED)  # the states a connection ends in
 
 
 class TrafficStore:
@@ -67,6 +80,8 @@ class TrafficStore:
         self.changed: set[int] = set()  # ids whose row must be redrawn
         self.removed: set[int] = set()  # ids whose row must go
         self.evicted = 0
+        self._common: dict[object, object] = {}  # the values closed connections share
+        self.highest = -1  # the highest connection id the store was told about
         # Exchanges forgotten past the budget or the log's ring (the oldest), or not kept past a
         # connection's MAX_TRANSACTIONS_PER_CONNECTION (the newest).
         self.evicted_exchanges = 0
@@ -82,16 +97,25 @@ class TrafficStore:
         self.changed.clear()
         self.removed.clear()
         self.cost = 0
+        self.highest = -1
         self.evicted_exchanges = 0
 
     def apply(self, events: tuple[object, ...]) -> None:
+        # A connection's events come at the end of the batch in which it changed, after its
+        # exchanges: one the store has not heard of yet is new, unless an id as high was seen
+        # before this batch (ids grow as connections open); then its row was forgotten.
+        known = self.highest
         for event in events:
             if isinstance(event, (ConnectionOpened, ConnectionUpdated)):
-                self._put(event.info)
+                self._put(event.info, known)
             elif isinstance(event, ConnectionClosed):
-                self._put(event.info)
-                self.closed.add(event.info.id)
+                self._put(self._shared(event.info), known)
+                if event.info.id in self.connections:
+                    self.closed.add(event.info.id)
             elif isinstance(event, HttpTransaction):
+                if event.connection <= known and event.connection not in self.connections:
+                    self.evicted_exchanges += 1  # its connection was forgotten (the bounds)
+                    continue
                 txs = self.http.get(event.connection)
                 if txs is None:
                     txs = self.http[event.connection] = Exchanges(self.log, event.connection)
@@ -110,6 +134,8 @@ class TrafficStore:
                         del self.pending[event.connection]
                 self.changed.add(event.connection)
             elif isinstance(event, HttpRequestSeen):
+                if event.connection <= known and event.connection not in self.connections:
+                    continue
                 self.pending.setdefault(event.connection, {})[event.request.offset] = event.request
                 self.changed.add(event.connection)
         self._bound()
@@ -117,9 +143,15 @@ class TrafficStore:
     def apply_encoded(self, exchanges: Sequence[Encoded]) -> None:
         """Exchanges as the helper processes send them (tui.http_helpers): connection id, the
         record for the log, the request line and status its row shows. After the events that
-        opened their connections."""
+        opened their connections; those of a connection the store has forgotten are counted as
+        evicted."""
         log, http, last, pending = self.log, self.http, self.last, self.pending
+        connections = self.connections
         for conn_id, blob, line, status, offset in exchanges:
+            if conn_id not in connections:
+                # The helpers are behind the capture thread: its row was forgotten meanwhile.
+                self.evicted_exchanges += 1
+                continue
             txs = http.get(conn_id)
             if txs is None:
                 txs = http[conn_id] = Exchanges(log, conn_id)
@@ -140,23 +172,46 @@ class TrafficStore:
         self._bound()
 
     def _bound(self) -> None:
-        """Forget what is past the store's bounds, the oldest first."""
-        if self.cost > self.budget:
-            self._evict_exchanges(self.budget * 7 // 8)
-        while len(self.connections) > self.max_connections or (
-            self.cost > self.budget and len(self.connections) > 1
+        """Forget what is past the store's bounds: connections that ended first (closed, or
+        in a finished state while the engine lingers on them), the oldest first, each with its
+        exchanges; then the oldest exchanges of those left; then, if the rows alone
+        are past it, the oldest connections. Past the budget it goes down to 7/8 of it, so that
+        this runs once in a while rather than on every update. One connection always stays."""
+        connections = self.connections
+        if self.cost <= self.budget and len(connections) <= self.max_connections:
+            return
+        target = self.budget * 7 // 8 if self.cost > self.budget else self.budget
+        cost, count, http, closed = self.cost, len(connections), self.http, self.closed
+        victims = []
+        for conn_id in connections:
+            if (cost <= target and count <= self.max_connections) or count <= 1:
+                break
+            if conn_id in closed or connections[conn_id].state in FINISHED_STATES:
+                victims.append(conn_id)
+                cost -= CONNECTION_COST + EXCHANGE_COST * len(http.get(conn_id, ()))
+                count -= 1
+        for conn_id in victims:
+            self._forget(conn_id)
+        if self.cost > target:
+            self._evict_exchanges(target)
+        while len(connections) > self.max_connections or (
+            self.cost > self.budget and len(connections) > 1
         ):
-            old, _ = self.connections.popitem(last=False)
-            self.closed.discard(old)
-            self.evicted_exchanges += len(self.http.get(old, ()))
-            self._drop_exchanges(old, len(self.http.get(old, ())))
-            self.last.pop(old, None)
-            self.cost -= CONNECTION_COST
-            self.pending.pop(old, None)
-            self.dropped.pop(old, None)
-            self.changed.discard(old)
-            self.removed.add(old)
-            self.evicted += 1
+            self._forget(next(iter(connections)))
+
+    def _forget(self, conn_id: int) -> None:
+        """Forget a connection and its exchanges, counted."""
+        del self.connections[conn_id]
+        self.closed.discard(conn_id)
+        self.evicted_exchanges += len(self.http.get(conn_id, ()))
+        self._drop_exchanges(conn_id, len(self.http.get(conn_id, ())))
+        self.last.pop(conn_id, None)
+        self.cost -= CONNECTION_COST
+        self.pending.pop(conn_id, None)
+        self.dropped.pop(conn_id, None)
+        self.changed.discard(conn_id)
+        self.removed.add(conn_id)
+        self.evicted += 1
 
     def exchanges(self, conn_id: int) -> Exchanges:
         """The connection's exchanges (an empty list for one that has none yet)."""
@@ -208,11 +263,29 @@ class TrafficStore:
             del self.http[conn_id]
             self.last.pop(conn_id, None)
 
-    def _put(self, info: ConnectionInfo) -> None:
+    def _put(self, info: ConnectionInfo, known: int) -> None:
+        """A connection's latest info; none for one the store has forgotten: an id no higher
+        than `known` (the highest before this batch) that it does not hold."""
         if info.id not in self.connections:
+            if info.id <= known:
+                return
             self.cost += CONNECTION_COST
+            self.highest = max(self.highest, info.id)
         self.connections[info.id] = info
         self.changed.add(info.id)
+
+    def _shared(self, info: ConnectionInfo) -> ConnectionInfo:
+        """A closed connection's final info, kept for as long as its row: the same, with the
+        values that repeat from one connection to the next (the server, states, history,
+        protocol, counts such as (0, 0)) shared with the rows before it rather than each its own."""
+        common = self._common
+        if len(common) > MAX_SHARED:
+            common.clear()
+        values = list(info)
+        for i in SHARED_FIELDS:
+            value = values[i]
+            values[i] = common.setdefault(value, value)
+        return ConnectionInfo._make(values)
 
     def take_changes(self) -> tuple[set[int], set[int]]:
         changed, removed = self.changed, self.removed

@@ -117,6 +117,7 @@ def overheads() -> None:
         store.apply(tuple(pipeline.finish()))
         del pipeline, batch
         store.log.spool.flush()  # its write buffer is working set
+        store.take_changes()  # the app takes them at every refresh of the screen
         gc.collect()
         held = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
