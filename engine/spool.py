@@ -62,6 +62,13 @@ class Record:
         self.extra = extra
 
 
+def record(
+    kind: int, from_client: bool, ts: float, offset: int, ack: int, value: int, extra: bytes = b""
+) -> bytes:
+    """One record as `Spool.append` writes it, for `Spool.append_records`."""
+    return HEADER.pack(kind, from_client, ts, offset, ack, value, len(extra)) + extra
+
+
 class Spool:
     def __init__(self, capacity: int, directory: str | None = None) -> None:
         if capacity < HEADER.size:
@@ -108,6 +115,17 @@ class Spool:
         buf += HEADER.pack(kind, from_client, ts, offset, ack, value, len(extra))
         buf += extra
         self.written = pos + HEADER.size + len(extra)
+        if len(buf) >= FLUSH_AT:
+            self.flush()
+        return pos
+
+    def append_records(self, records: bytes | bytearray) -> int:
+        """Write records made by `record` (back to back, as another process may make them);
+        the position of the first (the others follow it as they do in `records`)."""
+        pos = self.written
+        buf = self._buf
+        buf += records
+        self.written = pos + len(records)
         if len(buf) >= FLUSH_AT:
             self.flush()
         return pos

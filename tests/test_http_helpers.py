@@ -14,8 +14,8 @@ from engine.bounds import Bounds
 from engine.events import ConnectionClosed, ConnectionOpened, HttpTransaction
 from tests.captures import all_captures, capture
 from tui.capture import CaptureDriver, SourceSpec
-from tui.exchange_log import decode, row_of
-from tui.http_helpers import HttpHelpers, encoded
+from tui.exchange_log import EncodedExchanges, decode, row_of
+from tui.http_helpers import HttpHelpers
 from tui.messages import EngineUpdate
 
 Exchange = tuple[int, bytes, str, int, int]  # connection, record, request line, status, offset
@@ -62,10 +62,13 @@ def drive(path: str, jobs: int, bpf: str = "", refilter: str | None = None
             continue
         for event in update.events:
             if isinstance(event, HttpTransaction):
-                exchanges.append(encoded(event))
+                one = EncodedExchanges()
+                one.add(event.connection, event)
+                exchanges += one
             elif isinstance(event, (ConnectionOpened, ConnectionClosed)):
                 connections.add(event.info.id)
-        exchanges += update.exchanges
+        for batch in update.exchanges:
+            exchanges += batch
     assert all(conn_id in connections for conn_id, *_ in exchanges)
     return posted, exchanges, connections
 

@@ -174,7 +174,7 @@ class Driven:
         return [m for m in self.posted if isinstance(m, EngineUpdate)]
 
     def exchanges(self) -> list[tuple[int, bytes, str, int, int]]:
-        return [e for u in self.updates() for e in u.exchanges]
+        return [e for u in self.updates() for batch in u.exchanges for e in batch]
 
     def wait(self, condition: object, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout

@@ -20,7 +20,7 @@ from engine import sources
 from engine.bounds import MiB, Bounds
 from engine.events import ConnectionClosed
 from engine.pipeline import Pipeline
-from engine.spool import DATA, GAP, HEADER, Spool, SpooledEntries
+from engine.spool import DATA, GAP, HEADER, Spool, SpooledEntries, record
 from engine.tcp import Resent
 from tests.captures import BIG, HTTP_GET, all_captures, capture
 from tests.test_cli import ROOT, WIREPEEK
@@ -47,6 +47,23 @@ def test_records_read_back_as_written_from_the_buffer_and_from_the_file():
     assert spool.file_size == spool.written
     spool.close()
     assert spool.read(pos) is None
+
+
+def test_records_made_elsewhere_and_written_at_once_read_back_as_if_appended():
+    one, together = Spool(1 << 20), Spool(1 << 20)
+    fields = [(DATA, True, 1.5, 10, 777, 3, b"abc"), (GAP, False, 2.25, 0, -1, 4096, b"acked"),
+              (DATA, False, 3.0, 5, 6, 0, b"")]
+    one.append(DATA, True, 0.0, 0, 0, 1, b"x")
+    together.append(DATA, True, 0.0, 0, 0, 1, b"x")
+    singly = [one.append(*f) for f in fields]
+    made = [record(*f) for f in fields]
+    base = together.append_records(b"".join(made))
+    starts = [base + sum(map(len, made[:i])) for i in range(len(made))]
+    assert starts == singly and together.written == one.written
+    for pos, f in zip(starts, fields, strict=True):
+        got = together.read(pos)
+        assert got is not None
+        assert (got.kind, got.from_client, got.ts, got.offset, got.ack, got.value, got.extra) == f
 
 
 @settings(max_examples=60, deadline=None)

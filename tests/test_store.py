@@ -238,6 +238,49 @@ def test_past_its_ring_the_store_forgets_the_oldest_exchanges_before_they_are_ov
     assert old[0].error == GONE and old[0].index == -1
 
 
+@pytest.mark.parametrize("per_batch", [1, 7, 150, 1200])
+def test_helpers_batches_are_written_so_that_nothing_kept_is_overwritten(per_batch):
+    """Exchanges from the helpers come encoded in batches written at once (a batch of 1,200 is
+    about 1.4 MB, over five times the ring): written a slice of an eighth of the ring at a time,
+    each after a sweep, every exchange listed reads back whole, as one at a time did."""
+    from tui.exchange_log import EncodedExchanges
+
+    store = TrafficStore(budget=10**12, log_bytes=256 * 1024)
+    store.apply(tuple(ConnectionOpened(info(i)) for i in range(3)))
+    sent = [exchange(i % 3, i // 3) for i in range(1200)]
+    for first in range(0, len(sent), per_batch):
+        batch = EncodedExchanges()
+        for tx in sent[first:first + per_batch]:
+            batch.add(tx.connection, tx)
+        store.apply_encoded([batch])
+        for conn_id, txs in store.http.items():
+            assert all(tx.error is None and tx.connection == conn_id for tx in txs)
+        assert store.cost == recount(store)
+    kept = {conn_id: list(txs) for conn_id, txs in store.http.items()}
+    assert 0 < sum(map(len, kept.values())) < 1200
+    assert store.evicted_exchanges == 1200 - sum(map(len, kept.values()))
+    for conn_id, txs in kept.items():
+        assert txs == sent[-3 * len(txs):][conn_id::3]  # the newest, as they were sent
+        assert store.last_status(conn_id) == 200
+        assert store.summary(conn_id).startswith(f"GET /items/{conn_id}/399 ")
+
+
+def test_an_encoded_batch_gives_back_each_exchange_and_what_its_row_shows():
+    from tui.exchange_log import EncodedExchanges, row_of
+
+    batch = EncodedExchanges()
+    sent = [exchange(5, 0), HttpTransaction(5, 1, None, exchange(5, 1).response),
+            HttpTransaction(5, 2, exchange(5, 2).request, None)]
+    for tx in sent:
+        batch.add(7, tx)  # a helper's own connection id
+    renamed = batch.renamed([0] * 7 + [5])
+    assert list(batch.connections) == [7, 7, 7] and list(renamed.connections) == [5, 5, 5]
+    got = list(renamed)
+    assert [decode(blob, conn) for conn, blob, *_ in got] == sent
+    assert [(line, status) for _, _, line, status, _ in got] == [row_of(tx) for tx in sent]
+    assert [offset for *_, offset in got] == [0, -1, 34]
+
+
 def test_a_rows_summary_and_status_come_from_memory_not_the_ring():
     store = TrafficStore(budget=10**12)
     store.apply((ConnectionOpened(info(0)), exchange(0, 0), exchange(0, 1)))
@@ -266,14 +309,17 @@ def test_the_store_gives_an_empty_list_for_a_connection_without_exchanges(n):
 def test_exchanges_of_a_forgotten_connection_are_counted_not_kept():
     """The HTTP helpers run behind the capture thread: a connection's row can be evicted before
     its exchanges come. They are counted as evicted, not kept under a row that is gone."""
-    from tui.http_helpers import encoded
+    from tui.exchange_log import EncodedExchanges
 
     store = TrafficStore(budget=4 * CONNECTION_COST)
     store.apply(tuple(ConnectionClosed(info(i), "closed") for i in range(10)))
     gone = [i for i in range(10) if i not in store.connections]
     kept = [i for i in range(10) if i in store.connections]
     assert gone and kept
-    store.apply_encoded([encoded(exchange(gone[0], 0)), encoded(exchange(kept[0], 0))])
+    batch = EncodedExchanges()
+    batch.add(gone[0], exchange(gone[0], 0))
+    batch.add(kept[0], exchange(kept[0], 0))
+    store.apply_encoded([batch])
     store.apply((exchange(gone[-1], 1),))
     assert list(store.http) == [kept[0]]
     assert store.evicted_exchanges == 2

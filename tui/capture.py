@@ -35,7 +35,8 @@ from engine.pipeline import Pipeline
 from engine.spool import Spool
 from engine.tcp import endpoints_key
 from tui import http_helpers
-from tui.http_helpers import Encoded, HttpHelpers
+from tui.exchange_log import EncodedExchanges
+from tui.http_helpers import HttpHelpers
 from tui.live_feed import FLUSH, NO_PACKETS, SKIP, FeedCapture, feed_bytes
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, StreamChunk
 from tui.sharded import default_jobs
@@ -111,10 +112,11 @@ class Pending:
         # In order; None where a waiting request was answered before the UI took it.
         self.transactions: list[HttpTransaction | HttpRequestSeen | None] = []
         self.waiting: dict[tuple[int, int], int] = {}  # (connection, request offset) -> its place
-        self.exchanges: list[Encoded] = []  # from the helper processes, in order
+        self.exchanges: list[EncodedExchanges] = []  # from the helper processes, in order
+        self.exchange_count = 0  # in those
 
     def __len__(self) -> int:
-        return len(self.latest) + len(self.transactions) + len(self.exchanges)
+        return len(self.latest) + len(self.transactions) + self.exchange_count
 
     def add(self, events: list[Event]) -> None:
         latest = self.latest
@@ -157,8 +159,13 @@ class Pending:
         self.waiting = {}
         return tuple(events)
 
-    def take_exchanges(self) -> tuple[Encoded, ...]:
+    def add_exchanges(self, exchanges: list[EncodedExchanges]) -> None:
+        self.exchanges += exchanges
+        self.exchange_count += sum(len(batch) for batch in exchanges)
+
+    def take_exchanges(self) -> tuple[EncodedExchanges, ...]:
         exchanges, self.exchanges = tuple(self.exchanges), []
+        self.exchange_count = 0
         return exchanges
 
 
@@ -487,7 +494,7 @@ class CaptureDriver:
                         pending.add(self._opened(pipeline.flush(time.time())))
                     if self.helpers is not None:
                         self._gather(self.helpers, pending, pipeline.packets, False, 0.0)
-                        if len(pending.exchanges) >= UPDATE_EXCHANGES:
+                        if pending.exchange_count >= UPDATE_EXCHANGES:
                             break
                 helpers = self.helpers
                 if helpers is not None and not helpers.finished:
@@ -536,11 +543,11 @@ class CaptureDriver:
                 until: float) -> None:
         """The helpers' exchanges for the packets read, up to UPDATE_EXCHANGES pending; once
         the file is read (finished), waiting for more until `until`."""
-        while len(pending.exchanges) < UPDATE_EXCHANGES and not helpers.finished:
+        while pending.exchange_count < UPDATE_EXCHANGES and not helpers.finished:
             exchanges, waiting = helpers.take(packets, finished)
             if waiting:
                 pending.add(waiting)  # (shown until their exchange comes, see TrafficStore)
-            pending.exchanges += exchanges
+            pending.add_exchanges(exchanges)
             remaining = until - time.monotonic()
             if not finished or remaining <= 0 or helpers.finished:
                 return

@@ -45,26 +45,14 @@ from engine.http import DEFAULT_MAX_BODY
 from engine.pipeline import Pipeline
 from engine.tcp import Connection
 from tui import collector
-from tui.exchange_log import encode, row_of
+from tui.exchange_log import EncodedExchanges
 from tui.live_feed import BATCH, END, FLUSH, SKIP, FeedCapture, FeedReader, LiveFeed
 from tui.sharded import share_of
-
-# An exchange as a helper sends it: its connection (the helper's id, then the app's), its record
-# for the ring file, what the connection's row shows of it (request line, status), and its
-# request's offset (-1 without one: a request announced as waiting is known by it).
-Encoded = tuple[int, bytes, str, int, int]
-
-
-def encoded(event: HttpTransaction) -> Encoded:
-    request = event.request
-    return (event.connection, encode(event), *row_of(event),
-            request.offset if request is not None else -1)
-
 
 class Message(NamedTuple):
     through: int  # packets the helper has read (the capture thread must have read as many)
     opened: list[int]  # the first packet of each connection it opened, in id order
-    exchanges: list[Encoded]
+    exchanges: EncodedExchanges  # under the helper's connection ids
     # Requests of a live capture waiting for their answer (HttpRequestSeen): connection, request.
     seen: list[tuple[int, HttpRequest]]
     progress: tuple[int, int] | None  # of its reading of the files
@@ -88,13 +76,13 @@ def _pipeline(bound_fields: dict[str, Any], body_limit: int, shard: tuple[int, i
     return pipeline, opened
 
 
-def _collect(events: list[Event], exchanges: list[Encoded],
+def _collect(events: list[Event], exchanges: EncodedExchanges,
              seen: dict[tuple[int, int], HttpRequest] | None = None) -> None:
     """The exchanges among a pipeline's events, encoded; with `seen`, the requests announced as
     waiting there too (by connection and offset, none whose exchange came since)."""
     for event in events:
         if isinstance(event, HttpTransaction):
-            exchanges.append(encoded(event))
+            exchanges.add(event.connection, event)
             if seen and event.request is not None:
                 seen.pop((event.connection, event.request.offset), None)
         elif seen is not None and isinstance(event, HttpRequestSeen):
@@ -106,7 +94,7 @@ def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit
     try:
         source = sources.open_files(files, bpf)
     except sources.CaptureError:
-        out.send(Message(0, [], [], [], None, True))  # the capture thread says why
+        out.send(Message(0, [], EncodedExchanges(), [], None, True))  # the capture thread says why
         out.close()
         return
     pipeline, opened = _pipeline(bound_fields, body_limit, shard, announce=False)
@@ -115,7 +103,7 @@ def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit
             batch = source.next_batch()
             events = pipeline.feed(batch) if batch is not None else pipeline.finish()
             collector.after_batch()
-            exchanges: list[Encoded] = []
+            exchanges = EncodedExchanges()
             _collect(events, exchanges)
             final = batch is None
             out.send(Message(pipeline.packets, opened[:], exchanges, [],
@@ -147,7 +135,7 @@ def _live_helper(directory: str, lag_files: int, bound_fields: dict[str, Any], b
     os.nice(NICE)
     reader = FeedReader(directory)
     pipeline, opened = _pipeline(bound_fields, body_limit, shard, announce=True)
-    exchanges: list[Encoded] = []
+    exchanges = EncodedExchanges()
     # Requests waiting for their answer, by (connection, offset): the latest word on each, in
     # the order first seen, and none whose exchange goes in the same message.
     seen: dict[tuple[int, int], HttpRequest] = {}
@@ -170,7 +158,7 @@ def _live_helper(directory: str, lag_files: int, bound_fields: dict[str, Any], b
                                  None, False, reader.passed_over))
                 opened.clear()
                 seen.clear()
-                exchanges = []
+                exchanges = EncodedExchanges()
                 sent = now
             if record is None:
                 time.sleep(IDLE)
@@ -311,7 +299,7 @@ class HttpHelpers:
                 try:
                     message = receiver.recv()  # type: ignore[union-attr]
                 except (EOFError, OSError, ValueError):
-                    message = Message(0, [], [], [], None, True)
+                    message = Message(0, [], EncodedExchanges(), [], None, True)
                     if not self.closing:
                         self.error = self.error or (
                             f"HTTP parsing stopped: helper process {i} ended unexpectedly")
@@ -319,13 +307,15 @@ class HttpHelpers:
                 self.received_all[i] = message.final
                 self.arrived.set()
 
-    def take(self, packets: int, finished: bool) -> tuple[list[Encoded], list[HttpRequestSeen]]:
+    def take(self, packets: int, finished: bool) -> tuple[list[EncodedExchanges],
+                                                          list[HttpRequestSeen]]:
         """The exchanges the helpers have sent for packets the capture thread has read, and the
-        requests they saw waiting for their answer, with the app's connection ids. packets: how
-        many the capture thread has read; finished: it has read them all."""
+        requests they saw waiting for their answer, with the app's connection ids (-1 for a
+        connection the capture thread does not have: the store counts those as evicted).
+        packets: how many the capture thread has read; finished: it has read them all."""
         self.arrived.clear()
         opened_at = self.opened_at
-        out: list[Encoded] = []
+        out: list[EncodedExchanges] = []
         waiting: list[HttpRequestSeen] = []
         for i, queue in enumerate(self.queues):
             ids = self.ids[i]
@@ -335,12 +325,10 @@ class HttpHelpers:
                 for local, request in message.seen:
                     if ids[local] >= 0:
                         waiting.append(HttpRequestSeen(ids[local], request))
-                for local, blob, line, status, offset in message.exchanges:
-                    conn_id = ids[local]
-                    if conn_id < 0:
-                        self.unmapped += 1
-                    else:
-                        out.append((conn_id, blob, line, status, offset))
+                if len(message.exchanges):
+                    renamed = message.exchanges.renamed(ids)
+                    self.unmapped += renamed.connections.count(-1)
+                    out.append(renamed)
                 self.taken_through[i] = message.through
                 self.passed_over[i] = message.passed_over
                 self.progress_of[i] = message.progress

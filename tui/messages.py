@@ -10,7 +10,7 @@ from textual.message import Message
 from engine.events import Event, Stats
 from engine.sources import CaptureStats
 from engine.tcp import Kept
-from tui.http_helpers import Encoded
+from tui.exchange_log import EncodedExchanges
 
 # (from_client, ts, stream offset, bytes | gap size | Resent): as the engine keeps them.
 StreamChunk = Kept
@@ -40,7 +40,7 @@ class EngineUpdate(Message):
 
     def __init__(self, events: tuple[Event, ...], stats: Stats, status: CaptureStatus,
                  stream_id: int | None, stream: tuple[StreamChunk, ...], stream_reset: bool,
-                 generation: int, exchanges: tuple[Encoded, ...] = ()) -> None:
+                 generation: int, exchanges: tuple[EncodedExchanges, ...] = ()) -> None:
         super().__init__()
         self.events = events
         # HTTP exchanges parsed in helper processes (tui.http_helpers), after the events.

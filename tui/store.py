@@ -31,8 +31,7 @@ from engine.events import (
     HttpRequestSeen,
     HttpTransaction,
 )
-from tui.exchange_log import NO_ANSWER, ExchangeLog, Exchanges, row_of
-from tui.http_helpers import Encoded
+from tui.exchange_log import NO_ANSWER, EncodedExchanges, ExchangeLog, Exchanges, row_of
 
 MAX_CONNECTIONS = 200_000
 MAX_TRANSACTIONS_PER_CONNECTION = 10_000
@@ -140,36 +139,57 @@ class TrafficStore:
                 self.changed.add(event.connection)
         self._bound()
 
-    def apply_encoded(self, exchanges: Sequence[Encoded]) -> None:
-        """Exchanges as the helper processes send them (tui.http_helpers): connection id, the
-        record for the log, the request line and status its row shows. After the events that
-        opened their connections; those of a connection the store has forgotten are counted as
-        evicted."""
-        log, http, last, pending = self.log, self.http, self.last, self.pending
-        connections = self.connections
-        for conn_id, blob, line, status, offset in exchanges:
+    def apply_encoded(self, batches: Sequence[EncodedExchanges]) -> None:
+        """Exchanges as the helper processes send them (tui.http_helpers), their records written
+        to the log a slice at a time. After the events that opened their connections; those of
+        a connection the store has forgotten are counted as evicted (those of a connection it
+        never had, id -1, the helpers counted)."""
+        log = self.log
+        for batch in batches:
+            starts, size = batch.starts, len(batch.records)
+            first = 0
+            while first < len(starts):
+                # A slice is at most an eighth of the log, swept before it is written, so that
+                # no record the store keeps is overwritten meanwhile (see _sweep).
+                last = bisect_left(starts, starts[first] + log.capacity // 8, first + 1)
+                end = starts[last] if last < len(starts) else size
+                if log.written + end - starts[first] >= self._sweep_at:
+                    self._sweep()
+                whole = first == 0 and end == size
+                records = batch.records if whole else batch.records[starts[first]:end]
+                base = log.append_records(records) - starts[first]
+                self._add_encoded(batch, first, last, base)
+                first = last
+        self._bound()
+
+    def _add_encoded(self, batch: EncodedExchanges, first: int, last: int, base: int) -> None:
+        """Keep exchanges first..last-1 of `batch`, whose records are at `base` + their starts."""
+        http, last_of, pending = self.http, self.last, self.pending
+        connections, changed = self.connections, self.changed
+        starts, lines, statuses, offsets = batch.starts, batch.lines, batch.statuses, batch.offsets
+        conns = batch.connections
+        for i in range(first, last):
+            conn_id = conns[i]
             if conn_id not in connections:
-                # The helpers are behind the capture thread: its row was forgotten meanwhile.
-                self.evicted_exchanges += 1
+                if conn_id >= 0:  # the helpers are behind the capture thread: its row went
+                    self.evicted_exchanges += 1
                 continue
             txs = http.get(conn_id)
             if txs is None:
-                txs = http[conn_id] = Exchanges(log, conn_id)
+                txs = http[conn_id] = Exchanges(self.log, conn_id)
             if len(txs) < MAX_TRANSACTIONS_PER_CONNECTION:
-                txs.append(log.append_encoded(blob))
+                txs.append(base + starts[i])
                 self.cost += EXCHANGE_COST
-                last[conn_id] = (line, status)
-                if log.written >= self._sweep_at:
-                    self._sweep()
+                last_of[conn_id] = (lines[i], statuses[i])
             else:
                 self.evicted_exchanges += 1
-            waiting = pending.get(conn_id)
-            if waiting and offset >= 0:  # its request, listed as waiting, has its answer
-                waiting.pop(offset, None)
-                if not waiting:
-                    del pending[conn_id]
-            self.changed.add(conn_id)
-        self._bound()
+            if pending:
+                waiting = pending.get(conn_id)
+                if waiting and offsets[i] >= 0:  # its request, listed as waiting, is answered
+                    waiting.pop(offsets[i], None)
+                    if not waiting:
+                        del pending[conn_id]
+            changed.add(conn_id)
 
     def _bound(self) -> None:
         """Forget what is past the store's bounds: connections that ended first (closed, or
