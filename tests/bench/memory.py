@@ -53,6 +53,7 @@ def one(path: str, memory: int) -> dict[str, Any]:
             await pilot.pause()
             figures["seconds"] = time.perf_counter() - t0
             figures["cpu"] = time.process_time() - c0
+            figures["threads"] = thread_cpu()
             figures["loaded"] = resident_bytes()
             stats = app.stats
             assert stats is not None
@@ -72,6 +73,25 @@ def one(path: str, memory: int) -> dict[str, Any]:
     return figures
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of each thread of this process so far, by name (Linux)."""
+    import os
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            name = names.get(int(tid), "other")
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def report(f: dict[str, Any]) -> None:
     from tui.memory import WORKING_SET
 
@@ -84,6 +104,8 @@ def report(f: dict[str, Any]) -> None:
           f"loaded {m(f['loaded'])}, peak {m(f['peak'])} MiB; grown {m(grown)} MiB, "
           f"{'OVER' if grown > bound else 'within'} budget + working set ({m(bound)} MiB); "
           f"{f['seconds']:.1f} s, the app's process {f['cpu']:.1f} s of CPU")
+    threads = ", ".join(f"{name} {cpu:.1f}" for name, cpu in sorted(f["threads"].items()))
+    print(f"      CPU seconds by thread (those still running): {threads}")
     print(f"      holds: engine {m(f['engine'])}, ring {m(f['ring'])}, store {m(f['store'])} MiB; "
           f"{f['connections']:,} of {f['seen']:,} connections, {f['exchanges']:,} exchanges kept; "
           f"evicted {f['evicted_exchanges']:,} exchanges, {f['evicted_rows']:,} rows "
