@@ -123,6 +123,14 @@ class Spool:
         """Write records made by `record` (back to back, as another process may make them);
         the position of the first (the others follow it as they do in `records`)."""
         pos = self.written
+        if len(records) >= FLUSH_AT:  # straight to the file, not copied into the buffer first
+            self.flush()
+            with self._lock:
+                self.written = pos + len(records)
+                if not self.closed:
+                    self._write(memoryview(records), pos)
+                self._flushed = self.written
+            return pos
         buf = self._buf
         buf += records
         self.written = pos + len(records)
@@ -134,18 +142,20 @@ class Spool:
         with self._lock:
             if self.closed or not self._buf:
                 return
-            data = memoryview(self._buf)
-            start = self._flushed
-            if len(data) > self.capacity:  # only the newest capacity bytes survive
-                start += len(data) - self.capacity
-                data = data[len(data) - self.capacity :]
-            while data:
-                at = start % self.capacity
-                n = min(len(data), self.capacity - at)
-                os.pwrite(self._fd, data[:n], at)
-                data, start = data[n:], start + n
+            self._write(memoryview(self._buf), self._flushed)
             self._flushed = self.written
             self._buf = bytearray()
+
+    def _write(self, data: memoryview, start: int) -> None:
+        """Write `data`, whose first byte is at position `start`, into the ring."""
+        if len(data) > self.capacity:  # only the newest capacity bytes survive
+            start += len(data) - self.capacity
+            data = data[len(data) - self.capacity :]
+        while data:
+            at = start % self.capacity
+            n = min(len(data), self.capacity - at)
+            os.pwrite(self._fd, data[:n], at)
+            data, start = data[n:], start + n
 
     def read(self, pos: int) -> Record | None:
         """The record at `pos`, or None if it was overwritten (or the spool is closed)."""

@@ -20,7 +20,7 @@ from engine import sources
 from engine.bounds import MiB, Bounds
 from engine.events import ConnectionClosed
 from engine.pipeline import Pipeline
-from engine.spool import DATA, GAP, HEADER, Spool, SpooledEntries, record
+from engine.spool import DATA, FLUSH_AT, GAP, HEADER, Spool, SpooledEntries, record
 from engine.tcp import Resent
 from tests.captures import BIG, HTTP_GET, all_captures, capture
 from tests.test_cli import ROOT, WIREPEEK
@@ -64,6 +64,31 @@ def test_records_made_elsewhere_and_written_at_once_read_back_as_if_appended():
         got = together.read(pos)
         assert got is not None
         assert (got.kind, got.from_client, got.ts, got.offset, got.ack, got.value, got.extra) == f
+
+
+def test_records_written_at_once_past_the_buffer_go_round_the_ring_like_the_rest():
+    """Records over FLUSH_AT are written straight to the file; with small ones between them, in
+    a ring they wrap round, every record reads back whole until it is overwritten."""
+    spool = Spool(3 * FLUSH_AT + 1000)
+    written = []
+    for i in range(12):
+        payloads = [bytes([i]) * n for n in ((FLUSH_AT // 3, FLUSH_AT // 2 + i, 7) if i % 3
+                                             else (5, 9))]
+        records = b"".join(record(DATA, True, float(i), i, i, len(p), p) for p in payloads)
+        base = spool.append_records(records)
+        for p in payloads:
+            written.append((base, p))
+            base += HEADER.size + len(p)
+        if i % 4 == 0:
+            spool.append(DATA, False, 0.0, 0, 0, 3, b"abc")
+            written.append((spool.written - HEADER.size - 3, b"abc"))
+        for pos, p in written:
+            got = spool.read(pos)
+            if pos < spool.written - spool.capacity:
+                assert got is None
+            else:
+                assert got is not None and got.extra == p
+        assert os.fstat(spool._fd).st_size <= spool.capacity
 
 
 @settings(max_examples=60, deadline=None)
