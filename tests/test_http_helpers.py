@@ -15,6 +15,7 @@ from engine.events import ConnectionClosed, ConnectionOpened, HttpTransaction
 from tests.captures import all_captures, capture
 from tui.capture import CaptureDriver, SourceSpec
 from tui.exchange_log import EncodedExchanges, decode, row_of
+from tui import http_helpers
 from tui.http_helpers import HttpHelpers
 from tui.messages import EngineUpdate
 
@@ -127,5 +128,17 @@ def test_a_helper_that_dies_is_reported(tmp_path):
             assert helpers.take(packets=0, finished=True) == ([], [])
         assert helpers.finished
         assert helpers.error == "HTTP parsing stopped: helper process 0 ended unexpectedly"
+    finally:
+        helpers.close()
+
+
+def test_the_helpers_pipes_hold_a_message_at_once():
+    """The app's receiving thread waits for the GIL after every read of a pipe: a pipe of
+    Linux's default 64 KiB made a helper wait dozens of times a message."""
+    fcntl = pytest.importorskip("fcntl")
+    helpers = HttpHelpers((capture("zeek/http__get.pcap"),), "", Bounds(), jobs=2)
+    try:
+        sizes = [fcntl.fcntl(r.fileno(), getattr(fcntl, "F_GETPIPE_SZ", 1032)) for r in helpers.receivers]
+        assert sizes == [http_helpers.PIPE_BYTES] * 2
     finally:
         helpers.close()

@@ -327,7 +327,7 @@ def test_a_busy_live_helper_says_how_far_it_is_as_it_goes(tmp_path, monkeypatch)
     messages = []
     while not (messages and messages[-1].final):
         assert receiver.poll(10)
-        messages.append(receiver.recv())
+        messages.append(http_helpers._received(receiver))
     thread.join(10)
     throughs = [m.through for m in messages]
     assert len(messages) >= 40 and throughs == sorted(throughs) and throughs[-1] == 500

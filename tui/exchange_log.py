@@ -82,7 +82,7 @@ class EncodedExchanges:
     __slots__ = ("connections", "lines", "offsets", "records", "starts", "statuses")
 
     def __init__(self) -> None:
-        self.records = bytearray()
+        self.records: bytes | bytearray = bytearray()
         self.starts = array("q")
         self.connections = array("q")
         self.lines: list[str] = []
@@ -93,8 +93,10 @@ class EncodedExchanges:
         return len(self.starts)
 
     def add(self, connection: int, tx: HttpTransaction) -> None:
-        self.starts.append(len(self.records))
-        self.records += record(DATA, False, 0.0, 0, -1, 0, encode(tx))
+        records = self.records
+        assert isinstance(records, bytearray)  # being made, not received
+        self.starts.append(len(records))
+        records += record(DATA, False, 0.0, 0, -1, 0, encode(tx))
         self.connections.append(connection)
         line, status = row_of(tx)
         self.lines.append(line)

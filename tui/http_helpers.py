@@ -60,6 +60,39 @@ class Message(NamedTuple):
     passed_over: int = 0  # packets of a live feed it did not parse, being too far behind
 
 
+PIPE_BYTES = 1 << 20
+"""What a helper's pipe holds (Linux's default is 64 KiB, and fs.pipe-max-size 1 MiB): the app's
+receiving thread needs the GIL again after every read, which the screen and the capture thread
+hold, so a message of a megabyte through a small pipe took tens of such waits."""
+
+
+def _widen(pipe: Pipe) -> None:
+    """Let `pipe` hold PIPE_BYTES, or as much as the system allows (Linux; elsewhere as it is)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except (ImportError, OSError):
+        pass
+
+
+def _send(out: Pipe, message: Message) -> None:
+    """A message, its exchanges' records first as bytes of their own: pickled with the rest they
+    would be copied once more on either side (a megabyte a message, which the app's allocator
+    kept)."""
+    records, message.exchanges.records = message.exchanges.records, bytearray()
+    out.send_bytes(records)
+    out.send(message)
+
+
+def _received(receiver: Pipe) -> Message:
+    """What `_send` sent."""
+    records = receiver.recv_bytes()
+    message: Message = receiver.recv()
+    message.exchanges.records = records
+    return message
+
+
 def _pipeline(bound_fields: dict[str, Any], body_limit: int, shard: tuple[int, int],
               announce: bool) -> tuple[Pipeline, list[int]]:
     """A helper's pipeline, and the list to which it adds the first packet of each connection it
@@ -94,7 +127,7 @@ def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit
     try:
         source = sources.open_files(files, bpf)
     except sources.CaptureError:
-        out.send(Message(0, [], EncodedExchanges(), [], None, True))  # the capture thread says why
+        _send(out, Message(0, [], EncodedExchanges(), [], None, True))  # the capture thread says why
         out.close()
         return
     pipeline, opened = _pipeline(bound_fields, body_limit, shard, announce=False)
@@ -106,7 +139,7 @@ def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit
             exchanges = EncodedExchanges()
             _collect(events, exchanges)
             final = batch is None
-            out.send(Message(pipeline.packets, opened[:], exchanges, [],
+            _send(out, Message(pipeline.packets, opened[:], exchanges, [],
                              None if final else source.progress(), final))
             opened.clear()
             if final:
@@ -153,7 +186,7 @@ def _live_helper(directory: str, lag_files: int, bound_fields: dict[str, Any], b
             else:  # busy: enough for one message, or time to say how far it is (files can go)
                 due = len(exchanges) >= 4096 or now - sent >= SEND_EVERY
             if due:
-                out.send(Message(pipeline.packets, opened[:], exchanges,
+                _send(out, Message(pipeline.packets, opened[:], exchanges,
                                  [(conn, request) for (conn, _), request in seen.items()],
                                  None, False, reader.passed_over))
                 opened.clear()
@@ -178,7 +211,7 @@ def _live_helper(directory: str, lag_files: int, bound_fields: dict[str, Any], b
                 continue  # the kernel's counters, an error: the capture thread's to show
             _collect(events, exchanges, seen)
             if kind == END:
-                out.send(Message(pipeline.packets, opened[:], exchanges, [], None, True,
+                _send(out, Message(pipeline.packets, opened[:], exchanges, [], None, True,
                                  reader.passed_over))
                 break
     except (BrokenPipeError, EOFError):
@@ -229,6 +262,7 @@ class HttpHelpers:
         self.procs: list[Any] = []
         for i in range(jobs):
             receiver, sender = context.Pipe(duplex=False)
+            _widen(receiver)
             fields = {field.name: getattr(share, field.name) for field in dataclass_fields(share)}
             if feed is None:
                 target, args = _helper, (list(files), bpf, fields, body_limit, (i, jobs), sender)
@@ -297,7 +331,7 @@ class HttpHelpers:
             for receiver in ready:
                 i = receivers.index(receiver)  # type: ignore[arg-type]
                 try:
-                    message = receiver.recv()  # type: ignore[union-attr]
+                    message = _received(receiver)  # type: ignore[arg-type]
                 except (EOFError, OSError, ValueError):
                     message = Message(0, [], EncodedExchanges(), [], None, True)
                     if not self.closing:
