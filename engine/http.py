@@ -124,6 +124,10 @@ class _Buffer:
         del data[:count]
         return out
 
+    def skip(self, count: int) -> None:
+        """Take the first `count` bytes (at most all) without looking at them."""
+        del self.data[:count]
+
 
 def _data(buf: _Buffer) -> bytearray:
     """The bytes waiting in a buffer, without copying them."""
@@ -242,9 +246,9 @@ class _ChunkedBody:
                 if not data or data == b"\r":
                     return None
                 if data[:2] == b"\r\n":
-                    buf.maybe_extract_at_most(2)
+                    buf.skip(2)
                 elif data[0] == 0x0A:
-                    buf.maybe_extract_at_most(1)
+                    buf.skip(1)
                     self.bare_lf = True
                 else:
                     raise _BadBody("chunk data not followed by a line end")
@@ -555,7 +559,7 @@ def _drop(side: _Side, size: int) -> None:
     start = side.consumed
     side.lost += size
     side.note_lost(start, start + size)
-    side.buf.maybe_extract_at_most(size)
+    side.buf.skip(size)
 
 
 def _skip_blank_lines(buf: _Buffer) -> None:
@@ -565,7 +569,7 @@ def _skip_blank_lines(buf: _Buffer) -> None:
     while n < len(data) and data[n] in b"\r\n":
         n += 1
     if n:
-        buf.maybe_extract_at_most(n)
+        buf.skip(n)
 
 
 def _partial_head(data: bytes, from_client: bool, anywhere: bool) -> tuple[_Partial, list] | None:
@@ -761,7 +765,7 @@ def _read_head(
     when a head cache may keep it). Raises h11.ProtocolError as h11 does."""
     head: Any = _plain_head(data, end, request) if FAST_PATH and end >= 0 else None
     if head is not None:
-        buf.maybe_extract_at_most(end + 4)
+        buf.skip(end + 4)
         return head, None, None, True
     before = len(buf)
     head, sent, note = _h11_head(buf, request)
@@ -1048,7 +1052,7 @@ class HttpParser:
         head: Any
         try:
             if cached is not None:
-                buf.maybe_extract_at_most(end + 4)
+                buf.skip(end + 4)
                 head, sent, note = cached
             else:
                 head, sent, note, exact = _read_head(buf, data, end, True)
@@ -1147,7 +1151,7 @@ class HttpParser:
         cached = self.heads.responses.get(key) if key is not None else None
         try:
             if cached is not None:
-                buf.maybe_extract_at_most(end + 4)
+                buf.skip(end + 4)
                 head = cached[0]
             else:
                 head, _sent, _note, exact = _read_head(buf, data, end, False)
