@@ -48,6 +48,9 @@ SWITCH_INTERVAL = 0.0005  # seconds; see on_mount
 KEY_HOLD = 0.05  # seconds the capture thread may wait for a key to be answered, at most
 ROWS_BUDGET = 0.02  # seconds of row updates per engine update, at most
 MORE_ROWS_AFTER = 0.03  # seconds before rows left over are drawn when no update comes
+# Seconds between redraws while a file is read: its updates come as fast as the screen takes
+# them, and a redraw of every one was half of the app's CPU on a big file.
+FILE_REDRAW = 0.25
 
 
 class Searched(Message):
@@ -105,6 +108,7 @@ class WirepeekApp(App[None]):
         self._since_scan: set[int] = set()  # connections that changed while it ran
         self.paused = False
         self._more_rows_due = False  # a timer will draw the rows left over
+        self._drawn_at = 0.0  # when the rows were last redrawn (time.monotonic)
         self.generation = 0
         self.status: CaptureStatus | None = None
         self.stats: Stats | None = None
@@ -229,10 +233,16 @@ class WirepeekApp(App[None]):
                 stream.set_marks(self.store.http.get(update.stream_id, []))
             if update.stream:
                 stream.add(update.stream)
-        if not self.paused:
+        if not self.paused and not self._redraw_due_in():
             self._redraw()
         self._show_status()
         self._rows_left()
+
+    def _redraw_due_in(self) -> float:
+        """Seconds before rows may be redrawn: none when live, else FILE_REDRAW after the last."""
+        if self.status is None or self.status.live:
+            return 0.0
+        return max(0.0, self._drawn_at + FILE_REDRAW - time.monotonic())
 
     def _rows_left(self) -> None:
         """Rows that did not fit in an update's time are drawn soon after, whether or not
@@ -240,7 +250,7 @@ class WirepeekApp(App[None]):
         if self.store.changed and not self.paused:
             if not self._more_rows_due:
                 self._more_rows_due = True
-                self.set_timer(MORE_ROWS_AFTER, self._more_rows)
+                self.set_timer(max(MORE_ROWS_AFTER, self._redraw_due_in()), self._more_rows)
         elif self.status is not None and self.status.finished and not self.status.live:
             self.file_done.set()
 
@@ -254,6 +264,7 @@ class WirepeekApp(App[None]):
         self._rows_left()
 
     def _redraw(self) -> None:
+        self._drawn_at = time.monotonic()
         changed, removed = self.store.take_changes()
         if self.searching is not None:
             self._since_scan |= changed
