@@ -275,22 +275,29 @@ def test_the_capture_process_changes_its_filter_and_says_when_it_cannot():
 
 
 @root
-def test_the_capture_process_and_its_files_go_when_the_app_is_killed():
+@pytest.mark.parametrize("how", ["SIGKILL to the app", "SIGHUP to the group", "SIGTERM to the group"])
+def test_the_capture_process_and_its_files_go_when_the_app_is_killed(how):
+    """Killed alone, or with its process group as when its terminal closes (tmux kill-server
+    hangs up every process of the pane) or its job is killed: nothing is left running or in the
+    temporary directory."""
     import signal
     import subprocess
     import sys
 
+    name = how.split()[0]
+    kill = "os.kill(os.getpid(), signal.SIGKILL)" if how.endswith("app") else f"os.killpg(0, signal.{name})"
     script = (
         "import os, signal, sys\n"
         "from engine import sources\n"
         "from tui.live_feed import FeedCapture\n"
         "feed = FeedCapture(sources.open_live(['lo'], 'tcp port 1'), 1 << 26)\n"
         "print(feed.dir, feed.pid, flush=True)\n"
-        "os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"{kill}\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.dirname(__file__)), timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+                          cwd=os.path.dirname(os.path.dirname(__file__)), timeout=30,
+                          start_new_session=True)
+    assert proc.returncode == -getattr(signal, name)
     directory, pid = proc.stdout.split()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and os.path.exists(directory):

@@ -191,8 +191,33 @@ class FeedReader:
         os.close(self.fd)
 
 
-def _capture(source: sources.LiveCapture, feed: LiveFeed, commands: socket.socket) -> None:
-    """The capture process: read the kernel, append to the feed, answer filter changes."""
+class _Stopped(Exception):
+    """The capture process was asked to end (SIGTERM)."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped
+
+
+def _capture(source: sources.LiveCapture, feed: LiveFeed, commands: socket.socket,
+             signals: set[signal.Signals]) -> None:
+    """The capture process: read the kernel, append to the feed, answer filter changes.
+    signals: the signal mask to restore (signals that came since the fork are taken now)."""
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, signals)
+        _read(source, feed, commands)
+        # The readers may still be reading what was written: the feed goes when the app does
+        # (also when it was killed, so nothing is left behind in the temporary directory).
+        while _receive(commands) is not None:
+            commands.sendall(_frame("error:the capture has ended"))
+    except (OSError, _Stopped):
+        pass
+    finally:
+        shutil.rmtree(feed.dir, ignore_errors=True)
+
+
+def _read(source: sources.LiveCapture, feed: LiveFeed, commands: socket.socket) -> None:
+    """Read the kernel into the feed until the capture fails or the app goes."""
     quiet_since = time.monotonic()
     stats_at = 0.0
     read_at = 0.0
@@ -239,14 +264,6 @@ def _capture(source: sources.LiveCapture, feed: LiveFeed, commands: socket.socke
         except OSError:
             pass
         source.close()
-    # The readers may still be reading what was written: the feed goes when the app does (also
-    # when it was killed, so nothing is left behind in the temporary directory).
-    try:
-        while _receive(commands) is not None:
-            commands.sendall(_frame("error:the capture has ended"))
-    except OSError:
-        pass
-    shutil.rmtree(feed.dir, ignore_errors=True)
 
 
 def _frame(text: str) -> bytes:
@@ -294,21 +311,29 @@ class FeedCapture:
         self.dir = tempfile.mkdtemp(prefix="wirepeek-live-")
         feed = LiveFeed(self.dir, limit)
         ours, theirs = socket.socketpair()
+        # Held from the fork until the capture process has chosen what they do to it.
+        held = {signal.SIGINT, signal.SIGHUP, signal.SIGTERM}
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
         pid = os.fork()
         if pid == 0:  # the capture process
             status = 0
             try:
                 ours.close()
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the app stops it, by the pipe
+                # The app stops it, by the pipe: when a terminal closes (SIGHUP) or a key
+                # interrupts (SIGINT), the app goes and then it does, taking the feed with it.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, _stop)  # asked to end: it does, feed and all
                 try:
                     os.nice(-10)  # first on a busy machine, as the kernel's buffer waits for it
                 except OSError:
                     pass  # not allowed: as the app
-                _capture(source, feed, theirs)
+                _capture(source, feed, theirs, before)
             except BaseException:
                 status = 1
             finally:
                 os._exit(status)
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
         theirs.close()
         os.close(feed.fd)
         source.close()  # our copy: the capture process has its own
