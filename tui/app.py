@@ -48,9 +48,11 @@ SWITCH_INTERVAL = 0.0005  # seconds; see on_mount
 KEY_HOLD = 0.05  # seconds the capture thread may wait for a key to be answered, at most
 ROWS_BUDGET = 0.02  # seconds of row updates per engine update, at most
 MORE_ROWS_AFTER = 0.03  # seconds before rows left over are drawn when no update comes
-# Seconds between redraws while a file is read: its updates come as fast as the screen takes
-# them, and a redraw of every one was half of the app's CPU on a big file.
-FILE_REDRAW = 0.25
+# Seconds between redraws while a file is read, or while a live capture's thread is behind
+# the traffic: updates then come as fast as the screen takes them, and a redraw of every one
+# was half of the app's CPU on a big file, and under heavy live traffic held the interpreter
+# (the GIL) from the capture thread for as long.
+BUSY_REDRAW = 0.25
 
 
 class Searched(Message):
@@ -60,6 +62,17 @@ class Searched(Message):
         super().__init__()
         self.search = search
         self.generation = generation
+
+
+def _alarming(before: CaptureStatus | None, after: CaptureStatus) -> bool:
+    """Whether the status bar must say at once what changed, even between redraws: packets lost
+    (the kernel's drops, the backlog's skips), an error, the end of a file."""
+    if before is None:
+        return True
+    lost = [(s.capture.dropped + s.capture.if_dropped if s.capture else 0, s.skipped)
+            for s in (before, after)]
+    return (lost[1] != lost[0] or after.error != before.error
+            or after.finished != before.finished or after.shedding != before.shedding)
 
 
 class WirepeekApp(App[None]):
@@ -222,6 +235,7 @@ class WirepeekApp(App[None]):
             self.query_one(ConnectionsTable).clear()
             self.selected = None
             self._show_detail()
+        before = self.status
         self.store.apply(update.events)
         if update.exchanges:
             self.store.apply_encoded(update.exchanges)
@@ -233,16 +247,20 @@ class WirepeekApp(App[None]):
                 stream.set_marks(self.store.http.get(update.stream_id, []))
             if update.stream:
                 stream.add(update.stream)
-        if not self.paused and not self._redraw_due_in():
-            self._redraw()
-        self._show_status()
+        if not self._redraw_due_in():
+            if not self.paused:
+                self._redraw()
+            self._show_status()
+        elif _alarming(before, update.status):
+            self._show_status()
         self._rows_left()
 
     def _redraw_due_in(self) -> float:
-        """Seconds before rows may be redrawn: none when live, else FILE_REDRAW after the last."""
-        if self.status is None or self.status.live:
+        """Seconds before rows and status may be redrawn: none for a live capture that keeps
+        up, else BUSY_REDRAW after the last redraw."""
+        if self.status is None or (self.status.live and not self.status.behind):
             return 0.0
-        return max(0.0, self._drawn_at + FILE_REDRAW - time.monotonic())
+        return max(0.0, self._drawn_at + BUSY_REDRAW - time.monotonic())
 
     def _rows_left(self) -> None:
         """Rows that did not fit in an update's time are drawn soon after, whether or not
@@ -264,7 +282,7 @@ class WirepeekApp(App[None]):
         self._rows_left()
 
     def _redraw(self) -> None:
-        self._drawn_at = time.monotonic()
+        self._drawn_at = time.monotonic()  # (paused, the status bar is still drawn)
         changed, removed = self.store.take_changes()
         if self.searching is not None:
             self._since_scan |= changed

@@ -644,6 +644,7 @@ class CaptureDriver:
             # (Each helper reads every packet, parsing its share: one passing over a packet
             # leaves its share's HTTP in it unparsed, so the most any passed over.)
             unparsed=max(helpers.passed_over) if helpers is not None else 0,
+            behind=isinstance(source, FeedCapture) and source.reader.behind(1),
         )
         self.post(EngineUpdate(pending.take(), pipeline.stats(), status, stream_id, chunks, reset,
                                self.generation, pending.take_exchanges()))

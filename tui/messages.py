@@ -33,6 +33,9 @@ class CaptureStatus:
     unparsed: int = 0
     # Exchanges of connections the capture thread no longer had (evicted) when a helper sent them.
     unmapped: int = 0
+    # The capture thread is a file of the live feed (16 MiB) or more behind the capture process:
+    # the screen redraws less often, so that the thread has the interpreter more of the time.
+    behind: bool = False
 
 
 class EngineUpdate(Message):

@@ -155,6 +155,7 @@ class HttpView(Vertical):
         self.protocol: str | None = None
         self.positions: list[int] | None = None  # under a search: the exchanges that matched
         self._listed = 0  # exchanges of the list taken so far (or positions, under a search)
+        self._summary: Text | None = None  # what the summary line says
 
     def compose(self) -> ComposeResult:
         yield Static(id="http-summary")
@@ -223,7 +224,10 @@ class HttpView(Vertical):
             text = Text(" · ".join(words), "bold")
             if evicted:
                 text.append(f" · {gone}", "yellow")
-        self.query_one("#http-summary", Static).update(text)
+        summary = self.query_one("#http-summary", Static)
+        if text != self._summary:  # one line high: no layout to redo
+            self._summary = text
+            summary.update(text, layout=False)
 
     @on(VirtualTable.Selected, "#exchanges")
     def _selected(self, event: VirtualTable.Selected) -> None:

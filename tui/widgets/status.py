@@ -36,6 +36,8 @@ class StatusBar(Static):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.last: tuple[float, int] | None = None  # (monotonic time, packets) for the rate
         self.rate = 0.0
+        self.shown: Text | None = None
+        self.lines = 0
 
     def show(self, status: CaptureStatus, stats: Stats, paused: bool, now: float, shown: int,
              memory: MemoryReading | None = None,
@@ -104,4 +106,11 @@ class StatusBar(Static):
             out.append(f"│ {stats.unparsed_connections:,} unparsed ", "yellow")
         if status.error:
             out.append(f"│ {escape_text(status.error)}", "bold red")
-        self.update(fold(out, self.size.width or 80))
+        text = fold(out, self.size.width or 80)
+        if text == self.shown:
+            return
+        lines = text.plain.count("\n") + 1
+        # A layout of the whole screen only when the bar's height changes (one line or two):
+        # redone for every update, it was most of what the screen cost under heavy traffic.
+        self.update(text, layout=lines != self.lines)
+        self.shown, self.lines = text, lines
