@@ -118,6 +118,41 @@ def test_a_reader_far_behind_passes_over_batches_and_counts_their_packets(tmp_pa
     assert kind == BATCH and len(meta) // 16 == 10 and reader.passed_over == 400
 
 
+def test_files_a_helper_holds_past_the_bound_go_and_it_jumps_over_them(tmp_path, monkeypatch):
+    """The capture thread must keep up; a helper need not: past `keep` files it has left, the
+    capture thread deletes them whatever the helpers have read, and a helper that finds its next
+    file gone goes on from the oldest one left, the packets between passed over, so that it
+    numbers packets as every other reader does."""
+    monkeypatch.setattr(LiveFeed, "SEGMENT", 4096)
+    feed = LiveFeed(str(tmp_path), limit=1 << 20)
+    ahead, helper = FeedReader(str(tmp_path)), FeedReader(str(tmp_path))
+    for i in range(5):
+        feed.add(batch(10, first=i))
+    first = helper.next()  # the helper reads one batch, and is in file 0
+    assert first is not None and first[0] == BATCH and helper.packets == 10
+    for i in range(5, 60):
+        feed.add(batch(10, first=i))
+    while ahead.next() is not None:
+        pass
+    assert ahead.packets == 600 and len(ahead.left) == feed.index
+    ahead.release(through=helper.packets, keep=2)  # the helper has read 10 packets
+    assert len(ahead.left) == 2 and len(os.listdir(tmp_path)) == 3
+    got = []
+    while (record := helper.next()) is not None:
+        got.append(record)
+    batches = [len(meta) // 16 for kind, _, _, _, meta in got if kind == BATCH]
+    skips = [int(value) for kind, _, value, _, _ in got if kind == SKIP]
+    assert len(skips) == 1 and 10 + skips[0] + sum(batches) == 600 == helper.packets
+    assert helper.passed_over == skips[0] > 0
+    # Each batch it read, before the jump (the rest of the file it had open) and after, comes
+    # where the capture thread numbered it: batch i holds packets 10 * i on.
+    packets = 10
+    for kind, _, value, data, meta in got:
+        if kind == BATCH:
+            assert data[0] == packets // 10
+        packets += int(value) if kind == SKIP else len(meta) // 16
+
+
 class KeepAliveServer(LoopbackServer):
     """HTTP/1.1 on loopback: every request on a connection answered in turn, with its number."""
 

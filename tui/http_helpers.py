@@ -267,9 +267,10 @@ class HttpHelpers:
             if feed is None:
                 target, args = _helper, (list(files), bpf, fields, body_limit, (i, jobs), sender)
             else:
-                # Behind by three quarters of the feed's bound, a helper passes over batches:
-                # the rest is the capture thread's, which must not be left behind for HTTP.
-                lag = max(2, feed.limit * 3 // 4 // LiveFeed.SEGMENT)
+                # Behind by three eighths of the feed's bound, a helper passes over batches;
+                # holding half of it, its files go anyway (it jumps over them): the rest is the
+                # capture thread's, which must not be left behind for HTTP.
+                lag = max(2, feed.limit * 3 // 8 // LiveFeed.SEGMENT)
                 target, args = _live_helper, (feed.dir, lag, fields, body_limit, (i, jobs),
                                               sender)
             proc = context.Process(target=target, args=args, daemon=True)
@@ -375,7 +376,8 @@ class HttpHelpers:
         while order and order[0] < past:
             opened_at.pop(order.popleft(), None)
         if self.feed is not None:
-            self.feed.reader.release(past)  # the feed's files every reader is past
+            # The feed's files every reader is past, and those past half of its bound.
+            self.feed.reader.release(past, max(1, self.feed.limit // 2 // LiveFeed.SEGMENT))
         return out, waiting
 
     def close(self) -> None:

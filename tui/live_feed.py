@@ -13,8 +13,12 @@ counted as skipped, like the kernel's drops, and every reader numbers them all t
 
 The feed is a sequence of records (`_RECORD` then the data): a batch; a flush (no packet came for
 a while: readers expire idle connections at the wall time it carries, so all agree); a skip; the
-kernel's counters; an error (the capture failed); the end; and, as the last record of a full
-file, the move to the next file. A file is deleted once every reader is past it.
+kernel's counters; an error (the capture failed); the end; as the last record of a full file, the
+move to the next file; and as the first of every file, the number of packets before it. A file
+is deleted once every reader is past it, or, when the helpers hold half of the bound, once the
+capture thread is: the capture thread must keep up with the traffic, the helpers need not. A
+helper whose next file went finds the oldest one left and numbers its packets from there, the
+packets between counted as passed over.
 
 Filter changes go to the capture process over a pipe, which it answers; when the app goes, the
 pipe closes and the process ends.
@@ -41,7 +45,7 @@ from engine.bounds import MiB, Bounds
 # that follow (a batch's data and index; a message, or the kernel's counters, as the first).
 _RECORD = struct.Struct("<BxHdII")
 _COUNTERS = struct.Struct("<QQQ")
-BATCH, FLUSH, SKIP, STATS, ERROR, END, NEXT = 1, 2, 3, 4, 5, 6, 7
+BATCH, FLUSH, SKIP, STATS, ERROR, END, NEXT, START = 1, 2, 3, 4, 5, 6, 7, 8
 
 NO_PACKETS = Batch(sources.ETHERNET, b"", b"")  # what a wait that saw none gives
 FEED_BYTES = 256 * MiB  # the bound with --spool 0 (see feed_bytes)
@@ -73,7 +77,9 @@ class LiveFeed:
         self.full: deque[tuple[int, int]] = deque()  # (file, its bytes), not deleted when seen
         self.kept = 0  # bytes of those
         self.skipped = 0
+        self.packets = 0  # written, as batches or skips
         self.ended = False
+        self._write(START, value=0)
 
     def path(self, index: int) -> str:
         return os.path.join(self.dir, str(index))
@@ -103,13 +109,15 @@ class LiveFeed:
             self.skipped += n
         else:
             self._write(BATCH, batch.linktype, 0.0, batch.data, batch.meta)
+        self.packets += n
         if self.size >= self.SEGMENT:
             fd = self._create(self.index + 1)  # before the record that sends readers to it
+            os.write(fd, _RECORD.pack(START, 0, self.packets, 0, 0))
             self._write(NEXT)
             os.close(self.fd)
             self.full.append((self.index, self.size))
             self.kept += self.size
-            self.index, self.fd, self.size = self.index + 1, fd, 0
+            self.index, self.fd, self.size = self.index + 1, fd, _RECORD.size
 
     def flush(self, now: float) -> None:
         self._write(FLUSH, value=now)
@@ -149,7 +157,8 @@ class FeedReader:
 
     def next(self) -> tuple[int, int, float, bytes, bytes] | None:
         """The next record (kind, link type, value, first part, second part), or None while it
-        is not written yet."""
+        is not written yet. After a jump over files deleted before this reader got to them
+        (see `release`), a skip of the packets they held."""
         while True:
             head = os.pread(self.fd, _RECORD.size, self.offset)
             if len(head) < _RECORD.size:
@@ -170,20 +179,42 @@ class FeedReader:
                 self.packets += second_len // 16
             elif kind == SKIP:
                 self.packets += int(value)
+            elif kind == START:
+                jumped = int(value) - self.packets
+                if jumped > 0:  # files this reader had not read went
+                    self.packets += jumped
+                    self.passed_over += jumped
+                    return SKIP, 0, float(jumped), b"", b""
+                continue
             if kind != NEXT:
                 return kind, linktype, value, body[:first_len], body[first_len:]
             self.left.append((self.index, self.packets))
             os.close(self.fd)
-            self.index += 1
-            self.fd = os.open(os.path.join(self.dir, str(self.index)), os.O_RDONLY)
+            self.fd = self._open_next()
             self.offset = 0
 
-    def release(self, through: int) -> None:
-        """Delete the files this reader has left whose packets every other reader has read
-        (`through`: the fewest packets another reader has read)."""
-        while self.left and self.left[0][1] <= through:
+    def _open_next(self) -> int:
+        """The next file; if it went (released while this reader was behind), the oldest one
+        after it that is left (its first record says how many packets came before it)."""
+        while True:
+            self.index += 1
             try:
-                os.unlink(os.path.join(self.dir, str(self.left.popleft()[0])))
+                return os.open(os.path.join(self.dir, str(self.index)), os.O_RDONLY)
+            except FileNotFoundError:
+                left = [int(name) for name in os.listdir(self.dir) if name.isdigit()]
+                later = [i for i in left if i > self.index]
+                if not later:
+                    raise
+                self.index = min(later) - 1
+
+    def release(self, through: int, keep: int | None = None) -> None:
+        """Delete the files this reader has left whose packets every other reader has read
+        (`through`: the fewest packets another reader has read); and, past `keep` files left
+        and not deleted, the oldest of them whatever the others (they jump over them)."""
+        left = self.left
+        while left and (left[0][1] <= through or (keep is not None and len(left) > keep)):
+            try:
+                os.unlink(os.path.join(self.dir, str(left.popleft()[0])))
             except OSError:
                 pass
 
