@@ -658,19 +658,45 @@ _FIELD_LINES = re.compile(rb"(?:" + token.encode("ascii") + rb":[^\r]*\r\n)*")
 _CONTENT_LENGTH = re.compile(rb"[0-9]{1,20}")
 
 
-class _Head(NamedTuple):
+class _Head:
     """A plain head read by `_plain_head`: the fields h11's events have, its header fields as
-    sent (as text: each byte a Latin-1 character), and its framing headers already checked."""
+    sent (as text: each byte a Latin-1 character), and its framing headers already checked.
+    (A class of the compiled module, not a named tuple: two are made an exchange, and a named
+    tuple is made by an interpreted function.)"""
 
-    method: bytes
-    target: bytes
-    http_version: bytes
-    status_code: int  # 0 for a request
-    reason: bytes
-    fields: Headers
-    length: int | None  # its Content-Length
-    chunked: bool  # Transfer-Encoding: chunked
-    upgrade: bool  # it has an Upgrade field
+    __slots__ = (
+        "chunked",
+        "fields",
+        "http_version",
+        "length",
+        "method",
+        "reason",
+        "status_code",
+        "target",
+        "upgrade",
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        http_version: bytes,
+        status_code: int,  # 0 for a request
+        reason: bytes,
+        fields: Headers,
+        length: int | None,  # its Content-Length
+        chunked: bool,  # Transfer-Encoding: chunked
+        upgrade: bool,  # it has an Upgrade field
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.http_version = http_version
+        self.status_code = status_code
+        self.reason = reason
+        self.fields = fields
+        self.length = length
+        self.chunked = chunked
+        self.upgrade = upgrade
 
     def framing(self, method: bytes) -> tuple[str, tuple[Any, ...]]:
         """What h11's `_body_framing(method, event)` says for the same head."""
