@@ -682,30 +682,39 @@ def _tls_hello_reader(conn: Connection, emit: Callable[[Event], None]) -> Stream
     return TlsHelloReader()
 
 
+_STATE_TEXT = {state: state.value for state in State}
+_new_tuple = tuple.__new__
+
+
 def snapshot(conn: Connection) -> ConnectionInfo:
+    # Made as a tuple in C: a named tuple's own constructor is an interpreted function, and a
+    # snapshot is made for every connection that changed, every batch.
     c, s = conn.client, conn.server
     client, server = conn.endpoints()
-    return ConnectionInfo(
-        conn.id,
-        client,
-        server,
-        conn.state.value if conn.state else "MIDSTREAM",
-        conn.conn_state(),
-        conn.history,
-        conn.direction_guessed,
-        conn.first_ts,
-        conn.last_ts,
-        (c.packets, s.packets),
-        (c.delivered, s.delivered),
-        (c.missing, s.missing),
-        (c.retransmitted, s.retransmitted),
-        conn.inconsistent,
-        conn.protocol,
-        conn.sni,
-        conn.alpn,
-        conn.kept_bytes,
-        conn.dropped_kept,
-        conn.first_packet,
-        conn.server_hello,
-        conn.last_packet,
+    return _new_tuple(
+        ConnectionInfo,
+        (
+            conn.id,
+            client,
+            server,
+            _STATE_TEXT[conn.state] if conn.state else "MIDSTREAM",
+            conn.conn_state(),
+            conn.history,
+            conn.direction_guessed,
+            conn.first_ts,
+            conn.last_ts,
+            (c.packets, s.packets),
+            (c.delivered, s.delivered),
+            (c.missing, s.missing),
+            (c.retransmitted, s.retransmitted),
+            conn.inconsistent,
+            conn.protocol,
+            conn.sni,
+            conn.alpn,
+            conn.kept_bytes,
+            conn.dropped_kept,
+            conn.first_packet,
+            conn.server_hello,
+            conn.last_packet,
+        ),
     )

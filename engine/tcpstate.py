@@ -18,6 +18,10 @@ import enum
 
 
 class State(enum.Enum):
+    # Members are singletons compared by identity: hashed by it too, in C (Enum's own hash is
+    # an interpreted function, and every state change looks two members up in TRANSITIONS).
+    __hash__ = object.__hash__
+
     SYN_SENT = "SYN_SENT"
     SYN_RECEIVED = "SYN_RECEIVED"
     ESTABLISHED = "ESTABLISHED"
@@ -29,6 +33,8 @@ class State(enum.Enum):
 
 
 class Signal(enum.Enum):
+    __hash__ = object.__hash__  # as State's
+
     SYN = "SYN"  # SYN without ACK
     SYN_ACK = "SYN_ACK"
     ACK = "ACK"  # anything else without SYN, FIN or RST
