@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from textual.app import App, ComposeResult
 
 from engine.events import ConnectionClosed, ConnectionInfo, ConnectionOpened, ConnectionUpdated
@@ -260,3 +262,25 @@ async def test_new_connections_arrive_without_moving_the_cursor_or_the_view():
             assert table.scroll_offset.y == top
         assert len(app.seen) == seen  # nothing told the app the selection changed
         assert table.order[-1] == 399
+
+
+@given(st.lists(st.tuples(st.integers(0, 300), st.integers(0, 50)), max_size=400),
+       st.lists(st.integers(0, 300), max_size=200), st.booleans())
+@settings(max_examples=150, deadline=None)
+def test_sorted_rows_stay_in_order_whether_rows_go_few_or_many_at_once(puts, gone, descending):
+    from tui.widgets.table import SortedRows
+
+    rows = SortedRows()
+    rows.descending = descending
+    expected: dict[int, int] = {}
+    for row, value in puts:
+        rows.put(row, value)
+        expected[row] = value
+    for chunk in (gone[:3], gone[3:]):  # a few rows one by one, then the rest in one pass
+        rows.remove(chunk)
+        for row in chunk:
+            expected.pop(row, None)
+    order = sorted(expected, key=lambda row: (expected[row], row), reverse=descending)
+    assert rows.ids() == order and len(rows) == len(order)
+    assert [rows.at(i) for i in range(len(order))] == order
+    assert all(rows.index(row) == i for i, row in enumerate(order))

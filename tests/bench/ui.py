@@ -18,7 +18,7 @@ connections (tests.bench.ui_packets) and the HTTP views on connections of 3,000 
 (tests.bench.views).
 
     python -m tests.bench.ui [--connections N] [--rate PPS] [--flat-out] [--packets-tab N ...]
-                             [--stream-only] [--packets-tab-only] [--views-only]
+                             [--stream-only] [--packets-tab-only] [--views-only] [--paced-only]
 """
 
 from __future__ import annotations
@@ -36,12 +36,13 @@ from textual import events
 
 from engine import sources
 from engine.batch import META, Batch
-from engine.bounds import Bounds
+from engine.bounds import Bounds, MiB
 from tests.bench import stream_ui, ui_packets, views
 from tests.bench.run import workload_file
 from tests.bench.frames import record_frames
 from tui.app import WirepeekApp
 from tui.capture import SourceSpec
+from tui.memory import MemorySplit
 from tui.widgets.connections import ConnectionsTable
 
 SIZE = (120, 40)
@@ -63,6 +64,9 @@ def slice_batch(batch: Batch, start: int, end: int, now: float | None = None) ->
         meta[0::4] = array("I", [int(now)]) * count
         meta[1::4] = array("I", [int(now % 1 * 1e6)]) * count
     return Batch(batch.linktype, batch.data[base:stop], meta.tobytes())
+
+
+ROWS_MEMORY = 1536 * MiB  # --memory under which the store keeps 110,000 connections' rows
 
 
 class PacedFile:
@@ -248,6 +252,8 @@ def main() -> int:
     parser.add_argument("--packets-tab-only", action="store_true")
     parser.add_argument("--stream-only", action="store_true",
                         help="only the Stream tab's figures (tests.bench.stream_ui)")
+    parser.add_argument("--paced-only", action="store_true",
+                        help="only the list of 100,000+ connections with traffic flowing")
     parser.add_argument("--views-only", action="store_true",
                         help="only the HTTP views' figures (tests.bench.views)")
     args = parser.parse_args()
@@ -255,21 +261,29 @@ def main() -> int:
         return ui_packets.main(args.packets_tab)
     if args.views_only:
         return views.main()
-    stream_ui.main([])  # the Stream tab on a 2 MB download: open, x, Home, End
-    if args.stream_only:
-        return 0
-    views.main()  # the HTTP tab on connections of 3,000 exchanges
+    if not args.paced_only:
+        stream_ui.main([])  # the Stream tab on a 2 MB download: open, x, Home, End
+        if args.stream_only:
+            return 0
+        views.main()  # the HTTP tab on connections of 3,000 exchanges
     path, facts = workload_file("conn_per_request_http", {"connections": args.connections})
     target = min(100_000, args.connections)
     print(f"workload: {facts['packets']:,} packets, {args.connections:,} connections "
           f"(one HTTP request each)")
     paced = SourceSpec(opened=PacedFile(str(path), args.rate))  # type: ignore[arg-type]
-    app = WirepeekApp(paced, "", Bounds(max_connections=250_000))
+    # Room for every row: under the default --memory the store keeps about 55,000 connections'
+    # rows and forgets the oldest closed ones past that, and the list would never be this long.
+    split = MemorySplit.of(ROWS_MEMORY)
+    bounds = Bounds(max_connections=250_000, memory_budget=split.engine)
+    app = WirepeekApp(paced, "", bounds, split)
+    print(f"(the app as with --memory {ROWS_MEMORY // MiB}, so that its store keeps every row)")
     report(f"paced at {args.rate:,.0f} packets/s", asyncio.run(measure(app, args.presses, target)),
            since_rows=target)
     if args.flat_out:
-        app = WirepeekApp(SourceSpec(files=(str(path),)), "", Bounds(max_connections=250_000))
+        app = WirepeekApp(SourceSpec(files=(str(path),)), "", bounds, split)
         report("flat out", asyncio.run(measure(app, args.presses, 0)))
+    if args.paced_only:
+        return 0
     return ui_packets.main(args.packets_tab)
 
 

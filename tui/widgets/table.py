@@ -41,6 +41,8 @@ class SortedRows:
     """Row ids in the order of their sort values (ties by id), ascending; `descending` reads the
     same list from its end. Adding, moving and finding a row are binary searches."""
 
+    FEW = 32  # rows removed one by one; more go in one pass
+
     def __init__(self) -> None:
         self.keys: list[tuple[Any, Any]] = []  # (value, id), ascending
         self.value: dict[Hashable, Any] = {}
@@ -64,10 +66,19 @@ class SortedRows:
         return True
 
     def remove(self, rows: Iterable[Hashable]) -> None:
-        for row in rows:
-            old = self.value.pop(row, _ABSENT)
-            if old is not _ABSENT:
-                del self.keys[bisect_left(self.keys, (old, row))]
+        rows = list(rows)
+        if len(rows) <= self.FEW:
+            for row in rows:
+                old = self.value.pop(row, _ABSENT)
+                if old is not _ABSENT:
+                    del self.keys[bisect_left(self.keys, (old, row))]
+            return
+        # Many at once (the store forgets thousands of rows past its budget): one pass over
+        # the list, not a deletion, and so a shift of the list, for each.
+        value = self.value
+        gone = {row for row in rows if value.pop(row, _ABSENT) is not _ABSENT}
+        if gone:
+            self.keys = [key for key in self.keys if key[1] not in gone]
 
     def clear(self) -> None:
         self.keys.clear()
