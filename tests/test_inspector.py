@@ -338,3 +338,55 @@ def test_a_connection_closed_but_still_lingering_opens_its_stream_at_the_top():
     for state, live in [("ESTABLISHED", True), ("FIN_WAIT", True), ("CLOSED", False), ("RESET", False)]:
         app.store.connections[1] = info(1)._replace(state=state)
         assert app._stream_facts(1)[2] is live, state
+
+
+@pytest.mark.asyncio
+async def test_the_open_list_follows_a_connection_past_its_cap_without_starting_again(monkeypatch):
+    """Past a connection's cap the store forgets its oldest exchanges and gives a new, shorter
+    list: the open HTTP tab moves its rows up by as many (no reading of the whole list again),
+    and the cursor stays on the exchange it was on."""
+    from textual.app import App, ComposeResult
+
+    from engine.events import ConnectionOpened
+    from tests.test_connections_table import info
+    from tests.test_store import exchange
+    from tui import store as store_module
+    from tui.store import TrafficStore
+
+    monkeypatch.setattr(store_module, "MAX_TRANSACTIONS_PER_CONNECTION", 40)
+    monkeypatch.setattr(store_module, "MAX_KEPT", 45)
+    store = TrafficStore(budget=10**12)
+    store.apply((ConnectionOpened(info(0)),))
+
+    class ViewApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield HttpView()
+
+    app = ViewApp()
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.query_one(HttpView)
+        table = view.table
+        sent = 0
+
+        def more(n: int) -> None:
+            nonlocal sent
+            store.apply(tuple(exchange(0, sent + i, body=5) for i in range(n)))
+            sent += n
+            view.show(0, store.exchanges(0))
+
+        more(44)
+        assert table.row_count == 44
+        table.select(30)  # exchange 30
+        await pilot.pause()
+        read = []
+        original = store.log.read
+        monkeypatch.setattr(store.log, "read", lambda *a: read.append(a) or original(*a))
+        more(3)  # the 46th sends the first 6 away, the 47th comes after: 41 are left
+        kept = store.http[0]
+        assert (len(kept), kept.start) == (41, 6) and table.row_count == 41
+        assert table.transaction(table.selected_id()).index == 30
+        assert [table.transaction(table.rows.at(i)).index for i in (0, 40)] == [6, 46]
+        assert len(read) < 20  # the new rows and what is drawn, not the 41 again
+        more(60)  # the cursor's exchange goes too: the cursor goes to the first row
+        assert table.transaction(table.rows.at(0)).index == sent - table.row_count
+        assert table.cursor_row == 0

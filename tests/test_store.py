@@ -337,3 +337,32 @@ def test_ended_connections_go_before_open_ones_and_do_not_come_back():
     store.apply((ConnectionClosed(info(1)._replace(state="CLOSED"), "reused"),))
     assert 1 not in store.connections and 1 not in store.closed
     assert store.evicted == 2 and store.cost == recount(store)
+
+
+@pytest.mark.parametrize("encoded", [False, True])
+def test_a_connection_past_its_cap_keeps_its_newest_exchanges(monkeypatch, encoded):
+    """Live, the newest exchanges of a long keep-alive connection are what one looks at: past
+    the cap the oldest go (an eighth of it at a time), counted, as past the other bounds."""
+    from tui import store as store_module
+    from tui.exchange_log import EncodedExchanges
+
+    monkeypatch.setattr(store_module, "MAX_TRANSACTIONS_PER_CONNECTION", 40)
+    monkeypatch.setattr(store_module, "MAX_KEPT", 45)
+    store = TrafficStore(budget=10**12)
+    store.apply((ConnectionOpened(info(0)), ConnectionOpened(info(1))))
+    for i in range(200):
+        txs = [exchange(0, i, body=10)] + ([exchange(1, i, body=10)] if i < 30 else [])
+        if encoded:
+            batch = EncodedExchanges()
+            for tx in txs:
+                batch.add(tx.connection, tx)
+            store.apply_encoded([batch])
+        else:
+            store.apply(tuple(txs))
+        assert 40 <= len(store.http[0]) <= 45 or i < 45
+    kept = store.http[0]
+    assert [tx.index for tx in kept] == list(range(200 - len(kept), 200))
+    assert store.evicted_exchanges == 200 - len(kept) == store.dropped[0]
+    assert len(store.http[1]) == 30 and 1 not in store.dropped
+    assert store.summary(0).startswith("GET /items/0/199 ")
+    assert store.cost == recount(store)

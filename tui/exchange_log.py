@@ -167,12 +167,16 @@ class Exchanges(Sequence[HttpTransaction]):
     back on each access. The store appends to it; when it forgets the oldest it makes a new
     one, so that a view holding this one sees no shift."""
 
-    __slots__ = ("connection", "log", "positions")
+    __slots__ = ("connection", "log", "positions", "start")
 
-    def __init__(self, log: ExchangeLog, connection: int, positions: array[int] | None = None) -> None:
+    def __init__(self, log: ExchangeLog, connection: int, positions: array[int] | None = None,
+                 start: int = 0) -> None:
         self.log = log
         self.connection = connection
         self.positions = positions if positions is not None else array("q")
+        # How many of the connection's exchanges the lists before this one forgot: a view of
+        # one of those finds its rows here `start` minus its own start places earlier.
+        self.start = start
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -212,4 +216,4 @@ class Exchanges(Sequence[HttpTransaction]):
         self.positions.append(pos)
 
     def without_first(self, n: int) -> Exchanges:
-        return Exchanges(self.log, self.connection, self.positions[n:])
+        return Exchanges(self.log, self.connection, self.positions[n:], self.start + n)

@@ -34,7 +34,11 @@ from engine.events import (
 from tui.exchange_log import NO_ANSWER, EncodedExchanges, ExchangeLog, Exchanges, row_of
 
 MAX_CONNECTIONS = 200_000
+# Exchanges kept per connection: past it, the oldest go, an eighth at a time (each time the
+# list is copied once). Opening a connection reads every exchange's sort value from the ring
+# file: 10,000 take about 100 ms.
 MAX_TRANSACTIONS_PER_CONNECTION = 10_000
+MAX_KEPT = MAX_TRANSACTIONS_PER_CONNECTION + MAX_TRANSACTIONS_PER_CONNECTION // 8
 BUDGET = 128 * 1024 * 1024  # the store's share of the default --memory (tui.memory)
 LOG_BYTES = 256 * MiB  # the ring file of exchanges with --spool 0 (see exchange_log_bytes)
 MIN_LOG_BYTES = 16 * MiB
@@ -81,8 +85,8 @@ class TrafficStore:
         self.evicted = 0
         self._common: dict[object, object] = {}  # the values closed connections share
         self.highest = -1  # the highest connection id the store was told about
-        # Exchanges forgotten past the budget or the log's ring (the oldest), or not kept past a
-        # connection's MAX_TRANSACTIONS_PER_CONNECTION (the newest).
+        # Exchanges forgotten past the budget, the log's ring or a connection's
+        # MAX_TRANSACTIONS_PER_CONNECTION: the oldest (a live view shows the newest).
         self.evicted_exchanges = 0
 
     def reset(self) -> None:
@@ -118,14 +122,13 @@ class TrafficStore:
                 txs = self.http.get(event.connection)
                 if txs is None:
                     txs = self.http[event.connection] = Exchanges(self.log, event.connection)
-                if len(txs) < MAX_TRANSACTIONS_PER_CONNECTION:
-                    txs.append(self.log.append(event))
-                    self.cost += EXCHANGE_COST
-                    self.last[event.connection] = row_of(event)
-                    if self.log.written >= self._sweep_at:
-                        self._sweep()
-                else:
-                    self.evicted_exchanges += 1
+                txs.append(self.log.append(event))
+                self.cost += EXCHANGE_COST
+                self.last[event.connection] = row_of(event)
+                if len(txs) > MAX_KEPT:
+                    self._trim(event.connection, len(txs))
+                if self.log.written >= self._sweep_at:
+                    self._sweep()
                 waiting = self.pending.get(event.connection)
                 if waiting and event.request is not None:
                     waiting.pop(event.request.offset, None)
@@ -177,12 +180,11 @@ class TrafficStore:
             txs = http.get(conn_id)
             if txs is None:
                 txs = http[conn_id] = Exchanges(self.log, conn_id)
-            if len(txs) < MAX_TRANSACTIONS_PER_CONNECTION:
-                txs.append(base + starts[i])
-                self.cost += EXCHANGE_COST
-                last_of[conn_id] = (lines[i], statuses[i])
-            else:
-                self.evicted_exchanges += 1
+            txs.append(base + starts[i])
+            self.cost += EXCHANGE_COST
+            last_of[conn_id] = (lines[i], statuses[i])
+            if len(txs) > MAX_KEPT:
+                self._trim(conn_id, len(txs))
             if pending:
                 waiting = pending.get(conn_id)
                 if waiting and offsets[i] >= 0:  # its request, listed as waiting, is answered
@@ -242,6 +244,12 @@ class TrafficStore:
 
     def close(self) -> None:
         self.log.close()
+
+    def _trim(self, conn_id: int, kept: int) -> None:
+        """A connection past MAX_KEPT exchanges keeps its newest MAX_TRANSACTIONS_PER_CONNECTION."""
+        n = kept - MAX_TRANSACTIONS_PER_CONNECTION
+        self.evicted_exchanges += n
+        self._drop_exchanges(conn_id, n)
 
     def _sweep(self) -> None:
         """Forget the exchanges whose records the ring is about to overwrite: those within an

@@ -174,12 +174,21 @@ class HttpView(Vertical):
         their answer by their stream offset."""
         table = self.table
         pending_rows = {pending_id(r): r for r in (pending or {}).values() if r.offset >= 0}
-        # The store replaces a connection's list when it evicts its oldest exchanges (positions
-        # in the old one mean nothing in the new one): then the list is taken again.
-        fresh = (conn_id != self.conn_id or positions is not self.positions
-                 or table.transactions is not transactions)
+        # The store replaces a connection's list when it evicts its oldest exchanges: positions
+        # in the old one are `gone` places later in the new one. Under a search the matches are
+        # looked for again (tui.search); else the rows move up by as much.
+        old = table.transactions
+        gone = getattr(transactions, "start", 0) - getattr(old, "start", 0)
+        shifted = (conn_id == self.conn_id and positions is None and self.positions is None
+                   and old is not transactions and 0 < gone <= self._listed
+                   and getattr(old, "connection", None) == conn_id)
+        fresh = not shifted and (conn_id != self.conn_id or positions is not self.positions
+                                 or old is not transactions)
         self.protocol = protocol
         table.transactions = transactions
+        if shifted:
+            table.shift_rows(gone)
+            self._listed -= gone
         if fresh:
             self.conn_id, self.positions = conn_id, positions
             table.pending = pending_rows

@@ -84,6 +84,13 @@ class SortedRows:
         self.keys.clear()
         self.value.clear()
 
+    def shift(self, n: int) -> None:
+        """Rows are places in a list whose first n went: rows 0..n-1 go, the others (>= n) are
+        numbered n less, with the same values; negative rows stay as they are."""
+        self.keys = [(v, r - n if r >= 0 else r) for v, r in self.keys if r < 0 or r >= n]
+        self.value = {(r - n if r >= 0 else r): v for r, v in self.value.items()
+                      if r < 0 or r >= n}
+
     def rebuild(self, values: Iterable[tuple[Hashable, Any]]) -> None:
         self.value = dict(values)
         self.keys = sorted((value, row) for row, value in self.value.items())
@@ -269,6 +276,18 @@ class VirtualTable(ScrollView, can_focus=True):
         rows are measured when they are drawn (`render_line`), so this costs no formatting."""
         column = self.sort_column
         self.rows.rebuild((row, self.sort_value(row, column)) for row in rows)
+        self._after_change(True, [])
+
+    def shift_rows(self, n: int) -> None:
+        """Rows are places in a list whose first n went (see SortedRows.shift): the cursor stays
+        on its row, or goes to the first when its row went."""
+        cursor = self._cursor_id
+        self.rows.shift(n)
+        if isinstance(cursor, int) and cursor >= 0:
+            self._cursor_id = cursor - n if cursor >= n else None
+            if self._cursor_id is None:
+                self.cursor_row = 0
+                self.call_after_refresh(self._announce)
         self._after_change(True, [])
 
     def clear(self) -> None:
