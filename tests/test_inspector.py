@@ -390,3 +390,33 @@ async def test_the_open_list_follows_a_connection_past_its_cap_without_starting_
         more(60)  # the cursor's exchange goes too: the cursor goes to the first row
         assert table.transaction(table.rows.at(0)).index == sent - table.row_count
         assert table.cursor_row == 0
+
+
+@pytest.mark.asyncio
+async def test_opening_a_connection_reads_only_the_exchanges_drawn(monkeypatch):
+    """Sorted by index (the default), a connection of 3,000 exchanges opens without reading the
+    3,000 records: the indexes are in memory; only the rows drawn are read."""
+    from textual.app import App, ComposeResult
+
+    from engine.events import ConnectionOpened
+    from tests.test_connections_table import info
+    from tests.test_store import exchange
+    from tui.store import TrafficStore
+
+    store = TrafficStore(budget=10**12)
+    store.apply((ConnectionOpened(info(0)), *(exchange(0, i, body=5) for i in range(3000))))
+
+    class ViewApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield HttpView()
+
+    app = ViewApp()
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.query_one(HttpView)
+        read = []
+        original = store.log.read
+        monkeypatch.setattr(store.log, "read", lambda *a: read.append(a) or original(*a))
+        view.show(0, store.exchanges(0))
+        await pilot.pause()
+        assert view.table.row_count == 3000 and 0 < len(read) < 200
+        assert view.table.transaction(view.table.rows.at(2999)).index == 2999

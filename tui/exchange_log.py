@@ -7,8 +7,9 @@ the store had to forget most of them to stay within --memory. Here each exchange
 when it comes, as one record of an `engine.spool.Spool` (a ring file in the temporary directory,
 unlinked as it is made), encoded with `marshal` (every field is a str, bytes, int, float, bool,
 None or a tuple of them, which marshal writes and reads back exactly and at C speed). Memory keeps
-8 bytes an exchange: where its record is. Views read exchanges back by position when they draw
-them (a screenful at a time), the search in its worker thread.
+16 bytes an exchange: where its record is, and its index (the HTTP tab's default order). Views
+read exchanges back by position when they draw them (a screenful at a time), the search in its
+worker thread.
 
 Past the ring's size the oldest records are overwritten: the store forgets those exchanges before
 that happens (`TrafficStore`), counting them as evicted, as it does past its memory
@@ -79,7 +80,7 @@ class EncodedExchanges:
     One message of a helper is one of these, pickled at the cost of a few buffers whatever the
     number of exchanges (a tuple and a bytes object each cost the app ~5 us an exchange)."""
 
-    __slots__ = ("connections", "lines", "offsets", "records", "starts", "statuses")
+    __slots__ = ("connections", "indexes", "lines", "offsets", "records", "starts", "statuses")
 
     def __init__(self) -> None:
         self.records: bytes | bytearray = bytearray()
@@ -88,6 +89,7 @@ class EncodedExchanges:
         self.lines: list[str] = []
         self.statuses = array("q")
         self.offsets = array("q")
+        self.indexes = array("q")
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -103,6 +105,7 @@ class EncodedExchanges:
         self.statuses.append(status)
         request = tx.request
         self.offsets.append(request.offset if request is not None else -1)
+        self.indexes.append(tx.index)
 
     def blob(self, i: int) -> bytes:
         """The i-th exchange's record as `encode` made it."""
@@ -119,7 +122,7 @@ class EncodedExchanges:
         """The same exchanges, each connection `c` named `ids[c]`."""
         out = EncodedExchanges()
         out.records, out.starts, out.lines = self.records, self.starts, self.lines
-        out.statuses, out.offsets = self.statuses, self.offsets
+        out.statuses, out.offsets, out.indexes = self.statuses, self.offsets, self.indexes
         out.connections = array("q", [ids[c] for c in self.connections])
         return out
 
@@ -167,13 +170,16 @@ class Exchanges(Sequence[HttpTransaction]):
     back on each access. The store appends to it; when it forgets the oldest it makes a new
     one, so that a view holding this one sees no shift."""
 
-    __slots__ = ("connection", "log", "positions", "start")
+    __slots__ = ("connection", "indexes", "log", "positions", "start")
 
     def __init__(self, log: ExchangeLog, connection: int, positions: array[int] | None = None,
-                 start: int = 0) -> None:
+                 start: int = 0, indexes: array[int] | None = None) -> None:
         self.log = log
         self.connection = connection
         self.positions = positions if positions is not None else array("q")
+        # Each exchange's index on its connection, which the HTTP tab sorts by unless told
+        # otherwise: opening a connection then reads no record.
+        self.indexes = indexes if indexes is not None else array("q")
         # How many of the connection's exchanges the lists before this one forgot: a view of
         # one of those finds its rows here `start` minus its own start places earlier.
         self.start = start
@@ -212,8 +218,14 @@ class Exchanges(Sequence[HttpTransaction]):
             return HttpTransaction(self.connection, -1, None, None, GONE)
         return tx
 
-    def append(self, pos: int) -> None:
+    def append(self, pos: int, index: int) -> None:
         self.positions.append(pos)
+        self.indexes.append(index)
+
+    def index_at(self, i: int) -> int:
+        """The index of the i-th exchange (as its record says), read from memory."""
+        return self.indexes[i]
 
     def without_first(self, n: int) -> Exchanges:
-        return Exchanges(self.log, self.connection, self.positions[n:], self.start + n)
+        return Exchanges(self.log, self.connection, self.positions[n:], self.start + n,
+                         self.indexes[n:])

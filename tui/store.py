@@ -44,9 +44,9 @@ LOG_BYTES = 256 * MiB  # the ring file of exchanges with --spool 0 (see exchange
 MIN_LOG_BYTES = 16 * MiB
 
 # What the store's objects cost, measured with tracemalloc (`python -m tests.bench.memory
-# --overheads` prints them): an exchange, its position in its connection's array (8 bytes, and
-# the array's room to grow);
-EXCHANGE_COST = 9
+# --overheads` prints them): an exchange, its position and its index in its connection's two
+# arrays (8 bytes each, and the arrays' room to grow);
+EXCHANGE_COST = 18
 # one connection: its ConnectionInfo (the latest replaces the one before) with its strings and
 # tuples (once closed, those that repeat shared with other rows: 1,650 bytes before), the
 # store's dict and set entries, its array of exchange positions, what its row shows
@@ -122,7 +122,7 @@ class TrafficStore:
                 txs = self.http.get(event.connection)
                 if txs is None:
                     txs = self.http[event.connection] = Exchanges(self.log, event.connection)
-                txs.append(self.log.append(event))
+                txs.append(self.log.append(event), event.index)
                 self.cost += EXCHANGE_COST
                 self.last[event.connection] = row_of(event)
                 if len(txs) > MAX_KEPT:
@@ -170,7 +170,7 @@ class TrafficStore:
         http, last_of, pending = self.http, self.last, self.pending
         connections, changed = self.connections, self.changed
         starts, lines, statuses, offsets = batch.starts, batch.lines, batch.statuses, batch.offsets
-        conns = batch.connections
+        conns, indexes = batch.connections, batch.indexes
         for i in range(first, last):
             conn_id = conns[i]
             if conn_id not in connections:
@@ -180,7 +180,7 @@ class TrafficStore:
             txs = http.get(conn_id)
             if txs is None:
                 txs = http[conn_id] = Exchanges(self.log, conn_id)
-            txs.append(base + starts[i])
+            txs.append(base + starts[i], indexes[i])
             self.cost += EXCHANGE_COST
             last_of[conn_id] = (lines[i], statuses[i])
             if len(txs) > MAX_KEPT:

@@ -23,6 +23,7 @@ from textual.widgets import Static
 
 from engine.events import HttpRequest, HttpTransaction
 from tui.escape import escape_text
+from tui.exchange_log import Exchanges
 from tui.times import wall
 from tui.widgets.connections import size, status_style
 from tui.widgets.detail import message_text
@@ -107,7 +108,10 @@ class ExchangesTable(VirtualTable):
                 "target": req.target, "status": 0, "req": req.body_bytes, "resp": -1,
                 "ttfb": float("inf"), "duration": float("inf"), "note": "waiting",
             }[column]
-        tx = self.transactions[row]
+        transactions = self.transactions
+        if column == "index" and isinstance(transactions, Exchanges):
+            return transactions.index_at(row)  # from memory: no record read
+        tx = transactions[row]
         req, resp = tx.request, tx.response
         if column == "index":
             return tx.index
