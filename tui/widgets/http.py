@@ -24,6 +24,7 @@ from textual.widgets import Static
 from engine.events import HttpRequest, HttpTransaction
 from tui.escape import escape_text
 from tui.exchange_log import Exchanges
+from tui.store import MAX_TRANSACTIONS_PER_CONNECTION
 from tui.times import wall
 from tui.widgets.connections import size, status_style
 from tui.widgets.detail import message_text
@@ -218,7 +219,7 @@ class HttpView(Vertical):
         total = len(table.transactions)
         waiting = len(table.pending)
         gone = (f"{evicted:,} earlier exchange{'s' if evicted != 1 else ''} evicted "
-                "(the memory bound, --memory)")
+                f"(bounds: {MAX_TRANSACTIONS_PER_CONNECTION:,} a connection, --memory, --spool)")
         if self.conn_id is None:
             text = Text("No connection selected.", "dim")
         elif total == 0 and waiting == 0 and evicted:
