@@ -244,7 +244,8 @@ def test_help_says_how_memory_is_shared():
     out = " ".join(wirepeek("--help").stdout.decode().split())
     assert ("In the interactive view: 1/4 for the engine (connections, out-of-order data, kept "
             "streams), 1/8 for the recent packets of a live capture (Packets tab, w; a file's are read again from it), 1/8 for the connection list "
-            "and its HTTP exchanges, the other half for what they hold beyond what they count") in out
+            "and its HTTP exchanges (the newest 10,000 of a connection), the other half for what "
+            "they hold beyond what they count") in out
 
 
 def test_help_says_how_to_capture_without_root():

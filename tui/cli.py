@@ -38,7 +38,7 @@ from tui.memory import (
 )
 from tui.live_feed import FEED_BYTES
 from tui.sharded import default_jobs, json_records_sharded
-from tui.store import LOG_BYTES, MIN_LOG_BYTES, tls_summary
+from tui.store import LOG_BYTES, MAX_TRANSACTIONS_PER_CONNECTION, MIN_LOG_BYTES, tls_summary
 
 DEFAULT_SPOOL = 1024 * MiB  # --spool: disk for the interactive view's kept streams
 
@@ -111,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                           f"out-of-order data, kept streams), {Fraction(RING_EIGHTHS, 8)} for the "
                           f"recent packets of a live capture (Packets tab, w; a file's are read "
                           f"again from it), {Fraction(STORE_EIGHTHS, 8)} for the "
-                          "connection list and its HTTP exchanges, the other half for what "
+                          "connection list and its HTTP exchanges (the newest "
+                          f"{MAX_TRANSACTIONS_PER_CONNECTION:,} of a connection), the other "
+                          "half for what "
                           "they hold beyond what they count; past a share the oldest go first, "
                           "and the status bar counts them. The headless modes give it all to "
                           "the engine. On top of it: the process before any traffic (about 45 "
