@@ -716,5 +716,6 @@ def snapshot(conn: Connection) -> ConnectionInfo:
             conn.first_packet,
             conn.server_hello,
             conn.last_packet,
+            conn.tls_status,
         ),
     )

@@ -54,6 +54,8 @@ class ConnectionInfo(NamedTuple):
     # Number of the last packet given to it (as first_packet): with the key, its packets are
     # those of its ports numbered first_packet..last_packet, even when the ports were reused.
     last_packet: int = 0
+    # TLS with a key log (engine.tlsdecrypt): "decrypted", or why not; None when not tried.
+    tls_decryption: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -888,9 +888,14 @@ class HttpParser:
         window: float = 0.5,
         hold: int = DEFAULT_HOLD,
         announce: bool = False,
+        peer_offset: Callable[[bool, int], int | None] | None = None,
     ) -> None:
-        """announce: emit `HttpRequestSeen` for requests waiting for their answer (live views)."""
+        """announce: emit `HttpRequestSeen` for requests waiting for their answer (live views).
+        peer_offset: what an acknowledgment number covers of the other direction's stream
+        (Connection.peer_offset); a stream of plaintext decrypted from TLS gives its own
+        (engine.tlsdecrypt)."""
         self.conn = conn
+        self.peer_offset = peer_offset if peer_offset is not None else conn.peer_offset
         self.conn_id = conn.id
         self.heads = heads or HeadCache()
         self.emit = emit
@@ -1141,7 +1146,7 @@ class HttpParser:
         ts, ack = self.server.mark_at(start)
         if ack == NO_ACK:
             return UNKNOWN
-        acked = self.conn.peer_offset(False, ack)
+        acked = self.peer_offset(False, ack)
         client = self.client
         if client.ended:
             self.held_since = None
@@ -1415,7 +1420,7 @@ class HttpParser:
                 return
             seen = None
             if second.request is not None:
-                seen = self.conn.peer_offset(True, second.request.ack)
+                seen = self.peer_offset(True, second.request.ack)
             if first.request is None or seen is None or not start < seen <= resumed:
                 return
             self.pending.popleft()
@@ -1561,5 +1566,26 @@ def http_parser_factory(
 
     def make(conn: Connection, emit: Callable[[Event], None]) -> HttpParser:
         return HttpParser(conn, emit, max_body, heads, window, hold, announce)
+
+    return make
+
+
+def inner_http_factory(
+    max_body: int = DEFAULT_MAX_BODY,
+    window: float = 0.5,
+    hold: int = DEFAULT_HOLD,
+    announce: bool = False,
+) -> Callable[[Connection, Callable[[Event], None], Callable[[bool, int], int | None]], HttpParser]:
+    """A factory of parsers for HTTP inside another stream (engine.tlsdecrypt's plaintext),
+    whose acknowledgment numbers it maps itself."""
+
+    heads = HeadCache()
+
+    def make(
+        conn: Connection,
+        emit: Callable[[Event], None],
+        peer_offset: Callable[[bool, int], int | None],
+    ) -> HttpParser:
+        return HttpParser(conn, emit, max_body, heads, window, hold, announce, peer_offset)
 
     return make

@@ -37,11 +37,14 @@ from engine.decode import (
     ipv6_payload,
     network_offset,
 )
+from engine.detect import TLS
 from engine.events import Event, Stats
-from engine.http import DEFAULT_MAX_BODY, http_parser_factory
+from engine.http import DEFAULT_MAX_BODY, http_parser_factory, inner_http_factory
 from engine.ipfrag import Defragmenter
+from engine.keylog import KeyLog
 from engine.spool import Spool
 from engine.tcp import V6_TAG
+from engine.tlsdecrypt import decryptor_factory
 
 _UNBOUNDED = sys.maxsize  # no enclosing packet: only the capture bounds a header
 _ipv4_head = struct.Struct("!BxHHHxB").unpack_from  # ver/ihl, total length, id, flags/frag, proto
@@ -84,6 +87,7 @@ class Pipeline:
         shard: tuple[int, int] = (0, 1),
         spool: Spool | None = None,
         announce: bool | None = None,
+        keylog: KeyLog | None = None,
     ) -> None:
         """http_body_limit: body bytes kept per HTTP message (0 keeps none; None: no HTTP parsing).
 
@@ -99,6 +103,9 @@ class Pipeline:
 
         announce: emit `HttpRequestSeen` for requests waiting for their answer (by default when
         live_updates is set; a process that parses HTTP for a live view wants only these).
+
+        keylog: decrypt TLS connections whose secrets it has (engine.tlsdecrypt); their HTTP is
+        parsed as that of plain connections (when HTTP is parsed at all).
         """
         self.shard = shard
         self.bounds = bounds or Bounds()
@@ -112,6 +119,18 @@ class Pipeline:
                     announce=live_updates if announce is None else announce,
                 ),
                 *consumers.get("http", []),
+            ]
+        if keylog is not None:
+            inner = inner_http_factory(
+                http_body_limit if http_body_limit is not None else 0,
+                self.bounds.reorder_window,
+                self.bounds.max_ooo_bytes,
+                announce=live_updates if announce is None else announce,
+            )
+            parse = http_body_limit is not None
+            consumers[TLS] = [
+                *consumers.get(TLS, []),
+                decryptor_factory(keylog, inner if parse else None),
             ]
         self.table = ConnectionTable(self.bounds, consumers, live_updates, spool)
         self.defrag = Defragmenter(self.bounds.max_fragment_bytes, self.bounds.fragment_timeout)

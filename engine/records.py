@@ -53,6 +53,11 @@ def connection_record(info: ConnectionInfo) -> dict[str, Any]:
             "cipher": hello.cipher if hello else None,
             "alpn_selected": hello.alpn if hello else None,  # TLS 1.3 encrypts it: null there
         }
+        if info.tls_decryption is not None:  # a key log was given (engine.tlsdecrypt)
+            record["tls"]["decrypted"] = info.tls_decryption == "decrypted"
+            record["tls"]["why_not"] = (
+                None if info.tls_decryption == "decrypted" else info.tls_decryption
+            )
     return record
 
 

@@ -176,6 +176,7 @@ class Connection:
         "sniffed",
         "sniffing",
         "state",
+        "tls_status",
         "watch_acks",
     )
     __deletable__ = ("client", "server")  # for a compiled build (mypyc): see release
@@ -198,6 +199,7 @@ class Connection:
         self.sni: str | None = None
         self.alpn: tuple[str, ...] = ()
         self.server_hello: ServerHello | None = None  # engine.detect.TlsHelloReader sets these
+        self.tls_status: str | None = None  # engine.tlsdecrypt: "decrypted", or why not
         self.consumers: tuple[StreamConsumer, ...] = ()
         # The follow view, oldest first. kept_bytes counts its bytes and RESENT_COST per Resent.
         # In memory, or where a spool holds them (engine.spool).

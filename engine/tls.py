@@ -26,7 +26,7 @@ read as one.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 MAX_HELLO_BYTES: Final = 64 * 1024  # of stream, record headers included; beyond that, give up
@@ -38,6 +38,7 @@ HANDSHAKE_SERVER_HELLO: Final = 0x02
 EXT_SERVER_NAME: Final = 0
 EXT_ALPN: Final = 16
 EXT_SUPPORTED_VERSIONS: Final = 43
+EXT_ENCRYPT_THEN_MAC: Final = 22
 NAME_TYPE_HOST_NAME: Final = 0
 TLS_1_3: Final = 0x0304
 
@@ -88,6 +89,14 @@ CIPHER_SUITE_NAMES: Final = {
     0x003D: "TLS_RSA_WITH_AES_256_CBC_SHA256",
     0x0067: "TLS_DHE_RSA_WITH_AES_128_CBC_SHA256",
     0x006B: "TLS_DHE_RSA_WITH_AES_256_CBC_SHA256",
+    0xC09C: "TLS_RSA_WITH_AES_128_CCM",
+    0xC09D: "TLS_RSA_WITH_AES_256_CCM",
+    0xC0A0: "TLS_RSA_WITH_AES_128_CCM_8",
+    0xC0A1: "TLS_RSA_WITH_AES_256_CCM_8",
+    0xC0AC: "TLS_ECDHE_ECDSA_WITH_AES_128_CCM",
+    0xC0AD: "TLS_ECDHE_ECDSA_WITH_AES_256_CCM",
+    0xC0AE: "TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8",
+    0xC0AF: "TLS_ECDHE_ECDSA_WITH_AES_256_CCM_8",
 }
 
 
@@ -105,6 +114,8 @@ class ClientHello:
     version: str  # "TLS 1.3" if supported_versions offers it, else the hello's legacy_version
     sni: str | None  # the first host_name of server_name, as sent (Latin-1)
     alpn: tuple[str, ...]  # offered protocol names in the client's order, as sent (Latin-1)
+    # What decryption needs (engine.tlsdecrypt), not part of what a hello is said to be:
+    random: bytes = field(default=b"", compare=False)  # the key log's key to the session
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +123,11 @@ class ServerHello:
     version: str  # the negotiated version: supported_versions if present, else legacy_version
     cipher: str  # the chosen suite's IANA name, or its number as "0x1234"
     alpn: str | None  # the selected protocol as sent (Latin-1); None if not in the ServerHello
+    # What decryption needs (engine.tlsdecrypt):
+    random: bytes = field(default=b"", compare=False)
+    suite: int = field(default=0, compare=False)  # the chosen suite's number
+    version_number: int = field(default=0, compare=False)  # the negotiated version's number
+    encrypt_then_mac: bool = field(default=False, compare=False)  # RFC 7366, for CBC suites
 
 
 def looks_like_tls(prefix: bytes) -> bool:
@@ -243,7 +259,7 @@ def _read_client_hello(body: bytes) -> ClientHello:
     """RFC 8446 4.1.2 (and RFC 5246 7.4.1.2, whose layout is the same)."""
     hello = _Reader(body)
     legacy_version = hello.uint(2)
-    hello.take(32)  # random
+    random = hello.take(32)
     if hello.vector(1).remaining > 32:  # legacy_session_id
         raise _Malformed
     cipher_suites = hello.vector(2, min_size=2)
@@ -261,21 +277,24 @@ def _read_client_hello(body: bytes) -> ClientHello:
         elif kind == EXT_SUPPORTED_VERSIONS:
             offered = _read_supported_versions(content)
     version = TLS_1_3 if TLS_1_3 in offered else legacy_version
-    return ClientHello(version=_version_name(version), sni=sni, alpn=alpn)
+    return ClientHello(version=_version_name(version), sni=sni, alpn=alpn, random=random)
 
 
 def _read_server_hello(body: bytes) -> ServerHello:
     """RFC 8446 4.1.3 (and RFC 5246 7.4.1.3, whose layout is the same)."""
     hello = _Reader(body)
     version = hello.uint(2)
-    hello.take(32)  # random
+    random = hello.take(32)
     if hello.vector(1).remaining > 32:  # legacy_session_id_echo
         raise _Malformed
     suite = hello.uint(2)
     hello.uint(1)  # legacy_compression_method
     alpn: str | None = None
+    etm = False
     for kind, content in _extensions(hello):
-        if kind == EXT_ALPN:
+        if kind == EXT_ENCRYPT_THEN_MAC:
+            etm = True
+        elif kind == EXT_ALPN:
             names = _read_alpn(content)
             if len(names) != 1:  # RFC 7301 3.1: the server selects exactly one
                 raise _Malformed
@@ -283,7 +302,15 @@ def _read_server_hello(body: bytes) -> ServerHello:
         elif kind == EXT_SUPPORTED_VERSIONS:
             version = content.uint(2)  # RFC 8446 4.2.1, the ServerHello form: one version
             content.expect_end()
-    return ServerHello(version=_version_name(version), cipher=cipher_suite_name(suite), alpn=alpn)
+    return ServerHello(
+        version=_version_name(version),
+        cipher=cipher_suite_name(suite),
+        alpn=alpn,
+        random=random,
+        suite=suite,
+        version_number=version,
+        encrypt_then_mac=etm,
+    )
 
 
 def _extensions(hello: _Reader) -> list[tuple[int, _Reader]]:

@@ -23,10 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 ENGINE = ROOT / "engine"
 # Everything the headless and interactive paths run per packet or per exchange. Left out:
 # sources.py and content.py (they call into libpcap and the decompressors, and gain nothing),
-# and the modules that run once per file or per spool record.
+# keylog.py (read once a line; its tests subclass it), and the modules that run once per file
+# or per spool record.
 MODULES = [
     "batch", "bounds", "events", "decode", "ipfrag", "tcpstate", "tcp", "reassembly",
-    "connections", "detect", "http", "records", "pipeline", "spool",
+    "connections", "detect", "http", "records", "pipeline", "spool", "tlsdecrypt",
 ]
 
 
