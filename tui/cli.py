@@ -21,6 +21,7 @@ from engine import sources
 from engine.batch import META, Batch
 from engine.bounds import MiB, Bounds
 from engine.events import ConnectionClosed, Event, Gap, HttpTransaction
+from engine.keylog import KeyLog, KeyLogFile
 from engine.pipeline import Pipeline
 from engine.records import connection_record, http_record, line
 from engine.tcp import Connection
@@ -88,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--list-interfaces", action="store_true", help="list capture interfaces and exit")
     src.add_argument("--demo", action="store_true",
                      help="the interactive view on a bundled capture, replayed live (no root needed)")
+    src.add_argument("--keylog", metavar="FILE",
+                     help="decrypt TLS with the secrets in this key log (the SSLKEYLOGFILE format "
+                          "that curl, browsers, OpenSSL, Go and Python write), read again as it "
+                          "grows; without it, $SSLKEYLOGFILE when set")
     out = p.add_argument_group(
         "headless output (without these: the interactive view on a terminal, else a summary)")
     out.add_argument("--json", action="store_true", help="NDJSON records on stdout, then exit")
@@ -193,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.interface and not args.read:
         raise UsageError("nothing to read: give -r FILE or -i IFACE (or try --demo)")
     bpf = " ".join(args.filter)
+    args.keys = open_keylog(args)
     if args.read:
         source = sources.open_files(args.read, bpf)
     else:
@@ -212,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.json and _parallel(args) > 1:
             source.close()  # opened to check the files and filter; the workers open their own
             error = json_records_sharded(args.read, bpf, args.count, bounds_from(args, 64 * 1024),
-                                         _parallel(args))
+                                         _parallel(args), keylog=args.keys)
             if error:
                 print(f"wirepeek: {error}", file=sys.stderr)
                 return 1
@@ -324,8 +330,25 @@ def batches(args: argparse.Namespace, source: sources.Source,
     yield pipeline.finish()
 
 
+def open_keylog(args: argparse.Namespace) -> KeyLog | None:
+    """The key log of --keylog, or of $SSLKEYLOGFILE; None without either."""
+    path = args.keylog or os.environ.get("SSLKEYLOGFILE") or None
+    if path is None:
+        return None
+    try:
+        keys = KeyLogFile(path)
+    except OSError as e:
+        named = "--keylog" if args.keylog else "$SSLKEYLOGFILE"
+        raise UsageError(f"cannot read the key log {path} ({named}): {e.strerror or e}") from None
+    if keys.malformed:
+        print(f"wirepeek: key log {path}: {keys.malformed} line(s) not in the key log format, "
+              "skipped", file=sys.stderr)
+    return keys
+
+
 def json_records(args: argparse.Namespace, source: sources.Source) -> int:
-    pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024), http_body_limit=0)
+    pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024), http_body_limit=0,
+                        keylog=args.keys)
     out = sys.stdout.buffer  # one write per batch: unbuffered (PYTHONUNBUFFERED) or not
     for events in batches(args, source, pipeline):
         lines = []
@@ -427,7 +450,7 @@ def follow(args: argparse.Namespace, source: sources.Source) -> int:
 
 def summary(args: argparse.Namespace, source: sources.Source) -> int:
     """The interim default view: one line per connection as it ends."""
-    pipeline = Pipeline(bounds_from(args, keep_stream=0), http_body_limit=None)
+    pipeline = Pipeline(bounds_from(args, keep_stream=0), http_body_limit=None, keylog=args.keys)
     out = sys.stdout
     print(f"{'id':>5}  {'client':<22} {'server':<22} {'state':<12} {'pkts':>6} "
           f"{'bytes c>s':>10} {'bytes s>c':>10} {'missing':>8}  proto", file=out)

@@ -27,6 +27,7 @@ from typing import Any
 from engine import sources
 from engine.bounds import Bounds
 from engine.events import ConnectionClosed, Event, HttpTransaction
+from engine.keylog import KeyLog
 from engine.pipeline import Pipeline
 from engine.records import connection_record, http_record, join_line, split_line
 from engine.tcp import Connection
@@ -36,13 +37,14 @@ Record = tuple[str, int, str]
 
 
 def _worker(paths: list[str], bpf: str, count: int | None, bounds: Bounds, shard: tuple[int, int],
-            out: Pipe) -> None:
+            out: Pipe, keylog: KeyLog | None = None) -> None:
     opened: list[int] = []
 
     def note_open(conn: Connection, emit: Callable[[Event], None]) -> None:
         opened.append(conn.first_packet)
 
-    pipeline = Pipeline(bounds, consumers={None: [note_open]}, http_body_limit=0, shard=shard)
+    pipeline = Pipeline(bounds, consumers={None: [note_open]}, http_body_limit=0, shard=shard,
+                        keylog=keylog)
     source = sources.open_files(paths, bpf)
     remaining = count
     try:
@@ -78,7 +80,7 @@ AHEAD = 64
 
 
 def json_records_sharded(paths: list[str], bpf: str, count: int | None, bounds: Bounds,
-                         jobs: int, out: Any = None) -> str | None:
+                         jobs: int, out: Any = None, keylog: KeyLog | None = None) -> str | None:
     """Print the NDJSON records of capture files using `jobs` processes; return the file error."""
     out = out or sys.stdout.buffer
     context = multiprocessing.get_context("fork")
@@ -87,8 +89,8 @@ def json_records_sharded(paths: list[str], bpf: str, count: int | None, bounds: 
     procs = []
     for i in range(jobs):
         receiver, sender = context.Pipe(duplex=False)
-        proc = context.Process(target=_worker, args=(paths, bpf, count, per_worker, (i, jobs), sender),
-                               daemon=True)
+        proc = context.Process(target=_worker, daemon=True,
+                               args=(paths, bpf, count, per_worker, (i, jobs), sender, keylog))
         proc.start()
         sender.close()
         receivers.append(receiver)

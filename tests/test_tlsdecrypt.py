@@ -1,0 +1,304 @@
+"""TLS decryption with a key log (engine.keylog, engine.tlsdecrypt): real sessions made by
+OpenSSL through Python's ssl module (tests.tls_sessions), for every suite wirepeek reads, become
+captures; with the client's key log, their HTTP exchanges come out byte for byte as they were
+sent, whatever the order between the directions and however the segments were cut. Without the
+right keys, the connection says why."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from engine.batch import Batch
+from engine.events import ConnectionClosed, Event, HttpTransaction
+from engine.keylog import CLIENT_RANDOM, SERVER_TRAFFIC_0, KeyLog
+from engine.pipeline import Pipeline
+from engine.tlsdecrypt import DECRYPTED, NO_KEYS, SUITES, hkdf_expand_label
+from tests.tls_sessions import Session, session
+
+BODIES = (0, 1, 1000, 20_000, 70_000)  # the last two take several records
+
+
+def exchanges() -> list[tuple[bytes, bytes]]:
+    out = []
+    for i, size in enumerate(BODIES):
+        body = bytes((i * 7 + j) % 251 for j in range(size))
+        sent = body[: size // 3]
+        request = (f"POST /upload/{i} HTTP/1.1\r\nHost: test.local\r\n"
+                   f"Content-Length: {len(sent)}\r\n\r\n".encode() + sent)  # fmt: skip
+        response = f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode() + body
+        out.append((request, response))
+    return out
+
+
+# (version, OpenSSL's suite name, encrypt-then-MAC): every kind of suite engine.tlsdecrypt reads.
+CASES = [
+    ("TLSv1.3", "TLS_AES_128_GCM_SHA256", True),
+    ("TLSv1.3", "TLS_AES_256_GCM_SHA384", True),
+    ("TLSv1.3", "TLS_CHACHA20_POLY1305_SHA256", True),
+    ("TLSv1.3", "TLS_AES_128_CCM_SHA256", True),
+    ("TLSv1.3", "TLS_AES_128_CCM_8_SHA256", True),
+    ("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256", True),
+    ("TLSv1.2", "ECDHE-ECDSA-AES256-GCM-SHA384", True),
+    ("TLSv1.2", "ECDHE-ECDSA-CHACHA20-POLY1305", True),
+    ("TLSv1.2", "ECDHE-ECDSA-AES128-CCM", True),
+    ("TLSv1.2", "ECDHE-ECDSA-AES256-CCM8", True),
+    ("TLSv1.2", "AES128-GCM-SHA256", True),  # RSA key exchange
+    ("TLSv1.2", "ECDHE-RSA-AES128-SHA", True),  # CBC, HMAC-SHA1, encrypt-then-MAC
+    ("TLSv1.2", "ECDHE-RSA-AES128-SHA", False),  # the same, MAC-then-encrypt
+    ("TLSv1.2", "AES256-SHA256", False),
+    ("TLSv1.2", "ECDHE-RSA-AES256-SHA384", True),
+    ("TLSv1.1", "AES256-SHA", False),
+    ("TLSv1", "ECDHE-RSA-AES128-SHA", False),  # chained IVs
+    ("TLSv1", "ECDHE-RSA-AES128-SHA", True),
+]
+
+
+@functools.cache
+def made(version: str, cipher: str, etm: bool) -> Session:
+    return session(version, cipher, exchanges(), encrypt_then_mac=etm)
+
+
+def keys_of(text: str) -> KeyLog:
+    keys = KeyLog()
+    keys.feed(text.encode())
+    return keys
+
+
+def run(packets: list[tuple[float, bytes]], keys: KeyLog) -> list[Event]:
+    pipeline = Pipeline(keylog=keys)
+    return pipeline.feed(Batch.from_packets(1, packets)) + pipeline.finish()
+
+
+def found(events: list[Event]) -> list[tuple[bytes | None, bytes | None]]:
+    """Each exchange as (request line and body, response body)."""
+    out = []
+    for e in events:
+        if isinstance(e, HttpTransaction):
+            req, resp = e.request, e.response
+            out.append((req and f"{req.method} {req.target}".encode() + b" " + req.body,
+                        resp and resp.body))  # fmt: skip
+    return out
+
+
+def expected(s: Session) -> list[tuple[bytes, bytes]]:
+    out = []
+    for request, response in zip(s.requests, s.responses, strict=True):
+        line, _, rest = request.partition(b"\r\n")
+        method, target, _ = line.split(b" ")
+        out.append((method + b" " + target + b" " + rest.partition(b"\r\n\r\n")[2],
+                    response.partition(b"\r\n\r\n")[2]))  # fmt: skip
+    return out
+
+
+def status(events: list[Event]) -> str | None:
+    closed = [e for e in events if isinstance(e, ConnectionClosed)]
+    assert len(closed) == 1
+    return closed[0].info.tls_decryption
+
+
+@pytest.mark.parametrize(("version", "cipher", "etm"), CASES,
+                         ids=[f"{v}-{c}-{'etm' if e else 'mte'}" for v, c, e in CASES])  # fmt: skip
+def test_every_suite_gives_the_exchanges_byte_for_byte(version, cipher, etm):
+    s = made(version, cipher, etm)
+    events = run(s.packets(), keys_of(s.keylog))
+    assert status(events) == DECRYPTED
+    assert found(events) == expected(s)
+    [closed] = [e for e in events if isinstance(e, ConnectionClosed)]
+    assert closed.info.protocol == "tls" and closed.info.server_hello is not None
+    assert closed.info.server_hello.suite in SUITES
+
+
+def test_the_order_between_the_directions_and_the_segment_sizes_do_not_matter():
+    s = made("TLSv1.3", "TLS_AES_128_GCM_SHA256", True)
+    keys = s.keylog
+    want = expected(s)
+    for mss in (1, 5, 17, 100, 1460, 16_000):
+        assert found(run(s.packets(mss=mss), keys_of(keys))) == want, mss
+    packets = s.packets(mss=700)
+    client = [p for p in packets if _from_client(p)]
+    server = [p for p in packets if not _from_client(p)]
+    # Everything the server sent shown first, then the client's (as a merged capture may).
+    assert found(run(server + client, keys_of(keys))) == want
+    assert found(run(client + server, keys_of(keys))) == want
+
+
+def _from_client(packet: tuple[float, bytes]) -> bool:
+    return packet[1][26:30] == bytes([10, 0, 0, 1])  # the IPv4 source address
+
+
+def test_without_its_keys_a_connection_says_so_and_gives_no_exchange():
+    s = made("TLSv1.3", "TLS_AES_128_GCM_SHA256", True)
+    other = made("TLSv1.3", "TLS_CHACHA20_POLY1305_SHA256", True)
+    events = run(s.packets(), keys_of(other.keylog))  # another session's keys
+    assert status(events) == NO_KEYS
+    assert found(events) == []
+
+
+def test_a_wrong_key_is_an_authentication_failure_not_a_crash():
+    s = made("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256", True)
+    lines = []
+    for line in s.keylog.splitlines():
+        if line.startswith(CLIENT_RANDOM):
+            label, random, secret = line.split()
+            line = f"{label} {random} {'00' * 48}"
+        lines.append(line)
+    events = run(s.packets(), keys_of("\n".join(lines) + "\n"))
+    assert status(events).startswith("authentication failed")
+    assert found(events) == []
+
+
+def test_keys_that_come_later_decrypt_the_records_that_waited():
+    """A live key log: the client writes its keys after the handshake; records wait for them."""
+    s = made("TLSv1.3", "TLS_AES_256_GCM_SHA384", True)
+
+    class Late(KeyLog):
+        asked = 0
+
+        def refresh(self) -> bool:
+            self.asked += 1
+            if self.asked == 3:
+                self.feed(s.keylog.encode())
+                return True
+            return False
+
+    keys = Late()
+    events = run(s.packets(mss=300), keys)
+    assert keys.asked >= 3
+    assert status(events) == DECRYPTED and found(events) == expected(s)
+
+
+def test_a_gap_stops_the_direction_and_what_came_before_stays():
+    s = made("TLSv1.2", "ECDHE-ECDSA-CHACHA20-POLY1305", True)
+    packets = s.packets(mss=1000)
+    # Drop one of the server's segments of the last response (70,000 bytes of body).
+    server_data = [i for i, p in enumerate(packets) if not _from_client(p) and len(p[1]) > 500]
+    del packets[server_data[-20]]
+    events = run(packets, keys_of(s.keylog))
+    assert "gap" in status(events)
+    got, want = found(events), expected(s)
+    assert got[:-1] == want[:-1]  # every exchange before the gap, whole
+    assert got[-1][0] == want[-1][0] and got[-1][1] != want[-1][1]
+
+
+def test_the_tls13_key_schedule_matches_rfc_8448():
+    # RFC 8448 section 3, "{server} derive write traffic keys for handshake data".
+    prk = bytes.fromhex("b67b7d690cc16c4e75e54213cb2d37b4e9c912bcded9105d42befd59d391ad38")
+    assert hkdf_expand_label(prk, b"key", b"", 16, "sha256").hex() == "3fce516009c21727d0f2e4e86ee403bc"
+    assert hkdf_expand_label(prk, b"iv", b"", 12, "sha256").hex() == "5d313eb2671276ee13000b30"
+
+
+# --- the key log ---------------------------------------------------------------------------------
+
+RANDOM = "ab" * 32
+
+
+def test_key_log_lines_are_read_and_bad_ones_counted_and_skipped():
+    keys = KeyLog()
+    lines = [
+        "# TLS secrets log file",
+        "",
+        f"CLIENT_RANDOM {RANDOM} {'11' * 48}",
+        f"CLIENT_RANDOM nothex {'22' * 48}",
+        f"CLIENT_RANDOM {RANDOM} {'33' * 47}",  # a master secret is 48 bytes
+        f"SERVER_TRAFFIC_SECRET_0 {RANDOM} {'44' * 32}",
+        f"EXPORTER_SECRET {RANDOM} {'55' * 32}",  # known, not needed
+        "garbage",
+        f"SERVER_TRAFFIC_SECRET_0 {RANDOM[:10]} {'66' * 32}",
+    ]
+    keys.feed("\n".join(lines).encode() + b"\n")
+    assert keys.lines == 2 and keys.malformed == 4
+    assert keys.get(bytes.fromhex(RANDOM)) == {CLIENT_RANDOM: b"\x11" * 48,
+                                               SERVER_TRAFFIC_0: b"\x44" * 32}  # fmt: skip
+
+
+def test_a_key_log_read_in_pieces_waits_for_whole_lines():
+    line = f"CLIENT_RANDOM {RANDOM} {'11' * 48}\n".encode()
+    keys = KeyLog()
+    for i in range(len(line)):
+        keys.feed(line[i : i + 1])
+        assert len(keys) == (1 if i == len(line) - 1 else 0)
+    keys.feed(line[:-1])  # a last line without its end counts once the log is whole
+    keys.end()
+    assert keys.lines == 2 and keys.malformed == 0
+
+
+def test_a_key_log_file_is_read_again_as_it_grows(tmp_path):
+    from engine.keylog import KeyLogFile
+
+    path = tmp_path / "keys.log"
+    path.write_text("# nothing yet\n")
+    keys = KeyLogFile(str(path))
+    assert len(keys) == 0
+    with open(path, "a") as f:
+        f.write(f"CLIENT_RANDOM {RANDOM} {'11' * 48}\n")
+    grew = [keys.refresh() for _ in range(KeyLogFile.REFRESH_EVERY)]
+    assert grew.count(True) == 1 and len(keys) == 1
+    with pytest.raises(OSError):
+        KeyLogFile(str(tmp_path / "missing.log"))
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def capture_and_keys(tmp_path_factory: pytest.TempPathFactory):
+    """A capture of two TLS connections (1.3 and 1.2) and the client's key log of both."""
+    from tests.synth import write_pcap
+
+    one = made("TLSv1.3", "TLS_AES_128_GCM_SHA256", True)
+    two = made("TLSv1.2", "ECDHE-ECDSA-CHACHA20-POLY1305", True)
+    packets = one.packets() + two.packets(client=("10.0.0.1", 51300), start=1_700_000_100.0)
+    directory = tmp_path_factory.mktemp("tls")
+    write_pcap(directory / "tls.pcap", packets)
+    (directory / "keys.log").write_text(one.keylog + two.keylog)
+    return directory / "tls.pcap", directory / "keys.log", (one, two)
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_json_with_a_key_log_gives_the_decrypted_exchanges(capture_and_keys, jobs):
+    import json
+
+    from tests.test_cli import records, wirepeek
+
+    path, keys, sessions = capture_and_keys
+    proc = wirepeek("-r", str(path), "--keylog", str(keys), "--json", "--jobs", jobs)
+    assert proc.returncode == 0, proc.stderr.decode()
+    conns = records(proc.stdout, "connection")
+    assert [c["tls"]["decrypted"] for c in conns] == [True, True]
+    assert [c["tls"]["why_not"] for c in conns] == [None, None]
+    assert [c["tls"]["version"] for c in conns] == ["TLS 1.3", "TLS 1.2"]
+    http = records(proc.stdout, "http")
+    for conn_id, s in enumerate(sessions):
+        mine = [r for r in http if r["connection"] == conn_id]
+        assert [r["request"]["target"] for r in mine] == [f"/upload/{i}" for i in range(len(BODIES))]
+        assert [r["response"]["body_bytes"] for r in mine] == list(BODIES)
+    # Without the key log: the same connections, not decrypted, and no exchange.
+    plain = wirepeek("-r", str(path), "--json", "--jobs", jobs)
+    assert records(plain.stdout, "http") == []
+    assert all("decrypted" not in c.get("tls", {}) for c in records(plain.stdout, "connection"))
+    json.dumps(conns)  # (records as they are)
+
+
+def test_the_key_log_may_come_from_sslkeylogfile_and_a_missing_one_is_said(capture_and_keys, tmp_path):
+    import os
+    import subprocess
+
+    from tests.test_cli import ROOT, WIREPEEK, records
+
+    path, keys, _ = capture_and_keys
+    env = {**os.environ, "SSLKEYLOGFILE": str(keys)}
+    proc = subprocess.run([*WIREPEEK, "-r", str(path), "--json"], env=env, cwd=ROOT,
+                          capture_output=True, timeout=60, check=False)  # fmt: skip
+    assert len(records(proc.stdout, "http")) == 2 * len(BODIES)
+    missing = tmp_path / "none.log"
+    for args, env in (
+        (["--keylog", str(missing)], dict(os.environ)),
+        ([], {**os.environ, "SSLKEYLOGFILE": str(missing)}),
+    ):
+        proc = subprocess.run([*WIREPEEK, "-r", str(path), "--json", *args], env=env, cwd=ROOT,
+                              capture_output=True, timeout=60, check=False)  # fmt: skip
+        assert proc.returncode == 2 and b"Traceback" not in proc.stderr
+        named = "--keylog" if args else "$SSLKEYLOGFILE"
+        assert f"cannot read the key log {missing} ({named})" in proc.stderr.decode()
