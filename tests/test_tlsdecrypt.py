@@ -302,3 +302,30 @@ def test_the_key_log_may_come_from_sslkeylogfile_and_a_missing_one_is_said(captu
         assert proc.returncode == 2 and b"Traceback" not in proc.stderr
         named = "--keylog" if args else "$SSLKEYLOGFILE"
         assert f"cannot read the key log {missing} ({named})" in proc.stderr.decode()
+
+
+# --- the inspector -------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("jobs", [0, 2])  # HTTP in the capture thread, or in the helpers
+async def test_the_inspector_lists_the_decrypted_exchanges_and_says_so(capture_and_keys, jobs):
+    from engine.bounds import Bounds
+    from tests.test_app import SIZE, read_all
+    from tui.app import WirepeekApp
+    from tui.capture import SourceSpec
+    from tui.widgets.http import ExchangesTable
+
+    path, keys, sessions = capture_and_keys
+    app = WirepeekApp(SourceSpec(files=(str(path),), keylog=str(keys)), "",
+                      Bounds(keep_after_close=True), jobs=jobs)  # fmt: skip
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        assert [info.tls_decryption for info in app.store.connections.values()] == [DECRYPTED] * 2
+        table = app.query_one(ExchangesTable)
+        assert table.row_count == len(BODIES)
+        summary = str(app.query_one("#http-summary").render())
+        assert summary.startswith("TLS 1.3 TLS_AES_128_GCM_SHA256 decrypted")
+        assert f"{len(BODIES)} exchanges" in summary
+        bodies = [tx.response.body for tx in app.store.exchanges(0)]
+        assert bodies == [r.partition(b"\r\n\r\n")[2] for r in sessions[0].responses]

@@ -35,7 +35,7 @@ from tui.memory import DEFAULT_MEMORY, MemoryReading, MemorySplit, give_back, re
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied
 from tui.screens.help import HelpScreen
 from tui.search import NO_EXCHANGES, Query, Search, Snapshot, scan
-from tui.store import FINISHED_STATES, TrafficStore, exchange_log_bytes
+from tui.store import FINISHED_STATES, TrafficStore, exchange_log_bytes, tls_summary
 from tui.widgets.connections import ConnectionsTable
 from tui.widgets.http import ExchangesTable, HttpView
 from tui.widgets.packets import PacketsView, prepare
@@ -361,7 +361,8 @@ class WirepeekApp(App[None]):
             conn_id, self.store.exchanges(conn_id) if conn_id is not None else [],
             self.store.pending.get(conn_id) if conn_id is not None else None,
             info.protocol if info else None, positions, search.query.text if search else "",
-            self.store.dropped.get(conn_id, 0) if conn_id is not None else 0)
+            self.store.dropped.get(conn_id, 0) if conn_id is not None else 0,
+            tls=tls_summary(info) if info is not None and info.tls_decryption else "")
 
     @on(VirtualTable.Opened, "#connections")
     def open_detail(self) -> None:

@@ -31,6 +31,7 @@ from engine.bounds import Bounds
 from engine.events import ConnectionClosed, ConnectionInfo, ConnectionOpened, ConnectionUpdated
 from engine.events import Event, HttpRequestSeen, HttpTransaction
 from engine.http import DEFAULT_MAX_BODY
+from engine.keylog import KeyLog, KeyLogFile
 from engine.pipeline import Pipeline
 from engine.spool import Spool
 from engine.tcp import endpoints_key
@@ -328,6 +329,7 @@ class SourceSpec:
     # Opened before the app started (so errors and privileges are dealt with first): the driver
     # reads it first, and reopens from files/interfaces only when a file must be read again.
     opened: sources.Source | None = None
+    keylog: str | None = None  # a key log's path: TLS is decrypted with it (engine.tlsdecrypt)
 
 
 class RealTimeReplay:
@@ -397,6 +399,12 @@ class CaptureDriver:
         self.spec = spec
         self.bpf = bpf
         self.bounds = bounds
+        self.keys: KeyLog | None = None
+        if spec.keylog is not None:
+            try:
+                self.keys = KeyLogFile(spec.keylog)
+            except OSError:
+                pass  # (read before the app started: gone since)
         self.post = post
         self.commands: queue.Queue[tuple[str, str]] = queue.Queue()
         self.follow: int | None = None  # set by the UI: whose stream to send
@@ -586,9 +594,9 @@ class CaptureDriver:
             self.helpers = None
         if self.jobs:
             self.helpers = HttpHelpers(self.spec.files, self.bpf, self.bounds, self.jobs,
-                                       feed=self.feed)
+                                       feed=self.feed, keylog=self.spec.keylog)
         return Pipeline(self.bounds, live_updates=True, spool=self.spool,
-                        http_body_limit=None if self.jobs else DEFAULT_MAX_BODY)
+                        http_body_limit=None if self.jobs else DEFAULT_MAX_BODY, keylog=self.keys)
 
     def _commands(self, source: sources.Source | RealTimeReplay, pipeline: Pipeline,
                   finished: bool) -> tuple[sources.Source | RealTimeReplay, Pipeline, bool]:

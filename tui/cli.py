@@ -226,7 +226,9 @@ def run(args: argparse.Namespace) -> int:
         elif args.json:
             status = json_records(args, source)
         elif sys.stdout.isatty():
-            spec = SourceSpec(files=tuple(args.read), interfaces=tuple(args.interface), opened=source)
+            keylog = args.keys.path if isinstance(args.keys, KeyLogFile) else None
+            spec = SourceSpec(files=tuple(args.read), interfaces=tuple(args.interface), opened=source,
+                              keylog=keylog)
             source = None  # the app owns it now
             return interactive(args, spec, bpf)
         else:

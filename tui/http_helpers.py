@@ -42,6 +42,7 @@ from engine.batch import Batch
 from engine.bounds import Bounds
 from engine.events import Event, HttpRequest, HttpRequestSeen, HttpTransaction
 from engine.http import DEFAULT_MAX_BODY
+from engine.keylog import KeyLogFile
 from engine.pipeline import Pipeline
 from engine.tcp import Connection
 from tui import collector
@@ -94,17 +95,24 @@ def _received(receiver: Pipe) -> Message:
 
 
 def _pipeline(bound_fields: dict[str, Any], body_limit: int, shard: tuple[int, int],
-              announce: bool) -> tuple[Pipeline, list[int]]:
+              announce: bool, keylog: str | None = None) -> tuple[Pipeline, list[int]]:
     """A helper's pipeline, and the list to which it adds the first packet of each connection it
-    opens (the helper sends and clears it with each message)."""
+    opens (the helper sends and clears it with each message). keylog: a key log's path, to
+    decrypt TLS with (each process reads it, and reads it again as it grows)."""
     # The bounds come as their fields: Python 3.11 cannot unpickle a frozen dataclass with slots.
     opened: list[int] = []
 
     def note_open(conn: Connection, emit: Callable[[Event], None]) -> None:
         opened.append(conn.first_packet)
 
+    keys = None
+    if keylog is not None:
+        try:
+            keys = KeyLogFile(keylog)
+        except OSError:
+            pass  # gone since the app read it: the capture thread says how its connections are
     pipeline = Pipeline(Bounds(**bound_fields), consumers={None: [note_open]},
-                        http_body_limit=body_limit, shard=shard, announce=announce)
+                        http_body_limit=body_limit, shard=shard, announce=announce, keylog=keys)
     collector.headless()
     return pipeline, opened
 
@@ -123,14 +131,14 @@ def _collect(events: list[Event], exchanges: EncodedExchanges,
 
 
 def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit: int,
-            shard: tuple[int, int], out: Pipe) -> None:
+            shard: tuple[int, int], out: Pipe, keylog: str | None = None) -> None:
     try:
         source = sources.open_files(files, bpf)
     except sources.CaptureError:
         _send(out, Message(0, [], EncodedExchanges(), [], None, True))  # the capture thread says why
         out.close()
         return
-    pipeline, opened = _pipeline(bound_fields, body_limit, shard, announce=False)
+    pipeline, opened = _pipeline(bound_fields, body_limit, shard, announce=False, keylog=keylog)
     try:
         while True:
             batch = source.next_batch()
@@ -158,7 +166,7 @@ HEARTBEAT = 0.5  # seconds between a live helper's messages at most (a gone app 
 
 
 def _live_helper(directory: str, lag_files: int, bound_fields: dict[str, Any], body_limit: int,
-                 shard: tuple[int, int], out: Pipe) -> None:
+                 shard: tuple[int, int], out: Pipe, keylog: str | None = None) -> None:
     """A live capture's helper. When it is `lag_files` files of the feed behind the capture
     process, it passes over batches without parsing them (their connections' exchanges come
     with missing bytes, as after a gap) until it is within half of that: so the feed's bound is
@@ -167,7 +175,7 @@ def _live_helper(directory: str, lag_files: int, bound_fields: dict[str, Any], b
     # when the cores are short (the traffic's own programs may be on the same machine).
     os.nice(NICE)
     reader = FeedReader(directory)
-    pipeline, opened = _pipeline(bound_fields, body_limit, shard, announce=True)
+    pipeline, opened = _pipeline(bound_fields, body_limit, shard, announce=True, keylog=keylog)
     exchanges = EncodedExchanges()
     # Requests waiting for their answer, by (connection, offset): the latest word on each, in
     # the order first seen, and none whose exchange goes in the same message.
@@ -247,9 +255,10 @@ class HttpHelpers:
     their exchanges with `take`."""
 
     def __init__(self, files: tuple[str, ...], bpf: str, bounds: Bounds, jobs: int,
-                 body_limit: int = DEFAULT_MAX_BODY, feed: FeedCapture | None = None) -> None:
+                 body_limit: int = DEFAULT_MAX_BODY, feed: FeedCapture | None = None,
+                 keylog: str | None = None) -> None:
         """Helpers reading `files` under `bpf`, or, given a live capture's feed, what it holds
-        (then `files` and `bpf` are not used)."""
+        (then `files` and `bpf` are not used); keylog: a key log's path, to decrypt TLS."""
         context = _start_method()
         self.feed = feed
         share = replace(
@@ -265,14 +274,15 @@ class HttpHelpers:
             _widen(receiver)
             fields = {field.name: getattr(share, field.name) for field in dataclass_fields(share)}
             if feed is None:
-                target, args = _helper, (list(files), bpf, fields, body_limit, (i, jobs), sender)
+                target, args = _helper, (list(files), bpf, fields, body_limit, (i, jobs), sender,
+                                         keylog)
             else:
                 # Behind by three eighths of the feed's bound, a helper passes over batches;
                 # holding half of it, its files go anyway (it jumps over them): the rest is the
                 # capture thread's, which must not be left behind for HTTP.
                 lag = max(2, feed.limit * 3 // 8 // LiveFeed.SEGMENT)
                 target, args = _live_helper, (feed.dir, lag, fields, body_limit, (i, jobs),
-                                              sender)
+                                              sender, keylog)
             proc = context.Process(target=target, args=args, daemon=True)
             proc.start()
             sender.close()

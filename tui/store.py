@@ -360,13 +360,18 @@ def exchange_log_bytes(bounds: Bounds) -> int:
 
 
 def tls_summary(info: ConnectionInfo) -> str:
-    """What the TLS hellos said: version, server name, ALPN (from the wire: the caller escapes it).
+    """What the TLS hellos said: version, server name, ALPN (from the wire: the caller escapes it),
+    and with a key log whether it was decrypted (its suite), or why not.
 
     The version is the one the server chose; the ALPN the one it selected when the ServerHello
     shows it (TLS 1.2 and earlier), else the list the client offered.
     """
     hello = info.server_hello
     words = [hello.version] if hello else []
+    if info.tls_decryption == "decrypted":
+        words.append(f"{hello.cipher} decrypted" if hello else "decrypted")
+    elif info.tls_decryption is not None:
+        words.append(f"not decrypted: {info.tls_decryption}")
     if info.sni is not None:
         words.append(f"SNI {info.sni}")
     if hello and hello.alpn is not None:

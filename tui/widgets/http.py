@@ -161,6 +161,7 @@ class HttpView(Vertical):
         self.positions: list[int] | None = None  # under a search: the exchanges that matched
         self._listed = 0  # exchanges of the list taken so far (or positions, under a search)
         self._summary: Text | None = None  # what the summary line says
+        self.tls = ""  # what TLS decryption with a key log made of the connection
 
     def compose(self) -> ComposeResult:
         yield Static(id="http-summary")
@@ -173,7 +174,8 @@ class HttpView(Vertical):
 
     def show(self, conn_id: int | None, transactions: Sequence[HttpTransaction],
              pending: dict[int, HttpRequest] | None = None, protocol: str | None = None,
-             positions: list[int] | None = None, query: str = "", evicted: int = 0) -> None:
+             positions: list[int] | None = None, query: str = "", evicted: int = 0,
+             tls: str = "") -> None:
         """Show a connection's exchanges (`positions`: only those, under a search); for the same
         connection and search, take only what is new. `pending` maps requests that wait for
         their answer by their stream offset."""
@@ -190,6 +192,7 @@ class HttpView(Vertical):
         fresh = not shifted and (conn_id != self.conn_id or positions is not self.positions
                                  or old is not transactions)
         self.protocol = protocol
+        self.tls = tls
         table.transactions = transactions
         if shifted:
             table.shift_rows(gone)
@@ -238,6 +241,8 @@ class HttpView(Vertical):
             text = Text(" · ".join(words), "bold")
             if evicted:
                 text.append(f" · {gone}", "yellow")
+        if self.tls:  # from the wire (SNI): escaped
+            text = Text.assemble((escape_text(self.tls), "cyan"), " · ", text)
         summary = self.query_one("#http-summary", Static)
         if text != self._summary:  # one line high: no layout to redo
             self._summary = text
