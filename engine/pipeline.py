@@ -88,6 +88,7 @@ class Pipeline:
         spool: Spool | None = None,
         announce: bool | None = None,
         keylog: KeyLog | None = None,
+        plaintext: list[ConsumerFactory] | None = None,
     ) -> None:
         """http_body_limit: body bytes kept per HTTP message (0 keeps none; None: no HTTP parsing).
 
@@ -105,7 +106,8 @@ class Pipeline:
         live_updates is set; a process that parses HTTP for a live view wants only these).
 
         keylog: decrypt TLS connections whose secrets it has (engine.tlsdecrypt); their HTTP is
-        parsed as that of plain connections (when HTTP is parsed at all).
+        parsed as that of plain connections (when HTTP is parsed at all). plaintext: consumer
+        factories given a decrypted connection's plaintext (None from one: not this connection).
         """
         self.shard = shard
         self.bounds = bounds or Bounds()
@@ -130,7 +132,7 @@ class Pipeline:
             parse = http_body_limit is not None
             consumers[TLS] = [
                 *consumers.get(TLS, []),
-                decryptor_factory(keylog, inner if parse else None),
+                decryptor_factory(keylog, inner if parse else None, tuple(plaintext or ())),
             ]
         self.table = ConnectionTable(self.bounds, consumers, live_updates, spool)
         self.defrag = Defragmenter(self.bounds.max_fragment_bytes, self.bounds.fragment_timeout)

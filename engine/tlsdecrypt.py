@@ -53,7 +53,7 @@ from engine.events import Event
 from engine.keylog import KeyLog
 
 if TYPE_CHECKING:
-    from engine.tcp import Connection
+    from engine.tcp import Connection, StreamConsumer
 
 CHANGE_CIPHER_SPEC: Final = 20
 ALERT: Final = 21
@@ -334,7 +334,8 @@ class _Side:
 
 
 Emit = Callable[[Event], None]
-InnerFactory = Callable[["Connection", Emit, Callable[[bool, int], "int | None"]], object]
+InnerFactory = Callable[["Connection", Emit, Callable[[bool, int], "int | None"]], "StreamConsumer"]
+ConsumerFactory = Callable[["Connection", Emit], "StreamConsumer | None"]
 
 
 class TlsDecryptor:
@@ -344,13 +345,15 @@ class TlsDecryptor:
 
     MAX_RECORDS: Final = 4096  # application records remembered a direction for peer_offset
 
-    def __init__(self, conn: Connection, emit: Emit, keys: KeyLog,
-                 inner: InnerFactory | None) -> None:  # fmt: skip
+    def __init__(self, conn: Connection, emit: Emit, keys: KeyLog, inner: InnerFactory | None,
+                 listeners: tuple[StreamConsumer, ...] = ()) -> None:  # fmt: skip
+        """listeners: consumers given all the plaintext as it comes (--follow's writer)."""
         self.conn = conn
         self.emit = emit
         self.keylog = keys
         self.make_inner = inner
-        self.inner: object | None = None  # the plaintext's consumer, once known
+        self.listeners = listeners
+        self.inner: StreamConsumer | None = None  # the plaintext's consumer, once known
         self.inner_known = False  # decided (an HTTP parser, or nothing)
         self.sides = {True: _Side(), False: _Side()}
         self.client_random: bytes | None = None
@@ -402,9 +405,9 @@ class TlsDecryptor:
             if side.ended is None:
                 side.ended = ts
             self._ended(from_client)
-        inner = self.inner
-        if inner is not None:
-            inner.on_close(conn, ts)  # type: ignore[attr-defined]
+        for consumer in (self.inner, *self.listeners):
+            if consumer is not None:
+                consumer.on_close(conn, ts)
 
     def _ended(self, from_client: bool) -> None:
         """Tell the plaintext's consumer a side ended, once it did and nothing of it waits."""
@@ -726,13 +729,15 @@ class TlsDecryptor:
         self._ended(False)  # (if it ended and was waiting for these to go)
 
     def _deliver(self, from_client: bool, ts: float, offset: int, plain: bytes, ack: int) -> None:
+        for listener in self.listeners:
+            listener.on_data(self.conn, from_client, ts, offset, plain, ack)
         if not self.inner_known:
             self.waiting_inner.append((from_client, ts, plain, ack))
             self._choose_inner(final=False)
             return
         inner = self.inner
         if inner is not None:
-            inner.on_data(self.conn, from_client, ts, offset, plain, ack)  # type: ignore[attr-defined]
+            inner.on_data(self.conn, from_client, ts, offset, plain, ack)
 
     def _choose_inner(self, final: bool) -> None:
         """Once the client's first plaintext says what it speaks (or, `final`, all of it came):
@@ -759,7 +764,7 @@ class TlsDecryptor:
             return
         offsets = {True: 0, False: 0}
         for from_client, ts, plain, ack in waiting:
-            inner.on_data(self.conn, from_client, ts, offsets[from_client], plain, ack)  # type: ignore[attr-defined]
+            inner.on_data(self.conn, from_client, ts, offsets[from_client], plain, ack)
             offsets[from_client] += len(plain)
 
     def _peer_offset(self, from_client: bool, ack: int) -> int | None:
@@ -776,9 +781,9 @@ class TlsDecryptor:
         self._release_server(force=not from_client)
         if not self.inner_known and self.waiting_inner:
             self._choose_inner(final=True)
-        inner = self.inner
-        if inner is not None:
-            inner.on_end(self.conn, from_client, ts)  # type: ignore[attr-defined]
+        for consumer in (self.inner, *self.listeners):
+            if consumer is not None:
+                consumer.on_end(self.conn, from_client, ts)
 
     def _stop(self, from_client: bool, why: str, ts: float) -> None:
         side = self.sides[from_client]
@@ -805,12 +810,14 @@ def _as_record(message: bytes) -> bytes:
 
 
 def decryptor_factory(
-    keys: KeyLog, inner: InnerFactory | None
+    keys: KeyLog, inner: InnerFactory | None, listeners: tuple[ConsumerFactory, ...] = ()
 ) -> Callable[[Connection, Emit], TlsDecryptor]:
     """A consumer factory for `Pipeline(consumers={"tls": [...]})`; inner: the plaintext's
-    HTTP parsers (engine.http.inner_http_factory), or None to decrypt without parsing."""
+    HTTP parsers (engine.http.inner_http_factory), or None to decrypt without parsing;
+    listeners: factories of consumers of each connection's whole plaintext (None: not this one)."""
 
     def make(conn: Connection, emit: Emit) -> TlsDecryptor:
-        return TlsDecryptor(conn, emit, keys, inner)
+        made = tuple(c for c in (factory(conn, emit) for factory in listeners) if c is not None)
+        return TlsDecryptor(conn, emit, keys, inner, made)
 
     return make

@@ -329,3 +329,26 @@ async def test_the_inspector_lists_the_decrypted_exchanges_and_says_so(capture_a
         assert f"{len(BODIES)} exchanges" in summary
         bodies = [tx.response.body for tx in app.store.exchanges(0)]
         assert bodies == [r.partition(b"\r\n\r\n")[2] for r in sessions[0].responses]
+
+
+def test_follow_writes_the_plaintext_and_raw_the_records(capture_and_keys):
+    from tests.test_cli import wirepeek
+
+    path, keys, sessions = capture_and_keys
+    for conn_id, s in enumerate(sessions):
+        for direction, sent in (("client", s.requests), ("server", s.responses)):
+            proc = wirepeek("-r", str(path), "--keylog", str(keys), "--follow", str(conn_id),
+                            "--dir", direction)  # fmt: skip
+            assert proc.returncode == 0 and proc.stderr == b""
+            assert proc.stdout == b"".join(sent)  # exactly what that side sent, decrypted
+    raw = wirepeek("-r", str(path), "--keylog", str(keys), "--follow", "0", "--dir", "server",
+                   "--raw")  # fmt: skip
+    records = b"".join(data for from_client, data in sessions[0].flights if not from_client)
+    assert raw.returncode == 0 and raw.stdout == records  # the TLS records as captured
+    # With a key log that has not this connection's keys: nothing written, and why.
+    other = made("TLSv1.2", "AES128-GCM-SHA256", True)
+    no_keys = path.parent / "other.log"
+    no_keys.write_text(other.keylog)
+    proc = wirepeek("-r", str(path), "--keylog", str(no_keys), "--follow", "1")
+    assert proc.stdout == b"" and f"connection 1: not decrypted, or not to its end: {NO_KEYS}" in (
+        proc.stderr.decode())

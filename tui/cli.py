@@ -25,6 +25,7 @@ from engine.keylog import KeyLog, KeyLogFile
 from engine.pipeline import Pipeline
 from engine.records import connection_record, http_record, line
 from engine.tcp import Connection
+from engine.tlsdecrypt import DECRYPTED, TlsDecryptor
 from tui import collector
 from tui.escape import escape_bytes, escape_text, hexdump_lines
 from tui.memory import (
@@ -101,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--dir", choices=("client", "server", "both"), default="both",
                      help="with --follow: which direction (default both, in arrival order)")
     out.add_argument("--hex", action="store_true", help="with --follow: a hex dump instead of bytes")
+    out.add_argument("--raw", action="store_true",
+                     help="with --follow and a key log: the TLS records as captured, not the "
+                          "decrypted plaintext")
     out.add_argument("-w", "--write", metavar="OUT", help="write the packets that pass the filter to OUT (pcap)")
     out.add_argument("--count", type=int, metavar="N", help="stop after N packets")
     out.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of live capture")
@@ -187,8 +191,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--reorder-window must be between 0 and 3600 seconds")
     if args.follow is not None and args.json:
         raise UsageError("--follow and --json are separate modes")
-    if (args.hex or args.dir != "both") and args.follow is None:
-        raise UsageError("--hex and --dir go with --follow")
+    if (args.hex or args.dir != "both" or args.raw) and args.follow is None:
+        raise UsageError("--hex, --dir and --raw go with --follow")
     from tui.capture import SourceSpec  # Textual loads only for the interactive view
 
     if args.demo:
@@ -369,13 +373,24 @@ def json_records(args: argparse.Namespace, source: sources.Source) -> int:
 
 
 class FollowWriter:
-    """Writes one connection's reassembled bytes as they are delivered, nothing else on stdout."""
+    """Writes one connection's reassembled bytes as they are delivered, nothing else on stdout.
 
-    def __init__(self, out: IO[bytes], direction: str, hexdump: bool, escape: bool) -> None:
+    With `decrypting` (a key log, no --raw), a TLS connection that engine.tlsdecrypt decrypts
+    is written as its plaintext, which the decryptor gives to `plaintext()`; its records are
+    not written. Until the connection's protocol is known its first bytes wait (the sniffer
+    decides on the client's first bytes, at most LIMIT of them)."""
+
+    LIMIT = 64 * 1024
+
+    def __init__(self, out: IO[bytes], direction: str, hexdump: bool, escape: bool,
+                 decrypting: bool = False) -> None:
         self.out = out
         self.want = {"client": (True,), "server": (False,), "both": (True, False)}[direction]
         self.hexdump = hexdump
         self.escape = escape
+        self.decrypting = decrypting
+        self.held: list[tuple[Connection, bool, float, int, bytes]] = []
+        self.tls = False  # decrypted: the plaintext is written, not the records
         self.last_dir: bool | None = None
         self.missing = {True: 0, False: 0}
         self.seen = False
@@ -384,6 +399,24 @@ class FollowWriter:
     def on_data(
         self, conn: Connection, from_client: bool, ts: float, offset: int, data: bytes, ack: int
     ) -> None:
+        if self.decrypting and not self.tls:
+            if conn.sniffing and sum(len(h[4]) for h in self.held) < self.LIMIT:
+                self.held.append((conn, from_client, ts, offset, data))
+                return
+            if any(isinstance(c, TlsDecryptor) for c in conn.consumers):
+                self.tls = True
+                self.held = []
+            else:
+                self._flush_held()
+        if not self.tls:
+            self._write(conn, from_client, ts, offset, data)
+
+    def _flush_held(self) -> None:
+        held, self.held = self.held, []
+        for conn, from_client, ts, offset, data in held:
+            self._write(conn, from_client, ts, offset, data)
+
+    def _write(self, conn: Connection, from_client: bool, ts: float, offset: int, data: bytes) -> None:
         if from_client not in self.want:
             return
         if self.hexdump:
@@ -395,11 +428,15 @@ class FollowWriter:
         else:
             self.out.write(data)
 
+    def plaintext(self) -> FollowPlaintext:
+        return FollowPlaintext(self)
+
     def on_gap(
         self, conn: Connection, from_client: bool, ts: float, offset: int, size: int, reason: str
     ) -> None:
-        if from_client not in self.want:
+        if from_client not in self.want or self.tls:
             return
+        self._flush_held()
         self.missing[from_client] += size
         side = "client" if from_client else "server"
         if self.hexdump:
@@ -411,7 +448,13 @@ class FollowWriter:
     def on_end(self, conn: Connection, from_client: bool, ts: float) -> None:
         pass
 
-    def on_close(self, conn: Connection, ts: float) -> None:
+    def on_close(self, conn: Connection, ts: float, decryptor: bool = False) -> None:
+        if self.done or (self.tls and not decryptor):  # (the decryptor closes after, and says)
+            return
+        self._flush_held()
+        if self.tls and conn.tls_status != DECRYPTED:
+            print(f"wirepeek: connection {conn.id}: not decrypted, or not to its end: "
+                  f"{conn.tls_status} (--raw writes its TLS records)", file=sys.stderr)
         self.done = True
 
     def _header(self, conn: Connection, from_client: bool, offset: int, ts: float) -> None:
@@ -424,9 +467,36 @@ class FollowWriter:
         self.out.write(line.encode())
 
 
+class FollowPlaintext:
+    """What a TLS decryptor gives --follow's writer: the connection's plaintext."""
+
+    def __init__(self, writer: FollowWriter) -> None:
+        self.writer = writer
+
+    def on_data(
+        self, conn: Connection, from_client: bool, ts: float, offset: int, data: bytes, ack: int
+    ) -> None:
+        self.writer.tls = True
+        self.writer._write(conn, from_client, ts, offset, data)
+
+    def on_gap(
+        self, conn: Connection, from_client: bool, ts: float, offset: int, size: int, reason: str
+    ) -> None:
+        pass  # (the decryptor stops at a gap; the writer says so when the connection closes)
+
+    def on_end(self, conn: Connection, from_client: bool, ts: float) -> None:
+        pass
+
+    def on_close(self, conn: Connection, ts: float) -> None:
+        self.writer.tls = True
+        self.writer.on_close(conn, ts, decryptor=True)
+
+
 def follow(args: argparse.Namespace, source: sources.Source) -> int:
     out = sys.stdout.buffer
-    writer = FollowWriter(out, args.dir, args.hex, escape=out.isatty() and not args.hex)
+    decrypting = args.keys is not None and not args.raw
+    writer = FollowWriter(out, args.dir, args.hex, escape=out.isatty() and not args.hex,
+                          decrypting=decrypting)
     wanted = args.follow
 
     def attach(conn: Connection, emit: Callable[[Event], None]) -> FollowWriter | None:
@@ -435,8 +505,12 @@ def follow(args: argparse.Namespace, source: sources.Source) -> int:
         writer.seen = True
         return writer
 
+    def plaintext(conn: Connection, emit: Callable[[Event], None]) -> FollowPlaintext | None:
+        return writer.plaintext() if conn.id == wanted else None
+
     pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024), consumers={None: [attach]},
-                        http_body_limit=None)
+                        http_body_limit=None, keylog=args.keys if decrypting else None,
+                        plaintext=[plaintext])
     total = 0
     for events in batches(args, source, pipeline, stop=lambda: writer.done):
         out.flush()
