@@ -151,3 +151,34 @@ class KeyLogFile(KeyLog):
         self.offset += len(data)
         self.feed(data)
         return len(data)
+
+
+def open_keys(path: str | None, captures: list[str] | tuple[str, ...] = ()) -> KeyLog | None:
+    """The key log of `path` (raising OSError when it cannot be read), with the secrets that
+    the capture files' pcapng Decryption Secrets Blocks hold; None when there are neither.
+    Only plain files are looked into (not pipes, nor compressed captures)."""
+    keys: KeyLog | None = KeyLogFile(path) if path is not None else None
+    for capture in captures:
+        found = _capture_secrets(capture)
+        if found:
+            if keys is None:
+                keys = KeyLog()
+            keys.feed(found + b"\n")
+    return keys
+
+
+def _capture_secrets(path: str) -> bytes:
+    import mmap
+
+    from engine.pcapfile import tls_key_logs
+
+    if path == "-":
+        return b""
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size < 12:
+                return b""
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                return tls_key_logs(data)
+    except (OSError, ValueError):
+        return b""  # not a regular file: whoever reads the capture says what is wrong

@@ -75,6 +75,8 @@ _PCAP_MAGICS = {
 }
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 _SHB, _IDB, _OPB, _SPB, _EPB = 0x0A0D0D0A, 1, 2, 3, 6
+_DSB = 0x0000000A  # Decryption Secrets Block
+SECRETS_TLS_KEY_LOG = 0x544C534B  # "TLSK": its secrets are an NSS key log
 _IF_TSRESOL, _IF_TSOFFSET = 9, 14
 _MAX_SEC = 0xFFFFFFFF
 
@@ -614,3 +616,29 @@ class PcapWriter:
             self._out.close()
         else:
             self._out.flush()
+
+
+def tls_key_logs(data: Any) -> bytes:
+    """The TLS key logs that a pcapng file's Decryption Secrets Blocks hold (as editcap
+    --inject-secrets writes them, before the packets they open), joined in file order; empty
+    for a pcap file or one without. `data`: the file's bytes (or a memory map of them). Block
+    headers only are looked at; it stops where the blocks stop making sense."""
+    out: list[bytes] = []
+    pos, size, order = 0, len(data), "<"
+    if data[:4] != _PCAPNG_MAGIC:
+        return b""
+    while size - pos >= 12:
+        if data[pos : pos + 4] == _PCAPNG_MAGIC:
+            bom = data[pos + 8 : pos + 12]
+            order = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">" if bom == b"\x1a\x2b\x3c\x4d" else ""
+            if not order:
+                break
+        block_type, length = struct.unpack_from(order + "II", data, pos)
+        if length < 12 or length % 4 or length > size - pos:
+            break
+        if block_type == _DSB and length >= 20:
+            kind, secrets = struct.unpack_from(order + "II", data, pos + 8)
+            if kind == SECRETS_TLS_KEY_LOG and 16 + secrets <= length - 4:
+                out.append(bytes(data[pos + 16 : pos + 16 + secrets]))
+        pos += length
+    return b"\n".join(out)

@@ -729,17 +729,24 @@ def write_pcapng(
     snaplen: int = 262144,
     *,
     linktypes: Sequence[int] | None = None,
+    tls_key_log: bytes | None = None,
 ) -> int:
     """Write a pcapng file: one section, one interface per entry of `linktypes` (default just
     `linktype`), microsecond timestamps. A packet may name its interface as a third element, so
-    a test can mix link types in one file. Returns the number of packets written."""
+    a test can mix link types in one file. With `tls_key_log`, a Decryption Secrets Block of
+    type TLSK holding it comes before the packets (as editcap --inject-secrets puts it). Returns
+    the number of packets written."""
     if isinstance(path, (str, os.PathLike)):
         with open(path, "wb") as f:
-            return write_pcapng(f, packets, linktype, snaplen, linktypes=linktypes)
+            return write_pcapng(f, packets, linktype, snaplen, linktypes=linktypes,
+                                tls_key_log=tls_key_log)
     interfaces = [linktype] if linktypes is None else list(linktypes)
     path.write(_pcapng_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)))
     for lt in interfaces:
         path.write(_pcapng_block(0x00000001, struct.pack("<HHI", lt, 0, snaplen)))
+    if tls_key_log is not None:
+        path.write(_pcapng_block(0x0000000A, struct.pack("<II", 0x544C534B, len(tls_key_log))
+                                 + tls_key_log))
     count = 0
     for packet in packets:
         ts, frame = packet[0], packet[1]

@@ -352,3 +352,25 @@ def test_follow_writes_the_plaintext_and_raw_the_records(capture_and_keys):
     proc = wirepeek("-r", str(path), "--keylog", str(no_keys), "--follow", "1")
     assert proc.stdout == b"" and f"connection 1: not decrypted, or not to its end: {NO_KEYS}" in (
         proc.stderr.decode())
+
+
+def test_a_pcapng_with_a_decryption_secrets_block_opens_decrypted(capture_and_keys, tmp_path):
+    """As a capture handed over with `editcap --inject-secrets tls,keys.log` opens in Wireshark:
+    the key log travels inside the pcapng file, and no --keylog is needed."""
+    from engine.pcapfile import tls_key_logs
+    from tests.synth import write_pcapng
+    from tests.test_cli import records, wirepeek
+
+    _, keys, sessions = capture_and_keys
+    packets = sessions[0].packets() + sessions[1].packets(client=("10.0.0.1", 51300),
+                                                          start=1_700_000_100.0)  # fmt: skip
+    path = tmp_path / "with-secrets.pcapng"
+    write_pcapng(path, packets, tls_key_log=keys.read_bytes())
+    assert tls_key_logs(path.read_bytes()) == keys.read_bytes()
+    proc = wirepeek("-r", str(path), "--json")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert [c["tls"]["decrypted"] for c in records(proc.stdout, "connection")] == [True, True]
+    assert len(records(proc.stdout, "http")) == 2 * len(BODIES)
+    # Without the block, the same packets are not decrypted.
+    write_pcapng(tmp_path / "without.pcapng", packets)
+    assert records(wirepeek("-r", str(tmp_path / "without.pcapng"), "--json").stdout, "http") == []

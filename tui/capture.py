@@ -31,7 +31,7 @@ from engine.bounds import Bounds
 from engine.events import ConnectionClosed, ConnectionInfo, ConnectionOpened, ConnectionUpdated
 from engine.events import Event, HttpRequestSeen, HttpTransaction
 from engine.http import DEFAULT_MAX_BODY
-from engine.keylog import KeyLog, KeyLogFile
+from engine.keylog import KeyLog, open_keys
 from engine.pipeline import Pipeline
 from engine.spool import Spool
 from engine.tcp import endpoints_key
@@ -399,12 +399,10 @@ class CaptureDriver:
         self.spec = spec
         self.bpf = bpf
         self.bounds = bounds
-        self.keys: KeyLog | None = None
-        if spec.keylog is not None:
-            try:
-                self.keys = KeyLogFile(spec.keylog)
-            except OSError:
-                pass  # (read before the app started: gone since)
+        try:
+            self.keys: KeyLog | None = open_keys(spec.keylog, spec.files)
+        except OSError:
+            self.keys = open_keys(None, spec.files)  # (read before the app started: gone since)
         self.post = post
         self.commands: queue.Queue[tuple[str, str]] = queue.Queue()
         self.follow: int | None = None  # set by the UI: whose stream to send

@@ -21,7 +21,7 @@ from engine import sources
 from engine.batch import META, Batch
 from engine.bounds import MiB, Bounds
 from engine.events import ConnectionClosed, Event, Gap, HttpTransaction
-from engine.keylog import KeyLog, KeyLogFile
+from engine.keylog import KeyLog, open_keys
 from engine.pipeline import Pipeline
 from engine.records import connection_record, http_record, line
 from engine.tcp import Connection
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.json:
             status = json_records(args, source)
         elif sys.stdout.isatty():
-            keylog = args.keys.path if isinstance(args.keys, KeyLogFile) else None
+            keylog = args.keylog or os.environ.get("SSLKEYLOGFILE") or None
             spec = SourceSpec(files=tuple(args.read), interfaces=tuple(args.interface), opened=source,
                               keylog=keylog)
             source = None  # the app owns it now
@@ -337,18 +337,17 @@ def batches(args: argparse.Namespace, source: sources.Source,
 
 
 def open_keylog(args: argparse.Namespace) -> KeyLog | None:
-    """The key log of --keylog, or of $SSLKEYLOGFILE; None without either."""
+    """The key log of --keylog, or of $SSLKEYLOGFILE, with the secrets the capture files carry
+    (pcapng Decryption Secrets Blocks); None without any."""
     path = args.keylog or os.environ.get("SSLKEYLOGFILE") or None
-    if path is None:
-        return None
     try:
-        keys = KeyLogFile(path)
+        keys = open_keys(path, args.read)
     except OSError as e:
         named = "--keylog" if args.keylog else "$SSLKEYLOGFILE"
         raise UsageError(f"cannot read the key log {path} ({named}): {e.strerror or e}") from None
-    if keys.malformed:
-        print(f"wirepeek: key log {path}: {keys.malformed} line(s) not in the key log format, "
-              "skipped", file=sys.stderr)
+    if keys is not None and keys.malformed:
+        print(f"wirepeek: key log: {keys.malformed} line(s) not in the key log format, skipped",
+              file=sys.stderr)
     return keys
 
 

@@ -42,7 +42,7 @@ from engine.batch import Batch
 from engine.bounds import Bounds
 from engine.events import Event, HttpRequest, HttpRequestSeen, HttpTransaction
 from engine.http import DEFAULT_MAX_BODY
-from engine.keylog import KeyLogFile
+from engine.keylog import open_keys
 from engine.pipeline import Pipeline
 from engine.tcp import Connection
 from tui import collector
@@ -95,7 +95,8 @@ def _received(receiver: Pipe) -> Message:
 
 
 def _pipeline(bound_fields: dict[str, Any], body_limit: int, shard: tuple[int, int],
-              announce: bool, keylog: str | None = None) -> tuple[Pipeline, list[int]]:
+              announce: bool, keylog: str | None = None,
+              files: list[str] | tuple[str, ...] = ()) -> tuple[Pipeline, list[int]]:
     """A helper's pipeline, and the list to which it adds the first packet of each connection it
     opens (the helper sends and clears it with each message). keylog: a key log's path, to
     decrypt TLS with (each process reads it, and reads it again as it grows)."""
@@ -105,12 +106,10 @@ def _pipeline(bound_fields: dict[str, Any], body_limit: int, shard: tuple[int, i
     def note_open(conn: Connection, emit: Callable[[Event], None]) -> None:
         opened.append(conn.first_packet)
 
-    keys = None
-    if keylog is not None:
-        try:
-            keys = KeyLogFile(keylog)
-        except OSError:
-            pass  # gone since the app read it: the capture thread says how its connections are
+    try:
+        keys = open_keys(keylog, files)
+    except OSError:  # gone since the app read it: the capture thread says how it is
+        keys = open_keys(None, files)
     pipeline = Pipeline(Bounds(**bound_fields), consumers={None: [note_open]},
                         http_body_limit=body_limit, shard=shard, announce=announce, keylog=keys)
     collector.headless()
@@ -138,7 +137,8 @@ def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit
         _send(out, Message(0, [], EncodedExchanges(), [], None, True))  # the capture thread says why
         out.close()
         return
-    pipeline, opened = _pipeline(bound_fields, body_limit, shard, announce=False, keylog=keylog)
+    pipeline, opened = _pipeline(bound_fields, body_limit, shard, announce=False, keylog=keylog,
+                                 files=files)
     try:
         while True:
             batch = source.next_batch()
