@@ -14,8 +14,8 @@ labels read here:
 Other labels (EXPORTER_SECRET, RSA, ...) are known and skipped; a line that is not of this form
 is counted as malformed and skipped, never an error. A key log grows while a capture runs (keys
 are written after each handshake): `KeyLog.feed` takes it a piece at a time, a line cut at the
-end of a piece waiting for the rest; `KeyLogFile` reads a file again from where it stopped,
-when asked (`refresh`), at most every `REFRESH_EVERY` calls' worth of need.
+end of a piece waiting for the rest; `KeyLogFile` reads a file again from where it stopped
+when asked (`refresh`) and it grew.
 
 It must never: raise on the contents of a key log; hold more than the file's secrets.
 """
@@ -111,30 +111,25 @@ class KeyLog:
 class KeyLogFile(KeyLog):
     """A key log file, read as it grows. Raises OSError at once when it cannot be read.
 
-    A last line without its line end is taken once the file has not grown since the read
-    before: writers write a line at once, so that is a file whose last line has no end."""
-
-    # Calls to refresh between two reads of the file: a connection waiting for its keys asks on
-    # every record, and the file is looked at again every so many asks.
-    REFRESH_EVERY: Final = 64
+    `refresh` looks at the file's size (a stat, about a microsecond) and reads only when it
+    changed. A last line without its line end is taken once the file has not grown since the
+    read before: writers write a line at once, so that is a file whose last line has no end."""
 
     def __init__(self, path: str) -> None:
         super().__init__()
         self.path = path
         self.offset = 0
-        self._asked = 0
         with open(path, "rb") as f:
             self._read(f)
         self.end()
 
     def refresh(self) -> bool:
-        self._asked += 1
-        if self._asked < self.REFRESH_EVERY:
-            return False
-        self._asked = 0
         before = self.lines
         try:
-            if os.stat(self.path).st_size < self.offset:  # truncated and written anew
+            size = os.stat(self.path).st_size
+            if size == self.offset:
+                return False
+            if size < self.offset:  # truncated and written anew
                 self.offset = 0
                 self._partial = b""
             with open(self.path, "rb") as f:

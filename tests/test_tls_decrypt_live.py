@@ -1,0 +1,153 @@
+"""TLS decrypted live on loopback: the capture starts with an empty key log, then a client using
+Python's ssl (OpenSSL) connects to a TLS server on loopback and writes its key log as it goes, as
+curl with SSLKEYLOGFILE does; the exchanges come out decrypted, byte counts as sent. Needs root
+for the capture (CI runs as root)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.live import LoopbackServer, end_process, wait_for_line
+from tests.test_cli import ROOT, WIREPEEK, records
+from tests.tls_sessions import _certificate
+
+root = pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root (CI runs as root)")
+SIZES = (10, 5_000, 100_000)
+
+
+class TlsServer(LoopbackServer):
+    """HTTP/1.1 over TLS: GET /size/N is answered with N bytes, on one connection after another."""
+
+    def __init__(self, cert: str, key: str) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        super().__init__()
+
+    def answer(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        try:
+            with self.context.wrap_socket(conn, server_side=True) as tls:
+                data = b""
+                while True:
+                    while b"\r\n\r\n" not in data:
+                        chunk = tls.recv(65536)
+                        if not chunk:
+                            return
+                        data += chunk
+                    head, _, data = data.partition(b"\r\n\r\n")
+                    size = int(head.split(b" ")[1].rsplit(b"/", 1)[1])
+                    body = bytes(i % 256 for i in range(size))
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + body)
+        except (OSError, ssl.SSLError):
+            return
+
+
+def fetch(port: int, keylog: str) -> list[int]:
+    """GET each size on one connection, with the key log written as OpenSSL goes; the sizes."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.keylog_filename = keylog
+    got = []
+    with socket.create_connection(("127.0.0.1", port)) as raw, \
+            context.wrap_socket(raw, server_hostname="test.local") as tls:  # fmt: skip
+        for size in SIZES:
+            tls.sendall(b"GET /size/%d HTTP/1.1\r\nHost: test.local\r\n\r\n" % size)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += tls.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            while len(body) < length:
+                body += tls.recv(65536)
+            got.append(len(body))
+    return got
+
+
+@root
+def test_a_live_capture_decrypts_with_a_key_log_written_while_it_runs(tmp_path):
+    cert, key = _certificate(str(tmp_path), rsa=False)
+    keylog = tmp_path / "keys.log"
+    keylog.write_text("")  # as curl finds it: there, and empty until the handshake
+    server = TlsServer(cert, key)
+    proc = subprocess.Popen(
+        [*WIREPEEK, "-i", "lo", "--keylog", str(keylog), "--json", "--duration", "6",
+         f"tcp port {server.port}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_for_line(proc, b"capturing on", 20)
+        time.sleep(0.3)
+        assert fetch(server.port, str(keylog)) == list(SIZES)
+        assert keylog.read_text().count("TRAFFIC_SECRET_0") == 2  # written while captured
+        out, err = proc.communicate(timeout=30)
+    finally:
+        end_process(proc)
+        server.close()
+    assert proc.returncode == 0, err.decode()
+    [conn] = records(out, "connection")
+    assert conn["tls"]["decrypted"] is True and conn["tls"]["version"] == "TLS 1.3"
+    http = records(out, "http")
+    assert [r["request"]["target"] for r in http] == [f"/size/{n}" for n in SIZES]
+    assert [r["response"]["body_bytes"] for r in http] == list(SIZES)
+    assert all(r["response"]["status"] == 200 and r["error"] is None for r in http)
+
+
+@root
+def test_the_inspectors_live_capture_decrypts_in_its_helpers(tmp_path):
+    """The interactive view's path: the capture process, the capture thread (each connection's
+    status) and the HTTP helpers reading the feed (the exchanges), each with the key log."""
+    from engine import sources
+    from engine.bounds import Bounds
+    from engine.tlsdecrypt import DECRYPTED
+    from tui.capture import CaptureDriver, SourceSpec
+    from tui.exchange_log import decode
+    from tui.messages import EngineUpdate
+
+    cert, key = _certificate(str(tmp_path), rsa=False)
+    keylog = tmp_path / "keys.log"
+    keylog.write_text("")
+    server = TlsServer(cert, key)
+    bpf = f"tcp port {server.port}"
+    posted: list[object] = []
+
+    def post(message: object) -> None:
+        posted.append(message)
+        if isinstance(message, EngineUpdate):
+            driver.taken.set()
+
+    source = sources.open_live(["lo"], bpf)
+    spec = SourceSpec(interfaces=("lo",), opened=source, keylog=str(keylog))
+    driver = CaptureDriver(spec, bpf, Bounds(keep_after_close=True), post, jobs=2)
+    stop = threading.Event()
+    worker = threading.Thread(target=driver.run, args=(stop.is_set,))
+    worker.start()
+
+    def updates() -> list[EngineUpdate]:
+        return [m for m in posted if isinstance(m, EngineUpdate)]
+
+    try:
+        assert fetch(server.port, str(keylog)) == list(SIZES)
+        deadline = time.monotonic() + 20
+        got: list = []
+        while time.monotonic() < deadline and len(got) < len(SIZES):
+            got = [decode(blob, conn) for u in updates() for batch in u.exchanges
+                   for conn, blob, *_ in batch]  # fmt: skip
+            time.sleep(0.05)
+        infos = [e.info for u in updates() for e in u.events if hasattr(e, "info")]
+    finally:
+        stop.set()
+        worker.join(10)
+        server.close()
+    assert [tx.request.target for tx in got] == [f"/size/{n}" for n in SIZES]
+    assert [tx.response.body_bytes for tx in got] == list(SIZES)
+    assert infos and infos[-1].tls_decryption == DECRYPTED
