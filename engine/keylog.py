@@ -44,6 +44,7 @@ LABELS: Final = frozenset(
 # Written by the same tools, not needed to decrypt: skipped without being called malformed.
 OTHER_LABELS: Final = frozenset({"EXPORTER_SECRET", "EARLY_EXPORTER_SECRET", "RSA"})
 MAX_LINE: Final = 1024  # a longer unfinished line is malformed (no valid line comes near it)
+MAX_HELD: Final = 32 * 1024 * 1024  # see KeyLog.max_held
 
 
 class KeyLog:
@@ -54,6 +55,12 @@ class KeyLog:
         self.lines = 0  # lines with a secret taken
         self.malformed = 0  # lines skipped as not of the key log's form
         self._partial = b""  # the end of the last piece, not a whole line yet
+        # Bytes of TLS records waiting for keys, all the connections that use this key log
+        # together, and their bound: past it a connection that would make more wait gives up
+        # (engine.tlsdecrypt), so that a capture of many connections whose keys are not in the
+        # key log holds no more than this.
+        self.held = 0
+        self.max_held = MAX_HELD
 
     def __len__(self) -> int:
         return len(self.secrets)

@@ -63,6 +63,7 @@ FINISHED: Final = 20
 KEY_UPDATE: Final = 24
 MAX_CIPHERTEXT: Final = (1 << 14) + 2048  # RFC 5246 6.2.3 (TLS 1.3 allows 2^14 + 256)
 HOLD_BYTES: Final = 4 * 1024 * 1024  # a direction's records waiting for the other side or keys
+# (and all connections' together, at most their key log's max_held)
 LOOK_BYTES: Final = 16 * 1024  # plaintext looked at, at most, to tell what the client speaks
 MAX_HANDSHAKE: Final = 1 << 20  # handshake bytes buffered while a message is incomplete
 # RFC 8446 4.1.3: the random of a HelloRetryRequest, which a real ServerHello follows.
@@ -400,8 +401,7 @@ class TlsDecryptor:
             side = self.sides[from_client]
             if side.held and self.conn.tls_status == WAITING:
                 self.conn.tls_status = NO_KEYS
-            side.held.clear()
-            side.held_bytes = 0
+            self._forget_held(side)
             if side.ended is None:
                 side.ended = ts
             self._ended(from_client)
@@ -483,9 +483,15 @@ class TlsDecryptor:
         side = self.sides[from_client]
         side.held.append((ctype, header, fragment, ts, ack, end))
         side.held_bytes += len(fragment)
-        if side.held_bytes > HOLD_BYTES:
+        self.keylog.held += len(fragment)
+        if side.held_bytes > HOLD_BYTES or self.keylog.held > self.keylog.max_held:
             why = NO_KEYS if self.suite is not None else "the server's hello was not seen"
             self._stop(from_client, why, ts)
+
+    def _forget_held(self, side: _Side) -> None:
+        self.keylog.held -= side.held_bytes
+        side.held.clear()
+        side.held_bytes = 0
 
     def _retry(self) -> None:
         """Read the records that waited, each side in order, as far as they can go now. (Reading
@@ -507,6 +513,7 @@ class TlsDecryptor:
                             break
                         side.held.pop(0)
                         side.held_bytes -= len(fragment)
+                        self.keylog.held -= len(fragment)
                         side.done = end
                 again = self.retry_again
         finally:
@@ -790,8 +797,7 @@ class TlsDecryptor:
         if side.stopped is not None:
             return
         side.stopped = why
-        side.held.clear()
-        side.held_bytes = 0
+        self._forget_held(side)
         side.told_end = True
         # What the connection says: why not, unless some of it was decrypted and this side
         # merely had no more (the other side's keys missing is still why not).

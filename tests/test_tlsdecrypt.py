@@ -374,3 +374,20 @@ def test_a_pcapng_with_a_decryption_secrets_block_opens_decrypted(capture_and_ke
     # Without the block, the same packets are not decrypted.
     write_pcapng(tmp_path / "without.pcapng", packets)
     assert records(wirepeek("-r", str(tmp_path / "without.pcapng"), "--json").stdout, "http") == []
+
+
+def test_records_waiting_for_keys_stay_within_a_bound_whatever_the_connections():
+    """Many connections whose keys never come: each gives up once waiting would pass the bound
+    all of them share, and says it has no keys; nothing grows with their number."""
+    s = made("TLSv1.3", "TLS_AES_128_GCM_SHA256", True)
+    keys = KeyLog()
+    keys.max_held = 50_000
+    packets = []
+    for i in range(6):  # each session's records: about 90 KB from the server
+        packets += s.packets(client=("10.0.0.1", 40000 + i), start=1_700_000_000.0 + i)
+    pipeline = Pipeline(keylog=keys)
+    pipeline.feed(Batch.from_packets(1, packets))
+    assert keys.held <= 50_000 + 20_000  # (a record past the bound at most, then it gives up)
+    events = pipeline.finish()
+    assert [e.info.tls_decryption for e in events if isinstance(e, ConnectionClosed)] == [NO_KEYS] * 6
+    assert keys.held == 0
