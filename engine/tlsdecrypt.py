@@ -636,7 +636,7 @@ class TlsDecryptor:
         if secrets is None and self.keylog.refresh():
             secrets = self.keylog.get(self.client_random)
         if secrets is None:
-            if self.conn.tls_status is None:
+            if self.conn.tls_status is None and self.keylog.given:
                 self.conn.tls_status = WAITING
             return False
         self.secrets = secrets
@@ -801,7 +801,9 @@ class TlsDecryptor:
         side.told_end = True
         # What the connection says: why not, unless some of it was decrypted and this side
         # merely had no more (the other side's keys missing is still why not).
-        if self.conn.tls_status != DECRYPTED or why != NO_KEYS:
+        if (self.conn.tls_status != DECRYPTED or why != NO_KEYS) and (
+            why != NO_KEYS or self.keylog.given
+        ):
             self.conn.tls_status = why
         self._inner_end(from_client, ts)
 

@@ -151,3 +151,68 @@ def test_the_inspectors_live_capture_decrypts_in_its_helpers(tmp_path):
     assert [tx.request.target for tx in got] == [f"/size/{n}" for n in SIZES]
     assert [tx.response.body_bytes for tx in got] == list(SIZES)
     assert infos and infos[-1].tls_decryption == DECRYPTED
+
+
+@root
+def test_a_key_log_loaded_while_a_live_capture_runs_decrypts_what_comes_after(tmp_path):
+    """The inspector started without a key log: a TLS connection is not decrypted, and says
+    nothing of keys; once a key log is loaded (K), the next connection's exchanges come out
+    decrypted from the HTTP helpers, who learn of it from the feed's listing."""
+    from engine import sources
+    from engine.bounds import Bounds
+    from engine.tlsdecrypt import DECRYPTED
+    from tui.capture import CaptureDriver, SourceSpec
+    from tui.exchange_log import decode
+    from tui.messages import EngineUpdate, KeylogLoaded
+
+    cert, key = _certificate(str(tmp_path), rsa=False)
+    keylog = tmp_path / "keys.log"
+    keylog.write_text("")
+    server = TlsServer(cert, key)
+    bpf = f"tcp port {server.port}"
+    posted: list[object] = []
+
+    def post(message: object) -> None:
+        posted.append(message)
+        if isinstance(message, EngineUpdate):
+            driver.taken.set()
+
+    source = sources.open_live(["lo"], bpf)
+    driver = CaptureDriver(SourceSpec(interfaces=("lo",), opened=source), bpf,
+                           Bounds(keep_after_close=True), post, jobs=2)  # fmt: skip
+    stop = threading.Event()
+    worker = threading.Thread(target=driver.run, args=(stop.is_set,))
+    worker.start()
+
+    def exchanges() -> list:
+        return [decode(blob, conn) for m in posted if isinstance(m, EngineUpdate)
+                for batch in m.exchanges for conn, blob, *_ in batch]  # fmt: skip
+
+    def infos() -> dict[int, object]:
+        return {e.info.id: e.info for m in posted if isinstance(m, EngineUpdate)
+                for e in m.events if hasattr(e, "info")}  # fmt: skip
+
+    def wait(condition) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 20
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    try:
+        assert fetch(server.port, str(keylog)) == list(SIZES)  # before any key log is loaded
+        wait(lambda: 0 in infos() and infos()[0].state in ("CLOSED", "RESET", "FIN_WAIT"))
+        driver.load_keylog(str(keylog))
+        wait(lambda: any(isinstance(m, KeylogLoaded) for m in posted))
+        [loaded] = [m for m in posted if isinstance(m, KeylogLoaded)]
+        assert loaded.error is None and loaded.sessions == 1
+        assert fetch(server.port, str(keylog)) == list(SIZES)
+        wait(lambda: len(exchanges()) >= len(SIZES))
+        time.sleep(0.3)
+        got, seen = exchanges(), infos()
+    finally:
+        stop.set()
+        worker.join(10)
+        server.close()
+    assert seen[0].tls_decryption is None  # no key log then: nothing said of keys
+    assert {tx.connection for tx in got} == {1}
+    assert [tx.response.body_bytes for tx in got] == list(SIZES)
+    assert seen[1].tls_decryption == DECRYPTED

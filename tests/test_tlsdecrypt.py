@@ -380,7 +380,7 @@ def test_records_waiting_for_keys_stay_within_a_bound_whatever_the_connections()
     """Many connections whose keys never come: each gives up once waiting would pass the bound
     all of them share, and says it has no keys; nothing grows with their number."""
     s = made("TLSv1.3", "TLS_AES_128_GCM_SHA256", True)
-    keys = KeyLog()
+    keys = keys_of(made("TLSv1.3", "TLS_CHACHA20_POLY1305_SHA256", True).keylog)  # not theirs
     keys.max_held = 50_000
     packets = []
     for i in range(6):  # each session's records: about 90 KB from the server
@@ -391,3 +391,34 @@ def test_records_waiting_for_keys_stay_within_a_bound_whatever_the_connections()
     events = pipeline.finish()
     assert [e.info.tls_decryption for e in events if isinstance(e, ConnectionClosed)] == [NO_KEYS] * 6
     assert keys.held == 0
+
+
+@pytest.mark.asyncio
+async def test_a_key_log_loaded_in_the_inspector_decrypts_the_file_read_again(capture_and_keys):
+    from engine.bounds import Bounds
+    from tests.test_app import SIZE, read_all, until
+    from tui.app import WirepeekApp
+    from tui.capture import SourceSpec
+    from tui.widgets.http import ExchangesTable
+
+    path, keys, _ = capture_and_keys
+    app = WirepeekApp(SourceSpec(files=(str(path),)), "", Bounds(keep_after_close=True))
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        assert app.query_one(ExchangesTable).row_count == 0
+        assert [info.tls_decryption for info in app.store.connections.values()] == [None, None]
+        await pilot.press("K")
+        field = app.query_one("#keylog-path")
+        assert field.has_focus
+        field.value = str(path.parent / "missing.log")
+        await pilot.press("enter")
+        await until(pilot, lambda: "cannot read" in str(app.query_one("#prompt-error").render()))
+        assert "cannot read" in str(app.query_one("#prompt-error").render())
+        field.value = str(keys)
+        app.file_done.clear()
+        await pilot.press("enter")
+        await until(pilot, lambda: app.generation == 1 and app.file_done.is_set())
+        await read_all(app, pilot)
+        assert [info.tls_decryption for info in app.store.connections.values()] == [DECRYPTED] * 2
+        assert app.query_one(ExchangesTable).row_count == len(BODIES)
+        assert not app.query_one("#prompt").display

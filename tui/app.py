@@ -11,6 +11,7 @@ The selected connection lives in one place, the app's `selected` reactive: the p
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 
@@ -32,7 +33,7 @@ from tui.capture import CaptureDriver, SourceSpec
 from tui.collector import Collector
 from tui.escape import escape_text
 from tui.memory import DEFAULT_MEMORY, MemoryReading, MemorySplit, give_back, resident_bytes
-from tui.messages import CaptureStatus, EngineUpdate, FilterApplied
+from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, KeylogLoaded
 from tui.screens.help import HelpScreen
 from tui.search import NO_EXCHANGES, Query, Search, Snapshot, scan
 from tui.store import FINISHED_STATES, TrafficStore, exchange_log_bytes, tls_summary
@@ -94,6 +95,7 @@ class WirepeekApp(App[None]):
         Binding("W", "write_shown", "Write all shown", show=False),
         Binding("x", "toggle_hex", "Text/hex"),
         Binding("t", "toggle_times", "Clock/relative times", show=False),
+        Binding("K", "load_keylog", "Load a TLS key log", show=False),
         Binding("escape", "back", "Back to the connections", show=False, key_display="Escape"),
     ]
 
@@ -145,6 +147,7 @@ class WirepeekApp(App[None]):
             yield Input(id="display-filter", placeholder="find: words in any HTTP exchange or connection, e.g. 500 x-request-id limit=3")
             yield Input(id="write-path", placeholder="write the selected connection's packets to")
             yield Input(id="write-all-path", placeholder="write the packets of every connection shown to")
+            yield Input(id="keylog-path", placeholder="TLS key log file to decrypt with (the SSLKEYLOGFILE format)")
         yield StatusBar(id="status")
         yield Footer()
 
@@ -511,6 +514,28 @@ class WirepeekApp(App[None]):
         older = "" if picked.complete else " (older packets are no longer held)"
         self.call_from_thread(self.notify, escape_text(f"wrote {written} packets{what} to {path}{older}"),
                               markup=False)
+
+    def action_load_keylog(self) -> None:
+        self._open_prompt("#keylog-path", os.environ.get("SSLKEYLOGFILE", ""))
+
+    @on(Input.Submitted, "#keylog-path")
+    def load_keylog(self, event: Input.Submitted) -> None:
+        path = os.path.expanduser(event.value.strip())
+        if not path:
+            return
+        self.query_one("#prompt-error", Label).update(Text("reading…", "dim"))
+        self.driver.load_keylog(path)
+
+    def on_keylog_loaded(self, message: KeylogLoaded) -> None:
+        if not self.is_running:
+            return
+        if message.error is not None:
+            self.query_one("#prompt-error", Label).update(Text(escape_text(message.error), "bold red"))
+            return
+        self._close_prompt()
+        sessions = f"{message.sessions:,} session{'s' if message.sessions != 1 else ''}"
+        self.notify(escape_text(f"key log {message.path}: keys of {sessions}"), timeout=3,
+                    markup=False)
 
     def action_toggle_times(self) -> None:
         self.relative_times = not self.relative_times

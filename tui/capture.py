@@ -17,6 +17,7 @@ reads the engine's objects. The app uses only this much of it:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -31,7 +32,7 @@ from engine.bounds import Bounds
 from engine.events import ConnectionClosed, ConnectionInfo, ConnectionOpened, ConnectionUpdated
 from engine.events import Event, HttpRequestSeen, HttpTransaction
 from engine.http import DEFAULT_MAX_BODY
-from engine.keylog import KeyLog, open_keys
+from engine.keylog import KeyLog, KeyLogFile, open_keys
 from engine.pipeline import Pipeline
 from engine.spool import Spool
 from engine.tcp import endpoints_key
@@ -39,7 +40,7 @@ from tui import http_helpers
 from tui.exchange_log import EncodedExchanges
 from tui.http_helpers import HttpHelpers
 from tui.live_feed import FLUSH, NO_PACKETS, SKIP, FeedCapture, feed_bytes
-from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, StreamChunk
+from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, KeylogLoaded, StreamChunk
 from tui.sharded import default_jobs
 
 TICK = 0.075  # seconds between updates to the UI
@@ -399,10 +400,9 @@ class CaptureDriver:
         self.spec = spec
         self.bpf = bpf
         self.bounds = bounds
-        try:
-            self.keys: KeyLog | None = open_keys(spec.keylog, spec.files)
-        except OSError:
-            self.keys = open_keys(None, spec.files)  # (read before the app started: gone since)
+        # The key logs TLS is decrypted with: the one given, and those loaded since (K).
+        self.keylogs: list[str] = [spec.keylog] if spec.keylog else []
+        self.keys: KeyLog | None = None
         self.post = post
         self.commands: queue.Queue[tuple[str, str]] = queue.Queue()
         self.follow: int | None = None  # set by the UI: whose stream to send
@@ -441,6 +441,11 @@ class CaptureDriver:
 
     def set_filter(self, expression: str) -> None:
         self.commands.put(("filter", expression))
+
+    def load_keylog(self, path: str) -> None:
+        """Decrypt TLS with this key log too: a file is read again; a live capture's connections
+        that wait for keys, and those to come, get them. Answered by a KeylogLoaded message."""
+        self.commands.put(("keylog", path))
 
     def resend(self) -> None:
         """Send the followed connection's kept stream again from its start (the next update
@@ -592,9 +597,28 @@ class CaptureDriver:
             self.helpers = None
         if self.jobs:
             self.helpers = HttpHelpers(self.spec.files, self.bpf, self.bounds, self.jobs,
-                                       feed=self.feed, keylog=self.spec.keylog)
+                                       feed=self.feed, keylogs=tuple(self.keylogs),
+                                       listing=self._listing())
+        self.keys = self._keys()
         return Pipeline(self.bounds, live_updates=True, spool=self.spool,
                         http_body_limit=None if self.jobs else DEFAULT_MAX_BODY, keylog=self.keys)
+
+    def _keys(self) -> KeyLog | None:
+        """The key logs (and a capture file's own secrets), read anew. A live capture always has
+        one, empty or not, so that a key log loaded later decrypts its connections."""
+        keys = open_keys(None, self.spec.files)
+        for path in self.keylogs:
+            if keys is None:
+                keys = KeyLog()
+            with contextlib.suppress(OSError):  # (read before the app started: gone since)
+                keys.add_file(path)
+        if keys is None and self.feed is not None:
+            keys = KeyLog()
+        return keys
+
+    def _listing(self) -> str | None:
+        """A live capture's list of the key logs loaded, which its HTTP helpers watch."""
+        return os.path.join(self.feed.dir, "keylogs") if self.feed is not None else None
 
     def _commands(self, source: sources.Source | RealTimeReplay, pipeline: Pipeline,
                   finished: bool) -> tuple[sources.Source | RealTimeReplay, Pipeline, bool]:
@@ -603,21 +627,16 @@ class CaptureDriver:
                 command, argument = self.commands.get_nowait()
             except queue.Empty:
                 return source, pipeline, finished
+            if command == "keylog":
+                source, pipeline, finished = self._load_keylog(source, pipeline, finished, argument)
+                continue
             if command != "filter":
                 continue
             try:
                 sources.validate_filter(argument)
                 if isinstance(source, RealTimeReplay) or not source.live:
-                    if "-" in self.spec.files:
-                        raise sources.CaptureError("a capture read from stdin cannot be read again")
                     # A file is read again under the new filter; a live capture keeps its state.
-                    new = self._open(argument)
-                    source.close()
-                    self.bpf = argument  # the helpers read the file under it
-                    source, pipeline, finished = new, self._pipeline(), False
-                    self.generation += 1
-                    self.packets.clear(self.generation, argument)
-                    self._followed = None
+                    source, pipeline, finished = self._read_again(source, argument)
                 else:
                     source.set_filter(argument)
             except sources.CaptureError as e:
@@ -625,6 +644,46 @@ class CaptureDriver:
                 continue
             self.bpf = argument
             self.post(FilterApplied(argument, None))
+
+    def _read_again(self, source: sources.Source | RealTimeReplay, bpf: str
+                    ) -> tuple[sources.Source | RealTimeReplay, Pipeline, bool]:
+        """A file read again from its start (under `bpf`), with a new pipeline and helpers."""
+        if "-" in self.spec.files:
+            raise sources.CaptureError("a capture read from stdin cannot be read again")
+        new = self._open(bpf)
+        source.close()
+        self.bpf = bpf  # the helpers read the file under it
+        pipeline = self._pipeline()
+        self.generation += 1
+        self.packets.clear(self.generation, bpf)
+        self._followed = None
+        return new, pipeline, False
+
+    def _load_keylog(self, source: sources.Source | RealTimeReplay, pipeline: Pipeline,
+                     finished: bool, path: str
+                     ) -> tuple[sources.Source | RealTimeReplay, Pipeline, bool]:
+        try:
+            found = KeyLogFile(path)
+        except OSError as e:
+            self.post(KeylogLoaded(path, f"cannot read {path}: {e.strerror or e}", 0))
+            return source, pipeline, finished
+        if path not in self.keylogs:
+            self.keylogs.append(path)
+        if isinstance(source, RealTimeReplay) or not source.live:
+            try:
+                source, pipeline, finished = self._read_again(source, self.bpf)
+            except sources.CaptureError as e:
+                self.post(KeylogLoaded(path, str(e), len(found)))
+                return source, pipeline, finished
+        else:
+            if self.keys is not None:
+                self.keys.add_file(path)
+            listing = self._listing()
+            if listing is not None:
+                with open(listing, "a") as f:
+                    f.write(path + "\n")
+        self.post(KeylogLoaded(path, None, len(found)))
+        return source, pipeline, finished
 
     def _post(self, source: sources.Source | RealTimeReplay, pipeline: Pipeline,
               pending: Pending, finished: bool) -> None:

@@ -24,6 +24,7 @@ are killed when the file is read again under another filter or the app ends.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import threading
@@ -42,7 +43,7 @@ from engine.batch import Batch
 from engine.bounds import Bounds
 from engine.events import Event, HttpRequest, HttpRequestSeen, HttpTransaction
 from engine.http import DEFAULT_MAX_BODY
-from engine.keylog import open_keys
+from engine.keylog import KeyLog, open_keys
 from engine.pipeline import Pipeline
 from engine.tcp import Connection
 from tui import collector
@@ -95,21 +96,28 @@ def _received(receiver: Pipe) -> Message:
 
 
 def _pipeline(bound_fields: dict[str, Any], body_limit: int, shard: tuple[int, int],
-              announce: bool, keylog: str | None = None,
-              files: list[str] | tuple[str, ...] = ()) -> tuple[Pipeline, list[int]]:
+              announce: bool, keylogs: tuple[str, ...] = (), files: list[str] | tuple[str, ...] = (),
+              listing: str | None = None) -> tuple[Pipeline, list[int]]:
     """A helper's pipeline, and the list to which it adds the first packet of each connection it
-    opens (the helper sends and clears it with each message). keylog: a key log's path, to
-    decrypt TLS with (each process reads it, and reads it again as it grows)."""
+    opens (the helper sends and clears it with each message). keylogs: the key logs' paths,
+    to decrypt TLS with (each process reads them, and again as they grow), with the secrets in
+    the capture files; listing: a file naming key logs loaded later (a live capture's)."""
     # The bounds come as their fields: Python 3.11 cannot unpickle a frozen dataclass with slots.
     opened: list[int] = []
 
     def note_open(conn: Connection, emit: Callable[[Event], None]) -> None:
         opened.append(conn.first_packet)
 
-    try:
-        keys = open_keys(keylog, files)
-    except OSError:  # gone since the app read it: the capture thread says how it is
-        keys = open_keys(None, files)
+    keys = open_keys(None, files)
+    for path in keylogs:
+        if keys is None:
+            keys = KeyLog()
+        with contextlib.suppress(OSError):  # (gone since the app read it)
+            keys.add_file(path)
+    if listing is not None:
+        if keys is None:
+            keys = KeyLog()
+        keys.watch(listing)
     pipeline = Pipeline(Bounds(**bound_fields), consumers={None: [note_open]},
                         http_body_limit=body_limit, shard=shard, announce=announce, keylog=keys)
     collector.headless()
@@ -130,15 +138,15 @@ def _collect(events: list[Event], exchanges: EncodedExchanges,
 
 
 def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit: int,
-            shard: tuple[int, int], out: Pipe, keylog: str | None = None) -> None:
+            shard: tuple[int, int], out: Pipe, keylogs: tuple[str, ...] = ()) -> None:
     try:
         source = sources.open_files(files, bpf)
     except sources.CaptureError:
         _send(out, Message(0, [], EncodedExchanges(), [], None, True))  # the capture thread says why
         out.close()
         return
-    pipeline, opened = _pipeline(bound_fields, body_limit, shard, announce=False, keylog=keylog,
-                                 files=files)
+    pipeline, opened = _pipeline(bound_fields, body_limit, shard, announce=False,
+                                 keylogs=keylogs, files=files)
     try:
         while True:
             batch = source.next_batch()
@@ -166,7 +174,8 @@ HEARTBEAT = 0.5  # seconds between a live helper's messages at most (a gone app 
 
 
 def _live_helper(directory: str, lag_files: int, bound_fields: dict[str, Any], body_limit: int,
-                 shard: tuple[int, int], out: Pipe, keylog: str | None = None) -> None:
+                 shard: tuple[int, int], out: Pipe, keylogs: tuple[str, ...] = (),
+                 listing: str | None = None) -> None:
     """A live capture's helper. When it is `lag_files` files of the feed behind the capture
     process, it passes over batches without parsing them (their connections' exchanges come
     with missing bytes, as after a gap) until it is within half of that: so the feed's bound is
@@ -175,7 +184,8 @@ def _live_helper(directory: str, lag_files: int, bound_fields: dict[str, Any], b
     # when the cores are short (the traffic's own programs may be on the same machine).
     os.nice(NICE)
     reader = FeedReader(directory)
-    pipeline, opened = _pipeline(bound_fields, body_limit, shard, announce=True, keylog=keylog)
+    pipeline, opened = _pipeline(bound_fields, body_limit, shard, announce=True, keylogs=keylogs,
+                                 listing=listing)
     exchanges = EncodedExchanges()
     # Requests waiting for their answer, by (connection, offset): the latest word on each, in
     # the order first seen, and none whose exchange goes in the same message.
@@ -256,9 +266,10 @@ class HttpHelpers:
 
     def __init__(self, files: tuple[str, ...], bpf: str, bounds: Bounds, jobs: int,
                  body_limit: int = DEFAULT_MAX_BODY, feed: FeedCapture | None = None,
-                 keylog: str | None = None) -> None:
+                 keylogs: tuple[str, ...] = (), listing: str | None = None) -> None:
         """Helpers reading `files` under `bpf`, or, given a live capture's feed, what it holds
-        (then `files` and `bpf` are not used); keylog: a key log's path, to decrypt TLS."""
+        (then `files` and `bpf` are not used); keylogs: key logs' paths, to decrypt TLS with;
+        listing: a file naming key logs loaded later (a live capture's)."""
         context = _start_method()
         self.feed = feed
         share = replace(
@@ -275,14 +286,14 @@ class HttpHelpers:
             fields = {field.name: getattr(share, field.name) for field in dataclass_fields(share)}
             if feed is None:
                 target, args = _helper, (list(files), bpf, fields, body_limit, (i, jobs), sender,
-                                         keylog)
+                                         keylogs)
             else:
                 # Behind by three eighths of the feed's bound, a helper passes over batches;
                 # holding half of it, its files go anyway (it jumps over them): the rest is the
                 # capture thread's, which must not be left behind for HTTP.
                 lag = max(2, feed.limit * 3 // 8 // LiveFeed.SEGMENT)
                 target, args = _live_helper, (feed.dir, lag, fields, body_limit, (i, jobs),
-                                              sender, keylog)
+                                              sender, keylogs, listing)
             proc = context.Process(target=target, args=args, daemon=True)
             proc.start()
             sender.close()

@@ -63,3 +63,14 @@ class FilterApplied(Message):
         super().__init__()
         self.expression = expression
         self.error = error
+
+
+class KeylogLoaded(Message):
+    """The answer to CaptureDriver.load_keylog: the error, or None and the sessions it has keys
+    for."""
+
+    def __init__(self, path: str, error: str | None, sessions: int) -> None:
+        super().__init__()
+        self.path = path
+        self.error = error
+        self.sessions = sessions
