@@ -10,9 +10,11 @@ those of a plain HTTP one.
 
 What it reads:
 - TLS 1.3 (RFC 8446 7): record keys from the traffic secrets in the key log (HKDF-Expand-Label:
-  "key", "iv"), handshake keys until each side's Finished, then application keys; KeyUpdate;
-  0-RTT data with CLIENT_EARLY_TRAFFIC_SECRET when the key log has it. AES-128/256-GCM,
-  ChaCha20-Poly1305, AES-128-CCM and CCM_8.
+  "key", "iv"), handshake keys until each side's Finished, then application keys; KeyUpdate.
+  A client record the handshake keys do not open is tried as 0-RTT data under
+  CLIENT_EARLY_TRAFFIC_SECRET when the key log has it (no real 0-RTT session has been tried:
+  Python's ssl cannot send early data). AES-128/256-GCM, ChaCha20-Poly1305, AES-128-CCM and
+  CCM_8.
 - TLS 1.2, 1.1 and 1.0 (RFC 5246 6.3): the key block from CLIENT_RANDOM's master secret, both
   randoms and the suite's PRF (P_SHA256/P_SHA384; TLS 1.0/1.1: P_MD5 xor P_SHA1); records after
   each side's ChangeCipherSpec: AES-GCM, AES-CCM(_8), ChaCha20-Poly1305 (RFC 7905), and AES-CBC

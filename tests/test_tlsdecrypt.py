@@ -422,3 +422,41 @@ async def test_a_key_log_loaded_in_the_inspector_decrypts_the_file_read_again(ca
         assert [info.tls_decryption for info in app.store.connections.values()] == [DECRYPTED] * 2
         assert app.query_one(ExchangesTable).row_count == len(BODIES)
         assert not app.query_one("#prompt").display
+
+
+def test_a_key_update_moves_the_direction_to_its_next_secret():
+    """Python's ssl cannot ask for a KeyUpdate: the test writes one itself, after a real
+    session, under the server's application key at its next record number (RFC 8446 4.6.3),
+    then a response under the updated secret ("traffic upd", RFC 8446 7.2), and a request
+    from the client under its unchanged key before it."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from engine.tlsdecrypt import TlsDecryptor
+
+    s = made("TLSv1.3", "TLS_AES_128_GCM_SHA256", True)
+    pipeline = Pipeline(keylog=keys_of(s.keylog))
+    pipeline.feed(Batch.from_packets(1, s.packets(close=False)))
+    [conn] = pipeline.table.lru.values()
+    [decryptor] = [c for c in conn.consumers if isinstance(c, TlsDecryptor)]
+
+    def record(secret: bytes, seq: int, content: bytes, kind: int) -> bytes:
+        key = hkdf_expand_label(secret, b"key", b"", 16, "sha256")
+        iv = hkdf_expand_label(secret, b"iv", b"", 12, "sha256")
+        nonce = bytes(a ^ b for a, b in zip(iv, seq.to_bytes(12, "big"), strict=True))
+        inner = content + bytes([kind])
+        header = bytes([23, 3, 3]) + (len(inner) + 16).to_bytes(2, "big")
+        return header + AESGCM(key).encrypt(nonce, inner, header)
+
+    client_secret, server_secret = decryptor.secret_of[True], decryptor.secret_of[False]
+    client_seq, server_seq = decryptor.sides[True].keys.seq, decryptor.sides[False].keys.seq
+    request = b"GET /after-update HTTP/1.1\r\nHost: test.local\r\n\r\n"
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nupdated"
+    updated = hkdf_expand_label(server_secret, b"traffic upd", b"", 32, "sha256")
+    extra = [
+        (True, record(client_secret, client_seq, request, 23)),
+        (False, record(server_secret, server_seq, b"\x18\x00\x00\x01\x00", 22)  # KeyUpdate
+         + record(updated, 0, response, 23)),
+    ]
+    events = run(s.packets(extra=extra), keys_of(s.keylog))
+    assert status(events) == DECRYPTED
+    assert found(events) == [*expected(s), (b"GET /after-update ", b"updated")]

@@ -33,13 +33,15 @@ class Session:
     requests: list[bytes]
     responses: list[bytes]
 
-    def packets(self, mss: int = 1460, **conversation: object) -> list[tuple[float, bytes]]:
-        """The session on the wire: a handshake, each flight in segments, a close."""
+    def packets(self, mss: int = 1460, extra: list[tuple[bool, bytes]] = (),  # type: ignore[assignment]
+                close: bool = True, **conversation: object) -> list[tuple[float, bytes]]:
+        """The session on the wire: a handshake, each flight (and `extra` ones) in segments, a
+        close (unless not)."""
         conv = TcpConversation(server=("10.0.0.2", 443), mss=mss, **conversation)  # type: ignore[arg-type]
         packets = conv.handshake()
-        for from_client, data in self.flights:
+        for from_client, data in [*self.flights, *extra]:
             packets += conv.client_send(data) if from_client else conv.server_send(data)
-        return packets + conv.close()
+        return packets + (conv.close() if close else [])
 
 
 def session(version: str, cipher: str | None = None, exchanges: list[tuple[bytes, bytes]] | None = None,
