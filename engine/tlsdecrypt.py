@@ -67,6 +67,10 @@ MAX_CIPHERTEXT: Final = (1 << 14) + 2048  # RFC 5246 6.2.3 (TLS 1.3 allows 2^14 
 HOLD_BYTES: Final = 4 * 1024 * 1024  # a direction's records waiting for the other side or keys
 # (and all connections' together, at most their key log's max_held)
 LOOK_BYTES: Final = 16 * 1024  # plaintext looked at, at most, to tell what the client speaks
+# After a gap: how many records it may have swallowed (each tried as the next record number),
+# and how far past it a record is looked for before decryption of that side stops.
+MAX_LOST_RECORDS: Final = 64
+RESYNC_BYTES: Final = 256 * 1024
 MAX_HANDSHAKE: Final = 1 << 20  # handshake bytes buffered while a message is incomplete
 # RFC 8446 4.1.3: the random of a HelloRetryRequest, which a real ServerHello follows.
 HELLO_RETRY: Final = bytes.fromhex(
@@ -311,6 +315,9 @@ class _Side:
         "phase",
         "plain",
         "records",
+        "resync",
+        "scanned",
+        "skip_to",
         "stopped",
         "told_end",
     )
@@ -331,6 +338,12 @@ class _Side:
         self.plain = 0  # plaintext stream bytes given to the inner consumer
         # For each application record: where it ends in the TLS stream, and in the plaintext.
         self.records: tuple[list[int], list[int]] = ([], [])
+        # After a gap: the stream offset up to which the rest of a record it cut is dropped;
+        # or, when it hid where the next record begins, the offset from which bytes were lost
+        # (records are then looked for, `scanned` bytes of buf so far).
+        self.skip_to: int | None = None
+        self.resync: int | None = None
+        self.scanned = 0
         self.stopped: str | None = None  # why it is read no further ("" once told its end)
         self.ended: float | None = None  # the time its stream ended (its records may still wait)
         self.told_end = False  # the plaintext's consumer was told this side ended
@@ -368,8 +381,9 @@ class TlsDecryptor:
         self.waiting_inner: list[tuple[bool, float, bytes, int]] = []  # plaintext before a verdict
         # The server's plaintext waiting for the client's records it acknowledges (ts, plaintext
         # offset, plaintext, ack).
-        self.server_out: list[tuple[float, int, bytes, int]] = []
+        self.server_out: list[tuple[float, int, bytes | int, int]] = []  # (an int: a gap's size)
         self.server_out_bytes = 0
+        self.failure: str | None = None  # why a side stopped on what it read (not its end)
         self.retrying = False  # in _retry
         self.retry_again = False
         conn.tls_status = None
@@ -387,7 +401,35 @@ class TlsDecryptor:
 
     def on_gap(self, conn: Connection, from_client: bool, ts: float, offset: int, size: int,
                reason: str) -> None:  # fmt: skip
-        self._stop(from_client, "a gap in the TCP stream stopped decryption", ts)
+        """Bytes never captured. Once application data is being decrypted they cost only the
+        records they touch: the rest of a record the gap ends inside is dropped and the next
+        one read; when the gap hides where records begin, the first whole record after it is
+        found by trying it as each of the next record numbers (an authentication tag that
+        holds says both). The plaintext consumer is told how much it lost (the ciphertext's
+        length less each record's overhead, exact unless records were padded). Before that,
+        or with TLS 1.0's chained IVs, decryption of that side stops."""
+        side = self.sides[from_client]
+        if side.stopped is not None:
+            return
+        keys = side.keys
+        if (keys is None or side.held or side.skip_to is not None or side.resync is not None
+                or (keys.version == 0x0304 and side.phase < 2 and not side.finished)
+                or (keys.version < 0x0302 and keys.aead is None)):  # fmt: skip
+            self._stop(from_client, "a gap in the TCP stream stopped decryption", ts)
+            return
+        buf = side.buf
+        start, end = side.offset, offset + size
+        if len(buf) >= 5:
+            record_end = start + 5 + ((buf[3] << 8) | buf[4])
+            if record_end > end:  # the gap ends inside this record: only it is lost
+                keys.seq += 1
+                self._lost(from_client, ts, record_end - start, 1)
+                side.skip_to = record_end
+                self._drop_buffer(side, end)
+                return
+        side.resync = start
+        side.scanned = 0
+        self._drop_buffer(side, end)
 
     def on_end(self, conn: Connection, from_client: bool, ts: float) -> None:
         """No more bytes on that side: its records that wait (for the other side's hello, or
@@ -428,7 +470,18 @@ class TlsDecryptor:
     def _records(self, from_client: bool) -> None:
         side = self.sides[from_client]
         buf = side.buf
-        while side.stopped is None and len(buf) >= 5:
+        while side.stopped is None and (len(buf) >= 5 or (side.skip_to is not None and buf)):
+            if side.skip_to is not None:  # the rest of a record a gap cut
+                n = min(len(buf), side.skip_to - side.offset)
+                del buf[:n]
+                side.offset += n
+                if side.offset < side.skip_to:
+                    return
+                side.skip_to = None
+                self._forget_marks(side)
+                continue
+            if side.resync is not None and not self._resync(from_client):
+                return
             ctype = buf[0]
             length = (buf[3] << 8) | buf[4]
             if (
@@ -456,6 +509,79 @@ class TlsDecryptor:
                 self._hold(from_client, ctype, header, fragment, ts, ack, side.offset)
         if from_client:
             self._release_server()
+
+    @staticmethod
+    def _drop_buffer(side: _Side, offset: int) -> None:
+        """What is buffered is gone; the stream goes on at `offset`."""
+        side.buf.clear()
+        side.offset = offset
+        side.marks = [m for m in side.marks if m[0] >= offset]
+
+    def _resync(self, from_client: bool) -> bool:
+        """After a gap that hid where records begin: whether the buffer now begins with the next
+        whole record that the keys open (at the next record numbers). Bytes before it go."""
+        side = self.sides[from_client]
+        keys, buf = side.keys, side.buf
+        assert keys is not None and side.resync is not None
+        version = bytes([3, 3 if keys.version == 0x0304 else keys.version & 0xFF])
+        at = side.scanned
+        while True:
+            at = buf.find(b"\x17" + version, at)
+            if at < 0 or at + 5 > len(buf):
+                side.scanned = max(0, len(buf) - 4)
+                break
+            length = (buf[at + 3] << 8) | buf[at + 4]
+            if length <= MAX_CIPHERTEXT:
+                if at + 5 + length > len(buf):
+                    side.scanned = at  # wait for the rest of this candidate
+                    break
+                header, fragment = bytes(buf[at : at + 5]), bytes(buf[at + 5 : at + 5 + length])
+                for lost in range(MAX_LOST_RECORDS):
+                    trial = _Keys(keys.suite, keys.version, keys.cbc_key, keys.iv, keys.mac_key,
+                                  keys.etm)  # fmt: skip
+                    trial.aead, trial.seq = keys.aead, keys.seq + lost
+                    try:
+                        trial.decrypt(APPLICATION_DATA, header, fragment)
+                    except (InvalidTag, ValueError):
+                        continue
+                    ts = self._mark(side, side.offset + at)[0]
+                    self._lost(from_client, ts, side.offset + at - side.resync, lost)
+                    keys.seq += lost
+                    del buf[:at]
+                    side.offset += at
+                    side.resync = None
+                    self._forget_marks(side)
+                    return True
+            at += 1
+        if len(buf) > RESYNC_BYTES:
+            self._stop(from_client, "a gap in the TCP stream, and no record found after it",
+                       self._ts(side))  # fmt: skip
+        return False
+
+    def _lost(self, from_client: bool, ts: float, cipher: int, records: int) -> None:
+        """Tell the plaintext's consumer of the plaintext that `records` records, `cipher`
+        bytes of the stream with their headers, held (each record's overhead taken off)."""
+        side = self.sides[from_client]
+        keys = side.keys
+        assert keys is not None
+        suite = keys.suite
+        if keys.version == 0x0304:
+            overhead = 5 + (8 if suite.kind == "ccm8" else 16) + 1
+        elif suite.kind == "cbc":
+            overhead = 5 + 16 + _MAC_SIZES[suite.mac or "sha1"] + 1  # (an IV; a pad of one)
+        else:
+            overhead = (
+                5 + (0 if suite.kind == "chacha" else 8) + (8 if suite.kind == "ccm8" else 16)
+            )
+        size = max(0, cipher - records * overhead)
+        if not size:
+            return
+        offset = side.plain
+        side.plain += size
+        if from_client:
+            self._deliver_gap(True, ts, offset, size)
+        else:
+            self.server_out.append((ts, offset, size, -1))
 
     @staticmethod
     def _mark(side: _Side, offset: int) -> tuple[float, int]:
@@ -560,7 +686,8 @@ class TlsDecryptor:
             self._stop(from_client, "authentication failed: the key log's keys are not this "
                                     "connection's, or a record was altered", ts)  # fmt: skip
             return True
-        self.conn.tls_status = DECRYPTED
+        if self.failure is None:
+            self.conn.tls_status = DECRYPTED
         if inner_type == HANDSHAKE:
             self._handshake(from_client, plain, ts)
         elif inner_type == APPLICATION_DATA:
@@ -727,6 +854,10 @@ class TlsDecryptor:
         out, client = self.server_out, self.sides[True]
         while out:
             ts, offset, plain, ack = out[0]
+            if isinstance(plain, int):  # plaintext lost in a gap
+                out.pop(0)
+                self._deliver_gap(False, ts, offset, plain)
+                continue
             acked = self.conn.peer_offset(False, ack)
             ready = (force or acked is None or acked <= client.done or client.stopped is not None
                      or self.server_out_bytes > HOLD_BYTES)  # fmt: skip
@@ -736,6 +867,14 @@ class TlsDecryptor:
             self.server_out_bytes -= len(plain)
             self._deliver(False, ts, offset, plain, ack)
         self._ended(False)  # (if it ended and was waiting for these to go)
+
+    def _deliver_gap(self, from_client: bool, ts: float, offset: int, size: int) -> None:
+        reason = "TLS records lost in a gap of the TCP stream"
+        if not self.inner_known:
+            self._choose_inner(final=True)  # (what came before the gap decides)
+        for consumer in (self.inner, *self.listeners):
+            if consumer is not None:
+                consumer.on_gap(self.conn, from_client, ts, offset, size, reason)
 
     def _deliver(self, from_client: bool, ts: float, offset: int, plain: bytes, ack: int) -> None:
         for listener in self.listeners:
@@ -803,9 +942,10 @@ class TlsDecryptor:
         side.told_end = True
         # What the connection says: why not, unless some of it was decrypted and this side
         # merely had no more (the other side's keys missing is still why not).
-        if (self.conn.tls_status != DECRYPTED or why != NO_KEYS) and (
-            why != NO_KEYS or self.keylog.given
-        ):
+        if why != NO_KEYS:
+            self.failure = self.failure or why
+            self.conn.tls_status = self.failure
+        elif self.conn.tls_status != DECRYPTED and self.keylog.given:
             self.conn.tls_status = why
         self._inner_end(from_client, ts)
 

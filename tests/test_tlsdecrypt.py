@@ -169,17 +169,39 @@ def test_keys_that_come_later_decrypt_the_records_that_waited():
     assert status(events) == DECRYPTED and found(events) == expected(s)
 
 
-def test_a_gap_stops_the_direction_and_what_came_before_stays():
-    s = made("TLSv1.2", "ECDHE-ECDSA-CHACHA20-POLY1305", True)
+@pytest.mark.parametrize(("version", "cipher"), [("TLSv1.2", "ECDHE-ECDSA-CHACHA20-POLY1305"),
+                                                 ("TLSv1.3", "TLS_AES_256_GCM_SHA384"),
+                                                 ("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256")])
+@pytest.mark.parametrize("lost", [1, 3, 20])  # segments of 1,000 bytes: inside a record, or several
+def test_a_gap_costs_only_the_records_it_touches(version, cipher, lost):
+    """Segments lost in the middle of the last response (70,000 bytes of body, records of
+    16 KB): decryption goes on after them, the response counts exactly the body bytes it lost,
+    and every other byte is as sent."""
+    s = made(version, cipher, True)
     packets = s.packets(mss=1000)
-    # Drop one of the server's segments of the last response (70,000 bytes of body).
     server_data = [i for i, p in enumerate(packets) if not _from_client(p) and len(p[1]) > 500]
-    del packets[server_data[-20]]
+    first = server_data[-45]  # within the body, past the record that holds the head
+    del packets[first : first + lost]
     events = run(packets, keys_of(s.keylog))
-    assert "gap" in status(events)
+    assert status(events) == DECRYPTED
     got, want = found(events), expected(s)
     assert got[:-1] == want[:-1]  # every exchange before the gap, whole
-    assert got[-1][0] == want[-1][0] and got[-1][1] != want[-1][1]
+    [last] = [e for e in events if isinstance(e, HttpTransaction)][-1:]
+    body, sent = last.response.body, want[-1][1]
+    assert last.response.body_bytes == len(sent) and last.response.body_missing > 0
+    assert len(body) + last.response.body_missing == len(sent)
+    # What was kept is what was sent, around the hole the gap left (body_gaps says where).
+    [(at, missing)] = last.response.body_gaps
+    assert body[:at] == sent[:at] and body[at:] == sent[at + missing :]
+
+
+def test_a_gap_in_the_handshake_stops_decryption_and_says_so():
+    s = made("TLSv1.3", "TLS_AES_128_GCM_SHA256", True)
+    packets = s.packets(mss=200)
+    server_data = [i for i, p in enumerate(packets) if not _from_client(p) and len(p[1]) > 150]
+    del packets[server_data[2]]  # inside the server's first flight
+    events = run(packets, keys_of(s.keylog))
+    assert "gap" in status(events)
 
 
 def test_the_tls13_key_schedule_matches_rfc_8448():
