@@ -717,5 +717,6 @@ def snapshot(conn: Connection) -> ConnectionInfo:
             conn.server_hello,
             conn.last_packet,
             conn.tls_status,
+            conn.certificate,
         ),
     )

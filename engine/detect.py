@@ -156,7 +156,9 @@ class TlsHelloReader:
 
     From the client's first bytes, the ClientHello: SNI and the offered ALPN (`conn.sni`,
     `conn.alpn`); from the server's, the ServerHello (`conn.server_hello`: version, cipher suite,
-    and the ALPN it selected, which only TLS 1.2 and earlier show). A connection labelled `TLS`
+    and the ALPN it selected, which only TLS 1.2 and earlier show), and before TLS 1.3 the
+    certificate that follows it (`conn.certificate`: TLS 1.3 encrypts it; engine.tlsdecrypt
+    reads it there when it has the keys). A connection labelled `TLS`
     becomes `HTTP2` when h2 is known to be spoken: the ServerHello selected it, or, with no
     selection visible, the client offered h2 and nothing else. Each side buffers at most
     `LIMIT` bytes. Inside an HTTP CONNECT tunnel (engine.http) only the client side is fed, and
@@ -182,6 +184,9 @@ class TlsHelloReader:
         if self.finished[from_client]:
             return
         buffer = self.buffers[from_client] + data
+        if not from_client and conn.server_hello is not None:
+            self._certificate(conn, buffer)
+            return
         result = tls.parse_client_hello(buffer) if from_client else tls.parse_server_hello(buffer)
         if result is tls.NEED_MORE and len(buffer) < self.LIMIT:
             self.buffers[from_client] = buffer
@@ -191,9 +196,22 @@ class TlsHelloReader:
             conn.alpn = result.alpn
         elif isinstance(result, tls.ServerHello):
             conn.server_hello = result
-        self._stop(from_client)
         if conn.protocol in (TLS, HTTP2):
             conn.protocol = HTTP2 if speaks_h2(conn.alpn, conn.server_hello) else TLS
+        if isinstance(result, tls.ServerHello) and result.version_number < tls.TLS_1_3:
+            self._certificate(conn, buffer)  # TLS 1.2 and earlier: the certificate follows
+        else:
+            self._stop(from_client)
+
+    def _certificate(self, conn: Connection, buffer: bytes) -> None:
+        """Read the server's certificate from its first flight (in the clear before TLS 1.3)."""
+        found = tls.parse_server_certificate(buffer)
+        if found is tls.NEED_MORE and len(buffer) < self.LIMIT:
+            self.buffers[False] = buffer
+            return
+        if isinstance(found, tls.Certificate):
+            conn.certificate = found
+        self._stop(False)
 
     def on_gap(
         self, conn: Connection, from_client: bool, ts: float, offset: int, size: int, reason: str

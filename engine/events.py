@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from engine.tls import ServerHello
+from engine.tls import Certificate, ServerHello
 
 
 class Event:
@@ -56,6 +56,7 @@ class ConnectionInfo(NamedTuple):
     last_packet: int = 0
     # TLS with a key log (engine.tlsdecrypt): "decrypted", or why not; None when not tried.
     tls_decryption: str | None = None
+    certificate: Certificate | None = None  # the server's, when it was seen (engine.tls)
 
 
 @dataclass(frozen=True, slots=True)

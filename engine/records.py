@@ -53,6 +53,14 @@ def connection_record(info: ConnectionInfo) -> dict[str, Any]:
             "cipher": hello.cipher if hello else None,
             "alpn_selected": hello.alpn if hello else None,  # TLS 1.3 encrypts it: null there
         }
+        cert = info.certificate
+        if cert is not None:
+            record["tls"]["certificate"] = {
+                "subject": cert.subject,
+                "issuer": cert.issuer,
+                "not_before": cert.not_before,
+                "not_after": cert.not_after,
+            }
         if info.tls_decryption is not None:  # a key log was given (engine.tlsdecrypt)
             record["tls"]["decrypted"] = info.tls_decryption == "decrypted"
             record["tls"]["why_not"] = (

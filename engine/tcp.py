@@ -18,7 +18,7 @@ from engine.spool import SpooledEntries
 from engine.tcpstate import State, conn_state
 
 if TYPE_CHECKING:
-    from engine.tls import ServerHello
+    from engine.tls import Certificate, ServerHello
 
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 
@@ -151,6 +151,7 @@ class Connection:
     __slots__ = (
         "_endpoints",
         "alpn",
+        "certificate",
         "client",
         "client_key",
         "consumers",
@@ -200,6 +201,7 @@ class Connection:
         self.alpn: tuple[str, ...] = ()
         self.server_hello: ServerHello | None = None  # engine.detect.TlsHelloReader sets these
         self.tls_status: str | None = None  # engine.tlsdecrypt: "decrypted", or why not
+        self.certificate: Certificate | None = None  # the server's (engine.tls)
         self.consumers: tuple[StreamConsumer, ...] = ()
         # The follow view, oldest first. kept_bytes counts its bytes and RESENT_COST per Resent.
         # In memory, or where a spool holds them (engine.spool).

@@ -35,6 +35,7 @@ MAX_RECORD_LENGTH: Final = 1 << 14  # RFC 8446 5.1: a plaintext record carries a
 CONTENT_HANDSHAKE: Final = 0x16
 HANDSHAKE_CLIENT_HELLO: Final = 0x01
 HANDSHAKE_SERVER_HELLO: Final = 0x02
+HANDSHAKE_CERTIFICATE: Final = 0x0B
 EXT_SERVER_NAME: Final = 0
 EXT_ALPN: Final = 16
 EXT_SUPPORTED_VERSIONS: Final = 43
@@ -128,6 +129,73 @@ class ServerHello:
     suite: int = field(default=0, compare=False)  # the chosen suite's number
     version_number: int = field(default=0, compare=False)  # the negotiated version's number
     encrypt_then_mac: bool = field(default=False, compare=False)  # RFC 7366, for CBC suites
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    """The server's certificate (the first of its chain), as far as a view shows it."""
+
+    subject: str  # RFC 4514, as the certificate says it
+    issuer: str
+    not_before: str  # ISO 8601, UTC
+    not_after: str
+
+
+def read_certificate(body: bytes, tls13: bool) -> Certificate | None:
+    """The first certificate of a Certificate handshake message's body (RFC 5246 7.4.2; TLS 1.3
+    adds a request context and extensions to each entry, RFC 8446 4.4.2); None if it is
+    malformed or not an X.509 certificate that the `cryptography` package reads."""
+    try:
+        reader = _Reader(body)
+        if tls13:
+            reader.vector(1)  # certificate_request_context
+        entries = reader.vector(3)
+        if not entries.remaining:
+            return None
+        der = entries.vector(3, min_size=1).rest()
+    except _Malformed:
+        return None
+    try:
+        from cryptography import x509
+
+        cert = x509.load_der_x509_certificate(der)
+        return Certificate(
+            subject=cert.subject.rfc4514_string(),
+            issuer=cert.issuer.rfc4514_string(),
+            not_before=cert.not_valid_before_utc.isoformat(),
+            not_after=cert.not_valid_after_utc.isoformat(),
+        )
+    except (ValueError, TypeError):
+        return None
+
+
+def parse_server_certificate(data: bytes) -> Certificate | NeedMore | None:
+    """The certificate in the server's first flight of a TLS 1.2 or earlier handshake, from the
+    server's stream's first byte (its ServerHello, then Certificate, in handshake records in
+    the clear); None when there is none there (TLS 1.3 encrypts it; a resumed session has none)
+    or it cannot be read; `NEED_MORE` while it is incomplete, within MAX_HELLO_BYTES."""
+    messages = bytearray()
+    offset = 0
+    limit = data[:MAX_HELLO_BYTES]
+    while True:
+        header = limit[offset : offset + 5]
+        if len(header) < 5 or offset + 5 + int.from_bytes(header[3:5], "big") > len(limit):
+            return NEED_MORE if len(data) < MAX_HELLO_BYTES else None
+        if header[0] != CONTENT_HANDSHAKE:
+            return None  # (a ChangeCipherSpec: no certificate came)
+        length = int.from_bytes(header[3:5], "big")
+        messages += limit[offset + 5 : offset + 5 + length]
+        offset += 5 + length
+        at = 0
+        while at + 4 <= len(messages):
+            size = int.from_bytes(messages[at + 1 : at + 4], "big")
+            if at + 4 + size > len(messages):
+                break
+            if messages[at] == HANDSHAKE_CERTIFICATE:
+                return read_certificate(bytes(messages[at + 4 : at + 4 + size]), tls13=False)
+            if messages[at] not in (HANDSHAKE_SERVER_HELLO,):
+                return None  # past where a certificate comes
+            at += 4 + size
 
 
 def looks_like_tls(prefix: bytes) -> bool:

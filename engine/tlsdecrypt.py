@@ -742,6 +742,11 @@ class TlsDecryptor:
                 elif self.suite.tls13:
                     side.phase = 1  # the server's next records are under its handshake keys
                 self._retry()
+        elif (
+            kind == tls.HANDSHAKE_CERTIFICATE and not from_client and self.conn.certificate is None
+        ):
+            tls13 = self.suite is not None and self.suite.tls13
+            self.conn.certificate = tls.read_certificate(message[4:], tls13)
         elif kind == FINISHED and self.suite is not None and self.suite.tls13:
             side.finished = True
             self._tls13_switch(from_client, keylog.CLIENT_TRAFFIC_0 if from_client

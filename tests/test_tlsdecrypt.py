@@ -291,6 +291,8 @@ def test_json_with_a_key_log_gives_the_decrypted_exchanges(capture_and_keys, job
     assert [c["tls"]["decrypted"] for c in conns] == [True, True]
     assert [c["tls"]["why_not"] for c in conns] == [None, None]
     assert [c["tls"]["version"] for c in conns] == ["TLS 1.3", "TLS 1.2"]
+    assert [c["tls"]["certificate"]["subject"] for c in conns] == ["CN=test.local"] * 2
+    assert conns[0]["tls"]["certificate"]["not_after"] == "2035-12-30T00:00:00+00:00"
     http = records(proc.stdout, "http")
     for conn_id, s in enumerate(sessions):
         mine = [r for r in http if r["connection"] == conn_id]
@@ -482,3 +484,20 @@ def test_a_key_update_moves_the_direction_to_its_next_secret():
     events = run(s.packets(extra=extra), keys_of(s.keylog))
     assert status(events) == DECRYPTED
     assert found(events) == [*expected(s), (b"GET /after-update ", b"updated")]
+
+
+def test_the_servers_certificate_is_read_in_the_clear_before_tls13_and_decrypted_in_it():
+    from engine.tls import Certificate
+
+    cert = Certificate("CN=test.local", "CN=test.local", "2026-01-01T00:00:00+00:00",
+                       "2035-12-30T00:00:00+00:00")  # tests.tls_sessions makes it so
+    twelve = made("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256", True)
+    thirteen = made("TLSv1.3", "TLS_AES_128_GCM_SHA256", True)
+
+    def certificate(s: Session, keys: KeyLog) -> Certificate | None:
+        [closed] = [e for e in run(s.packets(), keys) if isinstance(e, ConnectionClosed)]
+        return closed.info.certificate
+
+    assert certificate(twelve, KeyLog()) == cert  # no keys needed
+    assert certificate(thirteen, KeyLog()) is None  # encrypted
+    assert certificate(thirteen, keys_of(thirteen.keylog)) == cert

@@ -378,4 +378,7 @@ def tls_summary(info: ConnectionInfo) -> str:
         words.append(f"ALPN {hello.alpn} (selected)")
     elif info.alpn:
         words.append(f"ALPN {','.join(info.alpn)}")
+    cert = info.certificate
+    if cert is not None:
+        words.append(f"cert {cert.subject} {cert.not_before[:10]} to {cert.not_after[:10]}")
     return " ".join(words)
