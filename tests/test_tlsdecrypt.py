@@ -349,8 +349,7 @@ async def test_the_inspector_lists_the_decrypted_exchanges_and_says_so(capture_a
         table = app.query_one(ExchangesTable)
         assert table.row_count == len(BODIES)
         summary = str(app.query_one("#http-summary").render())
-        assert summary.startswith("TLS 1.3 TLS_AES_128_GCM_SHA256 decrypted")
-        assert f"{len(BODIES)} exchanges" in summary
+        assert summary.startswith(f"{len(BODIES)} exchanges · TLS 1.3 TLS_AES_128_GCM_SHA256 decrypted")
         bodies = [tx.response.body for tx in app.store.exchanges(0)]
         assert bodies == [r.partition(b"\r\n\r\n")[2] for r in sessions[0].responses]
 

@@ -11,6 +11,7 @@ The selected connection lives in one place, the app's `selected` reactive: the p
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 import os
 import sys
 import time
@@ -28,7 +29,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine import sources
 from engine.bounds import Bounds
-from engine.events import ConnectionInfo, Stats
+from engine.events import ConnectionInfo, HttpTransaction, Stats
 from tui.capture import CaptureDriver, SourceSpec
 from tui.collector import Collector
 from tui.escape import escape_text
@@ -247,7 +248,7 @@ class WirepeekApp(App[None]):
             stream = self.query_one(StreamView)
             if update.stream_reset:
                 stream.reset(*self._stream_facts(update.stream_id))
-                stream.set_marks(self.store.http.get(update.stream_id, []))
+                stream.set_marks(self._marks(update.stream_id))
             if update.stream:
                 stream.add(update.stream)
         if not self._redraw_due_in():
@@ -294,9 +295,17 @@ class WirepeekApp(App[None]):
         self.store.changed |= table.update_rows(changed, removed, budget=ROWS_BUDGET)
         if self.selected is not None and self.selected in changed:
             self._show_http()
-            self.query_one(StreamView).set_marks(self.store.http.get(self.selected, []))
+            self.query_one(StreamView).set_marks(self._marks(self.selected))
         exchanges = self.query_one(ExchangesTable)
         exchanges.tick(self._now())
+
+    def _marks(self, conn_id: int | None) -> Sequence[HttpTransaction]:
+        """The exchanges whose starts the Stream tab marks: none for a TLS connection, whose
+        exchanges' offsets are in its decrypted plaintext, not in the records the tab shows."""
+        info = self.store.connections.get(conn_id) if conn_id is not None else None
+        if info is None or info.tls_decryption is not None or info.server_hello is not None:
+            return []
+        return self.store.http.get(info.id, [])
 
     def _now(self) -> float:
         """The time a pending request's wait runs to: the wall clock when live, else the last
@@ -347,7 +356,7 @@ class WirepeekApp(App[None]):
         endpoints, _sent, live = self._stream_facts(conn_id)
         stream = self.query_one(StreamView)
         stream.reset(endpoints, live=live)  # the driver's next update brings what is kept
-        stream.set_marks(self.store.http.get(conn_id, []) if conn_id is not None else [])
+        stream.set_marks(self._marks(conn_id))
         self._show_http()
         self._show_times()
         if self.query_one(TabbedContent).active == "tab-packets":

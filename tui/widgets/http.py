@@ -241,8 +241,8 @@ class HttpView(Vertical):
             text = Text(" · ".join(words), "bold")
             if evicted:
                 text.append(f" · {gone}", "yellow")
-        if self.tls:  # from the wire (SNI): escaped
-            text = Text.assemble((escape_text(self.tls), "cyan"), " · ", text)
+        if self.tls:  # from the wire (SNI): escaped; after the counts, which must stay in view
+            text = Text.assemble(text, " · ", (escape_text(self.tls), "cyan"))
         summary = self.query_one("#http-summary", Static)
         if text != self._summary:  # one line high: no layout to redo
             self._summary = text
