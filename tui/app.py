@@ -11,10 +11,10 @@ The selected connection lives in one place, the app's `selected` reactive: the p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 import os
 import sys
 import time
+from collections.abc import Sequence
 
 from rich.text import Text
 from textual import events, on, work
