@@ -500,3 +500,48 @@ def test_the_servers_certificate_is_read_in_the_clear_before_tls13_and_decrypted
     assert certificate(twelve, KeyLog()) == cert  # no keys needed
     assert certificate(thirteen, KeyLog()) is None  # encrypted
     assert certificate(thirteen, keys_of(thirteen.keylog)) == cert
+
+
+@pytest.mark.asyncio
+async def test_the_stream_tab_shows_the_plaintext_and_r_the_records(capture_and_keys):
+    from engine.bounds import Bounds
+    from tests.test_app import SIZE, open_stream, read_all, stream_lines, until
+    from tui.app import WirepeekApp
+    from tui.capture import SourceSpec
+
+    path, keys, sessions = capture_and_keys
+    bounds = Bounds(keep_after_close=True, spool_bytes=64 << 20)
+    app = WirepeekApp(SourceSpec(files=(str(path),), keylog=str(keys)), "", bounds)
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        stream = await open_stream(app, pilot)
+        text = "\n".join(stream_lines(stream))  # (binary bodies: it opens as a hex dump)
+        assert "|POST /upload/0 H" in text and "|HTTP/1.1 200 OK." in text
+        assert "request 0: POST /upload/0" in text  # the exchanges are marked where they begin
+        await pilot.press("r")
+        await until(pilot, lambda: "POST /upload/0" not in "\n".join(stream_lines(stream)))
+        records = "\n".join(stream_lines(stream))
+        assert "POST /upload/0" not in records and "request 0" not in records
+        assert "00000000  16 03 01" in records  # the ClientHello's record, as captured
+        await pilot.press("r")
+        await until(pilot, lambda: "POST /upload/0" in "\n".join(stream_lines(stream)))
+        assert "request 0: POST /upload/0" in "\n".join(stream_lines(stream))
+
+
+def test_decrypted_streams_keep_each_connections_newest_within_their_bounds():
+    from engine.decrypted import DecryptedStreams
+    from engine.spool import DATA, GAP, Spool
+
+    streams = DecryptedStreams(Spool(1 << 20), keep=100, max_entries=6)
+    for i in range(5):
+        streams.add(0, DATA, True, 1.0 + i, 40 * i, 40, bytes([i]) * 40)
+    got = streams.since(0, 0)
+    assert got is not None and got.dropped  # 200 bytes sent, the newest 100 at most kept
+    assert [e[2] for e in got.entries] == [120, 160] and got.cursor == 5
+    streams.add(0, GAP, False, 9.0, 0, 7, b"lost")
+    later = streams.since(0, got.cursor)
+    assert later is not None and later.entries == ((False, 9.0, 0, 7),) and not later.dropped
+    for i in range(4):  # another connection: past 6 entries in all, the first goes whole
+        streams.add(1, DATA, False, 2.0, 10 * i, 10, b"x" * 10)
+    assert 0 not in streams and streams.since(0, 0) is None
+    assert [e[3] for e in streams.since(1, 0).entries] == [b"x" * 10] * 4

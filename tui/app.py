@@ -97,6 +97,7 @@ class WirepeekApp(App[None]):
         Binding("x", "toggle_hex", "Text/hex"),
         Binding("t", "toggle_times", "Clock/relative times", show=False),
         Binding("K", "load_keylog", "Load a TLS key log", show=False),
+        Binding("r", "toggle_records", "TLS: plaintext or records", show=False),
         Binding("escape", "back", "Back to the connections", show=False, key_display="Escape"),
     ]
 
@@ -125,6 +126,7 @@ class WirepeekApp(App[None]):
         self.paused = False
         self._more_rows_due = False  # a timer will draw the rows left over
         self._drawn_at = 0.0  # when the rows were last redrawn (time.monotonic)
+        self._stream_plain = False  # the Stream tab shows a TLS connection's plaintext
         self.generation = 0
         self.status: CaptureStatus | None = None
         self.stats: Stats | None = None
@@ -247,7 +249,9 @@ class WirepeekApp(App[None]):
         if update.stream_id is not None and update.stream_id == self.selected:
             stream = self.query_one(StreamView)
             if update.stream_reset:
-                stream.reset(*self._stream_facts(update.stream_id))
+                self._stream_plain = update.stream_plain
+                endpoints, sent, live = self._stream_facts(update.stream_id)
+                stream.reset(endpoints, (0, 0) if update.stream_plain else sent, live)
                 stream.set_marks(self._marks(update.stream_id))
             if update.stream:
                 stream.add(update.stream)
@@ -300,12 +304,24 @@ class WirepeekApp(App[None]):
         exchanges.tick(self._now())
 
     def _marks(self, conn_id: int | None) -> Sequence[HttpTransaction]:
-        """The exchanges whose starts the Stream tab marks: none for a TLS connection, whose
-        exchanges' offsets are in its decrypted plaintext, not in the records the tab shows."""
+        """The exchanges whose starts the Stream tab marks: a TLS connection's only when it
+        shows the decrypted plaintext (their offsets are in it), not its records."""
         info = self.store.connections.get(conn_id) if conn_id is not None else None
-        if info is None or info.tls_decryption is not None or info.server_hello is not None:
+        if info is None:
+            return []
+        tls = info.tls_decryption is not None or info.server_hello is not None
+        if tls and not self._stream_plain:
             return []
         return self.store.http.get(info.id, [])
+
+    def action_toggle_records(self) -> None:
+        """The Stream tab of a decrypted TLS connection: its plaintext, or its records."""
+        driver = self.driver
+        driver.plaintext = not driver.plaintext
+        driver.resend()
+        self.notify("Stream tab: " + ("decrypted plaintext (when there is a key log's)"
+                                      if driver.plaintext else "TLS records as captured"),
+                    timeout=2)
 
     def _now(self) -> float:
         """The time a pending request's wait runs to: the wall clock when live, else the last

@@ -32,6 +32,7 @@ from engine.bounds import Bounds
 from engine.events import ConnectionClosed, ConnectionInfo, ConnectionOpened, ConnectionUpdated
 from engine.events import Event, HttpRequestSeen, HttpTransaction
 from engine.http import DEFAULT_MAX_BODY
+from engine.decrypted import DecryptedStreams
 from engine.keylog import KeyLog, KeyLogFile, open_keys
 from engine.pipeline import Pipeline
 from engine.spool import Spool
@@ -408,6 +409,11 @@ class CaptureDriver:
         self.follow: int | None = None  # set by the UI: whose stream to send
         self.generation = 0
         self._followed: int | None = None
+        self._followed_plain = False  # what it was sent: the decrypted plaintext, or the records
+        # Whether the followed connection's stream is its decrypted plaintext (when it has one)
+        # or its TLS records: set by the UI (r).
+        self.plaintext = True
+        self.decrypted: DecryptedStreams | None = None
         self._cursor = 0  # of the followed connection's kept entries: what was sent so far
         self._initial = spec.opened
         # Read by the UI thread through its snapshot method. A file is read again instead
@@ -600,8 +606,13 @@ class CaptureDriver:
                                        feed=self.feed, keylogs=tuple(self.keylogs),
                                        listing=self._listing())
         self.keys = self._keys()
+        # The plaintext of what is decrypted, for the Stream tab (in the spool, as the records).
+        self.decrypted = None
+        if self.keys is not None and self.spool is not None:
+            self.decrypted = DecryptedStreams(self.spool, self.bounds.keep_stream_bytes)
         return Pipeline(self.bounds, live_updates=True, spool=self.spool,
-                        http_body_limit=None if self.jobs else DEFAULT_MAX_BODY, keylog=self.keys)
+                        http_body_limit=None if self.jobs else DEFAULT_MAX_BODY, keylog=self.keys,
+                        plaintext=[self.decrypted.listener] if self.decrypted else None)
 
     def _keys(self) -> KeyLog | None:
         """The key logs (and a capture file's own secrets), read anew. A live capture always has
@@ -712,7 +723,7 @@ class CaptureDriver:
             behind=isinstance(source, FeedCapture) and source.reader.behind(1),
         )
         self.post(EngineUpdate(pending.take(), pipeline.stats(), status, stream_id, chunks, reset,
-                               self.generation, pending.take_exchanges()))
+                               self.generation, pending.take_exchanges(), self._followed_plain))
 
     def _stream(self, pipeline: Pipeline) -> tuple[int | None, tuple[StreamChunk, ...], bool]:
         """Entries of the followed connection's kept stream added since the last tick (all that
@@ -720,11 +731,15 @@ class CaptureDriver:
         wanted = self.follow
         if wanted is None:
             return None, (), False
-        reset = wanted != self._followed
-        got = pipeline.kept_since(wanted, 0 if reset else self._cursor)
+        decrypted = self.decrypted
+        plain = self.plaintext and decrypted is not None and wanted in decrypted
+        reset = wanted != self._followed or plain != self._followed_plain
+        cursor = 0 if reset else self._cursor
+        got = (decrypted.since(wanted, cursor) if plain and decrypted is not None
+               else pipeline.kept_since(wanted, cursor))  # fmt: skip
         if got is None:
             return wanted, (), False
-        self._followed, self._cursor = wanted, got.cursor
+        self._followed, self._cursor, self._followed_plain = wanted, got.cursor, plain
         return wanted, got.entries, reset
 
     def _post_error(self, message: str) -> None:

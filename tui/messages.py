@@ -43,7 +43,8 @@ class EngineUpdate(Message):
 
     def __init__(self, events: tuple[Event, ...], stats: Stats, status: CaptureStatus,
                  stream_id: int | None, stream: tuple[StreamChunk, ...], stream_reset: bool,
-                 generation: int, exchanges: tuple[EncodedExchanges, ...] = ()) -> None:
+                 generation: int, exchanges: tuple[EncodedExchanges, ...] = (),
+                 stream_plain: bool = False) -> None:
         super().__init__()
         self.events = events
         # HTTP exchanges parsed in helper processes (tui.http_helpers), after the events.
@@ -53,6 +54,7 @@ class EngineUpdate(Message):
         self.stream_id = stream_id
         self.stream = stream
         self.stream_reset = stream_reset  # the chunks replace what was shown, not extend it
+        self.stream_plain = stream_plain  # they are a TLS connection's decrypted plaintext
         self.generation = generation  # bumps when the capture restarts (a file re-read)
 
 
