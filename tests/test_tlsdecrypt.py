@@ -545,3 +545,16 @@ def test_decrypted_streams_keep_each_connections_newest_within_their_bounds():
         streams.add(1, DATA, False, 2.0, 10 * i, 10, b"x" * 10)
     assert 0 not in streams and streams.since(0, 0) is None
     assert [e[3] for e in streams.since(1, 0).entries] == [b"x" * 10] * 4
+
+
+@pytest.mark.parametrize(("version", "cipher"), [("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256"),
+                                                 ("TLSv1.2", "AES256-SHA256"),
+                                                 ("TLSv1.3", "TLS_AES_128_GCM_SHA256")])
+def test_a_resumed_session_decrypts_with_its_own_logged_keys(version, cipher):
+    """An abbreviated handshake (a session ticket or id; in TLS 1.3 a PSK) has no key exchange
+    to see: the key log's secrets for its own ClientHello random open it."""
+    s = session(version, cipher, exchanges(), resume=True)
+    assert s.resumed
+    events = run(s.packets(), keys_of(s.keylog))
+    assert status(events) == DECRYPTED
+    assert found(events) == expected(s)

@@ -32,6 +32,7 @@ class Session:
     cipher: str  # OpenSSL's name of the suite
     requests: list[bytes]
     responses: list[bytes]
+    resumed: bool = False  # the session resumes an earlier one (an abbreviated handshake)
 
     def packets(self, mss: int = 1460, extra: list[tuple[bool, bytes]] = (),  # type: ignore[assignment]
                 close: bool = True, **conversation: object) -> list[tuple[float, bytes]]:
@@ -45,13 +46,14 @@ class Session:
 
 
 def session(version: str, cipher: str | None = None, exchanges: list[tuple[bytes, bytes]] | None = None,
-            encrypt_then_mac: bool = True) -> Session:  # fmt: skip
+            encrypt_then_mac: bool = True, resume: bool = False) -> Session:  # fmt: skip
     """A session of `version` ("TLSv1.3", "TLSv1.2", "TLSv1.1", "TLSv1") using `cipher` (an
     OpenSSL suite name; for TLS 1.3 one of TLS_AES_128_GCM_SHA256 ...), carrying `exchanges`
-    (request, response) one after the other."""
+    (request, response) one after the other. With `resume`, the session is a second one that
+    resumes the first's (by session ticket or id; a TLS 1.3 PSK), the key log having both."""
     exchanges = exchanges or [(b"GET / HTTP/1.1\r\nHost: test.local\r\n\r\n",
                                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")]  # fmt: skip
-    args = {"version": version, "cipher": cipher, "etm": encrypt_then_mac,
+    args = {"version": version, "cipher": cipher, "etm": encrypt_then_mac, "resume": resume,
             "exchanges": [[q.hex(), r.hex()] for q, r in exchanges]}  # fmt: skip
     env = dict(os.environ)
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,7 +73,7 @@ def session(version: str, cipher: str | None = None, exchanges: list[tuple[bytes
     made = json.loads(out.stdout)
     return Session([(fc, bytes.fromhex(d)) for fc, d in made["flights"]], made["keylog"],
                    made["version"], made["cipher"], [q for q, _ in exchanges],
-                   [r for _, r in exchanges])  # fmt: skip
+                   [r for _, r in exchanges], made["resumed"])  # fmt: skip
 
 
 # --- the worker, in its own process --------------------------------------------------------------
@@ -126,55 +128,65 @@ def _make(args: dict) -> dict:
             if not args["etm"]:
                 ctx.options |= 0x00080000  # SSL_OP_NO_ENCRYPT_THEN_MAC
         client.keylog_filename = keylog
-        c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
-        c = client.wrap_bio(c_in, c_out, server_side=False, server_hostname="test.local")
-        s = server.wrap_bio(s_in, s_out, server_side=True)
-        flights: list[list[object]] = []
 
-        def pump() -> None:
-            moved = True
-            while moved:
-                moved = False
-                for out, into, from_client in ((c_out, s_in, True), (s_out, c_in, False)):
-                    data = out.read()
-                    if data:
-                        flights.append([from_client, data.hex()])
-                        into.write(data)
-                        moved = True
+        def connect(session: object = None) -> tuple[list[list[object]], ssl.SSLObject]:
+            c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+            c = client.wrap_bio(c_in, c_out, server_side=False, server_hostname="test.local",
+                                session=session)  # type: ignore[arg-type]
+            s = server.wrap_bio(s_in, s_out, server_side=True)
+            flights: list[list[object]] = []
 
-        for _ in range(20):
-            done = True
-            for end in (c, s):
-                try:
-                    end.do_handshake()
-                except ssl.SSLWantReadError:
-                    done = False
+            def pump() -> None:
+                moved = True
+                while moved:
+                    moved = False
+                    for out, into, from_client in ((c_out, s_in, True), (s_out, c_in, False)):
+                        data = out.read()
+                        if data:
+                            flights.append([from_client, data.hex()])
+                            into.write(data)
+                            moved = True
+
+            for _ in range(20):
+                done = True
+                for end in (c, s):
+                    try:
+                        end.do_handshake()
+                    except ssl.SSLWantReadError:
+                        done = False
+                pump()
+                if done:
+                    break
+
+            def read_all(end: ssl.SSLObject, size: int) -> bytes:
+                got = b""
+                while len(got) < size:
+                    try:
+                        got += end.read(size - len(got))
+                    except ssl.SSLWantReadError:
+                        pump()
+                return got
+
+            for request_hex, response_hex in args["exchanges"]:
+                request, response = bytes.fromhex(request_hex), bytes.fromhex(response_hex)
+                c.write(request)
+                pump()
+                assert read_all(s, len(request)) == request
+                s.write(response)
+                pump()
+                assert read_all(c, len(response)) == response
             pump()
-            if done:
-                break
+            return flights, c
 
-        def read_all(end: ssl.SSLObject, size: int) -> bytes:
-            got = b""
-            while len(got) < size:
-                try:
-                    got += end.read(size - len(got))
-                except ssl.SSLWantReadError:
-                    pump()
-            return got
-
-        for request_hex, response_hex in args["exchanges"]:
-            request, response = bytes.fromhex(request_hex), bytes.fromhex(response_hex)
-            c.write(request)
-            pump()
-            assert read_all(s, len(request)) == request
-            s.write(response)
-            pump()
-            assert read_all(c, len(response)) == response
-        pump()
+        flights, c = connect()
+        resumed = False
+        if args.get("resume"):  # a second connection resuming the first one's session
+            flights, c = connect(c.session)
+            resumed = c.session_reused
         with open(keylog) as f:
             log = f.read()
         return {"flights": flights, "keylog": log, "version": c.version(),
-                "cipher": c.cipher()[0]}  # fmt: skip
+                "cipher": c.cipher()[0], "resumed": resumed}  # fmt: skip
 
 
 if __name__ == "__main__":
