@@ -12,7 +12,7 @@ What it reads:
 - TLS 1.3 (RFC 8446 7): record keys from the traffic secrets in the key log (HKDF-Expand-Label:
   "key", "iv"), handshake keys until each side's Finished, then application keys; KeyUpdate.
   A client record the handshake keys do not open is tried as 0-RTT data under
-  CLIENT_EARLY_TRAFFIC_SECRET when the key log has it (no real 0-RTT session has been tried:
+  CLIENT_EARLY_TRAFFIC_SECRET when the key log has it (checked with records the tests write:
   Python's ssl cannot send early data). AES-128/256-GCM, ChaCha20-Poly1305, AES-128-CCM and
   CCM_8.
 - TLS 1.2, 1.1 and 1.0 (RFC 5246 6.3): the key block from CLIENT_RANDOM's master secret, both
@@ -79,6 +79,7 @@ HELLO_RETRY: Final = bytes.fromhex(
 
 DECRYPTED: Final = "decrypted"
 NO_KEYS: Final = "no keys for this connection in the key log"
+NO_HANDSHAKE: Final = "its handshake was not captured"
 WAITING: Final = "waiting for its keys in the key log"
 
 
@@ -445,6 +446,8 @@ class TlsDecryptor:
             side = self.sides[from_client]
             if side.held and self.conn.tls_status == WAITING:
                 self.conn.tls_status = NO_KEYS
+            elif self.client_random is None and self.keylog.given and not self.failure:
+                self.conn.tls_status = NO_HANDSHAKE  # (no ClientHello: no key to look keys up)
             self._forget_held(side)
             if side.ended is None:
                 side.ended = ts

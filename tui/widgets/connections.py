@@ -73,6 +73,15 @@ def status_style(status: str, error: Style, warning: Style) -> Style | None:
     return None
 
 
+def protocol_cell(info: ConnectionInfo) -> str:
+    """The protocol, and for TLS with a key log whether it was decrypted (✓) or not (✗: its
+    TLS summary says why)."""
+    protocol = info.protocol or ""
+    if info.tls_decryption is None:
+        return protocol
+    return f"{protocol} {'✓' if info.tls_decryption == 'decrypted' else '✗'}"
+
+
 class ConnectionsTable(VirtualTable):
     """Connections; closed ones are dimmed, missing bytes and 4xx/5xx answers coloured."""
 
@@ -97,7 +106,7 @@ class ConnectionsTable(VirtualTable):
             info.client,
             info.server,
             info.state,
-            info.protocol or "",
+            protocol_cell(info),
             "…" if status == 0 else ("—" if status == NO_ANSWER else (str(status) if status > 0 else "")),
             str(sum(info.packets)),
             size(info.bytes[0]),
