@@ -751,9 +751,11 @@ class TlsDecryptor:
             tls13 = self.suite is not None and self.suite.tls13
             self.conn.certificate = tls.read_certificate(message[4:], tls13)
         elif kind == FINISHED and self.suite is not None and self.suite.tls13:
+            # The next records are under the application keys: until the key log has them
+            # (a live one may not yet), they wait rather than be tried with the handshake keys.
             side.finished = True
-            self._tls13_switch(from_client, keylog.CLIENT_TRAFFIC_0 if from_client
-                               else keylog.SERVER_TRAFFIC_0)  # fmt: skip
+            side.keys = None
+            self._tls13_keys(from_client)
         elif kind == KEY_UPDATE and side.keys is not None and side.keys.version == 0x0304:
             suite = side.keys.suite
             secret = self.secret_of.get(from_client)
@@ -790,8 +792,12 @@ class TlsDecryptor:
         return True
 
     def _tls13_keys(self, from_client: bool) -> bool:
-        """The handshake keys of a TLS 1.3 direction that has none yet."""
-        label = keylog.CLIENT_HANDSHAKE if from_client else keylog.SERVER_HANDSHAKE
+        """The keys a TLS 1.3 direction that has none needs now: its handshake keys, or after
+        its Finished its application keys; False while the key log does not have them."""
+        if self.sides[from_client].finished:
+            label = keylog.CLIENT_TRAFFIC_0 if from_client else keylog.SERVER_TRAFFIC_0
+        else:
+            label = keylog.CLIENT_HANDSHAKE if from_client else keylog.SERVER_HANDSHAKE
         return self._tls13_switch(from_client, label)
 
     def _tls13_switch(self, from_client: bool, label: str) -> bool:

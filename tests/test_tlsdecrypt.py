@@ -6,6 +6,7 @@ right keys, the connection says why."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import pytest
@@ -585,7 +586,7 @@ def test_early_data_opens_with_the_early_secret():
     first, *rest = s.flights
     assert first[0]  # the ClientHello
     random = first[1][11:43].hex()
-    s.flights = [(True, first[1] + record), *rest]
+    s = dataclasses.replace(s, flights=[(True, first[1] + record), *rest])  # (made() caches s)
     keys = keys_of(s.keylog + f"CLIENT_EARLY_TRAFFIC_SECRET {random} {secret.hex()}\n")
     events = run(s.packets(), keys)
     assert status(events) == DECRYPTED
@@ -602,3 +603,28 @@ def test_a_connection_whose_handshake_was_not_captured_says_so():
     start = next(i for i, p in enumerate(packets) if _from_client(p) and len(p[1]) > 100)
     events = run(packets[start + 1 :], keys_of(s.keylog))  # from after the ClientHello
     assert status(events) == NO_HANDSHAKE and found(events) == []
+
+
+def test_application_records_wait_for_their_secret_when_the_key_log_has_only_the_handshakes():
+    """A live key log read between two of the client's lines (the handshake secrets written,
+    the application secrets not yet): the records after each Finished wait for theirs instead
+    of being tried with the handshake keys."""
+    s = made("TLSv1.3", "TLS_AES_128_GCM_SHA256", True)
+    lines = s.keylog.splitlines(keepends=True)
+    early = "".join(line for line in lines if "HANDSHAKE" in line)
+    later = "".join(line for line in lines if "HANDSHAKE" not in line)
+
+    class Growing(KeyLog):
+        asked = 0
+
+        def refresh(self) -> bool:
+            self.asked += 1
+            if self.asked == 4:
+                self.feed(later.encode())
+                return True
+            return False
+
+    keys = Growing()
+    keys.feed(early.encode())
+    events = run(s.packets(mss=500), keys)
+    assert status(events) == DECRYPTED and found(events) == expected(s)
