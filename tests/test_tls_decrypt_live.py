@@ -203,7 +203,7 @@ def test_a_key_log_loaded_while_a_live_capture_runs_decrypts_what_comes_after(tm
         driver.load_keylog(str(keylog))
         wait(lambda: any(isinstance(m, KeylogLoaded) for m in posted))
         [loaded] = [m for m in posted if isinstance(m, KeylogLoaded)]
-        assert loaded.error is None and loaded.sessions == 1
+        assert loaded.error is None and loaded.sessions == 1 and loaded.live
         assert fetch(server.port, str(keylog)) == list(SIZES)
         wait(lambda: len(exchanges()) >= len(SIZES))
         time.sleep(0.3)

@@ -450,6 +450,14 @@ async def test_a_key_log_loaded_in_the_inspector_decrypts_the_file_read_again(ca
         assert [info.tls_decryption for info in app.store.connections.values()] == [DECRYPTED] * 2
         assert app.query_one(ExchangesTable).row_count == len(BODIES)
         assert not app.query_one("#prompt").display
+        said = [n.message for n in app._notifications]
+        assert said == [f"key log {keys}: keys of 2 sessions"]
+        # Loaded into a live capture, the notice says what it cannot do.
+        from tui.messages import KeylogLoaded
+
+        app.post_message(KeylogLoaded(str(keys), None, 2, live=True))
+        await until(pilot, lambda: len(app._notifications) == 2)
+        assert "connections closed before stay encrypted" in list(app._notifications)[-1].message
 
 
 def test_a_key_update_moves_the_direction_to_its_next_secret():

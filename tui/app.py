@@ -559,8 +559,11 @@ class WirepeekApp(App[None]):
             return
         self._close_prompt()
         sessions = f"{message.sessions:,} session{'s' if message.sessions != 1 else ''}"
-        self.notify(escape_text(f"key log {message.path}: keys of {sessions}"), timeout=3,
-                    markup=False)
+        words = f"key log {message.path}: keys of {sessions}"
+        if message.live:  # their records were let go at their close; the spool has the packets
+            words += ("; connections closed before stay encrypted (w writes one to a file that "
+                      "opens decrypted with --keylog)")
+        self.notify(escape_text(words), timeout=6 if message.live else 3, markup=False)
 
     def action_toggle_times(self) -> None:
         self.relative_times = not self.relative_times

@@ -686,6 +686,7 @@ class CaptureDriver:
             except sources.CaptureError as e:
                 self.post(KeylogLoaded(path, str(e), len(found)))
                 return source, pipeline, finished
+            live = False
         else:
             if self.keys is not None:
                 self.keys.add_file(path)
@@ -693,7 +694,8 @@ class CaptureDriver:
             if listing is not None:
                 with open(listing, "a") as f:
                     f.write(path + "\n")
-        self.post(KeylogLoaded(path, None, len(found)))
+            live = True
+        self.post(KeylogLoaded(path, None, len(found), live))
         return source, pipeline, finished
 
     def _post(self, source: sources.Source | RealTimeReplay, pipeline: Pipeline,

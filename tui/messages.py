@@ -69,10 +69,11 @@ class FilterApplied(Message):
 
 class KeylogLoaded(Message):
     """The answer to CaptureDriver.load_keylog: the error, or None and the sessions it has keys
-    for."""
+    for; live: loaded into a running capture (whose connections closed before stay encrypted)."""
 
-    def __init__(self, path: str, error: str | None, sessions: int) -> None:
+    def __init__(self, path: str, error: str | None, sessions: int, live: bool = False) -> None:
         super().__init__()
         self.path = path
         self.error = error
         self.sessions = sessions
+        self.live = live
