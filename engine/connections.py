@@ -718,5 +718,6 @@ def snapshot(conn: Connection) -> ConnectionInfo:
             conn.last_packet,
             conn.tls_status,
             conn.certificate,
+            conn.tls_random,
         ),
     )

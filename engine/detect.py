@@ -194,6 +194,7 @@ class TlsHelloReader:
         if isinstance(result, tls.ClientHello):
             conn.sni = result.sni
             conn.alpn = result.alpn
+            conn.tls_random = result.random
         elif isinstance(result, tls.ServerHello):
             conn.server_hello = result
         if conn.protocol in (TLS, HTTP2):

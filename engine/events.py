@@ -21,6 +21,9 @@ class Event:
     __slots__ = ()
 
 
+Random = bytes  # (a field below is named `bytes`)
+
+
 class ConnectionInfo(NamedTuple):
     """A connection as it was at the end of a batch.
 
@@ -57,6 +60,9 @@ class ConnectionInfo(NamedTuple):
     # TLS with a key log (engine.tlsdecrypt): "decrypted", or why not; None when not tried.
     tls_decryption: str | None = None
     certificate: Certificate | None = None  # the server's, when it was seen (engine.tls)
+    tls_random: Random | None = (
+        None  # TLS: the ClientHello's random, its session's name in key logs
+    )
 
 
 @dataclass(frozen=True, slots=True)

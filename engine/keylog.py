@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterable
 from typing import Final
 
 CLIENT_RANDOM: Final = "CLIENT_RANDOM"
@@ -93,6 +94,20 @@ class KeyLog:
     def get(self, client_random: bytes) -> dict[str, bytes] | None:
         """The secrets logged for the session that ClientHello random began, if any."""
         return self.secrets.get(client_random)
+
+    def lines_for(self, randoms: Iterable[bytes]) -> tuple[bytes, int]:
+        """The key log lines of these sessions (by ClientHello random), and how many sessions
+        had secrets: a key log of just them, to embed in a capture of their connections."""
+        lines: list[bytes] = []
+        sessions = 0
+        for client_random in dict.fromkeys(randoms):
+            secrets = self.secrets.get(client_random)
+            if secrets:
+                sessions += 1
+                name = client_random.hex().encode()
+                lines += [b"%s %s %s\n" % (label.encode(), name, secret.hex().encode())
+                          for label, secret in secrets.items()]  # fmt: skip
+        return b"".join(lines), sessions
 
     def add_file(self, path: str) -> None:
         """Read a key log file, and again as it grows. Raises OSError when it cannot be read."""

@@ -618,6 +618,48 @@ class PcapWriter:
             self._out.flush()
 
 
+class PcapngWriter:
+    """Writes a pcapng file (one section, little-endian, microsecond timestamps), which unlike
+    pcap may hold packets of several link types (an interface block for each, as they come)
+    and the TLS key log that opens its connections: a Decryption Secrets Block before the
+    packets, where Wireshark and `engine.keylog` look for it. Same use as `PcapWriter`."""
+
+    def __init__(self, out: BinaryIO, name: str, secrets: bytes = b"") -> None:
+        self._out = out
+        self._name = name
+        self._interfaces: dict[int, int] = {}  # link type (DLT) -> interface number
+        self.linktype: int | None = None  # of the first packet
+        self.written = 0
+        self._block(_SHB, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))  # length of section unknown
+        if secrets:
+            self._block(_DSB, struct.pack("<II", SECRETS_TLS_KEY_LOG, len(secrets)) + secrets)
+
+    def _block(self, kind: int, body: bytes) -> None:
+        body += b"\0" * (-len(body) % 4)
+        length = struct.pack("<I", 12 + len(body))
+        self._out.write(struct.pack("<I", kind) + length + body + length)
+
+    def write(self, p: Packet) -> None:
+        interface = self._interfaces.get(p.linktype)
+        if interface is None:
+            interface = self._interfaces[p.linktype] = len(self._interfaces)
+            field = _DLT_TO_LINKTYPE.get(p.linktype, p.linktype)
+            self._block(_IDB, struct.pack("<HHI", field, 0, SNAPLEN))
+            if self.linktype is None:
+                self.linktype = p.linktype
+        stamp = p.sec * 1_000_000 + p.usec
+        header = struct.pack("<IIIII", interface, stamp >> 32, stamp & 0xFFFFFFFF, len(p.data),
+                             p.wire_len)  # fmt: skip
+        self._block(_EPB, header + p.data)
+        self.written += 1
+
+    def close(self, linktype_if_empty: int) -> None:
+        if not self._interfaces:  # a valid capture without packets still names its link type
+            field = _DLT_TO_LINKTYPE.get(linktype_if_empty, linktype_if_empty)
+            self._block(_IDB, struct.pack("<HHI", field, 0, SNAPLEN))
+        self._out.close()
+
+
 def tls_key_logs(data: Any) -> bytes:
     """The TLS key logs that a pcapng file's Decryption Secrets Blocks hold (as editcap
     --inject-secrets writes them, before the packets they open), joined in file order; empty

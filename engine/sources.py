@@ -46,6 +46,7 @@ from engine.pcapfile import (
     CaptureParser,
     Decompressor,
     Packet,
+    PcapngWriter,
     PcapWriter,
     compression_of,
 )
@@ -1066,6 +1067,11 @@ def write_packets(
     return writer.written
 
 
+def is_pcapng_name(path: str) -> bool:
+    """Whether a file written there is pcapng (its name says so), else pcap."""
+    return path.lower().endswith(".pcapng")
+
+
 # --- packets kept by the caller -----------------------------------------------------------------
 
 
@@ -1147,13 +1153,19 @@ _eth_ipv4 = struct.Struct("!12xHB5xHxB2xQ").unpack_from  # type, ver/IHL, frag, 
 _u32 = struct.Struct("!I").unpack_from
 
 
-def write_packet_list(packets: Iterable[Packet], out_path: str) -> int:
-    """Write packets to a new pcap file; return how many. Raises CaptureError."""
+def write_packet_list(packets: Iterable[Packet], out_path: str, secrets: bytes = b"") -> int:
+    """Write packets to a new capture file; return how many. Raises CaptureError. A name that
+    ends in .pcapng is written as pcapng, with `secrets` (a TLS key log) embedded; any other
+    as pcap, which has no place for them."""
     try:
         out = open(out_path, "wb")  # noqa: SIM115
     except OSError as e:
         raise CaptureError(f"{out_path}: {(e.strerror or str(e)).lower()}") from None
-    writer = PcapWriter(out, out_path)
+    writer: PcapWriter | PcapngWriter
+    if is_pcapng_name(out_path):
+        writer = PcapngWriter(out, out_path, secrets)
+    else:
+        writer = PcapWriter(out, out_path)
     try:
         first = ETHERNET
         for p in packets:

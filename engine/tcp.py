@@ -177,6 +177,7 @@ class Connection:
         "sniffed",
         "sniffing",
         "state",
+        "tls_random",
         "tls_status",
         "watch_acks",
     )
@@ -201,6 +202,7 @@ class Connection:
         self.alpn: tuple[str, ...] = ()
         self.server_hello: ServerHello | None = None  # engine.detect.TlsHelloReader sets these
         self.tls_status: str | None = None  # engine.tlsdecrypt: "decrypted", or why not
+        self.tls_random: bytes | None = None  # its ClientHello's: names the session in key logs
         self.certificate: Certificate | None = None  # the server's (engine.tls)
         self.consumers: tuple[StreamConsumer, ...] = ()
         # The follow view, oldest first. kept_bytes counts its bytes and RESENT_COST per Resent.

@@ -931,6 +931,39 @@ def test_write_packets_refuses_what_pcap_cannot_hold(tmp_path: Path) -> None:
     assert copy.read_bytes() == HTTP_GET.read_bytes()
 
 
+def packet_list(path: Path | str) -> list[sources.Packet]:
+    source = open_files([str(path)])
+    found: list[sources.Packet] = []
+    while (packets := source.next_packets()) is not None:
+        found += packets
+    source.close()
+    return found
+
+
+@pytest.mark.parametrize("path", [HTTP_GET, MIXED_BE, MIXED_LE, NFLOG])
+def test_a_pcapng_name_is_written_as_pcapng_of_any_link_types(tmp_path: Path, path: Path) -> None:
+    """pcapng holds what pcap cannot (several link types) and a TLS key log, which a reader
+    finds before the packets; libpcap reads the file as we do."""
+    from engine.pcapfile import tls_key_logs
+
+    packets = packet_list(path)
+    out = tmp_path / "out.PCAPNG"
+    secrets = b"CLIENT_RANDOM " + b"ab" * 32 + b" " + b"cd" * 48 + b"\n"
+    assert sources.write_packet_list(packets, str(out), secrets) == len(packets) > 0
+    assert out.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"
+    assert packet_list(out) == packets
+    assert tls_key_logs(out.read_bytes()) == secrets
+    if len({p.linktype for p in packets}) == 1:
+        expected, problem = reference(path)
+        assert problem is None and reference(out) == (expected, None)
+    else:  # pcap has no room for them
+        with pytest.raises(CaptureError, match="holds one link type"):
+            sources.write_packet_list(packets, str(tmp_path / "out.pcap"), secrets)
+    empty = tmp_path / "empty.pcapng"
+    assert sources.write_packet_list([], str(empty)) == 0
+    assert packet_list(empty) == [] and reference(empty) == ([], None)
+
+
 @needs_root
 def test_write_packets_from_live(tmp_path: Path, peers: LoopbackPeers) -> None:
     source = open_live(["lo"], f"tcp port {peers.port}")

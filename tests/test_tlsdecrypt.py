@@ -636,3 +636,85 @@ def test_application_records_wait_for_their_secret_when_the_key_log_has_only_the
     keys.feed(early.encode())
     events = run(s.packets(mss=500), keys)
     assert status(events) == DECRYPTED and found(events) == expected(s)
+
+
+def test_a_key_log_of_chosen_sessions_has_their_lines_only():
+    keys = keys_of("CLIENT_RANDOM " + "11" * 32 + " " + "aa" * 48 + "\n"
+                   "CLIENT_RANDOM " + "22" * 32 + " " + "bb" * 48 + "\n"
+                   "SERVER_TRAFFIC_SECRET_0 " + "22" * 32 + " " + "cc" * 32 + "\n")
+    lines, sessions = keys.lines_for([bytes.fromhex("22" * 32), bytes.fromhex("33" * 32),
+                                      bytes.fromhex("22" * 32)])
+    assert sessions == 1
+    again = KeyLog()
+    again.feed(lines)
+    assert again.secrets == {bytes.fromhex("22" * 32): keys.secrets[bytes.fromhex("22" * 32)]}
+    assert keys.lines_for([]) == (b"", 0)
+
+
+@pytest.mark.asyncio
+async def test_w_writes_a_decrypted_connection_to_pcapng_with_its_keys(capture_and_keys, tmp_path):
+    """The file w writes opens decrypted without the key log, here (and in Wireshark): its
+    Decryption Secrets Block holds the keys of the sessions written, and only theirs."""
+    from engine.bounds import Bounds
+    from engine.pcapfile import tls_key_logs
+    from tests.test_app import SIZE, read_all, workers_done
+    from tests.test_cli import records, wirepeek
+    from tui.app import WirepeekApp
+    from tui.capture import SourceSpec
+
+    path, keys, (one, two) = capture_and_keys
+    app = WirepeekApp(SourceSpec(files=(str(path),), keylog=str(keys)), "",
+                      Bounds(keep_after_close=True))
+    plain = tmp_path / "second.pcap"
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        await pilot.press("j")
+        conn_id = app.selected
+        info = app.store.connections[conn_id]
+        assert info.tls_decryption == DECRYPTED and info.tls_random is not None
+        await pilot.press("w")
+        field = app.query_one("#write-path")
+        assert field.value == f"wirepeek-connection-{conn_id}.pcapng"
+        field.value = str(tmp_path / "second.pcapng")
+        await pilot.press("enter")
+        await workers_done(app, "write")
+        await pilot.pause()
+        said = [n.message for n in app._notifications][-1]
+        assert said == (f"wrote {sum(info.packets)} packets to {tmp_path / 'second.pcapng'}, "
+                        "with the TLS keys of 1 session")
+        await pilot.press("w")
+        field.value = str(plain)
+        await pilot.press("enter")
+        await workers_done(app, "write")
+        await pilot.pause()
+        assert [n.message for n in app._notifications][-1].endswith(
+            "(a .pcapng name would carry their TLS keys)")
+    written = (tmp_path / "second.pcapng").read_bytes()
+    embedded = KeyLog()
+    embedded.feed(tls_key_logs(written))
+    embedded.end()
+    assert list(embedded.secrets) == [info.tls_random]
+    assert embedded.secrets[info.tls_random] == keys_of(two.keylog).secrets[info.tls_random]
+    proc = wirepeek("-r", str(tmp_path / "second.pcapng"), "--json")
+    assert proc.returncode == 0, proc.stderr.decode()
+    [conn] = records(proc.stdout, "connection")
+    assert conn["tls"]["decrypted"] is True and conn["tls"]["version"] == "TLS 1.2"
+    got = [r["response"]["body_bytes"] for r in records(proc.stdout, "http")]
+    assert got == list(BODIES)
+    # The pcap file has the same packets (as libpcap reads both) and no keys.
+    assert tls_key_logs(plain.read_bytes()) == b""
+    packets = libpcap_packets(str(plain))
+    assert libpcap_packets(str(tmp_path / "second.pcapng")) == packets
+    assert len(packets) == sum(info.packets)
+
+
+def libpcap_packets(path: str) -> list[tuple[tuple[int, int], int, int, bytes]]:
+    import pcapy
+
+    handle = pcapy.open_offline(path)
+    found = []
+    while True:
+        header, data = handle.next()
+        if header is None:
+            return found
+        found.append((header.getts(), header.getcaplen(), header.getlen(), bytes(data)))

@@ -30,6 +30,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from engine import sources
 from engine.bounds import Bounds
 from engine.events import ConnectionInfo, HttpTransaction, Stats
+from engine.tlsdecrypt import DECRYPTED
 from tui.capture import CaptureDriver, SourceSpec
 from tui.collector import Collector
 from tui.escape import escape_text
@@ -486,7 +487,10 @@ class WirepeekApp(App[None]):
         if self.selected is None:
             self.notify("select a connection first", severity="warning")
             return
-        self._open_prompt("#write-path", f"wirepeek-connection-{self.selected}.pcap")
+        info = self.store.connections.get(self.selected)
+        # A decrypted connection's keys go with it into a pcapng file (pcap has no place for them).
+        kind = "pcapng" if info is not None and info.tls_decryption == DECRYPTED else "pcap"
+        self._open_prompt("#write-path", f"wirepeek-connection-{self.selected}.{kind}")
 
     @on(Input.Submitted, "#write-path")
     def write_pcap(self, event: Input.Submitted) -> None:
@@ -501,7 +505,9 @@ class WirepeekApp(App[None]):
         if not self.query_one(ConnectionsTable).row_count:
             self.notify("no connection is shown", severity="warning")
             return
-        self._open_prompt("#write-all-path", "wirepeek-shown.pcap")
+        keys = self.driver.keys
+        self._open_prompt("#write-all-path",
+                          "wirepeek-shown.pcapng" if keys is not None and keys.given else "wirepeek-shown.pcap")
 
     @on(Input.Submitted, "#write-all-path")
     def write_shown(self, event: Input.Submitted) -> None:
@@ -531,14 +537,25 @@ class WirepeekApp(App[None]):
             self.call_from_thread(self.notify, "the capture was read again meanwhile: nothing written",
                                   severity="warning")
             return
+        # The TLS secrets of the sessions written, from the key logs in use: a pcapng file carries
+        # them, so that it opens decrypted (here, in Wireshark) without the key log.
+        keys, secrets, sessions = self.driver.keys, b"", 0
+        randoms = [info.tls_random for info in connections if info.tls_random is not None]
+        if keys is not None and randoms:
+            secrets, sessions = keys.lines_for(randoms)
+        pcapng = sources.is_pcapng_name(path)
         try:
-            written = sources.write_packet_list(picked.packets, path)
+            written = sources.write_packet_list(picked.packets, path, secrets if pcapng else b"")
         except sources.CaptureError as e:
             self.call_from_thread(self.notify, escape_text(str(e)), severity="error", markup=False)
             return
         older = "" if picked.complete else " (older packets are no longer held)"
-        self.call_from_thread(self.notify, escape_text(f"wrote {written} packets{what} to {path}{older}"),
-                              markup=False)
+        said = f"wrote {written} packets{what} to {path}{older}"
+        if sessions and pcapng:
+            said += f", with the TLS keys of {sessions} session{'s' if sessions != 1 else ''}"
+        elif sessions:
+            said += " (a .pcapng name would carry their TLS keys)"
+        self.call_from_thread(self.notify, escape_text(said), markup=False)
 
     def action_load_keylog(self) -> None:
         self._open_prompt("#keylog-path", os.environ.get("SSLKEYLOGFILE", ""))
