@@ -631,8 +631,12 @@ class PcapngWriter:
         self.linktype: int | None = None  # of the first packet
         self.written = 0
         self._block(_SHB, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))  # length of section unknown
-        if secrets:
-            self._block(_DSB, struct.pack("<II", SECRETS_TLS_KEY_LOG, len(secrets)) + secrets)
+        self.secrets(secrets)
+
+    def secrets(self, key_log: bytes) -> None:
+        """Embed TLS key log lines (a Decryption Secrets Block): before the packets they open."""
+        if key_log:
+            self._block(_DSB, struct.pack("<II", SECRETS_TLS_KEY_LOG, len(key_log)) + key_log)
 
     def _block(self, kind: int, body: bytes) -> None:
         body += b"\0" * (-len(body) % 4)

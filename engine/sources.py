@@ -38,7 +38,8 @@ from typing import Any, BinaryIO, Self, TypeVar
 import pcapy
 
 from engine.batch import META, Batch
-from engine.decode import tcp_key
+from engine.decode import innermost_tcp, tcp_key
+from engine.keylog import KeyLog
 from engine.pcapfile import (
     ETHERNET,
     SNAPLEN,
@@ -1033,20 +1034,27 @@ def _is_input(source: Source, out_path: str) -> bool:
 
 
 def write_packets(
-    source: Source, out_path: str, count: int | None = None, duration: float | None = None
+    source: Source,
+    out_path: str,
+    count: int | None = None,
+    duration: float | None = None,
+    keys: KeyLog | None = None,
 ) -> int:
-    """Copy the packets `source` delivers (its filter applied) to a pcap file; return how many.
+    """Copy the packets `source` delivers (its filter applied) to a capture file; return how many.
 
     Each packet keeps its timestamp, captured bytes and wire length. Stops at the end of the
     source, after `count` packets, or after `duration` seconds: wall-clock seconds for a live
-    capture, capture-time seconds from the first packet for files. "-" writes to stdout.
+    capture, capture-time seconds from the first packet for files. "-" writes pcap to stdout.
+    A name that ends in .pcapng is written as pcapng, which holds several link types and, with
+    `keys`, the TLS secrets of the sessions written (`_EmbeddedSecrets`); any other as pcap.
     Raises CaptureError if the output cannot be written or would mix link types.
     """
+    pcapng = out_path != "-" and is_pcapng_name(out_path)
     linktypes = source.linktypes
-    if len(linktypes) > 1:
+    if len(linktypes) > 1 and not pcapng:
         raise CaptureError(
             f"{out_path}: a pcap file holds one link type, and {source.name} has several"
-            f" ({', '.join(map(str, sorted(linktypes)))})"
+            f" ({', '.join(map(str, sorted(linktypes)))}); a .pcapng name holds them all"
         )
     if out_path != "-" and _is_input(source, out_path):
         raise CaptureError(f"{out_path}: is also an input; refusing to overwrite it")
@@ -1054,17 +1062,102 @@ def write_packets(
         out = sys.stdout.buffer if out_path == "-" else open(out_path, "wb")  # noqa: SIM115
     except OSError as e:
         raise CaptureError(f"{out_path}: {(e.strerror or str(e)).lower()}") from None
-    writer = PcapWriter(out, out_path, owned=out_path != "-")
+    writer: PcapWriter | PcapngWriter
+    writer = (
+        PcapngWriter(out, out_path) if pcapng else PcapWriter(out, out_path, owned=out_path != "-")
+    )
+    embed = _EmbeddedSecrets(keys, source.live) if pcapng and keys is not None else None
+    interrupted = False
     try:
-        for p in _packets_to_write(source, count, duration):
-            writer.write(p)
+        try:
+            for p in _packets_to_write(source, count, duration):
+                if embed is not None:
+                    embed.saw(p)
+                    if embed.due():
+                        assert isinstance(writer, PcapngWriter)
+                        writer.secrets(embed.new_lines())
+                writer.write(p)
+        except KeyboardInterrupt:  # a live capture ends with Ctrl-C: the file ends well
+            interrupted = True
+        if embed is not None:
+            assert isinstance(writer, PcapngWriter)
+            writer.secrets(embed.new_lines(final=True))
         writer.close(next(iter(linktypes), ETHERNET))
     except OSError as e:
         raise CaptureError(f"{out_path}: {(e.strerror or str(e)).lower()}") from None
     finally:
         if not out.closed and out_path != "-":
             out.close()
+    if interrupted:
+        raise KeyboardInterrupt
     return writer.written
+
+
+class _EmbeddedSecrets:
+    """The TLS secrets a pcapng file being written carries: those of the sessions whose
+    ClientHello it holds (the client random read from a segment that begins with the
+    ClientHello record), never the rest of the key log. A live capture looks for new secrets
+    at most every `EVERY` seconds and at the end, as a key log is written after its handshake;
+    Decryption Secrets Blocks may stand anywhere in the file (Wireshark and wirepeek read them
+    all before decrypting)."""
+
+    EVERY = 0.5
+
+    def __init__(self, keys: KeyLog, live: bool) -> None:
+        self.keys = keys
+        self.live = live
+        self.seen: set[bytes] = set()  # the client randoms of the ClientHellos written
+        self.embedded: dict[bytes, set[str]] = {}  # client random -> labels of its secrets
+        self._next = time.monotonic() + self.EVERY
+        self._new = False
+
+    def saw(self, p: Packet) -> None:
+        client_random = client_hello_random(p)
+        if client_random is not None and client_random not in self.seen:
+            self.seen.add(client_random)
+            self._new = True
+
+    def due(self) -> bool:
+        if not self.live:  # a file: all its secrets are known, embedded at the end
+            return False
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.EVERY
+        return self._new or bool(self.keys.refresh())
+
+    def new_lines(self, final: bool = False) -> bytes:
+        if final and self.live:
+            self.keys.refresh()
+        self._new = False
+        lines = []
+        for client_random in self.seen:
+            secrets = self.keys.get(client_random)
+            if not secrets:
+                continue
+            name = client_random.hex().encode()
+            done = self.embedded.setdefault(client_random, set())
+            for label, secret in secrets.items():
+                if label not in done:
+                    done.add(label)
+                    lines.append(b"%s %s %s\n" % (label.encode(), name, secret.hex().encode()))
+        return b"".join(lines)
+
+
+def client_hello_random(p: Packet) -> bytes | None:
+    """The client random of the TLS ClientHello this packet's TCP segment begins with, if it
+    begins with one (its first 43 bytes captured); None otherwise."""
+    buf = p.data
+    at = innermost_tcp(p.linktype, buf, 0, len(buf))
+    if at is None or at.l4 + 13 > at.end:
+        return None
+    payload = at.l4 + ((buf[at.l4 + 12] >> 4) << 2)
+    end = min(at.end, at.wire_end)
+    if end - payload < 43:
+        return None
+    if buf[payload] != 22 or buf[payload + 1] != 3 or buf[payload + 5] != 1:
+        return None
+    return bytes(buf[payload + 11 : payload + 43])
 
 
 def is_pcapng_name(path: str) -> bool:

@@ -103,6 +103,41 @@ def test_a_live_capture_decrypts_with_a_key_log_written_while_it_runs(tmp_path):
 
 
 @root
+def test_a_live_capture_written_to_pcapng_carries_the_keys_logged_while_it_ran(tmp_path):
+    """-i lo --keylog K -w X.pcapng: the secrets logged after the capture began (after their
+    handshakes) reach the file, which then opens decrypted without the key log."""
+    from engine.pcapfile import tls_key_logs
+    from tests.test_cli import wirepeek
+
+    cert, key = _certificate(str(tmp_path), rsa=False)
+    keylog = tmp_path / "keys.log"
+    keylog.write_text("")
+    out = tmp_path / "live.pcapng"
+    server = TlsServer(cert, key)
+    proc = subprocess.Popen(
+        [*WIREPEEK, "-i", "lo", "--keylog", str(keylog), "-w", str(out), "--duration", "4",
+         f"tcp port {server.port}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_for_line(proc, b"capturing on", 20)
+        time.sleep(0.3)
+        assert fetch(server.port, str(keylog)) == list(SIZES)
+        assert fetch(server.port, str(keylog)) == list(SIZES)  # a second session
+        _, err = proc.communicate(timeout=30)
+    finally:
+        end_process(proc)
+        server.close()
+    assert proc.returncode == 0, err.decode()
+    assert tls_key_logs(out.read_bytes()).count(b"TRAFFIC_SECRET_0") == 4
+    done = wirepeek("-r", str(out), "--json")
+    assert done.returncode == 0, done.stderr.decode()
+    conns = records(done.stdout, "connection")
+    assert [c["tls"]["decrypted"] for c in conns] == [True, True]
+    assert [r["response"]["body_bytes"] for r in records(done.stdout, "http")] == list(SIZES) * 2
+
+
+@root
 def test_the_inspectors_live_capture_decrypts_in_its_helpers(tmp_path):
     """The interactive view's path: the capture process, the capture thread (each connection's
     status) and the HTTP helpers reading the feed (the exchanges), each with the key log."""

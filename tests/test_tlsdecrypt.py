@@ -708,6 +708,42 @@ async def test_w_writes_a_decrypted_connection_to_pcapng_with_its_keys(capture_a
     assert len(packets) == sum(info.packets)
 
 
+def test_w_on_the_command_line_embeds_the_keys_of_the_sessions_written(capture_and_keys, tmp_path):
+    """-w X.pcapng with --keylog: the file carries the secrets of the sessions it holds (of the
+    filter's connection, not the other's), opens decrypted without the key log, and passes them
+    on when written again; a key log only set in the environment is not embedded."""
+    import os
+    import subprocess
+
+    from engine.pcapfile import tls_key_logs
+    from tests.test_cli import ROOT, WIREPEEK, records, wirepeek
+
+    path, keys, (one, two) = capture_and_keys
+    out = tmp_path / "second.pcapng"
+    proc = wirepeek("-r", str(path), "--keylog", str(keys), "-w", str(out), "tcp port 51300")
+    assert proc.returncode == 0, proc.stderr.decode()
+    embedded = KeyLog()
+    embedded.feed(tls_key_logs(out.read_bytes()))
+    embedded.end()
+    assert embedded.secrets == keys_of(two.keylog).secrets
+    assert len(embedded.secrets) == 1 and not keys_of(one.keylog).secrets.keys() & embedded.secrets.keys()
+    proc = wirepeek("-r", str(out), "--json")
+    [conn] = records(proc.stdout, "connection")
+    assert conn["tls"]["decrypted"] is True and conn["tls"]["version"] == "TLS 1.2"
+    assert [r["response"]["body_bytes"] for r in records(proc.stdout, "http")] == list(BODIES)
+    # Written again from the pcapng, without --keylog: its own secrets go along.
+    again = tmp_path / "again.pcapng"
+    assert wirepeek("-r", str(out), "-w", str(again)).returncode == 0
+    assert tls_key_logs(again.read_bytes()) == tls_key_logs(out.read_bytes())
+    # $SSLKEYLOGFILE decrypts what is read, but is not handed on inside a written file.
+    quiet = tmp_path / "env.pcapng"
+    proc = subprocess.run([*WIREPEEK, "-r", str(path), "-w", str(quiet)], cwd=ROOT, capture_output=True,
+                          env={**os.environ, "SSLKEYLOGFILE": str(keys)}, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert tls_key_logs(quiet.read_bytes()) == b""
+    assert libpcap_packets(str(quiet)) == libpcap_packets(str(path))
+
+
 def libpcap_packets(path: str) -> list[tuple[tuple[int, int], int, int, bytes]]:
     import pcapy
 

@@ -105,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--raw", action="store_true",
                      help="with --follow and a key log: the TLS records as captured, not the "
                           "decrypted plaintext")
-    out.add_argument("-w", "--write", metavar="OUT", help="write the packets that pass the filter to OUT (pcap)")
+    out.add_argument("-w", "--write", metavar="OUT",
+                     help="write the packets that pass the filter to OUT: pcap, or pcapng when "
+                          "OUT ends in .pcapng, then with the TLS secrets of the sessions it "
+                          "holds (from --keylog and the inputs), so it opens decrypted")
     out.add_argument("--count", type=int, metavar="N", help="stop after N packets")
     out.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of live capture")
     out.add_argument("--jobs", type=int, default=0, metavar="N",
@@ -215,7 +218,11 @@ def run(args: argparse.Namespace) -> int:
         collector.headless()  # inherited by the workers of a parallel --json
     try:
         if args.write:
-            sources.write_packets(source, args.write, count=args.count, duration=args.duration)
+            # The secrets embedded in a .pcapng: --keylog's and the inputs' own, never those of
+            # a $SSLKEYLOGFILE merely set in the environment (a browser's, say).
+            keys = args.keys if args.keylog else open_keys(None, args.read)
+            sources.write_packets(source, args.write, count=args.count, duration=args.duration,
+                                  keys=keys)
             status = 0
         elif args.follow is not None:
             status = follow(args, source)
