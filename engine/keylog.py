@@ -81,6 +81,9 @@ class KeyLog:
         # key log holds no more than this.
         self.held = 0
         self.max_held = MAX_HELD
+        # When a set: the client randoms whose secrets came since its owner emptied it (a
+        # capture being written embeds them as they come: engine.sources.write_packets).
+        self.noted: set[bytes] | None = None
 
     def __len__(self) -> int:
         return len(self.secrets)
@@ -211,6 +214,8 @@ class KeyLog:
             return
         self.secrets.setdefault(client_random, {})[label] = secret
         self.lines += 1
+        if self.noted is not None:
+            self.noted.add(client_random)
 
 
 class KeyLogFile(KeyLog):

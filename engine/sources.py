@@ -39,7 +39,7 @@ import pcapy
 
 from engine.batch import META, Batch
 from engine.decode import innermost_tcp, tcp_key
-from engine.keylog import KeyLog
+from engine.keylog import CLIENT_RANDOM, CLIENT_TRAFFIC_0, SERVER_TRAFFIC_0, KeyLog
 from engine.pcapfile import (
     ETHERNET,
     SNAPLEN,
@@ -1063,25 +1063,19 @@ def write_packets(
     except OSError as e:
         raise CaptureError(f"{out_path}: {(e.strerror or str(e)).lower()}") from None
     writer: PcapWriter | PcapngWriter
-    writer = (
-        PcapngWriter(out, out_path) if pcapng else PcapWriter(out, out_path, owned=out_path != "-")
-    )
-    embed = _EmbeddedSecrets(keys, source.live) if pcapng and keys is not None else None
+    if pcapng and keys is not None:
+        writer = _WithSecrets(out, out_path, keys, source.live)
+    elif pcapng:
+        writer = PcapngWriter(out, out_path)
+    else:
+        writer = PcapWriter(out, out_path, owned=out_path != "-")
     interrupted = False
     try:
         try:
             for p in _packets_to_write(source, count, duration):
-                if embed is not None:
-                    embed.saw(p)
-                    if embed.due():
-                        assert isinstance(writer, PcapngWriter)
-                        writer.secrets(embed.new_lines())
                 writer.write(p)
         except KeyboardInterrupt:  # a live capture ends with Ctrl-C: the file ends well
             interrupted = True
-        if embed is not None:
-            assert isinstance(writer, PcapngWriter)
-            writer.secrets(embed.new_lines(final=True))
         writer.close(next(iter(linktypes), ETHERNET))
     except OSError as e:
         raise CaptureError(f"{out_path}: {(e.strerror or str(e)).lower()}") from None
@@ -1093,45 +1087,93 @@ def write_packets(
     return writer.written
 
 
-class _EmbeddedSecrets:
-    """The TLS secrets a pcapng file being written carries: those of the sessions whose
+class _WithSecrets(PcapngWriter):
+    """A pcapng writer that embeds the TLS secrets of the sessions it writes: those whose
     ClientHello it holds (the client random read from a segment that begins with the
-    ClientHello record), never the rest of the key log. A live capture looks for new secrets
-    at most every `EVERY` seconds and at the end, as a key log is written after its handshake;
-    Decryption Secrets Blocks may stand anywhere in the file (Wireshark and wirepeek read them
-    all before decrypting)."""
+    ClientHello record), never the rest of the key log. Each session's secrets go in a
+    Decryption Secrets Block before its ClientHello, as Wireshark wants them before the
+    packets they open (wirepeek reads them wherever they are).
 
-    EVERY = 0.5
+    Live, a key log is written after the handshake: from a ClientHello whose secrets are not
+    there yet, the packets wait (up to `HOLD_BYTES`, until a packet comes `HOLD_SECONDS` later)
+    while the key log is read again every `LOOK_EVERY` seconds; then its secrets, if they came, go
+    before them. Secrets that come later still go in a later block (for wirepeek). Sessions
+    whose secrets are complete: TLS 1.2's master secret, or TLS 1.3's two traffic secrets."""
 
-    def __init__(self, keys: KeyLog, live: bool) -> None:
+    HOLD_SECONDS = 2.0
+    HOLD_BYTES = 16 << 20
+    LOOK_EVERY = 0.01
+    LATE_EVERY = 0.5  # how often a live capture looks for secrets that came late
+
+    def __init__(self, out: BinaryIO, name: str, keys: KeyLog, live: bool) -> None:
+        super().__init__(out, name)
         self.keys = keys
         self.live = live
         self.seen: set[bytes] = set()  # the client randoms of the ClientHellos written
         self.embedded: dict[bytes, set[str]] = {}  # client random -> labels of its secrets
-        self._next = time.monotonic() + self.EVERY
-        self._new = False
+        self.waiting: set[bytes] = set()  # seen, secrets not complete, packets held for them
+        self.held: list[Packet] = []
+        self.held_bytes = 0
+        self.held_since = 0.0
+        self.looked = 0.0  # when the key log was last read again
+        keys.noted = set()
 
-    def saw(self, p: Packet) -> None:
+    def complete(self, client_random: bytes) -> bool:
+        secrets = self.keys.get(client_random) or {}
+        return CLIENT_RANDOM in secrets or (
+            CLIENT_TRAFFIC_0 in secrets and SERVER_TRAFFIC_0 in secrets
+        )
+
+    def write(self, p: Packet) -> None:
         client_random = client_hello_random(p)
         if client_random is not None and client_random not in self.seen:
             self.seen.add(client_random)
-            self._new = True
-
-    def due(self) -> bool:
-        if not self.live:  # a file: all its secrets are known, embedded at the end
-            return False
+            assert self.keys.noted is not None
+            self.keys.noted.add(client_random)  # its secrets, if any, go before it
+            if self.live and not self.complete(client_random):
+                self.waiting.add(client_random)
+        if not self.live:
+            self.embed()
+            super().write(p)
+            return
         now = time.monotonic()
-        if now < self._next:
-            return False
-        self._next = now + self.EVERY
-        return self._new or bool(self.keys.refresh())
-
-    def new_lines(self, final: bool = False) -> bytes:
-        if final and self.live:
+        if self.waiting or self.held:
+            if not self.held:
+                self.held_since = now
+            self.held.append(p)
+            self.held_bytes += len(p.data)
+            if now - self.looked >= self.LOOK_EVERY:
+                self.looked = now
+                self.keys.refresh()
+                self.waiting = {r for r in self.waiting if not self.complete(r)}
+            if self.waiting and (
+                now - self.held_since < self.HOLD_SECONDS and self.held_bytes < self.HOLD_BYTES
+            ):
+                return
+            self.release()
+            return
+        if now - self.looked >= self.LATE_EVERY:
+            self.looked = now
             self.keys.refresh()
-        self._new = False
+        self.embed()
+        super().write(p)
+
+    def release(self) -> None:
+        """Write the packets held, after the secrets that came; stop waiting for the rest."""
+        self.waiting.clear()
+        self.embed()
+        for p in self.held:
+            super().write(p)
+        self.held.clear()
+        self.held_bytes = 0
+
+    def embed(self) -> None:
+        """A block of the secrets that came for sessions written, if any came."""
+        noted = self.keys.noted
+        if not noted:
+            return
         lines = []
-        for client_random in self.seen:
+        for client_random in noted & self.seen:
             secrets = self.keys.get(client_random)
             if not secrets:
                 continue
@@ -1141,7 +1183,14 @@ class _EmbeddedSecrets:
                 if label not in done:
                     done.add(label)
                     lines.append(b"%s %s %s\n" % (label.encode(), name, secret.hex().encode()))
-        return b"".join(lines)
+        noted.clear()
+        self.secrets(b"".join(lines))
+
+    def close(self, linktype_if_empty: int) -> None:
+        if self.live:
+            self.keys.refresh()
+        self.release()
+        super().close(linktype_if_empty)
 
 
 def client_hello_random(p: Packet) -> bytes | None:

@@ -105,9 +105,11 @@ def test_a_live_capture_decrypts_with_a_key_log_written_while_it_runs(tmp_path):
 @root
 def test_a_live_capture_written_to_pcapng_carries_the_keys_logged_while_it_ran(tmp_path):
     """-i lo --keylog K -w X.pcapng: the secrets logged after the capture began (after their
-    handshakes) reach the file, which then opens decrypted without the key log."""
+    handshakes, one session's late) reach the file before the packets they open, and the file
+    opens decrypted without the key log."""
     from engine.pcapfile import tls_key_logs
     from tests.test_cli import wirepeek
+    from tests.test_tlsdecrypt import secrets_come_first
 
     cert, key = _certificate(str(tmp_path), rsa=False)
     keylog = tmp_path / "keys.log"
@@ -123,13 +125,21 @@ def test_a_live_capture_written_to_pcapng_carries_the_keys_logged_while_it_ran(t
         wait_for_line(proc, b"capturing on", 20)
         time.sleep(0.3)
         assert fetch(server.port, str(keylog)) == list(SIZES)
-        assert fetch(server.port, str(keylog)) == list(SIZES)  # a second session
+        # A second session whose keys reach the key log 0.5 s after its last answer (a client
+        # that writes them late): its packets wait for them.
+        private = tmp_path / "late.log"
+        assert fetch(server.port, str(private)) == list(SIZES)
+        time.sleep(0.5)
+        with keylog.open("a") as f:
+            f.write(private.read_text())
         _, err = proc.communicate(timeout=30)
     finally:
         end_process(proc)
         server.close()
     assert proc.returncode == 0, err.decode()
     assert tls_key_logs(out.read_bytes()).count(b"TRAFFIC_SECRET_0") == 4
+    # Each session's keys before its packets, for Wireshark: those after the ClientHello waited.
+    assert secrets_come_first(str(out)) == 2
     done = wirepeek("-r", str(out), "--json")
     assert done.returncode == 0, done.stderr.decode()
     conns = records(done.stdout, "connection")

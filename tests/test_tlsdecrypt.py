@@ -727,6 +727,7 @@ def test_w_on_the_command_line_embeds_the_keys_of_the_sessions_written(capture_a
     embedded.end()
     assert embedded.secrets == keys_of(two.keylog).secrets
     assert len(embedded.secrets) == 1 and not keys_of(one.keylog).secrets.keys() & embedded.secrets.keys()
+    assert secrets_come_first(str(out)) == 1
     proc = wirepeek("-r", str(out), "--json")
     [conn] = records(proc.stdout, "connection")
     assert conn["tls"]["decrypted"] is True and conn["tls"]["version"] == "TLS 1.2"
@@ -742,6 +743,44 @@ def test_w_on_the_command_line_embeds_the_keys_of_the_sessions_written(capture_a
     assert proc.returncode == 0, proc.stderr.decode()
     assert tls_key_logs(quiet.read_bytes()) == b""
     assert libpcap_packets(str(quiet)) == libpcap_packets(str(path))
+
+
+def secrets_come_first(path: str) -> int:
+    """Check that a pcapng file gives each session's secrets (complete: the master secret, or
+    both traffic secrets) before any packet with a payload after its ClientHello, as Wireshark
+    wants them; the number of sessions."""
+    import struct
+
+    from engine.decode import innermost_tcp
+    from engine.pcapfile import ETHERNET, Packet
+    from engine.sources import client_hello_random
+
+    data = open(path, "rb").read()
+    known = KeyLog()
+    known.noted = set()
+    hellos: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        kind, length = struct.unpack_from("<II", data, pos)
+        if kind == 10:  # Decryption Secrets Block
+            size = struct.unpack_from("<I", data, pos + 12)[0]
+            known.feed(data[pos + 16 : pos + 16 + size])
+        elif kind == 6:  # Enhanced Packet Block
+            caplen = struct.unpack_from("<I", data, pos + 20)[0]
+            packet = data[pos + 28 : pos + 28 + caplen]
+            client_random = client_hello_random(Packet(0, 0, ETHERNET, caplen, packet))
+            at = innermost_tcp(ETHERNET, packet, 0, caplen)
+            assert at is not None
+            has_payload = at.l4 + ((packet[at.l4 + 12] >> 4) << 2) < min(at.end, at.wire_end)
+            if client_random is not None:
+                hellos.append(client_random)
+            elif has_payload:
+                for r in hellos:
+                    got = known.get(r) or {}
+                    assert "CLIENT_RANDOM" in got or {"CLIENT_TRAFFIC_SECRET_0",
+                                                      "SERVER_TRAFFIC_SECRET_0"} <= got.keys()
+        pos += length
+    return len(hellos)
 
 
 def libpcap_packets(path: str) -> list[tuple[tuple[int, int], int, int, bytes]]:
