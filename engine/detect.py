@@ -13,7 +13,7 @@ was chosen (see `TlsHelloReader`), which relabels a `TLS` connection once its he
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from engine import tls
 
@@ -36,6 +36,64 @@ KNOWN_METHODS = frozenset(
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _TOKEN = re.compile(rb"[A-Z][A-Z0-9_-]{0,23}")
 _REQUEST_LINE_END = re.compile(rb" HTTP/[0-9]\.[0-9]\r?$")
+
+
+# HTTP/2 frames (RFC 9113 6), as far as telling them apart from other bytes goes.
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = 0, 1, 2, 3, 4, 5, 6, 7
+WINDOW_UPDATE, CONTINUATION = 8, 9
+_END_STREAM, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x4, 0x8, 0x20
+# Flags each frame type defines, and whether its stream id must be 0 (True), not 0 (False) or
+# either (None): what a plausible frame header looks like when looking for one after a loss.
+_FRAME_RULES: Final = {
+    DATA: (_END_STREAM | _PADDED, False),
+    HEADERS: (_END_STREAM | _END_HEADERS | _PADDED | _PRIORITY, False),
+    PRIORITY: (0, False),
+    RST_STREAM: (0, False),
+    SETTINGS: (0x1, True),
+    PUSH_PROMISE: (_END_HEADERS | _PADDED, False),
+    PING: (0x1, True),
+    GOAWAY: (0, True),
+    WINDOW_UPDATE: (0, None),
+    CONTINUATION: (_END_HEADERS, False),
+}
+_FIXED_LENGTH: Final = {PRIORITY: 5, RST_STREAM: 4, PING: 8, WINDOW_UPDATE: 4}
+
+MAX_PLAUSIBLE_FRAME = 1 << 20  # longer frames exist, but are not taken as a sign of HTTP/2
+
+
+def plausible_frame_header(head: bytes | bytearray | memoryview) -> int | None:
+    """The frame length that a 9-byte frame header announces, if it looks like one that a
+    peer would send (a known type, its flags, its stream id rules, a sane length); else None."""
+    length = (head[0] << 16) | (head[1] << 8) | head[2]
+    kind, flags = head[3], head[4]
+    stream = int.from_bytes(head[5:9], "big")
+    rules = _FRAME_RULES.get(kind)
+    if rules is None or stream >> 31 or flags & ~rules[0] or length > MAX_PLAUSIBLE_FRAME:
+        return None
+    if rules[1] is not None and (stream == 0) != rules[1]:
+        return None
+    fixed = _FIXED_LENGTH.get(kind)
+    if fixed is not None and length != fixed:
+        return None
+    if (kind == SETTINGS and length % 6) or (kind == GOAWAY and length < 8):
+        return None
+    return length
+
+
+def h2_frames_start(prefix: bytes) -> str | None:
+    """A client stream seen from the middle of an HTTP/2 connection (a capture that began
+    later): two plausible frame headers in a row at its start. HTTP2, NOTHING, or None: need
+    more."""
+    if len(prefix) < 9:
+        return None
+    length = plausible_frame_header(prefix[:9])
+    if length is None:
+        return NOTHING
+    if len(prefix) < 9 + length + 9:
+        return None if length + 18 <= 8192 else NOTHING
+    return (
+        HTTP2 if plausible_frame_header(prefix[9 + length : 18 + length]) is not None else NOTHING
+    )
 
 
 def h2_preface_start(prefix: bytes) -> bool | None:
@@ -129,8 +187,11 @@ class Sniffer:
         client, server = self.verdicts[True], self.verdicts[False]
         if client:
             return client
-        if client == NOTHING and server is not None:
-            return server
+        if client == NOTHING:
+            if server is not None:
+                return server if server != HTTP2 else NOTHING  # (h2 is only the client's word)
+            if self.prefixes[False][:1] == b"\0":
+                return NOTHING  # (what the server's first bytes may yet say would not count)
         if self.size > LIMIT:
             return server or NOTHING
         return None
@@ -145,6 +206,17 @@ class Sniffer:
             h2 = h2_preface_start(prefix)
             if h2 is not False:
                 return HTTP2 if h2 else None
+            if prefix and prefix[0] < 0x10:  # (a frame of at most 1 MiB: not a method's letter)
+                return h2_frames_start(prefix)
+        elif prefix[:1] == b"\0":
+            # An HTTP/2 server speaks first with a SETTINGS frame (RFC 9113 3.4): it decides
+            # only when the client's first bytes come too late (a capture that shows the
+            # server's side first, past LIMIT).
+            if len(prefix) < 9:
+                return None
+            length = int.from_bytes(prefix[:3], "big")
+            settings = prefix[3:9] == b"\x04\0\0\0\0\0" and length % 6 == 0 and length <= 600
+            return HTTP2 if settings else NOTHING
         verdict = http_request_start(prefix) if from_client else http_response_start(prefix)
         if verdict is None:
             return None

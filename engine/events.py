@@ -226,6 +226,7 @@ class HttpRequest(NamedTuple):
     complete: bool
     offset: int = -1  # stream offset of its first byte in its direction (-1: not known)
     body_gaps: tuple[tuple[int, int], ...] = ()  # (offset in `body`, bytes never captured there)
+    trailers: tuple[Field, ...] = ()  # HTTP/2: the header fields after the body
 
 
 class HttpResponse(NamedTuple):
@@ -244,6 +245,24 @@ class HttpResponse(NamedTuple):
     ] = ()  # 1xx responses before it: (status, reason, ts)
     offset: int = -1  # stream offset of its first byte (of the final response, after any 1xx)
     body_gaps: tuple[tuple[int, int], ...] = ()  # (offset in `body`, bytes never captured there)
+    trailers: tuple[Field, ...] = ()  # HTTP/2 (gRPC's status): the header fields after the body
+
+
+class GrpcCall(NamedTuple):
+    """What an HTTP/2 exchange whose content type is application/grpc* says of its call
+    (engine.http2): service and method from the path, status and message from the trailers,
+    and the length-prefixed messages of each direction (counted as they start)."""
+
+    service: str
+    method: str
+    status: int | None  # grpc-status, None when no trailers said
+    message: str | None  # grpc-message, percent-decoded
+    requests: int  # messages the client sent
+    responses: int
+    request_bytes: int  # their payload bytes, without the 5-byte prefixes
+    response_bytes: int
+    compressed: tuple[int, int]  # messages with the compressed flag (client, server)
+    framing_lost: bool = False  # a gap hid a prefix: the counts stop there
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +300,8 @@ class HttpTransaction(Event):
     error: str | None = None  # why parsing failed, if it did
     tunnel: bool = False  # CONNECT 2xx or 101: the rest of the connection is not HTTP
     notes: tuple[str, ...] = ()  # e.g. bytes lost before this message
+    stream: int | None = None  # HTTP/2: the stream id (index is the client's stream order)
+    grpc: GrpcCall | None = None
 
     @property
     def wait(self) -> float | None:

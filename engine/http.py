@@ -69,6 +69,7 @@ from engine.events import (
     HttpResponse,
     HttpTransaction,
 )
+from engine.http2 import Http2Parser
 from engine.reassembly import NO_ACK, SNAPLEN
 from engine.tcp import Connection
 
@@ -1575,9 +1576,12 @@ def inner_http_factory(
     window: float = 0.5,
     hold: int = DEFAULT_HOLD,
     announce: bool = False,
-) -> Callable[[Connection, Callable[[Event], None], Callable[[bool, int], int | None]], HttpParser]:
+) -> Callable[
+    [Connection, Callable[[Event], None], Callable[[bool, int], int | None], bool],
+    HttpParser | Http2Parser,
+]:
     """A factory of parsers for HTTP inside another stream (engine.tlsdecrypt's plaintext),
-    whose acknowledgment numbers it maps itself."""
+    whose acknowledgment numbers it maps itself: HTTP/1.x, or HTTP/2 when told (`http2`)."""
 
     heads = HeadCache()
 
@@ -1585,7 +1589,10 @@ def inner_http_factory(
         conn: Connection,
         emit: Callable[[Event], None],
         peer_offset: Callable[[bool, int], int | None],
-    ) -> HttpParser:
+        http2: bool = False,
+    ) -> HttpParser | Http2Parser:
+        if http2:
+            return Http2Parser(conn, emit, max_body, announce, peer_offset)
         return HttpParser(conn, emit, max_body, heads, window, hold, announce, peer_offset)
 
     return make

@@ -37,9 +37,10 @@ from engine.decode import (
     ipv6_payload,
     network_offset,
 )
-from engine.detect import TLS
+from engine.detect import HTTP2, TLS
 from engine.events import Event, Stats
 from engine.http import DEFAULT_MAX_BODY, http_parser_factory, inner_http_factory
+from engine.http2 import http2_parser_factory
 from engine.ipfrag import Defragmenter
 from engine.keylog import KeyLog
 from engine.spool import Spool
@@ -121,6 +122,12 @@ class Pipeline:
                     announce=live_updates if announce is None else announce,
                 ),
                 *consumers.get("http", []),
+            ]
+            consumers[HTTP2] = [
+                http2_parser_factory(
+                    http_body_limit, announce=live_updates if announce is None else announce
+                ),
+                *consumers.get(HTTP2, []),
             ]
         if keylog is not None:
             inner = inner_http_factory(

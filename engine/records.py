@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from engine.events import ConnectionInfo, HttpRequest, HttpResponse, HttpTransaction
+from engine.events import ConnectionInfo, GrpcCall, HttpRequest, HttpResponse, HttpTransaction
 
 
 def connection_record(info: ConnectionInfo) -> dict[str, Any]:
@@ -88,7 +88,10 @@ def _message(r: HttpRequest | HttpResponse, start_line: dict[str, Any]) -> dict[
 
 
 def _request(r: HttpRequest) -> dict[str, Any]:
-    return _message(r, {"method": r.method, "target": r.target})
+    record = _message(r, {"method": r.method, "target": r.target})
+    if r.trailers:
+        record["trailers"] = r.trailers
+    return record
 
 
 def _response(r: HttpResponse) -> dict[str, Any]:
@@ -96,7 +99,22 @@ def _response(r: HttpResponse) -> dict[str, Any]:
     record["interim"] = [
         {"status": s, "reason": reason, "ts": _ts(ts)} for s, reason, ts in r.interim
     ]
+    if r.trailers:
+        record["trailers"] = r.trailers
     return record
+
+
+def _grpc(call: GrpcCall) -> dict[str, Any]:
+    return {
+        "service": call.service,
+        "method": call.method,
+        "status": call.status,
+        "message": call.message,
+        "messages": {"request": call.requests, "response": call.responses},
+        "message_bytes": {"request": call.request_bytes, "response": call.response_bytes},
+        "compressed": {"request": call.compressed[0], "response": call.compressed[1]},
+        "framing_lost": call.framing_lost,
+    }
 
 
 def http_record(tx: HttpTransaction) -> dict[str, Any]:
@@ -108,6 +126,10 @@ def http_record(tx: HttpTransaction) -> dict[str, Any]:
         "response": _response(tx.response) if tx.response is not None else None,
         "error": tx.error,
     }
+    if tx.stream is not None:
+        record["stream"] = tx.stream
+    if tx.grpc is not None:
+        record["grpc"] = _grpc(tx.grpc)
     if tx.tunnel:
         record["tunnel"] = True
     if tx.notes:

@@ -351,7 +351,10 @@ class _Side:
 
 
 Emit = Callable[[Event], None]
-InnerFactory = Callable[["Connection", Emit, Callable[[bool, int], "int | None"]], "StreamConsumer"]
+# (conn, emit, peer_offset, http2): a parser of the plaintext, HTTP/1.x or (http2) HTTP/2.
+InnerFactory = Callable[
+    ["Connection", Emit, Callable[[bool, int], "int | None"], bool], "StreamConsumer"
+]
 ConsumerFactory = Callable[["Connection", Emit], "StreamConsumer | None"]
 
 
@@ -903,13 +906,14 @@ class TlsDecryptor:
 
     def _choose_inner(self, final: bool) -> None:
         """Once the client's first plaintext says what it speaks (or, `final`, all of it came):
-        an HTTP/1.x parser, or none (HTTP/2 waits for a parser of its own; the connection says
-        so). The plaintext that came meanwhile goes to it, in order."""
+        an HTTP/1.x parser, an HTTP/2 one (the connection is then labelled `http2`), or none.
+        The plaintext that came meanwhile goes to it, in order."""
         waiting = self.waiting_inner
         client = b"".join(plain for from_client, _, plain, _ in waiting if from_client)
         verdict: bool | None
-        if client.startswith(H2_PREFACE):
-            verdict = False
+        h2 = client.startswith(H2_PREFACE)
+        if h2:
+            verdict = True
             self.conn.protocol = "http2"
         elif H2_PREFACE.startswith(client):
             verdict = None  # (nothing yet, or the preface's start)
@@ -919,7 +923,7 @@ class TlsDecryptor:
             return
         self.inner_known = True
         if verdict and self.make_inner is not None:
-            self.inner = self.make_inner(self.conn, self.emit, self._peer_offset)
+            self.inner = self.make_inner(self.conn, self.emit, self._peer_offset, h2)
         self.waiting_inner = []
         inner = self.inner
         if inner is None:

@@ -134,7 +134,7 @@ def replay_conversation(tmp_path, conv: TcpConversation) -> Replay:
     return replay_file(str(path))
 
 
-def test_cleartext_h2_on_any_port_is_http2_with_no_http_records(tmp_path):
+def test_cleartext_h2_on_any_port_is_http2_and_parsed_as_such(tmp_path):
     for port in (80, 8080, 50051):
         conv = TcpConversation(server=("10.0.0.2", port))
         conv.handshake()
@@ -145,7 +145,8 @@ def test_cleartext_h2_on_any_port_is_http2_with_no_http_records(tmp_path):
         replay = replay_conversation(tmp_path, conv)
         [info] = replay.infos()
         assert info.protocol == HTTP2, port
-        assert not [e for e in replay.events if isinstance(e, HttpTransaction)]
+        [tx] = [e for e in replay.events if isinstance(e, HttpTransaction)]  # (engine.http2)
+        assert (tx.stream, tx.request.method, tx.request.target, tx.response) == (1, "GET", "/", None)
         assert replay.stream(0, True) == H2_CLIENT + h2_settings(ack=True) + h2_frame(
             0x1, b"\x82\x86\x84", flags=0x5, stream=1)
 
@@ -233,4 +234,5 @@ def test_recorded_loopback_h2_capture():
     assert tls13.server_hello == ServerHello("TLS 1.3", "TLS_AES_256_GCM_SHA384", None)
     assert h2c.server_hello is None and h2c.sni is None
     assert replay.stream(2, True).startswith(PREFACE)
-    assert not [e for e in replay.events if isinstance(e, HttpTransaction)]
+    [tx] = [e for e in replay.events if isinstance(e, HttpTransaction)]  # the h2c one's
+    assert (tx.connection, tx.stream, tx.request.target, tx.response.status) == (2, 1, "/", 200)

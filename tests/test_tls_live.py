@@ -201,8 +201,13 @@ def test_live_tls_and_h2c_connections_are_labelled_by_what_they_speak(tmp_path):
         stop()
     assert seen == {"tls12": (BODY, "h2"), "tls13": (BODY, "h2"), "h2c": BODY}
     assert proc.returncode == 0, err
-    assert records(out, "http") == []  # none of them is HTTP/1
     by_port = {int(r["server"].rsplit(":", 1)[1]): r for r in records(out, "connection")}
+    # Only the h2c one is read (engine.http2): the others are encrypted, with no key log.
+    [http] = records(out, "http")
+    assert http["connection"] == by_port[ports[2]]["id"] and http["stream"] == 1
+    assert (http["request"]["method"], http["request"]["target"], http["request"]["version"]) == (
+        "GET", "/", "2")
+    assert (http["response"]["status"], http["response"]["body_bytes"]) == (200, len(BODY))
     assert sorted(by_port) == sorted(ports)
     tls12, tls13, h2c = (by_port[p] for p in ports)
 

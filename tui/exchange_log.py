@@ -23,7 +23,7 @@ from array import array
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
-from engine.events import Headers, HttpRequest, HttpResponse, HttpTransaction
+from engine.events import GrpcCall, Headers, HttpRequest, HttpResponse, HttpTransaction
 from engine.spool import DATA, HEADER, Spool, record
 
 _new = tuple.__new__
@@ -39,6 +39,7 @@ def encode(tx: HttpTransaction) -> bytes:
         tx.index, tx.error, tx.tunnel, tx.notes,
         None if request is None else _stored(request),
         None if response is None else _stored(response),
+        tx.stream, None if tx.grpc is None else tuple(tx.grpc),
     ))
 
 
@@ -61,12 +62,12 @@ def row_of(tx: HttpTransaction) -> tuple[str, int]:
 
 
 def decode(blob: bytes, connection: int) -> HttpTransaction:
-    index, error, tunnel, notes, request, response = marshal.loads(blob)
+    index, error, tunnel, notes, request, response, stream, grpc = marshal.loads(blob)
     return HttpTransaction(
         connection, index,
         None if request is None else _loaded(HttpRequest, request),
         None if response is None else _loaded(HttpResponse, response),
-        error, tunnel, notes,
+        error, tunnel, notes, stream, None if grpc is None else GrpcCall(*grpc),
     )
 
 

@@ -1,0 +1,305 @@
+"""HTTP/2 exchanges (engine.http2) from conversations between real HTTP/2 peers (the h2 library,
+tests.h2_sessions), captured in every interleaving of the two directions and cut into segments
+anywhere: each stream is one exchange whose fields are what the peers sent, whatever the order
+and the cuts. Then the hard cases: trailers, gRPC, resets, padding, a capture that starts late,
+gaps, malformed frames, bounds, and HTTP/2 inside decrypted TLS."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine import http2
+from engine.batch import Batch
+from engine.events import HttpRequestSeen, HttpTransaction
+from engine.pipeline import Pipeline
+from tests.conversations import build, causal, interleavings
+from tests.h2_sessions import Call, grpc_message, run
+
+BIG = bytes((i * 31 + 7) % 256 for i in range(150_000))
+
+
+def exchanges(packets: list, batch: int = 7, **options: object) -> list[HttpTransaction]:
+    """The exchanges the pipeline finds, by stream id."""
+    pipeline = Pipeline(http_body_limit=1 << 20, **options)  # type: ignore[arg-type]
+    events = []
+    for i in range(0, len(packets), batch):
+        events += pipeline.feed(Batch.from_packets(1, packets[i : i + batch]))
+    events += pipeline.finish()
+    found = [e for e in events if isinstance(e, HttpTransaction)]
+    return sorted(found, key=lambda t: (t.connection, t.stream or 0))
+
+
+def untimed(tx: HttpTransaction) -> HttpTransaction:
+    req = tx.request and tx.request._replace(ts=0.0, end_ts=0.0)
+    resp = tx.response and tx.response._replace(
+        ts=0.0, end_ts=0.0, interim=tuple((s, r, 0.0) for s, r, _ in tx.response.interim))
+    return dataclasses.replace(tx, request=req, response=resp)
+
+
+def mixed_calls() -> list[Call]:
+    return [
+        Call("GET", "/a?id=1", [("accept", "*/*"), ("user-agent", "curl/8.5")],
+             response_headers=[("content-type", "text/plain"), ("x-request-id", "r-1")],
+             response_body=b"alpha" * 20),
+        Call("POST", "/upload/7", [("content-type", "application/json")],
+             request_body=b'{"k": "' + b"v" * 70_000 + b'"}', status=201,
+             response_headers=[("location", "/upload/7")], response_body=b'{"id": 7}'),
+        Call("GET", "/big", response_headers=[("content-type", "application/octet-stream")],
+             response_body=BIG),
+        Call("GET", "/empty", status=204),
+        Call("GET", "/trailers", response_body=b"with trailers",
+             trailers=[("x-checksum", "abc123"), ("x-done", "1")]),
+        Call("GET", "/early", interim=[103], response_headers=[("link", "</s.css>; rel=preload")],
+             response_body=b"after hints"),
+    ]
+
+
+def check(found: list[HttpTransaction], calls: list[Call]) -> None:
+    assert [t.stream for t in found] == [c.stream_id for c in calls]
+    for tx, call in zip(found, calls, strict=True):
+        assert tx.error is None and tx.notes == (), tx
+        assert tx.index == call.stream_id >> 1
+        req, resp = tx.request, tx.response
+        assert req is not None and resp is not None
+        assert (req.method, req.target, req.version) == (call.method, call.path, "2")
+        assert tuple(req.headers) == tuple(call.request_fields())
+        assert req.body == call.request_body and req.body_bytes == len(call.request_body)
+        assert req.complete and resp.complete and req.body_missing == resp.body_missing == 0
+        assert (resp.status, resp.version) == (call.status, "2")
+        assert tuple(resp.headers) == tuple(call.response_fields())
+        assert resp.body == call.response_body and resp.body_bytes == len(call.response_body)
+        assert resp.trailers == tuple(call.trailers)
+        assert [s for s, _, _ in resp.interim] == call.interim
+        assert req.ts <= req.end_ts and resp.ts <= resp.end_ts and req.ts <= resp.ts
+
+
+@pytest.mark.parametrize("concurrent", [True, False])
+def test_each_stream_is_an_exchange_with_what_the_peers_sent(concurrent):
+    script, calls = run(mixed_calls(), concurrent=concurrent)
+    client, server = build(script)
+    check(exchanges(causal(client, server)), calls)
+
+
+def test_the_exchanges_do_not_depend_on_the_interleaving():
+    script, calls = run(mixed_calls()[:4] + mixed_calls()[4:], chunk=3000)
+    client, server = build(script, mss=4000)
+    reference = None
+    for n, packets in enumerate(interleavings(client, server, limit=40, seed=3)):
+        found = exchanges(packets, batch=5)
+        check(found, calls)
+        found = [untimed(t) for t in found]
+        if reference is None:
+            reference = found
+        assert found == reference
+    assert n >= 40
+
+
+def small_calls() -> list[Call]:
+    return [
+        Call("GET", "/a?id=1", [("accept", "*/*")], response_body=b"alpha" * 20,
+             response_headers=[("content-type", "text/plain"), ("x-request-id", "r-1")]),
+        Call("POST", "/upload/7", [("content-type", "application/json")],
+             request_body=b'{"k": "' + b"v" * 3000 + b'"}', status=201, response_body=b"{}"),
+        Call("GET", "/trailers", response_body=BIG[:5000], trailers=[("x-checksum", "abc123")]),
+        Call("GET", "/early", interim=[103], response_body=b"after hints"),
+    ]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cut=st.integers(7, 1500), seed=st.integers(0, 2**32 - 1))
+def test_the_exchanges_do_not_depend_on_how_the_segments_were_cut(cut, seed):
+    script, calls = run(small_calls(), chunk=2000)
+    rng = random.Random(seed)
+    cuts = {i: sorted(rng.sample(range(1, len(d)), min(3, len(d) - 1))) if len(d) > 1 else []
+            for i, (_, d) in enumerate(script)}  # fmt: skip
+    client, server = build(script, mss=cut, cuts=cuts if seed % 2 else None)
+    for packets in interleavings(client, server, limit=2, seed=seed):
+        check(exchanges(packets, batch=1 + seed % 9), calls)
+
+
+def test_grpc_calls_say_service_method_status_and_messages():
+    grpc = [("content-type", "application/grpc"), ("te", "trailers")]
+    unary = Call("POST", "/helloworld.Greeter/SayHello", grpc,
+                 request_body=grpc_message(b"\x0a\x05world"),
+                 response_headers=[("content-type", "application/grpc")],
+                 response_body=grpc_message(b"\x0a\x0bhello world"),
+                 trailers=[("grpc-status", "0")])
+    stream_out = b"".join(grpc_message(bytes([i]) * (i * 100), compressed=i % 3 == 0)
+                          for i in range(1, 40))  # fmt: skip
+    streaming = Call("POST", "/route.Guide/ListFeatures", grpc,
+                     request_body=grpc_message(b"rect") + grpc_message(b"more", compressed=True),
+                     response_headers=[("content-type", "application/grpc+proto")],
+                     response_body=stream_out,
+                     trailers=[("grpc-status", "13"), ("grpc-message", "boom%3A caf%C3%A9 %25")])
+    failed = Call("POST", "/helloworld.Greeter/Fail", grpc, request_body=grpc_message(b""),
+                  response_headers=[("content-type", "application/grpc"), ("grpc-status", "5"),
+                                    ("grpc-message", "not found")])  # trailers-only
+    script, calls = run([unary, streaming, failed], chunk=700)
+    found = exchanges(causal(*build(script)))
+    assert [t.grpc for t in found] == [
+        http2.GrpcCall("helloworld.Greeter", "SayHello", 0, None, 1, 1, 7, 13, (0, 0)),
+        http2.GrpcCall("route.Guide", "ListFeatures", 13, "boom: café %", 2, 39,
+                       8, sum(i * 100 for i in range(1, 40)), (1, 13)),
+        http2.GrpcCall("helloworld.Greeter", "Fail", 5, "not found", 1, 0, 0, 0, (0, 0)),
+    ]
+    assert found[1].response.trailers == (("grpc-status", "13"), ("grpc-message", "boom%3A caf%C3%A9 %25"))
+
+
+def test_a_stream_the_client_resets_is_reported_reset_whatever_the_interleaving():
+    calls = [Call("GET", "/slow", response_body=BIG[:60_000], reset_after=20_000),
+             Call("GET", "/fine", response_body=b"fine")]
+    script, calls = run(calls, chunk=5000)
+    client, server = build(script, mss=3000)
+    reference = None
+    for packets in interleavings(client, server, limit=30, seed=1):
+        found = exchanges(packets)
+        slow, fine = found
+        assert slow.notes == ("reset by the client: CANCEL",)
+        assert not slow.response.complete and slow.response.body_bytes == 20_000
+        assert slow.response.body == BIG[:20_000]
+        assert fine.response.body == b"fine" and fine.notes == ()
+        found = [untimed(t) for t in found]
+        if reference is None:
+            reference = found
+        assert found == reference
+
+
+def test_padding_is_not_body():
+    script, calls = run([Call("GET", "/padded", response_body=BIG[:40_000], padding=200)])
+    assert sum(len(d) for w, d in script if w == "s") > 40_000 + 200 * 3
+    check(exchanges(causal(*build(script))), calls)
+
+
+def test_frames_of_16_mib_less_one_are_read_as_they_come():
+    """A peer that allows big frames: DATA is read piece by piece, never held whole."""
+    body = bytes(3 << 20)
+    script, calls = run([Call("GET", "/huge", response_body=body)], frame_size=(1 << 24) - 1,
+                        chunk=1 << 30)  # fmt: skip
+    found = exchanges(causal(*build(script)))
+    assert found[0].response.body_bytes == len(body) and len(found[0].response.body) == 1 << 20
+
+
+def test_a_capture_that_starts_late_still_shows_the_streams_with_unknown_fields():
+    """Without the preface and the first header blocks, HPACK's dynamic table is unknown:
+    the fields that name its entries read as unknown; statuses from the static table, paths
+    sent as literals, bodies and times still show, with a note."""
+    first = [Call("GET", "/one", [("x-custom", "same-value")], response_body=b"1",
+                  response_headers=[("x-served-by", "web-3")])]  # fmt: skip
+    later = [Call("GET", path, [("x-custom", "same-value"), ("x-new", path)], response_body=b"22",
+                  response_headers=[("x-served-by", "web-3")]) for path in ("/two", "/three")]  # fmt: skip
+    script, calls = run(first + later, concurrent=False)
+    client, server = build(script)
+    everything = causal(client, server)
+    # The client's packet that opens stream 3: a HEADERS frame (type 1) on stream 3 (the TCP
+    # payload starts past 14 + 20 + 20 bytes of headers).
+    stream_3 = next(i for i, (_, frame) in enumerate(everything)
+                    if len(frame) > 63 and frame[54 + 3] == 1 and frame[54 + 5 : 54 + 9] == b"\0\0\0\x03")  # fmt: skip
+    two, three = exchanges(everything[stream_3:])
+    for tx, path in ((two, "/two"), (three, "/three")):
+        assert tx.request.target == path and tx.response.status == 200, tx
+        assert tx.response.body == b"22" and tx.response.complete
+    assert (two.stream, three.stream) == (3, 5)
+    # x-custom was indexed by stream 1's block, not captured: unknown. /two's x-new was not.
+    assert tuple(two.request.headers)[-2:] == (("(unknown)", ""), ("x-new", "/two"))
+    assert any("HPACK" in n for n in two.notes), two.notes
+    assert tuple(two.response.headers) == ((":status", "200"), ("(unknown)", ""))
+
+
+def gap_case(which: str) -> tuple[HttpTransaction, HttpTransaction]:
+    """Two calls, the first one's body 20 DATA frames of 5,009 bytes each sent as 1,000-byte
+    segments; one segment lost: the first of a frame (its header with it) or one inside."""
+    script, calls = run([Call("GET", "/big", response_body=BIG[:100_000]),
+                         Call("GET", "/after", response_body=b"after")], concurrent=False)
+    client, server = build(script, mss=1000)
+    packets = causal(client, server)
+    full = [i for i, (_, frame) in enumerate(packets) if len(frame) == 1054]
+    firsts = [i for i in full if i - 1 not in full]
+    inside = [i for i in full if i - 1 in full]
+    lost = (firsts if which == "header" else inside)[10]
+    big, after = exchanges(packets[:lost] + packets[lost + 1 :])
+    assert after.response.body == b"after" and after.response.complete and after.notes == ()
+    return big, after
+
+
+def test_a_gap_inside_a_body_counts_missing_bytes_and_the_rest_goes_on():
+    big, _ = gap_case("inside")
+    assert big.response.body_missing == 1000 and big.response.body_bytes == 100_000
+    [(at, size)] = big.response.body_gaps
+    assert size == 1000 and big.response.body == BIG[:at] + BIG[at + 1000 : 100_000]
+    assert big.response.complete and big.notes == ()
+
+
+def test_a_gap_over_a_frame_header_says_the_open_messages_may_miss_bytes():
+    """Frames are found again after the loss; the bytes lost cannot be given to a stream, so
+    every message of that side still open is marked incomplete, with a note."""
+    big, _ = gap_case("header")
+    assert not big.response.complete
+    assert big.response.body_bytes < 100_000 and big.response.body_missing == 0
+    assert big.notes == ("1000 server bytes lost where frames could not be told: this message may miss some",)
+
+
+def test_a_malformed_frame_ends_the_connection_with_a_note_not_the_program():
+    script, _ = run([Call("GET", "/a", response_body=b"x")])
+    bad = [("c", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), ("c", b"\x00\x00\x04\x00\x08\x00\x00\x00\x01\x09abc")]
+    found = exchanges(causal(*build(bad)))
+    assert found and found[0].error is not None and "padding" in found[0].error
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=400), st.binary(max_size=400))
+def test_any_bytes_after_the_preface_never_raise(client_bytes, server_bytes):
+    script = [("c", http2.H2_PREFACE + client_bytes), ("s", server_bytes or b"\0")]
+    exchanges(causal(*build(script)))
+
+
+def test_streams_open_at_once_are_bounded(monkeypatch):
+    monkeypatch.setattr(http2, "MAX_STREAMS", 3)
+    script, calls = run([Call("GET", f"/{i}", response_body=b"x") for i in range(6)])
+    found = exchanges(causal(*build(script)))
+    assert sorted(t.stream for t in found) == [c.stream_id for c in calls]
+    cut = [t for t in found if any("over 3 streams" in n for n in t.notes)]
+    assert cut and all(t.response is None for t in cut)
+
+
+def test_waiting_requests_are_announced_for_live_views():
+    script, calls = run([Call("GET", "/a", response_body=b"x"), Call("GET", "/b")])
+    pipeline = Pipeline(http_body_limit=0, live_updates=True)
+    events = pipeline.feed(Batch.from_packets(1, causal(*build(script)))) + pipeline.finish()
+    seen = [e for e in events if isinstance(e, HttpRequestSeen)]
+    done = [e for e in events if isinstance(e, HttpTransaction)]
+    assert [s.request.target for s in seen] == ["/a", "/b"]
+    assert {s.request.offset for s in seen} == {t.request.offset for t in done}
+
+
+def test_http2_inside_decrypted_tls_is_parsed_like_h2c(tmp_path):
+    """The plaintext of a TLS session (OpenSSL, through Python's ssl) that carries HTTP/2:
+    with the key log, the connection is labelled http2 and its streams are exchanges."""
+    from tests.synth import write_pcap
+    from tests.test_cli import records, wirepeek
+    from tests.tls_sessions import session
+
+    script, calls = run(small_calls(), concurrent=False)
+    turns: list[list[bytes]] = []  # [client bytes, server bytes] in turn
+    for who, data in script:
+        if who == "c" and (not turns or turns[-1][1]):
+            turns.append([b"", b""])
+        turns[-1][0 if who == "c" else 1] += data
+    made = session("TLSv1.3", "TLS_AES_128_GCM_SHA256", [(c, s) for c, s in turns])
+    write_pcap(tmp_path / "h2.pcap", made.packets())
+    (tmp_path / "keys.log").write_text(made.keylog)
+    proc = wirepeek("-r", str(tmp_path / "h2.pcap"), "--keylog", str(tmp_path / "keys.log"),
+                    "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()
+    [conn] = records(proc.stdout, "connection")
+    assert conn["protocol"] == "http2" and conn["tls"]["decrypted"] is True
+    http = records(proc.stdout, "http")
+    assert [(r["stream"], r["request"]["target"], r["request"]["version"]) for r in http] == [
+        (c.stream_id, c.path, "2") for c in calls]
+    assert [r["response"]["body_bytes"] for r in http] == [len(c.response_body) for c in calls]
+    assert [r["response"].get("trailers", []) for r in http] == [
+        [list(t) for t in c.trailers] for c in calls]
