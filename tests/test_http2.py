@@ -303,3 +303,33 @@ def test_http2_inside_decrypted_tls_is_parsed_like_h2c(tmp_path):
     assert [r["response"]["body_bytes"] for r in http] == [len(c.response_body) for c in calls]
     assert [r["response"].get("trailers", []) for r in http] == [
         [list(t) for t in c.trailers] for c in calls]
+
+
+@pytest.mark.asyncio
+async def test_the_inspector_lists_the_streams_and_shows_grpc_and_trailers(tmp_path):
+    """Through the app (its HTTP helpers, its exchange log): the HTTP tab lists the streams by
+    id; an exchange shows its stream, its gRPC call and its trailers."""
+    from tests.synth import write_pcap
+    from tests.test_app import SIZE, read_all
+    from tests.test_inspector import file_app, message
+    from tui.widgets.http import ExchangesTable
+
+    grpc = [("content-type", "application/grpc")]
+    calls = [*small_calls(),
+             Call("POST", "/shop.Cart/Add", grpc, request_body=grpc_message(b"\x08\x01"),
+                  response_headers=grpc, response_body=grpc_message(b""),
+                  trailers=[("grpc-status", "9"), ("grpc-message", "out%20of%20stock")])]  # fmt: skip
+    script, calls = run(calls)
+    write_pcap(tmp_path / "h2c.pcap", causal(*build(script)))
+    app = file_app(tmp_path / "h2c.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        table = app.query_one(ExchangesTable)
+        assert table.row_count == len(calls)
+        assert [table.cells(row)[0] for row in table.order] == [f"s{c.stream_id}" for c in calls]
+        assert [table.cells(row)[3] for row in table.order] == [c.path for c in calls]
+        await pilot.press("enter", "end")
+        text = message(app)
+        assert "HTTP/2 stream 9" in text
+        assert "gRPC shop.Cart/Add: status 9 (out of stock); messages 1 sent (2B), 1 answered (0B)" in text
+        assert "trailers\ngrpc-status: 9\ngrpc-message: out%20of%20stock" in text

@@ -242,7 +242,7 @@ async def test_http2_connections_say_so_in_the_http_tab():
         await read_all(app, pilot)
         view = app.query_one(HttpView)
         view.show(99, [], None, "http2")
-        assert "HTTP/2 is not decoded yet" in summary(app)
+        assert "No HTTP/2 stream read on this connection (yet)" in summary(app)
 
 
 def test_the_matcher_looks_again_when_the_store_replaced_a_list():

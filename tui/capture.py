@@ -521,7 +521,7 @@ class CaptureDriver:
                 done = finished and (helpers is None or helpers.finished)
                 if source.live and read and self.helpers is None:
                     shed = governor.tick(busy / max(time.monotonic() - started, 1e-6))
-                    pipeline.shed(frozenset({"http"}) if shed else frozenset(), self.follow)
+                    pipeline.shed(frozenset({"http", "http2"}) if shed else frozenset(), self.follow)
                     self.shedding = shed
                 if not read:
                     time.sleep(TICK)  # a file read to its end: only commands can change things

@@ -47,6 +47,11 @@ def message_text(message: HttpRequest | HttpResponse) -> Text:
             out.append_text(body_text(decoded.data))
     elif facts[1:]:
         out.append("[" + ", ".join(facts) + "]\n", "dim")
+    if message.trailers:
+        out.append("\ntrailers\n", "dim")
+        for name, value in message.trailers:
+            out.append(escape_text(name), "bold")
+            out.append(": " + escape_text(value) + "\n")
     return out
 
 

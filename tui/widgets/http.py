@@ -87,7 +87,7 @@ class ExchangesTable(VirtualTable):
         note = "tunnel" if tx.tunnel else ("error" if tx.error else ("note" if tx.notes else ""))
         first = req or resp
         return [
-            str(tx.index),
+            str(tx.index) if tx.stream is None else f"s{tx.stream}",  # HTTP/2: its stream id
             wall(first.ts) if first is not None else "",
             escape_text(req.method) if req else "—",
             escape_text(req.target) if req else "—",
@@ -229,7 +229,8 @@ class HttpView(Vertical):
             text = Text(f"No exchange kept: {gone}.", "yellow")
         elif total == 0 and waiting == 0:
             if self.protocol == "http2":
-                text = Text("HTTP/2 is not decoded yet: see its stream (2).", "dim")
+                text = Text("No HTTP/2 stream read on this connection (yet): its bytes are in "
+                            "the Stream tab (2).", "dim")
             else:
                 text = Text("No HTTP on this connection.", "dim")
         else:
@@ -273,6 +274,20 @@ class HttpView(Vertical):
 
 def exchange_text(tx: HttpTransaction) -> Text:
     out = Text()
+    if tx.stream is not None:
+        out.append(f"HTTP/2 stream {tx.stream}\n", "bold cyan")
+    grpc = tx.grpc
+    if grpc is not None:
+        status = "no status" if grpc.status is None else f"status {grpc.status}"
+        line = (f"gRPC {grpc.service}/{grpc.method}: {status}"
+                + (f" ({grpc.message})" if grpc.message else "")
+                + f"; messages {grpc.requests} sent ({size(grpc.request_bytes)}), "
+                f"{grpc.responses} answered ({size(grpc.response_bytes)})")  # fmt: skip
+        if any(grpc.compressed):
+            line += f"; compressed {grpc.compressed[0]} and {grpc.compressed[1]}"
+        if grpc.framing_lost:
+            line += "; counts stop at a gap"
+        out.append(escape_text(line) + "\n", "bold red" if grpc.status else "bold green")
     if tx.error:
         out.append("error: " + escape_text(tx.error) + "\n", "bold red")
     for note in tx.notes:
