@@ -32,7 +32,7 @@ KNOWN_METHODS = frozenset(
 )
 # What an HTTP/2 client sends first (RFC 9113 3.4). "PRI" is not an HTTP/1 method: a request
 # line "PRI * HTTP/2.0" is only ever this. (h2c reached by an HTTP/1.1 Upgrade sends it after
-# the 101, inside what engine.http reports as a tunnel: that connection stays `HTTP`.)
+# the 101: engine.http hands the rest to engine.http2 and relabels the connection `HTTP2`.)
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _TOKEN = re.compile(rb"[A-Z][A-Z0-9_-]{0,23}")
 _REQUEST_LINE_END = re.compile(rb" HTTP/[0-9]\.[0-9]\r?$")

@@ -59,7 +59,7 @@ from h11._readers import (
 from h11._receivebuffer import ReceiveBuffer
 from h11._util import validate
 
-from engine.detect import KNOWN_METHODS, TlsHelloReader
+from engine.detect import HTTP2, KNOWN_METHODS, TlsHelloReader
 from engine.events import (
     NO_HEADERS,
     Event,
@@ -915,6 +915,7 @@ class HttpParser:
         self.waiting = False  # the client's next bytes depend on the answer to CONNECT or Upgrade
         self.tunnel = False
         self.tls: TlsHelloReader | None = None  # SNI from inside a CONNECT tunnel
+        self.h2: Http2Parser | None = None  # the HTTP/2 after an Upgrade to h2c
         self.leftover = b""  # client bytes that followed the CONNECT request before its answer
         self.closed = False
         self.now = 0.0  # the latest packet time seen on either side
@@ -991,6 +992,8 @@ class HttpParser:
         for ex in list(self.answered.values()):
             self._emit(ex)
         self.answered.clear()
+        if self.h2 is not None:
+            self.h2.on_close(conn, ts)
 
     # ------------------------------------------------------------------ input, in order
 
@@ -1004,7 +1007,7 @@ class HttpParser:
         start = side.offset
         side.offset = start + len(data)
         if self.tunnel:
-            self._tunnel_data(from_client, ts, data)
+            self._tunnel_data(from_client, ts, start, data, ack)
             return
         if not side.buf:
             side.clear_marks()
@@ -1275,6 +1278,10 @@ class HttpParser:
             self.pending.popleft()
         if tunnel:
             ex.tunnel = True
+            if response.head.status_code == 101 and ex.request is not None:
+                upgrade = [v for n, v in response.headers() if n.lower() == "upgrade"]
+                if upgrade and upgrade[0].strip().lower() == "h2c":
+                    self._start_h2c(ex, ex.request)
             self._start_tunnel()
         elif self.waiting:
             self.waiting = False  # the Upgrade or CONNECT was refused: HTTP goes on
@@ -1295,7 +1302,31 @@ class HttpParser:
         self.client.buf = _Buffer()
         self.server.buf = _Buffer()
 
-    def _tunnel_data(self, from_client: bool, ts: float, data: bytes) -> None:
+    def _start_h2c(self, ex: _Exchange, request: _Message) -> None:
+        """A 101 to `Upgrade: h2c`: the rest of both streams is HTTP/2 (engine.http2), its
+        stream 1 the answer to the upgraded request (RFC 9113 3.2, by way of RFC 7540). What
+        each side's buffer holds past the exchange is the HTTP/2 parser's first bytes."""
+        if ex.index is None:
+            ex.index = self._number()
+        ex.notes.append("upgraded to HTTP/2 (h2c): stream 1 answers this request")
+        h2 = Http2Parser(self.conn, self.emit, self.max_body, self.announce, self.peer_offset,
+                         index_base=self.next_index)  # fmt: skip
+        h2.upgraded(request.request())
+        self.h2 = h2
+        self.conn.protocol = HTTP2
+        for side, from_client in ((self.client, True), (self.server, False)):
+            data = bytes(side.buf.data)
+            if data:
+                at = side.consumed
+                ts, ack = side.mark_at(at)
+                h2.on_data(self.conn, from_client, ts, at, data, ack)
+
+    def _tunnel_data(
+        self, from_client: bool, ts: float, offset: int, data: bytes, ack: int
+    ) -> None:
+        if self.h2 is not None:
+            self.h2.on_data(self.conn, from_client, ts, offset, data, ack)
+            return
         if from_client and self.tls is not None and not self.tls.done:
             leftover, self.leftover = self.leftover, b""
             self.tls.on_data(self.conn, True, ts, 0, leftover + data, NO_ACK)
@@ -1305,6 +1336,8 @@ class HttpParser:
         first wait for the client's stream (the gap is then taken again later)."""
         gap_start = side.offset
         if self.tunnel:
+            if self.h2 is not None:
+                self.h2.on_gap(self.conn, from_client, self.now, side.offset, size, reason)
             side.offset += size
             return True
         msg, reader = side.msg, side.reader
@@ -1384,6 +1417,8 @@ class HttpParser:
             return
         side.ended = True
         if self.tunnel:
+            if self.h2 is not None:
+                self.h2.on_end(self.conn, from_client, self.now)
             return
         if isinstance(side.reader, _CloseBody) and side.msg is not None:
             msg = side.msg

@@ -192,7 +192,7 @@ class _Message:
 
 class _Stream:
     __slots__ = ("grpc", "id", "index", "notes", "pushed", "request", "reset", "response",
-                 "wait_ack")  # fmt: skip
+                 "upgraded", "wait_ack")  # fmt: skip
 
     def __init__(self, stream_id: int, index: int) -> None:
         self.id = stream_id
@@ -203,6 +203,7 @@ class _Stream:
         self.pushed = False
         self.grpc = False
         self.reset: str | None = None
+        self.upgraded: HttpRequest | None = None  # stream 1 of an h2c Upgrade: its request
         # A RST_STREAM one side sent: the other side's half ends once that side acknowledged
         # the byte after it (from_client of the sender, its stream offset).
         self.wait_ack: tuple[bool, int] | None = None
@@ -276,15 +277,18 @@ class Http2Parser:
         max_body: int = DEFAULT_MAX_BODY,
         announce: bool = False,
         peer_offset: Callable[[bool, int], int | None] | None = None,
+        index_base: int = 0,
     ) -> None:
         """peer_offset: what an acknowledgment number covers of the other direction's stream
-        (Connection.peer_offset; a decrypted stream gives its own)."""
+        (Connection.peer_offset; a decrypted stream gives its own). index_base: the exchanges
+        of the connection before its HTTP/2 (an h2c Upgrade), numbered before its streams."""
         self.conn = conn
         self.conn_id = conn.id
         self.emit = emit
         self.max_body = max_body
         self.announce = announce
         self.peer_offset = peer_offset if peer_offset is not None else conn.peer_offset
+        self.index_base = index_base
         self.client = _Side(True)
         self.server = _Side(False)
         self.streams: dict[int, _Stream] = {}
@@ -738,9 +742,19 @@ class Http2Parser:
             self.resets.pop(oldest, None)
             self._note(stream, f"reported as it stood: over {MAX_STREAMS} streams open at once")
             self._emit(stream)
-        index = parent.index if parent is not None else stream_id >> 1
+        index = parent.index if parent is not None else self.index_base + (stream_id >> 1)
         stream = self.streams[stream_id] = _Stream(stream_id, index)
         return stream
+
+    def upgraded(self, request: HttpRequest) -> None:
+        """Stream 1 is the answer to this HTTP/1.1 request, which asked for the Upgrade: its
+        request half is over (the client's HTTP/2 begins with the preface)."""
+        stream = self._open(1, self.client, None)
+        assert stream is not None
+        stream.upgraded = request
+        message = stream.request
+        message.ts, message.end_ts, message.offset = request.ts, request.end_ts, request.offset
+        message.done = True
 
     def _reset(self, side: _Side, stream_id: int, code: int, after: int, now: float) -> None:
         stream = self.streams.get(stream_id)
@@ -846,6 +860,8 @@ class Http2Parser:
         if len(gone) > GONE_KEPT:
             del gone[next(iter(gone))]
         request = self._request(stream) if stream.request.ts is not None else None
+        if stream.upgraded is not None:
+            request = stream.upgraded
         response = self._response(stream) if stream.response.ts is not None else None
         if request is None and not stream.pushed:
             self._note(stream, "its request was not captured")

@@ -180,3 +180,35 @@ def _answer(pair: Pair, call: Call, chunk: int) -> None:
     if call.trailers:
         s.send_headers(call.stream_id, call.trailers, end_stream=True)
         pair.server_flush()
+
+
+def run_upgrade(first: Call, more: list[Call]) -> tuple[list[tuple[str, bytes]], list[Call]]:
+    """h2c by Upgrade (RFC 7540 3.2): `first` is an HTTP/1.1 GET asking for h2c, answered by a
+    101 and then on stream 1 in HTTP/2; `more` follow as HTTP/2 streams, one after the other."""
+    pair = Pair.__new__(Pair)
+    pair.client = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding="latin-1"))
+    pair.server = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=False, header_encoding="latin-1"))
+    pair.script = []
+    settings = pair.client.initiate_upgrade_connection()
+    upgrade = (f"GET {first.path} HTTP/1.1\r\nHost: api.test\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+               f"Upgrade: h2c\r\nHTTP2-Settings: {settings.decode()}\r\n\r\n").encode()  # fmt: skip
+    pair.script.append(("c", upgrade))
+    pair.server.initiate_upgrade_connection(settings)
+    pair.script.append(("s", b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                             b"Upgrade: h2c\r\n\r\n"))  # fmt: skip
+    first.stream_id = 1
+    pair.flush()  # the prefaces
+    _answer(pair, first, 5000)
+    pair.flush()
+    for call in more:
+        call.stream_id = pair.client.get_next_available_stream_id()
+        pair.client.send_headers(call.stream_id, call.request_fields(),
+                                 end_stream=not call.request_body)  # fmt: skip
+        pair.client_flush()
+        if call.request_body:
+            pair.send_body(True, call.stream_id, call.request_body, True)
+        _answer(pair, call, 5000)
+        pair.flush()
+    return pair.script, [first, *more]

@@ -333,3 +333,31 @@ async def test_the_inspector_lists_the_streams_and_shows_grpc_and_trailers(tmp_p
         assert "HTTP/2 stream 9" in text
         assert "gRPC shop.Cart/Add: status 9 (out of stock); messages 1 sent (2B), 1 answered (0B)" in text
         assert "trailers\ngrpc-status: 9\ngrpc-message: out%20of%20stock" in text
+
+
+def test_h2c_by_upgrade_answers_the_http1_request_on_stream_1():
+    from tests.h2_sessions import run_upgrade
+
+    script, calls = run_upgrade(Call("GET", "/first", response_body=b"first answer",
+                                     response_headers=[("content-type", "text/plain")]),
+                                [Call("POST", "/next", request_body=b"data", response_body=b"ok")])  # fmt: skip
+    client, server = build(script, mss=700)
+    reference = None
+    for packets in interleavings(client, server, limit=30, seed=5):
+        pipeline = Pipeline(http_body_limit=1 << 20)
+        events = pipeline.feed(Batch.from_packets(1, packets)) + pipeline.finish()
+        found = sorted((e for e in events if isinstance(e, HttpTransaction)), key=lambda t: t.index)
+        upgrade, first, after = found
+        assert (upgrade.index, upgrade.response.status, upgrade.tunnel) == (0, 101, True)
+        assert upgrade.notes == ("upgraded to HTTP/2 (h2c): stream 1 answers this request",)
+        assert (first.index, first.stream, first.request.version) == (1, 1, "1.1")
+        assert first.request.target == "/first" and first.response.body == b"first answer"
+        assert first.response.version == "2" and first.response.complete
+        assert (after.index, after.stream, after.request.body) == (2, 3, b"data")
+        assert after.response.body == b"ok"
+        [closed] = [e for e in events if type(e).__name__ == "ConnectionClosed"]
+        assert closed.info.protocol == "http2"
+        found = [untimed(t) for t in found]
+        if reference is None:
+            reference = found
+        assert found == reference
