@@ -289,6 +289,9 @@ class Http2Parser:
         self.announce = announce
         self.peer_offset = peer_offset if peer_offset is not None else conn.peer_offset
         self.index_base = index_base
+        # Given every body byte as it comes (--follow --stream): (stream id, from_client, body
+        # offset, the bytes, or None for `size` bytes never captured, size).
+        self.tap: Callable[[int, bool, int, bytes | None, int], None] | None = None
         self.client = _Side(True)
         self.server = _Side(False)
         self.streams: dict[int, _Stream] = {}
@@ -623,6 +626,8 @@ class Http2Parser:
         room = self.max_body - len(message.body)
         if room > 0:
             message.body += data[:room]
+        if self.tap is not None:
+            self.tap(stream.id, from_client, message.body_bytes, bytes(data), len(data))
         message.body_bytes += len(data)
         if message.grpc is not None:
             message.grpc.feed(data)
@@ -632,6 +637,8 @@ class Http2Parser:
         message = stream.request if from_client else stream.response
         if len(message.body) < self.max_body:
             message.body_gaps.append((len(message.body), size))
+        if self.tap is not None:
+            self.tap(stream.id, from_client, message.body_bytes, None, size)
         message.body_bytes += size
         message.body_missing += size
         if message.grpc is not None:

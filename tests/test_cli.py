@@ -223,7 +223,7 @@ def test_unknown_interface_lists_the_real_ones():
 def test_usage_errors_exit_2():
     proc = wirepeek("--hex", "-r", capture("zeek/http__get.pcap"))
     assert proc.returncode == 2
-    assert b"--hex, --dir and --raw go with --follow" in proc.stderr
+    assert b"--hex, --dir, --raw and --stream go with --follow" in proc.stderr
 
 
 @pytest.mark.parametrize(("value", "message"), [

@@ -361,3 +361,26 @@ def test_h2c_by_upgrade_answers_the_http1_request_on_stream_1():
         if reference is None:
             reference = found
         assert found == reference
+
+
+def test_follow_stream_prints_one_streams_body_exactly(tmp_path):
+    """--follow ID --stream N: the body bytes as sent (padding left out), each direction on
+    its own; a missing stream or a connection that is not HTTP/2 is an error."""
+    from tests.synth import write_pcap
+    from tests.test_cli import capture, wirepeek
+
+    calls = [Call("POST", "/up", request_body=BIG[:30_000], response_body=b"stored"),
+             Call("GET", "/padded", response_body=BIG[:50_000], padding=100)]
+    script, calls = run(calls, chunk=4000)
+    path = tmp_path / "h2c.pcap"
+    write_pcap(path, causal(*build(script)))
+    got = wirepeek("-r", str(path), "--follow", "0", "--stream", "3", "--dir", "server")
+    assert got.returncode == 0 and got.stdout == BIG[:50_000], got.stderr
+    got = wirepeek("-r", str(path), "--follow", "0", "--stream", "1", "--dir", "client")
+    assert got.stdout == BIG[:30_000]
+    assert wirepeek("-r", str(path), "--follow", "0", "--stream", "1", "--dir", "server").stdout == b"stored"
+    missing = wirepeek("-r", str(path), "--follow", "0", "--stream", "7")
+    assert missing.returncode == 1 and b"has no HTTP/2 stream 7" in missing.stderr
+    http1 = wirepeek("-r", capture("zeek/http__get.pcap"), "--follow", "0", "--stream", "1")
+    assert http1.returncode == 1 and b"is not HTTP/2 (it is http)" in http1.stderr
+    assert b"Traceback" not in http1.stderr + missing.stderr

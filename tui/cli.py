@@ -20,7 +20,9 @@ from typing import IO, TYPE_CHECKING
 from engine import sources
 from engine.batch import META, Batch
 from engine.bounds import MiB, Bounds
+from engine.detect import HTTP2
 from engine.events import ConnectionClosed, Event, Gap, HttpTransaction
+from engine.http2 import Http2Parser
 from engine.keylog import KeyLog, open_keys
 from engine.pipeline import Pipeline
 from engine.records import connection_record, http_record, line
@@ -102,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--dir", choices=("client", "server", "both"), default="both",
                      help="with --follow: which direction (default both, in arrival order)")
     out.add_argument("--hex", action="store_true", help="with --follow: a hex dump instead of bytes")
+    out.add_argument("--stream", type=int, metavar="N",
+                     help="with --follow: the body of HTTP/2 stream N of that connection, as sent "
+                          "(DATA without padding; --dir client: the request's, server: the "
+                          "response's, both: as they came)")
     out.add_argument("--raw", action="store_true",
                      help="with --follow and a key log: the TLS records as captured, not the "
                           "decrypted plaintext")
@@ -194,8 +200,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--reorder-window must be between 0 and 3600 seconds")
     if args.follow is not None and args.json:
         raise UsageError("--follow and --json are separate modes")
-    if (args.hex or args.dir != "both" or args.raw) and args.follow is None:
-        raise UsageError("--hex, --dir and --raw go with --follow")
+    if (args.hex or args.dir != "both" or args.raw or args.stream is not None) and args.follow is None:
+        raise UsageError("--hex, --dir, --raw and --stream go with --follow")
     from tui.capture import SourceSpec  # Textual loads only for the interactive view
 
     if args.demo:
@@ -499,6 +505,8 @@ class FollowPlaintext:
 
 
 def follow(args: argparse.Namespace, source: sources.Source) -> int:
+    if args.stream is not None:
+        return follow_stream(args, source)
     out = sys.stdout.buffer
     decrypting = args.keys is not None and not args.raw
     writer = FollowWriter(out, args.dir, args.hex, escape=out.isatty() and not args.hex,
@@ -526,6 +534,66 @@ def follow(args: argparse.Namespace, source: sources.Source) -> int:
         print(f"wirepeek: no connection {wanted}: the capture has {total} connections "
               f"(ids 0 to {total - 1})" if total else f"wirepeek: no connection {wanted}: "
               "the capture has no TCP connections", file=sys.stderr)
+        return 1
+    return 0
+
+
+def follow_stream(args: argparse.Namespace, source: sources.Source) -> int:
+    """--follow ID --stream N: the body bytes of one HTTP/2 stream, as they come."""
+    out = sys.stdout.buffer
+    writer = FollowWriter(out, args.dir, args.hex, escape=out.isatty() and not args.hex)
+    wanted, stream_id = args.follow, args.stream
+    found = {"stream": False}
+    protocol: list[str | None] = []
+
+    def parser(conn: Connection, emit: Callable[[Event], None]) -> Http2Parser | None:
+        if conn.id != wanted:
+            return None
+        writer.seen = True
+        h2 = Http2Parser(conn, emit, max_body=0)
+
+        def tap(sid: int, from_client: bool, offset: int, data: bytes | None, size: int) -> None:
+            if sid != stream_id:
+                return
+            found["stream"] = True
+            if data is not None:
+                writer._write(conn, from_client, conn.last_ts, offset, data)
+            else:
+                writer.on_gap(conn, from_client, conn.last_ts, offset, size, "")
+
+        h2.tap = tap
+        return h2
+
+    def seen(conn: Connection, emit: Callable[[Event], None]) -> None:
+        if conn.id == wanted:
+            writer.seen = True
+
+    keys = args.keys if not args.raw else None
+    pipeline = Pipeline(bounds_from(args, keep_stream=0), consumers={HTTP2: [parser], None: [seen]},
+                        http_body_limit=None, keylog=keys, plaintext=[parser])
+    total = 0
+    for events in batches(args, source, pipeline, stop=lambda: writer.done):
+        for event in events:
+            if isinstance(event, HttpTransaction) and event.connection == wanted \
+                    and event.stream == stream_id:
+                writer.done = True
+            elif isinstance(event, ConnectionClosed) and event.info.id == wanted:
+                protocol.append(event.info.protocol)
+                writer.done = True
+        out.flush()
+        total = pipeline.table.next_id
+    out.flush()
+    if not writer.seen:
+        print(f"wirepeek: no connection {wanted}: the capture has {total} connections", file=sys.stderr)
+        return 1
+    if not found["stream"]:
+        kind = protocol[0] if protocol else None
+        if kind != HTTP2:
+            print(f"wirepeek: connection {wanted} is not HTTP/2 (it is {kind or 'unrecognised'})",
+                  file=sys.stderr)
+        else:
+            print(f"wirepeek: connection {wanted} has no HTTP/2 stream {stream_id} with a body",
+                  file=sys.stderr)
         return 1
     return 0
 
