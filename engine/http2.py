@@ -56,8 +56,10 @@ from engine.detect import (
     GOAWAY,
     H2_PREFACE,
     HEADERS,
+    PING,
     PUSH_PROMISE,
     RST_STREAM,
+    SETTINGS,
     plausible_frame_header,
 )
 from engine.events import (
@@ -896,3 +898,92 @@ def http2_parser_factory(
         return Http2Parser(conn, emit, max_body, announce)
 
     return make
+
+
+FRAME_NAMES: Final = (
+    "DATA", "HEADERS", "PRIORITY", "RST_STREAM", "SETTINGS", "PUSH_PROMISE", "PING", "GOAWAY",
+    "WINDOW_UPDATE", "CONTINUATION",
+)  # fmt: skip
+
+
+def frame_label(kind: int, flags: int, stream_id: int, length: int) -> str:
+    """How the Stream tab names a frame: type, stream, flags, length."""
+    name = FRAME_NAMES[kind] if kind < len(FRAME_NAMES) else f"type 0x{kind:02x}"
+    words = []
+    if flags & 0x1:
+        words.append("ACK" if kind in (SETTINGS, PING) else "END_STREAM")
+    if flags & END_HEADERS and kind in (HEADERS, PUSH_PROMISE, CONTINUATION):
+        words.append("END_HEADERS")
+    if flags & PADDED and kind in (DATA, HEADERS, PUSH_PROMISE):
+        words.append("PADDED")
+    if flags & 0x20 and kind == HEADERS:
+        words.append("PRIORITY")
+    flag_text = f" {'|'.join(words)}" if words else ""
+    return f"{name} stream {stream_id}{flag_text} {length:,} B"
+
+
+class FrameScanner:
+    """Where the HTTP/2 frames of one direction start, and what they are, from its bytes given
+    in order (the Stream tab's frame marks). It reads only frame headers, stepping over
+    payloads. It stops, saying so, at the first bytes not given (a gap, bytes no longer kept),
+    at the first bytes that are not HTTP/2 (the client's preface, the server's SETTINGS), or
+    after `limit` frames."""
+
+    def __init__(self, from_client: bool, limit: int = 20_000) -> None:
+        self.from_client = from_client
+        self.limit = limit
+        self.frames: list[tuple[int, str]] = []  # (stream offset, label), in order
+        self.pos = 0  # stream offset past the bytes given
+        self.next = 0  # stream offset of the next frame header
+        self.pending = b""  # the bytes from `next` on, when fewer than a header
+        self.started = False
+        self.stopped = False
+
+    def feed(self, offset: int, data: bytes) -> int:
+        """Read the next bytes of the direction; the number of frames found in them."""
+        if self.stopped or not data:
+            return 0
+        if offset != self.pos:
+            return self._stop("frames not read past bytes not seen", offset)
+        self.pos = offset + len(data)
+        buf = self.pending + data if self.pending else data
+        base = offset - len(self.pending)
+        found = len(self.frames)
+        i = self.next - base
+        if not self.started:
+            if self.from_client:
+                if len(buf) < len(H2_PREFACE) and H2_PREFACE.startswith(bytes(buf[: len(buf)])):
+                    self.pending = bytes(buf)
+                    return 0
+                if bytes(buf[: len(H2_PREFACE)]) != H2_PREFACE or base != 0:
+                    self.stopped = True
+                    return 0
+                self.frames.append((0, "HTTP/2 connection preface"))
+                i = len(H2_PREFACE)
+            elif len(buf) < 9:
+                self.pending = bytes(buf)
+                return 0
+            elif base != 0 or buf[3] != SETTINGS:
+                self.stopped = True
+                return 0
+            self.started = True
+        while i + 9 <= len(buf):
+            if len(self.frames) >= self.limit:
+                self._stop(f"frames past {self.limit:,} not marked", base + i)
+                return len(self.frames) - found
+            head = buf[i : i + 9]
+            length = (head[0] << 16) | (head[1] << 8) | head[2]
+            stream_id = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+            self.frames.append((base + i, frame_label(head[3], head[4], stream_id, length)))
+            i += 9 + length
+        self.next = base + i
+        self.pending = bytes(buf[i:]) if i < len(buf) else b""
+        return len(self.frames) - found
+
+    def _stop(self, why: str, at: int) -> int:
+        """Stop, with a mark at `at` (where the bytes the frames are not read in begin)."""
+        self.stopped = True
+        if self.started:
+            self.frames.append((at, why))
+            return 1
+        return 0

@@ -384,3 +384,67 @@ def test_follow_stream_prints_one_streams_body_exactly(tmp_path):
     http1 = wirepeek("-r", capture("zeek/http__get.pcap"), "--follow", "0", "--stream", "1")
     assert http1.returncode == 1 and b"is not HTTP/2 (it is http)" in http1.stderr
     assert b"Traceback" not in http1.stderr + missing.stderr
+
+
+def test_the_frame_scanner_marks_every_frame_however_the_bytes_come():
+    from engine.http2 import FrameScanner
+
+    script, _ = run(small_calls(), chunk=2000)
+    for who in ("c", "s"):
+        stream = b"".join(d for w, d in script if w == who)
+        whole = FrameScanner(who == "c")
+        whole.feed(0, stream)
+        assert whole.frames and not whole.stopped
+        rng = random.Random(7)
+        for _ in range(20):
+            pieces = FrameScanner(who == "c")
+            at = 0
+            while at < len(stream):
+                n = rng.randint(1, 40)
+                pieces.feed(at, stream[at : at + n])
+                at += n
+            assert pieces.frames == whole.frames
+    client = b"".join(d for w, d in script if w == "c")
+    scanner = FrameScanner(True)
+    scanner.feed(0, client)
+    labels = [label for _, label in scanner.frames]
+    assert labels[0] == "HTTP/2 connection preface" and labels[1].startswith("SETTINGS stream 0 ")
+    assert "HEADERS stream 1 END_STREAM|END_HEADERS" in " ".join(labels)
+    cut = FrameScanner(True)
+    cut.feed(0, client[:100])
+    cut.feed(200, client[200:])  # bytes not seen: it says so and stops
+    assert cut.stopped and cut.frames[-1][1] == "frames not read past bytes not seen"
+    http1 = FrameScanner(True)
+    http1.feed(0, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert http1.stopped and http1.frames == []
+
+
+@pytest.mark.asyncio
+async def test_the_stream_tab_marks_http2_frames_on_F(tmp_path):
+    from tests.synth import write_pcap
+    from tests.test_app import SIZE, read_all
+    from tests.test_inspector import file_app
+    from tui.widgets.stream import StreamView
+
+    script, calls = run(small_calls(), chunk=2000)
+    write_pcap(tmp_path / "h2c.pcap", causal(*build(script)))
+    app = file_app(tmp_path / "h2c.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        view = app.query_one(StreamView)
+
+        def lines() -> list[str]:
+            return [view.index.line(y)[0] for y in range(len(view.index))]
+
+        assert not any("HEADERS stream" in line for line in lines())
+        await pilot.press("F")
+        await pilot.pause()
+        text = "\n".join(lines())
+        assert "┄┄ HTTP/2 connection preface" in text
+        assert "┄┄ request 0: GET /a?id=1 · HEADERS stream 1 END_STREAM|END_HEADERS" in text
+        assert "DATA stream 5 " in text and "┄┄ SETTINGS stream 0 " in text
+        await pilot.press("F")
+        await pilot.pause()
+        assert not any("DATA stream" in line for line in lines())

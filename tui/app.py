@@ -96,6 +96,7 @@ class WirepeekApp(App[None]):
         Binding("w", "write_pcap", "Write pcap", show=False),
         Binding("W", "write_shown", "Write all shown", show=False),
         Binding("x", "toggle_hex", "Text/hex"),
+        Binding("F", "toggle_frames", "HTTP/2 frames in the stream", show=False),
         Binding("t", "toggle_times", "Clock/relative times", show=False),
         Binding("K", "load_keylog", "Load a TLS key log", show=False),
         Binding("r", "toggle_records", "TLS: plaintext or records", show=False),
@@ -601,6 +602,15 @@ class WirepeekApp(App[None]):
         self.query_one(TabbedContent).active = "tab-stream"
         self._stream_shown()
         stream.focus()  # Home, End and the arrows now move through the stream
+
+    def action_toggle_frames(self) -> None:
+        stream = self.query_one(StreamView)
+        found = stream.toggle_frames()
+        self.query_one(TabbedContent).active = "tab-stream"
+        self._stream_shown()
+        stream.focus()
+        if stream.frames and not found:
+            self.notify("No HTTP/2 frames in this stream (from its start, in the bytes kept).")
 
     def action_back(self) -> None:
         if self.query_one("#prompt").display:

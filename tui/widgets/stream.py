@@ -9,6 +9,7 @@ What the app uses, and nothing else:
 - `add(chunks)`: the followed connection's new kept entries (EngineUpdate.stream);
 - `set_marks(transactions)`: where its HTTP messages start;
 - `toggle_hex()`: text or hex, keeping the same bytes on screen;
+- `toggle_frames()`: every HTTP/2 frame marked (type, stream, flags, length), or not;
 - `set_relative(start)`: times as seconds since `start`, or the wall clock when None.
 Mouse selection and copy (Ctrl+C) go through Textual's screen selection: `get_selection`.
 """
@@ -32,6 +33,7 @@ from textual.strip import Strip
 
 from engine.content import looks_textual
 from engine.events import HttpTransaction
+from engine.http2 import FrameScanner
 from tui.messages import StreamChunk
 from tui.stream_index import (
     DATA,
@@ -91,6 +93,38 @@ def message_marks(transactions: Sequence[HttpTransaction],
     return marks
 
 
+def with_frames(marks: Marks, scanners: dict[bool, FrameScanner]) -> Marks:
+    """The message marks and the frame marks together (one line where both fall on a byte)."""
+    out: Marks = {}
+    for side in (True, False):
+        frames = scanners[side].frames
+        if not frames:
+            out[side] = marks[side]
+            continue
+        by_offset = dict(frames)
+        merged = []
+        for offset, label in marks[side]:
+            frame = by_offset.pop(offset, None)
+            merged.append((offset, label if frame is None else f"{label} · {frame}"))
+        merged.extend(by_offset.items())
+        merged.sort()
+        out[side] = merged
+    return out
+
+
+def scanners_for() -> dict[bool, FrameScanner]:
+    return {True: FrameScanner(True), False: FrameScanner(False)}
+
+
+def scan(scanners: dict[bool, FrameScanner], chunks: Sequence[StreamChunk]) -> int:
+    """Give the scanners the bytes of these entries; how many frames they found."""
+    found = 0
+    for from_client, _ts, offset, data in chunks:
+        if isinstance(data, bytes):
+            found += scanners[from_client].feed(offset, data)
+    return found
+
+
 class StreamView(ScrollView, can_focus=True):
     """Both directions in arrival order, coloured by direction, as text or a hex dump, with the
     start of every HTTP message, gaps, resends and bytes no longer kept marked."""
@@ -113,11 +147,13 @@ class StreamView(ScrollView, can_focus=True):
     class Indexed(Message):
         """A worker thread has indexed what a connection kept when it was opened."""
 
-        def __init__(self, token: int, index: StreamIndex, marked: tuple[object, int, Marks]) -> None:
+        def __init__(self, token: int, index: StreamIndex, marked: tuple[object, int, Marks],
+                     scanners: dict[bool, FrameScanner]) -> None:
             super().__init__()
             self.token = token
             self.index = index
             self.marked = marked
+            self.scanners = scanners
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -126,6 +162,10 @@ class StreamView(ScrollView, can_focus=True):
         # new exchanges cost only their own marks.
         self._marked: tuple[object, int, Marks] | None = None
         self._transactions: Sequence[HttpTransaction] = []  # the latest the app gave
+        # HTTP/2 frames, found as the bytes come; marked in the stream when `frames` is on.
+        self.scanners = scanners_for()
+        self.frames = False
+        self._frames_marked = -1  # frames found when the marks were last given to the index
         self._token = 0  # bumps on reset: an index built for an earlier connection is dropped
         self._windows: list[bool] = []  # per window judged since the reset: binary?
         self._loading: list[StreamChunk] | None = None  # entries that came while one is built
@@ -165,6 +205,8 @@ class StreamView(ScrollView, can_focus=True):
         self._deferred, self._deferred_cost, self._stale = [], 0, False
         self._marked = None
         self._transactions = []
+        self.scanners = scanners_for()
+        self._frames_marked = -1
         self.live = live
         self.following = live
         self._hex_chosen = self._hex_chosen and same
@@ -220,16 +262,18 @@ class StreamView(ScrollView, can_focus=True):
         self._loading = []
         transactions = self._transactions
         self.run_worker(partial(self._build, self._token, index, chunks, transactions,
-                                len(transactions)),
+                                len(transactions), self.frames),
                         thread=True, group="stream-index", exclusive=True, exit_on_error=False)
 
     def _build(self, token: int, index: StreamIndex, chunks: tuple[StreamChunk, ...],
-               transactions: Sequence[HttpTransaction], count: int) -> None:
+               transactions: Sequence[HttpTransaction], count: int, frames: bool) -> None:
         """In a worker thread: a fresh index, marks first (cheapest before the bytes)."""
+        scanners = scanners_for()
+        scan(scanners, chunks)
         marks = message_marks(transactions[:count])
-        index.set_marks(marks)
+        index.set_marks(with_frames(marks, scanners) if frames else marks)
         index.add(chunks)
-        self.post_message(self.Indexed(token, index, (transactions, count, marks)))
+        self.post_message(self.Indexed(token, index, (transactions, count, marks), scanners))
 
     def on_stream_view_indexed(self, message: Indexed) -> None:
         if message.token != self._token:
@@ -240,6 +284,8 @@ class StreamView(ScrollView, can_focus=True):
         self.index = message.index
         self.index.hex, self.index.time_start = hex_view, start
         self._marked = message.marked
+        self.scanners = message.scanners
+        self._frames_marked = self._frame_count() if self.frames else -1
         self._chose_hex()
         self._add(tuple(waiting))
         self._apply_marks()
@@ -265,6 +311,8 @@ class StreamView(ScrollView, can_focus=True):
 
     def _add(self, chunks: tuple[StreamChunk, ...]) -> None:
         self._note_end()
+        if scan(self.scanners, chunks) and self.frames:
+            self._apply_marks()  # (before the bytes: their marks split them as they come)
         gone = self.index.add(chunks)
         self._chose_hex()
         self._resize()
@@ -281,18 +329,24 @@ class StreamView(ScrollView, can_focus=True):
         if self.shown and self._loading is None and self.index.blocks:
             self._apply_marks()  # (before any bytes, the marks wait for them: see add)
 
+    def _frame_count(self) -> int:
+        return len(self.scanners[True].frames) + len(self.scanners[False].frames)
+
     def _apply_marks(self) -> None:
         transactions = self._transactions
         marked = self._marked
-        if marked is not None and marked[0] is transactions and marked[1] == len(transactions):
+        frames = self._frame_count() if self.frames else -1
+        if (marked is not None and marked[0] is transactions and marked[1] == len(transactions)
+                and frames == self._frames_marked):
             return
-        if marked is not None and marked[0] is transactions and marked[1] < len(transactions):
+        if marked is not None and marked[0] is transactions and marked[1] <= len(transactions):
             marks = message_marks(transactions[marked[1]:], marked[2])
         else:
             marks = message_marks(transactions)
         self._marked = (transactions, len(transactions), marks)
+        self._frames_marked = frames
         self._note_end()
-        self.index.set_marks(marks)
+        self.index.set_marks(with_frames(marks, self.scanners) if self.frames else marks)
         self._resize()
         if self.following:
             self._go_end()
@@ -317,6 +371,13 @@ class StreamView(ScrollView, can_focus=True):
             self._scroll(self.index.line_of(*where))
             self._toggled = (self.scroll_offset.y, where)
         self.refresh()
+
+    def toggle_frames(self) -> bool:
+        """Mark every HTTP/2 frame, or stop; whether the stream has any frames to mark."""
+        self.frames = not self.frames
+        self._note_end()
+        self._apply_marks()
+        return self._frame_count() > 0
 
     def set_relative(self, start: float | None) -> None:
         """Times as seconds since `start` (the connection's first packet), or the wall clock."""
