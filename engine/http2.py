@@ -6,8 +6,12 @@ that do (engine.tlsdecrypt), and to the rest of an HTTP/1.1 connection that swit
 an Upgrade (engine.http hands it over, with the upgraded request as stream 1).
 
 How the libraries are used, and why: frames are read with hyperframe (header, flags, padding,
-the fields of each type) and header blocks decoded with hpack, one decoder per direction (HPACK
-state is per direction and depends only on that direction's order). h2's `H2Connection` is
+the fields of each type) and header blocks decoded with hpack's header table (its dynamic
+table: entries, sizes, eviction), one per direction (HPACK state is per direction and depends
+only on that direction's order). The walk over a block's representations is ours
+(`decode_block`), with engine.huffman for Huffman-coded strings: hpack's `Decoder` logs every
+field and decodes Huffman in interpreted Python, which took two thirds of the time on real
+(unique) heads. h2's `H2Connection` is
 not driven: it is one endpoint, enforcing flow control, settings acknowledgments and stream
 rules of its own, and refuses traffic that it did not take part in. DATA frames are not
 buffered whole: their payload is read as it comes (a frame may be 16 MiB).
@@ -22,7 +26,7 @@ Rules this module keeps:
   acknowledged it (TCP: frames sent after that are not counted in), or the connection's end.
 - A gap inside a DATA payload is counted as missing body bytes; a gap anywhere else loses the
   frame boundaries: the parser looks for two plausible frame headers in a row to go on, and the
-  HPACK state of that direction is from then on partly unknown (`_PartialTable`): fields that
+  HPACK state of that direction is from then on partly unknown (`PartialTable`): fields that
   name dynamic-table entries set before are shown as unknown, the rest decode. A capture that
   starts after the preface starts this way too.
 - Bounds: a header block of at most `MAX_HEADER_BLOCK` bytes (more: skipped, noted, HPACK
@@ -50,6 +54,7 @@ from hyperframe.frame import (
     RstStreamFrame,
 )
 
+from engine import huffman
 from engine.detect import (
     CONTINUATION,
     DATA,
@@ -99,34 +104,115 @@ def error_name(code: int) -> str:
     return ERROR_CODES[code] if 0 <= code < len(ERROR_CODES) else f"0x{code:x}"
 
 
-class _PartialTable(HeaderTable):
-    """An HPACK dynamic table of which only the entries added since some point are known (a
-    capture that began mid-connection, or a loss): an index past them reads as an unknown
-    field instead of failing. The entries it knows are the newest of the real table, so they
-    stay right: the real table evicts its oldest first. A size update to 0 empties the real
-    table too: from then on all of it is known."""
+class PartialTable:
+    """hpack's header table (`HeaderTable`: its entries, sizes and eviction), of which only the
+    entries added since some point may be known (`lost`: a capture that began mid-connection,
+    or a loss): an index past them reads as an unknown field instead of failing. The entries it
+    knows are the newest of the real table, so they stay right: the real table evicts its
+    oldest first. A size update to 0 empties the real table too: from then on all of it is
+    known."""
 
-    def __init__(self, lost: bool) -> None:
-        super().__init__()
+    def __init__(self, lost: bool = False) -> None:
+        self.table = HeaderTable()
         self.lost = lost
 
     def get_by_index(self, index: int) -> tuple[bytes, bytes]:
         try:
-            return super().get_by_index(index)
+            found: tuple[bytes, bytes] = self.table.get_by_index(index)
+            return found
         except hpack.InvalidTableIndex:
             if self.lost and index > HeaderTable.STATIC_TABLE_LENGTH:
                 return _UNKNOWN, b""
             raise
 
-    @property
-    def maxsize(self) -> int:
-        return self._maxsize
+    def add(self, name: bytes, value: bytes) -> None:
+        self.table.add(name, value)
 
-    @maxsize.setter
-    def maxsize(self, newmax: int) -> None:
-        HeaderTable.maxsize.fset(self, newmax)  # type: ignore[attr-defined]
-        if newmax == 0:
+    def resize(self, size: int) -> None:
+        self.table.maxsize = size
+        if size == 0:
             self.lost = False
+
+
+def decode_block(
+    table: PartialTable, data: bytes, max_list: int, max_table: int
+) -> list[tuple[bytes, bytes]]:
+    """The fields of a whole header block (RFC 7541 6), updating `table` as it says. Raises
+    an hpack.HPACKError when the block is malformed, names an entry the table does not have,
+    decodes past `max_list` (entry sizes, as SETTINGS_MAX_HEADER_LIST_SIZE counts them) or
+    sets a table larger than `max_table`."""
+    fields: list[tuple[bytes, bytes]] = []
+    pos, end, size = 0, len(data), 0
+    while pos < end:
+        first = data[pos]
+        if first & 0x80:  # an indexed field
+            index, pos = _integer(data, pos, 7)
+            name, value = table.get_by_index(index)
+        elif first & 0x40:  # a literal, then added to the table
+            name, value, pos = _literal(table, data, pos, 6)
+            table.add(name, value)
+        elif first & 0x20:  # a dynamic table size update
+            if fields:
+                raise hpack.HPACKDecodingError("a table size update after a field")
+            new_size, pos = _integer(data, pos, 5)
+            if new_size > max_table:
+                raise hpack.InvalidTableSizeError(f"a table of {new_size} bytes (over {max_table})")
+            table.resize(new_size)
+            continue
+        else:  # a literal not indexed, or never indexed
+            name, value, pos = _literal(table, data, pos, 4)
+        fields.append((name, value))
+        size += 32 + len(name) + len(value)
+        if size > max_list:
+            raise hpack.OversizedHeaderListError(f"a header list over {max_list} bytes")
+    return fields
+
+
+def _integer(data: bytes, pos: int, prefix: int) -> tuple[int, int]:
+    """An HPACK integer with an N-bit prefix at data[pos] (RFC 7541 5.1); (value, next pos)."""
+    mask = (1 << prefix) - 1
+    value = data[pos] & mask
+    pos += 1
+    if value < mask:
+        return value, pos
+    shift = 0
+    while True:
+        if pos >= len(data):
+            raise hpack.HPACKDecodingError("a header block cut inside an integer")
+        byte = data[pos]
+        pos += 1
+        value += (byte & 127) << shift
+        if not byte & 128:
+            return value, pos
+        shift += 7
+        if shift > 28:
+            raise hpack.HPACKDecodingError("an integer too large")
+
+
+def _string(data: bytes, pos: int) -> tuple[bytes, int]:
+    if pos >= len(data):
+        raise hpack.HPACKDecodingError("a header block cut before a string")
+    coded = data[pos] & 0x80
+    length, pos = _integer(data, pos, 7)
+    raw = data[pos : pos + length]
+    if len(raw) != length:
+        raise hpack.HPACKDecodingError("a header block cut inside a string")
+    if not coded:
+        return raw, pos + length
+    try:
+        return huffman.decode(raw), pos + length
+    except ValueError as e:
+        raise hpack.HPACKDecodingError(str(e)) from None
+
+
+def _literal(table: PartialTable, data: bytes, pos: int, prefix: int) -> tuple[bytes, bytes, int]:
+    index, pos = _integer(data, pos, prefix)
+    if index:
+        name = table.get_by_index(index)[0]
+    else:
+        name, pos = _string(data, pos)
+    value, pos = _string(data, pos)
+    return name, value, pos
 
 
 class _Grpc:
@@ -225,10 +311,7 @@ class _Side:
         # that began later) frame boundaries are looked for and HPACK state is partly unknown.
         self.judged = False
         self.synced = True  # frame boundaries known (else looked for)
-        self.decoder = hpack.Decoder(MAX_HEADER_LIST)
-        self.table = _PartialTable(lost=False)
-        self.decoder.header_table = self.table
-        self.decoder.max_allowed_table_size = MAX_TABLE
+        self.table = PartialTable()
         # The frame being read: its header fields, and for DATA how much is still to come.
         self.data_stream: _Stream | None = None
         self.data_left = 0  # payload bytes of the DATA frame still to come (data, then padding)
@@ -250,8 +333,7 @@ class _Side:
 
     def lose_hpack(self) -> None:
         if not self.table.lost:
-            table = _PartialTable(lost=True)
-            self.decoder.header_table = self.table = table
+            self.table = PartialTable(lost=True)
 
     def ts_at(self, offset: int, default: float) -> float:
         ts = default
@@ -291,6 +373,7 @@ class Http2Parser:
         self.announce = announce
         self.peer_offset = peer_offset if peer_offset is not None else conn.peer_offset
         self.index_base = index_base
+        self.max_streams = MAX_STREAMS
         # Given every body byte as it comes (--follow --stream): (stream id, from_client, body
         # offset, the bytes, or None for `size` bytes never captured, size).
         self.tap: Callable[[int, bool, int, bytes | None, int], None] | None = None
@@ -716,7 +799,7 @@ class Http2Parser:
         if side.table.lost:
             note = f"{self._who(side)} HPACK state not all seen: fields it names are unknown"
         try:
-            decoded = side.decoder.decode(block, raw=True)
+            decoded = decode_block(side.table, block, MAX_HEADER_LIST, MAX_TABLE)
         except hpack.HPACKError as e:
             side.lose_hpack()
             return [], f"a {self._who(side)} header block that does not decode ({e})"
@@ -745,11 +828,13 @@ class Http2Parser:
     def _open(self, stream_id: int, side: _Side, parent: _Stream | None) -> _Stream | None:
         if stream_id in self.gone:
             return None  # (a frame late for a stream already reported: not a new one)
-        if len(self.streams) >= MAX_STREAMS:
+        if len(self.streams) >= self.max_streams:
             oldest = min(self.streams)
             stream = self.streams.pop(oldest)
             self.resets.pop(oldest, None)
-            self._note(stream, f"reported as it stood: over {MAX_STREAMS} streams open at once")
+            self._note(
+                stream, f"reported as it stood: over {self.max_streams} streams open at once"
+            )
             self._emit(stream)
         index = parent.index if parent is not None else self.index_base + (stream_id >> 1)
         stream = self.streams[stream_id] = _Stream(stream_id, index)

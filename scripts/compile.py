@@ -27,7 +27,8 @@ ENGINE = ROOT / "engine"
 # or per spool record.
 MODULES = [
     "batch", "bounds", "events", "decode", "ipfrag", "tcpstate", "tcp", "reassembly",
-    "connections", "detect", "http", "records", "pipeline", "spool", "tlsdecrypt",
+    "connections", "detect", "http", "records", "pipeline", "spool", "tlsdecrypt", "huffman",
+    "http2",
 ]
 
 

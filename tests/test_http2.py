@@ -257,10 +257,16 @@ def test_any_bytes_after_the_preface_never_raise(client_bytes, server_bytes):
     exchanges(causal(*build(script)))
 
 
-def test_streams_open_at_once_are_bounded(monkeypatch):
-    monkeypatch.setattr(http2, "MAX_STREAMS", 3)
+def test_streams_open_at_once_are_bounded():
+    def small(conn, emit):
+        parser = http2.Http2Parser(conn, emit)
+        parser.max_streams = 3
+        return parser
+
     script, calls = run([Call("GET", f"/{i}", response_body=b"x") for i in range(6)])
-    found = exchanges(causal(*build(script)))
+    pipeline = Pipeline(consumers={"http2": [small]}, http_body_limit=None)
+    events = pipeline.feed(Batch.from_packets(1, causal(*build(script)))) + pipeline.finish()
+    found = [e for e in events if isinstance(e, HttpTransaction)]
     assert sorted(t.stream for t in found) == [c.stream_id for c in calls]
     cut = [t for t in found if any("over 3 streams" in n for n in t.notes)]
     assert cut and all(t.response is None for t in cut)
@@ -448,3 +454,46 @@ async def test_the_stream_tab_marks_http2_frames_on_F(tmp_path):
         await pilot.press("F")
         await pilot.pause()
         assert not any("DATA stream" in line for line in lines())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_huffman_decodes_what_hpack_encodes(text):
+    """engine.huffman against hpack's own encoder and decoder (the RFC's code)."""
+    from hpack.huffman import HuffmanEncoder
+    from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+    from hpack.huffman_table import decode_huffman
+
+    from engine import huffman
+
+    coded = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH).encode(text)
+    assert huffman.decode(coded) == text == decode_huffman(coded)
+
+
+def test_huffman_refuses_what_the_rfc_refuses():
+    from engine import huffman
+
+    with pytest.raises(ValueError, match="padding"):
+        huffman.decode(b"\x00")  # '0' then 3 zero bits of padding: not the EOS prefix
+    with pytest.raises(ValueError, match="padding"):
+        huffman.decode(b"\x1f\xff")  # 'a' (00011), then 11 one bits: padding over 7 bits
+    with pytest.raises(ValueError, match="end-of-string"):
+        huffman.decode(b"\xff\xff\xff\xff")  # the 30-bit EOS symbol itself
+    assert huffman.decode(b"\x1f") == b"a"  # 00011 then 111
+    assert huffman.decode(b"") == b""
+
+
+def test_header_blocks_decode_as_hpack_decodes_them():
+    """decode_block against hpack's Decoder on blocks of hpack's Encoder, table state and all:
+    indexed fields, literals with and without indexing, never-indexed, size updates."""
+    import hpack
+    rng = random.Random(3)
+    encoder, decoder, table = hpack.Encoder(), hpack.Decoder(), http2.PartialTable()
+    for n in range(300):
+        fields = [(":method", rng.choice(["GET", "POST"])), (":path", f"/x/{rng.randint(0, 40)}"),
+                  ("cookie", f"id={rng.getrandbits(20)}"), ("x-same", "same"),
+                  hpack.NeverIndexedHeaderTuple("authorization", f"Bearer {rng.getrandbits(30)}")]
+        if n == 150:
+            encoder.header_table_size = 256  # a size update in the next block
+        block = encoder.encode(fields, huffman=bool(n % 2))
+        assert http2.decode_block(table, block, 1 << 16, 1 << 16) == decoder.decode(block, raw=True)
