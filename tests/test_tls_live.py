@@ -138,9 +138,13 @@ def tls_server(cert: Path, key: Path, alpn: list[str],
     return handle
 
 
-def tls_fetch(port: int, alpn: list[str], version: ssl.TLSVersion) -> tuple[bytes, str | None]:
-    """GET / over TLS; returns the body and the ALPN the handshake chose."""
+def tls_fetch(port: int, alpn: list[str], version: ssl.TLSVersion,
+              keylog: str | None = None) -> tuple[bytes, str | None]:
+    """GET / over TLS; returns the body and the ALPN the handshake chose. keylog: the client
+    writes its secrets there, as curl does with SSLKEYLOGFILE."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if keylog is not None:
+        ctx.keylog_filename = keylog
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE  # a throwaway certificate: what matters is the handshake
     ctx.set_alpn_protocols(alpn)
@@ -155,7 +159,8 @@ def h2c_fetch(port: int) -> bytes:
     return fetch_h2(socket.create_connection(("127.0.0.1", port), timeout=10), f"127.0.0.1:{port}")
 
 
-def exchanges(folder: Path) -> tuple[list[int], Callable[[], dict[str, object]], Callable[[], None]]:
+def exchanges(folder: Path, keylog: str | None = None,
+              ) -> tuple[list[int], Callable[[], dict[str, object]], Callable[[], None]]:
     """Start the three servers; return their ports (TLS 1.2, TLS 1.3, h2c), a function that runs
     one exchange with each (returning what the clients saw), and one that stops the servers."""
     cert, key = make_certificate(folder)
@@ -168,8 +173,8 @@ def exchanges(folder: Path) -> tuple[list[int], Callable[[], dict[str, object]],
 
     def run() -> dict[str, object]:
         return {
-            "tls12": tls_fetch(tls12, ["h2", "http/1.1"], ssl.TLSVersion.TLSv1_2),
-            "tls13": tls_fetch(tls13, ["h2", "http/1.1"], ssl.TLSVersion.TLSv1_3),
+            "tls12": tls_fetch(tls12, ["h2", "http/1.1"], ssl.TLSVersion.TLSv1_2, keylog),
+            "tls13": tls_fetch(tls13, ["h2", "http/1.1"], ssl.TLSVersion.TLSv1_3, keylog),
             "h2c": h2c_fetch(h2c),
         }
 
@@ -230,3 +235,35 @@ def test_live_tls_and_h2c_connections_are_labelled_by_what_they_speak(tmp_path):
     for rec in (tls12, tls13, h2c):
         assert rec["missing_bytes"] == {"client": 0, "server": 0}
         assert rec["conn_state"] == "SF"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="live capture on lo needs root")
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is not installed")
+def test_live_http2_inside_tls_is_parsed_with_the_clients_key_log(tmp_path):
+    """The same peers, the clients writing their key log as they go: the two TLS connections
+    are decrypted live and their HTTP/2 is parsed like the h2c one's."""
+    keylog = tmp_path / "keys.log"
+    keylog.write_text("")
+    ports, run, stop = exchanges(tmp_path, str(keylog))
+    bpf = " or ".join(f"tcp port {p}" for p in ports)
+    proc = subprocess.Popen([*WIREPEEK, "-i", "lo", "--keylog", str(keylog), "--json",
+                             "--duration", "4", bpf],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)  # fmt: skip
+    try:
+        wait_for_line(proc, b"capturing on lo", timeout=30)
+        seen = run()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        end_process(proc)
+        stop()
+    assert seen == {"tls12": (BODY, "h2"), "tls13": (BODY, "h2"), "h2c": BODY}
+    assert proc.returncode == 0, err
+    by_port = {int(r["server"].rsplit(":", 1)[1]): r for r in records(out, "connection")}
+    tls12, tls13, h2c = (by_port[p] for p in ports)
+    assert tls12["tls"]["decrypted"] is True and tls13["tls"]["decrypted"] is True
+    assert tls12["protocol"] == tls13["protocol"] == h2c["protocol"] == "http2"
+    http = {r["connection"]: r for r in records(out, "http")}
+    for conn in (tls12, tls13, h2c):
+        r = http[conn["id"]]
+        assert (r["stream"], r["request"]["method"], r["request"]["version"]) == (1, "GET", "2")
+        assert (r["response"]["status"], r["response"]["body_bytes"]) == (200, len(BODY))
