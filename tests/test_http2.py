@@ -497,3 +497,72 @@ def test_header_blocks_decode_as_hpack_decodes_them():
             encoder.header_table_size = 256  # a size update in the next block
         block = encoder.encode(fields, huffman=bool(n % 2))
         assert http2.decode_block(table, block, 1 << 16, 1 << 16) == decoder.decode(block, raw=True)
+
+
+def test_every_split_point_of_each_direction_gives_the_same_exchanges():
+    calls = [Call("POST", "/p", [("content-type", "text/plain")], request_body=b"hello",
+                  interim=[100], response_body=b"world" * 3, trailers=[("x-t", "1")])]
+    script, calls = run(calls)
+    client, server = build(script)
+    reference = [untimed(t) for t in exchanges(causal(client, server))]
+    check(exchanges(causal(client, server)), calls)
+    for who in ("c", "s"):
+        steps = [i for i, (w, _) in enumerate(script) if w == who]
+        for i in steps:
+            for k in range(1, len(script[i][1])):
+                packets = causal(*build(script, cuts={i: [k]}))
+                assert [untimed(t) for t in exchanges(packets, batch=3)] == reference, (who, i, k)
+
+
+def test_a_header_block_in_continuation_frames():
+    big = "v" * 40_000  # past the 16 KiB frame: HEADERS, then CONTINUATION frames
+    script, calls = run([Call("GET", "/long", [("x-big", big)], response_body=b"ok",
+                              response_headers=[("x-echo", big[:20_000])])])  # fmt: skip
+    scanner = http2.FrameScanner(True)
+    scanner.feed(0, b"".join(d for w, d in script if w == "c"))
+    assert any(label.startswith("CONTINUATION stream 1") for _, label in scanner.frames)
+    check(exchanges(causal(*build(script))), calls)
+
+
+def test_server_push_is_an_exchange_of_its_own():
+    from tests.h2_sessions import Pair
+
+    pair = Pair()
+    c, s = pair.client, pair.server
+    c.send_headers(1, [(":method", "GET"), (":scheme", "http"), (":authority", "api.test"),
+                       (":path", "/page")], end_stream=True)  # fmt: skip
+    pair.flush()
+    s.push_stream(1, 2, [(":method", "GET"), (":scheme", "http"), (":authority", "api.test"),
+                         (":path", "/style.css")])  # fmt: skip
+    s.send_headers(1, [(":status", "200")])
+    s.send_data(1, b"<html>", end_stream=True)
+    s.send_headers(2, [(":status", "200"), ("content-type", "text/css")])
+    s.send_data(2, b"body{}", end_stream=True)
+    pair.flush()
+    page, pushed = exchanges(causal(*build(pair.script)))
+    assert (page.stream, page.request.target, page.response.body) == (1, "/page", b"<html>")
+    assert (pushed.stream, pushed.index) == (2, page.index)
+    assert pushed.request.target == "/style.css" and pushed.response.body == b"body{}"
+    assert pushed.notes == ("pushed by the server, promised on stream 1",)
+
+
+def test_goaway_and_server_resets_are_noted():
+    import h2.errors
+
+    from tests.h2_sessions import Pair
+
+    pair = Pair()
+    c, s = pair.client, pair.server
+    for sid, path in ((1, "/a"), (3, "/b"), (5, "/c")):
+        c.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":authority", "x"),
+                             (":path", path)], end_stream=True)  # fmt: skip
+    pair.flush()
+    s.send_headers(1, [(":status", "200")], end_stream=True)
+    s.reset_stream(3, h2.errors.ErrorCodes.REFUSED_STREAM)
+    s.close_connection(h2.errors.ErrorCodes.NO_ERROR, last_stream_id=3)
+    pair.flush()
+    a, b, refused = exchanges(causal(*build(pair.script)))
+    assert a.response.status == 200 and a.notes == ()
+    assert b.notes == ("reset by the server: REFUSED_STREAM",) and b.response is None
+    assert refused.response is None
+    assert refused.notes == ("GOAWAY from the server: NO_ERROR, last stream 3: this stream was not processed",)
