@@ -39,7 +39,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 from urllib.parse import unquote
 
 import hpack
@@ -1009,66 +1009,127 @@ def frame_label(kind: int, flags: int, stream_id: int, length: int) -> str:
 
 class FrameScanner:
     """Where the HTTP/2 frames of one direction start, and what they are, from its bytes given
-    in order (the Stream tab's frame marks). It reads only frame headers, stepping over
-    payloads. It stops, saying so, at the first bytes not given (a gap, bytes no longer kept),
-    at the first bytes that are not HTTP/2 (the client's preface, the server's SETTINGS), or
-    after `limit` frames."""
+    in order (the Stream tab's frame marks). It reads frame headers only, stepping over
+    payloads. From the stream's start it expects the client's preface or the server's SETTINGS
+    (else the stream is not HTTP/2: it stops); from anywhere else (the start not kept, bytes
+    not seen) it looks for two plausible frame headers in a row, within `HUNT` bytes, and goes
+    on from there. It keeps the newest `limit` frames (those of a long stream's end: the view
+    keeps the newest bytes too)."""
+
+    HUNT: ClassVar[int] = 256 * 1024
 
     def __init__(self, from_client: bool, limit: int = 20_000) -> None:
         self.from_client = from_client
         self.limit = limit
         self.frames: list[tuple[int, str]] = []  # (stream offset, label), in order
-        self.pos = 0  # stream offset past the bytes given
+        self.pos = -1  # stream offset past the bytes given (-1: none yet)
         self.next = 0  # stream offset of the next frame header
-        self.pending = b""  # the bytes from `next` on, when fewer than a header
-        self.started = False
-        self.stopped = False
+        self.pending = b""  # bytes from `next` on, fewer than a header (or the preface's start)
+        self.state = "start"  # then "frames", "hunt" or "stopped"
+        self.hunt = bytearray()  # bytes looked through for frame headers, from `hunt_at`
+        self.hunt_at = 0
+        self.hunted = 0  # bytes looked through since the hunt began
+        self.found = ""  # said on the first frame found by a hunt
+        self.total = 0  # marks made, those no longer kept too
+
+    @property
+    def stopped(self) -> bool:
+        return self.state == "stopped"
 
     def feed(self, offset: int, data: bytes) -> int:
-        """Read the next bytes of the direction; the number of frames found in them."""
-        if self.stopped or not data:
+        """Read the next bytes of the direction; the number of marks they gave."""
+        if self.state == "stopped" or not data:
             return 0
+        found = self.total
         if offset != self.pos:
-            return self._stop("frames not read past bytes not seen", offset)
+            if self.pos >= 0 or offset > 0:
+                self._hunt(offset)
+            self.pos = offset
         self.pos = offset + len(data)
-        buf = self.pending + data if self.pending else data
-        base = offset - len(self.pending)
-        found = len(self.frames)
-        i = self.next - base
-        if not self.started:
+        if self.state == "hunt":
+            data = self._hunting(offset, data)
+            if not data:
+                return self.total - found
+            offset = self.next
+        elif self.state == "start":
+            buf = self.pending + data
+            size = len(H2_PREFACE) if self.from_client else 9
+            if len(buf) < size:
+                if self.from_client and not H2_PREFACE.startswith(buf):
+                    self.state = "stopped"
+                else:
+                    self.pending = buf
+                return 0
             if self.from_client:
-                if len(buf) < len(H2_PREFACE) and H2_PREFACE.startswith(bytes(buf[: len(buf)])):
-                    self.pending = bytes(buf)
-                    return 0
-                if bytes(buf[: len(H2_PREFACE)]) != H2_PREFACE or base != 0:
-                    self.stopped = True
+                if buf[:size] != H2_PREFACE:
+                    self.state = "stopped"
                     return 0
                 self.frames.append((0, "HTTP/2 connection preface"))
-                i = len(H2_PREFACE)
-            elif len(buf) < 9:
-                self.pending = bytes(buf)
+                self.total += 1
+                self.next = size
+            elif buf[3] != SETTINGS:
+                self.state = "stopped"
                 return 0
-            elif base != 0 or buf[3] != SETTINGS:
-                self.stopped = True
-                return 0
-            self.started = True
+            self.state = "frames"
+            self.pending = b""
+            data, offset = buf, 0
+        self._walk(offset, data)
+        frames = self.frames
+        if len(frames) > self.limit + self.limit // 4:
+            del frames[: len(frames) - self.limit]
+        return self.total - found
+
+    def _walk(self, offset: int, data: bytes) -> None:
+        buf = self.pending + data if self.pending else data
+        base = offset - len(self.pending)
+        i = self.next - base
         while i + 9 <= len(buf):
-            if len(self.frames) >= self.limit:
-                self._stop(f"frames past {self.limit:,} not marked", base + i)
-                return len(self.frames) - found
             head = buf[i : i + 9]
             length = (head[0] << 16) | (head[1] << 8) | head[2]
             stream_id = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
-            self.frames.append((base + i, frame_label(head[3], head[4], stream_id, length)))
+            label = frame_label(head[3], head[4], stream_id, length)
+            if self.found:
+                label, self.found = f"{label} (frames {self.found} here)", ""
+            self.frames.append((base + i, label))
+            self.total += 1
             i += 9 + length
         self.next = base + i
         self.pending = bytes(buf[i:]) if i < len(buf) else b""
-        return len(self.frames) - found
 
-    def _stop(self, why: str, at: int) -> int:
-        """Stop, with a mark at `at` (where the bytes the frames are not read in begin)."""
-        self.stopped = True
-        if self.started:
-            self.frames.append((at, why))
-            return 1
-        return 0
+    def _hunt(self, offset: int) -> None:
+        """Frame boundaries unknown from `offset` on: look for them."""
+        self.state = "hunt"
+        self.hunt = bytearray()
+        self.hunt_at = offset
+        self.hunted = 0
+        self.pending = b""
+
+    def _hunting(self, offset: int, data: bytes) -> bytes:
+        """Look for two plausible frame headers in a row; once found, the bytes from the first
+        on (frames are read from there), else b"" (more is needed, or the hunt gave up)."""
+        hunt = self.hunt
+        hunt += data
+        pos = 0
+        while pos + 9 <= len(hunt):
+            length = plausible_frame_header(hunt[pos : pos + 9])
+            if length is not None:
+                after = pos + 9 + length
+                if after + 9 > len(hunt):
+                    break  # (the next header is still to come)
+                if plausible_frame_header(hunt[after : after + 9]) is not None:
+                    start = self.hunt_at + pos
+                    self.found = "found again" if self.frames else "found"
+                    rest = bytes(hunt[pos:])
+                    self.hunt = bytearray()
+                    self.state = "frames"
+                    self.next = start
+                    return rest
+            pos += 1
+        self.hunted += pos
+        if self.hunted > self.HUNT:
+            self.state = "stopped"
+            self.hunt = bytearray()
+            return b""
+        del hunt[:pos]
+        self.hunt_at += pos
+        return b""

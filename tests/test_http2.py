@@ -416,10 +416,29 @@ def test_the_frame_scanner_marks_every_frame_however_the_bytes_come():
     labels = [label for _, label in scanner.frames]
     assert labels[0] == "HTTP/2 connection preface" and labels[1].startswith("SETTINGS stream 0 ")
     assert "HEADERS stream 1 END_STREAM|END_HEADERS" in " ".join(labels)
+    frames = dict(scanner.frames)
     cut = FrameScanner(True)
     cut.feed(0, client[:100])
-    cut.feed(200, client[200:])  # bytes not seen: it says so and stops
-    assert cut.stopped and cut.frames[-1][1] == "frames not read past bytes not seen"
+    cut.feed(200, client[200:])  # bytes not seen: frames are looked for again
+    again = [i for i, (_, label) in enumerate(cut.frames) if "(frames found again here)" in label]
+    assert len(again) == 1 and not cut.stopped
+    k = again[0]
+    at, label = cut.frames[k]
+    assert cut.frames[:k] == [f for f in scanner.frames if f[0] < 100]
+    assert label == frames[at] + " (frames found again here)"  # where a frame really starts
+    assert cut.frames[k + 1 :] == [f for f in scanner.frames if f[0] > at]
+    late = FrameScanner(True)
+    late.feed(500, client[500:])  # the start not kept: frames found from somewhere
+    at, label = late.frames[0]
+    assert label == frames[at] + " (frames found here)"
+    assert late.frames[1:] == [f for f in scanner.frames if f[0] > at]
+    few = FrameScanner(False, limit=8)  # the newest frames are kept
+    server = b"".join(d for w, d in script if w == "s")
+    few.feed(0, server)
+    every = FrameScanner(False)
+    every.feed(0, server)
+    assert 8 <= len(few.frames) <= 10 and few.frames == every.frames[-len(few.frames) :]
+    assert few.total == every.total == len(every.frames)
     http1 = FrameScanner(True)
     http1.feed(0, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert http1.stopped and http1.frames == []
@@ -449,7 +468,7 @@ async def test_the_stream_tab_marks_http2_frames_on_F(tmp_path):
         await pilot.pause()
         text = "\n".join(lines())
         assert "┄┄ HTTP/2 connection preface" in text
-        assert "┄┄ request 0: GET /a?id=1 · HEADERS stream 1 END_STREAM|END_HEADERS" in text
+        assert "┄┄ request s1: GET /a?id=1 · HEADERS stream 1 END_STREAM|END_HEADERS" in text
         assert "DATA stream 5 " in text and "┄┄ SETTINGS stream 0 " in text
         await pilot.press("F")
         await pilot.pause()

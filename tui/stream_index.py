@@ -321,8 +321,11 @@ class StreamIndex:
                 added = found[len(before) :]  # the usual case: new exchanges, further on
             else:
                 known = set(before)
-                if not known <= set(found):
-                    # A mark went away (never in practice: exchanges are only added).
+                gone = known - set(found)
+                d = self.dirs[side]
+                kept_from = d.at[0] if d.at else d.next
+                if any(offset >= kept_from for offset, _ in gone):
+                    # A mark of bytes still kept went away (HTTP/2 frames no longer marked).
                     self._rebuild()
                     return
                 added = [mark for mark in found if mark not in known]

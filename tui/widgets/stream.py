@@ -84,10 +84,11 @@ def message_marks(transactions: Sequence[HttpTransaction],
         True: [], False: []}
     for tx in transactions:
         req, resp = tx.request, tx.response
+        number = str(tx.index) if tx.stream is None else f"s{tx.stream}"  # (as the HTTP tab)
         if req is not None and req.offset >= 0:
-            marks[True].append((req.offset, f"request {tx.index}: {req.method} {req.target}"))
+            marks[True].append((req.offset, f"request {number}: {req.method} {req.target}"))
         if resp is not None and resp.offset >= 0:
-            marks[False].append((resp.offset, f"response {tx.index}: {resp.status} {resp.reason}"))
+            marks[False].append((resp.offset, f"response {number}: {resp.status} {resp.reason}".rstrip()))
     for side in marks.values():
         side.sort()
     return marks
@@ -148,7 +149,7 @@ class StreamView(ScrollView, can_focus=True):
         """A worker thread has indexed what a connection kept when it was opened."""
 
         def __init__(self, token: int, index: StreamIndex, marked: tuple[object, int, Marks],
-                     scanners: dict[bool, FrameScanner]) -> None:
+                     scanners: dict[bool, FrameScanner] | None) -> None:
             super().__init__()
             self.token = token
             self.index = index
@@ -162,8 +163,8 @@ class StreamView(ScrollView, can_focus=True):
         # new exchanges cost only their own marks.
         self._marked: tuple[object, int, Marks] | None = None
         self._transactions: Sequence[HttpTransaction] = []  # the latest the app gave
-        # HTTP/2 frames, found as the bytes come; marked in the stream when `frames` is on.
-        self.scanners = scanners_for()
+        # HTTP/2 frames, looked for once `frames` is on (F), in the bytes kept and those that come.
+        self.scanners: dict[bool, FrameScanner] | None = None
         self.frames = False
         self._frames_marked = -1  # frames found when the marks were last given to the index
         self._token = 0  # bumps on reset: an index built for an earlier connection is dropped
@@ -205,7 +206,7 @@ class StreamView(ScrollView, can_focus=True):
         self._deferred, self._deferred_cost, self._stale = [], 0, False
         self._marked = None
         self._transactions = []
-        self.scanners = scanners_for()
+        self.scanners = scanners_for() if self.frames else None
         self._frames_marked = -1
         self.live = live
         self.following = live
@@ -268,10 +269,13 @@ class StreamView(ScrollView, can_focus=True):
     def _build(self, token: int, index: StreamIndex, chunks: tuple[StreamChunk, ...],
                transactions: Sequence[HttpTransaction], count: int, frames: bool) -> None:
         """In a worker thread: a fresh index, marks first (cheapest before the bytes)."""
-        scanners = scanners_for()
-        scan(scanners, chunks)
+        scanners = scanners_for() if frames else None
         marks = message_marks(transactions[:count])
-        index.set_marks(with_frames(marks, scanners) if frames else marks)
+        if scanners is not None:
+            scan(scanners, chunks)
+            index.set_marks(with_frames(marks, scanners))
+        else:
+            index.set_marks(marks)
         index.add(chunks)
         self.post_message(self.Indexed(token, index, (transactions, count, marks), scanners))
 
@@ -284,7 +288,8 @@ class StreamView(ScrollView, can_focus=True):
         self.index = message.index
         self.index.hex, self.index.time_start = hex_view, start
         self._marked = message.marked
-        self.scanners = message.scanners
+        if self.frames:
+            self.scanners = message.scanners or self._scanned()
         self._frames_marked = self._frame_count() if self.frames else -1
         self._chose_hex()
         self._add(tuple(waiting))
@@ -311,7 +316,7 @@ class StreamView(ScrollView, can_focus=True):
 
     def _add(self, chunks: tuple[StreamChunk, ...]) -> None:
         self._note_end()
-        if scan(self.scanners, chunks) and self.frames:
+        if self.scanners is not None and scan(self.scanners, chunks):
             self._apply_marks()  # (before the bytes: their marks split them as they come)
         gone = self.index.add(chunks)
         self._chose_hex()
@@ -330,7 +335,16 @@ class StreamView(ScrollView, can_focus=True):
             self._apply_marks()  # (before any bytes, the marks wait for them: see add)
 
     def _frame_count(self) -> int:
-        return len(self.scanners[True].frames) + len(self.scanners[False].frames)
+        scanners = self.scanners
+        return 0 if scanners is None else scanners[True].total + scanners[False].total
+
+    def _scanned(self) -> dict[bool, FrameScanner]:
+        """Scanners given the bytes the index keeps, each direction in order."""
+        scanners = scanners_for()
+        for side, direction in self.index.dirs.items():
+            for offset, piece in zip(direction.at, direction.pieces):
+                scanners[side].feed(offset, piece)
+        return scanners
 
     def _apply_marks(self) -> None:
         transactions = self._transactions
@@ -346,7 +360,8 @@ class StreamView(ScrollView, can_focus=True):
         self._marked = (transactions, len(transactions), marks)
         self._frames_marked = frames
         self._note_end()
-        self.index.set_marks(with_frames(marks, self.scanners) if self.frames else marks)
+        scanners = self.scanners
+        self.index.set_marks(with_frames(marks, scanners) if scanners is not None else marks)
         self._resize()
         if self.following:
             self._go_end()
@@ -375,6 +390,7 @@ class StreamView(ScrollView, can_focus=True):
     def toggle_frames(self) -> bool:
         """Mark every HTTP/2 frame, or stop; whether the stream has any frames to mark."""
         self.frames = not self.frames
+        self.scanners = self._scanned() if self.frames else None
         self._note_end()
         self._apply_marks()
         return self._frame_count() > 0
