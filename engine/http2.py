@@ -1021,7 +1021,10 @@ class FrameScanner:
     def __init__(self, from_client: bool, limit: int = 20_000) -> None:
         self.from_client = from_client
         self.limit = limit
-        self.frames: list[tuple[int, str]] = []  # (stream offset, label), in order
+        # The frames found, newest last: (stream offset, type, flags, stream id, length, what
+        # is said of it), labelled only when asked for (`frames`): most are never shown.
+        self.found_frames: list[tuple[int, int, int, int, int, str]] = []
+        self._labels: list[tuple[int, str]] = []  # the labels of the first of them
         self.pos = -1  # stream offset past the bytes given (-1: none yet)
         self.next = 0  # stream offset of the next frame header
         self.pending = b""  # bytes from `next` on, fewer than a header (or the preface's start)
@@ -1035,6 +1038,17 @@ class FrameScanner:
     @property
     def stopped(self) -> bool:
         return self.state == "stopped"
+
+    @property
+    def frames(self) -> list[tuple[int, str]]:
+        """The newest frames found (at most `limit` and a quarter), as (stream offset, label)."""
+        labels = self._labels
+        for offset, kind, flags, stream_id, length, note in self.found_frames[len(labels) :]:
+            if kind < 0:
+                labels.append((offset, note))
+            else:
+                labels.append((offset, frame_label(kind, flags, stream_id, length) + note))
+        return labels
 
     def feed(self, offset: int, data: bytes) -> int:
         """Read the next bytes of the direction; the number of marks they gave."""
@@ -1064,7 +1078,7 @@ class FrameScanner:
                 if buf[:size] != H2_PREFACE:
                     self.state = "stopped"
                     return 0
-                self.frames.append((0, "HTTP/2 connection preface"))
+                self.found_frames.append((0, -1, 0, 0, 0, "HTTP/2 connection preface"))
                 self.total += 1
                 self.next = size
             elif buf[3] != SETTINGS:
@@ -1074,9 +1088,11 @@ class FrameScanner:
             self.pending = b""
             data, offset = buf, 0
         self._walk(offset, data)
-        frames = self.frames
+        frames = self.found_frames
         if len(frames) > self.limit + self.limit // 4:
-            del frames[: len(frames) - self.limit]
+            cut = len(frames) - self.limit
+            del frames[:cut]
+            del self._labels[:cut]
         return self.total - found
 
     def _walk(self, offset: int, data: bytes) -> None:
@@ -1087,10 +1103,10 @@ class FrameScanner:
             head = buf[i : i + 9]
             length = (head[0] << 16) | (head[1] << 8) | head[2]
             stream_id = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
-            label = frame_label(head[3], head[4], stream_id, length)
+            note = ""
             if self.found:
-                label, self.found = f"{label} (frames {self.found} here)", ""
-            self.frames.append((base + i, label))
+                note, self.found = f" (frames {self.found} here)", ""
+            self.found_frames.append((base + i, head[3], head[4], stream_id, length, note))
             self.total += 1
             i += 9 + length
         self.next = base + i
@@ -1118,7 +1134,7 @@ class FrameScanner:
                     break  # (the next header is still to come)
                 if plausible_frame_header(hunt[after : after + 9]) is not None:
                     start = self.hunt_at + pos
-                    self.found = "found again" if self.frames else "found"
+                    self.found = "found again" if self.total else "found"
                     rest = bytes(hunt[pos:])
                     self.hunt = bytearray()
                     self.state = "frames"
