@@ -21,7 +21,10 @@ from engine import sources
 from engine.batch import META, Batch
 from engine.bounds import MiB, Bounds
 from engine.detect import HTTP2
-from engine.events import ConnectionClosed, Event, Gap, HttpTransaction
+from engine.connections import snapshot
+from engine.events import ConnectionClosed, ConnectionInfo, Event, Gap, HttpTransaction
+from engine.filter import BODY_SEARCHED, Filter, FilterError, RecordFilter, help_text, uses_bodies
+from engine.filter import parse as parse_filter
 from engine.http2 import Http2Parser
 from engine.keylog import KeyLog, open_keys
 from engine.pipeline import Pipeline
@@ -99,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group(
         "headless output (without these: the interactive view on a terminal, else a summary)")
     out.add_argument("--json", action="store_true", help="NDJSON records on stdout, then exit")
+    out.add_argument("--where", metavar="EXPR",
+                     help="with --json: only the exchanges that match EXPR, and the connections "
+                          "that match or have such an exchange (the language of / in the "
+                          "inspector: status >= 500, dur > 1s, path ~ ^/api, words...; see "
+                          "--help-filter)")
+    out.add_argument("--help-filter", action="store_true",
+                     help="the display filter's fields and syntax, then exit")
     out.add_argument("--follow", type=int, metavar="ID",
                      help="print the reassembled stream of connection ID (ids as in --json)")
     out.add_argument("--dir", choices=("client", "server", "both"), default="both",
@@ -198,8 +208,19 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--spool is in MiB and cannot be negative (got {args.spool})")
     if not 0 <= args.reorder_window <= 3600:
         raise UsageError("--reorder-window must be between 0 and 3600 seconds")
+    if args.help_filter:
+        print(help_text())
+        return 0
     if args.follow is not None and args.json:
         raise UsageError("--follow and --json are separate modes")
+    args.where_filter = None
+    if args.where is not None:
+        if not args.json:
+            raise UsageError("--where goes with --json (in the inspector, / takes the same language)")
+        try:
+            args.where_filter = parse_filter(args.where)
+        except FilterError as e:
+            raise UsageError(f"--where: {e.message}, column {e.column}:\n{e.pointer()}") from None
     if (args.hex or args.dir != "both" or args.raw or args.stream is not None) and args.follow is None:
         raise UsageError("--hex, --dir, --raw and --stream go with --follow")
     from tui.capture import SourceSpec  # Textual loads only for the interactive view
@@ -235,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.json and _parallel(args) > 1:
             source.close()  # opened to check the files and filter; the workers open their own
             error = json_records_sharded(args.read, bpf, args.count, bounds_from(args, 64 * 1024),
-                                         _parallel(args), keylog=args.keys)
+                                         _parallel(args), keylog=args.keys, where=args.where)
             if error:
                 print(f"wirepeek: {error}", file=sys.stderr)
                 return 1
@@ -365,16 +386,21 @@ def open_keylog(args: argparse.Namespace) -> KeyLog | None:
 
 
 def json_records(args: argparse.Namespace, source: sources.Source) -> int:
-    pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024), http_body_limit=0,
-                        keylog=args.keys)
+    where = args.where_filter
+    pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024),
+                        http_body_limit=BODY_SEARCHED if where and uses_bodies(where) else 0,
+                        keylog=args.keys)  # fmt: skip
+    keep = record_filter(where, pipeline)
     out = sys.stdout.buffer  # one write per batch: unbuffered (PYTHONUNBUFFERED) or not
     for events in batches(args, source, pipeline):
         lines = []
         for event in events:
             if isinstance(event, ConnectionClosed):
-                lines.append(line(connection_record(event.info)))
+                if keep is None or keep.connection(event.info):
+                    lines.append(line(connection_record(event.info)))
             elif isinstance(event, HttpTransaction):
-                lines.append(line(http_record(event)))
+                if keep is None or keep.exchange(event):
+                    lines.append(line(http_record(event)))
         if lines:
             lines.append(b"")
             out.write(b"\n".join(lines))
@@ -536,6 +562,18 @@ def follow(args: argparse.Namespace, source: sources.Source) -> int:
               "the capture has no TCP connections", file=sys.stderr)
         return 1
     return 0
+
+
+def record_filter(where: Filter | None, pipeline: Pipeline) -> RecordFilter | None:
+    """--where over this pipeline's events (None: every record)."""
+    if where is None:
+        return None
+
+    def lookup(conn_id: int) -> ConnectionInfo | None:
+        conn = pipeline.table.connection(conn_id)
+        return snapshot(conn) if conn is not None else None
+
+    return RecordFilter(where, lookup)
 
 
 def follow_stream(args: argparse.Namespace, source: sources.Source) -> int:

@@ -26,7 +26,10 @@ from typing import Any
 
 from engine import sources
 from engine.bounds import Bounds
-from engine.events import ConnectionClosed, Event, HttpTransaction
+from engine.events import ConnectionClosed, ConnectionInfo, Event, HttpTransaction
+from engine.connections import snapshot
+from engine.filter import BODY_SEARCHED, RecordFilter, uses_bodies
+from engine.filter import parse as parse_filter
 from engine.keylog import KeyLog
 from engine.pipeline import Pipeline
 from engine.records import connection_record, http_record, join_line, split_line
@@ -37,14 +40,25 @@ Record = tuple[str, int, str]
 
 
 def _worker(paths: list[str], bpf: str, count: int | None, bounds: Bounds, shard: tuple[int, int],
-            out: Pipe, keylog: KeyLog | None = None) -> None:
+            out: Pipe, keylog: KeyLog | None = None, where: str | None = None) -> None:
     opened: list[int] = []
 
     def note_open(conn: Connection, emit: Callable[[Event], None]) -> None:
         opened.append(conn.first_packet)
 
-    pipeline = Pipeline(bounds, consumers={None: [note_open]}, http_body_limit=0, shard=shard,
+    condition = parse_filter(where) if where else None
+    bodies = BODY_SEARCHED if condition is not None and uses_bodies(condition) else 0
+    pipeline = Pipeline(bounds, consumers={None: [note_open]}, http_body_limit=bodies, shard=shard,
                         keylog=keylog)
+    keep = None
+    if condition is not None:
+        table = pipeline.table
+
+        def lookup(conn_id: int) -> ConnectionInfo | None:
+            conn = table.connection(conn_id)
+            return snapshot(conn) if conn is not None else None
+
+        keep = RecordFilter(condition, lookup)
     source = sources.open_files(paths, bpf)
     remaining = count
     try:
@@ -63,9 +77,11 @@ def _worker(paths: list[str], bpf: str, count: int | None, bounds: Bounds, shard
             records: list[Record] = []
             for event in events:
                 if isinstance(event, ConnectionClosed):
-                    records.append(split_line(connection_record(event.info)))
+                    if keep is None or keep.connection(event.info):
+                        records.append(split_line(connection_record(event.info)))
                 elif isinstance(event, HttpTransaction):
-                    records.append(split_line(http_record(event)))
+                    if keep is None or keep.exchange(event):
+                        records.append(split_line(http_record(event)))
             out.send((opened[:], records, final, source.error if final else None))
             opened.clear()
             if final:
@@ -80,7 +96,8 @@ AHEAD = 64
 
 
 def json_records_sharded(paths: list[str], bpf: str, count: int | None, bounds: Bounds,
-                         jobs: int, out: Any = None, keylog: KeyLog | None = None) -> str | None:
+                         jobs: int, out: Any = None, keylog: KeyLog | None = None,
+                         where: str | None = None) -> str | None:
     """Print the NDJSON records of capture files using `jobs` processes; return the file error."""
     out = out or sys.stdout.buffer
     context = multiprocessing.get_context("fork")
@@ -90,7 +107,8 @@ def json_records_sharded(paths: list[str], bpf: str, count: int | None, bounds: 
     for i in range(jobs):
         receiver, sender = context.Pipe(duplex=False)
         proc = context.Process(target=_worker, daemon=True,
-                               args=(paths, bpf, count, per_worker, (i, jobs), sender, keylog))
+                               args=(paths, bpf, count, per_worker, (i, jobs), sender, keylog,
+                                     where))
         proc.start()
         sender.close()
         receivers.append(receiver)
