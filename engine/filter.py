@@ -23,6 +23,7 @@ comparisons are false (`not` makes them true), and words are looked for in the c
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -179,9 +180,11 @@ class _Facts:
             if info is None:
                 self._conn_text = ""
             else:
+                hello, cert = info.server_hello, info.certificate
                 tls = " ".join(filter(None, (
-                    info.server_hello.version if info.server_hello else None, info.sni,
-                    *info.alpn, info.tls_decryption)))  # fmt: skip
+                    hello.version if hello else None, hello.cipher if hello else None,
+                    hello.alpn if hello else None, info.sni, *info.alpn, info.tls_decryption,
+                    cert.subject if cert else None)))  # fmt: skip
                 self._conn_text = " ".join((info.client, info.server, info.state,
                                             info.conn_state, info.protocol or "", tls)).lower()  # fmt: skip
         return self._conn_text
@@ -492,8 +495,8 @@ class _Parser:
         elif name in FIELDS:
             kind = FIELDS[name].kind
         else:
-            close = [f for f in FIELDS if f.split(".")[0] == name.split(".")[0]]
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            close = difflib.get_close_matches(name, [*FIELDS, *ALIASES], n=1, cutoff=0.6)
+            hint = f" (did you mean {ALIASES.get(close[0], close[0])}?)" if close else ""
             raise self.error(f"no field named {field_token.text!r}{hint}; "
                              f"fields: {', '.join(FIELDS)}", field_token)  # fmt: skip
         op_token = self.take()

@@ -420,3 +420,28 @@ async def test_opening_a_connection_reads_only_the_exchanges_drawn(monkeypatch):
         await pilot.pause()
         assert view.table.row_count == 3000 and 0 < len(read) < 200
         assert view.table.transaction(view.table.rows.at(2999)).index == 2999
+
+
+@pytest.mark.asyncio
+async def test_find_takes_comparisons_and_says_where_an_expression_is_wrong():
+    app = app_for("zeek/http__methods.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        everything = [tx for txs in app.store.http.values() for tx in txs]
+        wanted = {(tx.connection, tx.index) for tx in everything
+                  if tx.response is not None and tx.response.status >= 400
+                  and not (tx.request is not None and tx.request.method == "GET")}  # fmt: skip
+        assert 0 < len(wanted) < len(everything)
+        await pilot.press("slash", *"status >= 400 and not mehtod = get", "enter")
+        error = str(app.query_one("#prompt-error").render())
+        assert "no field named 'mehtod' (did you mean method?);" in error and "(column 23)" in error
+        assert app.query_one("#prompt").display and app.search is None  # still open, to fix
+        field = app.query_one("#display-filter", Input)
+        field.value = "status >= 400 and not method = get"
+        await pilot.press("enter")
+        await until(pilot, lambda: app.search is not None)
+        assert not app.query_one("#prompt").display
+        found = {(conn, app.store.http[conn][i].index)
+                 for conn, positions in app.search.exchanges.items() for i in positions}  # fmt: skip
+        assert found == wanted
+        assert app.search.matched == len(wanted)

@@ -37,7 +37,7 @@ from tui.escape import escape_text
 from tui.memory import DEFAULT_MEMORY, MemoryReading, MemorySplit, give_back, resident_bytes
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, KeylogLoaded
 from tui.screens.help import HelpScreen
-from tui.search import NO_EXCHANGES, Query, Search, Snapshot, scan
+from tui.search import NO_EXCHANGES, FilterError, Query, Search, Snapshot, scan
 from tui.store import FINISHED_STATES, TrafficStore, exchange_log_bytes, tls_summary
 from tui.widgets.connections import ConnectionsTable
 from tui.widgets.http import ExchangesTable, HttpView
@@ -149,7 +149,7 @@ class WirepeekApp(App[None]):
         with Vertical(id="prompt"):
             yield Label("", id="prompt-error")
             yield Input(id="capture-filter", placeholder="BPF capture filter, e.g. tcp port 80")
-            yield Input(id="display-filter", placeholder="find: words in any HTTP exchange or connection, e.g. 500 x-request-id limit=3")
+            yield Input(id="display-filter", placeholder="find: words, or status >= 500, dur > 1s, path ~ ^/api, header.x-id = abc (? for all)")
             yield Input(id="write-path", placeholder="write the selected connection's packets to")
             yield Input(id="write-all-path", placeholder="write the packets of every connection shown to")
             yield Input(id="keylog-path", placeholder="TLS key log file to decrypt with (the SSLKEYLOGFILE format)")
@@ -660,8 +660,17 @@ class WirepeekApp(App[None]):
 
     @on(Input.Submitted, "#display-filter")
     def apply_display_filter(self, event: Input.Submitted) -> None:
+        try:
+            query = Query(event.value)
+        except FilterError as e:
+            # The filter shown stays; say what is wrong and where, and leave the input open.
+            where = Text(escape_text(e.message) + f" (column {e.column})\n", "bold red")
+            where.append(escape_text(e.text) + "\n" + " " * (e.column - 1) + "^", "red")
+            self.query_one("#prompt-error", Label).update(where)
+            field = self.query_one("#display-filter", Input)
+            field.cursor_position = min(e.column - 1, len(field.value))
+            return
         self._close_prompt()
-        query = Query(event.value)
         if not query:
             self.searching, self.search = None, None
             self.query_one(ConnectionsTable).rebuild(None)

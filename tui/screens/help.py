@@ -9,15 +9,14 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-DISPLAY_FILTER_HELP = """\
-Find (/): words separated by spaces, case ignored. An HTTP exchange matches when every word
-appears in it (method, target, status, header names and values, bodies as decoded for display)
-or in its connection (client or server address and port, state such as ESTABLISHED or RESET,
-Zeek conn_state such as SF or REJ, protocol http/http2/tls, TLS server name). The list shows the
-connections that match or have an exchange that matches; the HTTP tab shows only the exchanges
-that match. Examples:  ":443"   "http 404"   "10.0.0.5 500"   "limit=3"   "x-request-id abc"
-Capture filter (f): a BPF expression as for tcpdump, checked by libpcap before it is applied.
-"""
+from engine.filter import help_text
+
+DISPLAY_FILTER_HELP = (
+    "Find (/): the display filter, as --where takes it (engine.filter; wirepeek --help-filter).\n"
+    + help_text()
+    + "\nCapture filter (f): a BPF expression as for tcpdump, checked by libpcap before it is "
+    "applied.\n"
+)
 
 
 class HelpScreen(ModalScreen[None]):
