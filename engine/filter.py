@@ -177,8 +177,11 @@ class _Facts:
     def conn_text(self) -> str:
         if self._conn_text is None:
             info = self.info
+            last = _last_connection
             if info is None:
                 self._conn_text = ""
+            elif last is not None and last[0] is info:
+                self._conn_text = last[1]  # (a connection's exchanges are looked at in a row)
             else:
                 hello, cert = info.server_hello, info.certificate
                 tls = " ".join(filter(None, (
@@ -187,6 +190,7 @@ class _Facts:
                     cert.subject if cert else None)))  # fmt: skip
                 self._conn_text = " ".join((info.client, info.server, info.state,
                                             info.conn_state, info.protocol or "", tls)).lower()  # fmt: skip
+                _remember(info, self._conn_text)
         return self._conn_text
 
     def heads(self) -> str:
@@ -213,6 +217,14 @@ class _Facts:
                         out.append(decode_message_body(m, BODY_SEARCHED).data.decode("latin-1"))
             self._bodies = out
         return self._bodies
+
+
+_last_connection: tuple[ConnectionInfo, str] | None = None
+
+
+def _remember(info: ConnectionInfo, text: str) -> None:
+    global _last_connection
+    _last_connection = (info, text)
 
 
 def _head_text(message: HttpRequest | HttpResponse) -> str:
