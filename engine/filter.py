@@ -590,6 +590,44 @@ def parse(text: str) -> Filter:
     return Filter(text.strip(), _Parser(text).parse())
 
 
+class OpenConnections:
+    """What an exchange's record and its --where need of its connection: `note` is a consumer
+    factory that keeps each connection as it opens. A batch's exchanges may come after their
+    connection left the engine (its last exchanges come as it closes, before its
+    ConnectionClosed in the same batch): `batch` is given each batch's events first, and such a
+    connection is then described by its final info."""
+
+    def __init__(self) -> None:
+        self.open: dict[int, Any] = {}  # id -> engine.tcp.Connection
+        self.closing: dict[int, ConnectionInfo] = {}
+
+    def note(self, conn: Any, emit: Any) -> None:
+        self.open[conn.id] = conn
+
+    def batch(self, events: list[Any]) -> None:
+        from engine.events import ConnectionClosed
+
+        self.closing = {e.info.id: e.info for e in events if isinstance(e, ConnectionClosed)}
+        for conn_id in self.closing:
+            self.open.pop(conn_id, None)
+
+    def info(self, conn_id: int) -> ConnectionInfo | None:
+        from engine.connections import snapshot
+
+        closing = self.closing.get(conn_id)
+        if closing is not None:
+            return closing
+        conn = self.open.get(conn_id)
+        return snapshot(conn) if conn is not None else None
+
+    def endpoints(self, conn_id: int) -> tuple[str, str] | None:
+        closing = self.closing.get(conn_id)
+        if closing is not None:
+            return closing.client, closing.server
+        conn = self.open.get(conn_id)
+        return (conn.client_addr, conn.server_addr) if conn is not None else None
+
+
 class RecordFilter:
     """`--where` over a pipeline's events: an exchange is kept when it matches (with its
     connection as it is then); a connection when it matches on its own fields or one of its

@@ -117,15 +117,18 @@ def _grpc(call: GrpcCall) -> dict[str, Any]:
     }
 
 
-def http_record(tx: HttpTransaction) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "type": "http",
-        "connection": tx.connection,
-        "index": tx.index,
-        "request": _request(tx.request) if tx.request is not None else None,
-        "response": _response(tx.response) if tx.response is not None else None,
-        "error": tx.error,
-    }
+def http_record(tx: HttpTransaction, endpoints: tuple[str, str] | None = None) -> dict[str, Any]:
+    """endpoints: the connection's client and server ("addr:port"), so that a reader of the
+    records needs no join with the connection record (which comes at its end)."""
+    record: dict[str, Any] = {"type": "http", "connection": tx.connection}
+    if endpoints is not None:
+        record["client"], record["server"] = endpoints
+    record["index"] = tx.index
+    record["request"] = _request(tx.request) if tx.request is not None else None
+    record["response"] = _response(tx.response) if tx.response is not None else None
+    record["error"] = tx.error
+    record["duration"] = _ts(tx.duration)
+    record["ttfb"] = _ts(tx.wait)
     if tx.stream is not None:
         record["stream"] = tx.stream
     if tx.grpc is not None:

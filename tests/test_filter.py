@@ -194,3 +194,21 @@ def test_a_bad_where_is_a_clear_usage_error():
     assert b"Traceback" not in proc.stderr
     listed = wirepeek("--help-filter")
     assert listed.returncode == 0 and b"resp.size" in listed.stdout and b"status >= 500" in listed.stdout
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_http_records_carry_endpoints_and_times_for_jq(jobs):
+    """No join with the connection record needed: client, server, duration and ttfb are in
+    each http record; --where on connection fields works for exchanges emitted as their
+    connection closes."""
+    from tests.test_cli import capture, records, wirepeek
+
+    path = capture("zeek/http__get.pcap")
+    [r] = records(wirepeek("-r", path, "--json", "--jobs", jobs).stdout, "http")
+    assert (r["client"], r["server"]) == ("141.142.228.5:59856", "192.150.187.43:80")
+    assert r["duration"] == round(r["response"]["end_ts"] - r["request"]["ts"], 6)
+    assert r["ttfb"] == round(r["response"]["ts"] - r["request"]["end_ts"], 6)
+    where = "server = 192.150.187.43 and port = 80 and ttfb < 100ms"
+    kept = wirepeek("-r", path, "--json", "--jobs", jobs, "--where", where).stdout
+    assert len(records(kept, "http")) == 1 and len(records(kept, "connection")) == 1
+    assert records(wirepeek("-r", path, "--json", "--jobs", jobs, "--where", "port = 81").stdout) == []

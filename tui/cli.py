@@ -8,22 +8,28 @@ way), exit 2 for a usage mistake (argparse's own).
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
-from fractions import Fraction
 import os
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from engine import sources
 from engine.batch import META, Batch
-from engine.bounds import MiB, Bounds
+from engine.bounds import Bounds, MiB
 from engine.detect import HTTP2
-from engine.connections import snapshot
-from engine.events import ConnectionClosed, ConnectionInfo, Event, Gap, HttpTransaction
-from engine.filter import BODY_SEARCHED, Filter, FilterError, RecordFilter, help_text, uses_bodies
+from engine.events import ConnectionClosed, Event, Gap, HttpTransaction
+from engine.filter import (
+    BODY_SEARCHED,
+    FilterError,
+    OpenConnections,
+    RecordFilter,
+    help_text,
+    uses_bodies,
+)
 from engine.filter import parse as parse_filter
 from engine.http2 import Http2Parser
 from engine.keylog import KeyLog, open_keys
@@ -33,6 +39,7 @@ from engine.tcp import Connection
 from engine.tlsdecrypt import DECRYPTED, TlsDecryptor
 from tui import collector
 from tui.escape import escape_bytes, escape_text, hexdump_lines
+from tui.live_feed import FEED_BYTES
 from tui.memory import (
     DEFAULT_MEMORY,
     ENGINE_EIGHTHS,
@@ -43,7 +50,6 @@ from tui.memory import (
     MemorySplit,
     physical_bytes,
 )
-from tui.live_feed import FEED_BYTES
 from tui.sharded import default_jobs, json_records_sharded
 from tui.store import LOG_BYTES, MAX_TRANSACTIONS_PER_CONNECTION, MIN_LOG_BYTES, tls_summary
 
@@ -387,20 +393,22 @@ def open_keylog(args: argparse.Namespace) -> KeyLog | None:
 
 def json_records(args: argparse.Namespace, source: sources.Source) -> int:
     where = args.where_filter
-    pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024),
+    opened = OpenConnections()
+    pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024), consumers={None: [opened.note]},
                         http_body_limit=BODY_SEARCHED if where and uses_bodies(where) else 0,
                         keylog=args.keys)  # fmt: skip
-    keep = record_filter(where, pipeline)
+    keep = RecordFilter(where, opened.info) if where is not None else None
     out = sys.stdout.buffer  # one write per batch: unbuffered (PYTHONUNBUFFERED) or not
     for events in batches(args, source, pipeline):
         lines = []
+        opened.batch(events)
         for event in events:
             if isinstance(event, ConnectionClosed):
                 if keep is None or keep.connection(event.info):
                     lines.append(line(connection_record(event.info)))
             elif isinstance(event, HttpTransaction):
                 if keep is None or keep.exchange(event):
-                    lines.append(line(http_record(event)))
+                    lines.append(line(http_record(event, opened.endpoints(event.connection))))
         if lines:
             lines.append(b"")
             out.write(b"\n".join(lines))
@@ -562,18 +570,6 @@ def follow(args: argparse.Namespace, source: sources.Source) -> int:
               "the capture has no TCP connections", file=sys.stderr)
         return 1
     return 0
-
-
-def record_filter(where: Filter | None, pipeline: Pipeline) -> RecordFilter | None:
-    """--where over this pipeline's events (None: every record)."""
-    if where is None:
-        return None
-
-    def lookup(conn_id: int) -> ConnectionInfo | None:
-        conn = pipeline.table.connection(conn_id)
-        return snapshot(conn) if conn is not None else None
-
-    return RecordFilter(where, lookup)
 
 
 def follow_stream(args: argparse.Namespace, source: sources.Source) -> int:

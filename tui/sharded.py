@@ -19,16 +19,15 @@ import os
 import sys
 from collections import deque
 from collections.abc import Callable
-from multiprocessing.connection import Connection as Pipe
 from dataclasses import replace
+from multiprocessing.connection import Connection as Pipe
 from multiprocessing.connection import wait
 from typing import Any
 
 from engine import sources
 from engine.bounds import Bounds
-from engine.events import ConnectionClosed, ConnectionInfo, Event, HttpTransaction
-from engine.connections import snapshot
-from engine.filter import BODY_SEARCHED, RecordFilter, uses_bodies
+from engine.events import ConnectionClosed, Event, HttpTransaction
+from engine.filter import BODY_SEARCHED, OpenConnections, RecordFilter, uses_bodies
 from engine.filter import parse as parse_filter
 from engine.keylog import KeyLog
 from engine.pipeline import Pipeline
@@ -42,23 +41,17 @@ Record = tuple[str, int, str]
 def _worker(paths: list[str], bpf: str, count: int | None, bounds: Bounds, shard: tuple[int, int],
             out: Pipe, keylog: KeyLog | None = None, where: str | None = None) -> None:
     opened: list[int] = []
+    conns = OpenConnections()
 
     def note_open(conn: Connection, emit: Callable[[Event], None]) -> None:
         opened.append(conn.first_packet)
+        conns.note(conn, emit)
 
     condition = parse_filter(where) if where else None
     bodies = BODY_SEARCHED if condition is not None and uses_bodies(condition) else 0
     pipeline = Pipeline(bounds, consumers={None: [note_open]}, http_body_limit=bodies, shard=shard,
                         keylog=keylog)
-    keep = None
-    if condition is not None:
-        table = pipeline.table
-
-        def lookup(conn_id: int) -> ConnectionInfo | None:
-            conn = table.connection(conn_id)
-            return snapshot(conn) if conn is not None else None
-
-        keep = RecordFilter(condition, lookup)
+    keep = RecordFilter(condition, conns.info) if condition is not None else None
     source = sources.open_files(paths, bpf)
     remaining = count
     try:
@@ -75,13 +68,15 @@ def _worker(paths: list[str], bpf: str, count: int | None, bounds: Bounds, shard
             if final:
                 events += pipeline.finish()
             records: list[Record] = []
+            conns.batch(events)
             for event in events:
                 if isinstance(event, ConnectionClosed):
                     if keep is None or keep.connection(event.info):
                         records.append(split_line(connection_record(event.info)))
                 elif isinstance(event, HttpTransaction):
                     if keep is None or keep.exchange(event):
-                        records.append(split_line(http_record(event)))
+                        ends = conns.endpoints(event.connection)
+                        records.append(split_line(http_record(event, ends)))
             out.send((opened[:], records, final, source.error if final else None))
             opened.clear()
             if final:
