@@ -31,10 +31,11 @@ from engine.filter import (
     uses_bodies,
 )
 from engine.filter import parse as parse_filter
+from engine.stats import ACCURACY, GROUPINGS, Stats
 from engine.http2 import Http2Parser
 from engine.keylog import KeyLog, open_keys
 from engine.pipeline import Pipeline
-from engine.records import connection_record, http_record, line
+from engine.records import connection_record, dumps, http_record, line
 from engine.tcp import Connection
 from engine.tlsdecrypt import DECRYPTED, TlsDecryptor
 from tui import collector
@@ -113,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "that match or have such an exchange (the language of / in the "
                           "inspector: status >= 500, dur > 1s, path ~ ^/api, words...; see "
                           "--help-filter)")
+    out.add_argument("--stats", action="store_true",
+                     help="latency statistics of the HTTP exchanges instead of records: count, "
+                          "error rate (5xx, no answer, unparsable), p50/p90/p99/max of duration "
+                          "and time to first byte (within 1%%), bytes; with --json, one record a "
+                          "group; --where filters the exchanges first")
+    out.add_argument("--group-by", choices=GROUPINGS, default="endpoint",
+                     help="with --stats: method and path with ids collapsed (GET /users/{id}), "
+                          "the Host, or the status (default endpoint)")
     out.add_argument("--help-filter", action="store_true",
                      help="the display filter's fields and syntax, then exit")
     out.add_argument("--follow", type=int, metavar="ID",
@@ -220,8 +229,10 @@ def run(args: argparse.Namespace) -> int:
     if args.follow is not None and args.json:
         raise UsageError("--follow and --json are separate modes")
     args.where_filter = None
+    if args.group_by != "endpoint" and not args.stats:
+        raise UsageError("--group-by goes with --stats")
     if args.where is not None:
-        if not args.json:
+        if not args.json and not args.stats:
             raise UsageError("--where goes with --json (in the inspector, / takes the same language)")
         try:
             args.where_filter = parse_filter(args.where)
@@ -259,6 +270,8 @@ def run(args: argparse.Namespace) -> int:
             status = 0
         elif args.follow is not None:
             status = follow(args, source)
+        elif args.stats:
+            status = stats_report(args, source)
         elif args.json and _parallel(args) > 1:
             source.close()  # opened to check the files and filter; the workers open their own
             error = json_records_sharded(args.read, bpf, args.count, bounds_from(args, 64 * 1024),
@@ -570,6 +583,60 @@ def follow(args: argparse.Namespace, source: sources.Source) -> int:
               "the capture has no TCP connections", file=sys.stderr)
         return 1
     return 0
+
+
+def stats_report(args: argparse.Namespace, source: sources.Source) -> int:
+    """--stats: the exchanges grouped (--group-by), a table or (--json) a record a group."""
+    where = args.where_filter
+    opened = OpenConnections()
+    pipeline = Pipeline(bounds_from(args, keep_stream=0), consumers={None: [opened.note]},
+                        http_body_limit=BODY_SEARCHED if where and uses_bodies(where) else 0,
+                        keylog=args.keys)  # fmt: skip
+    stats = Stats(args.group_by)
+    for events in batches(args, source, pipeline):
+        opened.batch(events)
+        for event in events:
+            if isinstance(event, HttpTransaction):
+                info = opened.info(event.connection) if where or args.group_by == "host" else None
+                if where is None or where.exchange(info, event):
+                    stats.add(event, info)
+    groups = stats.sorted()
+    out = sys.stdout
+    if args.json:
+        for group in [*groups, stats.total]:
+            out.write(dumps(group.record(stats.grouping)).decode() + "\n")
+        return 0
+    width = max([len(stats.grouping), 5, *(len(escape_text(g.name)) for g in groups)])
+    width = min(width, 60)
+    print(f"{stats.grouping:<{width}} {'count':>8} {'errors':>7} {'p50':>9} {'p90':>9} "
+          f"{'p99':>9} {'max':>9} {'ttfb p50':>9} {'ttfb p99':>9} {'req':>8} {'resp':>8}", file=out)
+    for group in [*groups, stats.total]:
+        name = escape_text(group.name)
+        name = name if len(name) <= width else name[: width - 1] + "…"
+        d, w = group.duration, group.ttfb
+        rate = f"{100 * group.errors / group.count:.1f}%" if group.count else "-"
+        print(f"{name:<{width}} {group.count:>8,} {rate:>7} {_t(d.quantile(0.5))} "
+              f"{_t(d.quantile(0.9))} {_t(d.quantile(0.99))} {_t(d.max if d.count else None)} "
+              f"{_t(w.quantile(0.5))} {_t(w.quantile(0.99))} {_bytes(group.request_bytes)} "
+              f"{_bytes(group.response_bytes)}", file=out)  # fmt: skip
+    print(f"percentiles within {ACCURACY:.0%}; errors: 5xx, no answer, or unparsable", file=out)
+    return 0
+
+
+def _t(seconds: float | None) -> str:
+    if seconds is None:
+        return f"{'-':>9}"
+    if seconds < 1:
+        return f"{seconds * 1000:>7.1f}ms"
+    return f"{seconds:>8.2f}s"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n:>7}{unit}" if unit == "B" else f"{n:>7.1f}{unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
 
 
 def follow_stream(args: argparse.Namespace, source: sources.Source) -> int:

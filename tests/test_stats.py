@@ -1,0 +1,110 @@
+"""Latency statistics (engine.stats): percentiles against exact values on generated data, in
+fixed memory; grouping by endpoint (ids collapsed), host and status; --stats on the command line."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+
+from engine.stats import ACCURACY, Sketch, Stats, endpoint
+from tests.test_filter import conn, exchange
+from tests.test_cli import capture, wirepeek
+
+
+def exact(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
+@pytest.mark.parametrize("kind", ["lognormal", "uniform", "bimodal", "constant"])
+def test_percentiles_are_within_the_stated_error(kind):
+    rng = random.Random(kind)
+    make = {
+        "lognormal": lambda: rng.lognormvariate(-4, 1.5),
+        "uniform": lambda: rng.uniform(0.0001, 3.0),
+        "bimodal": lambda: rng.choice((rng.gauss(0.01, 0.001), rng.gauss(2.0, 0.2))),
+        "constant": lambda: 0.125,
+    }[kind]
+    values = [abs(make()) for _ in range(20_000)]
+    sketch = Sketch()
+    for v in values:
+        sketch.add(v)
+    for q in (0.01, 0.5, 0.9, 0.99, 0.999, 1.0):
+        got, want = sketch.quantile(q), exact(values, q)
+        assert got is not None and abs(got - want) <= ACCURACY * want + 1e-12, (q, got, want)
+    assert sketch.max == max(values) and sketch.count == len(values)
+
+
+def test_memory_is_bounded_by_the_range_not_the_count():
+    sketch = Sketch()
+    rng = random.Random(1)
+    for _ in range(200_000):
+        sketch.add(10 ** rng.uniform(-6, math.log10(86_400)))  # a microsecond to a day
+    assert len(sketch.buckets) <= 1_300
+    assert Sketch().quantile(0.5) is None
+
+
+def test_sketches_merge_as_if_one():
+    rng = random.Random(2)
+    values = [rng.expovariate(10) for _ in range(5_000)]
+    one, a, b = Sketch(), Sketch(), Sketch()
+    for i, v in enumerate(values):
+        one.add(v)
+        (a if i % 2 else b).add(v)
+    a.merge(b)
+    assert a.buckets == one.buckets and a.count == one.count and a.max == one.max
+    assert a.quantile(0.9) == one.quantile(0.9)
+
+
+@pytest.mark.parametrize("target,expected", [
+    ("/users/42/orders?page=2", "GET /users/{id}/orders"),
+    ("/users/7/orders", "GET /users/{id}/orders"),
+    ("/items/3f2504e0-4f89-11d3-9a0c-0305e82c3301", "GET /items/{id}"),
+    ("/blob/deadbeef0123456789", "GET /blob/{id}"),
+    ("/session/AbCdEfGh1234567890_-xyZ", "GET /session/{id}"),
+    ("/checkout", "GET /checkout"),
+    ("/api/v2/health", "GET /api/v2/health"),  # v2 is a version, not an id
+    ("http://proxy.example/a/12", "GET /a/{id}"),
+    ("/", "GET /"),
+])
+def test_endpoints_collapse_ids(target, expected):
+    assert endpoint(exchange(target=target)) == expected
+
+
+def test_groups_count_errors_and_bytes():
+    stats = Stats("status")
+    for tx in (exchange(status=200, resp_body=b"x" * 10), exchange(status=503),
+               exchange(status=200, dur=1.0), exchange(status=404)):
+        stats.add(tx, conn())
+    by = {g.name: g for g in stats.groups.values()}
+    assert (by["200"].count, by["200"].errors, by["200"].response_bytes) == (2, 0, 10)
+    assert by["503"].errors == 1 and by["404"].errors == 0
+    assert stats.total.count == 4 and stats.total.errors == 1
+    assert [g.name for g in stats.sorted()] == ["200", "404", "503"]
+    hosts = Stats("host")
+    hosts.add(exchange(req_headers=()), conn(sni="api.example.com"))
+    assert list(hosts.groups) == ["api.example.com"]
+    with pytest.raises(ValueError):
+        Stats("colour")
+
+
+def test_stats_on_the_command_line():
+    path = capture("zeek/http__methods.pcap")
+    records = [json.loads(x) for x in wirepeek("-r", path, "--stats", "--json", "--group-by", "status").stdout.splitlines()]
+    everything = [json.loads(x) for x in wirepeek("-r", path, "--json").stdout.splitlines()]
+    http = [r for r in everything if r["type"] == "http"]
+    total = records[-1]
+    assert total["group"] == "(all)" and total["count"] == len(http)
+    counts = {r["group"]: r["count"] for r in records[:-1]}
+    for status in ("400", "405", "200"):
+        assert counts[status] == sum(1 for r in http if r["response"] and str(r["response"]["status"]) == status)
+    filtered = wirepeek("-r", path, "--stats", "--json", "--where", "status = 4xx").stdout.splitlines()
+    assert json.loads(filtered[-1])["count"] == sum(1 for r in http if r["response"] and 400 <= r["response"]["status"] < 500)
+    table = wirepeek("-r", path, "--stats").stdout.decode()
+    assert table.splitlines()[0].split()[:3] == ["endpoint", "count", "errors"]
+    assert "(all)" in table and "percentiles within 1%" in table
+    wrong = wirepeek("-r", path, "--group-by", "host")
+    assert wrong.returncode == 2 and b"--group-by goes with --stats" in wrong.stderr
