@@ -31,6 +31,9 @@ from engine.filter import (
     uses_bodies,
 )
 from engine.filter import parse as parse_filter
+from engine.har import entry as har_entry
+from engine.har import har
+from engine.http import DEFAULT_MAX_BODY
 from engine.stats import ACCURACY, GROUPINGS, Stats
 from engine.http2 import Http2Parser
 from engine.keylog import KeyLog, open_keys
@@ -122,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--group-by", choices=GROUPINGS, default="endpoint",
                      help="with --stats: method and path with ids collapsed (GET /users/{id}), "
                           "the Host, or the status (default endpoint)")
+    out.add_argument("--har", metavar="FILE",
+                     help="write the HTTP exchanges (those --where keeps) to FILE as HAR 1.2, "
+                          "the format browsers import: headers, cookies, query strings, bodies "
+                          "decoded (the first MiB of each), timings; '-' for stdout")
     out.add_argument("--help-filter", action="store_true",
                      help="the display filter's fields and syntax, then exit")
     out.add_argument("--follow", type=int, metavar="ID",
@@ -232,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     if args.group_by != "endpoint" and not args.stats:
         raise UsageError("--group-by goes with --stats")
     if args.where is not None:
-        if not args.json and not args.stats:
+        if not args.json and not args.stats and args.har is None:
             raise UsageError("--where goes with --json (in the inspector, / takes the same language)")
         try:
             args.where_filter = parse_filter(args.where)
@@ -272,6 +279,8 @@ def run(args: argparse.Namespace) -> int:
             status = follow(args, source)
         elif args.stats:
             status = stats_report(args, source)
+        elif args.har is not None:
+            status = har_export(args, source)
         elif args.json and _parallel(args) > 1:
             source.close()  # opened to check the files and filter; the workers open their own
             error = json_records_sharded(args.read, bpf, args.count, bounds_from(args, 64 * 1024),
@@ -582,6 +591,42 @@ def follow(args: argparse.Namespace, source: sources.Source) -> int:
               f"(ids 0 to {total - 1})" if total else f"wirepeek: no connection {wanted}: "
               "the capture has no TCP connections", file=sys.stderr)
         return 1
+    return 0
+
+
+def har_export(args: argparse.Namespace, source: sources.Source) -> int:
+    """--har FILE: the exchanges as HAR 1.2, written as they come (one entry at a time: the
+    document is never held whole)."""
+    where = args.where_filter
+    opened = OpenConnections()
+    pipeline = Pipeline(bounds_from(args, keep_stream=0), consumers={None: [opened.note]},
+                        http_body_limit=DEFAULT_MAX_BODY, keylog=args.keys)
+    try:
+        out = sys.stdout.buffer if args.har == "-" else open(args.har, "wb")  # noqa: SIM115
+    except OSError as e:
+        raise UsageError(f"--har: cannot write {args.har}: {e.strerror or e}") from None
+    written = 0
+    try:
+        head = dumps(har([]))
+        out.write(head[: head.rindex(b"[]")] + b"[\n")
+        for events in batches(args, source, pipeline):
+            opened.batch(events)
+            for event in events:
+                if not isinstance(event, HttpTransaction):
+                    continue
+                info = opened.info(event.connection)
+                if where is not None and not where.exchange(info, event):
+                    continue
+                record = har_entry(event, info)
+                if record is not None:
+                    out.write((b",\n" if written else b"") + dumps(record))
+                    written += 1
+        out.write(b"\n]}}\n")
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+    if args.har != "-":
+        print(f"wirepeek: {written} exchanges written to {args.har} (HAR 1.2)", file=sys.stderr)
     return 0
 
 
