@@ -113,3 +113,113 @@ def test_har_follows_where_and_writes_to_stdout(tmp_path):
     assert [e["request"]["url"] for e in entries] == ["http://shop.test/upload?kind=raw"]
     bad = wirepeek("-r", str(tmp_path / "shop.pcap"), "--har", str(tmp_path / "no" / "such" / "dir.har"))
     assert bad.returncode == 2 and b"--har: cannot write" in bad.stderr and b"Traceback" not in bad.stderr
+
+
+# ---------------------------------------------------------------------------- copy as curl / raw
+
+
+def test_a_curl_command_sends_the_same_request_again(tmp_path):
+    """The command is run (by bash, with the real curl) against a server on loopback that
+    records what it receives: method, target, headers and body come back as captured."""
+    import shutil
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from engine.events import HttpRequest, HttpTransaction
+    from engine.export import curl_command
+
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    got: list[tuple[str, str, dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _any(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            got.append((self.command, self.path, dict(self.headers), body))
+            self.send_response(204)
+            self.end_headers()
+
+        do_GET = do_POST = do_PUT = _any
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"127.0.0.1:{server.server_port}"
+    try:
+        cases = [
+            ("GET", "/search?q=a%20b&x=1", [("Cookie", "sid=abc; t='x'"), ("X-Quote", "it's $HOME `id`")], b""),
+            ("POST", "/upload", [("Content-Type", "application/octet-stream")], BINARY),
+            ("PUT", "/doc/7", [("Content-Type", "application/json")], '{"name": "café"}'.encode()),
+        ]
+        for method, target, headers, body in cases:
+            fields = tuple([("Host", host), *headers, ("Content-Length", str(len(body)))])
+            request = HttpRequest(1.0, 1.0, method, target, "1.1", fields, len(body), 0, body, True, 0)
+            command = curl_command(HttpTransaction(0, 0, request, None))
+            assert command is not None
+            subprocess.run(["bash", "-c", command + " -s -o /dev/null"], check=True, timeout=20)
+            sent_method, sent_path, sent_headers, sent_body = got[-1]
+            assert (sent_method, sent_path, sent_body) == (method, target, body)
+            for name, value in headers:
+                assert sent_headers[name] == value
+    finally:
+        server.shutdown()
+
+
+def test_raw_http_is_the_exchange_as_sent():
+    from engine.events import HttpRequest, HttpResponse, HttpTransaction
+    from engine.export import raw_http
+
+    request = HttpRequest(1.0, 1.0, "POST", "/x", "1.1", (("Host", "a"), ("Content-Length", "2")),
+                          2, 0, b"hi", True, 0)  # fmt: skip
+    response = HttpResponse(2.0, 2.0, 200, "OK", "1.1", (("Content-Length", "3"),), 3, 0, b"yes", True)
+    assert raw_http(HttpTransaction(0, 0, request, response)) == (
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"
+        b"\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes")
+
+
+@pytest.mark.asyncio
+async def test_the_inspector_exports_har_and_copies_curl(tmp_path):
+    from textual.widgets import Input
+
+    from engine.export import curl_command
+    from tests.test_app import SIZE, read_all, workers_done
+    from tests.test_inspector import file_app
+
+    write_pcap(tmp_path / "shop.pcap", causal(*build(SCRIPT)))
+    app = file_app(tmp_path / "shop.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        await pilot.press("enter", "down")  # the second exchange: the POST
+        tx = app.store.http[0][1]
+        await pilot.press("c")
+        assert app.clipboard == curl_command(tx, app.store.connections[0]) + "\n"
+        assert "printf '%b'" in app.clipboard and "--data-binary @-" in app.clipboard
+        assert [n.message for n in app._notifications][-1].startswith("the curl command: ")
+        await pilot.press("C")
+        assert app.clipboard.startswith("POST /upload?kind=raw HTTP/1.1\r\n")
+        await pilot.press("e")
+        field = app.query_one("#har-path", Input)
+        assert field.value == "wirepeek-connection-0.har"
+        field.value = str(tmp_path / "conn.har")
+        await pilot.press("enter")
+        await workers_done(app, "write")
+        await pilot.pause()
+        entries = json.loads((tmp_path / "conn.har").read_text())["log"]["entries"]
+        assert [haralyzer.HarEntry(e).url for e in entries] == [
+            "http://shop.test/search?q=wire+peek&page=2&empty=", "http://shop.test/upload?kind=raw",
+            "http://shop.test/never-answered"]  # fmt: skip
+        # Under a search, only what it shows.
+        await pilot.press("escape", "slash", *"method = POST", "enter")
+        from tests.test_app import until
+
+        await until(pilot, lambda: app.search is not None)
+        await pilot.press("E")
+        app.query_one("#har-all-path", Input).value = str(tmp_path / "shown.har")
+        await pilot.press("enter")
+        await workers_done(app, "write")
+        await pilot.pause()
+        shown = json.loads((tmp_path / "shown.har").read_text())["log"]["entries"]
+        assert [e["request"]["method"] for e in shown] == ["POST"]

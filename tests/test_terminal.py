@@ -215,3 +215,25 @@ def test_a_connection_of_3000_exchanges_in_a_real_terminal(session, tmp_path):
     wait_for(session, "1 exchange matches")  # the status bar (once the sort's note has gone)
     tmux("send-keys", "-t", session, "q")
     wait_for(session, "EXITED 0")
+
+
+def test_c_copies_by_osc_52_into_tmux(session):
+    """OSC 52 is how the clipboard works over SSH: tmux, with set-clipboard on, takes the
+    sequence into its paste buffer (and passes it on to the terminal outside)."""
+    from tui.cli import DEMO_CAPTURE
+
+    tmux("set-option", "-s", "set-clipboard", "on")
+    subprocess.run(["tmux", "delete-buffer"], capture_output=True)
+    tmux("send-keys", "-t", session, f"cd {ROOT} && {sys.executable} -m tui.cli -r {DEMO_CAPTURE}", "Enter")
+    wait_for(session, "done")
+    tmux("send-keys", "-t", session, "Enter")  # the first connection's exchanges
+    wait_for(session, "/api/v1/orders?limit=3")
+    tmux("send-keys", "-t", session, "c")
+    wait_for(session, "copied by OSC 52")
+    deadline = time.monotonic() + 10
+    buffer = ""
+    while time.monotonic() < deadline and "curl" not in buffer:
+        buffer = subprocess.run(["tmux", "show-buffer"], capture_output=True, text=True).stdout
+        time.sleep(0.1)
+    assert buffer.startswith("curl ") and "/api/v1/orders?limit=3" in buffer, buffer
+    tmux("send-keys", "-t", session, "q")

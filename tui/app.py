@@ -30,6 +30,10 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from engine import sources
 from engine.bounds import Bounds
 from engine.events import ConnectionInfo, HttpTransaction, Stats
+from engine.export import curl_command, raw_http
+from engine.har import entry as har_entry
+from engine.har import har
+from engine.records import dumps
 from engine.tlsdecrypt import DECRYPTED
 from tui.capture import CaptureDriver, SourceSpec
 from tui.collector import Collector
@@ -48,6 +52,7 @@ from tui.widgets.stream import StreamView
 
 
 SWITCH_INTERVAL = 0.0005  # seconds; see on_mount
+OSC52_LIMIT = 100_000  # bytes copied by OSC 52 at most (terminals and tmux cap what they take)
 KEY_HOLD = 0.05  # seconds the capture thread may wait for a key to be answered, at most
 ROWS_BUDGET = 0.02  # seconds of row updates per engine update, at most
 MORE_ROWS_AFTER = 0.03  # seconds before rows left over are drawn when no update comes
@@ -95,6 +100,10 @@ class WirepeekApp(App[None]):
         Binding("z", "zoom", "Zoom"),
         Binding("w", "write_pcap", "Write pcap", show=False),
         Binding("W", "write_shown", "Write all shown", show=False),
+        Binding("e", "export_har", "HAR of the selected connection's exchanges shown", show=False),
+        Binding("E", "export_har_shown", "HAR of every exchange shown", show=False),
+        Binding("c", "copy_curl", "Copy the exchange as a curl command (OSC 52)", show=False),
+        Binding("C", "copy_raw", "Copy the exchange as raw HTTP (OSC 52)", show=False),
         Binding("x", "toggle_hex", "Text/hex"),
         Binding("F", "toggle_frames", "HTTP/2 frames in the stream", show=False),
         Binding("t", "toggle_times", "Clock/relative times", show=False),
@@ -152,6 +161,8 @@ class WirepeekApp(App[None]):
             yield Input(id="display-filter", placeholder="find: words, or status >= 500, dur > 1s, path ~ ^/api, header.x-id = abc (? for all)")
             yield Input(id="write-path", placeholder="write the selected connection's packets to")
             yield Input(id="write-all-path", placeholder="write the packets of every connection shown to")
+            yield Input(id="har-path", placeholder="write the selected connection's exchanges shown as HAR to")
+            yield Input(id="har-all-path", placeholder="write every exchange shown as HAR to")
             yield Input(id="keylog-path", placeholder="TLS key log file to decrypt with (the SSLKEYLOGFILE format)")
         yield StatusBar(id="status")
         yield Footer()
@@ -522,6 +533,110 @@ class WirepeekApp(App[None]):
         self.write_connections(shown, path,
                                f" of {len(shown)} connection{'s' if len(shown) != 1 else ''}",
                                self.generation)
+
+    # ------------------------------------------------------------------ export and copy
+
+    def _shown_positions(self, conn_id: int) -> list[int]:
+        """The positions of a connection's exchanges that are shown (under a search: those that
+        matched)."""
+        txs = self.store.http.get(conn_id, NO_EXCHANGES)
+        if self.search is not None:
+            return list(self.search.exchanges.get(conn_id, ()))
+        return list(range(len(txs)))
+
+    def action_export_har(self) -> None:
+        if self.selected is None:
+            self.notify("select a connection first", severity="warning")
+            return
+        self._open_prompt("#har-path", f"wirepeek-connection-{self.selected}.har")
+
+    def action_export_har_shown(self) -> None:
+        self._open_prompt("#har-all-path", "wirepeek-shown.har")
+
+    @on(Input.Submitted, "#har-path")
+    def export_har(self, event: Input.Submitted) -> None:
+        path = event.value.strip()
+        if not path or self.selected is None:
+            return
+        self._close_prompt()
+        self.write_har([(self.selected, self._shown_positions(self.selected))], path)
+
+    @on(Input.Submitted, "#har-all-path")
+    def export_har_shown(self, event: Input.Submitted) -> None:
+        path = event.value.strip()
+        if not path:
+            return
+        self._close_prompt()
+        order = self.query_one(ConnectionsTable).order
+        self.write_har([(conn_id, self._shown_positions(conn_id)) for conn_id in order], path)
+
+    @work(thread=True, exclusive=True, group="write", exit_on_error=False)
+    def write_har(self, wanted: list[tuple[int, list[int]]], path: str) -> None:
+        """Write these exchanges (connection, positions in its list) as HAR 1.2, reading each
+        from the exchange log as it goes."""
+        store = self.store
+        entries = []
+        for conn_id, positions in wanted:
+            info = store.connections.get(conn_id)
+            txs = store.http.get(conn_id, NO_EXCHANGES)
+            for i in positions:
+                if i < len(txs):
+                    record = har_entry(txs[i], info)
+                    if record is not None:
+                        entries.append(record)
+        try:
+            with open(path, "wb") as f:
+                f.write(dumps(har(entries)) + b"\n")
+        except OSError as e:
+            self.call_from_thread(self.notify, escape_text(f"nothing written: {path}: {e.strerror or e}"),
+                                  severity="error", markup=False)  # fmt: skip
+            return
+        said = f"wrote {len(entries)} exchange{'s' if len(entries) != 1 else ''} to {path} (HAR 1.2)"
+        self.call_from_thread(self.notify, escape_text(said), markup=False)
+
+    def _selected_exchange(self) -> HttpTransaction | None:
+        table = self.query_one(ExchangesTable)
+        row = table.selected_id()
+        tx = table.transaction(row) if row is not None else None
+        if tx is None:
+            self.notify("select an exchange first (Enter, then ↑ ↓ in the HTTP tab)", severity="warning")
+        return tx
+
+    def action_copy_curl(self) -> None:
+        tx = self._selected_exchange()
+        if tx is None:
+            return
+        info = self.store.connections.get(tx.connection)
+        command = curl_command(tx, info)
+        if command is None:
+            self.notify("its request was not captured: no curl command", severity="warning")
+            return
+        self._copy(command + "\n", "the curl command")
+
+    def action_copy_raw(self) -> None:
+        tx = self._selected_exchange()
+        if tx is not None:
+            self._copy(raw_http(tx).decode("latin-1"), "the exchange as raw HTTP")
+
+    def _copy(self, text: str, what: str) -> None:
+        """To the terminal's clipboard by OSC 52 (which reaches the local terminal through SSH,
+        and through tmux with set-clipboard on); past OSC52_LIMIT, to a file instead."""
+        size = len(text.encode("utf-8"))
+        if size <= OSC52_LIMIT:
+            self.copy_to_clipboard(text)
+            self.notify(f"{what}: {size:,} bytes copied by OSC 52 to the terminal's clipboard "
+                        "(tmux: set-clipboard on)", markup=False)  # fmt: skip
+            return
+        path = os.path.abspath(f"wirepeek-copy-{int(time.time())}.txt")
+        try:
+            with open(path, "w", encoding="utf-8", errors="replace") as f:
+                f.write(text)
+        except OSError as e:
+            self.notify(escape_text(f"not copied: {size:,} bytes is too much for OSC 52, and "
+                                    f"{path}: {e.strerror or e}"), severity="error", markup=False)  # fmt: skip
+            return
+        self.notify(escape_text(f"{what}: {size:,} bytes, too much for OSC 52: written to {path}"),
+                    markup=False)  # fmt: skip
 
     @work(thread=True, exclusive=True, group="write", exit_on_error=False)
     def write_connections(self, connections: list[ConnectionInfo], path: str, what: str,
