@@ -57,6 +57,14 @@ def curl_command(tx: HttpTransaction, info: ConnectionInfo | None = None) -> str
     return command
 
 
+def body_message(tx: HttpTransaction) -> HttpRequest | HttpResponse | None:
+    """The message whose body a "save the body" means: the response's, else the request's."""
+    for message in (tx.response, tx.request):
+        if message is not None and message.body:
+            return message
+    return None
+
+
 def _message(start: str, message: HttpRequest | HttpResponse) -> bytes:
     head = start + "".join(f"{n}: {v}\r\n" for n, v in message.headers if not n.startswith(":"))
     return head.encode("latin-1", "replace") + b"\r\n" + message.body

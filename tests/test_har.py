@@ -223,3 +223,28 @@ async def test_the_inspector_exports_har_and_copies_curl(tmp_path):
         await pilot.pause()
         shown = json.loads((tmp_path / "shown.har").read_text())["log"]["entries"]
         assert [e["request"]["method"] for e in shown] == ["POST"]
+
+
+@pytest.mark.asyncio
+async def test_b_saves_the_body_decoded(tmp_path, monkeypatch):
+    from textual.widgets import Input
+
+    from tests.test_app import SIZE, read_all
+    from tests.test_inspector import file_app
+
+    monkeypatch.chdir(tmp_path)
+    write_pcap(tmp_path / "shop.pcap", causal(*build(SCRIPT)))
+    app = file_app(tmp_path / "shop.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        await pilot.press("enter", "b")  # the search: a gzip JSON answer
+        field = app.query_one("#body-path", Input)
+        assert field.value == "wirepeek-body-0-0.json"
+        await pilot.press("enter")
+        assert (tmp_path / "wirepeek-body-0-0.json").read_bytes() == JSON_BODY
+        said = [n.message for n in app._notifications][-1]
+        assert said == f"saved the response body to wirepeek-body-0-0.json ({len(JSON_BODY)} bytes, decoded gzip)"
+        await pilot.press("enter", "down", "b")  # the upload: its response is a PNG
+        assert field.value == "wirepeek-body-0-1.png"
+        await pilot.press("enter")
+        assert (tmp_path / "wirepeek-body-0-1.png").read_bytes() == PNG

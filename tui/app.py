@@ -11,6 +11,7 @@ The selected connection lives in one place, the app's `selected` reactive: the p
 from __future__ import annotations
 
 import asyncio
+import mimetypes
 import os
 import sys
 import time
@@ -30,7 +31,8 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from engine import sources
 from engine.bounds import Bounds
 from engine.events import ConnectionInfo, HttpTransaction, Stats
-from engine.export import curl_command, raw_http
+from engine.content import decode_message_body
+from engine.export import body_message, curl_command, raw_http
 from engine.har import entry as har_entry
 from engine.har import har
 from engine.records import dumps
@@ -104,6 +106,7 @@ class WirepeekApp(App[None]):
         Binding("E", "export_har_shown", "HAR of every exchange shown", show=False),
         Binding("c", "copy_curl", "Copy the exchange as a curl command (OSC 52)", show=False),
         Binding("C", "copy_raw", "Copy the exchange as raw HTTP (OSC 52)", show=False),
+        Binding("b", "save_body", "Save the exchange's body, decoded, to a file", show=False),
         Binding("x", "toggle_hex", "Text/hex"),
         Binding("F", "toggle_frames", "HTTP/2 frames in the stream", show=False),
         Binding("t", "toggle_times", "Clock/relative times", show=False),
@@ -163,6 +166,7 @@ class WirepeekApp(App[None]):
             yield Input(id="write-all-path", placeholder="write the packets of every connection shown to")
             yield Input(id="har-path", placeholder="write the selected connection's exchanges shown as HAR to")
             yield Input(id="har-all-path", placeholder="write every exchange shown as HAR to")
+            yield Input(id="body-path", placeholder="save the selected exchange's body (decoded) to")
             yield Input(id="keylog-path", placeholder="TLS key log file to decrypt with (the SSLKEYLOGFILE format)")
         yield StatusBar(id="status")
         yield Footer()
@@ -617,6 +621,47 @@ class WirepeekApp(App[None]):
         tx = self._selected_exchange()
         if tx is not None:
             self._copy(raw_http(tx).decode("latin-1"), "the exchange as raw HTTP")
+
+    def action_save_body(self) -> None:
+        tx = self._selected_exchange()
+        if tx is None:
+            return
+        message = body_message(tx)
+        if message is None:
+            self.notify("this exchange has no body", severity="warning")
+            return
+        content_type = next((v for n, v in message.headers if n.lower() == "content-type"), "")
+        extension = mimetypes.guess_extension(content_type.split(";")[0].strip()) or ".bin"
+        number = tx.index if tx.stream is None else f"s{tx.stream}"
+        self._saving = tx
+        self._open_prompt("#body-path", f"wirepeek-body-{tx.connection}-{number}{extension}")
+
+    @on(Input.Submitted, "#body-path")
+    def save_body(self, event: Input.Submitted) -> None:
+        path = event.value.strip()
+        tx = getattr(self, "_saving", None)
+        if not path or tx is None:
+            return
+        self._close_prompt()
+        message = body_message(tx)
+        assert message is not None
+        decoded = decode_message_body(message, len(message.body) * 64 + (1 << 20))
+        try:
+            with open(path, "wb") as f:
+                f.write(decoded.data)
+        except OSError as e:
+            self.notify(escape_text(f"nothing written: {path}: {e.strerror or e}"), severity="error",
+                        markup=False)  # fmt: skip
+            return
+        which = "response" if message is tx.response else "request"
+        facts = [f"{len(decoded.data):,} bytes"]
+        if decoded.encodings:
+            facts.append("decoded " + "+".join(decoded.encodings))
+        if len(message.body) < message.body_bytes:
+            facts.append(f"of {message.body_bytes:,} sent: only the first {len(message.body):,} were kept")
+        if decoded.error:
+            facts.append(decoded.error)
+        self.notify(escape_text(f"saved the {which} body to {path} ({', '.join(facts)})"), markup=False)
 
     def _copy(self, text: str, what: str) -> None:
         """To the terminal's clipboard by OSC 52 (which reaches the local terminal through SSH,
