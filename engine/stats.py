@@ -26,10 +26,11 @@ from engine.events import ConnectionInfo, HttpTransaction
 ACCURACY: Final = 0.01  # relative error of the percentiles
 GROUPINGS: Final = ("endpoint", "host", "status")
 MAX_GROUPS: Final = 10_000  # past it, new groups are counted together as "(other)"
-_ID_SEGMENT: Final = re.compile(
+ID_PATTERN: Final = (
     r"[0-9]+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-    r"|(?=[^/]*[0-9])[0-9a-fA-F]{8,}|(?=[^/]*[0-9])[A-Za-z0-9_-]{20,}"
-)
+    r"|(?=[^/?#]*[0-9])[0-9a-fA-F]{8,}|(?=[^/?#]*[0-9])[A-Za-z0-9_-]{20,}"
+)  # a path segment that names one thing among many (its own part of a filter's regex too)
+_ID_SEGMENT: Final = re.compile(ID_PATTERN)
 
 
 class Sketch:
@@ -100,12 +101,14 @@ def endpoint(tx: HttpTransaction) -> str:
 
 
 def host_of(tx: HttpTransaction, info: ConnectionInfo | None) -> str:
+    """The host as the display filter's `host` field sees it: the Host (or :authority) without
+    its port, else the TLS server name, else the server's address."""
     if tx.request is not None:
         for name, value in tx.request.headers:
             if name.lower() in ("host", ":authority"):
-                return value
+                return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
     if info is not None:
-        return info.sni or info.server
+        return info.sni or info.server.rpartition(":")[0].strip("[]")
     return "(unknown)"
 
 

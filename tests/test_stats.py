@@ -108,3 +108,50 @@ def test_stats_on_the_command_line():
     assert "(all)" in table and "percentiles within 1%" in table
     wrong = wirepeek("-r", path, "--group-by", "host")
     assert wrong.returncode == 2 and b"--group-by goes with --stats" in wrong.stderr
+
+
+@pytest.mark.asyncio
+async def test_the_stats_tab_groups_and_enter_shows_a_group():
+    from tests.test_app import SIZE, read_all, until
+    from tests.test_inspector import file_app
+    from tui.widgets.connections import ConnectionsTable
+    from tui.widgets.stats import StatsView
+
+    app = file_app(capture("zeek/http__methods.pcap"))
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        everything = [tx for txs in app.store.http.values() for tx in txs]
+        await pilot.press("4")
+        view = app.query_one(StatsView)
+        await until(pilot, lambda: view.stats is not None)
+        assert view.stats.total.count == len(everything)
+        assert "exchanges in" in str(app.query_one("#stats-summary").render())
+        await pilot.press("g", "g")  # endpoint -> host -> status
+        await until(pilot, lambda: view.stats is not None and view.stats.grouping == "status")
+        table = view.table
+        by_status = {name: g.count for name, g in view.stats.groups.items()}
+        assert by_status["400"] == sum(1 for tx in everything if tx.response and tx.response.status == 400)
+        assert table.order[0] == max(by_status, key=lambda k: (by_status[k], k))  # busiest first
+        table.focus()
+        table.select("405")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.search is not None)
+        assert app.search.matched == by_status["405"]
+        assert app.query_one(ConnectionsTable).row_count == len({tx.connection for tx in everything
+                                                                if tx.response and tx.response.status == 405})
+
+
+def test_group_filters_select_their_groups():
+    from engine.filter import parse
+    from tui.widgets.stats import group_filter
+
+    stats = Stats("endpoint")
+    txs = [exchange(target=t) for t in ("/users/1/orders?x=1", "/users/22/orders", "/users/x.y/orders",
+                                        "/users/1/orders/9", "/users/1/ordersX")]
+    for tx in txs:
+        stats.add(tx, conn())
+    where = parse(group_filter("endpoint", "GET /users/{id}/orders"))
+    assert [where.exchange(conn(), tx) for tx in txs] == [True, True, False, False, False]
+    assert [endpoint(tx) == "GET /users/{id}/orders" for tx in txs] == [True, True, False, False, False]
+    assert parse(group_filter("status", "404")).exchange(conn(), exchange(status=404))
+    assert parse(group_filter("host", "api.example.com")).exchange(conn(), exchange())

@@ -36,6 +36,7 @@ from engine.export import body_message, curl_command, raw_http
 from engine.har import entry as har_entry
 from engine.har import har
 from engine.records import dumps
+from engine.stats import GROUPINGS, Stats
 from engine.tlsdecrypt import DECRYPTED
 from tui.capture import CaptureDriver, SourceSpec
 from tui.collector import Collector
@@ -50,10 +51,12 @@ from tui.widgets.http import ExchangesTable, HttpView
 from tui.widgets.packets import PacketsView, prepare
 from tui.widgets.table import VirtualTable
 from tui.widgets.status import StatusBar
+from tui.widgets.stats import StatsView, group_filter
 from tui.widgets.stream import StreamView
 
 
 SWITCH_INTERVAL = 0.0005  # seconds; see on_mount
+STATS_EVERY = 2.0  # seconds between two counts of new exchanges while the Stats tab is shown
 OSC52_LIMIT = 100_000  # bytes copied by OSC 52 at most (terminals and tmux cap what they take)
 KEY_HOLD = 0.05  # seconds the capture thread may wait for a key to be answered, at most
 ROWS_BUDGET = 0.02  # seconds of row updates per engine update, at most
@@ -99,6 +102,8 @@ class WirepeekApp(App[None]):
         Binding("1", "show_tab('tab-http')", "HTTP", priority=True),
         Binding("2", "show_tab('tab-stream')", "Stream", priority=True),
         Binding("3", "show_tab('tab-packets')", "Packets", priority=True),
+        Binding("4", "show_tab('tab-stats')", "Stats", priority=True),
+        Binding("g", "group_stats", "Stats: group by endpoint, host or status", show=False),
         Binding("z", "zoom", "Zoom"),
         Binding("w", "write_pcap", "Write pcap", show=False),
         Binding("W", "write_shown", "Write all shown", show=False),
@@ -135,6 +140,11 @@ class WirepeekApp(App[None]):
         self.resident_at_start: int | None = None
         self._evicted: tuple[int, ...] = ()
         self.search: Search | None = None  # what `/` found, once its scan is done
+        # The Stats tab's counts, and how far each connection's exchanges were counted.
+        self._stats: Stats | None = None
+        self._stats_seen: dict[int, tuple[object, int]] = {}
+        self._stats_grouping = "endpoint"
+        self._stats_running = False
         self.searching: Query | None = None  # a scan under way
         self._since_scan: set[int] = set()  # connections that changed while it ran
         self.paused = False
@@ -158,6 +168,8 @@ class WirepeekApp(App[None]):
                     yield StreamView(id="stream")
                 with TabPane("Packets (3)", id="tab-packets"):
                     yield PacketsView(id="packets")
+                with TabPane("Stats (4)", id="tab-stats"):
+                    yield StatsView(id="stats")
         with Vertical(id="prompt"):
             yield Label("", id="prompt-error")
             yield Input(id="capture-filter", placeholder="BPF capture filter, e.g. tcp port 80")
@@ -172,6 +184,7 @@ class WirepeekApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.set_interval(STATS_EVERY, self._refresh_stats)
         self.query_one("#prompt").display = False
         self.query_one(Tabs).can_focus = False  # Tab goes from the list to the tab's content
         self._stream_shown()
@@ -416,7 +429,8 @@ class WirepeekApp(App[None]):
     def _focus_detail(self) -> None:
         """Focus the content of the tab shown (not the tab strip)."""
         tab = self.query_one(TabbedContent).active
-        target = {"tab-http": "#exchanges", "tab-stream": "#stream", "tab-packets": "#packets-list"}
+        target = {"tab-http": "#exchanges", "tab-stream": "#stream", "tab-packets": "#packets-list",
+                  "tab-stats": "#stats-table"}
         self.query_one(target.get(tab, "#exchanges")).focus()
 
     # ------------------------------------------------------------------ actions
@@ -445,6 +459,66 @@ class WirepeekApp(App[None]):
     @on(TabbedContent.TabActivated)
     def tab_shown(self) -> None:
         self._stream_shown()
+        if self.query_one(TabbedContent).active == "tab-stats":
+            self._refresh_stats()
+
+    # ------------------------------------------------------------------ statistics
+
+    def _refresh_stats(self) -> None:
+        """While the Stats tab is shown, count in the exchanges that came since (in a worker
+        thread, reading them from the exchange log), every STATS_EVERY seconds."""
+        if self.query_one(TabbedContent).active != "tab-stats" or self._stats_running:
+            return
+        store = self.store
+        snapshot = [(info, txs, len(txs)) for conn_id, info in store.connections.items()
+                    for txs in (store.http.get(conn_id, NO_EXCHANGES),)]  # fmt: skip
+        self._stats_running = True
+        self.count_stats(snapshot, self._stats, self._stats_seen, self.generation)
+
+    @work(thread=True, exclusive=True, group="stats", exit_on_error=False)
+    def count_stats(self, snapshot: Snapshot, stats: Stats | None,
+                    seen: dict[int, tuple[object, int]], generation: int) -> None:
+        fresh = stats is None or any(
+            conn_id in seen and seen[conn_id][0] is not txs for conn_id, txs in
+            ((info.id, txs) for info, txs, _ in snapshot))  # fmt: skip
+        if fresh:  # (exchanges were evicted: counted again from what is kept)
+            stats, seen = Stats(self._stats_grouping), {}
+        assert stats is not None
+        for info, txs, length in snapshot:
+            start = seen.get(info.id, (txs, 0))[1]
+            for i in range(start, length):
+                stats.add(txs[i], info)
+            seen[info.id] = (txs, length)
+        self.call_from_thread(self._stats_counted, stats, seen, generation)
+
+    def _stats_counted(self, stats: Stats, seen: dict[int, tuple[object, int]], generation: int) -> None:
+        self._stats_running = False
+        if generation != self.generation or stats.grouping != self._stats_grouping:
+            self._stats, self._stats_seen = None, {}
+            return
+        self._stats, self._stats_seen = stats, seen
+        gone = self.store.evicted_exchanges or any(self.store.dropped.values())
+        self.query_one(StatsView).show(stats, "exchanges no longer kept (evicted) are not counted" if gone else "")
+
+    def action_group_stats(self) -> None:
+        order = list(GROUPINGS)
+        self._stats_grouping = order[(order.index(self._stats_grouping) + 1) % len(order)]
+        self._stats, self._stats_seen = None, {}
+        self.query_one(StatsView).show(None)
+        self.action_show_tab("tab-stats")
+        self._refresh_stats()
+
+    @on(VirtualTable.Opened, "#stats-table")
+    def open_stats_group(self, event: VirtualTable.Opened) -> None:
+        view = self.query_one(StatsView)
+        if view.stats is None or event.row is None:
+            return
+        expression = group_filter(view.stats.grouping, event.row)
+        if expression is None:
+            self.notify("no filter can name this group", severity="warning")
+            return
+        self._apply_query(expression)
+        self.notify(escape_text(f"showing {event.row}: / {expression}"), markup=False)
 
     def _stream_shown(self) -> None:
         """The Stream tab indexes bytes only while it is shown (tui.widgets.stream)."""
@@ -820,8 +894,11 @@ class WirepeekApp(App[None]):
 
     @on(Input.Submitted, "#display-filter")
     def apply_display_filter(self, event: Input.Submitted) -> None:
+        self._apply_query(event.value)
+
+    def _apply_query(self, text: str) -> None:
         try:
-            query = Query(event.value)
+            query = Query(text)
         except FilterError as e:
             # The filter shown stays; say what is wrong and where, and leave the input open.
             where = Text(escape_text(e.message) + f" (column {e.column})\n", "bold red")

@@ -1,0 +1,129 @@
+"""The Stats tab: the HTTP exchanges grouped by endpoint, host or status (engine.stats), with
+count, error rate, percentiles of duration and time to first byte, and bytes; Enter on a group
+shows its exchanges (a display filter made for it).
+
+Every group name may come from the wire: it is escaped before it becomes text.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from engine.stats import ACCURACY, ID_PATTERN, Group, Stats
+from tui.escape import escape_text
+from tui.widgets.connections import size
+from tui.widgets.http import ms
+from tui.widgets.table import Column, VirtualTable
+
+COLUMNS = [
+    Column("group", "group", limit=60),
+    Column("count", "count", right=True),
+    Column("errors", "err%", right=True),
+    Column("p50", "p50", right=True),
+    Column("p90", "p90", right=True),
+    Column("p99", "p99", right=True),
+    Column("max", "max", right=True),
+    Column("ttfb50", "ttfb p50", right=True),
+    Column("ttfb99", "ttfb p99", right=True),
+    Column("resp", "resp", right=True),
+]
+
+
+def _q(value: str) -> str:
+    """A value for the filter language, quoted."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def group_filter(grouping: str, name: str) -> str | None:
+    """The display filter that shows a group's exchanges (None: none can say it)."""
+    if grouping == "status":
+        return "not status >= 0" if name == "(no response)" else f"status = {name}"
+    if grouping == "host":
+        return None if name == "(unknown)" else f"host = {_q(name)}"
+    method, _, path = name.partition(" ")
+    if not path:
+        return None
+    parts = [re.escape(part) for part in path.split("{id}")]
+    pattern = "^" + f"(?:{ID_PATTERN})".join(parts) + "([?#]|$)"
+    return f"method = {_q(method)} and path ~ {_q(pattern)}"
+
+
+class StatsTable(VirtualTable):
+    """Rows are group names; the busiest first until sorted otherwise."""
+
+    COLUMNS = COLUMNS
+    DEFAULT_SORT = "count"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.groups: dict[str, Group] = {}
+
+    def cells(self, row: str) -> list[str]:
+        g = self.groups.get(row)
+        if g is None:
+            return [""] * len(COLUMNS)
+        d, w = g.duration, g.ttfb
+        return [
+            escape_text(g.name), f"{g.count:,}",
+            f"{100 * g.errors / g.count:.1f}%" if g.count else "",
+            ms(d.quantile(0.5)), ms(d.quantile(0.9)), ms(d.quantile(0.99)),
+            ms(d.max if d.count else None), ms(w.quantile(0.5)), ms(w.quantile(0.99)),
+            size(g.response_bytes),
+        ]  # fmt: skip
+
+    def sort_value(self, row: str, column: str) -> Any:
+        g = self.groups.get(row)
+        if g is None:
+            return 0
+        d, w = g.duration, g.ttfb
+        return {
+            "group": g.name, "count": -g.count, "errors": -(g.errors / g.count if g.count else 0),
+            "p50": -(d.quantile(0.5) or 0), "p90": -(d.quantile(0.9) or 0),
+            "p99": -(d.quantile(0.99) or 0), "max": -d.max, "ttfb50": -(w.quantile(0.5) or 0),
+            "ttfb99": -(w.quantile(0.99) or 0), "resp": -g.response_bytes,
+        }[column]  # fmt: skip
+
+
+class StatsView(Vertical):
+    """The groups of the exchanges, and a line that says how they are grouped."""
+
+    DEFAULT_CSS = """
+    StatsView > #stats-summary { height: 1; }
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stats: Stats | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="stats-summary")
+        yield StatsTable(id="stats-table")
+
+    @property
+    def table(self) -> StatsTable:
+        return self.query_one(StatsTable)
+
+    def show(self, stats: Stats | None, note: str = "") -> None:
+        self.stats = stats
+        table = self.table
+        summary = self.query_one("#stats-summary", Static)
+        if stats is None:
+            table.groups = {}
+            table.set_rows([])
+            summary.update(Text(note or "Counting…", "dim"))
+            return
+        table.groups = dict(stats.groups)
+        table.set_rows(list(stats.groups))
+        total = stats.total
+        text = Text(f"{total.count:,} exchanges in {len(stats.groups):,} groups by {stats.grouping}", "bold")
+        text.append(f" · errors {total.errors:,} · percentiles within {ACCURACY:.0%} · g: group by "
+                    "endpoint/host/status · Enter: show a group's exchanges", "dim")  # fmt: skip
+        if note:
+            text.append(f" · {note}", "yellow")
+        summary.update(text)
