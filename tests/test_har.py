@@ -200,8 +200,16 @@ async def test_the_inspector_exports_har_and_copies_curl(tmp_path):
         assert [n.message for n in app._notifications][-1].startswith("the curl command: ")
         await pilot.press("C")
         assert app.clipboard.startswith("POST /upload?kind=raw HTTP/1.1\r\n")
-        await pilot.press("e")
+        await pilot.press("e")  # the exchanges have the focus: the one under the cursor
         field = app.query_one("#har-path", Input)
+        assert field.value == "wirepeek-exchange-0-1.har"
+        field.value = str(tmp_path / "one.har")
+        await pilot.press("enter")
+        await workers_done(app, "write")
+        await pilot.pause()
+        [one] = json.loads((tmp_path / "one.har").read_text())["log"]["entries"]
+        assert one["request"]["method"] == "POST"
+        await pilot.press("e")  # the connections have the focus now: the whole connection
         assert field.value == "wirepeek-connection-0.har"
         field.value = str(tmp_path / "conn.har")
         await pilot.press("enter")

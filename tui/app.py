@@ -623,10 +623,17 @@ class WirepeekApp(App[None]):
         return list(range(len(txs)))
 
     def action_export_har(self) -> None:
+        """The exchange under the cursor when the exchanges have the focus, else the selected
+        connection's exchanges (as shown)."""
         if self.selected is None:
             self.notify("select a connection first", severity="warning")
             return
-        self._open_prompt("#har-path", f"wirepeek-connection-{self.selected}.har")
+        table = self.query_one(ExchangesTable)
+        row = table.selected_id() if self.focused is table else None
+        self._har_rows = [row] if row is not None and row >= 0 else None
+        name = (f"wirepeek-exchange-{self.selected}-{row}.har" if self._har_rows
+                else f"wirepeek-connection-{self.selected}.har")  # fmt: skip
+        self._open_prompt("#har-path", name)
 
     def action_export_har_shown(self) -> None:
         self._open_prompt("#har-all-path", "wirepeek-shown.har")
@@ -637,7 +644,8 @@ class WirepeekApp(App[None]):
         if not path or self.selected is None:
             return
         self._close_prompt()
-        self.write_har([(self.selected, self._shown_positions(self.selected))], path)
+        rows = getattr(self, "_har_rows", None) or self._shown_positions(self.selected)
+        self.write_har([(self.selected, rows)], path)
 
     @on(Input.Submitted, "#har-all-path")
     def export_har_shown(self, event: Input.Submitted) -> None:
