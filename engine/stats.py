@@ -96,8 +96,18 @@ def endpoint(tx: HttpTransaction) -> str:
     path = request.target.split("?", 1)[0].split("#", 1)[0]
     if "://" in path:  # an absolute form (proxies): the path only
         path = "/" + path.split("://", 1)[1].partition("/")[2]
-    parts = ["{id}" if _ID_SEGMENT.fullmatch(part) else part for part in path.split("/")]
-    return f"{request.method} {'/'.join(parts)}"
+    return f"{request.method} {'/'.join(_collapsed(part) for part in path.split('/'))}"
+
+
+def _collapsed(part: str) -> str:
+    """A segment, or `{id}` for what names one thing among many (`{id}.png` for a numbered
+    file name: its extension stays)."""
+    if _ID_SEGMENT.fullmatch(part):
+        return "{id}"
+    stem, dot, extension = part.rpartition(".")
+    if dot and stem and extension.isalnum() and _ID_SEGMENT.fullmatch(stem):
+        return "{id}." + extension
+    return part
 
 
 def host_of(tx: HttpTransaction, info: ConnectionInfo | None) -> str:

@@ -66,6 +66,8 @@ def test_sketches_merge_as_if_one():
     ("/blob/deadbeef0123456789", "GET /blob/{id}"),
     ("/session/AbCdEfGh1234567890_-xyZ", "GET /session/{id}"),
     ("/checkout", "GET /checkout"),
+    ("/static/img/100015.png", "GET /static/img/{id}.png"),
+    ("/static/app.min.js", "GET /static/app.min.js"),
     ("/api/v2/health", "GET /api/v2/health"),  # v2 is a version, not an id
     ("http://proxy.example/a/12", "GET /a/{id}"),
     ("/", "GET /"),
@@ -153,5 +155,8 @@ def test_group_filters_select_their_groups():
     where = parse(group_filter("endpoint", "GET /users/{id}/orders"))
     assert [where.exchange(conn(), tx) for tx in txs] == [True, True, False, False, False]
     assert [endpoint(tx) == "GET /users/{id}/orders" for tx in txs] == [True, True, False, False, False]
+    images = parse(group_filter("endpoint", "GET /static/img/{id}.png"))
+    assert images.exchange(conn(), exchange(target="/static/img/100015.png"))
+    assert not images.exchange(conn(), exchange(target="/static/img/logo.png"))
     assert parse(group_filter("status", "404")).exchange(conn(), exchange(status=404))
     assert parse(group_filter("host", "api.example.com")).exchange(conn(), exchange())
