@@ -518,7 +518,8 @@ class WirepeekApp(App[None]):
             self.notify("no filter can name this group", severity="warning")
             return
         self._apply_query(expression)
-        self.notify(escape_text(f"showing {event.row}: / {expression}"), markup=False)
+        self.notify(escape_text(f"showing the exchanges of {event.row} (/ shows the filter)"),
+                    markup=False)  # fmt: skip
 
     def _stream_shown(self) -> None:
         """The Stream tab indexes bytes only while it is shown (tui.widgets.stream)."""
