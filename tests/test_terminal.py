@@ -49,7 +49,14 @@ def wait_gone(session: str, text: str, timeout: float = 15.0) -> str:
 @pytest.fixture
 def session():
     name = f"wirepeek-test-{time.monotonic_ns()}"
-    tmux("new-session", "-d", "-s", name, "-x", "100", "-y", "30")
+    for attempt in range(5):  # (a server still exiting after the last test's session refuses)
+        made = subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "100", "-y", "30"],
+                              capture_output=True, text=True)  # fmt: skip
+        if made.returncode == 0:
+            break
+        time.sleep(0.2 * (attempt + 1))
+    else:
+        raise AssertionError(f"tmux new-session failed: {made.stderr}")
     tmux("set-option", "-t", name, "allow-rename", "on")
     tmux("select-pane", "-t", name, "-T", "untouched-title")
     yield name
