@@ -372,18 +372,21 @@ def _getter(name: str) -> Callable[[_Facts], list[Any]]:
     return table[name]
 
 
-def _host(f: _Facts) -> list[Any]:
-    tx = f.tx
+def host_name(tx: HttpTransaction | None, info: ConnectionInfo | None) -> str | None:
+    """The host an exchange went to: its Host (or :authority) without the port, else the TLS
+    server name, else the server's address (the `host` field, and the Stats tab's groups)."""
     if tx is not None and tx.request is not None:
         for n, v in tx.request.headers:
             if n.lower() in ("host", ":authority"):
-                return [v.rsplit(":", 1)[0] if v.count(":") == 1 else v]
-    info = f.info
+                return v.rsplit(":", 1)[0] if v.count(":") == 1 else v
     if info is None:
-        return []
-    if info.sni:
-        return [info.sni]
-    return [_endpoint(info.server)[0]]
+        return None
+    return info.sni or _endpoint(info.server)[0]
+
+
+def _host(f: _Facts) -> list[Any]:
+    host = host_name(f.tx, f.info)
+    return [] if host is None else [host]
 
 
 def _missing(f: _Facts) -> list[Any]:

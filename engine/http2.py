@@ -84,10 +84,8 @@ MAX_HEADER_BLOCK: Final = 256 * 1024
 MAX_HEADER_LIST: Final = 256 * 1024
 MAX_TABLE: Final = 64 * 1024
 MAX_STREAMS: Final = 1000
-MAX_FRAME: Final = (1 << 24) - 1
 DEFAULT_MAX_BODY: Final = 1024 * 1024
 GONE_KEPT: Final = 4096  # ids of streams reported, whose late frames are not a new stream
-RESYNC_LIMIT: Final = 1024 * 1024  # bytes looked through for frame headers after a loss
 
 END_STREAM, END_HEADERS, PADDED = 0x1, 0x4, 0x8
 
@@ -279,7 +277,7 @@ class _Message:
 
 
 class _Stream:
-    __slots__ = ("grpc", "id", "index", "notes", "pushed", "request", "reset", "response",
+    __slots__ = ("id", "index", "notes", "pushed", "request", "reset", "response",
                  "upgraded", "wait_ack")  # fmt: skip
 
     def __init__(self, stream_id: int, index: int) -> None:
@@ -289,7 +287,6 @@ class _Stream:
         self.response = _Message()
         self.notes: list[str] = []
         self.pushed = False
-        self.grpc = False
         self.reset: str | None = None
         self.upgraded: HttpRequest | None = None  # stream 1 of an h2c Upgrade: its request
         # A RST_STREAM one side sent: the other side's half ends once that side acknowledged
@@ -318,7 +315,6 @@ class _Side:
         self.pad_left = 0
         self.pad_byte = False  # the Pad Length byte is still to come
         self.data_end = False  # the frame has END_STREAM
-        self.data_known = False  # the frame's stream is tracked
         self.skip = 0  # bytes of a frame being stepped over
         self.block: bytearray | None = None  # a header block waiting for its CONTINUATION
         self.block_stream = 0
@@ -383,7 +379,6 @@ class Http2Parser:
         self.resets: dict[int, _Stream] = {}  # streams one side reset, waiting for the other's ack
         self.gone: dict[int, None] = {}  # the ids of the streams last reported (GONE_KEPT)
         self.closed = False
-        self.goaway: list[str] = []  # notes for the streams a GOAWAY refused
         self.last_ts = 0.0
         self.error: str | None = None
 
@@ -440,7 +435,7 @@ class Http2Parser:
                 side.skip -= step
                 left -= step
             elif side.data_left and not side.pad_byte:
-                stream = side.data_stream if side.data_known else None
+                stream = side.data_stream
                 body = side.data_left - side.pad_left
                 step = min(body, left)
                 if stream is not None and step:
@@ -661,7 +656,6 @@ class Http2Parser:
         if stream is None and stream_id:
             stream = self._open(stream_id, side, None)
         side.data_stream = stream
-        side.data_known = stream is not None
         side.data_left = length
         side.pad_byte = bool(flags & PADDED) and length > 0
         side.pad_left = 0
@@ -779,7 +773,6 @@ class Http2Parser:
             if side.from_client:
                 content_type = message.field("content-type") or ""
                 if content_type.startswith("application/grpc"):
-                    stream.grpc = True
                     stream.request.grpc = _Grpc()
                     stream.response.grpc = _Grpc()
                 if self.announce and stream.response.ts is None:
@@ -931,7 +924,7 @@ class Http2Parser:
         )  # fmt: skip
 
     def _grpc(self, stream: _Stream) -> GrpcCall | None:
-        if not stream.grpc:
+        if stream.request.grpc is None:
             return None
         path = dict(stream.request.headers).get(":path", "")
         service, _, method = path.lstrip("/").partition("/")

@@ -98,6 +98,11 @@ class KeyLog:
         """The secrets logged for the session that ClientHello random began, if any."""
         return self.secrets.get(client_random)
 
+    @staticmethod
+    def line(client_random: bytes, label: str, secret: bytes) -> bytes:
+        """One secret as a key log line."""
+        return b"%s %s %s\n" % (label.encode(), client_random.hex().encode(), secret.hex().encode())
+
     def lines_for(self, randoms: Iterable[bytes]) -> tuple[bytes, int]:
         """The key log lines of these sessions (by ClientHello random), and how many sessions
         had secrets: a key log of just them, to embed in a capture of their connections."""
@@ -107,9 +112,9 @@ class KeyLog:
             secrets = self.secrets.get(client_random)
             if secrets:
                 sessions += 1
-                name = client_random.hex().encode()
-                lines += [b"%s %s %s\n" % (label.encode(), name, secret.hex().encode())
-                          for label, secret in secrets.items()]  # fmt: skip
+                lines += [
+                    self.line(client_random, label, secret) for label, secret in secrets.items()
+                ]
         return b"".join(lines), sessions
 
     def add_file(self, path: str) -> None:

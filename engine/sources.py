@@ -1177,12 +1177,11 @@ class _WithSecrets(PcapngWriter):
             secrets = self.keys.get(client_random)
             if not secrets:
                 continue
-            name = client_random.hex().encode()
             done = self.embedded.setdefault(client_random, set())
             for label, secret in secrets.items():
                 if label not in done:
                     done.add(label)
-                    lines.append(b"%s %s %s\n" % (label.encode(), name, secret.hex().encode()))
+                    lines.append(KeyLog.line(client_random, label, secret))
         noted.clear()
         self.secrets(b"".join(lines))
 

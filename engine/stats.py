@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from engine.events import ConnectionInfo, HttpTransaction
+from engine.filter import host_name
 
 ACCURACY: Final = 0.01  # relative error of the percentiles
 GROUPINGS: Final = ("endpoint", "host", "status")
@@ -111,15 +112,8 @@ def _collapsed(part: str) -> str:
 
 
 def host_of(tx: HttpTransaction, info: ConnectionInfo | None) -> str:
-    """The host as the display filter's `host` field sees it: the Host (or :authority) without
-    its port, else the TLS server name, else the server's address."""
-    if tx.request is not None:
-        for name, value in tx.request.headers:
-            if name.lower() in ("host", ":authority"):
-                return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
-    if info is not None:
-        return info.sni or info.server.rpartition(":")[0].strip("[]")
-    return "(unknown)"
+    """As the display filter's `host` field sees it (engine.filter.host_name)."""
+    return host_name(tx, info) or "(unknown)"
 
 
 def status_of(tx: HttpTransaction) -> str:

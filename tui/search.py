@@ -22,21 +22,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from engine.events import ConnectionInfo, HttpTransaction
-from engine.filter import Filter, FilterError
+from engine.filter import Filter
 from engine.filter import parse as parse_filter
 
 YIELD_EVERY = 256  # exchanges searched between two offers of the GIL to the UI thread
 NO_EXCHANGES: Sequence[HttpTransaction] = ()  # for a connection without any (never appended to)
-
-__all__ = ["NO_EXCHANGES", "FilterError", "Query", "Search", "Snapshot", "scan"]
-
 
 class Query:
     """A parsed filter (raises FilterError when it cannot be read)."""
 
     def __init__(self, text: str) -> None:
         self.filter: Filter = parse_filter(text)
-        self.text = self.filter.text
+
+    @property
+    def text(self) -> str:
+        return self.filter.text
 
     def __bool__(self) -> bool:
         return bool(self.filter)
