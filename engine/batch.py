@@ -19,6 +19,7 @@ class Batch:
     linktype: int
     data: bytes
     meta: bytes
+    host: int = 0  # which capture host's packets (from 1, see engine.tcp.HOST_SHIFT); 0: local
 
     def __len__(self) -> int:
         return len(self.meta) // META.size

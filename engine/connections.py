@@ -42,6 +42,7 @@ from engine.spool import (
 from engine.tcp import (
     ACK,
     FIN,
+    HOST_SHIFT,
     RESENT_COST,
     RST,
     SYN,
@@ -50,6 +51,7 @@ from engine.tcp import (
     Kept,
     Resent,
     StreamConsumer,
+    key_host,
     range_of,
     reverse_key,
 )
@@ -100,6 +102,8 @@ class ConnectionTable:
         self.shedding: frozenset[str] = frozenset()
         self.always: int | None = None
         self.unparsed = 0  # connections that were not given their protocol's consumers
+        # The names of the capture hosts by number (engine.tcp.HOST_SHIFT), when there are several.
+        self.host_names: dict[int, str] = {}
         self.by_key: dict[int, HalfStream] = {}
         # Active connections, least recently touched first (reordered once per batch). Ordered
         # dicts, because a plain dict emptied from the front makes finding its first entry slow.
@@ -194,6 +198,8 @@ class ConnectionTable:
         ckey, skey = (key, rkey) if sender_is_client else (rkey, key)
         conn = Connection(self, self.next_id, ts, ckey, guessed)
         conn.first_packet = self.packet_number
+        if key >> HOST_SHIFT:
+            conn.host = self.host_names.get(key_host(key))
         self.next_id += 1
         old = self.by_key.get(rkey)
         if old is not None:  # only possible after a reuse where the two keys disagree
@@ -719,5 +725,6 @@ def snapshot(conn: Connection) -> ConnectionInfo:
             conn.tls_status,
             conn.certificate,
             conn.tls_random,
+            conn.host,
         ),
     )

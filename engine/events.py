@@ -63,6 +63,7 @@ class ConnectionInfo(NamedTuple):
     tls_random: Random | None = (
         None  # TLS: the ClientHello's random, its session's name in key logs
     )
+    host: str | None = None  # the host it was captured on, when there are several (--ssh)
 
 
 @dataclass(frozen=True, slots=True)

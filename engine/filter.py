@@ -29,8 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from engine.communityid import tcp_community_id
 from engine.content import decode_message_body
 from engine.events import ConnectionInfo, HttpRequest, HttpResponse, HttpTransaction
+from engine.records import Flow
 
 BODY_SEARCHED: Final = 64 * 1024  # decoded body bytes looked at per message (`body`, words)
 
@@ -603,6 +605,7 @@ class OpenConnections:
     def __init__(self) -> None:
         self.open: dict[int, Any] = {}  # id -> engine.tcp.Connection
         self.closing: dict[int, ConnectionInfo] = {}
+        self.flows: dict[int, Flow] = {}  # made once a connection (a hash each)
 
     def note(self, conn: Any, emit: Any) -> None:
         self.open[conn.id] = conn
@@ -610,6 +613,8 @@ class OpenConnections:
     def batch(self, events: list[Any]) -> None:
         from engine.events import ConnectionClosed
 
+        for conn_id in self.closing:  # the last batch's: their last exchanges were in it
+            self.flows.pop(conn_id, None)
         self.closing = {e.info.id: e.info for e in events if isinstance(e, ConnectionClosed)}
         for conn_id in self.closing:
             self.open.pop(conn_id, None)
@@ -623,12 +628,22 @@ class OpenConnections:
         conn = self.open.get(conn_id)
         return snapshot(conn) if conn is not None else None
 
-    def endpoints(self, conn_id: int) -> tuple[str, str] | None:
-        closing = self.closing.get(conn_id)
-        if closing is not None:
-            return closing.client, closing.server
-        conn = self.open.get(conn_id)
-        return (conn.client_addr, conn.server_addr) if conn is not None else None
+    def flow(self, conn_id: int) -> Flow | None:
+        """The connection as an exchange's record names it (see engine.records.Flow)."""
+        flow = self.flows.get(conn_id)
+        if flow is None:
+            closing = self.closing.get(conn_id)
+            conn = self.open.get(conn_id)
+            if closing is not None:
+                client, server, host = closing.client, closing.server, closing.host
+            elif conn is not None:
+                client, server, host = conn.client_addr, conn.server_addr, conn.host
+            else:
+                return None
+            flow = self.flows[conn_id] = Flow(
+                client, server, tcp_community_id(client, server), host
+            )
+        return flow
 
 
 class RecordFilter:

@@ -44,7 +44,7 @@ from engine.http2 import http2_parser_factory
 from engine.ipfrag import Defragmenter
 from engine.keylog import KeyLog
 from engine.spool import Spool
-from engine.tcp import V6_TAG
+from engine.tcp import HOST_SHIFT, V6_TAG
 from engine.tlsdecrypt import decryptor_factory
 
 _UNBOUNDED = sys.maxsize  # no enclosing packet: only the capture bounds a header
@@ -90,6 +90,7 @@ class Pipeline:
         announce: bool | None = None,
         keylog: KeyLog | None = None,
         plaintext: list[ConsumerFactory] | None = None,
+        hosts: tuple[str, ...] = (),
     ) -> None:
         """http_body_limit: body bytes kept per HTTP message (0 keeps none; None: no HTTP parsing).
 
@@ -109,6 +110,9 @@ class Pipeline:
         keylog: decrypt TLS connections whose secrets it has (engine.tlsdecrypt); their HTTP is
         parsed as that of plain connections (when HTTP is parsed at all). plaintext: consumer
         factories given a decrypted connection's plaintext (None from one: not this connection).
+
+        hosts: the names of the capture hosts whose packets come in batches numbered 1, 2...
+        (`Batch.host`); each connection then carries its host's name.
         """
         self.shard = shard
         self.bounds = bounds or Bounds()
@@ -142,6 +146,8 @@ class Pipeline:
                 decryptor_factory(keylog, inner if parse else None, tuple(plaintext or ())),
             ]
         self.table = ConnectionTable(self.bounds, consumers, live_updates, spool)
+        self.table.host_names = {i: name for i, name in enumerate(hosts, 1)}
+        self._host_bits = 0  # the host of the batch being fed, where keys carry it
         self.defrag = Defragmenter(self.bounds.max_fragment_bytes, self.bounds.fragment_timeout)
         self.last_ts: float | None = None
         self.packets = 0
@@ -165,6 +171,7 @@ class Pipeline:
         table = self.table
         shard, shards = self.shard
         number = self.packets
+        host_bits = self._host_bits = batch.host << HOST_SHIFT
         for sec, usec, off, caplen in META.iter_unpack(batch.meta):
             table.packet_number = number
             number += 1
@@ -191,9 +198,12 @@ class Pipeline:
                             if shards > 1 and _shard_of(addrs, ports, shards) != shard:
                                 continue
                             cap_end = min(wire_end, end)
+                            key = (addrs << 32) | ports
+                            if host_bits:
+                                key |= host_bits
                             segment(
                                 ts,
-                                (addrs << 32) | ports,
+                                key,
                                 seq,
                                 ack,
                                 flags,
@@ -389,7 +399,7 @@ class Pipeline:
         cap_end = min(wire_end, end)
         self.table.segment(
             ts,
-            (addrs << 32) | ports,
+            (addrs << 32) | ports | self._host_bits,
             seq,
             ack,
             flags,

@@ -15,11 +15,22 @@ compact (no spaces after `,` and `:`).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
+from engine.communityid import tcp_community_id
 from engine.events import ConnectionInfo, GrpcCall, HttpRequest, HttpResponse, HttpTransaction
+
+
+class Flow(NamedTuple):
+    """What an exchange's record says of its connection, so that a reader of the records needs
+    no join with the connection record (which comes at its end)."""
+
+    client: str
+    server: str
+    community_id: str
+    host: str | None = None  # the capture host, when there are several
 
 
 def connection_record(info: ConnectionInfo) -> dict[str, Any]:
@@ -43,7 +54,10 @@ def connection_record(info: ConnectionInfo) -> dict[str, Any]:
         "inconsistent_retransmissions": info.inconsistent_retransmissions,
         "protocol": info.protocol,
         "direction_guessed": info.direction_guessed,
+        "community_id": tcp_community_id(info.client, info.server),
     }
+    if info.host is not None:
+        record["host"] = info.host
     hello = info.server_hello
     if info.sni is not None or info.alpn or hello is not None:
         record["tls"] = {
@@ -117,12 +131,13 @@ def _grpc(call: GrpcCall) -> dict[str, Any]:
     }
 
 
-def http_record(tx: HttpTransaction, endpoints: tuple[str, str] | None = None) -> dict[str, Any]:
-    """endpoints: the connection's client and server ("addr:port"), so that a reader of the
-    records needs no join with the connection record (which comes at its end)."""
+def http_record(tx: HttpTransaction, flow: Flow | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {"type": "http", "connection": tx.connection}
-    if endpoints is not None:
-        record["client"], record["server"] = endpoints
+    if flow is not None:
+        record["client"], record["server"] = flow.client, flow.server
+        record["community_id"] = flow.community_id
+        if flow.host is not None:
+            record["host"] = flow.host
     record["index"] = tx.index
     record["request"] = _request(tx.request) if tx.request is not None else None
     record["response"] = _response(tx.response) if tx.response is not None else None

@@ -25,7 +25,16 @@ FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 # Keys: IPv4 is (src << 32 | dst) << 32 | (sport << 16 | dport); IPv6 the same with 128-bit
 # addresses and a tag bit above, so that the two families never collide.
 V6_TAG = 1 << 300
+# Packets captured on one of several hosts (wirepeek --ssh) carry the host's number (from 1)
+# above that: the same addresses and ports seen on two hosts make two connections.
+HOST_SHIFT = 320
 _M16, _M32, _M128 = 0xFFFF, 0xFFFFFFFF, (1 << 128) - 1
+_MFLOW = (1 << HOST_SHIFT) - 1
+
+
+def key_host(key: int) -> int:
+    """The number of the host a key's packets were captured on (0: the local capture)."""
+    return key >> HOST_SHIFT
 
 
 class Resent(NamedTuple):
@@ -44,6 +53,8 @@ Kept = tuple[bool, float, int, "bytes | int | Resent"]
 
 
 def reverse_key(key: int) -> int:
+    if key >> HOST_SHIFT:
+        return reverse_key(key & _MFLOW) | (key >> HOST_SHIFT << HOST_SHIFT)
     ports = key & _M32
     rports = ((ports & _M16) << 16) | (ports >> 16)
     if key >= V6_TAG:
@@ -57,6 +68,7 @@ def reverse_key(key: int) -> int:
 
 def key_endpoints(key: int) -> tuple[str, str]:
     """("src:port", "dst:port") of the sender of packets with this key."""
+    key &= _MFLOW
     ports = key & _M32
     sport, dport = ports >> 16, ports & _M16
     if key >= V6_TAG:
@@ -162,6 +174,7 @@ class Connection:
         "first_rst",
         "first_ts",
         "history",
+        "host",
         "id",
         "inconsistent",
         "kept",
@@ -190,6 +203,7 @@ class Connection:
         self.client.peer = self.server
         self.server.peer = self.client
         self.client_key = client_key  # the table key of the client's packets
+        self.host: str | None = None  # the capture host's name, when there are several
         self._endpoints: tuple[str, str] | None = None
         self.state: State | None = None
         self.watch_acks = True  # whether a plain ACK can change the state (engine.tcpstate)

@@ -430,7 +430,7 @@ def json_records(args: argparse.Namespace, source: sources.Source) -> int:
                     lines.append(line(connection_record(event.info)))
             elif isinstance(event, HttpTransaction):
                 if keep is None or keep.exchange(event):
-                    lines.append(line(http_record(event, opened.endpoints(event.connection))))
+                    lines.append(line(http_record(event, opened.flow(event.connection))))
         if lines:
             lines.append(b"")
             out.write(b"\n".join(lines))

@@ -75,8 +75,8 @@ def _worker(paths: list[str], bpf: str, count: int | None, bounds: Bounds, shard
                         records.append(split_line(connection_record(event.info)))
                 elif isinstance(event, HttpTransaction):
                     if keep is None or keep.exchange(event):
-                        ends = conns.endpoints(event.connection)
-                        records.append(split_line(http_record(event, ends)))
+                        flow = conns.flow(event.connection)
+                        records.append(split_line(http_record(event, flow)))
             out.send((opened[:], records, final, source.error if final else None))
             opened.clear()
             if final:
