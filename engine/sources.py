@@ -188,6 +188,8 @@ class Source:
     """The capture filter in force ("" for none)."""
     paths: tuple[str, ...]
     """The files this source reads (none for interfaces and stdin)."""
+    hosts: tuple[str, ...] = ()
+    """The capture hosts whose batches are numbered 1, 2... (`Batch.host`): engine.remote."""
 
     def __init__(self, name: str, live: bool, paths: tuple[str, ...] = ()) -> None:
         self.name = name
@@ -243,6 +245,10 @@ class Source:
     def stats(self) -> CaptureStats | None:
         """Kernel counters of a live capture; None for files."""
         return None
+
+    def notices(self) -> list[str]:
+        """What happened to the source since the last call, a line each (engine.remote's hosts)."""
+        return []
 
     def close(self) -> None:
         raise NotImplementedError

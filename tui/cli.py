@@ -39,6 +39,7 @@ from engine.http2 import Http2Parser
 from engine.keylog import KeyLog, open_keys
 from engine.pipeline import Pipeline
 from engine.records import connection_record, dumps, http_record, line
+from engine.remote import DEFAULT_INTERFACE, RemoteCaptures, RemoteTarget
 from engine.tcp import Connection
 from engine.tlsdecrypt import DECRYPTED, TlsDecryptor
 from tui import collector
@@ -102,6 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("-r", "--read", action="append", default=[], metavar="FILE",
                      help="read a pcap or pcapng file, plain or gzip/zstd-compressed ('-' for a "
                           "capture stream on stdin); several are merged by time")
+    src.add_argument("--ssh", action="append", default=[], metavar="[USER@]HOST[:IFACE]",
+                     help="capture on HOST over SSH; repeat for several hosts, merged live by "
+                          "time, each connection tagged with its host. Runs 'tcpdump -i IFACE "
+                          f"-U -w -' there (IFACE default {DEFAULT_INTERFACE}) through the system "
+                          "ssh in batch mode: your ssh config, agent, jump hosts and known hosts "
+                          "apply, no password is ever asked. A host that fails is tried again, "
+                          "the others go on. tcpdump needs root there: log in as root, or give "
+                          "--ssh-sudo with a sudoers rule that lets you run it without a password")
+    src.add_argument("--ssh-command", default="ssh", metavar="CMD",
+                     help="the ssh to run, with its options (default 'ssh'; e.g. "
+                          "'ssh -F ~/.ssh/capture_config -J bastion')")
+    src.add_argument("--ssh-sudo", action="store_true",
+                     help="with --ssh: run tcpdump under 'sudo -n' on the hosts")
+    src.add_argument("--snaplen", type=int, metavar="BYTES",
+                     help="with --ssh: bytes of each packet tcpdump sends over the link (default "
+                          "all); payload past it is counted as not captured")
     src.add_argument("--list-interfaces", action="store_true", help="list capture interfaces and exit")
     src.add_argument("--demo", action="store_true",
                      help="the interactive view on a bundled capture, replayed live (no root needed)")
@@ -219,8 +236,16 @@ def run(args: argparse.Namespace) -> int:
         for name in sources.list_interfaces():
             print(name)
         return 0
-    if args.interface and args.read:
-        raise UsageError("read files (-r) or capture live (-i), not both")
+    if sum(map(bool, (args.interface, args.read, args.ssh))) > 1:
+        raise UsageError("read files (-r), capture live (-i) or capture over SSH (--ssh): one of them")
+    if (args.ssh_sudo or args.snaplen is not None or args.ssh_command != "ssh") and not args.ssh:
+        raise UsageError("--ssh-command, --ssh-sudo and --snaplen go with --ssh")
+    if args.snaplen is not None and not 64 <= args.snaplen <= 262144:
+        raise UsageError("--snaplen must be between 64 and 262144 bytes")
+    try:
+        targets = [RemoteTarget.parse(text) for text in args.ssh]
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if args.count is not None and args.count < 1:
         raise UsageError("--count must be at least 1")
     if args.jobs < 0:
@@ -250,15 +275,20 @@ def run(args: argparse.Namespace) -> int:
     from tui.capture import SourceSpec  # Textual loads only for the interactive view
 
     if args.demo:
-        if args.interface or args.read or args.json or args.follow is not None or args.write:
+        if args.interface or args.read or args.ssh or args.json or args.follow is not None or args.write:
             raise UsageError("--demo plays its own capture in the interactive view; it takes no other source")
         return interactive(args, SourceSpec(files=(str(DEMO_CAPTURE),), replay=True), " ".join(args.filter))
-    if not args.interface and not args.read:
-        raise UsageError("nothing to read: give -r FILE or -i IFACE (or try --demo)")
+    if not args.interface and not args.read and not args.ssh:
+        raise UsageError("nothing to read: give -r FILE, -i IFACE or --ssh HOST (or try --demo)")
     bpf = " ".join(args.filter)
     args.keys = open_keylog(args)
     if args.read:
         source = sources.open_files(args.read, bpf)
+    elif args.ssh:
+        source = RemoteCaptures(targets, bpf, args.ssh_command, args.ssh_sudo,
+                                args.snaplen or sources.SNAPLEN)
+        note = f" (filter: {bpf})" if bpf else ""
+        print(f"wirepeek: capturing over SSH on {source.name}{note}", file=sys.stderr, flush=True)
     else:
         source = sources.open_live(args.interface, bpf)
         user = sources.drop_privileges()
@@ -301,6 +331,8 @@ def run(args: argparse.Namespace) -> int:
             status = summary(args, source)
         if source is None:
             return status
+        if isinstance(source, RemoteCaptures):
+            return remote_report(source, status)
         if source.live:
             st = source.stats()
             if st is not None:
@@ -314,6 +346,25 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if source is not None:
             source.close()
+
+
+def remote_report(source: RemoteCaptures, status: int) -> int:
+    """How each host's capture went; 1 if a host never captured (why is said)."""
+    source.close()
+    for notice in source.notices():
+        print(f"wirepeek: {escape_text(notice)}", file=sys.stderr)
+    never = 0
+    for host in source.host_status():
+        counts = ""
+        if host.received is not None:
+            counts = (f", tcpdump: {host.received} received by the filter, "
+                      f"{host.dropped} dropped by the kernel")
+        print(f"wirepeek: {escape_text(host.name)}: {host.packets} packets{counts}", file=sys.stderr)
+        if not host.packets and host.detail:
+            never += 1
+            print(f"wirepeek: {escape_text(host.name)}: no capture: {escape_text(host.detail)}",
+                  file=sys.stderr)
+    return 1 if never else status
 
 
 def interactive(args: argparse.Namespace, spec: SourceSpec, bpf: str) -> int:
@@ -378,6 +429,8 @@ def batches(args: argparse.Namespace, source: sources.Source,
                 break
             timeout = 0.25 if deadline is None else max(0.0, min(0.25, deadline - time.monotonic()))
             batch = source.next_batch(timeout)
+            for notice in source.notices():
+                print(f"wirepeek: {escape_text(notice)}", file=sys.stderr, flush=True)
             if batch is None:
                 break
             if not len(batch):
@@ -416,7 +469,7 @@ def open_keylog(args: argparse.Namespace) -> KeyLog | None:
 def json_records(args: argparse.Namespace, source: sources.Source) -> int:
     where = args.where_filter
     opened = OpenConnections()
-    pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024), consumers={None: [opened.note]},
+    pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024), hosts=source.hosts, consumers={None: [opened.note]},
                         http_body_limit=BODY_SEARCHED if where and uses_bodies(where) else 0,
                         keylog=args.keys)  # fmt: skip
     keep = RecordFilter(where, opened.info) if where is not None else None
@@ -578,7 +631,7 @@ def follow(args: argparse.Namespace, source: sources.Source) -> int:
     def plaintext(conn: Connection, emit: Callable[[Event], None]) -> FollowPlaintext | None:
         return writer.plaintext() if conn.id == wanted else None
 
-    pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024), consumers={None: [attach]},
+    pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024), hosts=source.hosts, consumers={None: [attach]},
                         http_body_limit=None, keylog=args.keys if decrypting else None,
                         plaintext=[plaintext])
     total = 0
@@ -599,7 +652,7 @@ def har_export(args: argparse.Namespace, source: sources.Source) -> int:
     document is never held whole)."""
     where = args.where_filter
     opened = OpenConnections()
-    pipeline = Pipeline(bounds_from(args, keep_stream=0), consumers={None: [opened.note]},
+    pipeline = Pipeline(bounds_from(args, keep_stream=0), hosts=source.hosts, consumers={None: [opened.note]},
                         http_body_limit=DEFAULT_MAX_BODY, keylog=args.keys)
     try:
         out = sys.stdout.buffer if args.har == "-" else open(args.har, "wb")  # noqa: SIM115
@@ -634,7 +687,7 @@ def stats_report(args: argparse.Namespace, source: sources.Source) -> int:
     """--stats: the exchanges grouped (--group-by), a table or (--json) a record a group."""
     where = args.where_filter
     opened = OpenConnections()
-    pipeline = Pipeline(bounds_from(args, keep_stream=0), consumers={None: [opened.note]},
+    pipeline = Pipeline(bounds_from(args, keep_stream=0), hosts=source.hosts, consumers={None: [opened.note]},
                         http_body_limit=BODY_SEARCHED if where and uses_bodies(where) else 0,
                         keylog=args.keys)  # fmt: skip
     stats = Stats(args.group_by)
@@ -715,7 +768,7 @@ def follow_stream(args: argparse.Namespace, source: sources.Source) -> int:
             writer.seen = True
 
     keys = args.keys if not args.raw else None
-    pipeline = Pipeline(bounds_from(args, keep_stream=0), consumers={HTTP2: [parser], None: [seen]},
+    pipeline = Pipeline(bounds_from(args, keep_stream=0), hosts=source.hosts, consumers={HTTP2: [parser], None: [seen]},
                         http_body_limit=None, keylog=keys, plaintext=[parser])
     total = 0
     for events in batches(args, source, pipeline, stop=lambda: writer.done):
@@ -746,7 +799,7 @@ def follow_stream(args: argparse.Namespace, source: sources.Source) -> int:
 
 def summary(args: argparse.Namespace, source: sources.Source) -> int:
     """The interim default view: one line per connection as it ends."""
-    pipeline = Pipeline(bounds_from(args, keep_stream=0), http_body_limit=None, keylog=args.keys)
+    pipeline = Pipeline(bounds_from(args, keep_stream=0), hosts=source.hosts, http_body_limit=None, keylog=args.keys)
     out = sys.stdout
     print(f"{'id':>5}  {'client':<22} {'server':<22} {'state':<12} {'pkts':>6} "
           f"{'bytes c>s':>10} {'bytes s>c':>10} {'missing':>8}  proto", file=out)
