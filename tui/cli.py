@@ -17,6 +17,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+import orjson
+
 from engine import sources
 from engine.batch import META, Batch
 from engine.bounds import Bounds, MiB
@@ -38,6 +40,7 @@ from engine.stats import ACCURACY, GROUPINGS, Stats
 from engine.http2 import Http2Parser
 from engine.keylog import KeyLog, open_keys
 from engine.pipeline import Pipeline
+from engine.ecs import record as ecs_record
 from engine.records import connection_record, dumps, http_record, line
 from engine.remote import DEFAULT_INTERFACE, RemoteCaptures, RemoteTarget
 from engine.tcp import Connection
@@ -129,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group(
         "headless output (without these: the interactive view on a terminal, else a summary)")
     out.add_argument("--json", action="store_true", help="NDJSON records on stdout, then exit")
+    out.add_argument("--schema", choices=("native", "ecs"), default="native",
+                     help="with --json: the records' field names: wirepeek's own (default), or "
+                          "the Elastic Common Schema (source.ip, http.request.method, "
+                          "event.duration in ns, network.community_id...) for a fleet's store; "
+                          "pipe them into a collector: ... --json --schema ecs | vector")
     out.add_argument("--where", metavar="EXPR",
                      help="with --json: only the exchanges that match EXPR, and the connections "
                           "that match or have such an exchange (the language of / in the "
@@ -261,6 +269,8 @@ def run(args: argparse.Namespace) -> int:
     if args.follow is not None and args.json:
         raise UsageError("--follow and --json are separate modes")
     args.where_filter = None
+    if args.schema != "native" and (not args.json or args.stats):
+        raise UsageError("--schema goes with --json (records; not --stats)")
     if args.group_by != "endpoint" and not args.stats:
         raise UsageError("--group-by goes with --stats")
     if args.where is not None:
@@ -314,7 +324,8 @@ def run(args: argparse.Namespace) -> int:
         elif args.json and _parallel(args) > 1:
             source.close()  # opened to check the files and filter; the workers open their own
             error = json_records_sharded(args.read, bpf, args.count, bounds_from(args, 64 * 1024),
-                                         _parallel(args), keylog=args.keys, where=args.where)
+                                         _parallel(args), keylog=args.keys, where=args.where,
+                                         transform=ECS_LINE if args.schema == "ecs" else None)
             if error:
                 print(f"wirepeek: {error}", file=sys.stderr)
                 return 1
@@ -466,6 +477,15 @@ def open_keylog(args: argparse.Namespace) -> KeyLog | None:
     return keys
 
 
+def ecs_line(record: dict) -> bytes:
+    return dumps(ecs_record(record))
+
+
+def ECS_LINE(native: bytes) -> bytes:  # noqa: N802 - a constant, as the parallel reader takes it
+    """A native record's line as an ECS record's (the parallel reader numbers lines first)."""
+    return dumps(ecs_record(orjson.loads(native)))
+
+
 def json_records(args: argparse.Namespace, source: sources.Source) -> int:
     where = args.where_filter
     opened = OpenConnections()
@@ -474,16 +494,17 @@ def json_records(args: argparse.Namespace, source: sources.Source) -> int:
                         keylog=args.keys)  # fmt: skip
     keep = RecordFilter(where, opened.info) if where is not None else None
     out = sys.stdout.buffer  # one write per batch: unbuffered (PYTHONUNBUFFERED) or not
+    write = line if args.schema == "native" else ecs_line
     for events in batches(args, source, pipeline):
         lines = []
         opened.batch(events)
         for event in events:
             if isinstance(event, ConnectionClosed):
                 if keep is None or keep.connection(event.info):
-                    lines.append(line(connection_record(event.info)))
+                    lines.append(write(connection_record(event.info)))
             elif isinstance(event, HttpTransaction):
                 if keep is None or keep.exchange(event):
-                    lines.append(line(http_record(event, opened.flow(event.connection))))
+                    lines.append(write(http_record(event, opened.flow(event.connection))))
         if lines:
             lines.append(b"")
             out.write(b"\n".join(lines))

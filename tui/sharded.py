@@ -92,7 +92,8 @@ AHEAD = 64
 
 def json_records_sharded(paths: list[str], bpf: str, count: int | None, bounds: Bounds,
                          jobs: int, out: Any = None, keylog: KeyLog | None = None,
-                         where: str | None = None) -> str | None:
+                         where: str | None = None,
+                         transform: Callable[[bytes], bytes] | None = None) -> str | None:
     """Print the NDJSON records of capture files using `jobs` processes; return the file error."""
     out = out or sys.stdout.buffer
     context = multiprocessing.get_context("fork")
@@ -125,7 +126,8 @@ def json_records_sharded(paths: list[str], bpf: str, count: int | None, bounds: 
                     next_id += 1
                 lines = []
                 for i, (_firsts, records, final, err) in enumerate(batch):
-                    lines.extend(join_line(kind, ids[i][local], rest) for kind, local, rest in records)
+                    joined = (join_line(kind, ids[i][local], rest) for kind, local, rest in records)
+                    lines.extend(joined if transform is None else map(transform, joined))
                     if final:
                         done[i] = True
                         error = error or err
