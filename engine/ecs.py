@@ -115,6 +115,14 @@ def connection(record: dict[str, Any]) -> dict[str, Any]:
             "direction_guessed",
         )
     }
+    processes = record.get("process")
+    if processes is not None:  # a live capture on this host: who holds each end (engine.procs)
+        ours["process"] = processes
+        local = [p for p in (processes["client"], processes["server"]) if p is not None]
+        if len(local) == 1:  # one end here: ECS's process is that one
+            out["process"] = {"pid": local[0]["pid"], "name": local[0]["name"]}
+            if local[0]["user"] is not None:
+                out["user"] = {"name": local[0]["user"]}
     tls = record.get("tls")
     if tls and ("decrypted" in tls or tls.get("alpn")):
         ours["tls"] = {k: tls[k] for k in ("alpn", "decrypted", "why_not") if k in tls}

@@ -57,7 +57,7 @@ class Field:
 
 FIELDS: Final = {f.name: f for f in (
     Field("host", "text", "the request's Host (or :authority), else the TLS server name, else "
-                          "the server's address"),
+                          "the server's address; or the host it was captured on (--ssh)"),
     Field("ip", "text", "the client's or the server's address (either)"),
     Field("port", "number", "the client's or the server's port (either)"),
     Field("client", "text", "the client, address:port (or the address alone)"),
@@ -388,7 +388,10 @@ def host_name(tx: HttpTransaction | None, info: ConnectionInfo | None) -> str | 
 
 def _host(f: _Facts) -> list[Any]:
     host = host_name(f.tx, f.info)
-    return [] if host is None else [host]
+    names = [] if host is None else [host]
+    if f.info is not None and f.info.host is not None:
+        names.append(f.info.host)  # the capture host (engine.remote)
+    return names
 
 
 def _missing(f: _Facts) -> list[Any]:

@@ -137,6 +137,16 @@ def test_invalid_expressions_say_what_and_where(text, expected):
     assert raised.value.pointer() == f"{text}\n{' ' * (column - 1)}^"
 
 
+def test_host_is_also_the_capture_host():
+    """With --ssh, `host = web3` finds what was captured on web3, connections and exchanges."""
+    c = conn(host="web3")
+    assert parse("host = web3").connection(c) and parse("host = WEB3").connection(c)
+    assert parse("host = web3").exchange(c, exchange())
+    assert parse("host = api.example.com").exchange(c, exchange())  # the Host header still counts
+    assert not parse("host = web3").connection(conn(host="web2"))
+    assert not parse("host = web3").connection(conn())
+
+
 def test_a_connection_alone_matches_on_its_own_fields():
     c = conn(sni="api.example.com", protocol="tls")
     assert parse("proto = tls").connection(c)

@@ -230,3 +230,49 @@ def test_the_remote_command_runs_tcpdump_with_the_filter_as_given() -> None:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=10)
     assert shlex.split(good)[:3] == ["exec", "sh", "-c"]
+
+
+@live
+@pytest.mark.asyncio
+async def test_the_inspector_shows_each_connections_host(hosts: Hosts) -> None:
+    """The host column, `host = web2` in /, each host's state in the status bar, and f giving
+    every host a new filter while the connections stay."""
+    from textual.widgets import Input
+
+    from engine.bounds import Bounds
+    from tests.test_app_live import until
+    from tui.app import WirepeekApp
+    from tui.capture import SourceSpec
+    from tui.widgets.connections import ConnectionsTable
+    from tui.widgets.status import StatusBar
+
+    targets = [RemoteTarget.parse(f"{name}:lo") for name in hosts.names[:2]]
+    source = RemoteCaptures(targets, "tcp port 8080", hosts.ssh_command())
+    app = WirepeekApp(SourceSpec(opened=source), "tcp port 8080", Bounds(keep_after_close=True))
+    async with app.run_test(size=(120, 36)) as pilot:
+        table = app.query_one(ConnectionsTable)
+        bar = app.query_one(StatusBar)
+        await until(pilot, lambda: "web1 ✓" in str(bar.shown) and "web2 ✓" in str(bar.shown), 20)
+        assert table.COLUMNS[0].key == "host"
+        hosts.get(0, ["/one"])
+        hosts.get(1, ["/two", "/three"])
+        await until(pilot, lambda: len(table.order) == 3 and len(app.store.http) == 3)
+        rows = [table.row_text(i) for i in table.order]
+        assert sorted(r.split()[0] for r in rows) == ["web1", "web2", "web2"]
+
+        await pilot.press("slash")
+        app.query_one("#display-filter", Input).value = "host = web2"
+        await pilot.press("enter")
+        await until(pilot, lambda: len(table.order) == 2)
+        assert all(table.row_text(i).startswith("web2 ") for i in table.order)
+        await pilot.press("slash", "ctrl+u", "enter")
+        await until(pilot, lambda: len(table.order) == 3)
+
+        await pilot.press("f")
+        app.query_one("#capture-filter", Input).value = "tcp port 8080 and tcp[tcpflags] & tcp-syn != 0"
+        await pilot.press("enter")
+        await until(pilot, lambda: [s.starts for s in source.host_status()] == [2, 2])
+        await until(pilot, lambda: "web1 ✓" in str(bar.shown) and "web2 ✓" in str(bar.shown), 20)
+        assert len(table.order) == 3  # the connections stay
+        hosts.get(1, ["/four"])
+        await until(pilot, lambda: len(table.order) == 4)

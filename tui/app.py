@@ -86,7 +86,8 @@ def _alarming(before: CaptureStatus | None, after: CaptureStatus) -> bool:
     lost = [(s.capture.dropped + s.capture.if_dropped if s.capture else 0, s.skipped)
             for s in (before, after)]
     return (lost[1] != lost[0] or after.error != before.error
-            or after.finished != before.finished or after.shedding != before.shedding)
+            or after.finished != before.finished or after.shedding != before.shedding
+            or [h.state for h in after.hosts] != [h.state for h in before.hosts])
 
 
 class WirepeekApp(App[None]):
@@ -161,7 +162,7 @@ class WirepeekApp(App[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="main"):
-            yield ConnectionsTable(self.store, id="connections")
+            yield ConnectionsTable(self.store, hosts=bool(self.driver.hosts), id="connections")
             with TabbedContent(id="detail", initial="tab-http"):
                 with TabPane("HTTP (1)", id="tab-http"):
                     yield HttpView(id="http")

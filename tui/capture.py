@@ -35,6 +35,7 @@ from engine.http import DEFAULT_MAX_BODY
 from engine.decrypted import DecryptedStreams
 from engine.keylog import KeyLog, KeyLogFile, open_keys
 from engine.pipeline import Pipeline
+from engine.remote import RemoteCaptures
 from engine.spool import Spool
 from engine.tcp import endpoints_key
 from tui import http_helpers
@@ -416,6 +417,8 @@ class CaptureDriver:
         self.decrypted: DecryptedStreams | None = None
         self._cursor = 0  # of the followed connection's kept entries: what was sent so far
         self._initial = spec.opened
+        # The capture hosts (engine.remote): the connections carry their names.
+        self.hosts: tuple[str, ...] = spec.opened.hosts if spec.opened is not None else ()
         # Read by the UI thread through its snapshot method. A file is read again instead
         # (FileRing), unless it is a pipe or a replay, whose packets only the ring can hold.
         rereadable = spec.files and not spec.replay and "-" not in spec.files
@@ -610,7 +613,7 @@ class CaptureDriver:
         self.decrypted = None
         if self.keys is not None and self.spool is not None:
             self.decrypted = DecryptedStreams(self.spool, self.bounds.keep_stream_bytes)
-        return Pipeline(self.bounds, live_updates=True, spool=self.spool,
+        return Pipeline(self.bounds, live_updates=True, spool=self.spool, hosts=self.hosts,
                         http_body_limit=None if self.jobs else DEFAULT_MAX_BODY, keylog=self.keys,
                         plaintext=[self.decrypted.listener] if self.decrypted else None)
 
@@ -723,6 +726,7 @@ class CaptureDriver:
             # leaves its share's HTTP in it unparsed, so the most any passed over.)
             unparsed=max(helpers.passed_over) if helpers is not None else 0,
             behind=isinstance(source, FeedCapture) and source.reader.behind(1),
+            hosts=tuple(source.host_status()) if isinstance(source, RemoteCaptures) else (),
         )
         self.post(EngineUpdate(pending.take(), pipeline.stats(), status, stream_id, chunks, reset,
                                self.generation, pending.take_exchanges(), self._followed_plain))

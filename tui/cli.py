@@ -40,6 +40,8 @@ from engine.stats import ACCURACY, GROUPINGS, Stats
 from engine.http2 import Http2Parser
 from engine.keylog import KeyLog, open_keys
 from engine.pipeline import Pipeline
+from engine.connections import ConsumerFactory
+from engine.procs import Attribution, owner_record
 from engine.ecs import record as ecs_record
 from engine.records import connection_record, dumps, http_record, line
 from engine.remote import DEFAULT_INTERFACE, RemoteCaptures, RemoteTarget
@@ -489,7 +491,14 @@ def ECS_LINE(native: bytes) -> bytes:  # noqa: N802 - a constant, as the paralle
 def json_records(args: argparse.Namespace, source: sources.Source) -> int:
     where = args.where_filter
     opened = OpenConnections()
-    pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024), hosts=source.hosts, consumers={None: [opened.note]},
+    consumers: list[ConsumerFactory] = [opened.note]
+    # A live capture on this host: each connection's local processes (engine.procs).
+    attribution = Attribution() if isinstance(source, sources.LiveCapture) else None
+    if attribution is not None:
+        consumers.append(lambda conn, emit: attribution.opened(conn.id, conn.client_addr,
+                                                               conn.server_addr))
+    pipeline = Pipeline(bounds_from(args, keep_stream=64 * 1024), hosts=source.hosts,
+                        consumers={None: consumers},
                         http_body_limit=BODY_SEARCHED if where and uses_bodies(where) else 0,
                         keylog=args.keys)  # fmt: skip
     keep = RecordFilter(where, opened.info) if where is not None else None
@@ -498,10 +507,17 @@ def json_records(args: argparse.Namespace, source: sources.Source) -> int:
     for events in batches(args, source, pipeline):
         lines = []
         opened.batch(events)
+        if attribution is not None:
+            attribution.poll()
         for event in events:
             if isinstance(event, ConnectionClosed):
+                record = connection_record(event.info)
+                if attribution is not None:
+                    client, server = attribution.take(event.info.id)
+                    record["process"] = {"client": owner_record(client),
+                                         "server": owner_record(server)}
                 if keep is None or keep.connection(event.info):
-                    lines.append(write(connection_record(event.info)))
+                    lines.append(write(record))
             elif isinstance(event, HttpTransaction):
                 if keep is None or keep.exchange(event):
                     lines.append(write(http_record(event, opened.flow(event.connection))))

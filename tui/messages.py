@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from engine.events import Event, Stats
+from engine.remote import HostStatus
 from engine.sources import CaptureStats
 from engine.tcp import Kept
 from tui.exchange_log import EncodedExchanges
@@ -36,6 +37,8 @@ class CaptureStatus:
     # The capture thread is a file of the live feed (16 MiB) or more behind the capture process:
     # the screen redraws less often, so that the thread has the interpreter more of the time.
     behind: bool = False
+    # Each capture host's state (engine.remote), when the capture is over SSH.
+    hosts: tuple[HostStatus, ...] = ()
 
 
 class EngineUpdate(Message):

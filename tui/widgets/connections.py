@@ -35,6 +35,8 @@ COLUMNS = [
 ]
 STATUS = 5
 MISSING = 9  # the column shown in the error colour when it is not empty
+# First when the connections come from several hosts (wirepeek --ssh): which one.
+HOST = Column("host", "host")
 
 
 def size(n: int) -> str:
@@ -88,7 +90,10 @@ class ConnectionsTable(VirtualTable):
     COLUMNS = COLUMNS
     DEFAULT_SORT = "id"
 
-    def __init__(self, store: TrafficStore, **kwargs: Any) -> None:
+    def __init__(self, store: TrafficStore, hosts: bool = False, **kwargs: Any) -> None:
+        self.hosts = hosts  # a host column first
+        if hosts:
+            self.COLUMNS = [HOST, *COLUMNS]
         super().__init__(**kwargs)
         self.store = store
         self.search: Search | None = None  # what `/` found; None shows every connection
@@ -98,10 +103,12 @@ class ConnectionsTable(VirtualTable):
     def cells(self, row: int) -> list[str]:
         info = self.store.connections.get(row)
         if info is None:
-            return [""] * len(COLUMNS)
+            return [""] * len(self.COLUMNS)
         missing = sum(info.missing_bytes)
         status = self.store.last_status(row)
+        host = [escape_text(info.host or "")] if self.hosts else []
         return [
+            *host,
             str(info.id),
             info.client,
             info.server,
@@ -126,6 +133,7 @@ class ConnectionsTable(VirtualTable):
         return None
 
     def cell_style(self, row: int, column: int, value: str) -> Style | None:
+        column -= self.hosts
         if column == MISSING:
             return self.get_component_rich_style("table--error")
         if column == STATUS:

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from engine.events import Stats
+from engine.remote import CAPTURING, LOST, HostStatus
 from tui.escape import escape_text
 from tui.memory import MemoryReading, mib
 from tui.messages import CaptureStatus
@@ -29,6 +30,20 @@ def fold(text: Text, width: int) -> Text:
         out.append_text(piece)
         used += length
     return out
+
+
+def host_item(host: HostStatus) -> tuple[str, str]:
+    """A capture host's state (wirepeek --ssh): capturing, with its kernel's drops when it has
+    some; connecting; or lost, why, and when it is tried again."""
+    name = escape_text(host.name)
+    if host.state == CAPTURING:
+        if host.dropped:
+            return f"│ {name} ✓ {host.dropped:,} drops ", "bold red"
+        return f"│ {name} ✓ ", ""
+    if host.state == LOST:
+        again = f", again in {host.retry_in:.0f}s" if host.retry_in is not None else ""
+        return f"│ {name} lost: {escape_text(host.detail)[:60]}{again} ", "bold red"
+    return f"│ {name} {host.state}… ", "yellow"
 
 
 class StatusBar(Static):
@@ -70,6 +85,8 @@ class StatusBar(Static):
         if status.capture is not None:
             drops = status.capture.dropped + status.capture.if_dropped
             out.append(f"│ drops {drops:,} ", "bold red" if drops else "")
+        for host in status.hosts:
+            out.append(*host_item(host))
         if memory is not None:
             budget = f"{mib(memory.budget.total)} budget"
             if memory.resident is None:
