@@ -128,6 +128,7 @@ class Attribution:
         self.owners = owners or SocketOwners()
         self.pending: dict[int, tuple[str, str, float]] = {}  # id -> client, server, until
         self.found: dict[int, tuple[Owner | None, Owner | None]] = {}
+        self.changed: set[int] = set()  # found since the last take_changed
         self.readings = -1
 
     def opened(self, conn_id: int, client: str, server: str) -> None:
@@ -139,8 +140,9 @@ class Attribution:
         found = self.owners.lookup(client, server)
         if None not in found or self.owners.clock() >= until:
             del self.pending[conn_id]
-        if found != (None, None):
+        if found != (None, None) and self.found.get(conn_id) != found:
             self.found[conn_id] = found
+            self.changed.add(conn_id)
 
     def poll(self) -> list[int]:
         """Look again for the connections still missing an end once the tables were read again
@@ -155,10 +157,22 @@ class Attribution:
             self._look(conn_id)
         return [i for i, was in before.items() if self.found.get(i) != was]
 
+    def take_changed(self) -> dict[int, tuple[Owner | None, Owner | None]]:
+        """What was found since the last call."""
+        changed, self.changed = self.changed, set()
+        return {i: self.found[i] for i in changed if i in self.found}
+
     def take(self, conn_id: int) -> tuple[Owner | None, Owner | None]:
         """What was found for a connection that is gone (it is forgotten here)."""
         self.pending.pop(conn_id, None)
+        self.changed.discard(conn_id)
         return self.found.pop(conn_id, (None, None))
+
+
+def owners_text(owners: tuple[Owner | None, Owner | None]) -> str:
+    """For a column: "curl(812)→nginx(77)", or the one end found ("→nginx(77)", "curl(812)→")."""
+    client, server = (f"{o.name}({o.pid})" if o is not None else "" for o in owners)
+    return f"{client}→{server}"
 
 
 def owner_record(owner: Owner | None) -> dict[str, object] | None:

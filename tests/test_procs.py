@@ -124,3 +124,39 @@ def test_live_records_name_the_processes_of_both_ends(tmp_path: Path) -> None:
     assert record["process"]["client"]["pid"] == client.pid
     assert record["process"]["server"]["pid"] == os.getpid()
     assert record["process"]["server"]["user"] == ME.username()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root (CI runs as root)")
+@pytest.mark.asyncio
+async def test_the_inspector_shows_the_processes_of_live_connections() -> None:
+    from engine import sources
+    from engine.bounds import Bounds
+    from tests.test_app_live import until
+    from tui.app import WirepeekApp
+    from tui.capture import SourceSpec
+    from tui.widgets.connections import ConnectionsTable
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    bpf = f"tcp port {listener.getsockname()[1]}"
+    source = sources.open_live(["lo"], bpf)
+    app = WirepeekApp(SourceSpec(interfaces=("lo",), opened=source), bpf, Bounds(keep_after_close=True))
+    held: list[socket.socket] = []
+    try:
+        async with app.run_test(size=(160, 30)) as pilot:
+            table = app.query_one(ConnectionsTable)
+            assert [c.key for c in table.COLUMNS[:4]] == ["id", "client", "server", "process"]
+            await pilot.pause(0.3)
+            client = socket.create_connection(listener.getsockname())
+            server, _ = listener.accept()
+            held += [client, server]
+            client.sendall(b"hello")
+            name = f"{ME.name()}({os.getpid()})"
+            await until(pilot, lambda: len(table.order) == 1 and app.store.processes, 10)
+            [conn_id] = table.order
+            assert app.store.processes[conn_id] == f"{name}→{name}"
+            assert f"{name}→{name}" in table.row_text(conn_id)
+    finally:
+        for s in (*held, listener):
+            s.close()

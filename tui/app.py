@@ -162,7 +162,8 @@ class WirepeekApp(App[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="main"):
-            yield ConnectionsTable(self.store, hosts=bool(self.driver.hosts), id="connections")
+            yield ConnectionsTable(self.store, hosts=bool(self.driver.hosts),
+                                   processes=self.driver.attribution is not None, id="connections")
             with TabbedContent(id="detail", initial="tab-http"):
                 with TabPane("HTTP (1)", id="tab-http"):
                     yield HttpView(id="http")
@@ -277,6 +278,8 @@ class WirepeekApp(App[None]):
         self.store.apply(update.events)
         if update.exchanges:
             self.store.apply_encoded(update.exchanges)
+        if update.processes:
+            self.store.set_processes(update.processes)
         self.status, self.stats = update.status, update.stats
         if update.stream_id is not None and update.stream_id == self.selected:
             stream = self.query_one(StreamView)

@@ -35,6 +35,7 @@ from engine.http import DEFAULT_MAX_BODY
 from engine.decrypted import DecryptedStreams
 from engine.keylog import KeyLog, KeyLogFile, open_keys
 from engine.pipeline import Pipeline
+from engine.procs import Attribution, owners_text
 from engine.remote import RemoteCaptures
 from engine.spool import Spool
 from engine.tcp import endpoints_key
@@ -438,6 +439,9 @@ class CaptureDriver:
         # A live capture opened before the app (as the command line opens it) is read by a
         # capture process into a feed that the helpers read too (tui.live_feed).
         live = isinstance(spec.opened, sources.LiveCapture)
+        # A live capture on this host: the processes at each end of its connections.
+        self.attribution = Attribution() if live else None
+        self._closing: list[int] = []  # connections closed since the last update
         self.jobs = (default_jobs() if jobs is None else jobs) if rereadable or live else 0
         self.feed: FeedCapture | None = None
         if live and self.jobs:
@@ -580,7 +584,27 @@ class CaptureDriver:
             for event in events:
                 if type(event) is ConnectionOpened or type(event) is ConnectionClosed:
                     helpers.note(event.info.first_packet, event.info.id)
+        attribution = self.attribution
+        if attribution is not None:
+            for event in events:
+                if type(event) is ConnectionOpened:
+                    attribution.opened(event.info.id, event.info.client, event.info.server)
+                elif type(event) is ConnectionClosed:
+                    self._closing.append(event.info.id)
         return events
+
+    def _processes(self) -> dict[int, str]:
+        """The processes found since the last update; those of connections now closed are
+        forgotten here once sent."""
+        attribution = self.attribution
+        if attribution is None:
+            return {}
+        attribution.poll()
+        found = {i: owners_text(owners) for i, owners in attribution.take_changed().items()}
+        for conn_id in self._closing:
+            attribution.take(conn_id)
+        self._closing.clear()
+        return found
 
     def _open(self, bpf: str) -> sources.Source | RealTimeReplay:
         spec = self.spec
@@ -729,7 +753,8 @@ class CaptureDriver:
             hosts=tuple(source.host_status()) if isinstance(source, RemoteCaptures) else (),
         )
         self.post(EngineUpdate(pending.take(), pipeline.stats(), status, stream_id, chunks, reset,
-                               self.generation, pending.take_exchanges(), self._followed_plain))
+                               self.generation, pending.take_exchanges(), self._followed_plain,
+                               self._processes()))
 
     def _stream(self, pipeline: Pipeline) -> tuple[int | None, tuple[StreamChunk, ...], bool]:
         """Entries of the followed connection's kept stream added since the last tick (all that

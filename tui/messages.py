@@ -47,9 +47,11 @@ class EngineUpdate(Message):
     def __init__(self, events: tuple[Event, ...], stats: Stats, status: CaptureStatus,
                  stream_id: int | None, stream: tuple[StreamChunk, ...], stream_reset: bool,
                  generation: int, exchanges: tuple[EncodedExchanges, ...] = (),
-                 stream_plain: bool = False) -> None:
+                 stream_plain: bool = False, processes: dict[int, str] | None = None) -> None:
         super().__init__()
         self.events = events
+        # The local processes of live connections found since the last update (engine.procs).
+        self.processes = processes or {}
         # HTTP exchanges parsed in helper processes (tui.http_helpers), after the events.
         self.exchanges = exchanges
         self.stats = stats

@@ -82,6 +82,8 @@ class TrafficStore:
         self.pending: dict[int, dict[int, HttpRequest]] = {}
         self.changed: set[int] = set()  # ids whose row must be redrawn
         self.removed: set[int] = set()  # ids whose row must go
+        # The local processes at the ends of live connections, as their rows show them.
+        self.processes: dict[int, str] = {}
         self.evicted = 0
         self._common: dict[object, object] = {}  # the values closed connections share
         self.highest = -1  # the highest connection id the store was told about
@@ -97,6 +99,7 @@ class TrafficStore:
         self.last.clear()
         self.dropped.clear()
         self.pending.clear()
+        self.processes.clear()
         self.changed.clear()
         self.removed.clear()
         self.cost = 0
@@ -231,9 +234,17 @@ class TrafficStore:
         self.cost -= CONNECTION_COST
         self.pending.pop(conn_id, None)
         self.dropped.pop(conn_id, None)
+        self.processes.pop(conn_id, None)
         self.changed.discard(conn_id)
         self.removed.add(conn_id)
         self.evicted += 1
+
+    def set_processes(self, found: dict[int, str]) -> None:
+        """The local processes of live connections (engine.procs), for their rows."""
+        for conn_id, text in found.items():
+            if conn_id in self.connections:
+                self.processes[conn_id] = text
+                self.changed.add(conn_id)
 
     def exchanges(self, conn_id: int) -> Exchanges:
         """The connection's exchanges (an empty list for one that has none yet)."""

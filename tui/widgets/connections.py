@@ -37,6 +37,8 @@ STATUS = 5
 MISSING = 9  # the column shown in the error colour when it is not empty
 # First when the connections come from several hosts (wirepeek --ssh): which one.
 HOST = Column("host", "host")
+# After the server, for a live capture on this host: the processes at the two ends.
+PROCESS = Column("process", "process", limit=40)
 
 
 def size(n: int) -> str:
@@ -64,6 +66,8 @@ def sort_value(info: ConnectionInfo, column: str, store: TrafficStore | None = N
         return store.last_status(info.id) if store is not None else -1
     if column == "summary":
         return store.summary(info.id) if store is not None else ""
+    if column == "process":
+        return store.processes.get(info.id, "") if store is not None else ""
     return getattr(info, column) or ""
 
 
@@ -90,10 +94,13 @@ class ConnectionsTable(VirtualTable):
     COLUMNS = COLUMNS
     DEFAULT_SORT = "id"
 
-    def __init__(self, store: TrafficStore, hosts: bool = False, **kwargs: Any) -> None:
+    def __init__(self, store: TrafficStore, hosts: bool = False, processes: bool = False,
+                 **kwargs: Any) -> None:
         self.hosts = hosts  # a host column first
-        if hosts:
-            self.COLUMNS = [HOST, *COLUMNS]
+        self.processes = processes  # a process column after the server
+        columns = [HOST] if hosts else []
+        columns += COLUMNS[:3] + ([PROCESS] if processes else []) + COLUMNS[3:]
+        self.COLUMNS = columns
         super().__init__(**kwargs)
         self.store = store
         self.search: Search | None = None  # what `/` found; None shows every connection
@@ -107,11 +114,13 @@ class ConnectionsTable(VirtualTable):
         missing = sum(info.missing_bytes)
         status = self.store.last_status(row)
         host = [escape_text(info.host or "")] if self.hosts else []
+        process = [escape_text(self.store.processes.get(row, ""))] if self.processes else []
         return [
             *host,
             str(info.id),
             info.client,
             info.server,
+            *process,
             info.state,
             protocol_cell(info),
             "…" if status == 0 else ("—" if status == NO_ANSWER else (str(status) if status > 0 else "")),
@@ -134,6 +143,8 @@ class ConnectionsTable(VirtualTable):
 
     def cell_style(self, row: int, column: int, value: str) -> Style | None:
         column -= self.hosts
+        if self.processes and column > 2:
+            column -= 1
         if column == MISSING:
             return self.get_component_rich_style("table--error")
         if column == STATUS:
