@@ -48,6 +48,9 @@ BUFFER_KIB = 32768
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # back-off before a failed host is started again
 STEADY = 30.0  # a host capturing this long starts its next back-off from RETRY_FIRST again
 READ_CHUNK = 1 << 20
+# --headers-only: the snapshot length that sends a packet's headers (link, IP, TCP) and the
+# first 130 to 200 bytes of its payload over the link, and never a body's full segments.
+HEADERS_ONLY = 256
 STDERR_KEPT = 4096  # the end of a host's error output kept to say why it failed
 SSH_OPTIONS = (
     "-T",  # no terminal: the pcap stream must come through untouched

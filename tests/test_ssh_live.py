@@ -113,6 +113,25 @@ def test_a_host_going_down_is_said_and_the_others_go_on(hosts: Hosts, tmp_path: 
 
 
 @live
+def test_headers_only_sends_no_body_over_the_link(hosts: Hosts, tmp_path: Path) -> None:
+    (hosts.dir / "body.bin").write_bytes(b"secret!!" * 65536)  # 512 KiB the link must not carry
+    proc, err = _start(hosts, tmp_path, ["web2:lo"], "--headers-only", "--json", "--duration", "5")
+    try:
+        assert wait_for_line(err, "web2: capturing on lo"), err.read_text()
+        hosts.get(1, ["/body.bin"])
+        out, _ = proc.communicate(timeout=40)
+    finally:
+        proc.kill()
+    assert b"secret!!secret!!" not in out
+    [exchange] = [r for r in _records(out) if r["type"] == "http"]
+    assert exchange["request"]["target"] == "/body.bin"  # the heads' first lines came
+    assert exchange["response"]["status"] == 200
+    [conn] = [r for r in _records(out) if r["type"] == "connection"]
+    assert conn["missing_bytes"]["server"] > 500_000  # and the body is said to be missing
+    assert conn["bytes"]["server"] < 16_000
+
+
+@live
 def test_a_host_that_never_answers_fails_the_run_with_why(hosts: Hosts, tmp_path: Path) -> None:
     config = tmp_path / "config"
     # web1's address, on a port where nothing listens: refused (no packet leaves the test's hosts)
@@ -203,6 +222,8 @@ def test_bad_targets(text: str) -> None:
         ["--snaplen", "100", "-i", "lo"],
         ["--ssh", "web1", "-i", "lo"],
         ["--ssh", "web1", "--snaplen", "10"],
+        ["--headers-only", "-i", "lo"],
+        ["--ssh", "web1", "--headers-only", "--snaplen", "512"],
     ],
 )
 def test_usage_errors(argv: list[str]) -> None:

@@ -44,7 +44,7 @@ from engine.connections import ConsumerFactory
 from engine.procs import Attribution, owner_record
 from engine.ecs import record as ecs_record
 from engine.records import connection_record, dumps, http_record, line
-from engine.remote import DEFAULT_INTERFACE, RemoteCaptures, RemoteTarget
+from engine.remote import DEFAULT_INTERFACE, HEADERS_ONLY, RemoteCaptures, RemoteTarget
 from engine.tcp import Connection
 from engine.tlsdecrypt import DECRYPTED, TlsDecryptor
 from tui import collector
@@ -124,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--snaplen", type=int, metavar="BYTES",
                      help="with --ssh: bytes of each packet tcpdump sends over the link (default "
                           "all); payload past it is counted as not captured")
+    src.add_argument("--headers-only", action="store_true",
+                     help=f"with --ssh: for links that must not carry bodies, only the first "
+                          f"{HEADERS_ONLY} bytes of each packet cross the link (its headers and "
+                          "the start of its payload: request and status lines, the first header "
+                          "lines); what was cut is counted as not captured")
     src.add_argument("--list-interfaces", action="store_true", help="list capture interfaces and exit")
     src.add_argument("--demo", action="store_true",
                      help="the interactive view on a bundled capture, replayed live (no root needed)")
@@ -248,8 +253,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if sum(map(bool, (args.interface, args.read, args.ssh))) > 1:
         raise UsageError("read files (-r), capture live (-i) or capture over SSH (--ssh): one of them")
-    if (args.ssh_sudo or args.snaplen is not None or args.ssh_command != "ssh") and not args.ssh:
-        raise UsageError("--ssh-command, --ssh-sudo and --snaplen go with --ssh")
+    if (args.ssh_sudo or args.snaplen is not None or args.ssh_command != "ssh"
+            or args.headers_only) and not args.ssh:
+        raise UsageError("--ssh-command, --ssh-sudo, --snaplen and --headers-only go with --ssh")
+    if args.headers_only and args.snaplen is not None:
+        raise UsageError(f"--headers-only is --snaplen {HEADERS_ONLY}: give one of them")
+    if args.headers_only:
+        args.snaplen = HEADERS_ONLY
     if args.snaplen is not None and not 64 <= args.snaplen <= 262144:
         raise UsageError("--snaplen must be between 64 and 262144 bytes")
     try:
