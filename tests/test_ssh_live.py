@@ -251,6 +251,10 @@ def test_the_remote_command_runs_tcpdump_with_the_filter_as_given() -> None:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=10)
     assert shlex.split(good)[:3] == ["exec", "sh", "-c"]
+    # --ssh-sudo: the same script under sudo, which must not ask for a password (-n).
+    sudo = remote_command("lo", "tcp port 8080", 96, True)
+    assert shlex.split(sudo)[:5] == ["exec", "sudo", "-n", "sh", "-c"]
+    assert shlex.split(sudo)[5] == shlex.split(good)[3]
 
 
 @live
