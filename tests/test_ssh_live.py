@@ -252,7 +252,7 @@ def test_the_remote_command_runs_tcpdump_with_the_filter_as_given() -> None:
         proc.wait(timeout=10)
     assert shlex.split(good)[:3] == ["exec", "sh", "-c"]
     # --ssh-sudo: the same script under sudo, which must not ask for a password (-n).
-    sudo = remote_command("lo", "tcp port 8080", 96, True)
+    sudo = remote_command("lo", "tcp port 8080 and not host 10.9.9.9", 96, True)
     assert shlex.split(sudo)[:5] == ["exec", "sudo", "-n", "sh", "-c"]
     assert shlex.split(sudo)[5] == shlex.split(good)[3]
 
