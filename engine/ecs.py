@@ -19,11 +19,20 @@ from urllib.parse import urlsplit
 ECS_VERSION = "8.11.0"
 
 
+_second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+
+
 def _time(ts: float | None) -> str | None:
-    """ECS dates: ISO 8601 in UTC, to the microsecond."""
+    """ECS dates: ISO 8601 in UTC, to the microsecond (a record's times mostly share their
+    second, whose text is made once)."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    micros = round(ts * 1_000_000)
+    second, micro = divmod(micros, 1_000_000)
+    if second != _second[0]:
+        _second[0] = second
+        _second[1] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second[1]}.{micro:06d}Z"
 
 
 def _ns(seconds: float | None) -> int | None:
@@ -130,12 +139,9 @@ def connection(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _header(headers: list[list[str]] | tuple[Any, ...], name: str) -> str | None:
-    name = name.lower()
-    for n, v in headers:
-        if n.lower() == name:
-            return str(v)
-    return None
+def _fields(headers: Any) -> dict[str, str]:
+    """A message's header values by lower-case name, the first of each name."""
+    return {str(n).lower(): str(v) for n, v in reversed(headers)}
 
 
 def _url(target: str, authority: str | None) -> dict[str, Any]:
@@ -167,9 +173,9 @@ def _url(target: str, authority: str | None) -> dict[str, Any]:
     return url
 
 
-def _mime(headers: Any) -> str | None:
+def _mime(fields: dict[str, str]) -> str | None:
     """The media type of a Content-Type, without its parameters."""
-    value = _header(headers, "content-type")
+    value = fields.get("content-type")
     if not value:
         return None
     return value.split(";", 1)[0].strip().lower() or None
@@ -217,16 +223,16 @@ def http(record: dict[str, Any]) -> dict[str, Any]:
             "method": request["method"],
             "body": {"bytes": request["body_bytes"]},
         }
-        mime = _mime(request["headers"])
+        fields = _fields(request["headers"])
+        mime = _mime(fields)
         if mime:
             req["mime_type"] = mime
-        referrer = _header(request["headers"], "referer")
+        referrer = fields.get("referer")
         if referrer:
             req["referrer"] = referrer
         http_["request"] = req
-        authority = _header(request["headers"], ":authority") or _header(request["headers"], "host")
-        out["url"] = _url(request["target"], authority)
-        agent = _header(request["headers"], "user-agent")
+        out["url"] = _url(request["target"], fields.get(":authority") or fields.get("host"))
+        agent = fields.get("user-agent")
         if agent:
             out["user_agent"] = {"original": agent}
         ours["request"] = _message_rest(request)
@@ -235,7 +241,7 @@ def http(record: dict[str, Any]) -> dict[str, Any]:
             "status_code": response["status"],
             "body": {"bytes": response["body_bytes"]},
         }
-        mime = _mime(response["headers"])
+        mime = _mime(_fields(response["headers"]))
         if mime:
             resp["mime_type"] = mime
         http_["response"] = resp

@@ -8,10 +8,12 @@ import json
 import shutil
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine import ecs
 from engine.events import ConnectionClosed, HttpTransaction
@@ -158,3 +160,10 @@ def test_community_ids_are_tsharks(path: str) -> None:
     theirs = {line.strip() for line in out.splitlines() if line.strip()}
     ours = {r["community_id"] for r in _native(path) if r["type"] == "connection"}
     assert ours and ours == theirs
+
+
+@given(st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False))
+def test_dates_are_isos_to_the_microsecond(ts: float) -> None:
+    micros = round(ts * 1_000_000)
+    expected = datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
+    assert ecs._time(ts) == expected.isoformat(timespec="microseconds").replace("+00:00", "Z")
