@@ -51,7 +51,7 @@ from engine.pcapfile import (
     PcapWriter,
     compression_of,
 )
-from engine.tcp import reverse_key
+from engine.tcp import HOST_SHIFT, reverse_key
 
 MAX_BATCH = 4096
 """Most packets in one batch: big enough to amortise per-call costs, small enough to stay fresh."""
@@ -1264,6 +1264,7 @@ def packets_in_spans(
         start, stop = max(0, low - number), min(count, high - number + 1)
         linktype, data = batch.linktype, batch.data
         ethernet = linktype == ETHERNET
+        host_bits = batch.host << HOST_SHIFT  # a capture host's packets (engine.remote)
         meta = batch.meta[start * META.size : stop * META.size]
         for n, (sec, usec, off, caplen) in enumerate(META.iter_unpack(meta), number + start):
             key = None
@@ -1284,6 +1285,7 @@ def packets_in_spans(
                 key = tcp_key(linktype, data, off, off + caplen)
                 if key is None:
                     continue
+            key |= host_bits
             spans = wanted.get(key)
             if spans is None:
                 spans = wanted.get(reverse_key(key))

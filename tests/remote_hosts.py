@@ -1,8 +1,8 @@
 """Test hosts for remote capture: network namespaces, each with sshd and an HTTP server.
 
-`Hosts(n)` makes n namespaces joined to this one by veth pairs (10.213.N.1 here, 10.213.N.2
-there, N from 20 on), generates a client key and a host key, starts sshd in each (root may log in with the
-key only) and Python's HTTP server on the namespace's loopback, and writes an ssh config that
+`Hosts(n)` (n at most 4) makes n namespaces joined to this one by veth pairs (198.18.N.1 here,
+198.18.N.2 there), generates a client key and a host key, starts sshd in each (root may log in
+with the key only) and Python's HTTP server on the namespace's loopback, and writes an ssh config that
 names them web1, web2...: `ssh -F hosts.config web1` logs in. Traffic is made inside a namespace
 with `get(i, path)`, so it never leaves it. Everything goes in `close`.
 
@@ -46,10 +46,14 @@ class Hosts:
     made = 0  # sets of hosts made by this process: each gets its own names and addresses
 
     def __init__(self, count: int) -> None:
+        assert count <= 4
         Hosts.made += 1
         self.dir = Path(tempfile.mkdtemp(prefix="wirepeek-hosts-"))
         self.tag = f"wp{os.getpid() % 100000}x{Hosts.made}"
-        self.net = 10 + Hosts.made * 10  # 10.213.<net + i>.0/24
+        # Subnets of 198.18.0.0/15, the range set aside for tests (RFC 2544), never a real
+        # network's: 12 a process from its id, so that two test runs at once (CI and a
+        # developer's) do not make the same addresses, which would route to each other's sshd.
+        self.first = (os.getpid() % 40) * 12 + (Hosts.made - 1) % 3 * 4
         self.names = [f"web{i}" for i in range(1, count + 1)]
         self.namespaces = [f"{self.tag}h{i}" for i in range(1, count + 1)]
         self.procs: dict[str, list[subprocess.Popen[bytes]]] = {ns: [] for ns in self.namespaces}
@@ -60,8 +64,12 @@ class Hosts:
             self.close()
             raise
 
+    def _subnet(self, i: int) -> str:
+        k = self.first + i
+        return f"198.{18 + k // 256}.{k % 256}"
+
     def address(self, i: int) -> str:
-        return f"10.213.{self.net + i}.2"
+        return f"{self._subnet(i)}.2"
 
     def _make(self) -> None:
         os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
@@ -75,7 +83,7 @@ class Hosts:
             _run("ip", "netns", "add", ns)
             _run("ip", "link", "add", here, "type", "veth", "peer", "name", there)
             _run("ip", "link", "set", there, "netns", ns)
-            _run("ip", "addr", "add", f"10.213.{self.net + i}.1/24", "dev", here)
+            _run("ip", "addr", "add", f"{self._subnet(i)}.1/24", "dev", here)
             _run("ip", "link", "set", here, "up")
             _run("ip", "netns", "exec", ns, "ip", "addr", "add", f"{self.address(i)}/24", "dev", there)
             _run("ip", "netns", "exec", ns, "ip", "link", "set", there, "up")

@@ -103,3 +103,28 @@ def test_keys_keep_their_host() -> None:
     assert key_host(reverse_key(tagged)) == 7 and reverse_key(reverse_key(tagged)) == tagged
     assert reverse_key(tagged) == reverse_key(key) | 7 << HOST_SHIFT
     assert key_endpoints(tagged) == key_endpoints(key) == ("10.1.0.1:43210", "10.1.0.2:8080")
+
+
+def test_the_packets_of_a_connection_are_its_hosts_only() -> None:
+    """The Packets tab and w pick a connection's packets by key and packet numbers: with the
+    same flow on two hosts at once, each connection gets its own host's packets."""
+    from tui.capture import PacketRing
+
+    packets = causal(*build([("c", REQUEST), ("s", RESPONSE), ("c-fin",)]))
+    pipeline = Pipeline(hosts=("web1", "web2"))
+    ring = PacketRing(hosts=("web1", "web2"))
+    events = []
+    for i in range(0, len(packets), 3):
+        for host in (1, 2):
+            batch = replace(Batch.from_packets(1, packets[i : i + 3]), host=host)
+            first = pipeline.packets
+            events += pipeline.feed(batch)
+            ring.add(batch, first)
+    events += pipeline.finish()
+    closed = {e.info.host: e.info for e in events if isinstance(e, ConnectionClosed)}
+    for host in ("web1", "web2"):
+        picked = ring.pick([closed[host]])
+        assert picked.complete and len(picked.packets) == len(packets)
+        assert [p.data for p in picked.packets] == [data for _, data in packets]
+    both = ring.pick(list(closed.values()))
+    assert len(both.packets) == 2 * len(packets)

@@ -38,7 +38,7 @@ from engine.pipeline import Pipeline
 from engine.procs import Attribution, owners_text
 from engine.remote import RemoteCaptures
 from engine.spool import Spool
-from engine.tcp import endpoints_key
+from engine.tcp import HOST_SHIFT, endpoints_key
 from tui import http_helpers
 from tui.exchange_log import EncodedExchanges
 from tui.http_helpers import HttpHelpers
@@ -185,11 +185,15 @@ class Picked:
     error: str | None = None  # the capture files could not be read again (FileRing)
 
 
-def spans_wanted(connections: list[ConnectionInfo]) -> dict[int, list[sources.Span]]:
-    """For `sources.packets_in_spans`: each connection's packet numbers, by its table key."""
+def spans_wanted(connections: list[ConnectionInfo], hosts: tuple[str, ...] = ()
+                 ) -> dict[int, list[sources.Span]]:
+    """For `sources.packets_in_spans`: each connection's packet numbers, by its table key (with
+    its capture host's number when there are several: engine.tcp.HOST_SHIFT)."""
     wanted: dict[int, list[sources.Span]] = {}
     for info in connections:
         key = endpoints_key(info.client, info.server)
+        if info.host is not None and info.host in hosts:
+            key |= (hosts.index(info.host) + 1) << HOST_SHIFT
         wanted.setdefault(key, []).append((info.first_packet, info.last_packet))
     return wanted
 
@@ -204,8 +208,9 @@ class PacketRing:
     never sees a half-changed deque).
     """
 
-    def __init__(self, limit: int = RING_BYTES) -> None:
+    def __init__(self, limit: int = RING_BYTES, hosts: tuple[str, ...] = ()) -> None:
         self.limit = limit
+        self.hosts = hosts  # the capture hosts, whose batches are numbered (engine.remote)
         self.ring: deque[tuple[int, Batch]] = deque()
         self.bytes = 0
         self.dropped_batches = 0
@@ -238,7 +243,7 @@ class PacketRing:
             return Picked([], [], False, reread=True)
         connections = list(connections)
         oldest = min((info.first_packet for info in connections), default=None)
-        found = sources.packets_in_spans(ring, spans_wanted(connections))
+        found = sources.packets_in_spans(ring, spans_wanted(connections, self.hosts))
         complete = oldest is None or (bool(ring) and ring[0][0] <= oldest)
         return Picked([p for _, p in found], [n for n, _ in found], complete)
 
@@ -419,12 +424,12 @@ class CaptureDriver:
         self._cursor = 0  # of the followed connection's kept entries: what was sent so far
         self._initial = spec.opened
         # The capture hosts (engine.remote): the connections carry their names.
-        self.hosts: tuple[str, ...] = spec.opened.hosts if spec.opened is not None else ()
+        self.hosts: tuple[str, ...] = getattr(spec.opened, "hosts", ())
         # Read by the UI thread through its snapshot method. A file is read again instead
         # (FileRing), unless it is a pipe or a replay, whose packets only the ring can hold.
         rereadable = spec.files and not spec.replay and "-" not in spec.files
         self.packets: PacketRing | FileRing = (
-            FileRing(spec.files, bpf) if rereadable else PacketRing(ring_bytes)
+            FileRing(spec.files, bpf) if rereadable else PacketRing(ring_bytes, self.hosts)
         )
         # Set by the UI when it has taken the last update. Until then the driver posts nothing
         # more: a file waits, a live capture goes on reading and folds what it sees (Pending),
