@@ -268,6 +268,49 @@ def _message_rest(message: dict[str, Any]) -> dict[str, Any]:
     return rest
 
 
+def transaction(record: dict[str, Any]) -> dict[str, Any]:
+    """A transaction record of another protocol than HTTP (Redis) in ECS names."""
+    request, response = record["request"], record["response"]
+    start = request["ts"] if request else response["ts"] if response else None
+    end = response["end_ts"] if response else request["end_ts"] if request else None
+    status = record["status"]
+    out: dict[str, Any] = {
+        "@timestamp": _time(start),
+        "ecs": {"version": ECS_VERSION},
+        "event": {
+            "kind": "event",
+            "category": ["network", "database"],
+            "type": ["connection", "protocol"],
+            "dataset": f"wirepeek.{record['protocol']}",
+            "start": _time(start),
+            "end": _time(end),
+            "duration": _ns(record["duration"]),
+            "outcome": {"ok": "success", "error": "failure"}.get(status or "", "unknown"),
+        },
+    }
+    if "client" in record:
+        (cip, cport), (sip, sport) = _endpoint(record["client"]), _endpoint(record["server"])
+        out["network"] = _network(record["client"], record["community_id"], record["protocol"])
+        out["source"] = {"ip": cip, "port": cport}
+        out["destination"] = {"ip": sip, "port": sport}
+    if "host" in record:
+        out["host"] = {"name": record["host"]}
+    if record["error"]:
+        out["error"] = {"message": record["error"]}
+    ours = {k: record[k] for k in ("connection", "index", "request", "response", "status")}
+    for side in ("request", "response"):
+        if ours[side] is not None:
+            ours[side] = {**ours[side], "ts": _time(ours[side]["ts"]),
+                          "end_ts": _time(ours[side]["end_ts"])}  # fmt: skip
+    if "notes" in record:
+        ours["notes"] = record["notes"]
+    out["wirepeek"] = ours
+    return out
+
+
 def record(native: dict[str, Any]) -> dict[str, Any]:
     """Any native record in ECS names."""
-    return connection(native) if native["type"] == "connection" else http(native)
+    kind = native["type"]
+    if kind == "connection":
+        return connection(native)
+    return http(native) if kind == "http" else transaction(native)

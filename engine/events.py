@@ -317,3 +317,38 @@ class HttpTransaction(Event):
         if self.request is None or self.response is None or self.response.end_ts is None:
             return None
         return self.response.end_ts - self.request.ts
+
+
+@dataclass(slots=True)
+class Message:
+    """One side of a transaction of a protocol other than HTTP (engine.redis): when its first
+    and last bytes came, and its size on the wire."""
+
+    ts: float
+    end_ts: float
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction(Event):
+    """A request and its response in a protocol other than HTTP (engine.redis), numbered on its
+    connection (`index`). Either side is None when it was not seen; summaries are wire text
+    (decoded as Latin-1), cut short."""
+
+    protocol: str
+    connection: int
+    index: int
+    request: Message | None
+    request_summary: str | None
+    response: Message | None
+    response_summary: str | None
+    status: str | None  # "ok", "error", or None without a response
+    error: str | None  # the error the server answered
+    notes: tuple[str, ...] = ()
+
+    @property
+    def duration(self) -> float | None:
+        """From the request's first byte to the response's last."""
+        if self.request is None or self.response is None:
+            return None
+        return self.response.end_ts - self.request.ts

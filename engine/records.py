@@ -20,7 +20,15 @@ from typing import Any, NamedTuple
 import orjson
 
 from engine.communityid import tcp_community_id
-from engine.events import ConnectionInfo, GrpcCall, HttpRequest, HttpResponse, HttpTransaction
+from engine.events import (
+    ConnectionInfo,
+    GrpcCall,
+    HttpRequest,
+    HttpResponse,
+    HttpTransaction,
+    Message,
+    Transaction,
+)
 
 
 class Flow(NamedTuple):
@@ -155,6 +163,37 @@ def http_record(tx: HttpTransaction, flow: Flow | None = None) -> dict[str, Any]
     return record
 
 
+def _side(message: Message | None, summary: str | None) -> dict[str, Any] | None:
+    if message is None:
+        return None
+    return {
+        "ts": _ts(message.ts),
+        "end_ts": _ts(message.end_ts),
+        "summary": summary,
+        "bytes": message.size,
+    }
+
+
+def transaction_record(tx: Transaction, flow: Flow | None = None) -> dict[str, Any]:
+    """A transaction of a protocol other than HTTP (`"protocol": "redis"`)."""
+    record: dict[str, Any] = {"type": "transaction", "protocol": tx.protocol}
+    record["connection"] = tx.connection
+    if flow is not None:
+        record["client"], record["server"] = flow.client, flow.server
+        record["community_id"] = flow.community_id
+        if flow.host is not None:
+            record["host"] = flow.host
+    record["index"] = tx.index
+    record["request"] = _side(tx.request, tx.request_summary)
+    record["response"] = _side(tx.response, tx.response_summary)
+    record["status"] = tx.status
+    record["error"] = tx.error
+    record["duration"] = _ts(tx.duration)
+    if tx.notes:
+        record["notes"] = list(tx.notes)
+    return record
+
+
 def dumps(record: dict[str, Any]) -> bytes:
     """The record as compact ASCII JSON."""
     try:
@@ -168,7 +207,7 @@ def dumps(record: dict[str, Any]) -> bytes:
 
 # A record as a line whose connection id is filled in last: the parallel reader (tui.sharded)
 # numbers connections only once every process has reported what it saw.
-ID_FIELD = {"connection": "id", "http": "connection"}
+ID_FIELD = {"connection": "id", "http": "connection", "transaction": "connection"}
 
 
 def split_line(record: dict[str, Any]) -> tuple[str, int, bytes]:

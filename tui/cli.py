@@ -23,7 +23,7 @@ from engine import sources
 from engine.batch import META, Batch
 from engine.bounds import Bounds, MiB
 from engine.detect import HTTP2
-from engine.events import ConnectionClosed, Event, Gap, HttpTransaction
+from engine.events import ConnectionClosed, Event, Gap, HttpTransaction, Transaction
 from engine.filter import (
     BODY_SEARCHED,
     FilterError,
@@ -43,7 +43,7 @@ from engine.pipeline import Pipeline
 from engine.connections import ConsumerFactory
 from engine.procs import Attribution, owner_record
 from engine.ecs import record as ecs_record
-from engine.records import connection_record, dumps, http_record, line
+from engine.records import connection_record, dumps, http_record, line, transaction_record
 from engine.remote import DEFAULT_INTERFACE, HEADERS_ONLY, RemoteCaptures, RemoteTarget
 from engine.tcp import Connection
 from engine.tlsdecrypt import DECRYPTED, TlsDecryptor
@@ -531,6 +531,8 @@ def json_records(args: argparse.Namespace, source: sources.Source) -> int:
             elif isinstance(event, HttpTransaction):
                 if keep is None or keep.exchange(event):
                     lines.append(write(http_record(event, opened.flow(event.connection))))
+            elif isinstance(event, Transaction) and keep is None:
+                lines.append(write(transaction_record(event, opened.flow(event.connection))))
         if lines:
             lines.append(b"")
             out.write(b"\n".join(lines))

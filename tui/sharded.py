@@ -26,12 +26,18 @@ from typing import Any
 
 from engine import sources
 from engine.bounds import Bounds
-from engine.events import ConnectionClosed, Event, HttpTransaction
+from engine.events import ConnectionClosed, Event, HttpTransaction, Transaction
 from engine.filter import BODY_SEARCHED, OpenConnections, RecordFilter, uses_bodies
 from engine.filter import parse as parse_filter
 from engine.keylog import KeyLog
 from engine.pipeline import Pipeline
-from engine.records import connection_record, http_record, join_line, split_line
+from engine.records import (
+    connection_record,
+    http_record,
+    join_line,
+    split_line,
+    transaction_record,
+)
 from engine.tcp import Connection
 from tui import collector
 
@@ -77,6 +83,9 @@ def _worker(paths: list[str], bpf: str, count: int | None, bounds: Bounds, shard
                     if keep is None or keep.exchange(event):
                         flow = conns.flow(event.connection)
                         records.append(split_line(http_record(event, flow)))
+                elif isinstance(event, Transaction) and keep is None:
+                    flow = conns.flow(event.connection)
+                    records.append(split_line(transaction_record(event, flow)))
             out.send((opened[:], records, final, source.error if final else None))
             opened.clear()
             if final:
