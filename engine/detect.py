@@ -5,8 +5,8 @@ can decide; the chunks are then replayed to the consumers attached for that prot
 the streams from their first byte. It never guesses from port numbers: non-HTTP bytes on port 80
 stay unrecognised.
 
-Protocols: HTTP/1.x (`HTTP`), TLS (`TLS`), Redis (`REDIS`: the client's first command, an
-array of bulk strings), and HTTP/2 (`HTTP2`): in clear, from the client
+Protocols: HTTP/1.x (`HTTP`), TLS (`TLS`), those registered in `engine.protocols` (Redis),
+and HTTP/2 (`HTTP2`): in clear, from the client
 connection preface (RFC 9113 3.4), whatever the port; over TLS, when the hellos show that h2
 was chosen (see `TlsHelloReader`), which relabels a `TLS` connection once its hellos are read.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, ClassVar, Final
 
-from engine import tls
+from engine import protocols, tls
 
 if TYPE_CHECKING:
     from engine.tcp import Connection
@@ -25,7 +25,6 @@ LIMIT = 16 * 1024
 HTTP = "http"
 HTTP2 = "http2"
 TLS = "tls"
-REDIS = "redis"
 NOTHING = ""  # decided: no known protocol
 
 KNOWN_METHODS = frozenset(
@@ -37,9 +36,6 @@ KNOWN_METHODS = frozenset(
 # the 101: engine.http hands the rest to engine.http2 and relabels the connection `HTTP2`.)
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _TOKEN = re.compile(rb"[A-Z][A-Z0-9_-]{0,23}")
-# A Redis client's command: an array of bulk strings (RESP), as every client library sends it.
-_RESP_COMMAND = re.compile(rb"\*[1-9][0-9]{0,5}\r\n\$[0-9]{1,9}\r\n")
-_RESP_COMMAND_START = re.compile(rb"\*(?:[1-9][0-9]{0,5}(?:\r(?:\n(?:\$(?:[0-9]{1,9}\r?)?)?)?)?)?")
 _REQUEST_LINE_END = re.compile(rb" HTTP/[0-9]\.[0-9]\r?$")
 
 
@@ -106,13 +102,6 @@ def h2_preface_start(prefix: bytes) -> bool | None:
     if len(prefix) < len(H2_PREFACE):
         return None if H2_PREFACE.startswith(prefix) else False
     return prefix.startswith(H2_PREFACE)
-
-
-def resp_command_start(prefix: bytes) -> bool | None:
-    """Whether a client's first bytes are a Redis command (None: too few to tell)."""
-    if _RESP_COMMAND.match(prefix):
-        return True
-    return None if _RESP_COMMAND_START.fullmatch(prefix) else False
 
 
 def http_request_start(prefix: bytes) -> bool | None:
@@ -214,9 +203,13 @@ class Sniffer:
             return TLS
         if len(prefix) < 3 and tls.looks_like_tls(prefix):
             return None
-        if from_client and prefix[:1] == b"*":
-            redis = resp_command_start(prefix)
-            return REDIS if redis else (None if redis is None else NOTHING)
+        if from_client:
+            for protocol in protocols.PROTOCOLS:  # the others (engine.protocols)
+                verdict = protocol.client_start(prefix)
+                if verdict is None:
+                    return None
+                if verdict:
+                    return protocol.name
         if from_client:
             h2 = h2_preface_start(prefix)
             if h2 is not False:

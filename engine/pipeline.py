@@ -37,13 +37,13 @@ from engine.decode import (
     ipv6_payload,
     network_offset,
 )
-from engine.detect import HTTP2, REDIS, TLS
+from engine.detect import HTTP2, TLS
 from engine.events import Event, Stats
 from engine.http import DEFAULT_MAX_BODY, http_parser_factory, inner_http_factory
 from engine.http2 import http2_parser_factory
 from engine.ipfrag import Defragmenter
 from engine.keylog import KeyLog
-from engine.redis import redis_parser_factory
+from engine.protocols import PROTOCOLS
 from engine.spool import Spool
 from engine.tcp import HOST_SHIFT, V6_TAG
 from engine.tlsdecrypt import decryptor_factory
@@ -128,7 +128,8 @@ class Pipeline:
                 ),
                 *consumers.get("http", []),
             ]
-            consumers[REDIS] = [redis_parser_factory(), *consumers.get(REDIS, [])]
+            for protocol in PROTOCOLS:  # the protocols beyond HTTP (engine.protocols)
+                consumers[protocol.name] = [protocol.factory(), *consumers.get(protocol.name, [])]
             consumers[HTTP2] = [
                 http2_parser_factory(
                     http_body_limit, announce=live_updates if announce is None else announce

@@ -1,7 +1,7 @@
 """Redis transactions: commands and their replies, read from RESP2 and RESP3 streams.
 
 A stream consumer (`engine.tcp.StreamConsumer`) for connections the sniffer found speaking RESP
-(`engine.detect.REDIS`: the client's first bytes are an array of bulk strings). Each direction's
+(`command_start`: the client's first bytes are an array of bulk strings). Each direction's
 bytes are read as they come by a small state machine that never holds a value whole: bulk
 strings are stepped over, keeping their first bytes for the summary, so a 512 MB value costs
 what a short one does.
@@ -16,6 +16,7 @@ of their direction: what follows cannot be paired for certain, and the transacti
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -36,6 +37,18 @@ _BULKS = b"$!="
 _AGGREGATES = b"*%~>|"
 _PUBSUB = frozenset({"message", "pmessage", "smessage"})
 _SUBSCRIBES = frozenset({"SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"})
+# A Redis client's command: an array of bulk strings (RESP), as every client library sends it.
+_COMMAND = re.compile(rb"\*[1-9][0-9]{0,5}\r\n\$[0-9]{1,9}\r\n")
+_COMMAND_START = re.compile(rb"\*(?:[1-9][0-9]{0,5}(?:\r(?:\n(?:\$(?:[0-9]{1,9}\r?)?)?)?)?)?")
+
+
+def command_start(prefix: bytes) -> bool | None:
+    """Whether a client's first bytes are a Redis command (None: too few to tell)."""
+    if prefix[:1] != b"*":
+        return False
+    if _COMMAND.match(prefix):
+        return True
+    return None if _COMMAND_START.fullmatch(prefix) else False
 
 
 class _Reader:

@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.batch import Batch
-from engine.detect import REDIS, resp_command_start
+from engine.redis import PROTOCOL as REDIS
+from engine.redis import command_start as resp_command_start
 from engine.events import ConnectionClosed, Transaction
 from engine.pipeline import Pipeline
 from tests.conversations import build, causal, interleavings

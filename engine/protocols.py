@@ -1,0 +1,50 @@
+"""The protocols beyond HTTP: how one is added (the consumer interface).
+
+A protocol is three things, registered in `PROTOCOLS`:
+
+- `name`: what connections are labelled with (`protocol` in records, the proto column) and the
+  `protocol` of its transaction records.
+- `client_start(prefix) -> bool | None`: whether a client's first bytes (up to 8 KiB, from the
+  stream's first byte) are this protocol: True, False, or None while too few bytes have come to
+  tell. The sniffer (`engine.detect.Sniffer`) asks every registered protocol, in order, after
+  TLS and HTTP/2 and before HTTP/1; detection is by content only, never by port, so a protocol
+  must be told by what its client sends first.
+- `factory() -> ConsumerFactory`: makes the consumer of one connection,
+  `consumer(conn, emit)`, a `engine.tcp.StreamConsumer`. It is given, from each stream's first
+  byte, `on_data(conn, from_client, ts, offset, data, ack)` for each direction's bytes in order
+  and once (retransmissions and overlaps already resolved), `on_gap(...)` for bytes never
+  captured, `on_end` when a direction is complete and `on_close` when the connection leaves
+  the table. Nothing orders the two directions against each other: the capture's order is not
+  causal, so a consumer pairs requests with responses by their order within each direction, or
+  by acknowledgments (`ack`), never by arrival. It emits `engine.events.Transaction`s through
+  `emit`: request and response sides (`engine.events.Message`: first and last byte times, size),
+  short wire-text summaries, `status` ("ok", "error" or None), `error`, notes. Those become
+  `{"type": "transaction", "protocol": name, ...}` records (engine.records) in --json and ECS.
+
+A consumer must bound what it holds whatever the traffic (a value is stepped over, not kept;
+waiting requests are capped), must not fail on any bytes (they are fuzzed), and says what it
+could not pair instead of guessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from engine import redis
+
+if TYPE_CHECKING:
+    from engine.connections import ConsumerFactory
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    client_start: Callable[[bytes], bool | None]
+    factory: Callable[[], ConsumerFactory]
+
+
+PROTOCOLS: tuple[Protocol, ...] = (
+    Protocol(redis.PROTOCOL, redis.command_start, redis.redis_parser_factory),
+)
