@@ -210,7 +210,6 @@ class Sniffer:
                     return None
                 if verdict:
                     return protocol.name
-        if from_client:
             h2 = h2_preface_start(prefix)
             if h2 is not False:
                 return HTTP2 if h2 else None

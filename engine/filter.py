@@ -64,7 +64,7 @@ FIELDS: Final = {f.name: f for f in (
     Field("server", "text", "the server, address:port (or the address alone)"),
     Field("state", "text", "the connection's state (ESTABLISHED, CLOSED, RESET...) or Zeek "
                            "conn_state (SF, REJ...)"),
-    Field("proto", "text", "http, http2 or tls"),
+    Field("proto", "text", "http, http2, tls or redis"),
     Field("sni", "text", "the TLS server name"),
     Field("method", "text", "the request's method"),
     Field("path", "text", "the request's target (also: target)"),

@@ -139,13 +139,18 @@ def _grpc(call: GrpcCall) -> dict[str, Any]:
     }
 
 
-def http_record(tx: HttpTransaction, flow: Flow | None = None) -> dict[str, Any]:
-    record: dict[str, Any] = {"type": "http", "connection": tx.connection}
+def _add_flow(record: dict[str, Any], flow: Flow | None) -> None:
+    """An exchange's or transaction's connection, named in its record (see Flow)."""
     if flow is not None:
         record["client"], record["server"] = flow.client, flow.server
         record["community_id"] = flow.community_id
         if flow.host is not None:
             record["host"] = flow.host
+
+
+def http_record(tx: HttpTransaction, flow: Flow | None = None) -> dict[str, Any]:
+    record: dict[str, Any] = {"type": "http", "connection": tx.connection}
+    _add_flow(record, flow)
     record["index"] = tx.index
     record["request"] = _request(tx.request) if tx.request is not None else None
     record["response"] = _response(tx.response) if tx.response is not None else None
@@ -178,11 +183,7 @@ def transaction_record(tx: Transaction, flow: Flow | None = None) -> dict[str, A
     """A transaction of a protocol other than HTTP (`"protocol": "redis"`)."""
     record: dict[str, Any] = {"type": "transaction", "protocol": tx.protocol}
     record["connection"] = tx.connection
-    if flow is not None:
-        record["client"], record["server"] = flow.client, flow.server
-        record["community_id"] = flow.community_id
-        if flow.host is not None:
-            record["host"] = flow.host
+    _add_flow(record, flow)
     record["index"] = tx.index
     record["request"] = _side(tx.request, tx.request_summary)
     record["response"] = _side(tx.response, tx.response_summary)

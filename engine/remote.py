@@ -140,6 +140,13 @@ class _Remote:
     started_at: float = 0.0
     starts: int = 0
 
+    def bank(self) -> None:
+        """Keep the counters of the run that ends (the next tcpdump counts from 0)."""
+        if self.received is not None:
+            self.received_before += self.received
+            self.dropped_before += self.dropped or 0
+        self.received = self.dropped = None
+
     def status(self, now: float) -> HostStatus:
         received = None if self.received is None else self.received_before + self.received
         dropped = None if self.dropped is None else self.dropped_before + self.dropped
@@ -226,10 +233,7 @@ class RemoteCaptures(Source):
         now = time.monotonic()
         if now - remote.started_at >= STEADY:
             remote.backoff = RETRY_FIRST
-        if remote.received is not None:
-            remote.received_before += remote.received
-            remote.dropped_before += remote.dropped or 0
-            remote.received = remote.dropped = None
+        remote.bank()
         remote.state = LOST
         remote.detail = why
         remote.retry_at = now + remote.backoff
@@ -288,13 +292,12 @@ class RemoteCaptures(Source):
             return
         parser = remote.parser
         parser.feed(data)
-        matches = self._filter.matches
         while True:
             got = parser.parse(MAX_BATCH)
             if not got:
                 break
             remote.packets += len(got)
-            remote.queue.extend(p for p in got if matches(p.linktype, p.data))
+            remote.queue.extend(got)  # (filtered by the host's tcpdump: its filter is ours)
         if parser.started and remote.state == CONNECTING:
             remote.state = CAPTURING
             self._notices.append(f"{remote.target.name}: capturing on {remote.target.interface}")
@@ -425,9 +428,7 @@ class RemoteCaptures(Source):
             )
             if remote.proc is not None:
                 self._drain_stderr(remote)
-                if remote.received is not None:
-                    remote.received_before += remote.received
-                    remote.dropped_before += remote.dropped or 0
+                remote.bank()
                 self._stop(remote)
             self._start(remote)
 

@@ -337,7 +337,7 @@ def run(args: argparse.Namespace) -> int:
             source.close()  # opened to check the files and filter; the workers open their own
             error = json_records_sharded(args.read, bpf, args.count, bounds_from(args, 64 * 1024),
                                          _parallel(args), keylog=args.keys, where=args.where,
-                                         transform=ECS_LINE if args.schema == "ecs" else None)
+                                         transform=ecs_line_of if args.schema == "ecs" else None)
             if error:
                 print(f"wirepeek: {error}", file=sys.stderr)
                 return 1
@@ -493,7 +493,7 @@ def ecs_line(record: dict) -> bytes:
     return dumps(ecs_record(record))
 
 
-def ECS_LINE(native: bytes) -> bytes:  # noqa: N802 - a constant, as the parallel reader takes it
+def ecs_line_of(native: bytes) -> bytes:
     """A native record's line as an ECS record's (the parallel reader numbers lines first)."""
     return dumps(ecs_record(orjson.loads(native)))
 

@@ -33,8 +33,6 @@ COLUMNS = [
     Column("duration", "dur", right=True),
     Column("summary", "summary", limit=80),
 ]
-STATUS = 5
-MISSING = 9  # the column shown in the error colour when it is not empty
 # First when the connections come from several hosts (wirepeek --ssh): which one.
 HOST = Column("host", "host")
 # After the server, for a live capture on this host: the processes at the two ends.
@@ -101,6 +99,9 @@ class ConnectionsTable(VirtualTable):
         columns = [HOST] if hosts else []
         columns += COLUMNS[:3] + ([PROCESS] if processes else []) + COLUMNS[3:]
         self.COLUMNS = columns
+        keys = [c.key for c in columns]
+        self.status_column = keys.index("status")
+        self.missing_column = keys.index("missing")  # in the error colour when not empty
         super().__init__(**kwargs)
         self.store = store
         self.search: Search | None = None  # what `/` found; None shows every connection
@@ -142,12 +143,9 @@ class ConnectionsTable(VirtualTable):
         return None
 
     def cell_style(self, row: int, column: int, value: str) -> Style | None:
-        column -= self.hosts
-        if self.processes and column > 2:
-            column -= 1
-        if column == MISSING:
+        if column == self.missing_column:
             return self.get_component_rich_style("table--error")
-        if column == STATUS:
+        if column == self.status_column:
             return status_style(value, self.get_component_rich_style("table--error"),
                                 self.get_component_rich_style("table--warning"))
         return None
