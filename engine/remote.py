@@ -168,10 +168,9 @@ class RemoteCaptures(Source):
         sudo: bool = False,
         snaplen: int = 262144,
     ) -> None:
-        names = [t.name for t in targets]
-        for t in targets:  # two users on one host: name them apart
-            if names.count(t.name) > 1:
-                names[targets.index(t)] = t.destination
+        plain = [t.name for t in targets]
+        # Two users on one host: each is named by its destination (user@host).
+        names = [t.destination if plain.count(t.name) > 1 else t.name for t in targets]
         targets = [
             RemoteTarget(t.destination, t.interface, n)
             for t, n in zip(targets, names, strict=False)

@@ -301,3 +301,12 @@ async def test_the_inspector_shows_each_connections_host(hosts: Hosts) -> None:
         assert len(table.order) == 3  # the connections stay
         hosts.get(1, ["/four"])
         await until(pilot, lambda: len(table.order) == 4)
+
+
+def test_one_host_twice_is_named_by_its_users() -> None:
+    targets = [RemoteTarget.parse(t) for t in ("ops@web1", "root@web1:lo", "web2")]
+    source = RemoteCaptures(targets, "", "true")  # (no ssh needed to name them)
+    try:
+        assert source.hosts == ("ops@web1", "root@web1", "web2")
+    finally:
+        source.close()
