@@ -352,3 +352,10 @@ class Transaction(Event):
         if self.request is None or self.response is None:
             return None
         return self.response.end_ts - self.request.ts
+
+    @property
+    def wait(self) -> float | None:
+        """From the request's last byte to the response's first."""
+        if self.request is None or self.response is None:
+            return None
+        return self.response.ts - self.request.end_ts

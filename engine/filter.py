@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from engine.communityid import tcp_community_id
 from engine.content import decode_message_body
-from engine.events import ConnectionInfo, HttpRequest, HttpResponse, HttpTransaction
+from engine.events import ConnectionInfo, HttpRequest, HttpResponse, HttpTransaction, Transaction
 from engine.records import Flow
 
 BODY_SEARCHED: Final = 64 * 1024  # decoded body bytes looked at per message (`body`, words)
@@ -64,15 +64,16 @@ FIELDS: Final = {f.name: f for f in (
     Field("server", "text", "the server, address:port (or the address alone)"),
     Field("state", "text", "the connection's state (ESTABLISHED, CLOSED, RESET...) or Zeek "
                            "conn_state (SF, REJ...)"),
-    Field("proto", "text", "http, http2, tls or redis"),
+    Field("proto", "text", "http, http2, tls, redis, postgresql, mysql or dns"),
     Field("sni", "text", "the TLS server name"),
-    Field("method", "text", "the request's method"),
-    Field("path", "text", "the request's target (also: target)"),
-    Field("status", "status", "the response's status: a number, or a class such as 5xx"),
+    Field("method", "text", "the request's method; a transaction's command (its first word)"),
+    Field("path", "text", "the request's target (also: target); a transaction's request"),
+    Field("status", "status", "the response's status: a number, or a class such as 5xx; "
+                              "a transaction's: ok or error"),
     Field("dur", "duration", "from the request's first byte to the response's last"),
     Field("ttfb", "duration", "from the request's last byte to the response's first"),
-    Field("req.size", "size", "the request body's size, as sent"),
-    Field("resp.size", "size", "the response body's size, as sent"),
+    Field("req.size", "size", "the request body's size, as sent (a transaction's request)"),
+    Field("resp.size", "size", "the response body's size, as sent (a transaction's response)"),
     Field("header.NAME", "text", "the value of header NAME in the request or the response"),
     Field("body", "text", "the request's or the response's body, decoded (its first 64 KiB)"),
     Field("missing", "size", "bytes never captured: of the exchange's bodies, or of the "
@@ -167,11 +168,15 @@ def _tokens(text: str) -> list[_Token]:
 class _Facts:
     """What one evaluation looks at, computed once when first asked for."""
 
-    __slots__ = ("_bodies", "_conn_text", "_heads", "info", "tx")
+    __slots__ = ("_bodies", "_conn_text", "_heads", "info", "other", "tx")
 
-    def __init__(self, info: ConnectionInfo | None, tx: HttpTransaction | None) -> None:
+    def __init__(
+        self, info: ConnectionInfo | None, tx: HttpTransaction | Transaction | None
+    ) -> None:
         self.info = info
-        self.tx = tx
+        # An HTTP exchange (tx), or a transaction of another protocol (other): one is None.
+        self.tx = tx if isinstance(tx, HttpTransaction) else None
+        self.other = tx if isinstance(tx, Transaction) else None
         self._conn_text: str | None = None
         self._heads: str | None = None
         self._bodies: list[str] | None = None
@@ -206,7 +211,11 @@ class _Facts:
                 if tx.error:
                     parts.append(tx.error.lower())
                 parts.extend(note.lower() for note in tx.notes)
-            self._heads = "\n".join(parts)
+            other = self.other
+            if other is not None:
+                parts += [other.protocol, other.request_summary or "", other.response_summary or "",
+                          other.error or "", *other.notes]  # fmt: skip
+            self._heads = "\n".join(parts).lower() if other is not None else "\n".join(parts)
         return self._heads
 
     def bodies(self) -> list[str]:
@@ -297,6 +306,8 @@ class _Compare(Node):
 
     def _equal(self, v: Any) -> bool:
         if self.kind == "status" and isinstance(self.value, str):
+            if self.value in ("ok", "error"):  # a transaction's status
+                return v == self.value
             return isinstance(v, int) and v // 100 == int(self.value[0])
         if isinstance(v, str) and isinstance(self.value, str):
             return v.lower() == self.value if self.field in _CASE_FREE else v == self.value
@@ -355,23 +366,59 @@ def _getter(name: str) -> Callable[[_Facts], list[Any]]:
         "client": lambda f: [] if f.info is None else [f.info.client, _endpoint(f.info.client)[0]],
         "server": lambda f: [] if f.info is None else [f.info.server, _endpoint(f.info.server)[0]],
         "state": lambda f: [] if f.info is None else [f.info.state, f.info.conn_state],
-        "proto": lambda f: [] if f.info is None or f.info.protocol is None else [f.info.protocol],
         "sni": lambda f: [] if f.info is None or f.info.sni is None else [f.info.sni],
-        "method": lambda f: [m.method] if (m := req(f)) is not None else [],
-        "path": lambda f: [m.target] if (m := req(f)) is not None else [],
-        "status": lambda f: [m.status] if (m := resp(f)) is not None else [],
-        "dur": lambda f: [] if f.tx is None or (d := f.tx.duration) is None else [d],
-        "ttfb": lambda f: [] if f.tx is None or (w := f.tx.wait) is None else [w],
-        "req.size": lambda f: [m.body_bytes] if (m := req(f)) is not None else [],
-        "resp.size": lambda f: [m.body_bytes] if (m := resp(f)) is not None else [],
+        "proto": _proto,
+        "method": lambda f: [m.method] if (m := req(f)) is not None else _command(f),
+        "path": lambda f: [m.target] if (m := req(f)) is not None else
+                          [o.request_summary] if (o := f.other) and o.request_summary else [],
+        "status": lambda f: [m.status] if (m := resp(f)) is not None else
+                            [o.status] if (o := f.other) and o.status else [],
+        "dur": _duration,
+        "ttfb": _wait,
+        "req.size": lambda f: [m.body_bytes] if (m := req(f)) is not None else
+                              [o.request.size] if (o := f.other) and o.request else [],
+        "resp.size": lambda f: [m.body_bytes] if (m := resp(f)) is not None else
+                               [o.response.size] if (o := f.other) and o.response else [],
         "body": lambda f: f.bodies(),
         "missing": _missing,
-        "error": lambda f: [] if f.tx is None else [" ".join(filter(None, (f.tx.error, *f.tx.notes)))],
+        "error": lambda f: [" ".join(filter(None, (t.error, *t.notes)))]
+                           if (t := f.tx or f.other) is not None else [],
         "stream": lambda f: [] if f.tx is None or f.tx.stream is None else [f.tx.stream],
         "grpc.status": lambda f: [] if f.tx is None or f.tx.grpc is None or f.tx.grpc.status is None
                                  else [f.tx.grpc.status],
     }  # fmt: skip
     return table[name]
+
+
+def _proto(f: _Facts) -> list[Any]:
+    names = [] if f.info is None or f.info.protocol is None else [f.info.protocol]
+    if f.other is not None and f.other.protocol not in names:
+        names.append(f.other.protocol)
+    return names
+
+
+def _command(f: _Facts) -> list[Any]:
+    """A transaction's command: its request summary's first word (GET, SELECT, A...)."""
+    other = f.other
+    if other is None or not other.request_summary:
+        return []
+    return [other.request_summary.split(None, 1)[0]]
+
+
+def _duration(f: _Facts) -> list[Any]:
+    tx = f.tx if f.tx is not None else f.other
+    d = tx.duration if tx is not None else None
+    return [] if d is None else [d]
+
+
+def _wait(f: _Facts) -> list[Any]:
+    if f.tx is not None:
+        w = f.tx.wait
+    elif f.other is not None:
+        w = f.other.wait
+    else:
+        return []
+    return [] if w is None else [w]
 
 
 def host_name(tx: HttpTransaction | None, info: ConnectionInfo | None) -> str | None:
@@ -387,7 +434,7 @@ def host_name(tx: HttpTransaction | None, info: ConnectionInfo | None) -> str | 
 
 
 def _host(f: _Facts) -> list[Any]:
-    host = host_name(f.tx, f.info)
+    host = host_name(f.tx, f.info)  # (a transaction's: its connection's)
     names = [] if host is None else [host]
     if f.info is not None and f.info.host is not None:
         names.append(f.info.host)  # the capture host (engine.remote)
@@ -551,8 +598,13 @@ class _Parser:
                 return raw
             if raw.isdigit():
                 return int(raw)
+            if raw in ("ok", "error"):  # a transaction's (engine.protocols)
+                if op not in ("=", "!="):
+                    raise self.error(f"status {raw} goes with = or !=", token)
+                return raw
             raise self.error(
-                f"status is a number such as 404, or a class such as 5xx (not {token.text!r})",
+                "status is a number such as 404, a class such as 5xx, or ok or error "
+                f"(not {token.text!r})",
                 token,
             )
         m = re.fullmatch(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([a-zµ]*)", raw)
@@ -584,8 +636,9 @@ class Filter:
     def __bool__(self) -> bool:
         return self.tree is not None
 
-    def exchange(self, info: ConnectionInfo | None, tx: HttpTransaction) -> bool:
-        """Whether an exchange, with its connection, matches."""
+    def exchange(self, info: ConnectionInfo | None, tx: HttpTransaction | Transaction) -> bool:
+        """Whether an exchange (or a transaction of another protocol), with its connection,
+        matches."""
         return self.tree is None or self.tree.matches(_Facts(info, tx))
 
     def connection(self, info: ConnectionInfo) -> bool:
@@ -659,7 +712,7 @@ class RecordFilter:
         self.lookup = lookup
         self.kept: set[int] = set()  # connections with an exchange kept
 
-    def exchange(self, tx: HttpTransaction) -> bool:
+    def exchange(self, tx: HttpTransaction | Transaction) -> bool:
         if self.where.exchange(self.lookup(tx.connection), tx):
             self.kept.add(tx.connection)
             return True

@@ -1,4 +1,4 @@
-"""Latency statistics of HTTP exchanges, grouped by endpoint, host or status, in fixed memory.
+"""Latency statistics of HTTP exchanges and other protocols' transactions, grouped by endpoint, host or status, in fixed memory.
 
 Percentiles come from a log-bucket sketch (the idea of DDSketch): a value v > 0 falls in bucket
 ceil(log(v) / log(gamma)) with gamma = (1 + a) / (1 - a), and a quantile is answered with the
@@ -10,7 +10,8 @@ whatever the number of exchanges. Counts, sums and the maximum are exact.
 The endpoint of an exchange is its method and its path with the parts that name one thing
 among many collapsed into `{id}` (numbers, UUIDs, long hexadecimal or base64-like tokens), the
 query string left out: `GET /users/42/orders?page=2` and `GET /users/7/orders` are both
-`GET /users/{id}/orders`.
+`GET /users/{id}/orders`. A transaction of another protocol is grouped by its command
+(engine.stats.command_of).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from engine.events import ConnectionInfo, HttpTransaction
+from engine.events import ConnectionInfo, HttpTransaction, Transaction
 from engine.filter import host_name
 
 ACCURACY: Final = 0.01  # relative error of the percentiles
@@ -90,7 +91,9 @@ class Sketch:
         self.total += other.total
 
 
-def endpoint(tx: HttpTransaction) -> str:
+def endpoint(tx: HttpTransaction | Transaction) -> str:
+    if isinstance(tx, Transaction):
+        return command_of(tx)
     request = tx.request
     if request is None:
         return "(request not captured)"
@@ -111,17 +114,41 @@ def _collapsed(part: str) -> str:
     return part
 
 
-def host_of(tx: HttpTransaction, info: ConnectionInfo | None) -> str:
+# SQL literals, replaced by ? in a statement's group: strings, numbers, placeholders.
+_SQL_LITERAL = re.compile(r"'(?:[^']|'')*'|\b[0-9]+(?:\.[0-9]+)?\b|\$[0-9]+")
+_STATEMENTS = frozenset({"postgresql", "mysql"})
+
+
+def command_of(tx: Transaction) -> str:
+    """A transaction's group: its protocol and command (`redis GET`), a statement with its
+    literals as ? (`mysql SELECT * FROM users WHERE id = ?`), a DNS question (`dns A
+    example.com`)."""
+    summary = tx.request_summary
+    if summary is None:
+        return f"{tx.protocol} (request not captured)"
+    if tx.protocol in _STATEMENTS:
+        return f"{tx.protocol} {_SQL_LITERAL.sub('?', summary)[:100]}"
+    if tx.protocol == "dns":
+        return f"dns {summary[:100]}"
+    return f"{tx.protocol} {summary.split(None, 1)[0] if summary.strip() else summary}"
+
+
+def host_of(tx: HttpTransaction | Transaction, info: ConnectionInfo | None) -> str:
     """As the display filter's `host` field sees it (engine.filter.host_name)."""
-    return host_name(tx, info) or "(unknown)"
+    return host_name(tx if isinstance(tx, HttpTransaction) else None, info) or "(unknown)"
 
 
-def status_of(tx: HttpTransaction) -> str:
+def status_of(tx: HttpTransaction | Transaction) -> str:
+    if isinstance(tx, Transaction):
+        return f"{tx.protocol} {tx.status}" if tx.status is not None else "(no response)"
     return str(tx.response.status) if tx.response is not None else "(no response)"
 
 
-def is_error(tx: HttpTransaction) -> bool:
-    """An exchange that failed: a 5xx answer, no answer, or one that could not be parsed."""
+def is_error(tx: HttpTransaction | Transaction) -> bool:
+    """An exchange that failed: a 5xx answer, no answer, or one that could not be parsed; a
+    transaction answered with an error, or not answered."""
+    if isinstance(tx, Transaction):
+        return tx.status != "ok"
     return tx.response is None or tx.response.status >= 500 or tx.error is not None
 
 
@@ -135,13 +162,17 @@ class Group:
     request_bytes: int = 0
     response_bytes: int = 0
 
-    def add(self, tx: HttpTransaction) -> None:
+    def add(self, tx: HttpTransaction | Transaction) -> None:
         self.count += 1
         self.errors += is_error(tx)
         if (d := tx.duration) is not None:
             self.duration.add(d)
         if (w := tx.wait) is not None:
             self.ttfb.add(w)
+        if isinstance(tx, Transaction):
+            self.request_bytes += tx.request.size if tx.request is not None else 0
+            self.response_bytes += tx.response.size if tx.response is not None else 0
+            return
         if tx.request is not None:
             self.request_bytes += tx.request.body_bytes
         if tx.response is not None:
@@ -178,14 +209,14 @@ class Stats:
         self.groups: dict[str, Group] = {}
         self.total = Group("(all)")
 
-    def key(self, tx: HttpTransaction, info: ConnectionInfo | None) -> str:
+    def key(self, tx: HttpTransaction | Transaction, info: ConnectionInfo | None) -> str:
         if self.grouping == "endpoint":
             return endpoint(tx)
         if self.grouping == "host":
             return host_of(tx, info)
         return status_of(tx)
 
-    def add(self, tx: HttpTransaction, info: ConnectionInfo | None = None) -> str:
+    def add(self, tx: HttpTransaction | Transaction, info: ConnectionInfo | None = None) -> str:
         """Count an exchange in; the name of its group."""
         name = self.key(tx, info)
         group = self.groups.get(name)

@@ -216,3 +216,54 @@ def test_transaction_records_native_and_ecs() -> None:
     assert as_ecs["network"]["protocol"] == "redis" and as_ecs["error"]["message"] == error["error"]
     assert as_ecs["event"]["duration"] == round(error["duration"] * 1e9)
     assert ecs.record(records[7])["wirepeek"]["request"] is None
+
+
+# --- the filter language and the statistics ---------------------------------------------------
+
+
+def test_the_filter_language_and_the_statistics_see_transactions() -> None:
+    from engine.filter import parse
+    from engine.stats import Stats
+
+    txs = transactions(causal(*build(SCRIPT)))
+
+    def matching(text: str) -> list[str | None]:
+        where = parse(text)
+        return [t.request_summary for t in txs if where.exchange(None, t)]
+
+    assert matching("status = error") == ["NOSUCH a"]
+    assert matching("proto = redis and status != error") == [t.request_summary for t in txs
+                                                             if t.status == "ok"]
+    assert matching("method = get") == ["GET user:42", "GET nope"]
+    assert matching("path ~ ^set") == ["SET user:42 " + "v" * 64]
+    assert matching("resp.size > 4KB") == ["GET user:42"]
+    assert matching('"unknown command"') == ["NOSUCH a"]
+    assert matching("hello") == [None]  # the pushed message
+    assert matching("error ~ push") == [None, None]
+    assert matching("dur >= 0 and ttfb >= 0") == [t.request_summary for t in txs if t.request]
+    assert matching("proto = http") == []
+    stats = Stats()
+    for t in txs:
+        stats.add(t)
+    groups = {g.name: (g.count, g.errors) for g in stats.sorted()}
+    assert groups["redis GET"] == (2, 0) and groups["redis NOSUCH"] == (1, 1)
+    assert groups["redis (request not captured)"] == (2, 0)
+    assert stats.total.count == len(txs) and stats.total.errors == 1
+    assert stats.total.response_bytes == sum(t.response.size for t in txs if t.response)
+
+
+def test_where_and_stats_on_the_command_line(tmp_path: Path) -> None:
+    from tests.synth import write_pcap
+
+    path = tmp_path / "redis.pcap"
+    write_pcap(path, causal(*build(SCRIPT)))
+    for jobs in ("1", "2"):
+        out = subprocess.run([sys.executable, "-m", "tui.cli", "-r", str(path), "--json", "--jobs", jobs,
+                              "--where", "status = error"], capture_output=True, cwd=ROOT, check=True).stdout
+        records = [json.loads(line) for line in out.splitlines()]
+        assert [(r["type"], r.get("request", {}).get("summary")) for r in records] == \
+            [("transaction", "NOSUCH a"), ("connection", None)]
+    out = subprocess.run([sys.executable, "-m", "tui.cli", "-r", str(path), "--stats", "--json"],
+                         capture_output=True, cwd=ROOT, check=True).stdout
+    groups = {r["group"]: r["count"] for r in map(json.loads, out.splitlines())}
+    assert groups["redis GET"] == 2 and groups["(all)"] == len(EXPECTED)

@@ -531,8 +531,9 @@ def json_records(args: argparse.Namespace, source: sources.Source) -> int:
             elif isinstance(event, HttpTransaction):
                 if keep is None or keep.exchange(event):
                     lines.append(write(http_record(event, opened.flow(event.connection))))
-            elif isinstance(event, Transaction) and keep is None:
-                lines.append(write(transaction_record(event, opened.flow(event.connection))))
+            elif isinstance(event, Transaction):
+                if keep is None or keep.exchange(event):
+                    lines.append(write(transaction_record(event, opened.flow(event.connection))))
         if lines:
             lines.append(b"")
             out.write(b"\n".join(lines))
@@ -743,7 +744,7 @@ def stats_report(args: argparse.Namespace, source: sources.Source) -> int:
     for events in batches(args, source, pipeline):
         opened.batch(events)
         for event in events:
-            if isinstance(event, HttpTransaction):
+            if isinstance(event, (HttpTransaction, Transaction)):
                 info = opened.info(event.connection) if where or args.group_by == "host" else None
                 if where is None or where.exchange(info, event):
                     stats.add(event, info)

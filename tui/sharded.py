@@ -83,7 +83,9 @@ def _worker(paths: list[str], bpf: str, count: int | None, bounds: Bounds, shard
                     if keep is None or keep.exchange(event):
                         flow = conns.flow(event.connection)
                         records.append(split_line(http_record(event, flow)))
-                elif isinstance(event, Transaction) and keep is None:
+                elif isinstance(event, Transaction):
+                    if keep is not None and not keep.exchange(event):
+                        continue
                     flow = conns.flow(event.connection)
                     records.append(split_line(transaction_record(event, flow)))
             out.send((opened[:], records, final, source.error if final else None))
