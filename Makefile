@@ -26,10 +26,11 @@ compile: $(STAMP)
 run: $(NATIVE)
 	$(VENV)/bin/wirepeek --demo
 
-# The suite runs twice: on the compiled engine (when there is one) and on the plain Python code.
+# The suite runs twice: on the compiled engine (when there is one) and on the plain Python code;
+# the tests that drive real servers, hosts and terminals (marked integration) run in the first.
 test: lint $(NATIVE)
 	$(PY) -m pytest -q
-	WIREPEEK_PURE=1 $(PY) -m pytest -q
+	WIREPEEK_PURE=1 $(PY) -m pytest -q -m "not integration"
 
 # engine/ is formatted, linted and type-checked; make test runs this first.
 lint: $(STAMP)
