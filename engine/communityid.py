@@ -69,7 +69,8 @@ def _address(text: str) -> tuple[bytes, int]:
     return socket.inet_aton(host), int(port)
 
 
-def tcp_community_id(client: str, server: str, seed: int = 0) -> str:
-    """The Community ID of a TCP connection from its endpoints as the records write them."""
+def tcp_community_id(client: str, server: str, seed: int = 0, proto: int = TCP) -> str:
+    """The Community ID of a TCP connection (or, with proto 17, a UDP flow) from its
+    endpoints as the records write them."""
     (src, sport), (dst, dport) = _address(client), _address(server)
-    return community_id(src, dst, TCP, sport, dport, seed)
+    return community_id(src, dst, proto, sport, dport, seed)

@@ -726,5 +726,6 @@ def snapshot(conn: Connection) -> ConnectionInfo:
             conn.certificate,
             conn.tls_random,
             conn.host,
+            "tcp",
         ),
     )

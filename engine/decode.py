@@ -373,10 +373,11 @@ class TcpAt(NamedTuple):
     end: int  # where the captured bytes of that datagram end
 
 
-def innermost_tcp(linktype: int, buf: bytes, off: int, end: int) -> TcpAt | None:
+def innermost_tcp(linktype: int, buf: bytes, off: int, end: int, udp: bool = False) -> TcpAt | None:
     """The TCP segment at buf[off:end], inside as many tunnels as the pipeline opens; None if
     it is not TCP, is a fragment at any level (only the reassembled datagram has both ports for
-    certain), or its ports were not captured."""
+    certain), or its ports were not captured. udp: a UDP datagram that is no tunnel too (the
+    DNS flows of engine.dns)."""
     found = network_offset(linktype, buf, off, end)
     if found is None:
         return None
@@ -401,20 +402,22 @@ def innermost_tcp(linktype: int, buf: bytes, off: int, end: int) -> TcpAt | None
                 return None
         if proto == TCP:
             return TcpAt(version, ip, l4, wire_end, end) if l4 + 4 <= end else None
-        if depth == MAX_ENCAPSULATION:
-            return None
         stop = min(wire_end, end)  # an inner packet cannot run past the outer one
-        version, ip = decapsulate(proto, buf, l4, stop)
-        if version != 4 and version != 6:
+        kind, inner = (
+            decapsulate(proto, buf, l4, stop) if depth < MAX_ENCAPSULATION else (NOT_A_TUNNEL, 0)
+        )
+        if kind != 4 and kind != 6:
+            if udp and proto == UDP and kind == NOT_A_TUNNEL and l4 + 4 <= end:
+                return TcpAt(version, ip, l4, wire_end, end)
             return None
-        end = stop
+        version, ip, end = kind, inner, stop
     return None
 
 
-def tcp_key(linktype: int, buf: bytes, off: int, end: int) -> int | None:
+def tcp_key(linktype: int, buf: bytes, off: int, end: int, udp: bool = False) -> int | None:
     """The connection table key (see `engine.tcp`) of the TCP segment at buf[off:end], from its
-    sender's side (see `innermost_tcp` for when there is none)."""
-    at = innermost_tcp(linktype, buf, off, end)
+    sender's side (see `innermost_tcp` for when there is none); udp: of a UDP datagram too."""
+    at = innermost_tcp(linktype, buf, off, end, udp)
     if at is None:
         return None
     ip, l4 = at.ip, at.l4

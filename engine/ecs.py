@@ -44,10 +44,12 @@ def _endpoint(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _network(client: str, community_id: str, protocol: str | None) -> dict[str, Any]:
+def _network(
+    client: str, community_id: str, protocol: str | None, transport: str = "tcp"
+) -> dict[str, Any]:
     network: dict[str, Any] = {
-        "transport": "tcp",
-        "iana_number": "6",
+        "transport": transport,
+        "iana_number": "17" if transport == "udp" else "6",
         "type": "ipv6" if client.startswith("[") else "ipv4",
         "community_id": community_id,
     }
@@ -96,7 +98,12 @@ def connection(record: dict[str, Any]) -> dict[str, Any]:
             "end": _time(record["last_ts"]),
             "duration": _ns(record["last_ts"] - record["first_ts"]),
         },
-        "network": _network(record["client"], record["community_id"], record["protocol"]),
+        "network": _network(
+            record["client"],
+            record["community_id"],
+            record["protocol"],
+            record.get("transport", "tcp"),
+        ),
         "source": {"ip": cip, "port": cport, "bytes": sent["client"], "packets": packets["client"]},
         "destination": {
             "ip": sip,
@@ -290,7 +297,12 @@ def transaction(record: dict[str, Any]) -> dict[str, Any]:
     }
     if "client" in record:
         (cip, cport), (sip, sport) = _endpoint(record["client"]), _endpoint(record["server"])
-        out["network"] = _network(record["client"], record["community_id"], record["protocol"])
+        out["network"] = _network(
+            record["client"],
+            record["community_id"],
+            record["protocol"],
+            record.get("transport", "tcp"),
+        )
         out["source"] = {"ip": cip, "port": cport}
         out["destination"] = {"ip": sip, "port": sport}
     if "host" in record:

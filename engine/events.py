@@ -64,6 +64,7 @@ class ConnectionInfo(NamedTuple):
         None  # TLS: the ClientHello's random, its session's name in key logs
     )
     host: str | None = None  # the host it was captured on, when there are several (--ssh)
+    transport: str = "tcp"  # or "udp": a flow of DNS messages (engine.dns), without a stream
 
 
 @dataclass(frozen=True, slots=True)

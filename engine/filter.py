@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from engine.communityid import tcp_community_id
 from engine.content import decode_message_body
+from engine.dns import DnsFlow
 from engine.events import ConnectionInfo, HttpRequest, HttpResponse, HttpTransaction, Transaction
 from engine.records import Flow
 
@@ -682,6 +683,8 @@ class OpenConnections:
         if closing is not None:
             return closing
         conn = self.open.get(conn_id)
+        if isinstance(conn, DnsFlow):
+            return conn.snapshot()
         return snapshot(conn) if conn is not None else None
 
     def flow(self, conn_id: int) -> Flow | None:
@@ -692,12 +695,18 @@ class OpenConnections:
             conn = self.open.get(conn_id)
             if closing is not None:
                 client, server, host = closing.client, closing.server, closing.host
+                udp = closing.transport == "udp"
             elif conn is not None:
                 client, server, host = conn.client_addr, conn.server_addr, conn.host
+                udp = isinstance(conn, DnsFlow)
             else:
                 return None
             flow = self.flows[conn_id] = Flow(
-                client, server, tcp_community_id(client, server), host
+                client,
+                server,
+                tcp_community_id(client, server, proto=17 if udp else 6),
+                host,
+                "udp" if udp else "tcp",
             )
         return flow
 

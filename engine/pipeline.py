@@ -38,6 +38,7 @@ from engine.decode import (
     network_offset,
 )
 from engine.detect import HTTP2, TLS
+from engine.dns import DnsFlows
 from engine.events import Event, Stats
 from engine.http import DEFAULT_MAX_BODY, http_parser_factory, inner_http_factory
 from engine.http2 import http2_parser_factory
@@ -150,6 +151,7 @@ class Pipeline:
             ]
         self.table = ConnectionTable(self.bounds, consumers, live_updates, spool)
         self.table.host_names = {i: name for i, name in enumerate(hosts, 1)}
+        self.dns = DnsFlows(self.table, live_updates)
         self._host_bits = 0  # the host of the batch being fed, where keys carry it
         self.defrag = Defragmenter(self.bounds.max_fragment_bytes, self.bounds.fragment_timeout)
         self.last_ts: float | None = None
@@ -226,6 +228,7 @@ class Pipeline:
         if len(batch):
             self.last_ts = ts
             self.table.end_batch(ts)
+            self.dns.end_batch(ts)
         return self.table.take_events()
 
     def skip(self, count: int) -> None:
@@ -246,11 +249,13 @@ class Pipeline:
     def flush(self, now: float) -> list[Event]:
         """Expire connections idle at time `now` (packet time, or wall time for a quiet live capture)."""
         self.table.expire(now)
+        self.dns.expire(now)
         return self.table.take_events()
 
     def finish(self) -> list[Event]:
         """End of the capture: flush every connection; its ConnectionClosed is final."""
         self.table.finish_all(self.last_ts or 0.0)
+        self.dns.finish()
         self.defrag.clear()
         return self.table.take_events()
 
@@ -380,7 +385,7 @@ class Pipeline:
         """A transport header at buf[l4:wire_end], of which buf[:end] was captured."""
         if proto != TCP:
             if proto in CARRIERS:
-                self._tunnel(ts, proto, buf, l4, wire_end, end, depth)
+                self._tunnel(ts, proto, addrs, buf, l4, wire_end, end, depth)
             else:
                 self.other_packets += 1
             return
@@ -412,7 +417,15 @@ class Pipeline:
         )
 
     def _tunnel(
-        self, ts: float, proto: int, buf: bytes, l4: int, wire_end: int, end: int, depth: int
+        self,
+        ts: float,
+        proto: int,
+        addrs: int,
+        buf: bytes,
+        l4: int,
+        wire_end: int,
+        end: int,
+        depth: int,
     ) -> None:
         """A payload that may hold another IP packet (IP-in-IP, GRE, VXLAN, Geneve): open it and
         decode what it carries like any packet, keyed by its own addresses and ports (so the
@@ -429,12 +442,22 @@ class Pipeline:
             self._ipv6(ts, buf, at, end, wire_end, depth + 1)
         elif kind == NOT_A_TUNNEL and proto == UDP:
             self.udp_packets += 1
+            if l4 + 8 <= min(wire_end, end):
+                self._udp(ts, addrs, buf, l4, min(wire_end, end))
         elif kind == CUT:
             self._bad_or_short(at, end, wire_end)
         elif kind == MALFORMED:
             self.malformed += 1
         else:
             self.other_packets += 1
+
+    def _udp(self, ts: float, addrs: int, buf: bytes, l4: int, end: int) -> None:
+        """A UDP datagram, whole or cut at `end`: DNS is looked for in it (engine.dns)."""
+        ports = _addrs4(buf, l4)[0] >> 32
+        shard, shards = self.shard
+        if shards > 1 and _shard_of(addrs, ports, shards) != shard:
+            return
+        self.dns.packet(ts, (addrs << 32) | ports | self._host_bits, buf[l4 + 8 : end])
 
     def _bad_or_short(self, needed: int, end: int, limit: int = _UNBOUNDED) -> None:
         # A header cut by the snapshot length is not the sender's fault; one that runs past the

@@ -21,6 +21,10 @@ A protocol is three things, registered in `PROTOCOLS`:
   short wire-text summaries, `status` ("ok", "error" or None), `error`, notes. Those become
   `{"type": "transaction", "protocol": name, ...}` records (engine.records) in --json and ECS.
 
+DNS is also read over UDP, where there is no stream: `engine.dns.DnsFlows`, which the pipeline
+gives every UDP datagram, keeps each client port's flow with a server as a connection of its own
+(`transport` "udp", an id from the same sequence as TCP's) and emits the same transactions.
+
 A consumer must bound what it holds whatever the traffic (a value is stepped over, not kept;
 waiting requests are capped), must not fail on any bytes (they are fuzzed), and says what it
 could not pair instead of guessing.
@@ -32,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engine import redis
+from engine import dns, redis
 
 if TYPE_CHECKING:
     from engine.connections import ConsumerFactory
@@ -47,4 +51,5 @@ class Protocol:
 
 PROTOCOLS: tuple[Protocol, ...] = (
     Protocol(redis.PROTOCOL, redis.command_start, redis.redis_parser_factory),
+    Protocol(dns.PROTOCOL, dns.query_start, dns.dns_tcp_parser_factory),
 )

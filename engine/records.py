@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from engine.communityid import tcp_community_id
+from engine.decode import TCP, UDP
 from engine.events import (
     ConnectionInfo,
     GrpcCall,
@@ -39,6 +40,7 @@ class Flow(NamedTuple):
     server: str
     community_id: str
     host: str | None = None  # the capture host, when there are several
+    transport: str = "tcp"  # "udp": a DNS flow (engine.dns)
 
 
 def connection_record(info: ConnectionInfo) -> dict[str, Any]:
@@ -62,8 +64,12 @@ def connection_record(info: ConnectionInfo) -> dict[str, Any]:
         "inconsistent_retransmissions": info.inconsistent_retransmissions,
         "protocol": info.protocol,
         "direction_guessed": info.direction_guessed,
-        "community_id": tcp_community_id(info.client, info.server),
+        "community_id": tcp_community_id(
+            info.client, info.server, proto=UDP if info.transport == "udp" else TCP
+        ),
     }
+    if info.transport != "tcp":
+        record["transport"] = info.transport
     if info.host is not None:
         record["host"] = info.host
     hello = info.server_hello
@@ -146,6 +152,8 @@ def _add_flow(record: dict[str, Any], flow: Flow | None) -> None:
         record["community_id"] = flow.community_id
         if flow.host is not None:
             record["host"] = flow.host
+        if flow.transport != "tcp":
+            record["transport"] = flow.transport
 
 
 def http_record(tx: HttpTransaction, flow: Flow | None = None) -> dict[str, Any]:

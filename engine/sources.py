@@ -1223,8 +1223,8 @@ def is_pcapng_name(path: str) -> bool:
 
 
 def packets_of_connections(batches: Iterable[Batch], keys: set[int]) -> list[Packet]:
-    """The TCP packets of these batches whose table key (either direction) is in `keys`
-    (`engine.tcp.endpoints_key`). Fragments are left out: only whole datagrams carry both ports.
+    """The TCP packets (and UDP ones: DNS flows) of these batches whose table key (either
+    direction) is in `keys` (`engine.tcp.endpoints_key`). Fragments are left out: only whole datagrams carry both ports.
 
     Batches carry no wire length, so each packet's wire length is its captured length.
     """
@@ -1232,7 +1232,7 @@ def packets_of_connections(batches: Iterable[Batch], keys: set[int]) -> list[Pac
     for batch in batches:
         linktype, data = batch.linktype, batch.data
         for sec, usec, off, caplen in META.iter_unpack(batch.meta):
-            key = tcp_key(linktype, data, off, off + caplen)
+            key = tcp_key(linktype, data, off, off + caplen, True)
             if key is not None and (key in keys or reverse_key(key) in keys):
                 found.append(Packet(sec, usec, linktype, caplen, data[off : off + caplen]))
     return found
@@ -1282,7 +1282,7 @@ def packets_in_spans(
                 ):
                     key = (addrs << 32) | _u32(data, off + 14 + ihl)[0]
             if key is None:
-                key = tcp_key(linktype, data, off, off + caplen)
+                key = tcp_key(linktype, data, off, off + caplen, True)
                 if key is None:
                     continue
             key |= host_bits

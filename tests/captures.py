@@ -57,8 +57,10 @@ class Replay:
     recorders: dict[int, Recorder]
     error: str | None
 
-    def infos(self) -> list[ConnectionInfo]:
-        return sorted((e.info for e in self.events if isinstance(e, ConnectionClosed)), key=lambda i: i.id)
+    def infos(self, transport: str | None = "tcp") -> list[ConnectionInfo]:
+        """The connections reported closed (TCP's; transport None: the DNS flows over UDP too)."""
+        return sorted((e.info for e in self.events if isinstance(e, ConnectionClosed)
+                       and transport in (None, e.info.transport)), key=lambda i: i.id)
 
     def stream(self, conn_id: int, from_client: bool) -> bytes:
         return bytes(self.recorders[conn_id].data[from_client])

@@ -22,7 +22,7 @@ def test_every_capture_is_processed(name):
     stats = result.pipeline.stats()
     assert result.error is None
     assert stats.packets > 0
-    infos = result.infos()
+    infos = result.infos(None)
     # Every connection is reported final exactly once, ids in first-seen order from 0.
     assert [i.id for i in infos] == list(range(stats.connections_total))
     assert stats.memory_used == 0  # everything given back at the end
@@ -69,8 +69,8 @@ def test_clean_single_stream_captures_match_a_naive_reading(name):
     naive = _naive_streams(name)
     if not naive[True] and not naive[False] and info.bytes != (0, 0):
         pytest.skip("scapy does not decode this link layer (IPv6 in BSD NULL)")
-    assert result.stream(0, True) == naive[True]
-    assert result.stream(0, False) == naive[False]
+    assert result.stream(info.id, True) == naive[True]
+    assert result.stream(info.id, False) == naive[False]
     assert info.missing_bytes == (0, 0)
     assert info.bytes == (len(naive[True]), len(naive[False]))
 

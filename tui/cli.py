@@ -23,6 +23,7 @@ from engine import sources
 from engine.batch import META, Batch
 from engine.bounds import Bounds, MiB
 from engine.detect import HTTP2
+from engine.dns import DnsFlow
 from engine.events import ConnectionClosed, Event, Gap, HttpTransaction, Transaction
 from engine.filter import (
     BODY_SEARCHED,
@@ -672,8 +673,14 @@ def follow(args: argparse.Namespace, source: sources.Source) -> int:
                           decrypting=decrypting)
     wanted = args.follow
 
+    flows: list[str] = []
+
     def attach(conn: Connection, emit: Callable[[Event], None]) -> FollowWriter | None:
         if conn.id != wanted:
+            return None
+        if isinstance(conn, DnsFlow):
+            flows.append(f"{conn.client_addr} {conn.server_addr}")
+            writer.done = True
             return None
         writer.seen = True
         return writer
@@ -689,6 +696,10 @@ def follow(args: argparse.Namespace, source: sources.Source) -> int:
         out.flush()
         total = pipeline.table.next_id
     out.flush()
+    if flows:
+        print(f"wirepeek: connection {wanted} is DNS over UDP ({flows[0]}): it has no byte stream "
+              "to follow; --json shows its queries and answers", file=sys.stderr)
+        return 1
     if not writer.seen:
         print(f"wirepeek: no connection {wanted}: the capture has {total} connections "
               f"(ids 0 to {total - 1})" if total else f"wirepeek: no connection {wanted}: "
@@ -813,9 +824,15 @@ def follow_stream(args: argparse.Namespace, source: sources.Source) -> int:
         h2.tap = tap
         return h2
 
+    flows: list[str] = []
+
     def seen(conn: Connection, emit: Callable[[Event], None]) -> None:
         if conn.id == wanted:
-            writer.seen = True
+            if isinstance(conn, DnsFlow):
+                flows.append(f"{conn.client_addr} {conn.server_addr}")
+                writer.done = True
+            else:
+                writer.seen = True
 
     keys = args.keys if not args.raw else None
     pipeline = Pipeline(bounds_from(args, keep_stream=0), hosts=source.hosts, consumers={HTTP2: [parser], None: [seen]},
@@ -832,6 +849,10 @@ def follow_stream(args: argparse.Namespace, source: sources.Source) -> int:
         out.flush()
         total = pipeline.table.next_id
     out.flush()
+    if flows:
+        print(f"wirepeek: connection {wanted} is DNS over UDP ({flows[0]}): it has no byte stream "
+              "to follow; --json shows its queries and answers", file=sys.stderr)
+        return 1
     if not writer.seen:
         print(f"wirepeek: no connection {wanted}: the capture has {total} connections", file=sys.stderr)
         return 1
