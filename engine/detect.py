@@ -5,8 +5,8 @@ can decide; the chunks are then replayed to the consumers attached for that prot
 the streams from their first byte. It never guesses from port numbers: non-HTTP bytes on port 80
 stay unrecognised.
 
-Protocols: HTTP/1.x (`HTTP`), TLS (`TLS`), those registered in `engine.protocols` (Redis),
-and HTTP/2 (`HTTP2`): in clear, from the client
+Protocols: HTTP/1.x (`HTTP`), TLS (`TLS`), those registered in `engine.protocols` (Redis,
+MySQL: its server's greeting is judged too), and HTTP/2 (`HTTP2`): in clear, from the client
 connection preface (RFC 9113 3.4), whatever the port; over TLS, when the hellos show that h2
 was chosen (see `TlsHelloReader`), which relabels a `TLS` connection once its hellos are read.
 """
@@ -134,9 +134,10 @@ class Sniffer:
     """The first chunks of a connection's two streams, held until they tell its protocol.
 
     The verdict must not depend on the order in which the capture shows the two directions, so
-    the client's bytes decide (every protocol recognised here is one where the client speaks
-    first); the server's count only when the client's bytes said nothing known, or the client
-    sent nothing before the limit was reached.
+    the client's bytes decide; the server's count only when the client's bytes said nothing
+    known, or the client sent nothing (before the limit was reached, or at all). That is how a
+    protocol whose server speaks first is told (`Protocol.server_start`: MySQL's greeting): its
+    client's first bytes answer the server's and are not a client start that anything knows.
     """
 
     __slots__ = ("chunks", "prefixes", "size", "verdicts")
@@ -215,6 +216,8 @@ class Sniffer:
                 return HTTP2 if h2 else None
             if prefix and prefix[0] < 0x10:  # (a frame of at most 1 MiB: not a method's letter)
                 return h2_frames_start(prefix)
+        elif (spoken := _server_speaks_first(prefix)) != NOTHING:
+            return spoken  # a protocol whose server speaks first, or None: need more
         elif prefix[:1] == b"\0":
             # An HTTP/2 server speaks first with a SETTINGS frame (RFC 9113 3.4): it decides
             # only when the client's first bytes come too late (a capture that shows the
@@ -228,6 +231,19 @@ class Sniffer:
         if verdict is None:
             return None
         return HTTP if verdict else NOTHING
+
+
+def _server_speaks_first(prefix: bytes) -> str | None:
+    """The registered protocol whose server's first bytes these are (`Protocol.server_start`),
+    NOTHING if none, None while too few have come to tell."""
+    for protocol in protocols.PROTOCOLS:
+        if protocol.server_start is not None:
+            verdict = protocol.server_start(prefix)
+            if verdict is None:
+                return None
+            if verdict:
+                return protocol.name
+    return NOTHING
 
 
 class TlsHelloReader:

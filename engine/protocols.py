@@ -1,6 +1,6 @@
 """The protocols beyond HTTP: how one is added (the consumer interface).
 
-A protocol is three things, registered in `PROTOCOLS`:
+A protocol is three things (four when its server speaks first), registered in `PROTOCOLS`:
 
 - `name`: what connections are labelled with (`protocol` in records, the proto column) and the
   `protocol` of its transaction records.
@@ -9,6 +9,12 @@ A protocol is three things, registered in `PROTOCOLS`:
   tell. The sniffer (`engine.detect.Sniffer`) asks every registered protocol, in order, after
   TLS and HTTP/2 and before HTTP/1; detection is by content only, never by port, so a protocol
   must be told by what its client sends first.
+- `server_start(prefix) -> bool | None`, optional: the same for a server's first bytes, for a
+  protocol whose server speaks first (MySQL's greeting). The sniffer asks it of the server's
+  first bytes, before HTTP/1's responses are looked for; as for every protocol, the server's
+  verdict counts only when the client's first bytes said nothing known (they answer the
+  greeting), or the client sent nothing, so the verdict does not depend on which direction the
+  capture showed first.
 - `factory() -> ConsumerFactory`: makes the consumer of one connection,
   `consumer(conn, emit)`, a `engine.tcp.StreamConsumer`. It is given, from each stream's first
   byte, `on_data(conn, from_client, ts, offset, data, ack)` for each direction's bytes in order
@@ -36,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engine import dns, redis
+from engine import dns, mysql, postgres, redis
 
 if TYPE_CHECKING:
     from engine.connections import ConsumerFactory
@@ -47,9 +53,17 @@ class Protocol:
     name: str
     client_start: Callable[[bytes], bool | None]
     factory: Callable[[], ConsumerFactory]
+    server_start: Callable[[bytes], bool | None] | None = None
 
 
 PROTOCOLS: tuple[Protocol, ...] = (
     Protocol(redis.PROTOCOL, redis.command_start, redis.redis_parser_factory),
     Protocol(dns.PROTOCOL, dns.query_start, dns.dns_tcp_parser_factory),
+    Protocol(postgres.PROTOCOL, postgres.client_start, postgres.postgres_parser_factory),
+    Protocol(
+        mysql.PROTOCOL,
+        mysql.handshake_response_start,
+        mysql.mysql_parser_factory,
+        server_start=mysql.greeting_start,
+    ),
 )
