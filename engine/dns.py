@@ -417,9 +417,14 @@ class DnsFlow:
 class DnsFlows:
     """The UDP flows that carry DNS, fed every UDP packet by the pipeline (see the module)."""
 
-    def __init__(self, table: ConnectionTable, live_updates: bool = False) -> None:
+    def __init__(
+        self, table: ConnectionTable, live_updates: bool = False, parse: bool = True
+    ) -> None:
         self.table = table
         self.live_updates = live_updates
+        # Whether to pair and emit transactions: the flows are kept either way, so that
+        # connection ids are the same in every pipeline of a capture (some parse no protocol).
+        self.parse = parse
         self.flows: OrderedDict[int, DnsFlow] = OrderedDict()  # client key -> flow, idlest first
         self.changed: dict[int, DnsFlow] = {}
         self.packets = 0  # UDP packets that were DNS
@@ -456,7 +461,7 @@ class DnsFlows:
         flow.last_packet = self.table.packet_number
         if self.live_updates:
             self.changed[flow.id] = flow
-        if message is not None:
+        if message is not None and self.parse:
             if message.response:
                 flow.pairing.answer(ts, len(payload), message)
             else:

@@ -151,7 +151,7 @@ class Pipeline:
             ]
         self.table = ConnectionTable(self.bounds, consumers, live_updates, spool)
         self.table.host_names = {i: name for i, name in enumerate(hosts, 1)}
-        self.dns = DnsFlows(self.table, live_updates)
+        self.dns = DnsFlows(self.table, live_updates, parse=http_body_limit is not None)
         self._host_bits = 0  # the host of the batch being fed, where keys carry it
         self.defrag = Defragmenter(self.bounds.max_fragment_bytes, self.bounds.fragment_timeout)
         self.last_ts: float | None = None

@@ -10,6 +10,7 @@ from textual.widgets import DataTable, Input, Label, TabbedContent
 
 from engine import sources
 from engine.bounds import Bounds
+from engine.events import HttpTransaction
 from engine.tcp import Resent
 from tests.captures import COMPRESSIONS, capture, compressed_copy
 from tui.app import WirepeekApp
@@ -234,12 +235,13 @@ async def test_moving_between_connections_follows_the_selection():
         assert app.selected == ids[2]
         assert app.driver.follow == ids[2]
         await pilot.pause()
-        # The detail shows that connection's exchanges, not the previous one's.
-        http = app.query_one("#exchanges")
+        # The detail shows that connection's exchanges (a DNS flow's transactions), not the
+        # previous one's.
+        http = app.query_one(HttpView).table
         assert http.row_count == len(app.store.http.get(ids[2], []))
         first = app.store.http[ids[2]][0]
-        assert first.request is not None
-        assert first.request.target in app.query_one("#http-message").plain
+        said = first.request.target if isinstance(first, HttpTransaction) else first.response_summary
+        assert said and said in app.query_one("#http-message").plain
 
 
 @pytest.mark.asyncio
@@ -313,11 +315,13 @@ async def test_display_filter_narrows_the_list():
     async with app.run_test(size=SIZE) as pilot:
         await read_all(app, pilot)
         everything = table_ids(app)
-        client = app.store.connections[everything[2]].client  # address and port: one connection
+        # Address and port: one TCP connection (mDNS flows share theirs: 224.0.0.251:5353).
+        one = [i for i in everything if app.store.connections[i].transport == "tcp"][2]
+        client = app.store.connections[one].client
         await pilot.press("slash")
         await pilot.press(*client)
         await pilot.press("enter")
-        assert table_ids(app) == [everything[2]]
+        assert table_ids(app) == [one]
         await pilot.press("slash", "ctrl+u", "enter")
         assert table_ids(app) == everything
 
@@ -414,12 +418,12 @@ def count_packets(path: str) -> int:
     return count
 
 
-def bpf_matches(path: str, client: str, server: str) -> list[bytes]:
-    """A capture file's packets of one connection as a libpcap filter picks them."""
+def bpf_matches(path: str, client: str, server: str, transport: str = "tcp") -> list[bytes]:
+    """A capture file's packets of one connection (or UDP flow) as a libpcap filter picks them."""
     import pcapy
 
     (a, p), (b, q) = (endpoint.rpartition(":")[::2] for endpoint in (client, server))
-    expression = f"tcp and host {a} and host {b} and port {p} and port {q}"
+    expression = f"{transport} and host {a} and host {b} and port {p} and port {q}"
     found = []
     source = sources.open_files([path])
     batches = []
@@ -454,11 +458,13 @@ async def test_shift_w_writes_every_connection_the_display_filter_shows(tmp_path
             f"wrote {sum(sum(app.store.connections[i].packets) for i in shown)} packets of "
             f"{len(shown)} connections to {out}")
     assert count_packets(str(out)) == sum(sum(app.store.connections[i].packets) for i in shown)
-    # The same packets as libpcap picks with a filter per connection.
+    # The same packets as libpcap picks with a filter per connection (a DNS answer names the
+    # address too: its UDP flow is shown).
     ring = app.driver.packets
     singles = sorted(data for i in shown
                      for data in bpf_matches(capture("zeek/wikipedia.pcap"), app.store.connections[i].client,
-                                             app.store.connections[i].server))
+                                             app.store.connections[i].server,
+                                             app.store.connections[i].transport))
     assert sorted(p.data for p in ring.pick([app.store.connections[i] for i in shown]).packets) == singles
 
 

@@ -1,5 +1,6 @@
-"""HTTP parsed in helper processes (tui.http_helpers) gives the app exactly the exchanges that
-parsing in the capture thread gives, under the same connection ids, for every bundled capture."""
+"""HTTP parsed in helper processes (tui.http_helpers) gives the app exactly the exchanges (and
+other protocols' transactions) that parsing in the capture thread gives, under the same
+connection ids, for every bundled capture."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from engine import COMPILED
 from engine.bounds import Bounds
-from engine.events import ConnectionClosed, ConnectionOpened, HttpTransaction
+from engine.events import ConnectionClosed, ConnectionOpened, HttpTransaction, Transaction
 from tests.captures import all_captures, capture
 from tui.capture import CaptureDriver, SourceSpec
 from tui.exchange_log import EncodedExchanges, decode, row_of
@@ -62,7 +63,7 @@ def drive(path: str, jobs: int, bpf: str = "", refilter: str | None = None
         if update.generation != generation:
             continue
         for event in update.events:
-            if isinstance(event, HttpTransaction):
+            if isinstance(event, (HttpTransaction, Transaction)):
                 one = EncodedExchanges()
                 one.add(event.connection, event)
                 exchanges += one
@@ -95,7 +96,8 @@ def test_helpers_give_the_exchanges_the_capture_thread_gives(name):
     assert conns_helped == conns_alone
     # Connections may interleave otherwise; each one's exchanges are the same, in order.
     assert by_connection(helped) == by_connection(alone)
-    assert not [u.events for u in posted if any(isinstance(e, HttpTransaction) for e in u.events)]
+    assert not [u.events for u in posted
+                if any(isinstance(e, (HttpTransaction, Transaction)) for e in u.events)]
     assert posted[-1].status.error is None
     for conn_id, blob, line, status, _ in helped:
         tx = decode(blob, conn_id)

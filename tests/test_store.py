@@ -18,6 +18,7 @@ from engine.events import (
     HttpRequest,
     HttpResponse,
     HttpTransaction,
+    Transaction,
 )
 from engine.pipeline import Pipeline
 from tests.captures import all_captures, capture
@@ -183,16 +184,17 @@ def test_exchanges_read_back_are_those_the_engine_gave_on_every_capture():
     assert total > 1000  # the captures do hold exchanges
 
 
-def load(path: str, store: TrafficStore) -> list[HttpTransaction]:
-    """The store fed as the app feeds it, from a capture file; the exchanges the engine gave."""
+def load(path: str, store: TrafficStore) -> list[HttpTransaction | Transaction]:
+    """The store fed as the app feeds it, from a capture file; the exchanges (and other
+    protocols' transactions) the engine gave."""
     source = sources.open_files([path])
     pipeline = Pipeline(Bounds(), live_updates=True)
-    given: list[HttpTransaction] = []
+    given: list[HttpTransaction | Transaction] = []
     try:
         while True:
             batch = source.next_batch()
             events = tuple(pipeline.feed(batch) if batch is not None else pipeline.finish())
-            given += [e for e in events if isinstance(e, HttpTransaction)]
+            given += [e for e in events if isinstance(e, (HttpTransaction, Transaction))]
             store.apply(events)
             if batch is None:
                 return given

@@ -1,4 +1,5 @@
-"""The Textual inspector: connections on top, the selected one's HTTP exchanges and stream below.
+"""The Textual inspector: connections on top, the selected one's HTTP exchanges (or another
+protocol's transactions) and stream below.
 
 The capture driver (tui.capture) runs in a thread worker and posts one EngineUpdate per tick;
 the app folds it into its own store (tui.store) and redraws only the rows that changed. Nothing
@@ -42,11 +43,18 @@ from engine.tlsdecrypt import DECRYPTED
 from tui.capture import CaptureDriver, SourceSpec
 from tui.collector import Collector
 from tui.escape import escape_text
+from tui.exchange_log import Exchange
 from tui.memory import DEFAULT_MEMORY, MemoryReading, MemorySplit, give_back, resident_bytes
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, KeylogLoaded
 from tui.screens.help import HelpScreen
 from tui.search import NO_EXCHANGES, Query, Search, Snapshot, scan
-from tui.store import FINISHED_STATES, TrafficStore, exchange_log_bytes, tls_summary
+from tui.store import (
+    FINISHED_STATES,
+    TrafficStore,
+    exchange_log_bytes,
+    lists_transactions,
+    tls_summary,
+)
 from tui.widgets.connections import ConnectionsTable
 from tui.widgets.http import ExchangesTable, HttpView
 from tui.widgets.packets import PacketsView, prepare
@@ -54,6 +62,7 @@ from tui.widgets.table import VirtualTable
 from tui.widgets.status import StatusBar
 from tui.widgets.stats import StatsView, group_filter
 from tui.widgets.stream import StreamView
+from tui.widgets.transactions import title
 
 
 SWITCH_INTERVAL = 0.0005  # seconds; see on_mount
@@ -338,11 +347,12 @@ class WirepeekApp(App[None]):
         exchanges = self.query_one(ExchangesTable)
         exchanges.tick(self._now())
 
-    def _marks(self, conn_id: int | None) -> Sequence[HttpTransaction]:
+    def _marks(self, conn_id: int | None) -> Sequence[Exchange]:
         """The exchanges whose starts the Stream tab marks: a TLS connection's only when it
-        shows the decrypted plaintext (their offsets are in it), not its records."""
+        shows the decrypted plaintext (their offsets are in it), not its records; none of
+        another protocol's transactions (they have no offsets)."""
         info = self.store.connections.get(conn_id) if conn_id is not None else None
-        if info is None:
+        if info is None or lists_transactions(info.protocol):
             return []
         tls = info.tls_decryption is not None or info.server_hello is not None
         if tls and not self._stream_plain:
@@ -420,6 +430,12 @@ class WirepeekApp(App[None]):
         positions = None
         if search is not None and conn_id is not None:
             positions = search.exchanges.setdefault(conn_id, [])
+        # The tab is named after what it lists: HTTP exchanges, or another protocol's transactions.
+        protocol = info.protocol if info is not None else None
+        label = f"{title(protocol)} (1)" if lists_transactions(protocol) else "HTTP (1)"
+        tab = self.query_one(TabbedContent).get_tab("tab-http")
+        if str(tab.label) != label:
+            tab.label = label
         self.query_one(HttpView).show(
             conn_id, self.store.exchanges(conn_id) if conn_id is not None else [],
             self.store.pending.get(conn_id) if conn_id is not None else None,
@@ -434,9 +450,12 @@ class WirepeekApp(App[None]):
     def _focus_detail(self) -> None:
         """Focus the content of the tab shown (not the tab strip)."""
         tab = self.query_one(TabbedContent).active
-        target = {"tab-http": "#exchanges", "tab-stream": "#stream", "tab-packets": "#packets-list",
+        target = {"tab-stream": "#stream", "tab-packets": "#packets-list",
                   "tab-stats": "#stats-table"}
-        self.query_one(target.get(tab, "#exchanges")).focus()
+        if tab in target:
+            self.query_one(target[tab]).focus()
+        else:
+            self.query_one(HttpView).table.focus()  # the exchanges, or the transactions
 
     # ------------------------------------------------------------------ actions
 
@@ -634,6 +653,8 @@ class WirepeekApp(App[None]):
         if self.selected is None:
             self.notify("select a connection first", severity="warning")
             return
+        if self._not_http(self.selected):
+            return
         table = self.query_one(ExchangesTable)
         row = table.selected_id() if self.focused is table else None
         self._har_rows = [row] if row is not None and row >= 0 else None
@@ -670,10 +691,13 @@ class WirepeekApp(App[None]):
         entries = []
         for conn_id, positions in wanted:
             info = store.connections.get(conn_id)
+            if info is not None and lists_transactions(info.protocol):
+                continue  # another protocol's transactions: HAR has no place for them
             txs = store.http.get(conn_id, NO_EXCHANGES)
             for i in positions:
                 if i < len(txs):
-                    record = har_entry(txs[i], info)
+                    tx = txs[i]
+                    record = har_entry(tx, info) if isinstance(tx, HttpTransaction) else None
                     if record is not None:
                         entries.append(record)
         try:
@@ -687,12 +711,26 @@ class WirepeekApp(App[None]):
         self.call_from_thread(self.notify, escape_text(said), markup=False)
 
     def _selected_exchange(self) -> HttpTransaction | None:
+        """The HTTP exchange under the HTTP tab's cursor, for c, C and b (which say why not)."""
+        if self.selected is not None and self._not_http(self.selected):
+            return None
         table = self.query_one(ExchangesTable)
         row = table.selected_id()
         tx = table.transaction(row) if row is not None else None
         if tx is None:
             self.notify("select an exchange first (Enter, then ↑ ↓ in the HTTP tab)", severity="warning")
         return tx
+
+    def _not_http(self, conn_id: int) -> bool:
+        """Whether the connection lists another protocol's transactions, which HAR, curl, raw
+        HTTP and body saving cannot take: then say so."""
+        info = self.store.connections.get(conn_id)
+        if info is None or not lists_transactions(info.protocol):
+            return False
+        what = title(info.protocol)
+        self.notify(f"not an HTTP exchange: a {what} transaction (HAR, curl, raw HTTP and body "
+                    "saving are for HTTP)", severity="warning", markup=False)  # fmt: skip
+        return True
 
     def action_copy_curl(self) -> None:
         tx = self._selected_exchange()

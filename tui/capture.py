@@ -30,12 +30,13 @@ from engine import sources
 from engine.batch import Batch
 from engine.bounds import Bounds
 from engine.events import ConnectionClosed, ConnectionInfo, ConnectionOpened, ConnectionUpdated
-from engine.events import Event, HttpRequestSeen, HttpTransaction
+from engine.events import Event, HttpRequestSeen, HttpTransaction, Transaction
 from engine.http import DEFAULT_MAX_BODY
 from engine.decrypted import DecryptedStreams
 from engine.keylog import KeyLog, KeyLogFile, open_keys
 from engine.pipeline import Pipeline
 from engine.procs import Attribution, owners_text
+from engine.protocols import PROTOCOLS
 from engine.remote import RemoteCaptures
 from engine.spool import Spool
 from engine.tcp import HOST_SHIFT, endpoints_key
@@ -56,6 +57,8 @@ UPDATE_EXCHANGES = 4096
 # Recent raw packets kept for the Packets tab and for writing (w): the ring's share of the default
 # --memory (tui.memory).
 RING_BYTES = 64 * 1024 * 1024
+# The protocols whose parsing a live capture that outruns the engine stops on new connections.
+PARSED = frozenset({"http", "http2", *(protocol.name for protocol in PROTOCOLS)})
 
 
 class Governor:
@@ -104,10 +107,11 @@ class Pending:
     """The events of the ticks the UI has not taken yet, folded so their size stays bounded.
 
     A connection that changed a hundred times while the UI was busy is one update with its latest
-    state (closed if it closed meanwhile); HTTP transactions are kept in order, and so are the
-    requests announced as waiting for their answer (`HttpRequestSeen`): one per request, its
-    latest state in the place it first came, and none for a request whose transaction came in
-    the same fold. The engine's other events (gaps) are not shown by the app and are dropped here.
+    state (closed if it closed meanwhile); HTTP transactions and the transactions of other
+    protocols (`Transaction`: Redis...) are kept in order, and so are the requests announced as
+    waiting for their answer (`HttpRequestSeen`): one per request, its latest state in the place
+    it first came, and none for a request whose transaction came in the same fold. The engine's
+    other events (gaps) are not shown by the app and are dropped here.
     """
 
     def __init__(self) -> None:
@@ -115,7 +119,7 @@ class Pending:
         self.opened: set[int] = set()
         self.closed: dict[int, str] = {}  # id -> the reason it closed
         # In order; None where a waiting request was answered before the UI took it.
-        self.transactions: list[HttpTransaction | HttpRequestSeen | None] = []
+        self.transactions: list[HttpTransaction | Transaction | HttpRequestSeen | None] = []
         self.waiting: dict[tuple[int, int], int] = {}  # (connection, request offset) -> its place
         self.exchanges: list[EncodedExchanges] = []  # from the helper processes, in order
         self.exchange_count = 0  # in those
@@ -133,6 +137,8 @@ class Pending:
                     at = self.waiting.pop((event.connection, event.request.offset), None)
                     if at is not None:
                         self.transactions[at] = None
+                self.transactions.append(event)
+            elif isinstance(event, Transaction):
                 self.transactions.append(event)
             elif isinstance(event, HttpRequestSeen):
                 key = (event.connection, event.request.offset)
@@ -533,7 +539,7 @@ class CaptureDriver:
                 done = finished and (helpers is None or helpers.finished)
                 if source.live and read and self.helpers is None:
                     shed = governor.tick(busy / max(time.monotonic() - started, 1e-6))
-                    pipeline.shed(frozenset({"http", "http2"}) if shed else frozenset(), self.follow)
+                    pipeline.shed(PARSED if shed else frozenset(), self.follow)
                     self.shedding = shed
                 if not read:
                     time.sleep(TICK)  # a file read to its end: only commands can change things

@@ -1,15 +1,18 @@
-"""The HTTP exchanges the UI keeps, on disk: a ring file of encoded exchanges, and per connection
-the positions of its own.
+"""The exchanges the UI keeps, on disk: a ring file of encoded exchanges, and per connection
+the positions of its own. An exchange is an HTTP one (`HttpTransaction`) or a transaction of
+another protocol (`Transaction`: Redis, and the protocols engine.protocols registers); a
+connection's list holds one kind or the other, and the views read each as what it is.
 
 An exchange as the engine gives it (heads, kept bodies, times) costs 1-3 KB of Python objects;
 a keep-alive capture of 160,000 exchanges held that way was most of what the app grew by, and
 the store had to forget most of them to stay within --memory. Here each exchange is written once,
 when it comes, as one record of an `engine.spool.Spool` (a ring file in the temporary directory,
 unlinked as it is made), encoded with `marshal` (every field is a str, bytes, int, float, bool,
-None or a tuple of them, which marshal writes and reads back exactly and at C speed). Memory keeps
-16 bytes an exchange: where its record is, and its index (the HTTP tab's default order). Views
-read exchanges back by position when they draw them (a screenful at a time), the search in its
-worker thread.
+None or a tuple of them, which marshal writes and reads back exactly and at C speed). A record
+says its own kind: an HTTP exchange's tuple starts with its index (an int), a transaction's with
+its protocol's name (a str). Memory keeps 16 bytes an exchange: where its record is, and its
+index (the HTTP tab's default order). Views read exchanges back by position when they draw them
+(a screenful at a time), the search and the statistics in their worker threads.
 
 Past the ring's size the oldest records are overwritten: the store forgets those exchanges before
 that happens (`TrafficStore`), counting them as evicted, as it does past its memory
@@ -23,17 +26,37 @@ from array import array
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
-from engine.events import GrpcCall, Headers, HttpRequest, HttpResponse, HttpTransaction
+from engine.events import (
+    GrpcCall,
+    Headers,
+    HttpRequest,
+    HttpResponse,
+    HttpTransaction,
+    Message,
+    Transaction,
+)
 from engine.spool import DATA, HEADER, Spool, record
+
+Exchange = HttpTransaction | Transaction  # what a connection's list holds
 
 _new = tuple.__new__
 NO_ANSWER = -2  # a row's status when its last request got no answer (it will get none)
+# A row's status when its last transaction (not HTTP) was answered: Transaction.status "ok" or
+# "error" (a transaction without an answer is NO_ANSWER, as an HTTP request is).
+ANSWERED_OK, ANSWERED_ERROR = -3, -4
+OUTCOME_WORDS = {ANSWERED_OK: "ok", ANSWERED_ERROR: "error"}
 GONE = "no longer kept: the ring file of exchanges (--spool) was overwritten"
 
 
-def encode(tx: HttpTransaction) -> bytes:
+def encode(tx: Exchange) -> bytes:
     """The record of an exchange, without its connection's id (its reader knows it: the helper
     processes that parse files, tui.http_helpers, number connections their own way)."""
+    if type(tx) is Transaction:
+        return marshal.dumps((
+            tx.protocol, tx.index, _side(tx.request), tx.request_summary, _side(tx.response),
+            tx.response_summary, tx.status, tx.error, tx.notes,
+        ))  # fmt: skip
+    assert isinstance(tx, HttpTransaction)
     request, response = tx.request, tx.response
     return marshal.dumps((
         tx.index, tx.error, tx.tunnel, tx.notes,
@@ -54,15 +77,39 @@ def _loaded(cls: Any, fields: tuple[Any, ...]) -> Any:
     return _new(cls, (*fields[:5], Headers.load(fields[5]), *fields[6:]))
 
 
-def row_of(tx: HttpTransaction) -> tuple[str, int]:
-    """What its connection's row shows of an exchange: its request line, and its status."""
+def _side(message: Message | None) -> tuple[float, float, int] | None:
+    return None if message is None else (message.ts, message.end_ts, message.size)
+
+
+def row_of(tx: Exchange) -> tuple[str, int]:
+    """What its connection's row shows of an exchange: its request line, and its status; of a
+    transaction, its request's summary (or, without one, its answer's), and ANSWERED_OK,
+    ANSWERED_ERROR or NO_ANSWER (wire text: the row escapes it)."""
+    if type(tx) is Transaction:
+        if tx.request_summary is not None:
+            line = tx.request_summary
+        else:
+            line = "(no request)" + (f" {tx.response_summary}" if tx.response_summary else "")
+        if tx.status is None:
+            return line, NO_ANSWER
+        return line, ANSWERED_ERROR if tx.status == "error" else ANSWERED_OK
+    assert isinstance(tx, HttpTransaction)
     request, response = tx.request, tx.response
     return (f"{request.method} {request.target}" if request else "(no request)",
             response.status if response is not None else NO_ANSWER)
 
 
-def decode(blob: bytes, connection: int) -> HttpTransaction:
-    index, error, tunnel, notes, request, response, stream, grpc = marshal.loads(blob)
+def decode(blob: bytes, connection: int) -> Exchange:
+    fields = marshal.loads(blob)
+    if type(fields[0]) is str:  # a transaction's record starts with its protocol
+        protocol, index, request, request_summary, response, response_summary, status, error, \
+            notes = fields
+        return Transaction(
+            protocol, connection, index, None if request is None else Message(*request),
+            request_summary, None if response is None else Message(*response), response_summary,
+            status, error, notes,
+        )
+    index, error, tunnel, notes, request, response, stream, grpc = fields
     return HttpTransaction(
         connection, index,
         None if request is None else _loaded(HttpRequest, request),
@@ -95,7 +142,7 @@ class EncodedExchanges:
     def __len__(self) -> int:
         return len(self.starts)
 
-    def add(self, connection: int, tx: HttpTransaction) -> None:
+    def add(self, connection: int, tx: Exchange) -> None:
         records = self.records
         assert isinstance(records, bytearray)  # being made, not received
         self.starts.append(len(records))
@@ -104,7 +151,8 @@ class EncodedExchanges:
         line, status = row_of(tx)
         self.lines.append(line)
         self.statuses.append(status)
-        request = tx.request
+        # (A transaction's request is never listed as waiting: it has no offset to match.)
+        request = tx.request if type(tx) is HttpTransaction else None
         self.offsets.append(request.offset if request is not None else -1)
         self.indexes.append(tx.index)
 
@@ -139,7 +187,7 @@ class ExchangeLog:
     def capacity(self) -> int:
         return self.spool.capacity
 
-    def append(self, tx: HttpTransaction) -> int:
+    def append(self, tx: Exchange) -> int:
         """Write one exchange; its position."""
         return self.spool.append(DATA, False, 0.0, 0, -1, 0, encode(tx))
 
@@ -148,7 +196,7 @@ class ExchangeLog:
         first (the others follow it as in `records`)."""
         return self.spool.append_records(records)
 
-    def read(self, pos: int, connection: int) -> HttpTransaction | None:
+    def read(self, pos: int, connection: int) -> Exchange | None:
         """The exchange of `connection` at `pos`, or None once its record was overwritten."""
         record = self.spool.read(pos)
         return None if record is None else decode(record.extra, connection)
@@ -166,10 +214,11 @@ class ExchangeLog:
         self.spool.close()
 
 
-class Exchanges(Sequence[HttpTransaction]):
+class Exchanges(Sequence[Exchange]):
     """One connection's exchanges as the store keeps them: their positions in the log, read
     back on each access. The store appends to it; when it forgets the oldest it makes a new
-    one, so that a view holding this one sees no shift."""
+    one, so that a view holding this one sees no shift. A record overwritten meanwhile reads as
+    an HttpTransaction stand-in whose error is GONE (whatever the kind it was)."""
 
     __slots__ = ("connection", "indexes", "log", "positions", "start")
 
@@ -189,17 +238,17 @@ class Exchanges(Sequence[HttpTransaction]):
         return len(self.positions)
 
     @overload
-    def __getitem__(self, i: int) -> HttpTransaction: ...
+    def __getitem__(self, i: int) -> Exchange: ...
 
     @overload
-    def __getitem__(self, i: slice) -> list[HttpTransaction]: ...
+    def __getitem__(self, i: slice) -> list[Exchange]: ...
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
             return [self._read(pos) for pos in self.positions[i]]
         return self._read(self.positions[i])
 
-    def __iter__(self) -> Iterator[HttpTransaction]:
+    def __iter__(self) -> Iterator[Exchange]:
         for pos in self.positions:
             yield self._read(pos)
 
@@ -213,7 +262,7 @@ class Exchanges(Sequence[HttpTransaction]):
     def __repr__(self) -> str:
         return f"<Exchanges of connection {self.connection}: {len(self)}>"
 
-    def _read(self, pos: int) -> HttpTransaction:
+    def _read(self, pos: int) -> Exchange:
         tx = self.log.read(pos, self.connection)
         if tx is None:
             return HttpTransaction(self.connection, -1, None, None, GONE)

@@ -1,4 +1,5 @@
-"""HTTP parsing of capture files in helper processes, for the interactive app.
+"""HTTP parsing of capture files in helper processes, for the interactive app (and that of the
+other protocols engine.protocols registers, whose `Transaction`s travel as HTTP exchanges do).
 
 Reading a capture file, the app's capture thread used to parse HTTP too, sharing one core (and
 the GIL) with the screen: on a keep-alive file of 160,000 exchanges that was most of a 16 s load.
@@ -41,7 +42,7 @@ from typing import Any, NamedTuple
 from engine import sources
 from engine.batch import Batch
 from engine.bounds import Bounds
-from engine.events import Event, HttpRequest, HttpRequestSeen, HttpTransaction
+from engine.events import Event, HttpRequest, HttpRequestSeen, HttpTransaction, Transaction
 from engine.http import DEFAULT_MAX_BODY
 from engine.keylog import KeyLog, open_keys
 from engine.pipeline import Pipeline
@@ -126,13 +127,16 @@ def _pipeline(bound_fields: dict[str, Any], body_limit: int, shard: tuple[int, i
 
 def _collect(events: list[Event], exchanges: EncodedExchanges,
              seen: dict[tuple[int, int], HttpRequest] | None = None) -> None:
-    """The exchanges among a pipeline's events, encoded; with `seen`, the requests announced as
-    waiting there too (by connection and offset, none whose exchange came since)."""
+    """The exchanges and transactions among a pipeline's events, encoded; with `seen`, the
+    requests announced as waiting there too (by connection and offset, none whose exchange came
+    since)."""
     for event in events:
         if isinstance(event, HttpTransaction):
             exchanges.add(event.connection, event)
             if seen and event.request is not None:
                 seen.pop((event.connection, event.request.offset), None)
+        elif isinstance(event, Transaction):
+            exchanges.add(event.connection, event)
         elif seen is not None and isinstance(event, HttpRequestSeen):
             seen[(event.connection, event.request.offset)] = event.request
 

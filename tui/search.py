@@ -1,4 +1,5 @@
-"""The find prompt (`/`): which connections and which of their HTTP exchanges match a filter.
+"""The find prompt (`/`): which connections and which of their HTTP exchanges (or other
+protocols' transactions: engine.filter takes both) match a filter.
 
 The language is engine.filter's (the same as `--where`): comparisons such as `status >= 500`,
 `dur > 1s` or `header.x-request-id = abc`, combined with and, or, not; and bare words, which keep
@@ -21,12 +22,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from engine.events import ConnectionInfo, HttpTransaction
+from engine.events import ConnectionInfo
 from engine.filter import Filter
 from engine.filter import parse as parse_filter
+from tui.exchange_log import Exchange
 
 YIELD_EVERY = 256  # exchanges searched between two offers of the GIL to the UI thread
-NO_EXCHANGES: Sequence[HttpTransaction] = ()  # for a connection without any (never appended to)
+NO_EXCHANGES: Sequence[Exchange] = ()  # for a connection without any (never appended to)
 
 class Query:
     """A parsed filter (raises FilterError when it cannot be read)."""
@@ -51,14 +53,14 @@ class Search:
     exchanges: dict[int, list[int]] = field(default_factory=dict)  # conn id -> positions
     # conn id -> (the store's list, how many of its exchanges were looked at); the store puts a
     # new list in place when it evicts old exchanges, and then it is looked at from the start.
-    examined: dict[int, tuple[Sequence[HttpTransaction], int]] = field(default_factory=dict)
+    examined: dict[int, tuple[Sequence[Exchange], int]] = field(default_factory=dict)
     own: set[int] = field(default_factory=set)  # connections whose own fields match
     matched = 0  # exchanges that matched, in all
 
     def shows(self, conn_id: int) -> bool:
         return conn_id in self.own or bool(self.exchanges.get(conn_id))
 
-    def connection(self, info: ConnectionInfo, transactions: Sequence[HttpTransaction],
+    def connection(self, info: ConnectionInfo, transactions: Sequence[Exchange],
                    upto: int | None = None) -> bool:
         """Bring one connection up to date (its fields may have changed; new exchanges may
         have come), looking at its exchanges up to `upto` (all of them by default: a worker
@@ -88,7 +90,7 @@ class Search:
         self.own.discard(conn_id)
 
 
-Snapshot = Iterable[tuple[ConnectionInfo, Sequence[HttpTransaction], int]]
+Snapshot = Iterable[tuple[ConnectionInfo, Sequence[Exchange], int]]
 
 
 def scan(query: Query, snapshot: Snapshot) -> Search:

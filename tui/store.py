@@ -2,16 +2,18 @@
 objects, which belong to the worker thread).
 
 It keeps the latest snapshot of every connection it was told about, each connection's HTTP
-transactions, and which connections changed since the screen last looked, so the table updates
-only those rows. The exchanges themselves are on disk (tui.exchange_log): memory keeps where each
-is, and for each connection what its row shows of its last one. Closed connections stay until the
-store's own bounds evict the oldest: a number of connections, and a byte budget (its share of
---memory, see tui.memory) over an estimate of what its objects hold. Past the budget the oldest
-connections that ended go first, with their exchanges (a row costs as much as some 130 exchanges
-whose records are on disk, so forgetting exchanges alone would empty every row of its HTTP and
-free little); then the oldest exchanges of the open ones; then the oldest open connections.
-Exchanges go too when the ring file they are in is about to overwrite them. All is counted. A
-connection forgotten stays so: what comes for it later is not kept (its exchanges are counted).
+transactions (or, for Redis and the other protocols of engine.protocols, its `Transaction`s,
+kept and bounded in the same way: below, "exchanges" are both), and which connections changed
+since the screen last looked, so the table updates only those rows. The exchanges themselves
+are on disk (tui.exchange_log): memory keeps where each is, and for each connection what its
+row shows of its last one. Closed connections stay until the store's own bounds evict the
+oldest: a number of connections, and a byte budget (its share of --memory, see tui.memory) over
+an estimate of what its objects hold. Past the budget the oldest connections that ended go
+first, with their exchanges (a row costs as much as some 130 exchanges whose records are on
+disk, so forgetting exchanges alone would empty every row of its HTTP and free little); then the
+oldest exchanges of the open ones; then the oldest open connections. Exchanges go too when the
+ring file they are in is about to overwrite them. All is counted. A connection forgotten stays
+so: what comes for it later is not kept (its exchanges are counted).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from engine.events import (
     HttpRequest,
     HttpRequestSeen,
     HttpTransaction,
+    Transaction,
 )
 from tui.exchange_log import NO_ANSWER, EncodedExchanges, ExchangeLog, Exchanges, row_of
 
@@ -60,6 +63,14 @@ SHARED_FIELDS = tuple(ConnectionInfo._fields.index(name) for name in (
     "retransmitted_bytes", "protocol", "alpn", "server_hello"))
 MAX_SHARED = 10_000
 FINISHED_STATES = frozenset(state.value for state in FINISHED)  # the states a connection ends in
+# The protocols whose exchanges are engine.events.HttpTransactions (TLS: once decrypted). Every
+# other protocol a connection is labelled with (engine.protocols: redis, ...) gives Transactions.
+HTTP_PROTOCOLS = frozenset({"http", "http2", "tls"})
+
+
+def lists_transactions(protocol: str | None) -> bool:
+    """Whether a connection of this protocol has `Transaction`s (not HTTP exchanges) listed."""
+    return bool(protocol) and protocol not in HTTP_PROTOCOLS
 
 
 class TrafficStore:
@@ -71,8 +82,10 @@ class TrafficStore:
         self.connections: OrderedDict[int, ConnectionInfo] = OrderedDict()
         self.closed: set[int] = set()
         self.log = ExchangeLog(log_bytes)
+        # Each connection's exchanges: HTTP ones, or the Transactions of another protocol.
         self.http: dict[int, Exchanges] = {}
-        # What each connection's row shows of its last exchange: its request line and status.
+        # What each connection's row shows of its last exchange: its request line and status
+        # (tui.exchange_log.row_of).
         self.last: dict[int, tuple[str, int]] = {}
         # When the log is written up to here, the exchanges it is about to overwrite go (_sweep).
         self._sweep_at = self.log.capacity
@@ -118,7 +131,7 @@ class TrafficStore:
                 self._put(self._shared(event.info), known)
                 if event.info.id in self.connections:
                     self.closed.add(event.info.id)
-            elif isinstance(event, HttpTransaction):
+            elif isinstance(event, (HttpTransaction, Transaction)):
                 if event.connection <= known and event.connection not in self.connections:
                     self.evicted_exchanges += 1  # its connection was forgotten (the bounds)
                     continue
@@ -132,12 +145,14 @@ class TrafficStore:
                     self._trim(event.connection, len(txs))
                 if self.log.written >= self._sweep_at:
                     self._sweep()
+                self.changed.add(event.connection)
+                if isinstance(event, Transaction):
+                    continue  # (no request of another protocol is listed as waiting)
                 waiting = self.pending.get(event.connection)
                 if waiting and event.request is not None:
                     waiting.pop(event.request.offset, None)
                     if not waiting:
                         del self.pending[event.connection]
-                self.changed.add(event.connection)
             elif isinstance(event, HttpRequestSeen):
                 if event.connection <= known and event.connection not in self.connections:
                     continue
@@ -332,9 +347,9 @@ class TrafficStore:
         return changed - removed, removed
 
     def summary(self, conn_id: int) -> str:
-        """What the connection carries, in a few words: its last HTTP request and how many came
-        before, or what its TLS hellos said (from the wire: the caller escapes it). The status
-        has a column of its own (`last_status`)."""
+        """What the connection carries, in a few words: its last HTTP request (or transaction's
+        request, `GET user:42`) and how many came before, or what its TLS hellos said (from the
+        wire: the caller escapes it). The status has a column of its own (`last_status`)."""
         info = self.connections.get(conn_id)
         if info is None:
             return ""
@@ -348,14 +363,16 @@ class TrafficStore:
         elif last is not None:
             line = last[0]
         elif self.dropped.get(conn_id):
-            return f"({self.dropped[conn_id]:,} exchanges evicted: the memory or spool bound)"
+            what = "transactions" if lists_transactions(info.protocol) else "exchanges"
+            return f"({self.dropped[conn_id]:,} {what} evicted: the memory or spool bound)"
         else:
             return tls_summary(info)
         return line + (f" (+{count - 1})" if count > 1 else "")
 
     def last_status(self, conn_id: int) -> int:
         """The status of the connection's last HTTP answer; 0 while a request waits for its
-        answer; NO_ANSWER when the last request got none; -1 without HTTP."""
+        answer; NO_ANSWER when the last request got none; ANSWERED_OK or ANSWERED_ERROR for a
+        transaction of another protocol; -1 without any."""
         if self.pending.get(conn_id):
             return 0
         last = self.last.get(conn_id)

@@ -1,4 +1,5 @@
-"""How the inspector writes times: the wall clock with milliseconds, or seconds since a start.
+"""How the inspector writes times: the wall clock with milliseconds, or seconds since a start;
+and durations.
 
 Packet times are seconds since the epoch; people read them as the local time of day, the way
 tcpdump prints them. The `t` key switches the Stream and Packets tabs to times relative to the
@@ -31,3 +32,19 @@ def relative(ts: float, start: float) -> str:
 def shown(ts: float, start: float | None) -> str:
     """The wall clock, or the time since `start` when one is given."""
     return wall(ts) if start is None else relative(ts, start)
+
+
+def ms(seconds: float | None) -> str:
+    """A duration in milliseconds (seconds from 10 s), or nothing when it is not known."""
+    if seconds is None:
+        return ""
+    return f"{seconds * 1000:.1f}ms" if seconds < 10 else f"{seconds:.1f}s"
+
+
+def short(seconds: float | None) -> str:
+    """A duration that may be a few microseconds (a Redis command on loopback): microseconds
+    below 1 ms, else as `ms` writes it."""
+    if seconds is None:
+        return ""
+    micros = round(seconds * 1e6)
+    return f"{micros}µs" if 0 <= micros < 1000 else ms(seconds)

@@ -15,6 +15,7 @@ from rich.style import Style
 
 from engine.events import ConnectionInfo
 from tui.escape import escape_text
+from tui.exchange_log import OUTCOME_WORDS
 from tui.search import NO_EXCHANGES, Search
 from tui.store import NO_ANSWER, TrafficStore
 from tui.widgets.table import Column, VirtualTable
@@ -69,8 +70,20 @@ def sort_value(info: ConnectionInfo, column: str, store: TrafficStore | None = N
     return getattr(info, column) or ""
 
 
+def status_cell(status: int) -> str:
+    """A row's status (TrafficStore.last_status) as its column shows it: an HTTP status, `…`
+    while a request waits, `—` when none came, `ok` or `error` for another protocol's answer."""
+    if status > 0:
+        return str(status)
+    if status == 0:
+        return "…"
+    if status == NO_ANSWER:
+        return "—"
+    return OUTCOME_WORDS.get(status, "")
+
+
 def status_style(status: str, error: Style, warning: Style) -> Style | None:
-    if status[:1] == "5":
+    if status[:1] == "5" or status == "error":
         return error
     if status[:1] == "4":
         return warning
@@ -87,7 +100,8 @@ def protocol_cell(info: ConnectionInfo) -> str:
 
 
 class ConnectionsTable(VirtualTable):
-    """Connections; closed ones are dimmed, missing bytes and 4xx/5xx answers coloured."""
+    """Connections; closed ones are dimmed, missing bytes, 4xx/5xx answers and other protocols'
+    error answers coloured."""
 
     COLUMNS = COLUMNS
     DEFAULT_SORT = "id"
@@ -124,7 +138,7 @@ class ConnectionsTable(VirtualTable):
             *process,
             info.state,
             protocol_cell(info),
-            "…" if status == 0 else ("—" if status == NO_ANSWER else (str(status) if status > 0 else "")),
+            status_cell(status),
             str(sum(info.packets)),
             size(info.bytes[0]),
             size(info.bytes[1]),

@@ -6,6 +6,10 @@ request still waiting for its answer is a row of its own, its duration growing, 
 answer comes. The message pane below shows the exchange under the cursor (`LinesView`, drawn
 only where it is on screen); under a search (`/`) only the matching exchanges are listed.
 
+A connection of another protocol (Redis, and those engine.protocols registers) has its
+transactions listed here instead, in a table of their own (tui.widgets.transactions), with the
+same behaviour.
+
 Every byte shown here came from the wire: it goes through tui.escape before it becomes text.
 """
 
@@ -23,13 +27,14 @@ from textual.widgets import Static
 
 from engine.events import HttpRequest, HttpTransaction
 from tui.escape import escape_text
-from tui.exchange_log import Exchanges
-from tui.store import MAX_TRANSACTIONS_PER_CONNECTION
-from tui.times import wall
+from tui.exchange_log import Exchange, Exchanges
+from tui.store import MAX_TRANSACTIONS_PER_CONNECTION, lists_transactions
+from tui.times import ms, wall
 from tui.widgets.connections import size, status_style
 from tui.widgets.detail import message_text
 from tui.widgets.lines import LinesView
 from tui.widgets.table import Column, VirtualTable
+from tui.widgets.transactions import TransactionsTable, title, transaction_text
 
 COLUMNS = [
     Column("index", "#", right=True),
@@ -47,12 +52,6 @@ STATUS = 4
 LATER = 1 << 62  # sorts a request still waiting after every answered one
 
 
-def ms(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    return f"{seconds * 1000:.1f}ms" if seconds < 10 else f"{seconds:.1f}s"
-
-
 def pending_id(request: HttpRequest) -> int:
     """The row id of a request waiting for its answer (answered exchanges are 0, 1, 2...)."""
     return -1 - request.offset
@@ -67,12 +66,13 @@ class ExchangesTable(VirtualTable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.transactions: Sequence[HttpTransaction] = []
+        self.transactions: Sequence[Exchange] = []
         self.pending: dict[int, HttpRequest] = {}  # row id -> request
         self.now = 0.0  # the time pending durations run to (the wall clock, or the last packet)
 
     def transaction(self, row: int) -> HttpTransaction | None:
-        return self.transactions[row] if 0 <= row < len(self.transactions) else None
+        tx = self.transactions[row] if 0 <= row < len(self.transactions) else None
+        return tx if isinstance(tx, HttpTransaction) else None  # (another protocol's: HttpView's other table)
 
     def cells(self, row: int) -> list[str]:
         if row < 0:
@@ -82,7 +82,9 @@ class ExchangesTable(VirtualTable):
             waited = max(0.0, self.now - req.ts)
             return ["", wall(req.ts), escape_text(req.method), escape_text(req.target), "…",
                     size(req.body_bytes), "", "", f"{waited:.1f}s…", "waiting"]
-        tx = self.transactions[row]
+        tx = self.transaction(row)
+        if tx is None:
+            return [""] * len(COLUMNS)
         req, resp = tx.request, tx.response
         note = "tunnel" if tx.tunnel else ("error" if tx.error else ("note" if tx.notes else ""))
         first = req or resp
@@ -112,7 +114,9 @@ class ExchangesTable(VirtualTable):
         transactions = self.transactions
         if column == "index" and isinstance(transactions, Exchanges):
             return transactions.index_at(row)  # from memory: no record read
-        tx = transactions[row]
+        tx = self.transaction(row)
+        if tx is None:
+            return 0
         req, resp = tx.request, tx.response
         if column == "index":
             return tx.index
@@ -152,7 +156,8 @@ class ExchangesTable(VirtualTable):
 
 
 class HttpView(Vertical):
-    """The exchanges of one connection, and the selected one in full."""
+    """The exchanges of one connection, and the selected one in full; for a connection of
+    another protocol, its transactions (`listing_transactions`)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -162,24 +167,51 @@ class HttpView(Vertical):
         self._listed = 0  # exchanges of the list taken so far (or positions, under a search)
         self._summary: Text | None = None  # what the summary line says
         self.tls = ""  # what TLS decryption with a key log made of the connection
+        self.listing_transactions = False  # the transactions table is shown, not the exchanges
 
     def compose(self) -> ComposeResult:
         yield Static(id="http-summary")
         yield ExchangesTable(id="exchanges")
+        yield TransactionsTable(id="transactions")
         yield LinesView(id="http-message")
 
+    def on_mount(self) -> None:
+        self.query_one(TransactionsTable).display = False
+
     @property
-    def table(self) -> ExchangesTable:
+    def table(self) -> ExchangesTable | TransactionsTable:
+        """The table shown: the exchanges, or a connection of another protocol's transactions."""
+        if self.listing_transactions:
+            return self.query_one(TransactionsTable)
         return self.query_one(ExchangesTable)
 
-    def show(self, conn_id: int | None, transactions: Sequence[HttpTransaction],
+    def _list_transactions(self, wanted: bool) -> None:
+        """Show the transactions table (or the exchanges one) in place of the other; the focus,
+        when it was on the one that goes, goes to the one that comes."""
+        if wanted == self.listing_transactions:
+            return
+        old = self.table
+        self.listing_transactions = wanted
+        new = self.table
+        old.clear()
+        old.transactions = []
+        new.display, old.display = True, False
+        if old.has_focus:
+            new.focus()
+
+    def show(self, conn_id: int | None, transactions: Sequence[Exchange],
              pending: dict[int, HttpRequest] | None = None, protocol: str | None = None,
              positions: list[int] | None = None, query: str = "", evicted: int = 0,
              tls: str = "") -> None:
         """Show a connection's exchanges (`positions`: only those, under a search); for the same
         connection and search, take only what is new. `pending` maps requests that wait for
-        their answer by their stream offset."""
+        their answer by their stream offset. A connection whose protocol has transactions
+        (tui.store.lists_transactions) has them listed in the transactions table."""
+        switched = lists_transactions(protocol) != self.listing_transactions
+        self._list_transactions(lists_transactions(protocol))
         table = self.table
+        if self.listing_transactions:
+            pending = None
         pending_rows = {pending_id(r): r for r in (pending or {}).values() if r.offset >= 0}
         # The store replaces a connection's list when it evicts its oldest exchanges: positions
         # in the old one are `gone` places later in the new one. Under a search the matches are
@@ -189,8 +221,8 @@ class HttpView(Vertical):
         shifted = (conn_id == self.conn_id and positions is None and self.positions is None
                    and old is not transactions and 0 < gone <= self._listed
                    and getattr(old, "connection", None) == conn_id)
-        fresh = not shifted and (conn_id != self.conn_id or positions is not self.positions
-                                 or old is not transactions)
+        fresh = switched or (not shifted and (conn_id != self.conn_id or positions is not self.positions
+                                              or old is not transactions))
         self.protocol = protocol
         self.tls = tls
         table.transactions = transactions
@@ -221,20 +253,24 @@ class HttpView(Vertical):
         table = self.table
         total = len(table.transactions)
         waiting = len(table.pending)
-        gone = (f"{evicted:,} earlier exchange{'s' if evicted != 1 else ''} evicted "
+        noun = f"{title(self.protocol)} transaction" if self.listing_transactions else "exchange"
+        gone = (f"{evicted:,} earlier {noun}{'s' if evicted != 1 else ''} evicted "
                 f"(bounds: {MAX_TRANSACTIONS_PER_CONNECTION:,} a connection, --memory, --spool)")
         if self.conn_id is None:
             text = Text("No connection selected.", "dim")
         elif total == 0 and waiting == 0 and evicted:
-            text = Text(f"No exchange kept: {gone}.", "yellow")
+            text = Text(f"No {noun} kept: {gone}.", "yellow")
         elif total == 0 and waiting == 0:
-            if self.protocol == "http2":
+            if self.listing_transactions:
+                text = Text(f"No {noun} read on this connection (yet): its bytes are in the "
+                            "Stream tab (2).", "dim")
+            elif self.protocol == "http2":
                 text = Text("No HTTP/2 stream read on this connection (yet): its bytes are in "
                             "the Stream tab (2).", "dim")
             else:
                 text = Text("No HTTP on this connection.", "dim")
         else:
-            words = [f"{total:,} exchange{'s' if total != 1 else ''}"]
+            words = [f"{total:,} {noun}{'s' if total != 1 else ''}"]
             if waiting:
                 words.append(f"{waiting} waiting for an answer")
             if self.positions is not None:
@@ -249,16 +285,21 @@ class HttpView(Vertical):
             self._summary = text
             summary.update(text, layout=False)
 
-    @on(VirtualTable.Selected, "#exchanges")
+    @on(VirtualTable.Selected, "#exchanges, #transactions")
     def _selected(self, event: VirtualTable.Selected) -> None:
         event.stop()
-        self.describe_row(event.row)
+        if event.table is self.table:  # (not the table that was just put away)
+            self.describe_row(event.row)
 
     def describe_row(self, row: int | None) -> None:
         table = self.table
         view = self.query_one(LinesView)
         if row is None:
             view.set_text(Text())
+            return
+        if isinstance(table, TransactionsTable):
+            found = table.transaction(row)
+            view.set_text(transaction_text(found) if found is not None else Text())
             return
         if row < 0:
             req = table.pending.get(row)

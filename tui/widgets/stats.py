@@ -1,6 +1,7 @@
 """The Stats tab: the HTTP exchanges grouped by endpoint, host or status (engine.stats), with
 count, error rate, percentiles of duration and time to first byte, and bytes; Enter on a group
-shows its exchanges (a display filter made for it).
+shows its exchanges (a display filter made for it). Other protocols' transactions are counted
+in groups of their own, named after their protocol (`redis GET`, `redis error`).
 
 Every group name may come from the wire: it is escaped before it becomes text.
 """
@@ -15,10 +16,11 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
+from engine.protocols import PROTOCOLS
 from engine.stats import ACCURACY, ID_PATTERN, Group, Stats
 from tui.escape import escape_text
+from tui.times import ms
 from tui.widgets.connections import size
-from tui.widgets.http import ms
 from tui.widgets.table import Column, VirtualTable
 
 COLUMNS = [
@@ -40,8 +42,34 @@ def _q(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# What engine.stats.command_of puts for a literal of an SQL statement (`?`), as a pattern; a
+# statement's group is cut at this many characters.
+SQL_LITERAL = r"(?:'(?:[^']|'')*'|[0-9]+(?:\.[0-9]+)?|\$[0-9]+|\?)"
+GROUP_CUT = 100
+STATEMENTS = frozenset({"postgresql", "mysql"})
+
+
+def transaction_group_filter(grouping: str, protocol: str, rest: str) -> str | None:
+    """The display filter of a group of another protocol's transactions (engine.stats: the
+    protocol, then its command, statement, question or outcome)."""
+    if grouping == "status":
+        return f"proto = {_q(protocol)} and status = {_q(rest)}"
+    if rest == "(request not captured)":
+        return None
+    if protocol in STATEMENTS:
+        pattern = "^" + SQL_LITERAL.join(re.escape(part) for part in rest.split("?"))
+    elif protocol == "dns":
+        pattern = "^" + re.escape(rest)
+    else:
+        return f"proto = {_q(protocol)} and method = {_q(rest)}"
+    return f"proto = {_q(protocol)} and path ~ {_q(pattern + ('$' if len(rest) < GROUP_CUT else ''))}"
+
+
 def group_filter(grouping: str, name: str) -> str | None:
     """The display filter that shows a group's exchanges (None: none can say it)."""
+    protocol, _, rest = name.partition(" ")
+    if grouping != "host" and rest and protocol in {p.name for p in PROTOCOLS}:
+        return transaction_group_filter(grouping, protocol, rest)
     if grouping == "status":
         return "not status >= 0" if name == "(no response)" else f"status = {name}"
     if grouping == "host":

@@ -34,6 +34,7 @@ from textual.strip import Strip
 from engine.content import looks_textual
 from engine.events import HttpTransaction
 from engine.http2 import FrameScanner
+from tui.exchange_log import Exchange
 from tui.messages import StreamChunk
 from tui.stream_index import (
     DATA,
@@ -76,13 +77,16 @@ JUDGED = 64 * 1024  # bytes from a stream's start that decide text or hex
 WINDOW = 8 * 1024  # judged a window at a time (engine.content.looks_textual reads 8 KiB)
 
 
-def message_marks(transactions: Sequence[HttpTransaction],
+def message_marks(transactions: Sequence[Exchange],
                   before: Marks | None = None) -> Marks:
     """Where each HTTP message starts in its direction's stream, and what to call it there
-    (added to the marks of the exchanges before these, if given: new lists, the old kept)."""
+    (added to the marks of the exchanges before these, if given: new lists, the old kept).
+    Other protocols' transactions have no offsets: they mark nothing."""
     marks: Marks = {True: list(before[True]), False: list(before[False])} if before else {
         True: [], False: []}
     for tx in transactions:
+        if not isinstance(tx, HttpTransaction):
+            continue
         req, resp = tx.request, tx.response
         number = str(tx.index) if tx.stream is None else f"s{tx.stream}"  # (as the HTTP tab)
         if req is not None and req.offset >= 0:
@@ -162,7 +166,7 @@ class StreamView(ScrollView, can_focus=True):
         # The exchanges whose marks the index has: (their list, how many, the marks), so that
         # new exchanges cost only their own marks.
         self._marked: tuple[object, int, Marks] | None = None
-        self._transactions: Sequence[HttpTransaction] = []  # the latest the app gave
+        self._transactions: Sequence[Exchange] = []  # the latest the app gave
         # HTTP/2 frames, looked for once `frames` is on (F), in the bytes kept and those that come.
         self.scanners: dict[bool, FrameScanner] | None = None
         self.frames = False
@@ -267,7 +271,7 @@ class StreamView(ScrollView, can_focus=True):
                         thread=True, group="stream-index", exclusive=True, exit_on_error=False)
 
     def _build(self, token: int, index: StreamIndex, chunks: tuple[StreamChunk, ...],
-               transactions: Sequence[HttpTransaction], count: int, frames: bool) -> None:
+               transactions: Sequence[Exchange], count: int, frames: bool) -> None:
         """In a worker thread: a fresh index, marks first (cheapest before the bytes)."""
         scanners = scanners_for() if frames else None
         marks = message_marks(transactions[:count])
@@ -327,7 +331,7 @@ class StreamView(ScrollView, can_focus=True):
             self._scroll(self.scroll_offset.y - gone)
         self.refresh()
 
-    def set_marks(self, transactions: Sequence[HttpTransaction]) -> None:
+    def set_marks(self, transactions: Sequence[Exchange]) -> None:
         """Mark where the connection's HTTP messages start (their start lines). The store's list
         only grows: only the exchanges not marked yet are looked at."""
         self._transactions = transactions
