@@ -27,7 +27,8 @@ run: $(NATIVE)
 	$(VENV)/bin/wirepeek --demo
 
 # The suite runs twice: on the compiled engine (when there is one) and on the plain Python code;
-# the tests that drive real servers, hosts and terminals (marked integration) run in the first.
+# the tests that drive real servers, hosts, terminals or the app (marked integration) run in the
+# first.
 test: lint $(NATIVE)
 	$(PY) -m pytest -q
 	WIREPEEK_PURE=1 $(PY) -m pytest -q -m "not integration"

@@ -35,11 +35,18 @@ def pcap_file(tmp_path: Path) -> Callable[..., Path]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tests that drive real servers, hosts and terminals `integration`: `make test`
-    runs them once, on the compiled engine, and every other test on the plain-Python engine too
-    (the code is the same; what the second pass checks is that the fallback gives the same
-    results, which the unit and capture tests show)."""
+    """Mark the tests that drive real servers, hosts and terminals, and the app's screens,
+    `integration`: `make test` runs them once, on the compiled engine, and every other test on
+    the plain-Python engine too (the code is the same; what the second pass checks is that the
+    fallback gives the same results, which the engine's unit and capture tests show)."""
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-        if module.endswith("_live") or module == "test_terminal" or "real_server" in item.name:
+        if module.endswith("_live") or module in SCREENS or "real_server" in item.name:
             item.add_marker(pytest.mark.integration)
+
+
+# The modules that drive the app (Textual's pilot, or a real terminal).
+SCREENS = frozenset({
+    "test_terminal", "test_app", "test_app_packets", "test_app_transactions", "test_inspector",
+    "test_stream", "test_snapshots", "test_views",
+})
