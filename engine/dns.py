@@ -625,12 +625,3 @@ class DnsTcpParser:
             if self.lost[False]
             else "no answer was seen"
         )
-
-
-def dns_tcp_parser_factory() -> Callable[[Connection, Callable[[Event], None]], DnsTcpParser]:
-    """A consumer factory for DNS over TCP connections (engine.protocols)."""
-
-    def make(conn: Connection, emit: Callable[[Event], None]) -> DnsTcpParser:
-        return DnsTcpParser(conn, emit)
-
-    return make

@@ -1638,12 +1638,3 @@ class MysqlParser:
             )
         )
         self.index += 1
-
-
-def mysql_parser_factory() -> Callable[[Connection, Callable[[Event], None]], MysqlParser]:
-    """A consumer factory for `Pipeline(consumers={"mysql": [...]})`."""
-
-    def make(conn: Connection, emit: Callable[[Event], None]) -> MysqlParser:
-        return MysqlParser(conn, emit)
-
-    return make

@@ -130,7 +130,7 @@ class Pipeline:
                 *consumers.get("http", []),
             ]
             for protocol in PROTOCOLS:  # the protocols beyond HTTP (engine.protocols)
-                consumers[protocol.name] = [protocol.factory(), *consumers.get(protocol.name, [])]
+                consumers[protocol.name] = [protocol.consumer, *consumers.get(protocol.name, [])]
             consumers[HTTP2] = [
                 http2_parser_factory(
                     http_body_limit, announce=live_updates if announce is None else announce

@@ -1502,12 +1502,3 @@ def _summary(step: _Step | None, reply: _Reply) -> str:
             return "ParseComplete"
         return "CloseComplete" if "C" in step.subs else "ReadyForQuery"
     return "; ".join(parts)
-
-
-def postgres_parser_factory() -> Callable[[Connection, Callable[[Event], None]], PostgresParser]:
-    """A consumer factory for `Pipeline(consumers={"postgresql": [...]})`."""
-
-    def make(conn: Connection, emit: Callable[[Event], None]) -> PostgresParser:
-        return PostgresParser(conn, emit)
-
-    return make

@@ -15,8 +15,8 @@ A protocol is three things (four when its server speaks first), registered in `P
   verdict counts only when the client's first bytes said nothing known (they answer the
   greeting), or the client sent nothing, so the verdict does not depend on which direction the
   capture showed first.
-- `factory() -> ConsumerFactory`: makes the consumer of one connection,
-  `consumer(conn, emit)`, a `engine.tcp.StreamConsumer`. It is given, from each stream's first
+- `consumer(conn, emit)`: makes the consumer of one connection (the parser's class), a
+  `engine.tcp.StreamConsumer`. It is given, from each stream's first
   byte, `on_data(conn, from_client, ts, offset, data, ack)` for each direction's bytes in order
   and once (retransmissions and overlaps already resolved), `on_gap(...)` for bytes never
   captured, `on_end` when a direction is complete and `on_close` when the connection leaves
@@ -52,18 +52,18 @@ if TYPE_CHECKING:
 class Protocol:
     name: str
     client_start: Callable[[bytes], bool | None]
-    factory: Callable[[], ConsumerFactory]
+    consumer: ConsumerFactory
     server_start: Callable[[bytes], bool | None] | None = None
 
 
 PROTOCOLS: tuple[Protocol, ...] = (
-    Protocol(redis.PROTOCOL, redis.command_start, redis.redis_parser_factory),
-    Protocol(dns.PROTOCOL, dns.query_start, dns.dns_tcp_parser_factory),
-    Protocol(postgres.PROTOCOL, postgres.client_start, postgres.postgres_parser_factory),
+    Protocol(redis.PROTOCOL, redis.command_start, redis.RedisParser),
+    Protocol(dns.PROTOCOL, dns.query_start, dns.DnsTcpParser),
+    Protocol(postgres.PROTOCOL, postgres.client_start, postgres.PostgresParser),
     Protocol(
         mysql.PROTOCOL,
         mysql.handshake_response_start,
-        mysql.mysql_parser_factory,
+        mysql.MysqlParser,
         server_start=mysql.greeting_start,
     ),
 )

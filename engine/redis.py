@@ -42,7 +42,7 @@ _SCALARS = b"+-:,#(_"
 _BULKS = b"$!="
 _AGGREGATES = b"*%~>|"
 # A finished message: message, type byte, parts, error, stream offsets of its first byte and
-# past its last, and the peer's offset its first byte acknowledged (-1: none).
+# past its last, and the acknowledgment number its first byte carried (NO_ACK: none).
 Done = Callable[[Message, bytes, list[str], bool, int, int, int], None]
 _PUBSUB = frozenset({"message", "pmessage", "smessage"})
 _SUBSCRIBES = frozenset({"SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"})
@@ -75,7 +75,7 @@ class _Reader:
         self.buf = bytearray()
         self.base = 0  # the stream offset of buf[0]
         self.start = 0  # the stream offset of the message being read
-        self.start_ack = -1  # the peer's offset its first byte acknowledged (-1: none)
+        self.start_ack = NO_ACK  # the acknowledgment number its first byte carried
         self.stack: list[int] = []  # elements left in each open aggregate
         self.bulk_left = 0  # bytes left of a bulk string, its CRLF included
         self.bulk_keep = bytearray()
@@ -175,7 +175,7 @@ class _Reader:
         if it holds that byte; whether it does."""
         if not self.lost or not self.base <= offset < self.base + len(self.buf):
             return False
-        ack = -1  # that of the segment the offset is in
+        ack = NO_ACK  # that of the segment the offset is in
         for start, segment_ack in self.held:
             if start > offset:
                 break
@@ -279,7 +279,7 @@ def _reply_summary(kind: bytes, parts: list[str]) -> str:
 
 
 class _Command:
-    __slots__ = ("ack", "end", "expect", "made", "message", "start", "summary")
+    __slots__ = ("ack", "again", "end", "expect", "made", "message", "start", "summary")
 
     def __init__(self, message: Message, summary: str, expect: int, start: int, end: int,
                  ack: int) -> None:  # fmt: skip
@@ -289,7 +289,8 @@ class _Command:
         self.made = False  # its transaction was made (a SUBSCRIBE's first confirmation makes it)
         self.start = start
         self.end = end  # stream offsets
-        self.ack = ack  # the server's offset its first byte acknowledged (-1: none)
+        self.ack = ack  # the acknowledgment number its first byte carried (NO_ACK: none)
+        self.again = False  # paired by the acknowledgments after lost bytes
 
 
 class _Reply:
@@ -302,7 +303,7 @@ class _Reply:
         self.error = error
         self.push = push
         self.start = start
-        self.ack = ack  # the client's offset its first byte acknowledged (-1: none)
+        self.ack = ack  # the acknowledgment number its first byte carried (NO_ACK: none)
 
 
 class RedisParser:
@@ -436,7 +437,7 @@ class RedisParser:
                 made = command.made
             if not made:
                 notes: tuple[str, ...] = ()
-                if command.ack == -2:
+                if command.again:
                     notes = ("paired again after lost bytes, by the acknowledgments",)
                 self._emit(command.message, command.summary, reply.message, reply.summary,
                            reply.error, notes)  # fmt: skip
@@ -470,7 +471,7 @@ class RedisParser:
                         )
                         self._emit(None, "", old_reply.message, old_reply.summary,
                                    old_reply.error, notes, push=True)  # fmt: skip
-                    command.ack = -2  # (its transaction says how it was paired)
+                    command.again = True
                     self.resync = False
                     return True
         return False
@@ -514,12 +515,3 @@ class RedisParser:
             )
         )
         self.index += 1
-
-
-def redis_parser_factory() -> Callable[[Connection, Callable[[Event], None]], RedisParser]:
-    """A consumer factory for `Pipeline(consumers={"redis": [...]})`."""
-
-    def make(conn: Connection, emit: Callable[[Event], None]) -> RedisParser:
-        return RedisParser(conn, emit)
-
-    return make

@@ -27,7 +27,7 @@ from scapy.packet import Raw
 
 from engine.batch import Batch
 from engine.bounds import Bounds
-from engine.events import HttpTransaction
+from engine.events import HttpTransaction, Transaction
 from engine.pipeline import Pipeline
 
 Packet = tuple[float, bytes]
@@ -136,3 +136,19 @@ def http_records(
     events += pipeline.finish()
     found = [e for e in events if isinstance(e, HttpTransaction)]
     return sorted(found, key=lambda t: (t.connection, t.index))
+
+
+def transactions(packets: list[Packet], batch: int = 5) -> list[Transaction]:
+    """The transactions (Redis, PostgreSQL, MySQL, DNS) the pipeline finds in these packets,
+    fed `batch` packets at a time."""
+    pipeline = Pipeline()
+    events = []
+    for i in range(0, len(packets), batch):
+        events += pipeline.feed(Batch.from_packets(1, packets[i : i + batch]))
+    events += pipeline.finish()
+    return [e for e in events if isinstance(e, Transaction)]
+
+
+def summary(txs: list[Transaction]) -> list[tuple]:
+    """(request summary, response summary, status) of each."""
+    return [(t.request_summary, t.response_summary, t.status) for t in txs]

@@ -25,7 +25,7 @@ from engine.detect import NOTHING, Sniffer
 from engine.events import ConnectionClosed, Transaction
 from engine.pipeline import Pipeline
 from engine.reassembly import NO_ACK
-from tests.conversations import build, causal, interleavings
+from tests.conversations import build, causal, interleavings, summary, transactions
 
 ROOT = Path(__file__).parent.parent
 
@@ -198,19 +198,6 @@ EXPECTED = [
     ("PING", "OK", "ok"),
     ("QUIT", None, None),
 ]
-
-
-def transactions(packets: list[tuple[float, bytes]], batch: int = 5) -> list[Transaction]:
-    pipeline = Pipeline()
-    events = []
-    for i in range(0, len(packets), batch):
-        events += pipeline.feed(Batch.from_packets(1, packets[i : i + batch]))
-    events += pipeline.finish()
-    return [e for e in events if isinstance(e, Transaction)]
-
-
-def summary(txs: list[Transaction]) -> list[tuple]:
-    return [(t.request_summary, t.response_summary, t.status) for t in txs]
 
 
 # --- generated conversations -----------------------------------------------------------------

@@ -27,7 +27,7 @@ from engine.events import ConnectionClosed, Transaction
 from engine.pipeline import Pipeline
 from engine.postgres import PROTOCOL as POSTGRES
 from engine.postgres import client_start
-from tests.conversations import build, causal, interleavings
+from tests.conversations import build, causal, interleavings, summary, transactions
 
 ROOT = Path(__file__).parent.parent
 
@@ -126,19 +126,6 @@ PARSE_COMPLETE, BIND_COMPLETE, NO_DATA = msg(b"1"), msg(b"2"), msg(b"n")
 
 def copy_out(columns: int) -> bytes:
     return msg(b"H", struct.pack(f"!bH{columns}h", 0, columns, *([0] * columns)))
-
-
-def transactions(packets: list[tuple[float, bytes]], batch: int = 5) -> list[Transaction]:
-    pipeline = Pipeline()
-    events = []
-    for i in range(0, len(packets), batch):
-        events += pipeline.feed(Batch.from_packets(1, packets[i : i + batch]))
-    events += pipeline.finish()
-    return [e for e in events if isinstance(e, Transaction)]
-
-
-def summary(txs: list[Transaction]) -> list[tuple]:
-    return [(t.request_summary, t.response_summary, t.status) for t in txs]
 
 
 # --- a scripted conversation ------------------------------------------------------------------

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from engine.batch import Batch
 from engine.redis import PROTOCOL as REDIS
 from engine.redis import command_start as resp_command_start
-from engine.events import ConnectionClosed, Transaction
+from engine.events import ConnectionClosed
 from engine.pipeline import Pipeline
-from tests.conversations import build, causal, interleavings
+from tests.conversations import build, causal, interleavings, summary, transactions
 
 ROOT = Path(__file__).parent.parent
 
@@ -56,19 +56,6 @@ EXPECTED = [
     (None, "[message ch1 hello]", "ok"),
     (None, "[message ch2 bye]", "ok"),
 ]
-
-
-def transactions(packets: list[tuple[float, bytes]], batch: int = 5) -> list[Transaction]:
-    pipeline = Pipeline()
-    events = []
-    for i in range(0, len(packets), batch):
-        events += pipeline.feed(Batch.from_packets(1, packets[i : i + batch]))
-    events += pipeline.finish()
-    return [e for e in events if isinstance(e, Transaction)]
-
-
-def summary(txs: list[Transaction]) -> list[tuple]:
-    return [(t.request_summary, t.response_summary, t.status) for t in txs]
 
 
 def test_commands_and_replies_pair_in_order() -> None:
