@@ -18,6 +18,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from typing import NamedTuple, cast
 
+from engine import protocols
 from engine.bounds import ARCHIVED_COST, CONNECTION_COST, CONSUMER_COST, Bounds
 from engine.detect import TLS, Sniffer, TlsHelloReader
 from engine.events import (
@@ -43,6 +44,7 @@ from engine.tcp import (
     ACK,
     FIN,
     HOST_SHIFT,
+    MIDSTREAM,
     RESENT_COST,
     RST,
     SYN,
@@ -440,18 +442,29 @@ class ConnectionTable:
             return
         sniffer = Sniffer.of(conn)
         conn.sniffing = False
-        conn.protocol = decided or None
+        # The content first; then the server's port (engine.protocols).
+        conn.protocol = decided or protocols.BY_PORT.get(conn.client_key & 0xFFFF)
         if conn.protocol in self.shedding and conn.id != self.always:
             self.unparsed += 1
             sniffer.release(conn)
             return
         emit = self.events.append
+        # A connection joined in its middle (see engine.tcp.StreamConsumer).
+        midstream = (
+            conn.protocol in protocols.NAMES
+            and not (conn.client.syn or conn.server.syn)
+            and bool(sniffer.chunks)
+        )
         for factory in self.factories.get(conn.protocol, ()) if conn.protocol else ():
             consumer = factory(conn, emit)
             if consumer is None:
                 continue
             conn.consumers += (consumer,)
             self.memory += CONSUMER_COST
+            if midstream:
+                first_ts = sniffer.chunks[0][1]
+                consumer.on_gap(conn, True, first_ts, 0, 0, MIDSTREAM)
+                consumer.on_gap(conn, False, first_ts, 0, 0, MIDSTREAM)
             for fc, chunk_ts, chunk_offset, chunk, number, reason in sniffer.chunks:
                 if chunk is None:
                     consumer.on_gap(conn, fc, chunk_ts, chunk_offset, number, reason)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from engine.events import Event, Message, Transaction
 from engine.reassembly import NO_ACK
+from engine.tcp import MIDSTREAM
 
 if TYPE_CHECKING:
     from engine.tcp import Connection
@@ -158,13 +159,19 @@ class _Reader:
     def _find_command(self) -> bool:
         """Drop bytes up to the next command at the start of a line; whether there is one."""
         buf = self.buf
-        for found in _COMMAND.finditer(buf):
-            at = found.start()
-            if at == 0 or buf[at - 2 : at] == b"\r\n":
-                del buf[:at]
-                self.base += at
-                self.lost = False
-                return True
+        at = next(
+            (
+                found.start()
+                for found in _COMMAND.finditer(bytes(buf))
+                if found.start() == 0 or buf[found.start() - 2 : found.start()] == b"\r\n"
+            ),
+            -1,
+        )
+        if at >= 0:
+            del buf[:at]
+            self.base += at
+            self.lost = False
+            return True
         keep = min(len(buf), 64)  # (a command's start may be cut at the end)
         self.base += len(buf) - keep
         del buf[: len(buf) - keep]
@@ -325,6 +332,7 @@ class RedisParser:
         self.index = 0
         self.lost: dict[bool, bool] = {True: False, False: False}
         self.resync = False  # pairing waits for the acknowledgments (see the class)
+        self.midstream = False  # the capture began inside the connection
         self.ts = 0.0
 
     # --- the stream consumer --------------------------------------------------------------
@@ -347,6 +355,10 @@ class RedisParser:
     ) -> None:
         self.readers[from_client].lose()
         self.readers[from_client].buf.clear()
+        if size == 0 and reason == MIDSTREAM:
+            self.midstream = True  # (not a loss: the notes say the capture began later)
+            self.resync = True
+            return
         self._lose(from_client)
 
     def on_end(self, conn: Connection, from_client: bool, ts: float) -> None:
@@ -437,8 +449,10 @@ class RedisParser:
                 made = command.made
             if not made:
                 notes: tuple[str, ...] = ()
-                if command.again:
+                if command.again and (self.lost[True] or self.lost[False]):
                     notes = ("paired again after lost bytes, by the acknowledgments",)
+                elif command.again:
+                    notes = (f"{MIDSTREAM}: paired by the acknowledgments",)
                 self._emit(command.message, command.summary, reply.message, reply.summary,
                            reply.error, notes)  # fmt: skip
 
@@ -455,20 +469,18 @@ class RedisParser:
             if j is not None:
                 got = self._acked(False, replies[j].ack)
                 if got is not None and got >= command.end:
+                    if self.lost[True] or self.lost[False]:
+                        note = "sent around bytes that were not captured: its reply cannot be told for certain"  # fmt: skip
+                        unasked = "its command cannot be told after bytes that were not captured"
+                    else:
+                        note = f"{MIDSTREAM}: its reply cannot be told for certain"
+                        unasked = f"{MIDSTREAM}: its command cannot be told for certain"
                     for _ in range(i):
                         old = commands.popleft()
-                        note = (
-                            "sent around bytes that were not captured: its reply cannot be "
-                            "told for certain"
-                        )
                         self._emit(old.message, old.summary, None, None, False, (note,))
                     for _ in range(j):
                         old_reply = replies.popleft()
-                        notes = (
-                            ("a push from the server",)
-                            if old_reply.push
-                            else ("its command cannot be told after bytes that were not captured",)
-                        )
+                        notes = ("a push from the server",) if old_reply.push else (unasked,)
                         self._emit(None, "", old_reply.message, old_reply.summary,
                                    old_reply.error, notes, push=True)  # fmt: skip
                     command.again = True
@@ -481,6 +493,8 @@ class RedisParser:
             return "server bytes were not captured: its reply may be among them"
         if self.lost[True]:
             return "client bytes were not captured before it: it cannot be paired for certain"
+        if self.midstream and self.resync:
+            return f"{MIDSTREAM}: its reply cannot be told for certain"
         return "no reply was seen"
 
     def _why_unasked(self) -> str:
@@ -488,6 +502,8 @@ class RedisParser:
             return "its command was in client bytes that were not captured"
         if self.lost[False]:
             return "its command cannot be told after bytes that were not captured"
+        if self.midstream:
+            return f"{MIDSTREAM}: its command cannot be told for certain"
         return "its command was not seen (sent before the capture started?)"
 
     def _emit(

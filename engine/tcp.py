@@ -82,6 +82,9 @@ def key_endpoints(key: int) -> tuple[str, str]:
     return f"{src}:{sport}", f"{dst}:{dport}"
 
 
+MIDSTREAM = "the capture began inside the connection"
+
+
 class StreamConsumer(Protocol):
     """Something that reads a connection's reassembled streams (the HTTP parser, a follow writer).
 
@@ -89,6 +92,12 @@ class StreamConsumer(Protocol):
     and acknowledgment number (NO_ACK: none) of the segment that brought them; bytes that were
     never seen come as gaps. Nothing is said about the order between the two directions: it is
     the capture's, which need not be causal (see engine.reassembly).
+
+    A connection whose start the capture did not see (a SYN neither way) begins at the first
+    byte the capture showed of each side: the consumers of the protocols beyond HTTP
+    (engine.protocols) are then told so before anything else by an empty gap at offset 0 of
+    each side, `on_gap(conn, from_client, ts, 0, 0, MIDSTREAM)`, and read on as after lost
+    bytes, pairing only what they can pair for certain.
     """
 
     def on_data(

@@ -42,15 +42,17 @@ START = 1_700_000_000.0
 
 def build(
     script: Script, mss: int = 1460, cuts: dict[int, list[int]] | None = None,
-    acks: bool = True, ipv6: bool = False,
+    acks: bool = True, ipv6: bool = False, port: int | None = None,
 ) -> tuple[list[Packet], list[Packet]]:
     """The client's and the server's packets for a script (handshake first).
 
     mss splits each send into segments; cuts[i] gives explicit cut points for step i instead.
     acks: answer data with a pure ACK when the receiver does not send next. ipv6: between
-    CLIENT6 and SERVER6 instead of the IPv4 addresses.
+    CLIENT6 and SERVER6 instead of the IPv4 addresses. port: the server's, instead of 8080.
     """
     client_end, server_end = (CLIENT6, SERVER6) if ipv6 else (CLIENT, SERVER)
+    if port is not None:
+        server_end = (server_end[0], port)
     network = IPv6 if ipv6 else IP
     cisn, sisn = 1_000_000, 3_000_000_000  # the server's numbers wrap past 2**32
     sent = {True: 0, False: 0}  # stream bytes each side sent
@@ -99,6 +101,11 @@ def build(
         fin[not closer] = True
         emit(closer, "A")
     return out[True], out[False]
+
+
+def since(packets: list[Packet], ts: float) -> list[Packet]:
+    """The packets sent at or after ts: what a capture started then shows of a connection."""
+    return [p for p in packets if p[0] >= ts]
 
 
 def causal(client: list[Packet], server: list[Packet]) -> list[Packet]:
