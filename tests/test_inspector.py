@@ -90,7 +90,7 @@ async def test_find_matches_every_exchange_not_only_the_last(long_connection):
         targets = sorted(table.transaction(row).request.target for row in table.order)
         assert targets == sorted(["/items/123", *(f"/items/{n}" for n in range(1230, 1240))])
         assert "3,000 exchanges · 11 match '/items/123'" in summary(app)
-        assert "11 exchanges match" in str(app.query_one("#status").render())
+        assert "11 matches" in str(app.query_one("#status").render())
         # Nothing matches: the list is empty; an empty query shows everything again.
         await pilot.press("slash")
         app.query_one("#display-filter", Input).value = "/items/99999"

@@ -135,7 +135,7 @@ async def test_status_bar_counts_what_the_capture_process_skipped_and_exchanges_
         text = str(bar.render())
         assert "│ drops 0 " in text and "│ 123,456 skipped: backlog full " in text
         assert "red" in style_of(bar, "│ 123,456 skipped")
-        assert "│ HTTP behind: 89 pkts not parsed " in text
+        assert "│ parsing behind: 89 pkts not parsed " in text
         assert "│ evicted 12 exchanges " in text  # with those whose connection had gone
         bar.show(live, stats(1000), paused=False, now=2.0, shown=7)
         assert "│ evicted 7 exchanges " in str(bar.render())

@@ -384,7 +384,7 @@ class WirepeekApp(App[None]):
             found = "searching…"
         elif self.search is not None:
             n = self.search.matched
-            found = f"{n:,} exchange{'s match' if n != 1 else ' matches'}"
+            found = f"{n:,} match{'es' if n != 1 else ''}"  # (exchanges and transactions)
         self.query_one(StatusBar).show(self.status, self.stats, self.paused, time.monotonic(), shown,
                                        self._memory_reading(self.stats), found)
 

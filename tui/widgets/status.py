@@ -114,7 +114,7 @@ class StatusBar(Static):
         if said:
             out.append(f"│ {said} ", "yellow")
         if status.unparsed:
-            out.append(f"│ HTTP behind: {status.unparsed:,} pkts not parsed ", "bold yellow")
+            out.append(f"│ parsing behind: {status.unparsed:,} pkts not parsed ", "bold yellow")
         if status.skipped:
             out.append(f"│ {status.skipped:,} skipped: backlog full ", "bold red")
         if status.shedding:
