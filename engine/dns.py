@@ -41,7 +41,7 @@ from engine.events import (
     Message,
     Transaction,
 )
-from engine.tcp import HOST_SHIFT, key_endpoints, key_host, reverse_key
+from engine.tcp import HOST_SHIFT, MIDSTREAM, key_endpoints, key_host, reverse_key
 
 if TYPE_CHECKING:
     from engine.connections import ConnectionTable
@@ -614,7 +614,8 @@ class DnsTcpParser:
         framer.buf.clear()
         framer.lost = True
         framer.scan_from = 0
-        self.lost[from_client] = True
+        if size or reason != MIDSTREAM:  # (joining a connection late loses nothing)
+            self.lost[from_client] = True
 
     def on_end(self, conn: Connection, from_client: bool, ts: float) -> None:
         pass

@@ -17,6 +17,11 @@ find: the client's next command at the start of a line; the server's next reply 
 command's first byte acknowledged the server's stream (a client that sent it had every reply
 before it). The commands and replies read meanwhile are said without their pair (their notes say
 why) until the acknowledgments pair one for certain (`RedisParser`); then order pairs again.
+A connection the capture joined after its start (`engine.tcp.MIDSTREAM`) is read the same way
+from the first command and reply found. The acknowledgments are certain for a client that waits
+for each reply, or for each pipelined batch (redis-benchmark -P, a MULTI block); a client that
+keeps sending while replies to commands in the lost bytes are still coming could be paired one
+off, as nothing counts the commands those bytes held.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from engine.pipeline import Pipeline
 from engine.protocols import BY_PORT, NAMES, PROTOCOLS
 from engine.tcp import MIDSTREAM
 from tests.conversations import Packet, build, causal, interleavings, since, transactions
+from tests.test_dns import answer, framed, query
 from tests.test_redis import EXPECTED, SCRIPT
 
 JOINED = f"{MIDSTREAM}: paired by the acknowledgments"
@@ -83,3 +84,20 @@ def test_a_connection_joined_between_commands_is_found_by_its_content() -> None:
         got = said(packets, batch=1 + n % 4)
         assert got[0] == (*EXPECTED[1], (JOINED,)), n
         assert [g[:3] for g in got[1:]] == EXPECTED[2:], n
+
+
+def test_dns_over_tcp_joined_inside_a_message_on_its_port() -> None:
+    queries = [query(f"n{i}.example.", ident=100 + i) for i in range(5)]
+    script = []
+    for i, q in enumerate(queries):
+        script += [("c", framed(q)), ("s", framed(answer(q, f"n{i}.example. 60 IN A 192.0.2.{i}")))]
+    client, server = build([*script, ("c-fin",)], mss=7, port=53)
+    # The capture begins inside the second query: its length and first bytes are not seen.
+    start = next(p for p in client if b"n1" in p[1])[0]
+    client, server = since(client, start), since(server, start)
+    expected = [(f"A n{i}.example.", f"NOERROR 192.0.2.{i}") for i in range(2, 5)]
+    for n, packets in enumerate(interleavings(client, server, limit=30)):
+        got = [(t.request_summary, t.response_summary, t.notes) for t in transactions(packets, 1 + n % 4)]
+        # The answer to the query cut in two answers nothing seen; the others pair by ID.
+        assert [g[:2] for g in got if g[0] is not None] == expected, n
+        assert [g[1] for g in got if g[0] is None] == ["NOERROR 192.0.2.1"], n
