@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -210,6 +211,68 @@ def test_a_real_server_and_client(tmp_path: Path) -> None:
     assert any(s[0] is None and s[1] == "[message ch1 hello]" for s in said)
     connections = [r for r in records if r["type"] == "connection"]
     assert {r["protocol"] for r in connections} == {"redis"}
+
+
+def free_port_below_ephemeral() -> int:
+    """A free port under 30000 (Linux's ephemeral ports start at 32768)."""
+    for port in random.Random().sample(range(20000, 30000), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 30000")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root (CI runs as root)")
+@pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed (Debian: redis-server)")
+def test_a_real_server_connection_joined_in_its_middle(tmp_path: Path) -> None:
+    """A client's connection opened before the capture: read from its first command seen, and
+    paired from there by the acknowledgments, then by order."""
+    import redis
+
+    # Below the ephemeral range: with no handshake seen, the lower port is taken for the server's.
+    port = free_port_below_ephemeral()
+    server = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    err = tmp_path / "err"
+    capture = None
+    try:
+        client = redis.Redis(port=port, protocol=2, single_connection_client=True)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        client.set("before", "b" * 5000)
+        capture = subprocess.Popen([sys.executable, "-m", "tui.cli", "-i", "lo", "--json", "--duration", "4",
+                                    f"tcp port {port}"], stdout=subprocess.PIPE, stderr=err.open("wb"), cwd=ROOT)
+        while b"capturing on lo" not in err.read_bytes():
+            time.sleep(0.05)
+        time.sleep(0.2)
+        for i in range(20):
+            client.set(f"k{i}", str(i))
+            assert client.get(f"k{i}") == str(i).encode()
+        assert len(client.get("before")) == 5000
+        with pytest.raises(redis.ResponseError):
+            client.execute_command("NOSUCH", "a")
+        out, _ = capture.communicate(timeout=30)
+        client.close()
+    finally:
+        if capture is not None:
+            capture.kill()
+        server.terminate()
+        server.wait(timeout=10)
+    txs = [r for r in map(json.loads, out.splitlines()) if r["type"] == "transaction"]
+    said = [(r["request"] and r["request"]["summary"], r["response"] and r["response"]["summary"][:10],
+             r.get("notes", [])) for r in txs]
+    expected = [item for i in range(20) for item in ((f"SET k{i} {i}", "OK"), (f"GET k{i}", str(i)))]
+    expected += [("GET before", "b" * 10), ("NOSUCH a", "ERR unknow")]
+    assert [s[:2] for s in said] == expected
+    assert said[0][2] == ["the capture began inside the connection: paired by the acknowledgments"]
+    assert not any(s[2] for s in said[1:])
 
 
 def test_transaction_records_native_and_ecs() -> None:
