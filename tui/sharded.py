@@ -159,8 +159,12 @@ def json_records_sharded(paths: list[str], bpf: str, count: int | None, bounds: 
                 queues[i].append(message)
                 sent_all[i] = message[2]
     finally:
+        # Past an error (the reader went away: | head) the workers are stopped at once; else
+        # they are given time to end on their own.
+        ended = all(done)
         for proc in procs:
-            proc.join(timeout=5)
+            if ended:
+                proc.join(timeout=5)
             if proc.is_alive():
                 proc.kill()
     out.flush()
