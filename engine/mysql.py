@@ -19,13 +19,19 @@ What is read:
 - A command starts with a client packet of sequence id 0. COM_QUERY shows its SQL (whitespace
   collapsed, cut to `SQL_CHARS`), COM_STMT_PREPARE its SQL and the statement id and counts the
   server gives, COM_STMT_EXECUTE and the other statement commands the SQL of that id (up to
-  `MAX_STATEMENTS` remembered per connection); the others are named. COM_STMT_CLOSE,
-  COM_STMT_SEND_LONG_DATA and COM_QUIT have no response and are not waited for.
+  `MAX_STATEMENTS` remembered per connection: one prepared before the capture began is said so,
+  `EXECUTE #7 (prepared before the capture)`, its SQL not being known); the others are named.
+  COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA and COM_QUIT have no response and are not waited for
+  (their transactions are ok: nothing failed).
 - A response is OK (`OK, 1 row affected`), ERR (`ERR 1146 (42S02): ...`, status error), a result
   set (`3 rows, 2 columns`: column count, definitions, rows in the text or binary protocol, and
   an EOF or, with CLIENT_DEPRECATE_EOF, an OK to end them), or for a few commands something of
-  their own. Results that say more follow (SERVER_MORE_RESULTS_EXISTS: a CALL, several
-  statements) are folded into the command's transaction, and so is a LOCAL INFILE exchange.
+  their own. Whether an EOF follows definitions is read from the packets themselves (an EOF is
+  0xFE and 5 bytes long, a row or an OK that ends rows is not): when the login that negotiated
+  CLIENT_DEPRECATE_EOF was not seen, the first result set tells, and a prepared statement's
+  definitions read before that end with the next packet that does not continue them. Results
+  that say more follow (SERVER_MORE_RESULTS_EXISTS: a CALL, several statements) are folded into
+  the command's transaction, and so is a LOCAL INFILE exchange.
   Every packet of a response continues the sequence ids of its command: one that does not ends
   the response (so a packet that answers no command seen is not taken for an answer).
 
@@ -47,12 +53,32 @@ say what could not be paired:
   bytes are not known, so the server's answers to them cannot be told apart from the next
   one's: the server's packets are passed over until one that was sent after the server had
   received that whole command (its segment's acknowledgment covers it: `Connection.peer_offset`)
-  and starts a response to it.
+  and starts a response to it. A command the client sent without waiting (it had received
+  nothing since a command that has an answer, or since bytes of one not known: its segment's
+  acknowledgment is the one before) cannot be told apart from that earlier command's answer so:
+  only the first segment the server sent after receiving the last command that was waited for
+  is taken, as that one's answer, and the rest follows by order.
 - Server side: the response cut short is emitted as it was read, with a note. The server's
   packets are then passed over up to a segment that was sent after the server had received a
   command it had not yet been seen answering, and that starts with a response's first packet
   header; the commands between, whose answers were in the lost bytes, are emitted without one.
 Without acknowledgments nothing is resynchronised, and the commands left say so.
+
+A capture begun inside the connection (no SYN seen: the consumer is told by an empty gap at
+offset 0 of each side, `engine.tcp.MIDSTREAM`, before any bytes): no greeting or login is
+expected, unless a side's first bytes are one (a capture begun just after the handshake). The
+connection is in its command phase, and both sides are read as after lost bytes, above: the
+client's from its first command (the end of one sent before is not read, and its first
+command's notes say so), the server's from the first response that the acknowledgments tie to a
+command; the server bytes before it, which answer commands sent before the capture began, are
+one transaction with no request. The server's bytes wait for the client's first byte (before it
+their acknowledgments cannot be placed: up to `HOLD` bytes). A pool's connection whose client
+waits for each answer is so paired from its first command after the capture began; the notes on
+what could not be paired say the capture began inside the connection. Until a pairing has shown
+the bytes are plain MySQL packets, compression or TLS negotiated before the capture cannot be
+told from the login: a segment that starts TLS records or compressed packets (their 7-byte
+header), or a client whose packets do not frame as commands `MAX_MISFRAMES` times, is one
+transaction that says so, and nothing more is read (no guessed transactions).
 """
 
 from __future__ import annotations
@@ -63,6 +89,7 @@ from typing import TYPE_CHECKING, Final
 
 from engine.events import Event, Message, Transaction
 from engine.reassembly import NO_ACK
+from engine.tcp import MIDSTREAM
 
 if TYPE_CHECKING:
     from engine.tcp import Connection
@@ -78,6 +105,7 @@ MAX_CHUNKS = 8192  # delivered chunks held (their times and acknowledgments)
 MAX_AUTH_PACKETS = 16  # packets of a login's exchange
 MAX_PARTS = 4  # results shown in a response's summary
 MAX_COLUMNS = 4096  # a result set has at most this many (MySQL's limit)
+MAX_MISFRAMES = 4  # times the client's bytes may not frame before any pairing (midstream)
 MAX_PACKET = 0xFFFFFF  # a payload this long goes on in the next packet
 
 # Capability flags (the server's in its greeting, the client's in its HandshakeResponse).
@@ -226,10 +254,10 @@ def handshake_response_start(prefix: bytes) -> bool | None:
 class _Packet:
     """One logical packet: the first bytes of its payload, and where and when it was sent."""
 
-    __slots__ = ("ack", "cut", "end", "end_ts", "head", "last_seq", "lost", "seq", "size", "start",
-                 "ts", "wire")  # fmt: skip
+    __slots__ = ("ack", "cut", "end", "end_ack", "end_ts", "head", "last_seq", "lost", "prior",
+                 "seq", "size", "start", "ts", "wire")  # fmt: skip
 
-    def __init__(self, seq: int, ts: float, ack: int, start: int) -> None:
+    def __init__(self, seq: int, ts: float, ack: int, start: int, prior: int) -> None:
         self.seq = seq
         self.last_seq = seq  # of its last physical packet
         self.head = bytearray()
@@ -238,6 +266,8 @@ class _Packet:
         self.ts = ts
         self.end_ts = ts
         self.ack = ack  # of the segment that carried its first byte
+        self.end_ack = ack  # of the segment that carried its last byte
+        self.prior = prior  # of the segment that carried the byte before it (NO_ACK: not read)
         self.start = start  # stream offset of its header
         self.end = start
         self.lost = 0  # payload bytes that were not captured
@@ -256,7 +286,7 @@ class _Stream:
     """
 
     __slots__ = ("buf", "delivered", "ended", "held", "left", "lost", "lost_bytes", "marks",
-                 "more", "packet", "pos", "queue")  # fmt: skip
+                 "more", "packet", "pos", "prior", "queue")  # fmt: skip
 
     def __init__(self) -> None:
         self.buf = bytearray()
@@ -271,6 +301,7 @@ class _Stream:
         self.ended = False
         self.delivered = 0  # stream offset after the last byte or gap given
         self.held = 0  # bytes waiting in buf and queue
+        self.prior = NO_ACK  # ack of the segment that brought the last byte read (NO_ACK: a gap)
 
     def add(self, offset: int, ts: float, ack: int, data: bytes) -> None:
         self.delivered = offset + len(data)
@@ -315,6 +346,7 @@ class _Stream:
         """Step over the gap at the head of the queue (buf is empty); returns its size."""
         offset, _, _, _, size = self.queue.popleft()
         self.pos = offset + size
+        self.prior = NO_ACK
         self.marks.clear()
         while self.queue and self.queue[0][3] is not None:
             offset, ts, ack, data, _ = self.queue.popleft()
@@ -327,6 +359,7 @@ class _Stream:
     def _lose(self) -> None:
         """The framing is lost here: drop what is held before the next gap and step over it."""
         self.lost = True
+        self.prior = NO_ACK
         self.lost_bytes += len(self.buf)
         self._consume(len(self.buf))
         if self.queue:
@@ -339,6 +372,7 @@ class _Stream:
         self.left = 0
         self.more = False
         self.lost = True
+        self.prior = NO_ACK
         self.lost_bytes += held
         self._consume(len(self.buf))
         self.queue.clear()
@@ -389,7 +423,7 @@ class _Stream:
                 length = buf[0] | buf[1] << 8 | buf[2] << 16
                 if p is None:
                     ts, ack = self.mark_at(self.pos)
-                    p = self.packet = _Packet(buf[3], ts, ack, self.pos)
+                    p = self.packet = _Packet(buf[3], ts, ack, self.pos, self.prior)
                 else:
                     p.last_seq = buf[3]
                 self._consume(4)
@@ -402,7 +436,7 @@ class _Stream:
                     room = KEEP - len(p.head)
                     if room > 0:
                         p.head += buf[: min(room, take)]
-                    p.end_ts = self.mark_at(self.pos + take - 1)[0]
+                    p.end_ts, p.end_ack = self.mark_at(self.pos + take - 1)
                     self._consume(take)
                     self.left -= take
                     p.size += take
@@ -432,6 +466,7 @@ class _Stream:
             if self.more:
                 continue
             self.packet = None
+            self.prior = p.end_ack
             p.end = self.pos
             return p
 
@@ -449,20 +484,25 @@ class _Stream:
                 at = zero - 3
                 verdict = plausible(buf, at) if len(buf) >= at + 5 else None
                 if verdict:
-                    self.lost_bytes += at
-                    self._consume(at)
+                    self._pass(at)
                     self.lost = False
                     return True
                 if verdict is None:
                     break
                 at += 1
-            self.lost_bytes += at
-            self._consume(at)
+            self._pass(at)
             if not self.queue:
                 return False
             self.lost_bytes += len(buf)
             self._consume(len(buf))
             self.lost_bytes += self._take_gap()
+
+    def _pass(self, n: int) -> None:
+        """Lost: step over n bytes that start nothing (their last one's ack is kept)."""
+        if n > 0:
+            self.prior = self.mark_at(self.pos + n - 1)[1]
+            self.lost_bytes += n
+            self._consume(n)
 
     def chunk(self) -> tuple[int, int, int] | None:
         """Lost: (seq, first payload byte, ack) of the header at the next chunk's start, which
@@ -557,8 +597,9 @@ def _eof(head: bytes | bytearray) -> tuple[int, int]:
 
 
 def _terminator(p: _Packet) -> tuple[int, int]:
-    """Status and warnings of a packet that ends rows: an EOF, or an OK (CLIENT_DEPRECATE_EOF)."""
-    if p.size < 9:
+    """Status and warnings of a packet that ends rows: an EOF (5 bytes, 1 before protocol 4.1),
+    or an OK (CLIENT_DEPRECATE_EOF: 7 bytes or more)."""
+    if p.size <= 5:
         return _eof(p.head)
     _, _, status, warnings = _ok(p.head)
     return status, warnings
@@ -652,14 +693,56 @@ def _plausible_command(buf: bytearray, at: int) -> bool | None:
     return True
 
 
+def _tls_record(b: bytes, at: int) -> int:
+    """The length of the TLS record whose header is at b[at] (-1: not one, or cut short)."""
+    if at + 5 > len(b) or not 0x14 <= b[at] <= 0x18 or b[at + 1] != 3 or not 1 <= b[at + 2] <= 4:
+        return -1
+    size = b[at + 3] << 8 | b[at + 4]
+    return size if 0 < size <= 0x4800 else -1
+
+
+def _not_plain(chunk: bytes, from_client: bool) -> str | None:
+    """What a segment's bytes are when they start something other than plain MySQL packets:
+    "TLS" (records: one that ends with the segment, or two in a row) or "compressed" (packets
+    of the compressed protocol: a 7-byte header, then plain packets that fill it exactly, or
+    zlib or zstd data); None when they may be plain packets (see the module)."""
+    n = len(chunk)
+    if n < 9:
+        return None
+    if from_client:
+        head = bytearray(chunk[:16])
+        if _plausible_command(head, 0) is not False:
+            return None  # (a command, or too few bytes to tell)
+    size = _tls_record(chunk, 0)
+    if size >= 0 and (5 + size == n or _tls_record(chunk, 5 + size) >= 0):
+        return "TLS"
+    length = chunk[0] | chunk[1] << 8 | chunk[2] << 16
+    plain = chunk[4] | chunk[5] << 8 | chunk[6] << 16  # the length once uncompressed (0: as is)
+    if plain == 0:
+        end = min(n, 7 + length)
+        at = 7
+        while at + 4 <= end:
+            at += 4 + (chunk[at] | chunk[at + 1] << 8 | chunk[at + 2] << 16)
+        if length < 5 or at != 7 + length or at > n:
+            return None
+        if from_client:  # a command's packet has sequence id 0, a response's from 1
+            return "compressed" if chunk[10] == 0 and chunk[11] in _COMMANDS else None
+        return "compressed" if chunk[10] != 0 else None
+    zlib = chunk[7] == 0x78 and (0x7800 | chunk[8]) % 31 == 0
+    zstd = chunk[7:11] == b"\x28\xb5\x2f\xfd"
+    if (zlib or zstd) and 7 + length == n and plain > length // 2:
+        return "compressed"
+    return None
+
+
 # --- commands and responses --------------------------------------------------------------------
 
 
 class _Command:
     """A command the client sent, waiting for its response."""
 
-    __slots__ = ("after_loss", "code", "end", "head", "last_seq", "message", "notes", "reply",
-                 "sent", "start")  # fmt: skip
+    __slots__ = ("after_loss", "code", "end", "head", "last_seq", "message", "notes",
+                 "pending", "reply", "sent", "start")  # fmt: skip
 
     def __init__(self, code: int, p: _Packet, reply: int) -> None:
         self.code = code
@@ -671,6 +754,9 @@ class _Command:
         self.reply = reply
         self.notes: list[str] = []
         self.after_loss = False  # client bytes before it were lost: its answer is found by ack
+        # Sent while the server may still have owed an answer (the client had received nothing
+        # since a command that has one): after a loss, its answer cannot be told by ack.
+        self.pending = False
         self.sent = 0  # payload bytes the client sent within its exchange (auth data, a file)
         if p.lost or p.cut:
             self.notes.append(f"{p.lost:,} bytes of it were not captured")
@@ -683,8 +769,9 @@ _START, _DEFS, _META, _ROWS, _PARAMS, _COLS, _EOF_THEN, _LIST, _DONE = range(9)
 class _Reply:
     """What has been read of a response (see `MysqlParser._feed`)."""
 
-    __slots__ = ("columns", "cursor", "error", "expect", "infile", "left", "message", "notes",
-                 "open_end", "parts", "results", "rows", "state", "then", "warnings")  # fmt: skip
+    __slots__ = ("columns", "cursor", "defined", "error", "expect", "infile", "left", "message",
+                 "notes", "open_end", "parts", "results", "rows", "state", "then",
+                 "warnings")  # fmt: skip
 
     def __init__(self) -> None:
         self.message: Message | None = None
@@ -697,6 +784,7 @@ class _Reply:
         self.expect: int | None = None  # the sequence id of its next packet (None: any)
         self.columns = 0
         self.left = 0  # definitions still to come
+        self.defined = False  # a result's column definitions were read (what follows tells EOFs)
         self.rows = 0
         self.warnings = 0
         self.open_end = False  # it may end here: a packet that does not continue it ends it
@@ -754,6 +842,7 @@ class MysqlParser:
         # acknowledgment ties to a command (see the module).
         self.syncing = False
         self.floor = 0  # acknowledgments up to this client offset tie nothing new
+        self.passed_acked = -1  # the furthest any server bytes passed over acknowledged
         self.answered_end = 0  # client offset after the last command answered
         self.skipped = 0  # server bytes passed over meanwhile
         self.lost = {True: False, False: False}  # bytes of that side were not captured
@@ -762,6 +851,23 @@ class MysqlParser:
         self.client_strays = 0  # client packets that started nothing
         self.stray: _Reply | None = None  # server packets that answer no command
         self.stray_note = ""
+        self.client_busy = False  # the last command read has an answer, or may be owed one
+        # A capture begun inside the connection (see the module): which sides' first bytes are
+        # still to come, whether a pairing has shown its bytes to be plain MySQL packets, what
+        # the server sent before anything could be paired, and what was inferred meanwhile.
+        self.midstream = False
+        self.late = {True: False, False: False}  # the capture began inside that side's stream
+        self.unseen_start = {True: False, False: False}  # its first bytes are still to come
+        self.confirmed = False
+        self.client_midstream = False  # no command found yet (and no bytes lost since)
+        self.server_midstream = False  # no response found yet (and no bytes lost since)
+        self.passed: Message | None = None  # server bytes passed over meanwhile
+        self.unchecked = False  # some of them came too far ahead of the client's to be checked
+        self.framed = 0  # commands read since the client's reader last found a command
+        self.misframed = 0  # times the client's bytes did not frame, before any pairing
+        self.deprecate_eof: bool | None = None  # CLIENT_DEPRECATE_EOF, as the server's showed it
+        self.forgot = False  # prepared statements were forgotten (MAX_STATEMENTS)
+        self.unprepared = False  # a PREPARE was not answered with its statement id
 
     # --- the stream consumer --------------------------------------------------------------
 
@@ -770,6 +876,15 @@ class MysqlParser:
     ) -> None:
         if self.stopped is not None:
             return
+        if self.unseen_start[from_client]:
+            self.unseen_start[from_client] = False
+            if offset == 0:
+                self._start_seen(from_client, data)
+        if self.late[from_client] and not self.confirmed:
+            kind = _not_plain(data, from_client)
+            if kind is not None:
+                self._unreadable(kind, from_client, Message(ts, ts, len(data)))
+                return
         if from_client:
             if self.client_stopped:
                 return
@@ -785,7 +900,17 @@ class MysqlParser:
     ) -> None:
         if self.stopped is not None:
             return
+        if size == 0:  # nothing lost; at a stream's start: the capture began after it
+            stream = self.client if from_client else self.server
+            if offset == 0 and not stream.delivered and stream.exhausted:
+                self._midstream(from_client)
+            return
         self.lost[from_client] = True
+        self.unseen_start[from_client] = False
+        if from_client:
+            self.client_midstream = False
+        else:
+            self._end_midstream()
         if from_client:
             if self.client_stopped:
                 return
@@ -809,6 +934,7 @@ class MysqlParser:
         self.client.ended = self.server.ended = True
         self._read_client()
         self._pair()
+        self._end_midstream()
         if self.reply is not None and self.commands:
             note = None if self.finishing else "the connection ended before its response did"
             self._answered(self.commands.popleft(), self.reply, self.finishing, note)
@@ -822,6 +948,110 @@ class MysqlParser:
             self._emit(None, None, self.greeting, summary, "ok", None, notes)
         self.stopped = "closed"
 
+    # --- a capture begun inside the connection ---------------------------------------------
+
+    def _midstream(self, from_client: bool) -> None:
+        """The capture began inside the connection (an empty gap at a stream's start): no
+        greeting or login is expected, the command phase is read as after lost bytes."""
+        self.midstream = True
+        self.late[from_client] = self.unseen_start[from_client] = True
+        if from_client:
+            self.client_seen = True
+            self.client_midstream = True
+            self.client.lost = True
+        else:
+            self.greeted = True
+            self.server_midstream = True
+            self.server.lost = True
+            self.syncing = True
+
+    def _start_seen(self, from_client: bool, data: bytes) -> None:
+        """A side's first bytes after a midstream start are its stream's very first (a greeting,
+        a HandshakeResponse): read it as a connection whose start was seen."""
+        if from_client:
+            if handshake_response_start(data) is not True:
+                return
+            self.client_seen = False
+            self.client_midstream = False
+            self.client.lost = False
+        else:
+            if greeting_start(data) is not True:
+                return
+            self.greeted = False
+            self.server_midstream = False
+            self.server.lost = False
+            self.syncing = False
+        self.late[from_client] = False
+        self.midstream = self.late[True] or self.late[False]
+
+    def _unreadable(self, kind: str, from_client: bool, message: Message) -> None:
+        """Before anything was paired, a side's bytes showed they are not plain MySQL packets
+        (TLS or compression negotiated before the capture began, or no MySQL at all): one
+        transaction says so, and nothing more is read."""
+        if kind == "TLS":
+            summary = "TLS records"
+            note = f"{MIDSTREAM}: its bytes are TLS records (negotiated before): they are not read"
+        elif kind == "compressed":
+            summary = "compressed packets"
+            note = (
+                f"{MIDSTREAM}: its packets are compressed (CLIENT_COMPRESS, negotiated at the login"
+                " before): they are not read"
+            )
+        else:
+            summary = "not MySQL packets"
+            note = (
+                f"{MIDSTREAM}: its bytes do not frame as plain MySQL packets (compressed or TLS,"
+                " negotiated before?): they are not read"
+            )
+        # What was read before is not to be trusted.
+        self.commands.clear()
+        self.reply = self.stray = self.passed = None
+        request = message if from_client else None
+        response = None if from_client else message
+        self._emit(request, summary, response, summary, None, None, (note,))
+        self.stopped = kind or "not MySQL"
+        for s in (self.client, self.server):
+            s.buf.clear()
+            s.queue.clear()
+
+    def _note_passed(self, ts: float, end_ts: float) -> None:
+        """Server bytes sent at ts..end_ts were passed over before anything was paired."""
+        if self.passed is None:
+            self.passed = Message(ts, end_ts, 0)
+        else:
+            self.passed.end_ts = end_ts
+
+    def _end_midstream(self) -> None:
+        """The server bytes passed over since the capture began, before any response could be
+        paired, are a transaction with no request: they answer commands sent before it."""
+        if not self.server_midstream:
+            return
+        self.server_midstream = False
+        passed, self.passed = self.passed, None
+        size = self.skipped + self.server.lost_bytes
+        self.skipped = self.server.lost_bytes = 0
+        if passed is not None and size:
+            passed.size = size
+            note = f"{MIDSTREAM}: these server bytes answer commands sent before it"
+            if self.unchecked:
+                note += f" (those more than {HOLD // 1024:,} KiB ahead of the client's, unchecked)"
+            self._emit(None, None, passed, _plural(size, "byte"), None, None, (note,))
+
+    def _misframe(self, message: Message) -> None:
+        """Before anything was paired, a packet the client's reader framed is no command: the
+        commands read since it last found one are not to be trusted, and it looks again (up to
+        `MAX_MISFRAMES` times: then the connection is said not to be plain MySQL)."""
+        self.misframed += 1
+        for _ in range(min(self.framed, len(self.commands))):
+            self.commands.pop()
+        self.framed = 0
+        self.client_strays = 0
+        self.client_midstream = not self.lost[True]
+        if self.misframed >= MAX_MISFRAMES:
+            self._unreadable("", True, message)
+            return
+        self.client.lost = True
+
     # --- the client's side --------------------------------------------------------------------
 
     def _read_client(self) -> None:
@@ -834,6 +1064,8 @@ class MysqlParser:
                         s.queue.clear()
                     return
                 self.resync = True
+            elif self.late[True] and not self.confirmed and self._misframed_header():
+                continue
             p = s.next()
             if p is None:
                 if s.lost:
@@ -841,27 +1073,70 @@ class MysqlParser:
                 return
             self._client_packet(p)
 
+    def _misframed_header(self) -> bool:
+        """Before anything was paired, does the client's next packet header (framed after a
+        command, not found by the reader) start no command nor go on with the last one? Then
+        the framing is not to be trusted (see `_misframe`)."""
+        s = self.client
+        buf = s.buf
+        if self.resync or s.packet is not None or len(buf) < 5:
+            return False
+        length = buf[0] | buf[1] << 8 | buf[2] << 16
+        if buf[3] == 0:
+            rule = _COMMANDS.get(buf[4])
+            if rule is not None and rule[1] <= length <= rule[2]:
+                return False
+        else:
+            last = self.commands[-1] if self.commands else None
+            if last is not None and last.reply in (_AUTH, _RESULT):
+                return False
+        ts = s.mark_at(s.pos)[0]
+        self._misframe(Message(ts, s.marks[-1][1] if s.marks else ts, len(buf)))
+        return True
+
     def _client_packet(self, p: _Packet) -> None:
         first = not self.client_seen
         self.client_seen = True
         if first and p.seq != 0:
             self._login(p)
             return
+        probing = self.late[True] and not self.confirmed
         if p.seq == 0 and p.head:
             if self.compressed:  # compressed packets from here on
                 self._stop_client()
                 return
             code = p.first
             rule = _COMMANDS.get(code)
+            if probing and not self.resync and rule is None:  # (else told by its header)
+                self._misframe(Message(p.ts, p.end_ts, p.wire))
+                return
             command = _Command(code, p, rule[3] if rule else _OPEN)
+            # Whether the client had received anything since what came before it.
+            waited = NO_ACK not in (p.prior, p.ack) and p.prior != p.ack
+            lost = self.client.lost_bytes
             if self.resync:
                 self.resync = False
+                self.framed = 0
                 command.after_loss = True
-                command.notes.append(
-                    f"client bytes before it were not captured ({self.client.lost_bytes:,}"
-                    " bytes): commands in them are not known"
-                )
+                # Bytes of a command not known just before it may be owed an answer.
+                command.pending = lost > 0 and p.prior != NO_ACK and not waited
+                if self.client_midstream:
+                    if lost:
+                        command.notes.append(
+                            f"{MIDSTREAM}: the end of a command sent before it"
+                            f" ({_plural(lost, 'client byte')}) was not read"
+                        )
+                else:
+                    command.notes.append(
+                        f"client bytes before it were not captured ({lost:,} bytes): commands"
+                        " in them are not known"
+                    )
+                self.client_midstream = False
                 self.client.lost_bytes = 0
+            else:
+                command.pending = self.client_busy and not waited
+            self.client_busy = command.reply != _NONE or command.pending
+            self.framed += 1
             self._add(command)
             return
         last = self.commands[-1] if self.commands else None
@@ -869,6 +1144,8 @@ class MysqlParser:
             last.message.end_ts = p.end_ts
             last.message.size += p.wire
             last.sent += p.size
+        elif probing and not self.resync:
+            self._misframe(Message(p.ts, p.end_ts, p.wire))
         else:
             self.client_strays += 1
 
@@ -984,6 +1261,8 @@ class MysqlParser:
                 note = None
                 if not reply.open_end:
                     note = f"a packet with sequence id {seq} ended it before it was complete"
+                elif reply.state == _EOF_THEN:
+                    self.deprecate_eof = True  # (no EOF came after its definitions)
                 self._answered(commands.popleft(), reply, complete=reply.open_end, note=note)
                 continue
             p = s.next()
@@ -1055,9 +1334,10 @@ class MysqlParser:
         return self.client_caps if self.client_caps is not None else self.server_caps
 
     def _eof_after_definitions(self) -> bool | None:
-        """Does an EOF follow column definitions (no CLIENT_DEPRECATE_EOF)? None: unknown."""
+        """Does an EOF follow column definitions (no CLIENT_DEPRECATE_EOF)? None: unknown. Not
+        seen negotiated (a capture begun after the login), as result sets have shown it."""
         if self.server_caps is None or self.client_caps is None:
-            return None
+            return None if self.deprecate_eof is None else not self.deprecate_eof
         return not (self.server_caps & self.client_caps & CLIENT_DEPRECATE_EOF)
 
     def _client_caught_up(self) -> bool:
@@ -1103,10 +1383,12 @@ class MysqlParser:
                 if state == _DEFS:
                     r.state = _META
                     r.open_end = r.cursor
+                    r.defined = True
                     return False
                 return self._definitions_end(r, _DONE)
             if state == _EOF_THEN:
                 if _is_end(p) and p.size < 9:
+                    self.deprecate_eof = False
                     if r.then == _DONE:
                         return True
                     r.state = r.then
@@ -1116,13 +1398,18 @@ class MysqlParser:
                 if r.then == _DONE:  # no EOF: this packet is not part of the response
                     r.notes.append("a packet after its definitions was not an EOF")
                     return True
+                self.deprecate_eof = True
                 r.state = r.then
                 r.left = r.columns
                 r.open_end = False
                 continue
             if state == _META:
                 r.open_end = False
-                if _is_end(p) and p.size == 5:  # an EOF after the definitions (no DEPRECATE_EOF)
+                eof = _is_end(p) and p.size == 5  # an EOF after the definitions (no DEPRECATE_EOF)
+                if r.defined:
+                    r.defined = False
+                    self.deprecate_eof = not eof
+                if eof:
                     status, _ = _eof(p.head)
                     if r.cursor and status & SERVER_STATUS_CURSOR_EXISTS:
                         r.part(f"cursor, {_plural(r.columns, 'column')}")
@@ -1278,6 +1565,7 @@ class MysqlParser:
         statements.pop(statement, None)
         if len(statements) >= MAX_STATEMENTS:
             del statements[next(iter(statements))]
+            self.forgot = True
         statements[statement] = _text(command.head[1:])
         self.last_statement = statement
 
@@ -1307,6 +1595,8 @@ class MysqlParser:
                         continue
                     return False
                 self.skipped += p.wire
+                if self.server_midstream:
+                    self._note_passed(p.ts, p.end_ts)
                 continue
             else:
                 found = s.header()
@@ -1316,21 +1606,35 @@ class MysqlParser:
                 return False
             seq, first, ack = found
             acked = self.conn.peer_offset(False, ack) if ack != NO_ACK else None
+            if acked is None and ack != NO_ACK and not self.client.ended:
+                return False  # the client's stream has not begun yet (a capture begun late)
             if acked is None or acked <= self.floor:
-                self._pass_over()
+                self._pass_over(acked)
                 continue
             if self.client.delivered < acked and not self.client.ended:
                 return False  # the commands the server had received are not all read yet
-            target = None
+            target = waited_for = None
             for command in self.commands:
                 if command.end > acked:
                     break
                 if command.reply != _NONE:
                     target = command
+                    if not command.pending:
+                        waited_for = command
             if target is None:
                 self.floor = acked
-                self._pass_over()
+                self._pass_over(acked)
                 continue
+            self._end_midstream()
+            if target.pending:
+                # Sent without waiting: its answer cannot be told from an earlier command's,
+                # unless this is the first segment sent since the server received the last
+                # command that was waited for (whose answer it then starts).
+                clean = not (self.lost[False] or self.too_far)
+                if waited_for is None or not clean or self.passed_acked >= waited_for.end:
+                    self._pass_over(acked)
+                    continue
+                target = waited_for
             while self.commands[0] is not target:
                 command = self.commands.popleft()
                 if command.reply == _NONE:
@@ -1344,24 +1648,41 @@ class MysqlParser:
                 self.syncing = False
                 self.floor = acked
                 target.after_loss = False  # (found: nothing more to pass over for it)
-                if skipped:
+                if skipped and self.midstream and not self.lost[False]:
+                    target.notes.append(
+                        f"{MIDSTREAM}: {_plural(skipped, 'server byte')} before its response were"
+                        " passed over; paired by the acknowledgments"
+                    )
+                elif skipped:
                     target.notes.append(
                         f"{skipped:,} server bytes before its response were lost or passed over;"
-                        " paired by acknowledgment"
+                        " paired by the acknowledgments"
                     )
+                elif self.midstream and not self.confirmed:
+                    target.notes.append(f"{MIDSTREAM}: paired by the acknowledgments")
+                self.confirmed = True
                 return True
             self._answered(self.commands.popleft(), None, note=self._why_unanswered())
             self.floor = acked
-            self._pass_over()
+            self._pass_over(acked)
 
-    def _pass_over(self) -> None:
+    def _pass_over(self, acked: int | None) -> None:
+        """Pass over the server's next packet, or segment (`acked`: the client offset its
+        acknowledgment covers)."""
         s = self.server
+        if acked is not None:
+            self.passed_acked = max(self.passed_acked, acked)
         if s.lost:
+            if self.server_midstream and s.marks:
+                ts = s.marks[0][1]
+                self._note_passed(ts, ts)
             s.skip_chunk()
             return
         p = s.next()
         if p is not None:
             self.skipped += p.wire
+            if self.server_midstream:
+                self._note_passed(p.ts, p.end_ts)
 
     def _stray_packet(self) -> bool:
         """A server packet that answers no command seen, summed up with the others in a row.
@@ -1401,6 +1722,14 @@ class MysqlParser:
         """Server bytes held past `HOLD` while the commands they answer are not known."""
         s = self.server
         if s.held <= HOLD and len(s.marks) + len(s.queue) <= MAX_CHUNKS:
+            return
+        if self.server_midstream and not self.commands:
+            # Waiting for the client's first bytes (a capture begun inside a long response).
+            if s.marks:
+                self._note_passed(s.marks[0][1], s.marks[-1][1])
+            self.unchecked = True
+            s.drop()
+            self._pair()
             return
         if self.finishing and self.commands:
             self.finishing = False
@@ -1448,6 +1777,8 @@ class MysqlParser:
             return "server bytes were not captured: its response may be among them"
         if self.lost[True]:
             return "client bytes were not captured before it: it cannot be paired for certain"
+        if self.midstream and self.syncing:
+            return f"{MIDSTREAM}: its response cannot be told for certain"
         return "no response was seen"
 
     def _why_unasked(self) -> str:
@@ -1482,6 +1813,10 @@ class MysqlParser:
                 response_summary = f"{response_summary} (incomplete)".lstrip()
             status = "error" if error else ("ok" if complete else None)
             notes += reply.notes
+        if self.commands and (
+            response is not None or (command.reply == _NONE and not command.pending)
+        ):
+            self.commands[0].pending = False  # nothing is owed before the next command
         if command.sent:
             what = "of the file" if reply is not None and reply.infile else "of auth data"
             notes.append(f"the client sent {command.sent:,} bytes {what}")
@@ -1489,10 +1824,13 @@ class MysqlParser:
             notes.append(f"server {self.version}")
         if command.code == CLOSE:
             self.statements.pop(_u32(command.head, 1), None)
+        elif command.code == PREPARE and response is None:
+            self.unprepared = True  # (its statement id is not known)
         if note is not None:
             notes.append(note)
         elif response is None and command.reply == _NONE:
             notes.append("this command has no response")
+            status = "ok"  # (sent is done: not a failure in the statistics)
         compressed = False
         if command.code == LOGIN and status == "ok" and self.compressed:
             caps = self._caps() or 0
@@ -1530,7 +1868,8 @@ class MysqlParser:
             statement = _u32(head, 1)
             if statement == 0xFFFFFFFF and self.last_statement is not None:
                 statement = self.last_statement  # MariaDB: the statement prepared last
-            text = f"{name} #{statement}"
+            last = statement == 0xFFFFFFFF  # (and not known)
+            text = f"{name} (the statement prepared last)" if last else f"{name} #{statement}"
             if code == SEND_LONG_DATA:
                 text += f" param {_u16(head, 5)}"
             elif code == FETCH:
@@ -1538,6 +1877,10 @@ class MysqlParser:
             sql = self.statements.get(statement)
             if sql is not None:
                 return f"{text}: {sql}"
+            if last:
+                return text
+            if self.late[True] and not (self.lost[True] or self.forgot or self.unprepared):
+                return f"{text} (prepared before the capture)"  # (so its SQL is not known)
             if notes is not None and code != CLOSE:
                 notes.append(f"statement #{statement} was not prepared in this capture")
             return text
@@ -1632,7 +1975,8 @@ class MysqlParser:
                 request_summary=request_summary if request is not None else None,
                 response=response,
                 response_summary=response_summary if response is not None else None,
-                status=status if response is not None else None,
+                # (Without a response only a command that has none is ok: QUIT, CLOSE.)
+                status=status if response is not None or status == "ok" else None,
                 error=error if response is not None else None,
                 notes=notes,
             )
