@@ -41,11 +41,37 @@ follows the server's stream whatever the interleaving.
 Bytes never captured:
 - inside a message of known length (a long DataRow, CopyData, Query): stepped over, counted, and
   the transaction notes them; nothing else changes.
-- on the client's side across a message boundary: its framing is lost, and the client's side is
-  not read further. How many requests the lost bytes held is not known, and nothing bounds it
-  (the server may still be answering them), so no later answer can be paired for certain: the
-  requests already read are answered in order, the answers after them are transactions without
-  a request, noted.
+- on the client's side across a message boundary: the client's stream is read forward to a
+  point where a chain of well-formed frontend messages starts that cannot be the middle of a
+  message (one ending with a Query, or with a Sync after extended-query messages, or eight
+  messages; a header shorter than 16 MiB holds NULs, which SQL text never does), and is read
+  again from there. The requests read before the loss are answered first, in order. How many
+  requests the lost bytes held is not known, so the answers after those are paired only when
+  the acknowledgments make it certain, adrift meanwhile: the first request R read after the
+  loss (with its batch, up to its Query or Sync) is paired with the answer that starts where
+  its segment acknowledged the server's stream (A: its client had all before, nothing after)
+  when
+  1. a message starts at A (notifications aside), and the message before it, if one was read,
+     is a ReadyForQuery that the server sent once it had every client byte before R (the
+     client then waited for no other answer, unless it sent one before it had that one);
+  2. that answer was sent once the server had R's first message, and it is made of what
+     answers R's messages (ParseComplete for Parse, BindComplete for Bind, rows and a tag for
+     Execute, an error skipping to Sync...), up to one ReadyForQuery;
+  3. the client's next message (a request, or Terminate) acknowledges that answer whole and
+     nothing after it (it waited for it), and a request's answer was sent after it came.
+  Otherwise R is said without an answer ("which answer is its own could not be told for
+  certain"), the answers before where the next request's acknowledgment points are said
+  without a request, and the next batch is tried; from the first pair on, order pairs again.
+  Adrift, notifications (which answer nothing) are said as they come, and the rest in the
+  order of the server's stream, R where it acknowledged it: the same whatever the interleaving.
+  A client that pipelined (sent R before it had an earlier answer) shows it by 1 (a lost
+  request sent after that ReadyForQuery; A inside an answer), by 2 (an answer sent before R
+  came) or by 3 (its next message acknowledging more than one answer). One case no
+  acknowledgment tells from a client that waits: a request lost (or sent before the capture)
+  still unanswered when R was sent, whose answer the server began only once it had R, the
+  client's next message sent just after that answer and before R's, and R's begun only once
+  that message came (a client keeping one request in flight in step with the answers, on a
+  server slower than the round trip): its answers would be paired one request late.
 - on the server's side across a message boundary: the server's stream is read forward to a
   point where a chain of well-formed backend messages starts that reaches a ReadyForQuery (or
   runs eight messages); from there it is read again. How many ReadyForQuery were lost is not
@@ -59,12 +85,22 @@ Bytes never captured:
   with its ReadyForQuery while the client had already sent the next request) they never meet:
   past 16 held answers, or at another loss or the connection's end, the oldest is reported
   without its request, and the requests up to its lower bound, answered by then, without their
-  answers, each noted.
+  answers, each noted. Adrift after a loss on the client's side, the answers held go back to be
+  read as above once the requests read before that loss are settled.
 
-Bounds: at most 10,000 requests wait for their answers (then the client's side is not read
-further, said), 10,000 server messages for their requests (rows merged), 1,000 named statements
-and portals are remembered (the oldest forgotten); bodies keep 4 KiB at most; reading ahead
-after a loss holds 64 KiB.
+A connection the capture joined after its start (`on_gap(..., 0, 0, MIDSTREAM)`, see
+`engine.tcp.StreamConsumer`) has no startup to read: both sides are read as after a loss from
+their first bytes (which may be inside a message: the client's inside a Query's SQL or its
+CopyData, the server's inside a DataRow), and requests pair from the first that the rule above
+pairs; the notes say the capture began inside the connection. A client waiting for each answer
+(simple Query, or Parse/Bind/Describe/Execute/Sync) is paired from its first request whose start
+and answer were captured, the capture beginning between two of them or inside one (but for the
+last before the connection's end when no Terminate follows it: nothing says it was waited for).
+
+Bounds: at most 10,000 requests wait for their answers, adrift or not (then the client's side
+is not read further, said), 10,000 server messages for their requests (rows merged), 1,000
+named statements and portals are remembered (the oldest forgotten); bodies keep 4 KiB at most;
+reading ahead after a loss holds 64 KiB on each side.
 """
 
 from __future__ import annotations
@@ -78,6 +114,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from engine.events import Event, Message, Transaction
+from engine.reassembly import NO_ACK
+from engine.tcp import MIDSTREAM
 
 if TYPE_CHECKING:
     from engine.tcp import Connection
@@ -115,6 +153,15 @@ _AUTH = {2: "Kerberos V5", 3: "cleartext password", 5: "md5", 7: "GSSAPI", 9: "S
 _AUTH_ANSWERED = frozenset({3, 5, 7, 9, 10, 11})  # requests the client answers with a message
 _BACKEND_TYPE = re.compile(rb"[123ACDEGHIKNRSTVWZcdnstv]")
 _FIXED = {ord(c): 4 for c in "123nIcs"} | {ord("Z"): 5}
+_FRONTEND_TYPE = re.compile(rb"[BCDEFHPQSXcdf]")
+_FRONTEND_FIXED = {ord(c): 4 for c in "SHXc"}
+# What the server may send in a simple Query's answer: not these, which answer extended-query
+# messages, FunctionCall or the startup only.
+_NOT_QUERY = frozenset("123nstVRKv")
+# What the server answers each extended-query message with, when it does not fail.
+_ANSWERS = {"P": "1", "B": "2", "C": "3", "D": "Tn", "E": "CIs"}
+# The verdicts on whether a request read after a loss on the client's side can be paired.
+_WAIT, _NO, _YES = 0, 1, 2
 _V = TypeVar("_V")
 _KEY = re.compile(rb"[A-Za-z_][A-Za-z0-9_.\-]{0,62}")
 
@@ -176,6 +223,9 @@ class _Step:
     batch: int = 0  # the number of the ReadyForQuery that ends its batch
     end: int = 0  # client stream offset after its last message
     first_end: int = 0  # ... after its first message
+    start: int = 0  # ... of its first byte
+    ack: int = NO_ACK  # the acknowledgment number of the segment with its first byte
+    epoch: int = 0  # how many losses on the client's side came before it
     passwords: int = 0  # password messages folded in (startup)
     copy_ended: bool = False  # CopyDone or CopyFail folded in
     finished: bool = False  # a later request came: nothing more is folded in
@@ -193,9 +243,12 @@ class _Unit:
     size: int
     text: str = ""
     count: int = 0
-    acked: int | None = None  # client offset its segment acknowledged (None: not known)
+    ack: int = NO_ACK  # the acknowledgment number of the segment with its first byte
+    acked: int | None = None  # the client offset that covers (None: not known yet)
     lost: int = 0  # bytes of it not captured
     detail: str = ""
+    start: int = 0  # server stream offset of its first byte (a loss: of the bytes lost)
+    end: int = 0  # ... after its last byte
 
 
 @dataclass(slots=True)
@@ -328,6 +381,12 @@ def _binary(value: bytes, oid: int) -> str:
 # --- framing ---------------------------------------------------------------------------------
 
 
+# What a framer tells of each message when it is whole: kind, code (untyped), the body kept,
+# size, first and last byte times, the stream offset after it, the acknowledgment number of the
+# segment with its first byte, and how many of its bytes were not captured.
+Done = Callable[[int, int, bytes, int, float, float, int, int, int], None]
+
+
 class _Framer:
     """One direction's messages as they come: each header, the first bytes of each body (as
     many as `keep` says), the rest stepped over. `done` gets each message when it is whole."""
@@ -337,7 +396,7 @@ class _Framer:
         untyped: bool,
         keep: Callable[[int, int], int],
         check: Callable[[int, int, int], str | None],
-        done: Callable[[int, int, bytes, int, float, float, int, int | None, int], None],
+        done: Done,
     ) -> None:
         self.untyped = untyped  # startup phase: a length and a code, no type byte
         self.keep_of = keep
@@ -353,16 +412,16 @@ class _Framer:
         self.keep_max = 0
         self.ts = 0.0  # of the message's first byte
         self.start = 0  # its stream offset
-        self.acked: int | None = None  # of the segment with its first byte
+        self.ack = NO_ACK  # the acknowledgment number of the segment with its first byte
         self.lost = 0
         self.stopped: str | None = None  # why reading stopped ("": quietly, the rest encrypted)
 
-    def feed(self, ts: float, data: bytes, acked: int | None) -> None:
+    def feed(self, ts: float, data: bytes, ack: int) -> None:
         i, n = 0, len(data)
         while i < n and self.stopped is None:
             if self.left < 0:
                 if not self.head:
-                    self.ts, self.start, self.acked = ts, self.pos, acked
+                    self.ts, self.start, self.ack = ts, self.pos, ack
                 need = (8 if self.untyped else 5) - len(self.head)
                 chunk = data[i : i + need]
                 self.head += chunk
@@ -406,7 +465,7 @@ class _Framer:
         self.left = -1
         lost, self.lost = self.lost, 0
         self.done(self.kind, self.code, body, self.length + header, self.ts, ts, self.pos,
-                  self.acked, lost)  # fmt: skip
+                  self.ack, lost)  # fmt: skip
 
     def gap(self, ts: float, size: int) -> bool:
         """Bytes not captured: True when they lie inside the message being read (its framing
@@ -427,6 +486,161 @@ class _Framer:
         self.lost = 0
         self.pos += size
         return False
+
+
+class _Ahead:
+    """Bytes read ahead after a loss that broke the framing, to find where messages start
+    again: a chain of well-formed ones (`chain`: True, False, or None while it needs more bytes
+    than are held). Each piece keeps the time and acknowledgment number of the segment it came
+    in, so that the messages read from there carry their own segment's."""
+
+    def __init__(
+        self, types: re.Pattern[bytes], chain: Callable[[bytearray, int], bool | None]
+    ) -> None:
+        self.types = types  # the bytes a message may start with
+        self.chain = chain
+        self.buf = bytearray()
+        self.pieces: deque[tuple[int, float, int]] = deque()  # (size, ts, ack) of each segment
+
+    def add(self, ts: float, data: bytes, ack: int) -> None:
+        if data:
+            self.buf += data
+            self.pieces.append((len(data), ts, ack))
+
+    def find(self, final: bool) -> tuple[int, bool]:
+        """Drop the bytes that cannot start a chain: (how many were dropped, whether one starts
+        at the front now). `final`: no more bytes will come, so a chain that needs more is not
+        one. Bounded: past RESYNC_WINDOW bytes, a start that still needs more is given up."""
+        buf = self.buf
+        at = 0
+        found = False
+        while True:
+            m = self.types.search(buf, at)
+            if m is None:
+                at = len(buf)
+                break
+            at = m.start()
+            verdict = self.chain(buf, at)
+            if verdict:
+                found = True
+                break
+            if verdict is None and not final and len(buf) - at < RESYNC_WINDOW:
+                break
+            at += 1
+        self.drop(at)
+        return at, found
+
+    def drop(self, count: int) -> None:
+        del self.buf[:count]
+        pieces = self.pieces
+        while count and pieces:
+            size, ts, ack = pieces[0]
+            if size > count:
+                pieces[0] = (size - count, ts, ack)
+                break
+            pieces.popleft()
+            count -= size
+
+    def take(self) -> list[tuple[float, bytes, int]]:
+        """The bytes held, as the pieces they came in (ts, bytes, ack); none are held after."""
+        out: list[tuple[float, bytes, int]] = []
+        at = 0
+        for size, ts, ack in self.pieces:
+            out.append((ts, bytes(self.buf[at : at + size]), ack))
+            at += size
+        self.buf.clear()
+        self.pieces.clear()
+        return out
+
+
+def _frontend_chain(buf: bytearray, at: int) -> bool | None:
+    """Does a chain of well-formed frontend messages start at `at`, strong enough that the
+    middle of a message does not pass: one that ends with a Query, or with a Sync after
+    extended-query messages, or RESYNC_CHAIN messages? None: it needs more bytes than `buf`
+    holds. (SQL text has no NUL, and a header shorter than 16 MiB has two, so no header is found
+    inside a statement; binary values can hold anything, hence the chain.)"""
+    count = 0
+    extended = False
+    n = len(buf)
+    while True:
+        if at + 5 > n:
+            return None
+        kind = buf[at]
+        length = int.from_bytes(buf[at + 1 : at + 5], "big")
+        if length < 4 or length > RESYNC_WINDOW or not _FRONTEND_TYPE.fullmatch(bytes((kind,))):
+            return False
+        fixed = _FRONTEND_FIXED.get(kind)
+        if fixed is not None and length != fixed:
+            return False
+        end = at + 1 + length
+        if end > n:
+            return None
+        if not _frontend_well_formed(kind, bytes(buf[at + 5 : end])):
+            return False
+        count += 1
+        k = chr(kind)
+        if k == "Q" or (k == "S" and extended) or count >= RESYNC_CHAIN:
+            return True
+        extended = extended or k in "PBDCE"
+        at = end
+
+
+def _frontend_well_formed(kind: int, body: bytes) -> bool:
+    """Whether a frontend message's body is what its type says (used only to resynchronise)."""
+    k = chr(kind)
+    n = len(body)
+    if k in "Qf":  # a statement (an error message), its only NUL at its end
+        return n >= 1 and body.find(b"\0") == n - 1
+    if k in "DC":  # S or P, a name
+        return n >= 2 and body[:1] in (b"S", b"P") and body.find(b"\0") == n - 1
+    if k == "E":  # a portal, a row limit
+        return n >= 5 and body.find(b"\0") == n - 5
+    if k == "P":  # a name, a statement, parameter types
+        name = body.find(b"\0")
+        sql = body.find(b"\0", name + 1) if name >= 0 else -1
+        count = _int(body, sql + 1, 2) if sql >= 0 else None
+        return count is not None and n == sql + 3 + 4 * count
+    if k == "B":  # a portal, a statement, formats, values, result formats
+        portal = body.find(b"\0")
+        statement = body.find(b"\0", portal + 1) if portal >= 0 else -1
+        if statement < 0:
+            return False
+        at = _formats(body, statement + 1)
+        count = _int(body, at, 2) if at >= 0 else None
+        if count is None:
+            return False
+        at += 2
+        for _ in range(count):
+            size = _int(body, at, 4, signed=True)
+            if size is None or size < -1:
+                return False
+            at += 4 + max(size, 0)
+        return _formats(body, at) == n
+    if k == "F":  # a function's oid, formats, arguments, the result's format
+        at = _formats(body, 4)
+        count = _int(body, at, 2) if at >= 0 else None
+        if count is None:
+            return False
+        at += 2
+        for _ in range(count):
+            size = _int(body, at, 4, signed=True)
+            if size is None or size < -1:
+                return False
+            at += 4 + max(size, 0)
+        return n == at + 2 and body[at:] in (b"\0\0", b"\0\1")
+    return k == "d" or n == 0  # CopyData holds anything; Sync, Flush, CopyDone, Terminate nothing
+
+
+def _formats(body: bytes, at: int) -> int:
+    """The offset after a count of format codes and the codes (each 0 or 1) at `at`; -1 if
+    they are not that."""
+    count = _int(body, at, 2)
+    if count is None or at + 2 + 2 * count > len(body):
+        return -1
+    codes = body[at + 2 : at + 2 + 2 * count]
+    if any(codes[i] or codes[i + 1] > 1 for i in range(0, len(codes), 2)):
+        return -1
+    return at + 2 + 2 * count
 
 
 def _plausible(buf: bytearray, at: int) -> bool | None:
@@ -504,8 +718,8 @@ def _well_formed(kind: int, body: bytes) -> bool:
     if k in "GHW":
         count = _int(body, 1, 2)
         return count is not None and n == 3 + 2 * count
-    if k == "A":
-        return n >= 6 and body.count(b"\0") == 2 and body[-1] == 0
+    if k == "A":  # a backend pid, a channel, a payload
+        return n >= 6 and body[4:].count(b"\0") == 2 and body[-1] == 0
     return k in "dV123nIcsv"
 
 
@@ -513,15 +727,11 @@ class _ServerReader:
     """The server's messages: its one-byte answers to SSLRequest/GSSENCRequest first, then
     typed messages; after a loss that broke the framing, reads ahead to where it holds again."""
 
-    def __init__(
-        self,
-        done: Callable[[int, int, bytes, int, float, float, int, int | None, int], None],
-        answer: Callable[[int, float], None],
-    ) -> None:
+    def __init__(self, done: Done, answer: Callable[[int, float], None]) -> None:
         self.framer = _Framer(False, self._keep, self._check, done)
         self.answer = answer
         self.answers = True  # at the start: one-byte answers may come
-        self.resync: bytearray | None = None  # bytes read ahead after a loss
+        self.ahead: _Ahead | None = None  # bytes read ahead after a loss
 
     @staticmethod
     def _keep(kind: int, code: int) -> int:
@@ -545,7 +755,7 @@ class _ServerReader:
     def stopped(self) -> str | None:
         return self.framer.stopped
 
-    def feed(self, ts: float, data: bytes, acked: int | None) -> None:
+    def feed(self, ts: float, data: bytes, ack: int) -> None:
         framer = self.framer
         if framer.stopped is not None:
             return
@@ -560,51 +770,45 @@ class _ServerReader:
             if byte != ord("N"):
                 framer.stopped = ""  # the rest is encrypted
                 return
-        if self.resync is not None:
-            self.resync += data
-            at = self._find()
-            if at is None:
-                return
-            data = bytes(self.resync[at:])
-            framer.pos += at
-            self.resync = None
-        framer.feed(ts, data, acked)
+        if self.ahead is not None:
+            self.ahead.add(ts, data, ack)
+            self.resume(False)
+            return
+        framer.feed(ts, data, ack)
 
-    def _find(self) -> int | None:
-        """Where a well-formed chain starts in the bytes read ahead (dropping those before it
-        that cannot start one); None while it cannot be told yet."""
-        buf = self.resync
-        assert buf is not None
-        at = 0
-        while True:
-            m = _BACKEND_TYPE.search(buf, at)
-            if m is None:
-                at = len(buf)
-                break
-            at = m.start()
-            verdict = _plausible(buf, at)
-            if verdict:
-                return at
-            if verdict is None and len(buf) - at < RESYNC_WINDOW:
-                break
-            at += 1
-        del buf[:at]
-        self.framer.pos += at
-        return None
+    def lose(self) -> None:
+        """Read ahead from here to where messages start again (the capture began inside the
+        connection: the server's first bytes may be anywhere in a message)."""
+        self.answers = False
+        if self.framer.stopped is None and self.ahead is None:
+            self.ahead = _Ahead(_BACKEND_TYPE, _plausible)
+
+    def resume(self, final: bool) -> None:
+        """Read again from where a chain of messages starts in the bytes read ahead, if one
+        does (final: no more bytes will come)."""
+        ahead = self.ahead
+        if ahead is None:
+            return
+        dropped, found = ahead.find(final)
+        self.framer.pos += dropped
+        if found:
+            self.ahead = None
+            for ts, piece, ack in ahead.take():
+                self.framer.feed(ts, piece, ack)
 
     def gap(self, ts: float, size: int) -> bool:
         """Bytes not captured; False when the framing is lost (reading ahead begins)."""
         framer = self.framer
         if framer.stopped is not None:
             return True
-        if self.resync is not None:
-            framer.pos += len(self.resync) + size
-            self.resync.clear()
+        if self.ahead is not None:
+            framer.pos += len(self.ahead.buf) + size
+            self.ahead.take()
             return False
         self.answers = False
         if framer.gap(ts, size):
             return True
-        self.resync = bytearray()
+        self.ahead = _Ahead(_BACKEND_TYPE, _plausible)
         return False
 
 
@@ -639,9 +843,10 @@ class PostgresParser:
         self.portals: dict[str, tuple[str, str]] = {}  # name: (SQL and parameters, statement)
         self.seqs = 0
         self.requested: str | None = None  # SSL or GSS, when the last startup message was one
-        self.client_done: str | None = None  # why no more requests come ("lost": bytes lost)
-        self.client_upto: int | None = None  # (then) before which offset all were read
+        self.client_done: str | None = None  # why no more requests come
+        self.client_upto: int | None = None  # before which offset the requests in steps were read
         self.server_done: str | None = None
+        self.terminate = NO_ACK  # the acknowledgment number Terminate's segment carried
         # The pairing.
         self.reply: _Reply | None = None  # the answer to steps[0] so far
         self.sub = 0  # (extended) how many of steps[0]'s messages are answered
@@ -662,6 +867,21 @@ class PostgresParser:
         self.partial = False  # run[0] is the answer the loss cut into
         self.loss_note = ""  # what the loss was
         self.dropped = False  # an answer held since was given up
+        self.loss_unit: _Unit | None = None  # (the loss they are held after)
+        # After a loss on the client's side, or a start the capture did not see (see the
+        # module): adrift, the requests read since wait in `later` until one is paired for
+        # certain; the server's messages wait in `units` (those before it are said alone).
+        self.client_ahead: _Ahead | None = None  # the client's bytes read ahead after a loss
+        self.midstream = False  # the capture began inside the connection
+        self.marker: _Unit | None = None  # (then) the loss that stands for that start
+        self.adrift = False
+        self.epoch = 0  # losses on the client's side so far
+        self.epoch_end: dict[int, int] = {}  # where the client's reading of each one stopped
+        self.later: deque[_Step] = deque()
+        self.prev: _Unit | None = None  # the last server message taken off `units` (not A)
+        self.span: int | None = None  # where the server's stream was read on from up to `units`
+        self.stray: list[_Unit] = []  # the answer said without its request, as far as it has come
+        self.refuted = False  # a request read adrift was said without its answer
 
     # --- the stream consumer --------------------------------------------------------------
 
@@ -672,11 +892,16 @@ class PostgresParser:
             return
         if from_client:
             if self.client_done is None:
-                self.client.feed(ts, data, None)
+                ahead = self.client_ahead
+                if ahead is None:
+                    self.client.feed(ts, data, ack)
+                else:
+                    ahead.add(ts, data, ack)
+                    self._client_resume(False)
                 if self.client.stopped is not None:
                     self._client_stop(self.client.stopped, upto=self.client.start)
         else:
-            self.server.feed(ts, data, conn.peer_offset(False, ack))
+            self.server.feed(ts, data, ack)
             if self.server.stopped and self.server_done is None:
                 self.server_done = self.server.stopped
         self._pair()
@@ -686,47 +911,62 @@ class PostgresParser:
     ) -> None:
         if self.encrypted:
             return
+        if size == 0 and reason == MIDSTREAM:
+            self._midstream(ts)
+            return
         self.lost[from_client] += size
         why = f"{size:,} {'client' if from_client else 'server'} bytes were not captured"
         why += f" ({reason})" if reason else ""
         if from_client:
-            if self.client_done is None and not self.client.gap(ts, size):
-                self._client_stop(why, upto=offset, lost=True)
+            if self.client_done is None:
+                self._client_gap(ts, offset, size)
         elif self.server_done is None and not self.server.gap(ts, size):
-            self.units.append(_Unit(LOSS, ts, ts, size, why))
+            self.units.append(_Unit(LOSS, ts, ts, size, why, start=offset, end=offset + size))
         self._pair()
 
     def on_end(self, conn: Connection, from_client: bool, ts: float) -> None:
         if from_client:
+            self._client_resume(True)
             self._client_stop("")
-        elif self.server_done is None:
-            self.server_done = ""
+        else:
+            self.server.resume(True)
+            if self.server_done is None:
+                self.server_done = ""
         self._pair()
 
     def on_close(self, conn: Connection, ts: float) -> None:
+        self._client_resume(True)
         self._client_stop("")
+        self.server.resume(True)
         if self.server_done is None:
             self.server_done = ""
-        self._pair()
         if self.encrypted:
             return
-        if self.unsynced:
-            self._drop_run()
         why = self._why_unanswered()
-        while self.steps:
-            head = self.steps.popleft()
-            reply, self.reply, self.sub = self.reply, None, 0
-            if reply is not None and reply.done:
-                self._tx(head, reply, True, [])
-            elif reply is not None:
-                cut = why if self.server_done or self.lost[False] else "the connection closed"
-                self._tx(head, reply, False, [f"its answer was not complete: {cut}"])
-            elif head.kind == EXTENDED and self.failed and "S" not in head.subs:
-                if _deserves(head):
-                    self._tx(head, None, False, [self.skip_note])
-            elif _deserves(head) and head.kind != UNSEEN:
-                self._tx(head, None, False, [why])
-        self._flush_skipped()
+        while True:
+            self._pair()
+            if self.encrypted:
+                return
+            if self.unsynced:
+                self._drop_run()
+            while self.steps:
+                head = self.steps.popleft()
+                reply, self.reply, self.sub = self.reply, None, 0
+                if reply is not None and reply.done:
+                    self._tx(head, reply, True, [])
+                elif reply is not None:
+                    cut = why if self.server_done or self.lost[False] else "the connection closed"
+                    self._tx(head, reply, False, [f"its answer was not complete: {cut}"])
+                elif head.kind == EXTENDED and self.failed and "S" not in head.subs:
+                    if _deserves(head):
+                        self._tx(head, None, False, [self.skip_note])
+                elif _deserves(head) and head.kind != UNSEEN:
+                    self._tx(head, None, False, [why])
+            self._flush_skipped()
+            self.failed = False
+            if not (self.adrift and self.later):
+                break  # (else the requests read after a loss on the client's side are settled)
+        self._flush_stray()
         if self.units:
             self._orphan(list(self.units), self._why_unasked())
             self.units.clear()
@@ -760,21 +1000,86 @@ class PostgresParser:
             return ""  # GSSAPI-encrypted after the server said G
         return f"not a PostgreSQL startup message (length {length}, code {code})"
 
-    def _client_stop(self, why: str, upto: int | None = None, lost: bool = False) -> None:
+    def _client_stop(self, why: str, upto: int | None = None) -> None:
         """No more requests will be read: why ("" the client's side ended); upto: the client
         offset before which every request was read, when it stopped short of its end."""
         if self.client_done is not None:
             return
-        self.client_done = "lost" if lost else why
-        self.client_upto = upto
+        self.client_done = why
+        if not self.adrift:
+            self.client_upto = upto
+        self.client_ahead = None
         self._queue_open()
         for target in (self.copy_target, self.auth_target):
             if target is not None:
                 target.finished = True
 
+    def _midstream(self, ts: float) -> None:
+        """The capture began inside the connection: no startup comes, and both sides are read
+        as after a loss (the client's from where requests start again, the server's from where
+        its messages do), until the acknowledgments pair a request for certain."""
+        if self.midstream:
+            return  # (each side says so)
+        self.midstream = True
+        self.adrift = True
+        self.client.untyped = False
+        self.client_ahead = _Ahead(_FRONTEND_TYPE, _frontend_chain)
+        self.server.lose()
+        self.marker = _Unit(LOSS, ts, ts, 0, MIDSTREAM)
+        self.units.append(self.marker)
+
+    def _client_gap(self, ts: float, offset: int, size: int) -> None:
+        ahead = self.client_ahead
+        if ahead is not None:  # still reading ahead after a loss: nothing was read since
+            self.client.pos = offset + size
+            ahead.take()
+            return
+        if not self.client.gap(ts, size):
+            self._client_lose(offset)
+
+    def _client_lose(self, offset: int) -> None:
+        """Client bytes from `offset` were not captured and the framing is lost. The requests
+        read before are answered first, in order; those read after the bytes are read again
+        wait, adrift, for the acknowledgments to pair one for certain (see the module)."""
+        self._queue_open()
+        for target in (self.copy_target, self.auth_target):
+            if target is not None:
+                target.finished = True
+        self.copy_target = self.auth_target = None
+        # The lost bytes may have prepared the unnamed statement and portal again.
+        self.statements.pop("", None)
+        self.portals.pop("", None)
+        if not self.adrift:
+            self.client_upto = offset
+        self.epoch_end[self.epoch] = offset
+        self.epoch += 1
+        self.adrift = True
+        self.client.untyped = False
+        self.client_ahead = _Ahead(_FRONTEND_TYPE, _frontend_chain)
+
+    def _client_resume(self, final: bool) -> None:
+        """Read the client's side again from where requests start in what was read ahead, if
+        they do (final: no more bytes will come)."""
+        ahead = self.client_ahead
+        if ahead is None or self.client_done is not None:
+            return
+        dropped, found = ahead.find(final)
+        self.client.pos += dropped
+        if found:
+            self.client_ahead = None
+            for ts, piece, ack in ahead.take():
+                if self.client_done is None:
+                    self.client.feed(ts, piece, ack)
+
+    def _unseen_where(self) -> str:
+        """Where a statement or portal used but not seen was made."""
+        if self.lost[True] and not self.midstream:
+            return "in client bytes that were not captured"
+        return "before the capture began"
+
     def _client_message(
         self, kind: int, code: int, body: bytes, size: int, ts: float, end_ts: float, end: int,
-        acked: int | None, lost: int,
+        ack: int, lost: int,
     ) -> None:  # fmt: skip
         if self.client_done is not None:
             return
@@ -792,9 +1097,9 @@ class PostgresParser:
                 if note:
                     _note(target.notes, note)
         else:
-            self._typed(chr(kind), body, message, end, note)
+            self._typed(chr(kind), body, message, end, ack, note)
 
-    def _typed(self, k: str, body: bytes, message: Message, end: int, note: str) -> None:
+    def _typed(self, k: str, body: bytes, message: Message, end: int, ack: int, note: str) -> None:
         size = message.size
         if k not in "SH":
             for target in (self.copy_target, self.auth_target):
@@ -803,6 +1108,7 @@ class PostgresParser:
         if k == "Q":
             self._queue_open()
             step = _Step(QUERY, message, _sql(body.split(b"\0", 1)[0], size - 5 > len(body)))
+            step.start, step.ack = end - size, ack
             if note:
                 _note(step.notes, note)
             self._queue(step, end, end, seq=True)
@@ -811,12 +1117,14 @@ class PostgresParser:
             self._queue_open()
             oid = _int(body, 0, 4)
             step = _Step(CALL, message, f"function call (oid {oid})")
+            step.start, step.ack = end - size, ack
             if note:
                 _note(step.notes, note)
             self._queue(step, end, end, seq=True)
         elif k in "PBDCESH":
-            self._extended(k, body, message, end, note)
+            self._extended(k, body, message, end, ack, note)
         elif k == "X":
+            self.terminate = ack
             self._client_stop("")
             self.client_done = "terminated"
 
@@ -847,12 +1155,14 @@ class PostgresParser:
             self.auth_target = step
             self.client.untyped = False
 
-    def _extended(self, k: str, body: bytes, message: Message, end: int, note: str) -> None:
+    def _extended(
+        self, k: str, body: bytes, message: Message, end: int, ack: int, note: str
+    ) -> None:
         size = message.size
         step = self.open
         if step is None:
             step = self.open = _Step(EXTENDED, Message(message.ts, message.end_ts, 0))
-            step.first_end = end
+            step.first_end, step.start, step.ack = end, end - size, ack
         step.message.end_ts = message.end_ts
         step.message.size += size
         step.end = end
@@ -874,7 +1184,7 @@ class PostgresParser:
             if sql is None:
                 sql = f"EXECUTE {statement}" if statement else "EXECUTE"
                 if statement not in self.statements:
-                    _note(step.notes, "its statement was prepared before the capture began")
+                    _note(step.notes, f"its statement was prepared {self._unseen_where()}")
             self._remember(self.portals, portal, (sql + params, statement))
         elif k == "C":
             what, name = body[:1], _text(body[1:].split(b"\0", 1)[0])
@@ -890,7 +1200,7 @@ class PostgresParser:
             found = self.portals.get(portal)
             if found is None:
                 step.summary = f"EXECUTE portal {portal}" if portal else "EXECUTE"
-                _note(step.notes, "its portal was bound before the capture began")
+                _note(step.notes, f"its portal was bound {self._unseen_where()}")
             else:
                 step.summary = found[0]
             self.open = None
@@ -929,16 +1239,17 @@ class PostgresParser:
             self._queue(step, step.first_end, step.end)
 
     def _queue(self, step: _Step, first_end: int, end: int, seq: bool = False) -> None:
-        if len(self.steps) >= MAX_PENDING:
+        if len(self.steps) + len(self.later) >= MAX_PENDING:
             why = f"more than {MAX_PENDING:,} requests waited for their answers"
             self._client_stop(why, upto=self.steps[-1].end if self.steps else 0)
             return
         step.first_end, step.end = first_end, end
         step.batch = self.seqs + 1
+        step.epoch = self.epoch
         if seq:
             self.seqs += 1
             step.seq = self.seqs
-        self.steps.append(step)
+        (self.later if self.adrift else self.steps).append(step)
 
     # --- the server's side ---------------------------------------------------------------
 
@@ -947,7 +1258,7 @@ class PostgresParser:
 
     def _server_message(
         self, kind: int, code: int, body: bytes, size: int, ts: float, end_ts: float, end: int,
-        acked: int | None, lost: int,
+        ack: int, lost: int,
     ) -> None:  # fmt: skip
         k = chr(kind)
         units = self.units
@@ -958,6 +1269,7 @@ class PostgresParser:
                 last.size += size
                 last.end_ts = end_ts
                 last.lost += lost
+                last.end = end
                 return
         if len(units) >= MAX_UNITS:
             if self.server_done is None:
@@ -966,7 +1278,7 @@ class PostgresParser:
                 )
                 self.server.framer.stopped = self.server_done
             return
-        unit = _Unit(k, ts, end_ts, size, acked=acked, lost=lost, count=1)
+        unit = _Unit(k, ts, end_ts, size, ack=ack, lost=lost, count=1, start=end - size, end=end)
         if k in "EN":
             unit.text, unit.detail = _error_text(body)
         elif k == "C":
@@ -991,22 +1303,41 @@ class PostgresParser:
 
     # --- pairing ---------------------------------------------------------------------------
 
+    def _client_acked(self, step: _Step) -> int | None:
+        """The server offset the segment with a request's first byte acknowledged (None: not
+        known, or not yet: the capture may show the server's first bytes later)."""
+        return None if step.ack == NO_ACK else self.conn.peer_offset(True, step.ack)
+
+    def _server_acked(self, unit: _Unit) -> int | None:
+        """The client offset the segment with a server message's first byte acknowledged
+        (None: not known, or not yet). Kept once known: a stream's start does not move."""
+        if unit.acked is None and unit.ack != NO_ACK:
+            unit.acked = self.conn.peer_offset(False, unit.ack)
+        return unit.acked
+
     def _pair(self) -> None:
         units = self.units
         while True:
             if self.encrypted:
                 units.clear()
                 self.steps.clear()
+                self.later.clear()
                 return
-            if not self._advance() or not units:
+            if not self._advance():
+                return
+            if self.adrift and not self.steps:
+                if not self._drift():
+                    return
+                continue
+            if not units:
                 return
             unit = units[0]
             if unit.kind == "A":
-                units.popleft()
+                self._took(units.popleft())
                 self._tx(None, self._reply_of([unit]), True, ["a notification (LISTEN/NOTIFY)"])
                 continue
             if unit.kind == LOSS:
-                units.popleft()
+                self._took(units.popleft())
                 self._lose(unit)
                 continue
             if self.unsynced:
@@ -1019,21 +1350,21 @@ class PostgresParser:
                     return
                 steps.append(_Step(UNSEEN, Message(unit.ts, unit.ts, 0)))
             head = steps[0]
+            acked = self._server_acked(unit)
+            self._took(units.popleft())
             if (
                 unit.kind in "NE"
                 and self.reply is None
                 and self.sub == 0
                 and head.kind != UNSEEN
-                and unit.acked is not None
-                and unit.acked < head.first_end
+                and acked is not None
+                and acked < head.first_end
             ):
-                units.popleft()
                 note = (
                     "sent before the server had received the next request: no request was waiting"
                 )
                 self._tx(None, self._reply_of([unit]), True, [note])
                 continue
-            units.popleft()
             self._take(head, unit)
 
     def _advance(self) -> bool:
@@ -1176,6 +1507,7 @@ class PostgresParser:
     def _lose(self, unit: _Unit) -> None:
         if self.unsynced:
             self._drop_run()
+        self.loss_unit = unit
         self.unsynced = True
         self.hi = None
         self.partial = True
@@ -1191,8 +1523,13 @@ class PostgresParser:
             self.held += 1
             self._hold()
             return True
-        acked = unit.acked
-        if acked is not None and self.client_done is None and self.client.pos < acked:
+        acked = self._server_acked(unit)
+        if (
+            acked is not None
+            and self.client_done is None
+            and not self.adrift
+            and self.client.pos < acked
+        ):
             return False  # (the requests the server had received are not all read yet)
         units.popleft()
         self.group.append(unit)
@@ -1338,6 +1675,212 @@ class PostgresParser:
                 _note(self.reply.notes, f"the start of its answer was lost: {where}")
         return [group[-1]]
 
+    # --- after a loss on the client's side, or a start the capture did not see ----------------
+
+    def _drift(self) -> bool:
+        """Adrift, with every request read before the loss settled: say the server's messages
+        that cannot be the answer to a request read since without it, and those requests that
+        cannot be paired for certain without theirs, in order, until one can be (see the
+        module). True when one was: the pairing goes on by order from it."""
+        self._flush_skipped()
+        self.failed, self.skip_note = False, ""
+        if self.unsynced:
+            self._unhold()
+        later = self.later
+        while True:
+            units = self.units
+            # A notification answers no request: it is said as it comes (and a loss before it
+            # taken off, when that does not end an answer said so far).
+            while units and (units[0].kind == "A" or (units[0].kind == LOSS and not self.stray)):
+                self._stray(units.popleft())
+            if not later:
+                if self.client_done is None:
+                    return False  # (where the next request's answer starts is not known yet)
+                while units:
+                    self._stray(units.popleft())
+                if self.server_done is not None:
+                    self._flush_stray()
+                return False
+            verdict = self._verdict()
+            if verdict == _WAIT:
+                return False
+            if verdict == _NO:
+                note = (
+                    f"{self._drift_cause()}: which answer is its own could not be told for certain"
+                )
+                for step in self._batch(pop=True):
+                    if _deserves(step):
+                        self._tx(step, None, False, [note])
+                self.refuted = True
+                continue
+            self._flush_stray()
+            head = later[0]
+            while later and later[0].epoch == head.epoch:
+                self.steps.append(later.popleft())
+            self.matched = head.batch - 1
+            self.reply, self.sub = None, 0
+            self.adrift = head.epoch != self.epoch
+            self.client_upto = self.epoch_end.get(head.epoch)
+            for epoch in [e for e in self.epoch_end if e < head.epoch]:
+                del self.epoch_end[epoch]
+            return True
+
+    def _batch(self, pop: bool = False) -> list[_Step]:
+        """The requests of the batch the first one read adrift opens: up to the Query or Sync
+        that ends it (fewer when the client's side ended or lost bytes first); `pop`: take them
+        off."""
+        later = self.later
+        epoch = later[0].epoch
+        batch: list[_Step] = []
+        while len(batch) < len(later):
+            step = later[len(batch)]
+            if step.epoch != epoch:
+                break
+            batch.append(step)
+            if step.seq:
+                break
+        if pop:
+            for _ in batch:
+                later.popleft()
+        return batch
+
+    def _verdict(self) -> int:
+        """Whether the batch the first request read adrift opens can be paired for certain:
+        _YES, _NO, or _WAIT for more of either side. The server's messages before where its
+        answer may start are said without their request meanwhile (see the module)."""
+        later = self.later
+        head = later[0]
+        batch = self._batch()
+        last = batch[-1]
+        nxt = later[len(batch)] if len(batch) < len(later) else None
+        # 1. Its client had the server's stream up to `at`: a message starts there, and the
+        # one before, if read, ends an answer that the server sent once it had every client
+        # byte before this request (so the client was not waiting for another answer). Nothing
+        # to look at when the capture began right there.
+        at = self._client_acked(head)
+        if at is None:
+            gone = head.ack == NO_ACK or self.server_done is not None
+            return _NO if gone else _WAIT
+        units = self.units
+        while units and (units[0].end <= at or units[0].kind == "A"):
+            self._stray(units.popleft())
+        if not units and self.server_done is None:
+            # (Nothing is said of it before the server's stream is read past `at`, and the
+            # notifications there before it: the same whichever side the capture showed first.)
+            return _WAIT
+        prev = self.prev
+        if not last.seq:
+            # Not ended by a Query or Sync: lost bytes or the client's end cut it.
+            return _NO if nxt is not None or self.client_done is not None else _WAIT
+        if not units or (prev is not None and prev.end > at):
+            return _NO  # (the second: sent before the client had the answers before it)
+        first = units[0]
+        if first.start < at or (first.start > at and (self.span is None or self.span > at)):
+            return _NO  # `at` is inside a message, or in bytes that were not read
+        if prev is None or prev.kind == LOSS:
+            if prev is None or prev is not self.marker or self.refuted:
+                return _NO
+        else:
+            prev_acked = self._server_acked(prev)
+            if prev.kind != "Z" or prev_acked is None or prev_acked < head.start:
+                return _NO
+        # 2. Its answer starts there: sent once the server had its first message, and made of
+        # what answers its messages, up to the ReadyForQuery of its batch.
+        held = list(units)
+        first_acked = self._server_acked(first)
+        if first.kind == LOSS or first_acked is None or first_acked < head.first_end:
+            return _NO
+        letters = "".join(
+            "Q" if s.kind == QUERY else "F" if s.kind == CALL else s.subs for s in batch
+        )
+        z = _fits(letters, held, 0)
+        if z == -2:
+            return _NO if self.server_done is not None else _WAIT
+        if z < 0:
+            return _NO
+        # 3. The client's next message says it had waited for that answer: sent once it had
+        # all of it, before anything after it came (and, a request, answered after it came).
+        # Without one, an answer to a request lost or sent before the capture began that the
+        # server sent once it had this one too could not be told from its own.
+        if nxt is not None:
+            then = self._client_acked(nxt)
+        elif self.terminate != NO_ACK:
+            then = self.conn.peer_offset(True, self.terminate)
+        elif self.client_done is not None:
+            return _NO
+        else:
+            return _WAIT
+        end = held[z].end
+        if then is None or then < end:
+            return _NO
+        y = z + 1
+        while y < len(held) and held[y].kind == "A":
+            end = held[y].end
+            y += 1
+        if y < len(held):
+            after = held[y]
+            if after.start < then:
+                return _NO
+            if nxt is not None and after.kind != LOSS:
+                after_acked = self._server_acked(after)
+                if after_acked is None or after_acked < nxt.first_end:
+                    return _NO
+            return _YES
+        if self.server_done is None:
+            return _WAIT
+        return _YES if then <= end else _NO
+
+    def _drift_cause(self) -> str:
+        later = self.later
+        epoch = later[0].epoch if later else self.epoch
+        if self.midstream and epoch == 0:
+            return MIDSTREAM
+        return "client bytes were not captured before it"
+
+    def _took(self, unit: _Unit) -> None:
+        """A server message is taken off `units` (paired, or said without its request): what a
+        request read adrift is sent after is told by the last one (not a notification, which
+        answers nothing) and by where the stream was read on from without a loss."""
+        if unit.kind == LOSS:
+            self.prev, self.span = unit, None
+            return
+        if self.span is None:
+            self.span = unit.start
+        if unit.kind != "A":
+            self.prev = unit
+
+    def _stray(self, unit: _Unit) -> None:
+        """A server message read adrift that answers none of the requests read since (or none
+        that can be told for certain): part of an answer said without its request."""
+        self._took(unit)
+        if unit.kind == "A":
+            self._tx(None, self._reply_of([unit]), True, ["a notification (LISTEN/NOTIFY)"])
+            return
+        if unit.kind == LOSS:
+            self._flush_stray()
+            return
+        self.stray.append(unit)
+        if unit.kind == "Z" or len(self.stray) >= MAX_HELD:
+            self._flush_stray()
+
+    def _flush_stray(self) -> None:
+        stray = self.stray
+        if stray:
+            note = f"{self._drift_cause()}: its request could not be told for certain"
+            self._tx(None, self._reply_of(stray), stray[-1].kind == "Z", [note])
+            self.stray = []
+
+    def _unhold(self) -> None:
+        """Adrift, with the answers held after a loss on the server's side: every request they
+        could have answered is settled, so they go back to be read as the drift reads them."""
+        back: list[_Unit] = [] if self.loss_unit is None else [self.loss_unit]
+        for _, group in self.run:
+            back += group
+        back += self.group
+        self.units.extendleft(reversed(back))
+        self.run, self.group, self.held, self.zs, self.hi = [], [], 0, 0, None
+        self.unsynced = self.partial = self.dropped = False
+
     # --- what is said -----------------------------------------------------------------------
 
     def _reply_of(self, units: list[_Unit]) -> _Reply:
@@ -1370,8 +1913,6 @@ class PostgresParser:
         return "no answer was seen"
 
     def _why_unasked(self) -> str:
-        if self.client_done == "lost":
-            return "its request was in client bytes that were not captured"
         if self.client_done and self.client_done != "terminated":
             return f"the client's side was not read further: {self.client_done}"
         return "no request was waiting for it (sent by the server on its own)"
@@ -1419,6 +1960,64 @@ class PostgresParser:
             )
         )
         self.index += 1
+
+
+def _fits(letters: str, units: list[_Unit], at: int) -> int:
+    """Whether the server's messages from units[at] can be the answer to a batch of these
+    client messages (Q, F, or the extended P B D C E H S), up to its ReadyForQuery: the index
+    of that ReadyForQuery, -1 if they cannot be, -2 while more are needed. Notices,
+    ParameterStatus and notifications may come anywhere; an error skips to the Sync."""
+    n = len(units)
+    failed = False
+    i = at
+    for letter in letters:
+        if letter == "H" or (failed and letter != "S"):
+            continue
+        i = _skip_async(units, i)
+        if i >= n:
+            return -2
+        k = units[i].kind
+        if len(k) > 1:
+            return -1  # a loss, or a one-byte answer to SSLRequest
+        if letter == "Q":  # statements: anything but what answers extended messages
+            while k != "Z":
+                if len(k) > 1 or k in _NOT_QUERY:
+                    return -1
+                i = _skip_async(units, i + 1)
+                if i >= n:
+                    return -2
+                k = units[i].kind
+            return i
+        if letter in "FS":  # a function's result, or (at Sync) an error of the commit
+            if (letter == "F" and k == "V") or (k == "E" and not failed):
+                i = _skip_async(units, i + 1)
+                if i >= n:
+                    return -2
+                k = units[i].kind
+            return i if k == "Z" else -1
+        if letter == "D" and k == "t":  # a statement's parameters, then its row
+            i = _skip_async(units, i + 1)
+            if i >= n:
+                return -2
+            k = units[i].kind
+        if letter == "E":
+            while k in ("D", "d", "H", "G", "W", "c"):  # rows, COPY
+                i = _skip_async(units, i + 1)
+                if i >= n:
+                    return -2
+                k = units[i].kind
+        if k == "E":
+            failed = True
+        elif len(k) > 1 or k not in _ANSWERS.get(letter, ""):
+            return -1
+        i += 1
+    return -1  # (a batch ends with a Query, a FunctionCall or a Sync)
+
+
+def _skip_async(units: list[_Unit], i: int) -> int:
+    while i < len(units) and units[i].kind in ("N", "S", "A"):
+        i += 1
+    return i
 
 
 def _cut(text: str) -> str:
