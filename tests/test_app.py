@@ -63,6 +63,12 @@ def stream_lines(stream: StreamView) -> list[str]:
     return list(stream.index.lines(0, len(stream.index)))
 
 
+def screen_lines(app: WirepeekApp) -> list[str]:
+    """The screen as a terminal shows it, line by line: what the compositor draws, widgets
+    overlapping and scroll bars included (a row behind the scroll bar is not in it)."""
+    return ["".join(seg.text for seg in strip) for strip in app.screen._compositor.render_strips()]
+
+
 def table_ids(app: WirepeekApp) -> list[int]:
     table = app.query_one(ConnectionsTable)
     return list(table.order)
@@ -490,3 +496,99 @@ async def test_write_key_saves_the_connection_as_pcap(tmp_path):
         assert [n.message for n in app._notifications][-1] == (
             f"wrote {sum(info.packets)} packets to {out}")
     assert count_packets(str(out)) == sum(info.packets)
+
+
+# ---------------------------------------------------------------------------- at 80 columns, UDP
+
+
+@pytest.mark.asyncio
+async def test_end_shows_the_last_connection_above_the_horizontal_scroll_bar():
+    """At 80x24 the columns are wider than the screen: the list has a horizontal scroll bar,
+    and End (and PgDn to the end) must show the last row above it, not behind it."""
+    app = app_for("zeek/wikipedia.pcap")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await read_all(app, pilot)
+        table = app.query_one(ConnectionsTable)
+        last = table_ids(app)[-1]
+        assert table.show_horizontal_scrollbar and len(table_ids(app)) > table.size.height
+        await pilot.press("end")
+        await pilot.pause()
+        assert app.selected == last
+        client = app.store.connections[last].client
+        assert any(line.split()[:2] == [str(last), client] for line in screen_lines(app))
+        await pilot.press("home", *["pagedown"] * 10)
+        await pilot.pause()
+        assert app.selected == last
+        assert any(line.split()[:2] == [str(last), client] for line in screen_lines(app))
+
+
+def a_dns_flow(app: WirepeekApp) -> int:
+    return next(c for c, info in app.store.connections.items()
+                if info.transport == "udp" and info.protocol == "dns" and sum(info.packets) > 1)
+
+
+@pytest.mark.asyncio
+async def test_a_udp_flow_shows_its_datagrams_says_it_has_no_stream_and_r_does_not_apply():
+    app = app_for("zeek/wikipedia.pcap")
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        conn_id = a_dns_flow(app)
+        info = app.store.connections[conn_id]
+        app.query_one(ConnectionsTable).select(conn_id)
+        await until(pilot, lambda: app.selected == conn_id)
+        # Packets: tcpdump's line for a UDP datagram, its ports and its payload's length.
+        await pilot.press("3")
+        listed = app.query_one("#packets-list")
+        await until(pilot, lambda: listed.row_count == sum(info.packets))
+        lines = [listed.line(i) for i in range(listed.row_count)]
+        assert all(" UDP, length " in line for line in lines), lines
+        assert not any("not a TCP segment" in line for line in lines)
+        client_port, server_port = info.client.rsplit(":", 1)[1], info.server.rsplit(":", 1)[1]
+        assert any(f".{client_port} > " in line and line.split(": ")[0].endswith(f".{server_port}")
+                   for line in lines)
+        # Stream: not a blank pane; it says why, and where to look instead.
+        await pilot.press("2")
+        await pilot.pause()
+        stream = app.query_one(StreamView)
+        said = " ".join(stream.render_line(y).text for y in range(4))
+        assert "A UDP flow has no byte stream" in said
+        assert "Packets tab (3)" in said and "DNS transactions in the DNS tab (1)" in said
+        # r: for TLS only; on a DNS flow it says so and changes nothing.
+        plaintext = app.driver.plaintext
+        await pilot.press("r")
+        said = [n.message for n in app._notifications][-1]
+        assert said.startswith("r is for TLS connections") and "DNS over UDP" in said
+        assert "TLS records as captured" not in said and app.driver.plaintext == plaintext
+        # A TCP connection after it: its stream as usual, no note.
+        tcp = next(c for c, i in app.store.connections.items() if i.transport == "tcp" and sum(i.bytes))
+        app.query_one(ConnectionsTable).select(tcp)
+        await until(pilot, lambda: bool(stream.index.blocks))
+        assert stream.note == [] and "no byte stream" not in stream.render_line(0).text
+
+
+@pytest.mark.asyncio
+async def test_the_key_1_is_named_after_the_first_tab_in_the_footer_and_help():
+    from textual.widgets._footer import FooterKey
+
+    app = app_for("zeek/wikipedia.pcap")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await read_all(app, pilot)
+
+        def footer_names() -> list[str]:
+            return [key.description for key in app.query(FooterKey) if key.key == "1"]
+
+        dns = a_dns_flow(app)
+        http = next(c for c, i in app.store.connections.items() if i.protocol == "http")
+        for conn_id, name in ((dns, "DNS"), (http, "HTTP"), (dns, "DNS")):
+            app.query_one(ConnectionsTable).select(conn_id)
+            await until(pilot, lambda name=name: footer_names() == [name])
+            assert footer_names() == [name]
+            assert str(app.query_one(TabbedContent).get_tab("tab-http").label) == f"{name} (1)"
+            await pilot.press("question_mark")
+            await pilot.pause()
+            help_keys = [(k, d) for k, d in app.screen.bindings if k == "1"]
+            assert help_keys == [("1", name)]
+            await pilot.press("escape")
+        # The key still opens the first tab, whatever it is called.
+        await pilot.press("2", "1")
+        assert app.query_one(TabbedContent).active == "tab-http"

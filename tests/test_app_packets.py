@@ -296,3 +296,49 @@ def test_the_dissection_shows_ports_as_numbers():
     frame = bytes(Ether() / IP(src="127.0.0.1", dst="127.0.0.1") / TCP(sport=41000, dport=8088))
     text = dissect(Packet(0, 0, 1, len(frame), frame))
     assert "dport     = 8088" in text and "omniorb" not in text
+
+
+def test_a_udp_datagram_is_listed_as_tcpdump_lists_it():
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+
+    from engine.tcpdump import ABSOLUTE
+    from tui.widgets.packets import any_line, datagram_line
+
+    v4 = bytes(Ether() / IP(src="10.1.0.1", dst="10.1.0.53") / UDP(sport=40000, dport=53) / Raw(b"q" * 29))
+    assert any_line(1, v4, ABSOLUTE) == "IP 10.1.0.1.40000 > 10.1.0.53.53: UDP, length 29"
+    v6 = bytes(Ether() / IPv6(src="fe80::1", dst="ff02::fb") / UDP(sport=5353, dport=5353) / Raw(b"m" * 12))
+    assert any_line(1, v6, ABSOLUTE) == "IP6 fe80::1.5353 > ff02::fb.5353: UDP, length 12"
+    # Cut by the snap length: the length on the wire, and how much of it was captured.
+    assert any_line(1, v4[:50], ABSOLUTE) == "IP 10.1.0.1.40000 > 10.1.0.53.53: UDP, length 29 (8 captured)"
+    # Not UDP: a TCP segment is tcpdump's TCP line, anything else says what it is.
+    segment = next(data for data in file_packets(capture(REUSE)))
+    assert datagram_line(1, segment) is None
+    assert any_line(1, segment, ABSOLUTE) == packet_line(1, segment)
+    assert any_line(1, v4[:30], ABSOLUTE).startswith("not a TCP segment")
+
+
+@pytest.mark.asyncio
+async def test_end_shows_the_last_packet_above_the_horizontal_scroll_bar():
+    """At 80x24 tcpdump's lines are wider than the list: End and PgDn must show the last
+    packet above the horizontal scroll bar, not behind it."""
+    from tests.test_app import screen_lines
+
+    app = app_for("zeek/wikipedia.pcap")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await read_all(app, pilot)
+        conn_id = max(app.store.connections, key=lambda c: sum(app.store.connections[c].packets))
+        await select(app, pilot, conn_id)
+        listed = await open_packets(app, pilot)
+        await until(pilot, lambda: listed.row_count == sum(app.store.connections[conn_id].packets))
+        listed.focus()
+        await pilot.pause()
+        assert listed.show_horizontal_scrollbar and listed.row_count > listed.size.height
+        last = listed.line(listed.row_count - 1)[:40]
+        for keys in (["end"], ["home", *["pagedown"] * (listed.row_count // 2)]):
+            await pilot.press(*keys)
+            await pilot.pause()
+            assert listed.cursor_row == listed.row_count - 1
+            assert any(line.startswith(last) for line in screen_lines(app)), keys

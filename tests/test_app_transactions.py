@@ -180,8 +180,8 @@ async def test_the_row_shows_the_last_command_and_enter_lists_the_transactions(t
         await pilot.press("j")
         assert message(app).startswith("Redis transaction 1: ok")
         assert "request  GET user:42\n" in message(app) and "26B on the wire" in message(app)
-        assert "4.9K on the wire, over 3.0ms" in message(app)  # the 5,000-byte value's reply
-        assert "wait 1.0ms · duration 4.0ms" in message(app)
+        assert "4.9K on the wire, over 3.00ms" in message(app)  # the 5,000-byte value's reply
+        assert "wait 1.00ms · duration 4.00ms" in message(app)
         await pilot.press("end")
         text = message(app)
         assert text.startswith("Redis transaction 4: error")
@@ -253,6 +253,81 @@ async def test_the_stats_tab_counts_transactions_by_command(tmp_path):
 
 
 @pytest.mark.asyncio
+async def test_the_stats_tab_sorts_again_as_it_counts_and_keeps_the_order_chosen(tmp_path):
+    """Live, the tab counts what came every 2 s: rows go to their new places (a group that
+    overtakes another goes above it), in the order the user chose, and the numbers shown are
+    those the rows were sorted by (the next count does not change them under the screen)."""
+    app = file_app(write_capture(tmp_path / "redis.pcap", ENDS_IN_ERROR))
+    async with app.run_test(size=SIZE) as pilot:
+        await read_all(app, pilot)
+        await pilot.press("4")
+        view = app.query_one("StatsView")
+        await until(pilot, lambda: view.stats is not None)
+        table = view.table
+
+        def counts() -> list[tuple[str, int]]:
+            return [(row, view.stats.groups[row].count) for row in table.order]
+
+        assert counts()[:2] == [("redis GET", 2), ("redis INCR", 1)]  # busiest first: count▼
+        shown = view.stats
+        table.focus()
+        table.select("redis SET")
+
+        async def more(command: str, n: int) -> None:
+            start = len(app.store.http[0])
+            app.store.apply(tuple(transaction(start + i, request=f"{command} k") for i in range(n)))
+            app._refresh_stats()
+            await until(pilot, lambda: view.stats is not shown and not app._stats_running)
+
+        await more("SET", 4)  # SET: 5, GET: 2
+        assert counts()[:2] == [("redis SET", 5), ("redis GET", 2)]
+        assert table.selected_id() == "redis SET"  # the cursor went with its group
+        assert shown.groups["redis SET"].count == 1  # the copy shown before was left as it was
+        await pilot.press("S")  # the smallest first, as the user chose: kept as counts grow
+        assert table.sort_label(table.COLUMNS[1]) == "count▲"
+        shown = view.stats
+        await more("GET", 6)  # GET: 8
+        assert [n for _, n in counts()] == sorted(n for _, n in counts())
+        assert counts()[-2:] == [("redis SET", 5), ("redis GET", 8)]
+        assert table.sort_label(table.COLUMNS[1]) == "count▲"
+        # Every number on screen is that of the counts the rows are in.
+        cells = [table.cells(row)[1] for row in table.order]
+        assert cells == [f"{n:,}" for _, n in counts()]
+
+
+@pytest.mark.asyncio
+async def test_end_shows_the_last_transaction_above_the_horizontal_scroll_bar(tmp_path):
+    """At 80x24 the transactions list is wider than the screen: End, PgDn and the cursor
+    moving down must bring the last transaction into view above the scroll bar."""
+    from tests.test_app import screen_lines
+
+    script: list[tuple] = []
+    for i in range(16):
+        script += [("c", command(b"GET", b"key:%d" % i)), ("s", b"$3\r\n%03d\r\n" % i)]
+    app = file_app(write_capture(tmp_path / "sixteen.pcap", [*script, ("c-fin",)]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await read_all(app, pilot)
+        await pilot.press("enter")
+        listed = app.query_one(TransactionsTable)
+        await pilot.pause()
+        assert listed.row_count == 16 and listed.show_horizontal_scrollbar
+
+        def last_row_on_screen() -> bool:
+            return any(line.split()[:1] == ["15"] and "GET key:15" in line for line in screen_lines(app))
+
+        await pilot.press("end")
+        await pilot.pause()
+        assert message(app).startswith("Redis transaction 15: ok")
+        assert last_row_on_screen()
+        await pilot.press("home", *["pagedown"] * 16)
+        await pilot.pause()
+        assert message(app).startswith("Redis transaction 15: ok") and last_row_on_screen()
+        await pilot.press("home", *["j"] * 15)
+        await pilot.pause()
+        assert message(app).startswith("Redis transaction 15: ok") and last_row_on_screen()
+
+
+@pytest.mark.asyncio
 async def test_http_only_exports_refuse_a_transaction(tmp_path):
     app = file_app(write_capture(tmp_path / "redis.pcap", ENDS_IN_ERROR))
     async with app.run_test(size=SIZE) as pilot:
@@ -262,13 +337,17 @@ async def test_http_only_exports_refuse_a_transaction(tmp_path):
             await pilot.press(key)
             assert notices(app)[-1].startswith("not an HTTP exchange: a Redis transaction"), key
             assert not app.query_one("#prompt").display
-        # Every exchange shown as HAR: the Redis connection is left out, nothing fails.
-        out = tmp_path / "all.har"
+        # Every exchange shown as HAR: the Redis connection is left out, and with no HTTP
+        # exchange left E says so at once, no prompt, no file (not an empty HAR).
         await pilot.press("E")
-        app.query_one("#har-all-path").value = str(out)
-        await pilot.press("enter")
-        await until(pilot, lambda: out.exists() and "wrote" in notices(app)[-1])
-        assert notices(app)[-1] == f"wrote 0 exchanges to {out} (HAR 1.2)"
+        assert notices(app)[-1].startswith("no HTTP exchange is shown: nothing to write as HAR")
+        assert not app.query_one("#prompt").display
+        # Nor does the writer make an empty file when what it was given has no HTTP exchange.
+        out = tmp_path / "all.har"
+        app.write_har([(0, [0, 1, 2, 3, 4])], str(out))
+        await until(pilot, lambda: "nothing written" in notices(app)[-1])
+        assert notices(app)[-1] == "nothing written: no HTTP exchange to write as HAR"
+        assert not out.exists()
 
 
 @pytest.mark.asyncio

@@ -60,10 +60,14 @@ async def test_cursor_moves_and_the_view_follows_it():
         await pilot.press("end")
         await pilot.pause()
         assert table.selected_id() == ROWS - 1
-        # The last row is on screen: header, then rows scroll_y .. scroll_y + height - 2.
-        assert table.scroll_offset.y == ROWS - (table.size.height - 1)
+        # The last row is on screen: header, then rows scroll_y .. scroll_y + height - 2, less
+        # the line of the horizontal scroll bar (the columns are wider than 100): not behind it.
+        assert table.show_horizontal_scrollbar
+        visible = table.size.height - 1 - table.scrollbar_size_horizontal
+        assert table.visible_rows == visible
+        assert table.scroll_offset.y == ROWS - visible
         await pilot.press("home", "pagedown")
-        assert table.cursor_row == table.size.height - 2
+        assert table.cursor_row == visible - 1
         await pilot.press("enter")
         await pilot.pause()
         assert app.opened == [table.cursor_row]
@@ -284,3 +288,82 @@ def test_sorted_rows_stay_in_order_whether_rows_go_few_or_many_at_once(puts, gon
     assert rows.ids() == order and len(rows) == len(order)
     assert [rows.at(i) for i in range(len(order))] == order
     assert all(rows.index(row) == i for i, row in enumerate(order))
+
+
+@pytest.mark.asyncio
+async def test_a_number_cut_by_the_edge_of_the_view_is_not_drawn():
+    """`120` of `12070` reads as a number: a number the view's edge would cut is left out,
+    whatever the horizontal scroll (the scroll brings it back whole)."""
+    app = TableApp()
+    async with app.run_test(size=(80, 10)) as pilot:
+        table = app.query_one(ConnectionsTable)
+        app.store.apply((ConnectionOpened(info(0)._replace(packets=(12069, 1), bytes=(51_200, 5))),))
+        changed, removed = app.store.take_changes()
+        table.update_rows(changed, removed)
+        await pilot.pause()
+        assert table.show_horizontal_scrollbar
+        # Where each number is in the whole line: [start, end) of its text.
+        spans, x = {}, 0
+        for column, width, value in zip(table.COLUMNS, table.widths, table.cells(0)):
+            if column.right and value:
+                spans[value] = (x + 1 + width - len(value), x + 1 + width)
+            x += width + 2
+        assert {"12070", "50.0K"} <= set(spans)
+        view = table.scrollable_content_region.width
+        cut_seen = whole_seen = 0
+        for scroll in range(table.max_scroll_x + 1):
+            table.scroll_to(x=scroll, animate=False, immediate=True)
+            line = table.render_line(1).text[:view]  # what the screen shows of the row
+            for number, (start, end) in spans.items():
+                shown = line[max(start - scroll, 0) : max(end - scroll, 0)]
+                if scroll <= start and end <= scroll + view:
+                    assert shown == number, (scroll, line)
+                    whole_seen += 1
+                elif start < scroll + view and end > scroll:  # partly in view: not drawn
+                    assert shown.strip() == "", (scroll, number, line)
+                    cut_seen += 1
+        assert cut_seen and whole_seen
+
+
+def test_a_summary_cut_to_its_column_keeps_its_count():
+    from tui.widgets.connections import fit_summary
+
+    long = "SET user:42 " + "v" * 100 + " (+12070)"
+    assert fit_summary(long, 80).endswith("v… (+12070)") and len(fit_summary(long, 80)) == 80
+    assert fit_summary("GET / (+3)", 80) == "GET / (+3)"
+    assert fit_summary("x" * 100, 80) == "x" * 79 + "…"
+
+
+@pytest.mark.asyncio
+async def test_rows_that_widen_the_columns_at_the_end_do_not_hide_the_last_behind_the_scroll_bar():
+    """The first rows fit in 80 columns, the last are wider: End draws them, the columns grow,
+    a horizontal scroll bar comes, and the last row stays on screen above it."""
+    from tests.test_app import screen_lines
+    from tui.widgets.table import Column
+
+    class Widening(VirtualTable):
+        COLUMNS = [Column("n", "#", right=True), Column("text", "text")]
+        DEFAULT_SORT = "n"
+
+        def cells(self, row: int) -> list[str]:
+            return [str(row), "x" * (10 if row < 90 else 90)]
+
+        def sort_value(self, row: int, column: str) -> int:
+            return row
+
+    class WideningApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield Widening()
+
+    app = WideningApp()
+    async with app.run_test(size=(80, 12)) as pilot:
+        table = app.query_one(Widening)
+        table.focus()
+        table.set_rows(range(100))
+        await pilot.pause()
+        assert not table.show_horizontal_scrollbar
+        await pilot.press("end")
+        await pilot.pause()
+        await pilot.pause()
+        assert table.show_horizontal_scrollbar
+        assert any(line.split()[:1] == ["99"] for line in screen_lines(app))

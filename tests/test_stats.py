@@ -160,3 +160,143 @@ def test_group_filters_select_their_groups():
     assert not images.exchange(conn(), exchange(target="/static/img/logo.png"))
     assert parse(group_filter("status", "404")).exchange(conn(), exchange(status=404))
     assert parse(group_filter("host", "api.example.com")).exchange(conn(), exchange())
+
+
+# ---------------------------------------------------------------------------- the Stats tab
+
+
+def short_transaction(command: str, index: int, seconds: float, status: str = "ok"):
+    from engine.events import Message, Transaction
+
+    sent, answered = Message(1.0, 1.0, 10), Message(1.0 + seconds, 1.0 + seconds, 5)
+    return Transaction("redis", 0, index, sent, command, answered, "OK", status,
+                       "ERR" if status == "error" else None)
+
+
+def stats_app(width: int):
+    from textual.app import App, ComposeResult
+
+    from tui.widgets.stats import StatsView
+
+    class StatsApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield StatsView()
+
+    return StatsApp(), (width, 20)
+
+
+def test_durations_are_written_as_the_transactions_list_writes_them():
+    from tui.times import short
+
+    assert [short(s) for s in (0, 83e-6, 0.000999, 0.00124, 0.0124, 0.25, 2.1, 12.34, None)] == [
+        "0µs", "83µs", "999µs", "1.24ms", "12.4ms", "250ms", "2.1s", "12.3s", ""]
+
+
+@pytest.mark.asyncio
+async def test_the_stats_tab_shows_sub_millisecond_durations_in_microseconds():
+    from tui.widgets.stats import StatsTable, StatsView
+    from tui.widgets.transactions import TransactionsTable
+
+    stats = Stats()
+    for i, seconds in enumerate((83e-6, 83e-6, 83e-6)):
+        stats.add(short_transaction("GET k", i, seconds))
+    stats.add(short_transaction("KEYS *", 3, 0.00124))
+    stats.add(short_transaction("SAVE", 4, 2.1))
+    app, size = stats_app(120)
+    async with app.run_test(size=size) as pilot:
+        app.query_one(StatsView).show(stats)
+        await pilot.pause()
+        table = app.query_one(StatsTable)
+        p50 = [c.key for c in table.COLUMNS].index("p50")
+        assert {row: table.cells(row)[p50] for row in table.order} == {
+            "redis GET": "83µs", "redis KEYS": "1.24ms", "redis SAVE": "2.1s"}
+        assert "0.0ms" not in " ".join(" ".join(table.cells(row)) for row in table.order)
+        # The same words as the transactions list's duration column.
+        tx = short_transaction("GET k", 9, 83e-6)
+        listed = TransactionsTable()
+        listed.transactions = [tx]
+        assert listed.cells(0)[3] == "83µs"
+
+
+def shown_values(table, column: str) -> list[float | str]:
+    """The values of a column in the order the rows are listed (numbers as numbers)."""
+    g = table.groups
+    value = {"group": lambda r: g[r].name, "count": lambda r: g[r].count,
+             "p50": lambda r: g[r].duration.quantile(0.5) or 0.0}[column]
+    return [value(row) for row in table.order]
+
+
+@pytest.mark.asyncio
+async def test_the_stats_tabs_arrows_say_the_order_as_every_list_does():
+    """▲ is ascending (the smallest first), ▼ descending, as in the connections and exchanges
+    lists; the tab opens with the busiest first, so count▼."""
+    from tui.widgets.stats import StatsTable, StatsView
+
+    stats = Stats()
+    for i, (command, seconds) in enumerate([("GET", 0.001)] * 5 + [("SET", 0.5)] * 2 + [("DEL", 0.01)] * 3):
+        stats.add(short_transaction(command, i, seconds))
+    app, size = stats_app(120)
+    async with app.run_test(size=size) as pilot:
+        app.query_one(StatsView).show(stats)
+        await pilot.pause()
+        table = app.query_one(StatsTable)
+        table.focus()
+
+        def mark(column: str) -> str:
+            return table.sort_label(next(c for c in table.COLUMNS if c.key == column))[-1]
+
+        assert mark("count") == "▼" and shown_values(table, "count") == [5, 3, 2]
+        await pilot.press("S")
+        assert mark("count") == "▲" and shown_values(table, "count") == [2, 3, 5]
+        assert [n.message for n in app._notifications][-1] == "sorted by count ▲"
+        table.sort_by("group")
+        assert mark("group") == "▲" and shown_values(table, "group") == ["redis DEL", "redis GET", "redis SET"]
+        table.sort_by("p50")  # a number: the biggest first, as ▼ says
+        assert mark("p50") == "▼" and shown_values(table, "p50") == sorted(shown_values(table, "p50"), reverse=True)
+        await pilot.press("S")
+        assert mark("p50") == "▲" and shown_values(table, "p50") == sorted(shown_values(table, "p50"))
+        table.sort_by("count")
+        assert mark("count") == "▼" and shown_values(table, "count") == [5, 3, 2]
+        # Ties of a number column in the order of the groups' names, whichever way.
+        stats.add(short_transaction("DEL", 10, 0.01))
+        stats.add(short_transaction("DEL", 11, 0.01))
+        app.query_one(StatsView).show(stats)
+        assert table.order == ["redis DEL", "redis GET", "redis SET"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("width", [80, 120])
+async def test_the_stats_tabs_header_line_is_all_on_screen(width):
+    from tests.test_app import screen_lines
+    from tui.widgets.stats import StatsView
+
+    stats = Stats()
+    for i in range(74_560 // 1000):
+        stats.add(short_transaction(f"CMD{i % 22}", i, 0.001, "error" if i % 9 == 0 else "ok"))
+    app, size = stats_app(width)
+    async with app.run_test(size=size) as pilot:
+        view = app.query_one(StatsView)
+        view.show(stats, "exchanges no longer kept (evicted) are not counted")
+        await pilot.pause()
+        said = " ".join(str(view.query_one("#stats-summary").render()).split())
+        assert said.endswith("Enter: show a group's exchanges · exchanges no longer kept (evicted) are not counted")
+        screen = " ".join(" ".join(screen_lines(app)).split())
+        assert said in screen
+
+
+def test_the_copy_the_stats_tab_shows_is_left_as_it_was_by_more_counting():
+    from tui.widgets.stats import shown_copy
+
+    counts = Stats()
+    for i in range(6):
+        counts.add(short_transaction("GET" if i % 3 else "SET", i, 0.001 * (i + 1)))
+    shown = shown_copy(counts, None, set())
+    assert {n: g.count for n, g in shown.groups.items()} == {"redis SET": 2, "redis GET": 4}
+    assert shown.groups["redis GET"].duration.quantile(0.99) == counts.groups["redis GET"].duration.quantile(0.99)
+    counted = {counts.add(short_transaction("GET", 9, 5.0))}
+    assert shown.groups["redis GET"].count == 4 and shown.groups["redis GET"].duration.max < 1
+    assert shown.total.count == 6
+    again = shown_copy(counts, shown, counted)
+    assert again.groups["redis GET"].count == 5 and again.groups["redis GET"].duration.max == 5.0
+    assert again.groups["redis SET"] is shown.groups["redis SET"]  # not counted in: shared
+    assert again.total.count == 7

@@ -37,6 +37,7 @@ from engine.export import body_message, curl_command, raw_http
 from engine.filter import FilterError
 from engine.har import entry as har_entry
 from engine.har import har
+from engine.protocols import PROTOCOLS
 from engine.records import dumps
 from engine.stats import GROUPINGS, Stats
 from engine.tlsdecrypt import DECRYPTED
@@ -60,7 +61,7 @@ from tui.widgets.http import ExchangesTable, HttpView
 from tui.widgets.packets import PacketsView, prepare
 from tui.widgets.table import VirtualTable
 from tui.widgets.status import StatusBar
-from tui.widgets.stats import StatsView, group_filter
+from tui.widgets.stats import StatsView, group_filter, shown_copy
 from tui.widgets.stream import StreamView
 from tui.widgets.transactions import title
 
@@ -99,6 +100,16 @@ def _alarming(before: CaptureStatus | None, after: CaptureStatus) -> bool:
             or [h.state for h in after.hosts] != [h.state for h in before.hosts])
 
 
+# What the first tab can be named: the footer and help name its key the same.
+FIRST_TAB_NAMES = ("HTTP", *dict.fromkeys(title(p.name) for p in PROTOCOLS))
+
+
+def is_tls(info: ConnectionInfo) -> bool:
+    """Whether a connection is TLS (a hello of it was seen, or it was tried with a key log)."""
+    return (info.protocol == "tls" or info.tls_random is not None or info.sni is not None
+            or info.server_hello is not None or info.tls_decryption is not None)
+
+
 class WirepeekApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "wirepeek"
@@ -110,7 +121,10 @@ class WirepeekApp(App[None]):
         Binding("slash", "edit_display_filter", "Find", key_display="/"),
         Binding("p", "pause", "Pause", show=False),
         # Priority: the tab keys work wherever the focus is (but not while typing in a prompt).
-        Binding("1", "show_tab('tab-http')", "HTTP", priority=True),
+        # The first tab's key is named after what the tab lists (HTTP exchanges, or a protocol's
+        # transactions): one binding per name, only the one that fits shown (check_action).
+        *(Binding("1", f"show_tab('tab-http', {name!r})", name, priority=True)
+          for name in FIRST_TAB_NAMES),
         Binding("2", "show_tab('tab-stream')", "Stream", priority=True),
         Binding("3", "show_tab('tab-packets')", "Packets", priority=True),
         Binding("4", "show_tab('tab-stats')", "Stats", priority=True),
@@ -153,6 +167,7 @@ class WirepeekApp(App[None]):
         self.search: Search | None = None  # what `/` found, once its scan is done
         # The Stats tab's counts, and how far each connection's exchanges were counted.
         self._stats: Stats | None = None
+        self._stats_shown: Stats | None = None  # the copy of it that the Stats tab shows
         self._stats_seen: dict[int, tuple[object, int]] = {}
         self._stats_grouping = "endpoint"
         self._stats_running = False
@@ -162,6 +177,7 @@ class WirepeekApp(App[None]):
         self._more_rows_due = False  # a timer will draw the rows left over
         self._drawn_at = 0.0  # when the rows were last redrawn (time.monotonic)
         self._stream_plain = False  # the Stream tab shows a TLS connection's plaintext
+        self.first_tab = "HTTP"  # what the first tab is named (and the key 1 in the footer)
         self.generation = 0
         self.status: CaptureStatus | None = None
         self.stats: Stats | None = None
@@ -295,7 +311,8 @@ class WirepeekApp(App[None]):
             if update.stream_reset:
                 self._stream_plain = update.stream_plain
                 endpoints, sent, live = self._stream_facts(update.stream_id)
-                stream.reset(endpoints, (0, 0) if update.stream_plain else sent, live)
+                stream.reset(endpoints, (0, 0) if update.stream_plain else sent, live,
+                             self._stream_note(update.stream_id))
                 stream.set_marks(self._marks(update.stream_id))
             if update.stream:
                 stream.add(update.stream)
@@ -360,7 +377,17 @@ class WirepeekApp(App[None]):
         return self.store.http.get(info.id, [])
 
     def action_toggle_records(self) -> None:
-        """The Stream tab of a decrypted TLS connection: its plaintext, or its records."""
+        """The Stream tab of a decrypted TLS connection: its plaintext, or its records. On a
+        connection that is not TLS it says so and changes nothing."""
+        info = self.store.connections.get(self.selected) if self.selected is not None else None
+        if info is not None and not is_tls(info):
+            name = {"http": "HTTP", "http2": "HTTP/2"}.get(info.protocol or "", title(info.protocol))
+            what = (f"{name or 'a flow'} over {info.transport.upper()}, which has no byte stream"
+                    if info.transport != "tcp" else
+                    f"{name or 'plain TCP'}, not TLS: its stream is shown as captured")
+            self.notify(f"r is for TLS connections (plaintext or records): connection {info.id} is "
+                        + what, severity="warning", timeout=3, markup=False)
+            return
         driver = self.driver
         driver.plaintext = not driver.plaintext
         driver.resend()
@@ -399,6 +426,17 @@ class WirepeekApp(App[None]):
         live = conn_id not in self.store.closed and info.state not in FINISHED_STATES
         return (info.client, info.server), sent, live
 
+    def _stream_note(self, conn_id: int | None) -> str:
+        """What the Stream tab says of a connection that has no byte stream (a UDP flow)."""
+        info = self.store.connections.get(conn_id) if conn_id is not None else None
+        if info is None or info.transport == "tcp":
+            return ""
+        transport = info.transport.upper()
+        where = "its datagrams are in the Packets tab (3)"
+        if lists_transactions(info.protocol):
+            where += f",\nits {title(info.protocol)} transactions in the {title(info.protocol)} tab (1)"
+        return f"A {transport} flow has no byte stream to show:\n{where}."
+
     # ------------------------------------------------------------------ selection
 
     @on(VirtualTable.Selected, "#connections")
@@ -416,7 +454,8 @@ class WirepeekApp(App[None]):
         self.driver.follow = conn_id
         endpoints, _sent, live = self._stream_facts(conn_id)
         stream = self.query_one(StreamView)
-        stream.reset(endpoints, live=live)  # the driver's next update brings what is kept
+        # The driver's next update brings what is kept.
+        stream.reset(endpoints, live=live, note=self._stream_note(conn_id))
         stream.set_marks(self._marks(conn_id))
         self._show_http()
         self._show_times()
@@ -432,10 +471,15 @@ class WirepeekApp(App[None]):
             positions = search.exchanges.setdefault(conn_id, [])
         # The tab is named after what it lists: HTTP exchanges, or another protocol's transactions.
         protocol = info.protocol if info is not None else None
-        label = f"{title(protocol)} (1)" if lists_transactions(protocol) else "HTTP (1)"
+        name = title(protocol) if lists_transactions(protocol) else "HTTP"
+        label = f"{name} (1)"
         tab = self.query_one(TabbedContent).get_tab("tab-http")
         if str(tab.label) != label:
             tab.label = label
+        first = name if name in FIRST_TAB_NAMES else "HTTP"
+        if first != self.first_tab:
+            self.first_tab = first  # the footer and help name the key 1 the same
+            self.refresh_bindings()
         self.query_one(HttpView).show(
             conn_id, self.store.exchanges(conn_id) if conn_id is not None else [],
             self.store.pending.get(conn_id) if conn_id is not None else None,
@@ -463,6 +507,8 @@ class WirepeekApp(App[None]):
         seen = []
         for binding in [*self.BINDINGS, *VirtualTable.BINDINGS]:
             assert isinstance(binding, Binding)
+            if binding.action.startswith("show_tab('tab-http', ") and binding.description != self.first_tab:
+                continue  # (the key 1 as the connection open names it)
             seen.append((binding.key_display or binding.key, binding.description))
         seen += [("Tab", "Next pane"), ("← → h l", "Scroll sideways (lists, stream, message)"),
                  ("mouse drag, Ctrl+C", "Select text and copy it")]
@@ -471,6 +517,8 @@ class WirepeekApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "show_tab" and isinstance(self.focused, Input):
             return False  # a digit typed in a prompt is text
+        if action == "show_tab" and len(parameters) > 1:
+            return parameters[1] == self.first_tab  # the key 1 named as its tab is
         return True
 
     def action_pause(self) -> None:
@@ -497,37 +545,48 @@ class WirepeekApp(App[None]):
         snapshot = [(info, txs, len(txs)) for conn_id, info in store.connections.items()
                     for txs in (store.http.get(conn_id, NO_EXCHANGES),)]  # fmt: skip
         self._stats_running = True
-        self.count_stats(snapshot, self._stats, self._stats_seen, self.generation)
+        self.count_stats(snapshot, self._stats, self._stats_shown, self._stats_seen, self.generation)
 
     @work(thread=True, exclusive=True, group="stats", exit_on_error=False)
-    def count_stats(self, snapshot: Snapshot, stats: Stats | None,
+    def count_stats(self, snapshot: Snapshot, stats: Stats | None, shown: Stats | None,
                     seen: dict[int, tuple[object, int]], generation: int) -> None:
-        fresh = stats is None or any(
-            conn_id in seen and seen[conn_id][0] is not txs for conn_id, txs in
-            ((info.id, txs) for info, txs, _ in snapshot))  # fmt: skip
-        if fresh:  # (exchanges were evicted: counted again from what is kept)
-            stats, seen = Stats(self._stats_grouping), {}
-        assert stats is not None
-        for info, txs, length in snapshot:
-            start = seen.get(info.id, (txs, 0))[1]
-            for i in range(start, length):
-                stats.add(txs[i], info)
-            seen[info.id] = (txs, length)
-        self.call_from_thread(self._stats_counted, stats, seen, generation)
+        """Count in what came since (into `stats`, which only this worker changes), and give
+        the Stats tab a copy of the counts that the next round leaves as they are: the groups
+        it shows keep the numbers of their order until the next refresh sorts them again."""
+        try:
+            fresh = stats is None or any(
+                conn_id in seen and seen[conn_id][0] is not txs for conn_id, txs in
+                ((info.id, txs) for info, txs, _ in snapshot))  # fmt: skip
+            if fresh:  # (exchanges were evicted: counted again from what is kept)
+                stats, seen = Stats(self._stats_grouping), {}
+            assert stats is not None
+            counted: set[str] = set()
+            for info, txs, length in snapshot:
+                start = seen.get(info.id, (txs, 0))[1]
+                for i in range(start, length):
+                    counted.add(stats.add(txs[i], info))
+                seen[info.id] = (txs, length)
+            shown = shown_copy(stats, None if fresh else shown, counted)
+        except Exception:
+            self.call_from_thread(self._stats_counted, None, None, {}, generation)
+            raise
+        self.call_from_thread(self._stats_counted, stats, shown, seen, generation)
 
-    def _stats_counted(self, stats: Stats, seen: dict[int, tuple[object, int]], generation: int) -> None:
+    def _stats_counted(self, stats: Stats | None, shown: Stats | None,
+                       seen: dict[int, tuple[object, int]], generation: int) -> None:
         self._stats_running = False
-        if generation != self.generation or stats.grouping != self._stats_grouping:
-            self._stats, self._stats_seen = None, {}
+        if (stats is None or shown is None or generation != self.generation
+                or stats.grouping != self._stats_grouping):
+            self._stats, self._stats_shown, self._stats_seen = None, None, {}
             return
-        self._stats, self._stats_seen = stats, seen
+        self._stats, self._stats_shown, self._stats_seen = stats, shown, seen
         gone = self.store.evicted_exchanges or any(self.store.dropped.values())
-        self.query_one(StatsView).show(stats, "exchanges no longer kept (evicted) are not counted" if gone else "")
+        self.query_one(StatsView).show(shown, "exchanges no longer kept (evicted) are not counted" if gone else "")
 
     def action_group_stats(self) -> None:
         order = list(GROUPINGS)
         self._stats_grouping = order[(order.index(self._stats_grouping) + 1) % len(order)]
-        self._stats, self._stats_seen = None, {}
+        self._stats, self._stats_shown, self._stats_seen = None, None, {}
         self.query_one(StatsView).show(None)
         self.action_show_tab("tab-stats")
         self._refresh_stats()
@@ -553,7 +612,8 @@ class WirepeekApp(App[None]):
     def resend_stream(self) -> None:
         self.driver.resend()
 
-    def action_show_tab(self, tab: str) -> None:
+    def action_show_tab(self, tab: str, name: str = "") -> None:
+        """Show a tab (name: what the footer calls the first one, HTTP or a protocol's)."""
         tabs = self.query_one(TabbedContent)
         detail = self.focused is not None and tabs in self.focused.ancestors
         tabs.active = tab
@@ -655,6 +715,10 @@ class WirepeekApp(App[None]):
             return
         if self._not_http(self.selected):
             return
+        if not self._shown_positions(self.selected):
+            self.notify("this connection shows no HTTP exchange: nothing to write as HAR",
+                        severity="warning")
+            return
         table = self.query_one(ExchangesTable)
         row = table.selected_id() if self.focused is table else None
         self._har_rows = [row] if row is not None and row >= 0 else None
@@ -663,7 +727,27 @@ class WirepeekApp(App[None]):
         self._open_prompt("#har-path", name)
 
     def action_export_har_shown(self) -> None:
+        if not self._http_exchanges_shown():
+            self.notify("no HTTP exchange is shown: nothing to write as HAR (Redis, PostgreSQL, "
+                        "MySQL and DNS transactions have no place in it)", severity="warning",
+                        markup=False)  # fmt: skip
+            return
         self._open_prompt("#har-all-path", "wirepeek-shown.har")
+
+    def _http_exchanges_shown(self) -> bool:
+        """Whether a connection shown has an HTTP exchange shown (what E would write)."""
+        connections = self.store.connections
+        for conn_id in self.query_one(ConnectionsTable).order:
+            info = connections.get(conn_id)
+            if info is None or lists_transactions(info.protocol):
+                continue
+            txs = self.store.http.get(conn_id, NO_EXCHANGES)
+            if self.search is not None:
+                if self.search.exchanges.get(conn_id):
+                    return True
+            elif len(txs):
+                return True
+        return False
 
     @on(Input.Submitted, "#har-path")
     def export_har(self, event: Input.Submitted) -> None:
@@ -700,6 +784,10 @@ class WirepeekApp(App[None]):
                     record = har_entry(tx, info) if isinstance(tx, HttpTransaction) else None
                     if record is not None:
                         entries.append(record)
+        if not entries:
+            self.call_from_thread(self.notify, "nothing written: no HTTP exchange to write as HAR",
+                                  severity="warning")
+            return
         try:
             with open(path, "wb") as f:
                 f.write(dumps(har(entries)) + b"\n")

@@ -42,9 +42,21 @@ def ms(seconds: float | None) -> str:
 
 
 def short(seconds: float | None) -> str:
-    """A duration that may be a few microseconds (a Redis command on loopback): microseconds
-    below 1 ms, else as `ms` writes it."""
+    """A duration that may be a few microseconds (a Redis command on loopback) or seconds, in
+    few characters with three significant digits: `83µs`, `1.24ms`, `12.4ms`, `250ms`,
+    `2.1s`. The transactions list and the Stats tab write durations so."""
     if seconds is None:
         return ""
+    if seconds < 0:
+        return ms(seconds)
     micros = round(seconds * 1e6)
-    return f"{micros}µs" if 0 <= micros < 1000 else ms(seconds)
+    if micros < 1000:
+        return f"{micros}µs"
+    millis = seconds * 1000
+    if round(millis, 2) < 10:
+        return f"{millis:.2f}ms"
+    if round(millis, 1) < 100:
+        return f"{millis:.1f}ms"
+    if round(millis) < 1000:
+        return f"{millis:.0f}ms"
+    return f"{seconds:.1f}s"

@@ -8,9 +8,11 @@ their sorted place (at the end, in the default order by id), so the cursor never
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
+from rich.cells import cell_len, set_cell_size
 from rich.style import Style
 
 from engine.events import ConnectionInfo
@@ -46,6 +48,20 @@ def size(n: int) -> str:
             return f"{n}{unit}" if unit == "B" else f"{n:.1f}{unit}"
         n /= 1024  # type: ignore[assignment]
     return str(n)
+
+
+_COUNT_TAIL = re.compile(r" \(\+[0-9]+\)$")  # how many exchanges came before: "GET / (+41)"
+
+
+def fit_summary(text: str, limit: int) -> str:
+    """A summary cut to `limit` cells, its count of earlier exchanges (`(+41)`) kept whole: the
+    request line is cut instead (marked …), never the number."""
+    if cell_len(text) <= limit:
+        return text
+    found = _COUNT_TAIL.search(text)
+    tail = found.group() if found else ""
+    head = text[: len(text) - len(tail)]
+    return set_cell_size(head, max(0, limit - cell_len(tail) - 1)) + "…" + tail
 
 
 def sort_value(info: ConnectionInfo, column: str, store: TrafficStore | None = None) -> object:
@@ -144,7 +160,7 @@ class ConnectionsTable(VirtualTable):
             size(info.bytes[1]),
             size(missing) if missing else "",
             f"{info.last_ts - info.first_ts:.2f}s",
-            escape_text(self.store.summary(info.id))[:COLUMNS[-1].limit or 80],
+            fit_summary(escape_text(self.store.summary(info.id)), COLUMNS[-1].limit or 80),
         ]
 
     def sort_value(self, row: int, column: str) -> object:

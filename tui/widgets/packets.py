@@ -1,5 +1,5 @@
-"""The Packets tab: the selected connection's packets, one line each as `tcpdump -nn` prints them,
-and scapy's full dissection of the packet under the cursor.
+"""The Packets tab: the selected connection's packets, one line each as `tcpdump -nn` prints them
+(a DNS flow's UDP datagrams too), and scapy's full dissection of the packet under the cursor.
 
 The packets come from the recent-packet ring (tui.capture.PacketRing), picked by the connection's
 own packet numbers, so a connection that reused the ports of another shows only its own. The list
@@ -27,9 +27,18 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Static
 
+from engine.decode import UDP, innermost_tcp, ipv6_payload
 from engine.events import ConnectionInfo
 from engine.sources import Packet
-from engine.tcpdump import ABSOLUTE, Offsets, SequenceBases, packet_line
+from engine.tcpdump import (
+    ABSOLUTE,
+    Offsets,
+    SequenceBases,
+    address,
+    packet_line,
+    tcp_header,
+    tcp_line,
+)
 from tui.capture import Picked
 from tui.escape import escape_rendered, escape_text
 from tui.times import shown
@@ -59,6 +68,47 @@ def dissect(packet: Packet) -> str:
     except Exception as e:
         return f"scapy could not dissect this packet: {e}"
     return escape_rendered(text, keep_newlines=True)
+
+
+def datagram_line(linktype: int, data: bytes) -> str | None:
+    """The line tcpdump -nn prints for a UDP datagram (a DNS flow's), without what its protocol
+    printers add: `IP 10.0.0.1.40000 > 10.0.0.53.53: UDP, length 29`, the length being the
+    payload's (the UDP length less its 8-byte header). None if the packet is not UDP."""
+    at = innermost_tcp(linktype, data, 0, len(data), udp=True)  # (the innermost TCP or UDP)
+    if at is None:
+        return None
+    ip, l4 = at.ip, at.l4
+    if at.version == 4:
+        proto = data[ip + 9]
+        src, dst = data[ip + 12 : ip + 16], data[ip + 16 : ip + 20]
+    else:
+        walked = ipv6_payload(data, ip, at.end)
+        proto = walked[0] if walked is not None else -1
+        src, dst = data[ip + 8 : ip + 24], data[ip + 24 : ip + 40]
+    if proto != UDP:
+        return None
+    sport, dport = int.from_bytes(data[l4 : l4 + 2], "big"), int.from_bytes(data[l4 + 2 : l4 + 4], "big")
+    line = f"{'IP6' if at.version == 6 else 'IP'} {address(src)}.{sport} > {address(dst)}.{dport}: "
+    if l4 + 8 > at.end:
+        return line + "UDP [|udp]"  # its length was not captured
+    length = int.from_bytes(data[l4 + 4 : l4 + 6], "big")
+    on_wire = at.wire_end - l4
+    if length < 8:
+        return line + f"UDP, bad length {length} < 8"
+    if length > on_wire:
+        return line + f"UDP, bad length {length} > {on_wire}"
+    captured = min(at.end, l4 + length) - l4 - 8
+    cut = f" ({captured} captured)" if captured < length - 8 else ""
+    return line + f"UDP, length {length - 8}{cut}"
+
+
+def any_line(linktype: int, data: bytes, offsets: Offsets) -> str:
+    """tcpdump's line for a TCP segment or a UDP datagram; for anything else, what it is."""
+    header = tcp_header(linktype, data)
+    if header is not None:
+        return tcp_line(header, offsets)
+    line = datagram_line(linktype, data)
+    return line if line is not None else packet_line(linktype, data, offsets)
 
 
 class ConnectionPackets(NamedTuple):
@@ -181,7 +231,7 @@ class PacketList(ScrollView, can_focus=True):
             offsets = data.offsets[bisect_right(data.starts, index) - 1] if data.starts else ABSOLUTE
             text = (f"{data.numbers[index] + 1:>{self._number_width}} "
                     f"{self._time(packet):<{self._time_width}} "
-                    f"{packet_line(packet.linktype, packet.data, offsets)}")
+                    f"{any_line(packet.linktype, packet.data, offsets)}")
             if len(self._lines) >= CACHED_LINES:
                 self._lines = {}
             self._lines[index] = text
@@ -204,7 +254,22 @@ class PacketList(ScrollView, can_focus=True):
         return Strip([Segment(text, style)]).crop_extend(scroll_x, scroll_x + width, style)
 
     def _widen(self) -> None:
+        shown = self._cursor_shown()
         self.virtual_size = Size(self.widest, self.row_count)
+        if shown:  # (a horizontal scroll bar may come with the width: not over the cursor)
+            self.call_after_refresh(self._show_cursor)
+
+    def _cursor_shown(self) -> bool:
+        top = self.scroll_offset.y
+        return top <= self.cursor_row < top + self.visible_rows
+
+    def _show_cursor(self) -> None:
+        """Scroll so that the cursor's line is on screen."""
+        row, height, top = self.cursor_row, self.visible_rows, self.scroll_offset.y
+        if row < top:
+            self.scroll_to(y=row, animate=False, immediate=True)
+        elif row >= top + height:
+            self.scroll_to(y=row - height + 1, animate=False, immediate=True)
 
     # ------------------------------------------------------------------ cursor
 
@@ -213,14 +278,10 @@ class PacketList(ScrollView, can_focus=True):
             return
         row = max(0, min(row, self.row_count - 1))
         if row == self.cursor_row:
+            self._show_cursor()  # (End again: the last line into view, wherever it went)
             return
         old, self.cursor_row = self.cursor_row, row
-        height = max(1, self.size.height)
-        top = self.scroll_offset.y
-        if row < top:
-            self.scroll_to(y=row, animate=False, immediate=True)
-        elif row >= top + height:
-            self.scroll_to(y=row - height + 1, animate=False, immediate=True)
+        self._show_cursor()
         self.refresh_lines(old)
         self.refresh_lines(row)
         self._announce()
@@ -235,11 +296,17 @@ class PacketList(ScrollView, can_focus=True):
     def action_cursor_down(self) -> None:
         self.move_to(self.cursor_row + 1)
 
+    @property
+    def visible_rows(self) -> int:
+        """The lines on screen, less the horizontal scroll bar's (the last packet must not
+        stay behind it)."""
+        return max(1, self.scrollable_content_region.height)
+
     def action_page_up(self) -> None:
-        self.move_to(self.cursor_row - max(1, self.size.height - 1))
+        self.move_to(self.cursor_row - max(1, self.visible_rows - 1))
 
     def action_page_down(self) -> None:
-        self.move_to(self.cursor_row + max(1, self.size.height - 1))
+        self.move_to(self.cursor_row + max(1, self.visible_rows - 1))
 
     def action_first(self) -> None:
         self.move_to(0)

@@ -5,7 +5,8 @@ drawn, so opening a 16 MiB stream, `x` (text/hex), Home and End take the same ti
 small one. Every byte shown is escaped by the index (tui.escape) before it becomes a segment.
 
 What the app uses, and nothing else:
-- `reset(endpoints, sent, live)`: show another connection (or none); `live` follows its tail;
+- `reset(endpoints, sent, live, note)`: show another connection (or none); `live` follows its
+  tail; `note` is what the view says when it has no bytes to show (a UDP flow has no stream);
 - `add(chunks)`: the followed connection's new kept entries (EngineUpdate.stream);
 - `set_marks(transactions)`: where its HTTP messages start;
 - `toggle_hex()`: text or hex, keeping the same bytes on screen;
@@ -69,6 +70,7 @@ STYLES = {
     (NOTE, False): Style.parse("bold yellow"),
     (NOTE, None): Style.parse("bold yellow"),
 }
+NOTE_STYLE = Style(italic=True)  # what the view says instead of bytes (a UDP flow has none)
 HEX_WIDTH = 78  # columns of a hex line
 # Entries that come at once (opening a connection that kept many) are indexed in a worker
 # thread past this many, and the exchanges' marks with them: the UI thread only swaps the index.
@@ -185,6 +187,7 @@ class StreamView(ScrollView, can_focus=True):
         self._hex_chosen = False  # the user pressed x since the reset: no automatic choice
         self._widest = 0
         self._toggled: tuple[int, tuple[int, int]] | None = None  # (line, place) of the last x
+        self.note: list[str] = []  # lines shown instead of an empty stream (reset's note)
 
     # ------------------------------------------------------------------ the app's interface
 
@@ -193,11 +196,12 @@ class StreamView(ScrollView, can_focus=True):
         return self.index.hex
 
     def reset(self, endpoints: tuple[str, str], sent: tuple[int, int] = (0, 0),
-              live: bool = False) -> None:
+              live: bool = False, note: str = "") -> None:
         """Show another connection: its endpoints (client, server), each side's stream length
         so far (said on the first line for a side none of whose bytes is kept), and whether it
         is still open: a live one follows its tail while the view is at its end, a finished
-        one opens at the top."""
+        one opens at the top. The note (lines) is shown while there are no bytes to show."""
+        self.note = note.splitlines()
         hex_view, start = self.index.hex, self.index.time_start
         # The same connection again (its bytes come after the app opened it, or are sent
         # again): an x pressed meanwhile still holds.
@@ -408,7 +412,10 @@ class StreamView(ScrollView, can_focus=True):
 
     def _resize(self) -> None:
         width = max(self._widest, HEX_WIDTH if self.index.hex else 0)
-        self.virtual_size = Size(width, len(self.index))
+        lines = len(self.index)
+        if not lines and self.note:
+            lines, width = len(self.note), max(width, *map(cell_len, self.note))
+        self.virtual_size = Size(width, lines)
 
     def _scroll(self, y: int) -> None:
         # force: a view that was never laid out (its tab not shown yet) scrolls too
@@ -452,6 +459,9 @@ class StreamView(ScrollView, can_focus=True):
         base = self.rich_style
         index = scroll_y + y
         if index >= len(self.index):
+            if not len(self.index) and index < len(self.note):
+                strip = Strip([Segment(self.note[index], base + NOTE_STYLE)])
+                return strip.crop_extend(scroll_x, scroll_x + width, base)
             return Strip.blank(width, base)
         text, kind, from_client = self.index.line(index)
         style = base + STYLES[(kind, from_client)]

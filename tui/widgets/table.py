@@ -9,7 +9,13 @@ what they have shown and never shrink (up to a column's own limit), so the layou
 The order is kept sorted as rows come and change: a new or changed row goes to its place with a
 binary search, whatever the number of rows. `s` sorts by the next column, `S` reverses the order;
 a click on a header sorts by that column and a second click reverses it. The header marks the
-sort column with ▲ (ascending) or ▼ (descending).
+sort column with ▲ (ascending: the smallest first) or ▼ (descending: the biggest first), in every
+table alike.
+
+Rows are listed in the lines under the header that the horizontal scroll bar, when there is one,
+leaves (`visible_rows`): End, PgDn and a cursor that follows its row bring it fully into view.
+A number (a right-aligned cell) that the edge of the view would cut is not drawn at all: `120`
+of `12070` would read as a number.
 """
 
 from __future__ import annotations
@@ -134,6 +140,9 @@ class VirtualTable(ScrollView, can_focus=True):
 
     COLUMNS: ClassVar[list[Column]] = []
     DEFAULT_SORT: ClassVar[str] = ""  # the column rows are in until the user sorts
+    # Columns whose sort values are negated (the biggest first when sorted ascending), so that
+    # ties stay in the order of their ids: the header and messages say the order as it is seen.
+    NEGATED: ClassVar[frozenset[str]] = frozenset()
 
     BINDINGS = [
         Binding("up,k", "cursor_up", "Previous row", show=False, key_display="↑ k"),
@@ -211,6 +220,8 @@ class VirtualTable(ScrollView, can_focus=True):
         # room for the sort mark beside a sortable column's label
         self.widths = [cell_len(c.label) + c.sortable for c in self.COLUMNS]
         self.sort_column = self.DEFAULT_SORT or self.COLUMNS[0].key
+        self.rows.descending = self.starts_descending(self.sort_column) != (
+            self.sort_column in self.NEGATED)
         self.cursor_row = 0
         self._cursor_id: Any = None  # the row the cursor is on, kept there as rows move
 
@@ -307,7 +318,7 @@ class VirtualTable(ScrollView, can_focus=True):
             self.refresh()
         else:
             top = self.scroll_offset.y
-            bottom = top + self.size.height
+            bottom = top + self.visible_rows
             for row in repaint:
                 i = self.rows.index(row)
                 if i is not None and top <= i < bottom:
@@ -339,10 +350,19 @@ class VirtualTable(ScrollView, can_focus=True):
         self.refresh()
         self._announce()
 
+    @property
+    def visible_rows(self) -> int:
+        """The rows on screen: the lines under the header, less the horizontal scroll bar's."""
+        return max(1, self.scrollable_content_region.height - 1)
+
+    def _cursor_shown(self) -> bool:
+        top = self.scroll_offset.y
+        return top <= self.cursor_row < top + self.visible_rows
+
     def _show_cursor(self) -> bool:
         """Scroll so that the cursor's row is on screen; whether it is now."""
         row = self.cursor_row
-        visible = max(1, self.size.height - 1)  # lines under the header
+        visible = self.visible_rows
         top = self.scroll_offset.y
         if row < top:
             self.scroll_to(y=row, animate=False, immediate=True)
@@ -365,10 +385,10 @@ class VirtualTable(ScrollView, can_focus=True):
         self.move_to(self.cursor_row + 1)
 
     def action_page_up(self) -> None:
-        self.move_to(self.cursor_row - max(1, self.size.height - 2))
+        self.move_to(self.cursor_row - max(1, self.visible_rows - 1))
 
     def action_page_down(self) -> None:
-        self.move_to(self.cursor_row + max(1, self.size.height - 2))
+        self.move_to(self.cursor_row + max(1, self.visible_rows - 1))
 
     def action_first(self) -> None:
         self.move_to(0)
@@ -420,6 +440,17 @@ class VirtualTable(ScrollView, can_focus=True):
         self.rows.descending = not self.rows.descending
         self._resorted()
 
+    def starts_descending(self, column: str) -> bool:
+        """Whether sorting by this column starts with the biggest first: numbers and sizes do,
+        but the default order (a list's numbers, in the order they came) does not."""
+        right = next(c.right for c in self.COLUMNS if c.key == column)
+        return right and column != self.DEFAULT_SORT
+
+    @property
+    def descending(self) -> bool:
+        """Whether the rows are seen in descending order (▼), whatever their sort values."""
+        return self.rows.descending != (self.sort_column in self.NEGATED)
+
     def sort_by(self, column: str, toggle: bool = False) -> None:
         """Sort by a column, ascending (numbers and sizes descending: the biggest first); with
         toggle, choosing the current column again reverses it."""
@@ -427,8 +458,7 @@ class VirtualTable(ScrollView, can_focus=True):
             self.action_reverse()
             return
         self.sort_column = column
-        right = next(c.right for c in self.COLUMNS if c.key == column)
-        self.rows.descending = right and column != self.DEFAULT_SORT
+        self.rows.descending = self.starts_descending(column) != (column in self.NEGATED)
         self.rows.rebuild((row, self.sort_value(row, column)) for row in self.rows.ids())
         self._resorted()
 
@@ -439,19 +469,28 @@ class VirtualTable(ScrollView, can_focus=True):
         if selected is not None:
             self.select(selected)
         label = next(c.label for c in self.COLUMNS if c.key == self.sort_column)
-        self.notify(f"sorted by {label} {'▼' if self.rows.descending else '▲'}", timeout=1.5)
+        self.notify(f"sorted by {label} {'▼' if self.descending else '▲'}", timeout=1.5)
 
     def sort_label(self, column: Column) -> str:
         if column.key != self.sort_column:
             return column.label
-        return column.label + ("▼" if self.rows.descending else "▲")
+        return column.label + ("▼" if self.descending else "▲")
 
     # ------------------------------------------------------------------ drawing
 
-    def _line(self, values: list[str], style: Style, row: Any = None) -> Strip:
+    def _line(self, values: list[str], style: Style, row: Any = None,
+              window: tuple[int, int] | None = None) -> Strip:
+        """A row's cells; with the window of columns on screen [start, end), a number that its
+        edge would cut is left out (the scroll brings it back whole)."""
         segments = []
+        x = 0  # where the cell starts in the line
         for i, (value, width) in enumerate(zip(values, self.widths)):
             if self.COLUMNS[i].right and cell_len(value) <= width:
+                if window is not None and value:
+                    end = x + 1 + width  # (a space either side of the cell's text)
+                    start = end - cell_len(value)
+                    if start < window[0] < end or start < window[1] < end:
+                        value = ""
                 text = " " * (width - cell_len(value)) + value
             else:
                 text = set_cell_size(value, width)
@@ -462,6 +501,7 @@ class VirtualTable(ScrollView, can_focus=True):
                     # Its colour and weight only: the row's background (cursor, stripes) stays.
                     cell_style = style + Style(color=extra.color, bold=extra.bold)
             segments.append(Segment(f" {text} ", cell_style))
+            x += width + 2
         return Strip(segments)
 
     def _header(self, base: Style) -> Strip:
@@ -497,7 +537,13 @@ class VirtualTable(ScrollView, can_focus=True):
         cells = self.cells(row)
         if self.measure(cells):
             # A row drawn for the first time was wider than its columns: draw again, wider.
+            # The lines may now be wider than the view: a horizontal scroll bar comes, and the
+            # cursor's row, if it was on screen, stays there (not behind the bar).
+            shown = self._cursor_shown()
             self._resize()
             self.call_after_refresh(self.refresh)
-        strip = self._line(cells, style, row)
+            if shown:
+                self.call_after_refresh(self._show_cursor)
+        strip = self._line(cells, style, row,
+                           (scroll_x, scroll_x + self.scrollable_content_region.width))
         return strip.crop_extend(scroll_x, scroll_x + width, style)
