@@ -561,28 +561,41 @@ def _frontend_chain(buf: bytearray, at: int) -> bool | None:
     inside a statement; binary values can hold anything, hence the chain.)"""
     count = 0
     extended = False
-    n = len(buf)
     while True:
-        if at + 5 > n:
-            return None
-        kind = buf[at]
-        length = int.from_bytes(buf[at + 1 : at + 5], "big")
-        if length < 4 or length > RESYNC_WINDOW or not _FRONTEND_TYPE.fullmatch(bytes((kind,))):
-            return False
-        fixed = _FRONTEND_FIXED.get(kind)
-        if fixed is not None and length != fixed:
-            return False
-        end = at + 1 + length
-        if end > n:
-            return None
-        if not _frontend_well_formed(kind, bytes(buf[at + 5 : end])):
-            return False
+        end = _message_end(buf, at, _FRONTEND_TYPE, _FRONTEND_FIXED, _frontend_well_formed)
+        if end is None or end < 0:
+            return None if end is None else False
         count += 1
-        k = chr(kind)
+        k = chr(buf[at])
         if k == "Q" or (k == "S" and extended) or count >= RESYNC_CHAIN:
             return True
         extended = extended or k in "PBDCE"
         at = end
+
+
+def _message_end(
+    buf: bytearray,
+    at: int,
+    types: re.Pattern[bytes],
+    fixed_lengths: dict[int, int],
+    well_formed: Callable[[int, bytes], bool],
+) -> int | None:
+    """Where a well-formed message of one side (its `types`, the lengths some must have, and
+    what their bodies must be) that starts at `at` ends; -1: none starts there; None: it needs
+    more bytes than `buf` holds."""
+    if at + 5 > len(buf):
+        return None
+    kind = buf[at]
+    length = int.from_bytes(buf[at + 1 : at + 5], "big")
+    if length < 4 or length > RESYNC_WINDOW or not types.fullmatch(bytes((kind,))):
+        return -1
+    fixed = fixed_lengths.get(kind)
+    if fixed is not None and length != fixed:
+        return -1
+    end = at + 1 + length
+    if end > len(buf):
+        return None
+    return end if well_formed(kind, bytes(buf[at + 5 : end])) else -1
 
 
 def _frontend_well_formed(kind: int, body: bytes) -> bool:
@@ -647,24 +660,12 @@ def _plausible(buf: bytearray, at: int) -> bool | None:
     """Does a chain of well-formed backend messages start at `at` (RESYNC_CHAIN of them, or
     fewer up to a ReadyForQuery)? None: it needs more bytes than `buf` holds."""
     count = 0
-    n = len(buf)
     while True:
-        if at + 5 > n:
-            return None
-        kind = buf[at]
-        length = int.from_bytes(buf[at + 1 : at + 5], "big")
-        if length < 4 or length > RESYNC_WINDOW or not _BACKEND_TYPE.fullmatch(bytes((kind,))):
-            return False
-        fixed = _FIXED.get(kind)
-        if fixed is not None and length != fixed:
-            return False
-        end = at + 1 + length
-        if end > n:
-            return None
-        if not _well_formed(kind, bytes(buf[at + 5 : end])):
-            return False
+        end = _message_end(buf, at, _BACKEND_TYPE, _FIXED, _well_formed)
+        if end is None or end < 0:
+            return None if end is None else False
         count += 1
-        if kind == 0x5A or count >= RESYNC_CHAIN:
+        if buf[at] == 0x5A or count >= RESYNC_CHAIN:
             return True
         at = end
 

@@ -6,8 +6,12 @@ import os
 import select
 import socket
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
 
 
 def wait_for_line(
@@ -28,6 +32,24 @@ def wait_for_line(
             assert chunk, f"{proc.args} ended before saying {needle!r}: {got!r}"
             got += chunk
     return got
+
+
+def json_capture(bpf: str, err: Path, duration: int) -> subprocess.Popen[bytes]:
+    """`wirepeek -i lo --json --duration N BPF`, its records on a pipe, its stderr in `err`
+    (see `wait_capturing`)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "-i", "lo", "--json", "--duration", str(duration), bpf],
+        stdout=subprocess.PIPE, stderr=err.open("wb"), cwd=ROOT,
+    )  # fmt: skip
+
+
+def wait_capturing(proc: subprocess.Popen[bytes], err: Path, timeout: float = 30) -> None:
+    """Wait until a `json_capture` says it captures on lo; fail if it ends or the time is up."""
+    deadline = time.monotonic() + timeout
+    while b"capturing on lo" not in err.read_bytes():
+        assert proc.poll() is None, err.read_text()
+        assert time.monotonic() < deadline, f"no capture within {timeout} s: {err.read_text()}"
+        time.sleep(0.02)
 
 
 def end_process(proc: subprocess.Popen[bytes]) -> None:

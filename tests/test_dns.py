@@ -34,6 +34,7 @@ from engine.batch import Batch
 from engine.events import ConnectionClosed, Transaction
 from engine.pipeline import Pipeline
 from tests.conversations import build, causal, interleavings
+from tests.live import json_capture, wait_capturing
 from tests.synth import write_pcap
 
 ROOT = Path(__file__).parent.parent
@@ -349,10 +350,8 @@ def test_a_real_server_over_udp_and_tcp(tmp_path: Path) -> None:
                 break
             except (dns.exception.Timeout, OSError):
                 time.sleep(0.05)
-        capture = subprocess.Popen([sys.executable, "-m", "tui.cli", "-i", "lo", "--json", "--duration", "4",
-                                    f"port {port}"], stdout=subprocess.PIPE, stderr=err.open("wb"), cwd=ROOT)
-        while b"capturing on lo" not in err.read_bytes():
-            time.sleep(0.05)
+        capture = json_capture(f"port {port}", err, 4)
+        wait_capturing(capture, err)
         r = dns.query.udp(query("db.test.", "A", 21), "127.0.0.1", port=port, timeout=2)
         assert [str(rd) for rd in r.answer[0]] == ["192.0.2.5"]
         r = dns.query.udp(query("db.test.", "AAAA", 22), "127.0.0.1", port=port, timeout=2)

@@ -11,7 +11,6 @@ import random
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import zlib
@@ -30,6 +29,7 @@ from engine.reassembly import NO_ACK
 from engine.stats import is_error
 from engine.tcp import MIDSTREAM
 from tests.conversations import build, causal, interleavings, summary, transactions
+from tests.live import json_capture, wait_capturing
 
 ROOT = Path(__file__).parent.parent
 
@@ -1367,25 +1367,8 @@ def test_a_real_server_and_client(tmp_path: Path) -> None:
             timeout=30,
         )
         assert done.returncode == 0, done.stderr.decode()
-        capture = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tui.cli",
-                "-i",
-                "lo",
-                "--json",
-                "--duration",
-                "4",
-                f"tcp port {port}",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=err.open("wb"),
-            cwd=ROOT,
-        )
-        while b"capturing on lo" not in err.read_bytes():
-            assert capture.poll() is None, err.read_text()
-            time.sleep(0.05)
+        capture = json_capture(f"tcp port {port}", err, 4)
+        wait_capturing(capture, err)
         db = connector.connect(
             host="127.0.0.1",
             port=port,

@@ -13,7 +13,6 @@ import shutil
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from engine.postgres import PROTOCOL as POSTGRES
 from engine.postgres import PostgresParser, _frontend_chain, _sql, client_start
 from engine.tcp import MIDSTREAM, Connection
 from tests.conversations import build, causal, interleavings, summary, transactions
+from tests.live import json_capture, wait_capturing
 
 ROOT = Path(__file__).parent.parent
 
@@ -1434,22 +1434,7 @@ def test_a_real_server_and_client() -> None:
     err = home / "capture.err"
     server = None
     # The capture starts while the cluster is made: its readiness is polled on the unix socket.
-    capture = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tui.cli",
-            "-i",
-            "lo",
-            "--json",
-            "--duration",
-            "4",
-            f"tcp port {port}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=err.open("wb"),
-        cwd=ROOT,
-    )
+    capture = json_capture(f"tcp port {port}", err, 4)
     try:
         subprocess.run(
             [
@@ -1511,9 +1496,7 @@ def test_a_real_server_and_client() -> None:
                     home / "server.log"
                 ).read_text()
                 time.sleep(0.02)
-        while b"capturing on lo" not in err.read_bytes():
-            assert capture.poll() is None, err.read_text()
-            time.sleep(0.02)
+        wait_capturing(capture, err)
 
         def connect(**options: str) -> psycopg.Connection:
             return psycopg.connect(

@@ -18,11 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.batch import Batch
-from engine.redis import PROTOCOL as REDIS
-from engine.redis import command_start as resp_command_start
 from engine.events import ConnectionClosed
 from engine.pipeline import Pipeline
+from engine.redis import PROTOCOL as REDIS
+from engine.redis import command_start as resp_command_start
 from tests.conversations import build, causal, interleavings, summary, transactions
+from tests.live import json_capture, wait_capturing
 
 ROOT = Path(__file__).parent.parent
 
@@ -163,10 +164,8 @@ def test_a_real_server_and_client(tmp_path: Path) -> None:
             except redis.ConnectionError:
                 time.sleep(0.05)
         client.close()  # (its connection ends before the capture starts)
-        capture = subprocess.Popen([sys.executable, "-m", "tui.cli", "-i", "lo", "--json", "--duration", "5",
-                                    f"tcp port {port}"], stdout=subprocess.PIPE, stderr=err.open("wb"), cwd=ROOT)
-        while b"capturing on lo" not in err.read_bytes():
-            time.sleep(0.05)
+        capture = json_capture(f"tcp port {port}", err, 5)
+        wait_capturing(capture, err)
         client = redis.Redis(port=port, protocol=2)  # a new connection, from its first command
         client.set("user:42", "x" * 100)
         assert client.get("nope") is None
@@ -247,10 +246,8 @@ def test_a_real_server_connection_joined_in_its_middle(tmp_path: Path) -> None:
             except redis.ConnectionError:
                 time.sleep(0.05)
         client.set("before", "b" * 5000)
-        capture = subprocess.Popen([sys.executable, "-m", "tui.cli", "-i", "lo", "--json", "--duration", "4",
-                                    f"tcp port {port}"], stdout=subprocess.PIPE, stderr=err.open("wb"), cwd=ROOT)
-        while b"capturing on lo" not in err.read_bytes():
-            time.sleep(0.05)
+        capture = json_capture(f"tcp port {port}", err, 4)
+        wait_capturing(capture, err)
         time.sleep(0.2)
         for i in range(20):
             client.set(f"k{i}", str(i))
