@@ -28,10 +28,11 @@ run: $(NATIVE)
 
 # The suite runs twice: on the compiled engine (when there is one) and on the plain Python code;
 # the tests that drive real servers, hosts, terminals or the app (marked integration) run in the
-# first.
+# first, one at a time (they time real terminals and captures); the others on both cores.
 test: lint $(NATIVE)
-	$(PY) -m pytest -q
-	WIREPEEK_PURE=1 $(PY) -m pytest -q -m "not integration"
+	$(PY) -m pytest -q -m integration
+	$(PY) -m pytest -q -m "not integration" -n 2
+	WIREPEEK_PURE=1 $(PY) -m pytest -q -m "not integration" -n 2
 
 # engine/ is formatted, linted and type-checked; make test runs this first.
 lint: $(STAMP)
