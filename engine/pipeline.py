@@ -77,6 +77,9 @@ def _shard_of(addrs: int, ports: int, shards: int) -> int:
 
 
 _M64, _M128, _M256 = (1 << 64) - 1, (1 << 128) - 1, (1 << 256) - 1
+# Keys whose shard is known (a dict lookup costs a tenth of _shard_of's arithmetic on numbers
+# wider than a machine word), forgotten all at once past this many.
+SHARD_MEMO = 1 << 16
 _GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / the golden ratio, odd
 
 
@@ -117,6 +120,7 @@ class Pipeline:
         (`Batch.host`); each connection then carries its host's name.
         """
         self.shard = shard
+        self._shard_memo: dict[int, bool] = {}  # key -> in this shard (feed)
         self.bounds = bounds or Bounds()
         consumers = dict(consumers or {})
         if http_body_limit is not None:
@@ -175,6 +179,7 @@ class Pipeline:
         tcp = malformed = 0
         table = self.table
         shard, shards = self.shard
+        shard_memo = self._shard_memo
         number = self.packets
         host_bits = self._host_bits = batch.host << HOST_SHIFT
         for sec, usec, off, caplen in META.iter_unpack(batch.meta):
@@ -200,10 +205,17 @@ class Pipeline:
                         payload = th + ((doff >> 4) << 2)
                         if th + 20 <= payload <= wire_end:
                             tcp += 1
-                            if shards > 1 and _shard_of(addrs, ports, shards) != shard:
-                                continue
-                            cap_end = min(wire_end, end)
                             key = (addrs << 32) | ports
+                            if shards > 1:
+                                mine = shard_memo.get(key)
+                                if mine is None:
+                                    mine = _shard_of(addrs, ports, shards) == shard
+                                    if len(shard_memo) >= SHARD_MEMO:
+                                        shard_memo.clear()
+                                    shard_memo[key] = mine
+                                if not mine:
+                                    continue
+                            cap_end = min(wire_end, end)
                             if host_bits:
                                 key |= host_bits
                             segment(

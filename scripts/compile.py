@@ -28,7 +28,7 @@ ENGINE = ROOT / "engine"
 MODULES = [
     "batch", "bounds", "events", "decode", "ipfrag", "tcpstate", "tcp", "reassembly",
     "connections", "detect", "http", "records", "pipeline", "spool", "tlsdecrypt", "huffman",
-    "http2",
+    "http2", "encoded",
 ]
 
 

@@ -48,3 +48,42 @@ def test_the_workers_are_stopped_when_the_reader_goes_away(monkeypatch: pytest.M
     for proc in procs:
         proc.join(timeout=5)
         assert not proc.is_alive()
+
+
+def _handshake(i: int) -> list[tuple[float, bytes]]:
+    """SYN, then SYN-ACK: both directions of connection i."""
+    from tests.synth import ether, ipv4, tcp
+
+    client, server = f"10.1.{i >> 8 & 255}.{i & 255}", "192.0.2.80"
+    port = 1024 + i * 7 % 60000
+    return [
+        (1000.0 + i * 1e-4, ether(ipv4(client, server, 6, tcp(port, 80, i, 0, "S",
+                                                               src_ip=client, dst_ip=server)))),
+        (1000.0 + i * 1e-4 + 5e-5, ether(ipv4(server, client, 6, tcp(80, port, 9 * i, i + 1, "SA",
+                                                                      src_ip=server, dst_ip=client)))),
+    ]
+
+
+@pytest.mark.parametrize("shards", [2, 3])
+def test_shards_share_the_connections_each_whole_whatever_they_remember(monkeypatch, shards):
+    """Each connection is in exactly one shard, both its directions there (the SYN-ACK finds
+    the SYN's connection), also when the shards' memory of keys is forgotten every few keys."""
+    from engine import pipeline as pipeline_module
+    from engine.batch import Batch
+    from engine.pipeline import Pipeline
+
+    monkeypatch.setattr(pipeline_module, "SHARD_MEMO", 5)
+    packets = [p for i in range(300) for p in _handshake(i)]
+    owners: dict[int, int] = {}
+    for shard in range(shards):
+        pipe = Pipeline(shard=(shard, shards))
+        for start in range(0, len(packets), 64):
+            pipe.feed(Batch.from_packets(1, packets[start:start + 64]))
+        assert len(pipe._shard_memo) <= 5
+        for conn in pipe.table.lru.values():
+            assert conn.client.packets == conn.server.packets == 1  # the SYN and its SYN-ACK
+            assert conn.client_key not in owners
+            owners[conn.client_key] = shard
+    assert len(owners) == 300
+    assert all(len([k for k, s in owners.items() if s == shard]) > 300 / shards / 2
+               for shard in range(shards))  # spread, not all in one

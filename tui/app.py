@@ -77,6 +77,9 @@ MORE_ROWS_AFTER = 0.03  # seconds before rows left over are drawn when no update
 # was half of the app's CPU on a big file, and under heavy live traffic held the interpreter
 # (the GIL) from the capture thread for as long.
 BUSY_REDRAW = 0.25
+# The same while a file is read: the screen (a redraw of a full table took ~40 ms at 120x40)
+# shares the two cores with the capture thread and the HTTP helpers, which the load waits for.
+FILE_REDRAW = 0.5
 
 
 class Searched(Message):
@@ -326,10 +329,11 @@ class WirepeekApp(App[None]):
 
     def _redraw_due_in(self) -> float:
         """Seconds before rows and status may be redrawn: none for a live capture that keeps
-        up, else BUSY_REDRAW after the last redraw."""
+        up, else BUSY_REDRAW (a file: FILE_REDRAW) after the last redraw."""
         if self.status is None or (self.status.live and not self.status.behind):
             return 0.0
-        return max(0.0, self._drawn_at + BUSY_REDRAW - time.monotonic())
+        every = BUSY_REDRAW if self.status.live else FILE_REDRAW
+        return max(0.0, self._drawn_at + every - time.monotonic())
 
     def _rows_left(self) -> None:
         """Rows that did not fit in an update's time are drawn soon after, whether or not

@@ -7,10 +7,7 @@ An exchange as the engine gives it (heads, kept bodies, times) costs 1-3 KB of P
 a keep-alive capture of 160,000 exchanges held that way was most of what the app grew by, and
 the store had to forget most of them to stay within --memory. Here each exchange is written once,
 when it comes, as one record of an `engine.spool.Spool` (a ring file in the temporary directory,
-unlinked as it is made), encoded with `marshal` (every field is a str, bytes, int, float, bool,
-None or a tuple of them, which marshal writes and reads back exactly and at C speed). A record
-says its own kind: an HTTP exchange's tuple starts with its index (an int), a transaction's with
-its protocol's name (a str). Memory keeps 16 bytes an exchange: where its record is, and its
+unlinked as it is made), as engine.encoded makes it. Memory keeps 16 bytes an exchange: where its record is, and its
 index (the HTTP tab's default order). Views read exchanges back by position when they draw them
 (a screenful at a time), the search and the statistics in their worker threads.
 
@@ -26,6 +23,15 @@ from array import array
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
+from engine.encoded import (  # noqa: F401 (encode and row_of: this module's to its users)
+    ANSWERED_ERROR,
+    ANSWERED_OK,
+    NO_ANSWER,
+    Exchange,
+    add,
+    encode,
+    row_of,
+)
 from engine.events import (
     GrpcCall,
     Headers,
@@ -35,68 +41,15 @@ from engine.events import (
     Message,
     Transaction,
 )
-from engine.spool import DATA, HEADER, Spool, record
-
-Exchange = HttpTransaction | Transaction  # what a connection's list holds
+from engine.spool import DATA, HEADER, Spool
 
 _new = tuple.__new__
-NO_ANSWER = -2  # a row's status when its last request got no answer (it will get none)
-# A row's status when its last transaction (not HTTP) was answered: Transaction.status "ok" or
-# "error" (a transaction without an answer is NO_ANSWER, as an HTTP request is).
-ANSWERED_OK, ANSWERED_ERROR = -3, -4
 OUTCOME_WORDS = {ANSWERED_OK: "ok", ANSWERED_ERROR: "error"}
 GONE = "no longer kept: the ring file of exchanges (--spool) was overwritten"
 
 
-def encode(tx: Exchange) -> bytes:
-    """The record of an exchange, without its connection's id (its reader knows it: the helper
-    processes that parse files, tui.http_helpers, number connections their own way)."""
-    if type(tx) is Transaction:
-        return marshal.dumps((
-            tx.protocol, tx.index, _side(tx.request), tx.request_summary, _side(tx.response),
-            tx.response_summary, tx.status, tx.error, tx.notes,
-        ))  # fmt: skip
-    assert isinstance(tx, HttpTransaction)
-    request, response = tx.request, tx.response
-    return marshal.dumps((
-        tx.index, tx.error, tx.tunnel, tx.notes,
-        None if request is None else _stored(request),
-        None if response is None else _stored(response),
-        tx.stream, None if tx.grpc is None else tuple(tx.grpc),
-    ))
-
-
-def _stored(message: HttpRequest | HttpResponse) -> tuple[Any, ...]:
-    """A message's fields as marshal writes them: its headers as their text when they have one."""
-    headers = message.headers
-    stored = headers.stored() if type(headers) is Headers else tuple(headers)
-    return (*message[:5], stored, *message[6:])
-
-
 def _loaded(cls: Any, fields: tuple[Any, ...]) -> Any:
     return _new(cls, (*fields[:5], Headers.load(fields[5]), *fields[6:]))
-
-
-def _side(message: Message | None) -> tuple[float, float, int] | None:
-    return None if message is None else (message.ts, message.end_ts, message.size)
-
-
-def row_of(tx: Exchange) -> tuple[str, int]:
-    """What its connection's row shows of an exchange: its request line, and its status; of a
-    transaction, its request's summary (or, without one, its answer's), and ANSWERED_OK,
-    ANSWERED_ERROR or NO_ANSWER (wire text: the row escapes it)."""
-    if type(tx) is Transaction:
-        if tx.request_summary is not None:
-            line = tx.request_summary
-        else:
-            line = "(no request)" + (f" {tx.response_summary}" if tx.response_summary else "")
-        if tx.status is None:
-            return line, NO_ANSWER
-        return line, ANSWERED_ERROR if tx.status == "error" else ANSWERED_OK
-    assert isinstance(tx, HttpTransaction)
-    request, response = tx.request, tx.response
-    return (f"{request.method} {request.target}" if request else "(no request)",
-            response.status if response is not None else NO_ANSWER)
 
 
 def decode(blob: bytes, connection: int) -> Exchange:
@@ -145,16 +98,8 @@ class EncodedExchanges:
     def add(self, connection: int, tx: Exchange) -> None:
         records = self.records
         assert isinstance(records, bytearray)  # being made, not received
-        self.starts.append(len(records))
-        records += record(DATA, False, 0.0, 0, -1, 0, encode(tx))
-        self.connections.append(connection)
-        line, status = row_of(tx)
-        self.lines.append(line)
-        self.statuses.append(status)
-        # (A transaction's request is never listed as waiting: it has no offset to match.)
-        request = tx.request if type(tx) is HttpTransaction else None
-        self.offsets.append(request.offset if request is not None else -1)
-        self.indexes.append(tx.index)
+        add(records, self.starts, self.connections, self.lines, self.statuses, self.offsets,
+            self.indexes, connection, tx)
 
     def blob(self, i: int) -> bytes:
         """The i-th exchange's record as `encode` made it."""

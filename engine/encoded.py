@@ -1,0 +1,96 @@
+"""Exchanges encoded as records: what an HTTP helper process (tui.http_helpers) sends the app,
+and what the app's ring file of exchanges (tui.exchange_log) holds. Here, in the compiled engine,
+because a helper encodes every exchange it parses: interpreted, this was a sixth of its time.
+
+A record is `marshal`'s writing of a tuple (every field a str, bytes, int, float, bool, None or a
+tuple of them, which marshal writes and reads back exactly and at C speed). An HTTP exchange's
+tuple starts with its index (an int), a transaction's with its protocol's name (a str). The
+connection's id is not in it: its reader knows it (the helpers number connections their own way).
+"""
+
+from __future__ import annotations
+
+import marshal
+from typing import Any
+
+from engine.events import Headers, HttpRequest, HttpResponse, HttpTransaction, Message, Transaction
+from engine.spool import DATA, record
+
+Exchange = HttpTransaction | Transaction  # what a connection's list holds
+
+NO_ANSWER = -2  # a row's status when its last request got no answer (it will get none)
+# A row's status when its last transaction (not HTTP) was answered: Transaction.status "ok" or
+# "error" (a transaction without an answer is NO_ANSWER, as an HTTP request is).
+ANSWERED_OK, ANSWERED_ERROR = -3, -4
+
+
+def encode(tx: Exchange) -> bytes:
+    """The record of an exchange, without its connection's id."""
+    if isinstance(tx, Transaction):
+        return marshal.dumps((
+            tx.protocol, tx.index, _side(tx.request), tx.request_summary, _side(tx.response),
+            tx.response_summary, tx.status, tx.error, tx.notes,
+        ))  # fmt: skip
+    request, response = tx.request, tx.response
+    return marshal.dumps((
+        tx.index, tx.error, tx.tunnel, tx.notes,
+        None if request is None else _stored(request),
+        None if response is None else _stored(response),
+        tx.stream, None if tx.grpc is None else tuple(tx.grpc),
+    ))  # fmt: skip
+
+
+def _stored(message: HttpRequest | HttpResponse) -> tuple[Any, ...]:
+    """A message's fields as marshal writes them: its headers as their text when they have one."""
+    fields: tuple[Any, ...] = tuple(message)
+    headers = fields[5]  # Headers, or a tuple of pairs (some makers of records give one)
+    stored = headers.stored() if type(headers) is Headers else tuple(headers)
+    return (*fields[:5], stored, *fields[6:])
+
+
+def _side(message: Message | None) -> tuple[float, float, int] | None:
+    return None if message is None else (message.ts, message.end_ts, message.size)
+
+
+def row_of(tx: Exchange) -> tuple[str, int]:
+    """What its connection's row shows of an exchange: its request line, and its status; of a
+    transaction, its request's summary (or, without one, its answer's), and ANSWERED_OK,
+    ANSWERED_ERROR or NO_ANSWER (wire text: the row escapes it)."""
+    if isinstance(tx, Transaction):
+        if tx.request_summary is not None:
+            line = tx.request_summary
+        else:
+            line = "(no request)" + (f" {tx.response_summary}" if tx.response_summary else "")
+        if tx.status is None:
+            return line, NO_ANSWER
+        return line, ANSWERED_ERROR if tx.status == "error" else ANSWERED_OK
+    request, response = tx.request, tx.response
+    return (
+        f"{request.method} {request.target}" if request is not None else "(no request)",
+        response.status if response is not None else NO_ANSWER,
+    )
+
+
+def add(
+    records: bytearray,
+    starts: Any,
+    connections: Any,
+    lines: list[str],
+    statuses: Any,
+    offsets: Any,
+    indexes: Any,
+    connection: int,
+    tx: Exchange,
+) -> None:
+    """Append an exchange to the columns of tui.exchange_log.EncodedExchanges: its record to
+    `records`, where it starts, its connection, its row's line and status, its request's stream
+    offset (-1 without one: a transaction's request is never listed as waiting) and its index."""
+    starts.append(len(records))
+    records += record(DATA, False, 0.0, 0, -1, 0, encode(tx))
+    connections.append(connection)
+    line, status = row_of(tx)
+    lines.append(line)
+    statuses.append(status)
+    request = tx.request if isinstance(tx, HttpTransaction) else None
+    offsets.append(request.offset if request is not None else -1)
+    indexes.append(tx.index)
