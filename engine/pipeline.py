@@ -47,7 +47,6 @@ from engine.keylog import KeyLog
 from engine.protocols import PROTOCOLS
 from engine.spool import Spool
 from engine.tcp import HOST_SHIFT, V6_TAG
-from engine.tlsdecrypt import decryptor_factory
 
 _UNBOUNDED = sys.maxsize  # no enclosing packet: only the capture bounds a header
 _ipv4_head = struct.Struct("!BxHHHxB").unpack_from  # ver/ihl, total length, id, flags/frag, proto
@@ -142,6 +141,9 @@ class Pipeline:
                 *consumers.get(HTTP2, []),
             ]
         if keylog is not None:
+            # Imported only here: cryptography takes ~6 MB, which a capture without keys spares.
+            from engine.tlsdecrypt import decryptor_factory
+
             inner = inner_http_factory(
                 http_body_limit if http_body_limit is not None else 0,
                 self.bounds.reorder_window,

@@ -29,6 +29,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Final
 
+DECRYPTED: Final = "decrypted"  # ConnectionInfo.tls_status of a connection engine.tlsdecrypt reads
 MAX_HELLO_BYTES: Final = 64 * 1024  # of stream, record headers included; beyond that, give up
 MAX_RECORD_LENGTH: Final = 1 << 14  # RFC 8446 5.1: a plaintext record carries at most 2^14 bytes
 

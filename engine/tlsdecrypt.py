@@ -53,6 +53,7 @@ from engine import keylog, tls
 from engine.detect import H2_PREFACE, http_request_start
 from engine.events import Event
 from engine.keylog import KeyLog
+from engine.tls import DECRYPTED
 
 if TYPE_CHECKING:
     from engine.tcp import Connection, StreamConsumer
@@ -77,7 +78,6 @@ HELLO_RETRY: Final = bytes.fromhex(
     "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c"
 )
 
-DECRYPTED: Final = "decrypted"
 NO_KEYS: Final = "no keys for this connection in the key log"
 NO_HANDSHAKE: Final = "its handshake was not captured"
 WAITING: Final = "waiting for its keys in the key log"

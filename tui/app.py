@@ -31,8 +31,8 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine import sources
 from engine.bounds import Bounds
-from engine.events import ConnectionInfo, HttpTransaction, Stats
 from engine.content import decode_message_body
+from engine.events import ConnectionInfo, HttpTransaction, Stats
 from engine.export import body_message, curl_command, raw_http
 from engine.filter import FilterError
 from engine.har import entry as har_entry
@@ -40,7 +40,7 @@ from engine.har import har
 from engine.protocols import PROTOCOLS
 from engine.records import dumps
 from engine.stats import GROUPINGS, Stats
-from engine.tlsdecrypt import DECRYPTED
+from engine.tls import DECRYPTED
 from tui.capture import CaptureDriver, SourceSpec
 from tui.collector import Collector
 from tui.escape import escape_text
@@ -59,12 +59,11 @@ from tui.store import (
 from tui.widgets.connections import ConnectionsTable
 from tui.widgets.http import ExchangesTable, HttpView
 from tui.widgets.packets import PacketsView, prepare
-from tui.widgets.table import VirtualTable
-from tui.widgets.status import StatusBar
 from tui.widgets.stats import StatsView, group_filter, shown_copy
+from tui.widgets.status import StatusBar
 from tui.widgets.stream import StreamView
+from tui.widgets.table import VirtualTable
 from tui.widgets.transactions import title
-
 
 SWITCH_INTERVAL = 0.0005  # seconds; see on_mount
 STATS_EVERY = 2.0  # seconds between two counts of new exchanges while the Stats tab is shown

@@ -22,8 +22,10 @@ import orjson
 from engine import sources
 from engine.batch import META, Batch
 from engine.bounds import Bounds, MiB
+from engine.connections import ConsumerFactory
 from engine.detect import HTTP2
 from engine.dns import DnsFlow
+from engine.ecs import record as ecs_record
 from engine.events import ConnectionClosed, Event, Gap, HttpTransaction, Transaction
 from engine.filter import (
     BODY_SEARCHED,
@@ -37,17 +39,15 @@ from engine.filter import parse as parse_filter
 from engine.har import entry as har_entry
 from engine.har import har
 from engine.http import DEFAULT_MAX_BODY
-from engine.stats import ACCURACY, GROUPINGS, Stats
 from engine.http2 import Http2Parser
 from engine.keylog import KeyLog, open_keys
 from engine.pipeline import Pipeline
-from engine.connections import ConsumerFactory
 from engine.procs import Attribution, owner_record
-from engine.ecs import record as ecs_record
 from engine.records import connection_record, dumps, http_record, line, transaction_record
 from engine.remote import DEFAULT_INTERFACE, HEADERS_ONLY, RemoteCaptures, RemoteTarget
+from engine.stats import ACCURACY, GROUPINGS, Stats
 from engine.tcp import Connection
-from engine.tlsdecrypt import DECRYPTED, TlsDecryptor
+from engine.tls import DECRYPTED
 from tui import collector
 from tui.escape import escape_bytes, escape_text, hexdump_lines
 from tui.live_feed import FEED_BYTES
@@ -575,6 +575,9 @@ class FollowWriter:
             if conn.sniffing and sum(len(h[4]) for h in self.held) < self.LIMIT:
                 self.held.append((conn, from_client, ts, offset, data))
                 return
+            # (Imported here: cryptography is loaded only where there are keys to decrypt with.)
+            from engine.tlsdecrypt import TlsDecryptor
+
             if any(isinstance(c, TlsDecryptor) for c in conn.consumers):
                 self.tls = True
                 self.held = []
