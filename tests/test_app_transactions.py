@@ -416,20 +416,25 @@ async def test_20000_transactions_on_one_connection_stay_bounded_and_keys_stay_q
         # What a key costs the screen, whatever the list's length: the move, the transaction
         # under the cursor described, and the lines on screen drawn (their records read from
         # the ring file). Sorting by a column that is not in memory reads every record once.
-        timings = {}
+        # (How long each takes is make bench-ui's to say: here, the records each one reads.)
+        log = app.store.log
+        reads = []
+        original = log.read
+        log.read = lambda *a: reads.append(a) or original(*a)
+        counts = {}
         for name, key in (("end", listed.action_last), ("home", listed.action_first),
                           ("pagedown", listed.action_page_down), ("j", listed.action_cursor_down),
                           ("sort by dur", lambda: listed.sort_by("duration"))):
-            started = time.perf_counter()
+            reads.clear()
             key()
             app.query_one(HttpView).describe_row(listed.selected_id())
             for y in range(listed.size.height):
                 listed.render_line(y)
-            timings[name] = time.perf_counter() - started
-        print("key timings (ms):", {k: round(v * 1000, 1) for k, v in timings.items()})
-        sort = timings.pop("sort by dur")
-        assert max(timings.values()) < 0.1, timings
-        assert sort < 0.5  # (about 70 ms on a quiet machine: every record read once)
+            counts[name] = len(reads)
+        del log.read
+        sort = counts.pop("sort by dur")
+        assert max(counts.values()) <= 2 * listed.size.height, counts
+        assert sort <= len(kept) + 2 * listed.size.height, sort
 
 
 @pytest.mark.asyncio
@@ -455,18 +460,18 @@ async def test_a_view_of_a_connection_sent_100000_transactions_opens_and_moves_a
         read = []
         original = store.log.read
         monkeypatch.setattr(store.log, "read", lambda *a: read.append(a) or original(*a))
-        started = time.perf_counter()
+        # (How fast is make bench-ui's to say; here, that the work does not grow with the list:
+        # only what is drawn is read back from the ring.)
         view.show(0, kept, protocol="redis", evicted=store.dropped[0])
-        opened = time.perf_counter() - started
         await pilot.pause()
         table = view.table
         assert isinstance(table, TransactionsTable) and table.row_count == len(kept)
-        assert opened < 0.1 and len(read) < 100, (opened, len(read))
-        started = time.perf_counter()
+        assert len(read) < 100, len(read)
+        read.clear()
         table.action_last()
         for y in range(table.size.height):
             table.render_line(y)
-        assert time.perf_counter() - started < 0.1
+        assert len(read) < 100, len(read)
         assert table.transaction(table.selected_id()).index == 99_999
 
 
