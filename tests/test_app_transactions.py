@@ -27,6 +27,7 @@ from tests.synth import write_pcap
 from tests.test_app import SIZE, read_all, until
 from tests.test_connections_table import info
 from tests.test_redis import SCRIPT, command
+from tests.test_store import records_read
 from tui.app import WirepeekApp
 from tui.capture import Pending, SourceSpec
 from tui.exchange_log import (
@@ -395,7 +396,8 @@ def twenty_thousand(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.asyncio
-async def test_20000_transactions_on_one_connection_stay_bounded_and_keys_stay_quick(twenty_thousand):
+async def test_20000_transactions_on_one_connection_stay_bounded_and_keys_stay_quick(twenty_thousand,
+                                                                                   monkeypatch):
     app = file_app(twenty_thousand)
     async with app.run_test(size=SIZE) as pilot:
         await read_all(app, pilot)
@@ -417,10 +419,7 @@ async def test_20000_transactions_on_one_connection_stay_bounded_and_keys_stay_q
         # under the cursor described, and the lines on screen drawn (their records read from
         # the ring file). Sorting by a column that is not in memory reads every record once.
         # (How long each takes is make bench-ui's to say: here, the records each one reads.)
-        log = app.store.log
-        reads = []
-        original = log.read
-        log.read = lambda *a: reads.append(a) or original(*a)
+        reads = records_read(monkeypatch, app.store)
         counts = {}
         for name, key in (("end", listed.action_last), ("home", listed.action_first),
                           ("pagedown", listed.action_page_down), ("j", listed.action_cursor_down),
@@ -431,7 +430,6 @@ async def test_20000_transactions_on_one_connection_stay_bounded_and_keys_stay_q
             for y in range(listed.size.height):
                 listed.render_line(y)
             counts[name] = len(reads)
-        del log.read
         sort = counts.pop("sort by dur")
         assert max(counts.values()) <= 2 * listed.size.height, counts
         assert sort <= len(kept) + 2 * listed.size.height, sort
@@ -457,9 +455,7 @@ async def test_a_view_of_a_connection_sent_100000_transactions_opens_and_moves_a
     app = ViewApp()
     async with app.run_test(size=SIZE) as pilot:
         view = app.query_one(HttpView)
-        read = []
-        original = store.log.read
-        monkeypatch.setattr(store.log, "read", lambda *a: read.append(a) or original(*a))
+        read = records_read(monkeypatch, store)
         # (How fast is make bench-ui's to say; here, that the work does not grow with the list:
         # only what is drawn is read back from the ring.)
         view.show(0, kept, protocol="redis", evicted=store.dropped[0])

@@ -400,7 +400,7 @@ async def test_opening_a_connection_reads_only_the_exchanges_drawn(monkeypatch):
 
     from engine.events import ConnectionOpened
     from tests.test_connections_table import info
-    from tests.test_store import exchange
+    from tests.test_store import exchange, records_read
     from tui.store import TrafficStore
 
     store = TrafficStore(budget=10**12)
@@ -413,9 +413,7 @@ async def test_opening_a_connection_reads_only_the_exchanges_drawn(monkeypatch):
     app = ViewApp()
     async with app.run_test(size=SIZE) as pilot:
         view = app.query_one(HttpView)
-        read = []
-        original = store.log.read
-        monkeypatch.setattr(store.log, "read", lambda *a: read.append(a) or original(*a))
+        read = records_read(monkeypatch, store)
         view.show(0, store.exchanges(0))
         await pilot.pause()
         assert view.table.row_count == 3000 and 0 < len(read) < 200

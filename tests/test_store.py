@@ -55,6 +55,15 @@ def recount(store: TrafficStore) -> int:
             + EXCHANGE_COST * sum(len(txs) for txs in store.http.values()))
 
 
+def records_read(monkeypatch: pytest.MonkeyPatch, store: TrafficStore) -> list[tuple]:
+    """The reads of the store's ring file of exchanges from now on (each call's arguments), for
+    tests that a view reads only what it draws."""
+    read: list[tuple] = []
+    original = store.log.read
+    monkeypatch.setattr(store.log, "read", lambda *a: read.append(a) or original(*a))
+    return read
+
+
 def test_past_its_budget_the_store_evicts_the_oldest_connections_exchanges_first():
     budget = 3 * CONNECTION_COST + 400 * EXCHANGE_COST
     store = TrafficStore(budget=budget)
