@@ -4,9 +4,11 @@ connection ids, for every bundled capture."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 import time
+from dataclasses import fields as dataclass_fields
 
 import pytest
 
@@ -144,3 +146,45 @@ def test_the_helpers_pipes_hold_a_message_at_once():
         assert sizes == [http_helpers.PIPE_BYTES] * 2
     finally:
         helpers.close()
+
+
+def helper_messages(monkeypatch, path: str, per_message: int) -> list[http_helpers.Message]:
+    """What a file helper sends for `path`, run in this process, with MESSAGE_EVENTS at
+    `per_message` (and this process's collector left as it is)."""
+    monkeypatch.setattr(http_helpers, "MESSAGE_EVENTS", per_message)
+    monkeypatch.setattr(http_helpers.collector, "headless", lambda: None)
+    monkeypatch.setattr(http_helpers.collector, "after_batch", lambda: None)
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    fields = {f.name: getattr(Bounds(), f.name) for f in dataclass_fields(Bounds)}
+    helper = threading.Thread(target=http_helpers._helper,
+                              args=([path], "", fields, http_helpers.DEFAULT_MAX_BODY, (0, 1), sender))
+    helper.start()
+    messages = []
+    while not (messages and messages[-1].final):
+        assert receiver.poll(30), "the helper sent nothing for 30 s"
+        messages.append(http_helpers._received(receiver))
+    helper.join(10)
+    receiver.close()
+    return messages
+
+
+@pytest.mark.parametrize("name", ["zeek/http__1000-requests-one-dropped-response.pcap",
+                                  "zeek/http__methods.pcap"])
+def test_a_helper_sends_a_batchs_exchanges_in_messages_of_bounded_size(monkeypatch, name):
+    """The records of a helper's messages are most of what the app holds in flight while it
+    reads a file: a message carries at most MESSAGE_EVENTS events' exchanges, and the parts
+    together are what one message a batch gives, with the same connections opened, in order."""
+    whole = helper_messages(monkeypatch, capture(name), 1 << 20)
+    parts = helper_messages(monkeypatch, capture(name), 7)
+    assert max(len(m.exchanges) for m in parts) <= 7
+    assert len(parts) > len(whole)
+    for messages in (whole, parts):
+        assert [m.final for m in messages] == [False] * (len(messages) - 1) + [True]
+        assert [m.through for m in messages] == sorted(m.through for m in messages)
+
+    def joined(messages):
+        exchanges = [x for m in messages for x in m.exchanges]
+        return exchanges, [first for m in messages for first in m.opened]
+
+    assert len(joined(whole)[0]) > 40
+    assert joined(parts) == joined(whole)

@@ -53,7 +53,7 @@ TICK = 0.075  # seconds between updates to the UI
 FILE_TICK = 0.25
 # Exchanges from the helper processes (tui.http_helpers) one update carries at most: past it the
 # driver takes no more from them (they wait) and posts as soon as the UI has taken the last.
-UPDATE_EXCHANGES = 4096
+UPDATE_EXCHANGES = 2048
 # Recent raw packets kept for the Packets tab and for writing (w): the ring's share of the default
 # --memory (tui.memory).
 RING_BYTES = 64 * 1024 * 1024

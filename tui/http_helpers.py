@@ -141,6 +141,13 @@ def _collect(events: list[Event], exchanges: EncodedExchanges,
             seen[(event.connection, event.request.offset)] = event.request
 
 
+MESSAGE_EVENTS = 512
+"""A file helper's events one message carries at most: its exchanges' records are the bulk of
+what the app holds in flight (~0.7 MB for 512 keep-alive exchanges with realistic heads; a
+4096-packet batch gave ~1.4 MB): AHEAD of them a helper, and as many again between the capture
+thread and the screen, freed and allocated again as the file is read."""
+
+
 def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit: int,
             shard: tuple[int, int], out: Pipe, keylogs: tuple[str, ...] = ()) -> None:
     try:
@@ -156,12 +163,17 @@ def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit
             batch = source.next_batch()
             events = pipeline.feed(batch) if batch is not None else pipeline.finish()
             collector.after_batch()
-            exchanges = EncodedExchanges()
-            _collect(events, exchanges)
             final = batch is None
-            _send(out, Message(pipeline.packets, opened[:], exchanges, [],
-                             None if final else source.progress(), final))
-            opened.clear()
+            progress = None if final else source.progress()
+            # A batch's events in parts, each part's exchanges a message.
+            parts = range(0, len(events), MESSAGE_EVENTS) if events else range(1)
+            for start in parts:
+                exchanges = EncodedExchanges()
+                _collect(events[start:start + MESSAGE_EVENTS], exchanges)
+                last = start + MESSAGE_EVENTS >= len(events)
+                _send(out, Message(pipeline.packets, opened[:], exchanges, [], progress,
+                                   final and last))
+                opened.clear()
             if final:
                 break
     except (BrokenPipeError, EOFError):
@@ -243,7 +255,7 @@ def _live_helper(directory: str, lag_files: int, bound_fields: dict[str, Any], b
         out.close()
 
 
-AHEAD = 4
+AHEAD = 2
 """Messages a helper may have waiting in the app before it is left to wait on its pipe."""
 
 _context: Any = None
