@@ -16,9 +16,9 @@ from engine import COMPILED
 from engine.bounds import Bounds
 from engine.events import ConnectionClosed, ConnectionOpened, HttpTransaction, Transaction
 from tests.captures import all_captures, capture
+from tui import http_helpers
 from tui.capture import CaptureDriver, SourceSpec
 from tui.exchange_log import EncodedExchanges, decode, row_of
-from tui import http_helpers
 from tui.http_helpers import HttpHelpers
 from tui.messages import EngineUpdate
 

@@ -30,11 +30,11 @@ import multiprocessing
 import os
 import threading
 import time
-from multiprocessing import forkserver
 from collections import deque
 from collections.abc import Callable
 from dataclasses import fields as dataclass_fields
 from dataclasses import replace
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection as Pipe
 from multiprocessing.connection import wait
 from typing import Any, NamedTuple
@@ -51,6 +51,7 @@ from tui import collector
 from tui.exchange_log import EncodedExchanges
 from tui.live_feed import BATCH, END, FLUSH, SKIP, FeedCapture, FeedReader, LiveFeed
 from tui.sharded import share_of
+
 
 class Message(NamedTuple):
     through: int  # packets the helper has read (the capture thread must have read as many)
