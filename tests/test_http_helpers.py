@@ -188,3 +188,25 @@ def test_a_helper_sends_a_batchs_exchanges_in_messages_of_bounded_size(monkeypat
 
     assert len(joined(whole)[0]) > 40
     assert joined(parts) == joined(whole)
+
+
+def test_a_file_helper_has_at_most_ahead_messages_waiting_in_the_app():
+    """What waits in the app for the capture thread is bounded: a file's helper with more
+    messages to send than AHEAD is left waiting on its pipe until `take` makes room."""
+    path = capture("zeek/http__1000-requests-one-dropped-response.pcap")  # 3 messages, one helper
+    helpers = HttpHelpers((path,), "", Bounds(), jobs=1)
+    try:
+        assert helpers.ahead == http_helpers.AHEAD == 2
+        deadline = time.monotonic() + 30
+        while len(helpers.queues[0]) < helpers.ahead and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # time for a third to arrive, were it let in
+        assert len(helpers.queues[0]) == helpers.ahead and not helpers.received_all[0]
+        taken = 0
+        while not helpers.finished and time.monotonic() < deadline:
+            exchanges, _ = helpers.take(packets=1 << 30, finished=True)
+            taken += sum(len(batch) for batch in exchanges)
+            helpers.arrived.wait(0.1)
+        assert helpers.finished and taken == 1000
+    finally:
+        helpers.close()

@@ -257,7 +257,11 @@ def _live_helper(directory: str, lag_files: int, bound_fields: dict[str, Any], b
 
 
 AHEAD = 2
-"""Messages a helper may have waiting in the app before it is left to wait on its pipe."""
+"""Messages a file's helper may have waiting in the app before it is left to wait on its pipe
+(each of at most MESSAGE_EVENTS events: more ahead only held more records in memory)."""
+LIVE_AHEAD = 4
+"""The same for a live capture's helper, whose messages come by time (SEND_EVERY): one left to
+wait falls behind the feed, and past `lag_files` passes over batches unparsed."""
 
 _context: Any = None
 
@@ -316,8 +320,9 @@ class HttpHelpers:
             sender.close()
             self.receivers.append(receiver)
             self.procs.append(proc)
+        self.ahead = AHEAD if feed is None else LIVE_AHEAD
         # Filled by a thread of their own as messages come (a helper waits while its pipe is
-        # full), at most AHEAD a helper; emptied by `take`.
+        # full), at most `ahead` a helper; emptied by `take`.
         self.queues: list[deque[Message]] = [deque() for _ in range(jobs)]
         self.ids: list[list[int]] = [[] for _ in range(jobs)]  # the app's id of each helper's ids
         self.received_all = [False] * jobs
@@ -358,7 +363,7 @@ class HttpHelpers:
         receivers, queues = self.receivers, self.queues
         while not all(self.received_all):
             ready = [r for i, r in enumerate(receivers)
-                     if not self.received_all[i] and len(queues[i]) < AHEAD]
+                     if not self.received_all[i] and len(queues[i]) < self.ahead]
             if not ready:
                 self._taken.wait(0.1)  # every queue with room is full: wait for take
                 self._taken.clear()
