@@ -618,30 +618,27 @@ def _frontend_well_formed(kind: int, body: bytes) -> bool:
         statement = body.find(b"\0", portal + 1) if portal >= 0 else -1
         if statement < 0:
             return False
-        at = _formats(body, statement + 1)
-        count = _int(body, at, 2) if at >= 0 else None
-        if count is None:
-            return False
-        at += 2
-        for _ in range(count):
-            size = _int(body, at, 4, signed=True)
-            if size is None or size < -1:
-                return False
-            at += 4 + max(size, 0)
-        return _formats(body, at) == n
+        at = _values(body, _formats(body, statement + 1))
+        return at >= 0 and _formats(body, at) == n
     if k == "F":  # a function's oid, formats, arguments, the result's format
-        at = _formats(body, 4)
-        count = _int(body, at, 2) if at >= 0 else None
-        if count is None:
-            return False
-        at += 2
-        for _ in range(count):
-            size = _int(body, at, 4, signed=True)
-            if size is None or size < -1:
-                return False
-            at += 4 + max(size, 0)
-        return n == at + 2 and body[at:] in (b"\0\0", b"\0\1")
+        at = _values(body, _formats(body, 4))
+        return at >= 0 and n == at + 2 and body[at:] in (b"\0\0", b"\0\1")
     return k == "d" or n == 0  # CopyData holds anything; Sync, Flush, CopyDone, Terminate nothing
+
+
+def _values(body: bytes, at: int) -> int:
+    """The offset after a count of values and the values (each its size, -1 for NULL, and its
+    bytes) at `at`; -1 if they are not that, or if `at` is -1."""
+    count = _int(body, at, 2) if at >= 0 else None
+    if count is None:
+        return -1
+    at += 2
+    for _ in range(count):
+        size = _int(body, at, 4, signed=True)
+        if size is None or size < -1:
+            return -1
+        at += 4 + max(size, 0)
+    return at
 
 
 def _formats(body: bytes, at: int) -> int:

@@ -8,7 +8,6 @@ import multiprocessing
 import os
 import threading
 import time
-from dataclasses import fields as dataclass_fields
 
 import pytest
 
@@ -148,16 +147,11 @@ def test_the_helpers_pipes_hold_a_message_at_once():
         helpers.close()
 
 
-def helper_messages(monkeypatch, path: str, per_message: int) -> list[http_helpers.Message]:
-    """What a file helper sends for `path`, run in this process, with MESSAGE_EVENTS at
-    `per_message` (and this process's collector left as it is)."""
-    monkeypatch.setattr(http_helpers, "MESSAGE_EVENTS", per_message)
-    monkeypatch.setattr(http_helpers.collector, "headless", lambda: None)
-    monkeypatch.setattr(http_helpers.collector, "after_batch", lambda: None)
+def helper_messages(target, *args) -> list[http_helpers.Message]:
+    """What a helper (`_helper` or `_live_helper`, given its arguments but the pipe) sends, run
+    in a thread of this process, to its last message."""
     receiver, sender = multiprocessing.Pipe(duplex=False)
-    fields = {f.name: getattr(Bounds(), f.name) for f in dataclass_fields(Bounds)}
-    helper = threading.Thread(target=http_helpers._helper,
-                              args=([path], "", fields, http_helpers.DEFAULT_MAX_BODY, (0, 1), sender))
+    helper = threading.Thread(target=target, args=(*args, sender))
     helper.start()
     messages = []
     while not (messages and messages[-1].final):
@@ -168,14 +162,24 @@ def helper_messages(monkeypatch, path: str, per_message: int) -> list[http_helpe
     return messages
 
 
+def file_helper_messages(monkeypatch, path: str, per_message: int) -> list[http_helpers.Message]:
+    """What a file helper sends for `path` with MESSAGE_EVENTS at `per_message` (and this
+    process's collector left as it is)."""
+    monkeypatch.setattr(http_helpers, "MESSAGE_EVENTS", per_message)
+    monkeypatch.setattr(http_helpers.collector, "headless", lambda: None)
+    monkeypatch.setattr(http_helpers.collector, "after_batch", lambda: None)
+    return helper_messages(http_helpers._helper, [path], "", http_helpers.bounds_as_fields(Bounds()),
+                           http_helpers.DEFAULT_MAX_BODY, (0, 1))
+
+
 @pytest.mark.parametrize("name", ["zeek/http__1000-requests-one-dropped-response.pcap",
                                   "zeek/http__methods.pcap"])
 def test_a_helper_sends_a_batchs_exchanges_in_messages_of_bounded_size(monkeypatch, name):
     """The records of a helper's messages are most of what the app holds in flight while it
     reads a file: a message carries at most MESSAGE_EVENTS events' exchanges, and the parts
     together are what one message a batch gives, with the same connections opened, in order."""
-    whole = helper_messages(monkeypatch, capture(name), 1 << 20)
-    parts = helper_messages(monkeypatch, capture(name), 7)
+    whole = file_helper_messages(monkeypatch, capture(name), 1 << 20)
+    parts = file_helper_messages(monkeypatch, capture(name), 7)
     assert max(len(m.exchanges) for m in parts) <= 7
     assert len(parts) > len(whole)
     for messages in (whole, parts):

@@ -350,9 +350,7 @@ def test_the_capture_process_and_its_files_go_when_the_app_is_killed(how):
 
 def test_a_busy_live_helper_says_how_far_it_is_as_it_goes(tmp_path, monkeypatch):
     # So the feed's files it is past can go while it still has more to read.
-    from dataclasses import fields
-    from multiprocessing import Pipe
-
+    from tests.test_http_helpers import helper_messages
     from tui import http_helpers
 
     monkeypatch.setattr(http_helpers, "SEND_EVERY", 0.0)
@@ -360,16 +358,7 @@ def test_a_busy_live_helper_says_how_far_it_is_as_it_goes(tmp_path, monkeypatch)
     for i in range(50):
         feed.add(batch(10, first=i))
     feed.end()
-    receiver, sender = Pipe(duplex=False)
-    bounds = Bounds()
-    thread = threading.Thread(target=http_helpers._live_helper, args=(
-        str(tmp_path), 8, {f.name: getattr(bounds, f.name) for f in fields(bounds)},
-        1 << 20, (0, 2), sender))
-    thread.start()
-    messages = []
-    while not (messages and messages[-1].final):
-        assert receiver.poll(10)
-        messages.append(http_helpers._received(receiver))
-    thread.join(10)
+    messages = helper_messages(http_helpers._live_helper, str(tmp_path), 8,
+                               http_helpers.bounds_as_fields(Bounds()), 1 << 20, (0, 2))
     throughs = [m.through for m in messages]
     assert len(messages) >= 40 and throughs == sorted(throughs) and throughs[-1] == 500

@@ -143,6 +143,25 @@ def test_detection() -> None:
 REDIS_SERVER = shutil.which("redis-server")
 
 
+def redis_server(port: int) -> subprocess.Popen[bytes]:
+    """redis-server on 127.0.0.1:`port`, answering (its answer to a ping on a connection closed
+    before the test's own)."""
+    import redis
+
+    assert REDIS_SERVER is not None
+    server = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port, protocol=2)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    client.close()
+    return server
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root (CI runs as root)")
 @pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed (Debian: redis-server)")
 def test_a_real_server_and_client(tmp_path: Path) -> None:
@@ -151,19 +170,10 @@ def test_a_real_server_and_client(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    server = redis_server(port)
     err = tmp_path / "err"
     capture = None
     try:
-        client = redis.Redis(port=port, protocol=2)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        client.close()  # (its connection ends before the capture starts)
         capture = json_capture(f"tcp port {port}", err, 5)
         wait_capturing(capture, err)
         client = redis.Redis(port=port, protocol=2)  # a new connection, from its first command
@@ -233,18 +243,11 @@ def test_a_real_server_connection_joined_in_its_middle(tmp_path: Path) -> None:
 
     # Below the ephemeral range: with no handshake seen, the lower port is taken for the server's.
     port = free_port_below_ephemeral()
-    server = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    server = redis_server(port)
     err = tmp_path / "err"
     capture = None
     try:
         client = redis.Redis(port=port, protocol=2, single_connection_client=True)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
         client.set("before", "b" * 5000)
         capture = json_capture(f"tcp port {port}", err, 4)
         wait_capturing(capture, err)

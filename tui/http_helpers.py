@@ -97,6 +97,12 @@ def _received(receiver: Pipe) -> Message:
     return message
 
 
+def bounds_as_fields(bounds: Bounds) -> dict[str, Any]:
+    """`bounds` as its fields, for a helper's arguments: Python 3.11 cannot unpickle a frozen
+    dataclass with slots."""
+    return {field.name: getattr(bounds, field.name) for field in dataclass_fields(bounds)}
+
+
 def _pipeline(bound_fields: dict[str, Any], body_limit: int, shard: tuple[int, int],
               announce: bool, keylogs: tuple[str, ...] = (), files: list[str] | tuple[str, ...] = (),
               listing: str | None = None) -> tuple[Pipeline, list[int]]:
@@ -104,7 +110,7 @@ def _pipeline(bound_fields: dict[str, Any], body_limit: int, shard: tuple[int, i
     opens (the helper sends and clears it with each message). keylogs: the key logs' paths,
     to decrypt TLS with (each process reads them, and again as they grow), with the secrets in
     the capture files; listing: a file naming key logs loaded later (a live capture's)."""
-    # The bounds come as their fields: Python 3.11 cannot unpickle a frozen dataclass with slots.
+    # The bounds come as their fields (see `bounds_as_fields`).
     opened: list[int] = []
 
     def note_open(conn: Connection, emit: Callable[[Event], None]) -> None:
@@ -301,10 +307,10 @@ class HttpHelpers:
         )
         self.receivers: list[Pipe] = []
         self.procs: list[Any] = []
+        fields = bounds_as_fields(share)
         for i in range(jobs):
             receiver, sender = context.Pipe(duplex=False)
             _widen(receiver)
-            fields = {field.name: getattr(share, field.name) for field in dataclass_fields(share)}
             if feed is None:
                 target, args = _helper, (list(files), bpf, fields, body_limit, (i, jobs), sender,
                                          keylogs)
