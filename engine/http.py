@@ -651,11 +651,12 @@ FAST_HEAD: Final = 8192
 # bytes pattern: space, tab, CR, LF, FF, VT) in runs that blanks may separate. So a line is a
 # field exactly when its name is a token and no NUL, CR, LF, FF or VT follows the colon; the
 # value is what is left once the blanks around it are stripped.
-# The field lines of a head are checked at once: _FIELD_LINES says each is a token, a colon and
-# no CR before its CRLF; then counting LFs against CRs rules out a bare LF, and a search for
-# NUL, VT and FF the rest. The fields that the framing or the parser reads are found in the
-# lowercased lines (h11 lowercases names), their values then taken as sent.
-_FIELD_LINES = re.compile(rb"(?:" + token.encode("ascii") + rb":[^\r]*\r\n)*")
+# The field lines of a head are checked at once, in one pass: _FIELD_LINES says each is a token,
+# a colon and no NUL, CR, LF, FF or VT before its CRLF. (Two counts and three searches after a
+# looser pattern did the same in 1.35 us a head of 7 fields, this in 1.1.) The fields that the
+# framing or the parser reads are found in the lowercased lines (h11 lowercases names), their
+# values then taken as sent.
+_FIELD_LINES = re.compile(rb"(?:" + token.encode("ascii") + rb":[^\r\n\x00\x0b\x0c]*\r\n)*")
 _CONTENT_LENGTH = re.compile(rb"[0-9]{1,20}")
 
 
@@ -747,13 +748,7 @@ def _plain_head(data: bytearray, end: int, request: bool) -> _Head | None:
         if request and version == b"1.1":
             return None  # no Host
         return _Head(method, target, version, status, reason, NO_HEADERS, None, False, False)
-    if (
-        _FIELD_LINES.fullmatch(data, first, end + 2) is None
-        or data.count(b"\n", first, end) != data.count(b"\r", first, end)
-        or data.find(b"\x00", first, end) >= 0
-        or data.find(b"\x0b", first, end) >= 0
-        or data.find(b"\x0c", first, end) >= 0
-    ):
+    if _FIELD_LINES.fullmatch(data, first, end + 2) is None:
         return None  # not a field (a folded line begins with a blank), or NUL, CR, LF, FF, VT
     low = data[first - 1 : end + 2].lower()  # LF, then each field line with its CRLF
     base = first - 1

@@ -193,6 +193,13 @@ UNUSUAL = [
     (False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n"),
     (False, b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 21 + b"\r\n\r\n"),
     (False, b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n"),
+    # Inside a value, in the last field line or another: a bare LF or CR, NUL, VT, FF.
+    (False, b"HTTP/1.1 200 OK\r\nX: a\nb\r\nServer: s\r\n\r\n"),
+    (False, b"HTTP/1.1 200 OK\r\nServer: s\r\nX: a\nb\r\n\r\n"),
+    (False, b"HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n"),
+    (True, b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n"),
+    (True, b"GET / HTTP/1.1\r\nX: a\x0bb\r\nHost: a\r\n\r\n"),
+    (True, b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x0c\r\n\r\n"),
 ]
 
 

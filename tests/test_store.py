@@ -249,16 +249,19 @@ def test_past_its_ring_the_store_forgets_the_oldest_exchanges_before_they_are_ov
     assert old[0].error == GONE and old[0].index == -1
 
 
-@pytest.mark.parametrize("per_batch", [1, 7, 150, 1200])
-def test_helpers_batches_are_written_so_that_nothing_kept_is_overwritten(per_batch):
+@pytest.mark.parametrize(("per_batch", "body"), [(1, 1000), (7, 1000), (150, 1000),
+                                                (1200, 1000), (1200, 957), (1200, 1131),
+                                                (400, 40_000)])
+def test_helpers_batches_are_written_so_that_nothing_kept_is_overwritten(per_batch, body):
     """Exchanges from the helpers come encoded in batches written at once (a batch of 1,200 is
     about 1.4 MB, over five times the ring): written a slice of an eighth of the ring at a time,
-    each after a sweep, every exchange listed reads back whole, as one at a time did."""
+    each after a sweep, every exchange listed reads back whole, as one at a time did; whatever
+    the records' size (where they end against an eighth of the ring, or over one)."""
     from tui.exchange_log import EncodedExchanges
 
     store = TrafficStore(budget=10**12, log_bytes=256 * 1024)
     store.apply(tuple(ConnectionOpened(info(i)) for i in range(3)))
-    sent = [exchange(i % 3, i // 3) for i in range(1200)]
+    sent = [exchange(i % 3, i // 3, body) for i in range(1200)]
     for first in range(0, len(sent), per_batch):
         batch = EncodedExchanges()
         for tx in sent[first:first + per_batch]:

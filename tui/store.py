@@ -18,7 +18,7 @@ so: what comes for it later is not kept (its exchanges are counted).
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -170,12 +170,17 @@ class TrafficStore:
             starts, size = batch.starts, len(batch.records)
             first = 0
             while first < len(starts):
-                # A slice is at most an eighth of the log, swept before it is written, so that
-                # no record the store keeps is overwritten meanwhile (see _sweep).
-                last = bisect_left(starts, starts[first] + log.capacity // 8, first + 1)
+                # A slice is at most an eighth of the log (or one record, if bigger), swept
+                # before it is written, so that no record the store keeps is overwritten
+                # meanwhile (see _sweep). Its records start and end within that eighth: one
+                # running past it overwrote kept records that no sweep had forgotten.
+                limit = starts[first] + log.capacity // 8
+                last = bisect_right(starts, limit, first + 1)
+                if last < len(starts) or size > limit:
+                    last = max(first + 1, last - 1)
                 end = starts[last] if last < len(starts) else size
                 if log.written + end - starts[first] >= self._sweep_at:
-                    self._sweep()
+                    self._sweep(end - starts[first])
                 whole = first == 0 and end == size
                 records = batch.records if whole else batch.records[starts[first]:end]
                 base = log.append_records(records) - starts[first]
@@ -277,12 +282,13 @@ class TrafficStore:
         self.evicted_exchanges += n
         self._drop_exchanges(conn_id, n)
 
-    def _sweep(self) -> None:
+    def _sweep(self, size: int = 0) -> None:
         """Forget the exchanges whose records the ring is about to overwrite: those within an
-        eighth of its size of the oldest. The next sweep comes when another eighth is written,
-        before the ring reaches what this one kept."""
+        eighth of its size of the oldest, or, about to write `size` bytes more than that, those
+        that they overwrite. The next sweep comes when another eighth is written, before the
+        ring reaches what this one kept."""
         log = self.log
-        below = log.oldest + log.capacity // 8
+        below = max(log.oldest + log.capacity // 8, log.written + size - log.capacity)
         self._sweep_at = log.written + log.capacity // 8
         for conn_id, txs in list(self.http.items()):
             n = bisect_left(txs.positions, below)
