@@ -19,7 +19,7 @@ import marshal
 from typing import Any
 
 from engine.events import Headers, HttpRequest, HttpResponse, HttpTransaction, Message, Transaction
-from engine.spool import DATA, HEADER
+from engine.spool import DATA, add_record
 
 Exchange = HttpTransaction | Transaction  # what a connection's list holds
 
@@ -93,9 +93,7 @@ def add(
     `records`, where it starts, its connection, its row's line and status, its request's stream
     offset (-1 without one: a transaction's request is never listed as waiting) and its index."""
     starts.append(len(records))
-    blob = encode(tx)
-    records += HEADER.pack(DATA, False, 0.0, 0, -1, 0, len(blob))  # as spool.record, one copy less
-    records += blob
+    add_record(records, DATA, False, 0.0, 0, -1, 0, encode(tx))
     connections.append(connection)
     line, status = row_of(tx)
     lines.append(line)

@@ -62,11 +62,29 @@ class Record:
         self.extra = extra
 
 
+def add_record(
+    out: bytearray,
+    kind: int,
+    from_client: bool,
+    ts: float,
+    offset: int,
+    ack: int,
+    value: int,
+    extra: bytes = b"",
+) -> None:
+    """Append one record to `out` as `Spool.append` writes it (its header, then `extra`, not
+    joined first): the spool's buffer, or records made elsewhere for `Spool.append_records`."""
+    out += HEADER.pack(kind, from_client, ts, offset, ack, value, len(extra))
+    out += extra
+
+
 def record(
     kind: int, from_client: bool, ts: float, offset: int, ack: int, value: int, extra: bytes = b""
 ) -> bytes:
     """One record as `Spool.append` writes it, for `Spool.append_records`."""
-    return HEADER.pack(kind, from_client, ts, offset, ack, value, len(extra)) + extra
+    out = bytearray()
+    add_record(out, kind, from_client, ts, offset, ack, value, extra)
+    return bytes(out)
 
 
 class Spool:
@@ -112,8 +130,7 @@ class Spool:
         """Write one record; its position."""
         pos = self.written
         buf = self._buf
-        buf += HEADER.pack(kind, from_client, ts, offset, ack, value, len(extra))
-        buf += extra
+        add_record(buf, kind, from_client, ts, offset, ack, value, extra)
         self.written = pos + HEADER.size + len(extra)
         if len(buf) >= FLUSH_AT:
             self.flush()
