@@ -15,6 +15,7 @@ from engine import COMPILED
 from engine.bounds import Bounds
 from engine.events import ConnectionClosed, ConnectionOpened, HttpTransaction, Transaction
 from tests.captures import all_captures, capture
+from tui import capture as capture_module
 from tui import http_helpers
 from tui.capture import CaptureDriver, SourceSpec
 from tui.exchange_log import EncodedExchanges, decode, row_of
@@ -103,6 +104,19 @@ def test_helpers_give_the_exchanges_the_capture_thread_gives(name):
     for conn_id, blob, line, status, _ in helped:
         tx = decode(blob, conn_id)
         assert tx.connection == conn_id and row_of(tx) == (line, status)
+
+
+def test_a_files_update_carries_the_exchanges_of_few_helper_messages(monkeypatch):
+    """A file's exchanges in flight between the helpers and the store (the app's peak above what
+    it keeps) are bounded by FILE_UPDATE_EXCHANGES: with it at 1, an update carries what one take
+    found, at most AHEAD messages (of at most MESSAGE_EVENTS events) per helper."""
+    monkeypatch.setattr(capture_module, "FILE_UPDATE_EXCHANGES", 1)
+    path = capture("zeek/http__1000-requests-one-dropped-response.pcap")
+    posted, exchanges, _ = drive(path, jobs=1)
+    sizes = [sum(len(batch) for batch in update.exchanges) for update in posted]
+    assert sum(sizes) == len(exchanges) == 1000
+    assert max(sizes) <= http_helpers.AHEAD * http_helpers.MESSAGE_EVENTS
+    assert len([size for size in sizes if size]) >= 2
 
 
 def test_a_new_filter_reads_the_file_again_with_new_helpers():
@@ -200,11 +214,11 @@ def test_a_file_helper_has_at_most_ahead_messages_waiting_in_the_app():
     path = capture("zeek/http__1000-requests-one-dropped-response.pcap")  # 3 messages, one helper
     helpers = HttpHelpers((path,), "", Bounds(), jobs=1)
     try:
-        assert helpers.ahead == http_helpers.AHEAD == 2
+        assert helpers.ahead == http_helpers.AHEAD == 1
         deadline = time.monotonic() + 30
         while len(helpers.queues[0]) < helpers.ahead and time.monotonic() < deadline:
             time.sleep(0.01)
-        time.sleep(0.3)  # time for a third to arrive, were it let in
+        time.sleep(0.3)  # time for a second to arrive, were it let in
         assert len(helpers.queues[0]) == helpers.ahead and not helpers.received_all[0]
         taken = 0
         while not helpers.finished and time.monotonic() < deadline:

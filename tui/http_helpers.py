@@ -151,8 +151,9 @@ def _collect(events: list[Event], exchanges: EncodedExchanges,
 MESSAGE_EVENTS = 512
 """A file helper's events one message carries at most: its exchanges' records are the bulk of
 what the app holds in flight (~0.7 MB for 512 keep-alive exchanges with realistic heads; a
-4096-packet batch gave ~1.4 MB): AHEAD of them a helper, and as many again between the capture
-thread and the screen, freed and allocated again as the file is read."""
+4096-packet batch gave ~1.4 MB): AHEAD of them a helper, and those of about
+tui.capture.FILE_UPDATE_EXCHANGES between the capture thread and the screen, freed and allocated
+again as the file is read."""
 
 
 def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit: int,
@@ -262,9 +263,10 @@ def _live_helper(directory: str, lag_files: int, bound_fields: dict[str, Any], b
         out.close()
 
 
-AHEAD = 2
+AHEAD = 1
 """Messages a file's helper may have waiting in the app before it is left to wait on its pipe
-(each of at most MESSAGE_EVENTS events: more ahead only held more records in memory)."""
+(each of at most MESSAGE_EVENTS events: more ahead only held more records in memory; with its
+pipe's PIPE_BYTES, a helper still has about a message more to write before it waits)."""
 LIVE_AHEAD = 4
 """The same for a live capture's helper, whose messages come by time (SEND_EVERY): one left to
 wait falls behind the feed, and past `lag_files` passes over batches unparsed."""
