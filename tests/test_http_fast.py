@@ -217,7 +217,7 @@ def test_unusual_heads_go_to_h11(request_: bool, head: bytes) -> None:
 
 @pytest.mark.parametrize("byte", range(256))
 def test_each_byte_in_a_value_is_read_as_h11_reads_it(byte: int) -> None:
-    # The value's character class, byte by byte: where h11 reads the head, the fast path reads
+    # The class of a field value's bytes, and of a reason phrase's, byte by byte: where h11 reads the head, the fast path reads
     # it the same or leaves it to h11; where h11 refuses it, the fast path never takes it. Only
     # the bytes h11 refuses in a value (NUL, CR, LF, FF, VT) go to h11.
     value = b"a" + bytes([byte]) + b"b"
@@ -230,6 +230,14 @@ def test_each_byte_in_a_value_is_read_as_h11_reads_it(byte: int) -> None:
         else:
             assert fast is not None
             assert fast == slow
+    # And in a status line's reason phrase, whose class is the same.
+    head = b"HTTP/1.1 200 O" + value + b"\r\nServer: s\r\n\r\n"
+    fast, slow = by_fast(head, False), by_h11(head, False)
+    if byte in b"\x00\r\n\x0b\x0c":
+        assert fast is None
+    else:
+        assert fast is not None
+        assert fast == slow
 
 
 def test_a_head_longer_than_the_fast_limit_goes_to_h11() -> None:
