@@ -23,6 +23,12 @@ MIB = 1 << 20
 # --- encoders ------------------------------------------------------------------------------------
 
 
+def gzip_member(data: bytes) -> bytes:
+    """One gzip member with a fixed mtime: the bytes, and so the test ids pytest makes of them, are
+    the same in every run and in each xdist worker (which must collect the same tests)."""
+    return gzip.compress(data, mtime=0)
+
+
 def zlib_deflate(data: bytes) -> bytes:
     return zlib.compress(data)
 
@@ -33,8 +39,8 @@ def raw_deflate(data: bytes) -> bytes:
 
 
 ENCODERS: dict[str, Callable[[bytes], bytes]] = {
-    "gzip": gzip.compress,
-    "x-gzip": gzip.compress,
+    "gzip": gzip_member,
+    "x-gzip": gzip_member,
     "deflate": zlib_deflate,
     "br": brotli.compress,
     "identity": lambda data: data,
@@ -83,10 +89,10 @@ def test_round_trip(header: str | None, undone: tuple[str, ...], data: bytes) ->
         (zlib_deflate(TEXT), "deflate"),  # RFC 9110's deflate: zlib-wrapped
         (raw_deflate(TEXT), "deflate"),  # what some servers send instead
         (raw_deflate(zlib_deflate(TEXT)), "deflate, deflate"),
-        (gzip.compress(TEXT[:1000]) + gzip.compress(TEXT[1000:]), "gzip"),  # two members
-        (gzip.compress(b"") + gzip.compress(TEXT) + gzip.compress(b""), "gzip"),
-        (b"".join(gzip.compress(TEXT[i : i + 7]) for i in range(0, len(TEXT), 7)), "gzip"),
-        (gzip.compress(TEXT) + bytes(512), "gzip"),  # zero padding after the last member
+        (gzip_member(TEXT[:1000]) + gzip_member(TEXT[1000:]), "gzip"),  # two members
+        (gzip_member(b"") + gzip_member(TEXT) + gzip_member(b""), "gzip"),
+        (b"".join(gzip_member(TEXT[i : i + 7]) for i in range(0, len(TEXT), 7)), "gzip"),
+        (gzip_member(TEXT) + bytes(512), "gzip"),  # zero padding after the last member
     ],
     ids=["zlib", "raw", "raw-over-zlib", "two-members", "empty-members", "many-members", "padded"],
 )
@@ -135,7 +141,7 @@ def test_a_stream_that_stops_in_a_complete_body_is_an_error(header: str, ends_ea
 
 
 def test_a_gzip_stream_without_its_trailer_keeps_all_its_data() -> None:
-    decoded = decode_body(gzip.compress(TEXT)[:-8], "gzip")
+    decoded = decode_body(gzip_member(TEXT)[:-8], "gzip")
     assert decoded == DecodedBody(TEXT, ("gzip",), True, "gzip: compressed body ends early")
 
 
@@ -154,12 +160,12 @@ def flip(body: bytes, at: int) -> bytes:
     ("body", "header", "error_starts"),
     [
         (b"this is not gzip", "gzip", "gzip: corrupt data"),
-        (flip(gzip.compress(TEXT), 20), "gzip", "gzip: corrupt data"),
-        (flip(gzip.compress(TEXT), -6), "gzip", "gzip: corrupt data"),  # CRC mismatch
+        (flip(gzip_member(TEXT), 20), "gzip", "gzip: corrupt data"),
+        (flip(gzip_member(TEXT), -6), "gzip", "gzip: corrupt data"),  # CRC mismatch
         (b"\xff" * 40, "deflate", "deflate: corrupt data"),
         (flip(zlib_deflate(TEXT), -2), "deflate", "deflate: corrupt data"),  # adler32 mismatch
         (b"\xff" * 40, "br", "br: corrupt data"),
-        (gzip.compress(TEXT) + b"junk", "gzip", "gzip: 4 bytes of trailing data"),
+        (gzip_member(TEXT) + b"junk", "gzip", "gzip: 4 bytes of trailing data"),
         (zlib_deflate(TEXT) + b"junk", "deflate", "deflate: 4 bytes of trailing data"),
         (brotli.compress(TEXT) + b"junk", "br", "br: 4 bytes of trailing data"),
         (b"\xff" * 40, "gzip, br", "br: corrupt data"),
@@ -189,7 +195,7 @@ def test_trailing_data_keeps_the_whole_decoded_stream(header: str, junk: bytes) 
 
 
 def test_a_flood_of_trailing_data_is_not_counted_to_its_end() -> None:
-    decoded = decode_body(gzip.compress(TEXT) + b"j" * 10 * MIB, "gzip")
+    decoded = decode_body(gzip_member(TEXT) + b"j" * 10 * MIB, "gzip")
     assert decoded.data == TEXT
     assert decoded.error is not None and decoded.error.startswith("gzip: at least ")
 
@@ -212,7 +218,7 @@ def test_a_single_byte_body_ends_early(header: str) -> None:
 
 
 def test_data_before_a_corrupt_gzip_member_is_kept() -> None:
-    body = gzip.compress(TEXT) + b"\x1f\x8b" + b"\xff" * 30
+    body = gzip_member(TEXT) + b"\x1f\x8b" + b"\xff" * 30
     decoded = decode_body(body, "gzip")
     assert decoded.data == TEXT
     assert decoded.truncated
@@ -228,7 +234,7 @@ def test_data_before_a_corrupt_gzip_member_is_kept() -> None:
         (b"raw", "compress", DecodedBody(b"raw", (), False, "unknown content-coding 'compress'")),
         (b"raw", "gzip, zstd", DecodedBody(b"raw", (), False, "unknown content-coding 'zstd'")),
         (
-            gzip.compress(b"inner"),
+            gzip_member(b"inner"),
             "x-foo, gzip",
             DecodedBody(b"inner", ("gzip",), False, "unknown content-coding 'x-foo'"),
         ),
@@ -305,7 +311,7 @@ def bombs() -> dict[str, bytes]:
         "gzip": deflate_bomb(GIB, "gzip"),
         "deflate": deflate_bomb(GIB, "zlib"),
         "br": brotli_bomb(GIB),
-        "gzip, gzip": gzip.compress(deflate_bomb(GIB, "gzip")),
+        "gzip, gzip": gzip_member(deflate_bomb(GIB, "gzip")),
     }
 
 
@@ -337,7 +343,7 @@ def test_a_decompression_bomb_stays_within_the_limit(bombs: dict[str, bytes], he
 def test_inner_codings_that_make_much_and_give_out_little_are_stopped() -> None:
     # A gzip body that inflates to a gigabyte of empty gzip members: every one decodes to
     # nothing, so the output bound never stops the work; the meter on the inner decoder does.
-    member = gzip.compress(b"", mtime=0)
+    member = gzip_member(b"")
     block = member * (MIB // len(member))
     compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     piece = compressor.compress(block) + compressor.flush(zlib.Z_FULL_FLUSH)
@@ -423,7 +429,7 @@ def test_random_data_cut_anywhere_decodes_to_a_prefix(data: bytes, header: str, 
         (b'{"a": [1, 2, 3]}', True),
         (b"text\x00with a NUL", False),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", False),
-        (gzip.compress(TEXT), False),
+        (gzip_member(TEXT), False),
         (bytes(range(1, 32)) * 4, False),  # valid UTF-8, all control characters
         (bytes(range(128, 256)), False),  # invalid UTF-8, no printable ASCII
         (bytes(range(256))[1:], False),
@@ -495,7 +501,7 @@ def test_decoded_body_is_marked_truncated_when_bytes_were_missing():
     from engine.content import decode_message_body
     from engine.events import HttpResponse
 
-    raw = gzip.compress(b"x" * 1000)
+    raw = gzip_member(b"x" * 1000)
     response = HttpResponse(0.0, 1.0, 200, "OK", "1.1", (("Content-Encoding", "gzip"),),
                             len(raw), 10, raw[:-10], True)
     decoded = decode_message_body(response)
