@@ -1,7 +1,8 @@
 """What the engine tells its users: small immutable records that may cross a thread boundary.
 
-The pipeline returns a list of `Event`s from every `feed` and `flush`: every event class below
-derives from it, so a consumer can match on the type and the type checker knows the fields.
+The pipeline returns a list of `Event`s from every `feed` and `flush`: an `Event` is an
+`HttpTransaction` or one of the classes derived from `EventRecord`, so a consumer can match on
+the type and the type checker knows the fields.
 Connection events carry a `ConnectionInfo` snapshot taken at the end of the batch, so a consumer
 in another thread never sees a half-updated connection.
 """
@@ -15,8 +16,8 @@ from typing import Any, NamedTuple
 from engine.tls import Certificate, ServerHello
 
 
-class Event:
-    """The base of everything the engine emits."""
+class EventRecord:
+    """The base of what the engine emits, but for `HttpTransaction` (a named tuple: see there)."""
 
     __slots__ = ()
 
@@ -68,17 +69,17 @@ class ConnectionInfo(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectionOpened(Event):
+class ConnectionOpened(EventRecord):
     info: ConnectionInfo
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectionUpdated(Event):
+class ConnectionUpdated(EventRecord):
     info: ConnectionInfo
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectionClosed(Event):
+class ConnectionClosed(EventRecord):
     """The connection left the engine's table; its info is final.
 
     reason: "closed" (FIN/RST and linger over), "idle", "evicted" (a bound), "reused" (a new SYN on the
@@ -90,7 +91,7 @@ class ConnectionClosed(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class Gap(Event):
+class Gap(EventRecord):
     """Bytes of one direction that were never seen and were skipped."""
 
     connection: int
@@ -102,7 +103,7 @@ class Gap(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class Stats(Event):
+class Stats(EventRecord):
     ts: float | None  # packet time of the last packet
     packets: int
     bytes: int
@@ -268,7 +269,7 @@ class GrpcCall(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class HttpRequestSeen(Event):
+class HttpRequestSeen(EventRecord):
     """A request that has no answer yet, as far as it has come: for a view that shows requests
     waiting for their answer. Only pipelines built with `live_updates=True` emit it.
 
@@ -291,12 +292,18 @@ class HttpRequestSeen(Event):
     request: HttpRequest
 
 
-@dataclass(frozen=True, slots=True)
-class HttpTransaction(Event):
-    """One request and its response; either side may be None (not captured)."""
+class HttpTransaction(NamedTuple):
+    """One request and its response; either side may be None (not captured).
+
+    A named tuple rather than a frozen dataclass, as the HTTP events are: one is made for every
+    exchange, and the engine makes it with `tuple.__new__` in a few tenths of a microsecond where
+    a frozen dataclass's generated `__init__` (interpreted, one `object.__setattr__` a field) took
+    about one, some 5% of reading a keep-alive capture's exchanges. It is just as immutable;
+    `_replace` makes a changed copy.
+    """
 
     connection: int
-    index: int  # order on the connection, from 0
+    index: int  # type: ignore[assignment]  # order on the connection, from 0 (hides tuple.index)
     request: HttpRequest | None
     response: HttpResponse | None
     error: str | None = None  # why parsing failed, if it did
@@ -331,7 +338,7 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
-class Transaction(Event):
+class Transaction(EventRecord):
     """A request and its response in a protocol other than HTTP (engine.redis), numbered on its
     connection (`index`). Either side is None when it was not seen; summaries are wire text
     (decoded as Latin-1), cut short."""
@@ -360,3 +367,7 @@ class Transaction(Event):
         if self.request is None or self.response is None:
             return None
         return self.response.ts - self.request.end_ts
+
+
+Event = EventRecord | HttpTransaction
+"""Anything the engine emits."""

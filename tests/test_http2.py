@@ -6,7 +6,6 @@ gaps, malformed frames, bounds, and HTTP/2 inside decrypted TLS."""
 
 from __future__ import annotations
 
-import dataclasses
 import random
 
 import pytest
@@ -38,7 +37,7 @@ def untimed(tx: HttpTransaction) -> HttpTransaction:
     req = tx.request and tx.request._replace(ts=0.0, end_ts=0.0)
     resp = tx.response and tx.response._replace(
         ts=0.0, end_ts=0.0, interim=tuple((s, r, 0.0) for s, r, _ in tx.response.interim))
-    return dataclasses.replace(tx, request=req, response=resp)
+    return tx._replace(request=req, response=resp)
 
 
 def mixed_calls() -> list[Call]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 
-import dataclasses
 import math
 
 import pytest
@@ -107,7 +106,7 @@ def untimed(tx: HttpTransaction) -> HttpTransaction:
     resp = tx.response and tx.response._replace(
         ts=0.0, end_ts=0.0, interim=tuple((s, r, 0.0) for s, r, _ in tx.response.interim)
     )
-    return dataclasses.replace(tx, request=req, response=resp)
+    return tx._replace(request=req, response=resp)
 
 
 @pytest.mark.parametrize(
