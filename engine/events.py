@@ -295,11 +295,12 @@ class HttpRequestSeen(EventRecord):
 class HttpTransaction(NamedTuple):
     """One request and its response; either side may be None (not captured).
 
-    A named tuple rather than a frozen dataclass, as the HTTP events are: one is made for every
-    exchange, and the engine makes it with `tuple.__new__` in a few tenths of a microsecond where
-    a frozen dataclass's generated `__init__` (interpreted, one `object.__setattr__` a field) took
-    about one, some 5% of reading a keep-alive capture's exchanges. It is just as immutable;
-    `_replace` makes a changed copy.
+    A named tuple rather than a frozen dataclass, as HttpRequest and HttpResponse are: one is made
+    for every exchange, and engine.http makes it with `tuple.__new__` in a few tenths of a
+    microsecond, where a frozen dataclass's generated `__init__` (interpreted, one
+    `object.__setattr__` a field) took about one, some 5% of reading a keep-alive capture's
+    exchanges. It is just as immutable; `_replace` makes a changed copy. It is not an
+    `EventRecord` (a named tuple derives from nothing else), hence `Event`, the union.
     """
 
     connection: int
