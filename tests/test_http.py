@@ -8,7 +8,7 @@ import pytest
 from engine import http
 from engine.bounds import Bounds
 from engine.connections import ConnectionTable
-from engine.events import Event, HttpTransaction
+from engine.events import Event, HttpRequest, HttpResponse, HttpTransaction
 from engine.http import HttpParser
 from engine.reassembly import NO_ACK
 from engine.tcp import Connection
@@ -293,3 +293,17 @@ def test_marks_answer_as_a_plain_list_would_after_any_forgetting():
                             (kept[0][1], kept[0][2]) if kept else (0.0, NO_ACK))
             assert side.mark_at(probe) == expected
         assert side.marks[side.marks_head:] == kept
+
+
+@pytest.mark.parametrize("head", [GET, b"GET /a HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n"])
+def test_an_exchange_is_made_with_every_field_of_its_named_tuples(head: bytes) -> None:
+    # engine.http makes HttpTransaction, HttpRequest and HttpResponse with tuple.__new__ from
+    # all their fields: one left out (a field added to the class) must not pass unnoticed. The
+    # first head is read by the fast path, the second (a folded line) by h11.
+    answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    (tx,) = run([(True, head), (False, answer)])
+    assert type(tx) is HttpTransaction and len(tx) == len(HttpTransaction._fields)
+    assert type(tx.request) is HttpRequest and len(tx.request) == len(HttpRequest._fields)
+    assert type(tx.response) is HttpResponse and len(tx.response) == len(HttpResponse._fields)
+    assert tx.request.trailers == tx.response.trailers == () and tx.stream is tx.grpc is None
+    assert (tx.response.status, tx.response.body, tx.response.interim[0][0]) == (200, b"ok", 100)
