@@ -8,6 +8,7 @@ import struct
 import tracemalloc
 import zlib
 from collections.abc import Callable
+from functools import partial
 
 import brotli
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.content import MAX_CODINGS, DecodedBody, decode_body, looks_textual, pretty_json
+from tests.captures import compress
 
 TEXT = b"".join(b"line %d of a body that compresses well\n" % i for i in range(2000))
 GIB = 1 << 30
@@ -23,10 +25,9 @@ MIB = 1 << 20
 # --- encoders ------------------------------------------------------------------------------------
 
 
-def gzip_member(data: bytes) -> bytes:
-    """One gzip member with a fixed mtime: the bytes, and so the test ids pytest makes of them, are
-    the same in every run and in each xdist worker (which must collect the same tests)."""
-    return gzip.compress(data, mtime=0)
+# One gzip member with a fixed mtime: the bytes, and so the test ids pytest makes of them, are the
+# same in every run and in each xdist worker (which must collect the same tests).
+gzip_member: Callable[[bytes], bytes] = partial(compress, kind="gzip")
 
 
 def zlib_deflate(data: bytes) -> bytes:

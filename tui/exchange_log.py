@@ -40,16 +40,16 @@ from engine.events import (
     HttpTransaction,
     Message,
     Transaction,
+    from_fields,
 )
 from engine.spool import DATA, HEADER, Spool
 
-_new = tuple.__new__
 OUTCOME_WORDS = {ANSWERED_OK: "ok", ANSWERED_ERROR: "error"}
 GONE = "no longer kept: the ring file of exchanges (--spool) was overwritten"
 
 
 def _loaded(cls: Any, fields: tuple[Any, ...]) -> Any:
-    return _new(cls, (*fields[:5], Headers.load(fields[5]), *fields[6:]))
+    return from_fields(cls, (*fields[:5], Headers.load(fields[5]), *fields[6:]))
 
 
 def decode(blob: bytes, connection: int) -> Exchange:
