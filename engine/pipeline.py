@@ -185,7 +185,6 @@ class Pipeline:
         """Process one batch; return the events it caused."""
         buf = batch.data
         linktype = batch.linktype
-        segment = self.table.segment
         fast = linktype == ETHERNET
         ts = self.last_ts or 0.0
         tcp = malformed = 0
@@ -243,7 +242,7 @@ class Pipeline:
                             cap_end = min(wire_end, end)
                             if host_bits:
                                 key |= host_bits
-                            segment(
+                            table.segment(
                                 ts,
                                 key,
                                 _u32(buf, th + 4),
