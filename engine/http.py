@@ -517,11 +517,16 @@ ANSWERED_EARLY = (
 )
 
 
-class _Answer(NamedTuple):
-    """Where a response began in the client's stream (see HttpParser._answer_point)."""
+class _Answer:
+    """Where a response began in the client's stream (see HttpParser._answer_point). A plain
+    class: compiled, making one is a C call, where a named tuple's generated __new__ is
+    interpreted Python (once a response)."""
 
-    acked: int | None  # the client offset its first segment acknowledged (None: not known)
-    bounded: bool = False  # it stopped waiting for the client's stream because of a bound
+    __slots__ = ("acked", "bounded")
+
+    def __init__(self, acked: int | None, bounded: bool = False) -> None:
+        self.acked = acked  # the client offset its first segment acknowledged (None: not known)
+        self.bounded = bounded  # it stopped waiting for the client's stream because of a bound
 
 
 UNKNOWN = _Answer(None)
