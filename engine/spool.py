@@ -73,18 +73,10 @@ def add_record(
     extra: bytes = b"",
 ) -> None:
     """Append one record to `out` as `Spool.append` writes it (its header, then `extra`, not
-    joined first): the spool's buffer, or records made elsewhere for `Spool.append_records`."""
+    joined first): the spool's buffer, or records made elsewhere (another process) for
+    `Spool.append_records`."""
     out += HEADER.pack(kind, from_client, ts, offset, ack, value, len(extra))
     out += extra
-
-
-def record(
-    kind: int, from_client: bool, ts: float, offset: int, ack: int, value: int, extra: bytes = b""
-) -> bytes:
-    """One record as `Spool.append` writes it, for `Spool.append_records`."""
-    out = bytearray()
-    add_record(out, kind, from_client, ts, offset, ack, value, extra)
-    return bytes(out)
 
 
 class Spool:
@@ -137,7 +129,7 @@ class Spool:
         return pos
 
     def append_records(self, records: bytes | bytearray) -> int:
-        """Write records made by `record` (back to back, as another process may make them);
+        """Write records made by `add_record` (back to back, as another process may make them);
         the position of the first (the others follow it as they do in `records`)."""
         pos = self.written
         if len(records) >= FLUSH_AT:  # straight to the file, not copied into the buffer first
