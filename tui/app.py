@@ -328,10 +328,12 @@ class WirepeekApp(App[None]):
 
     def _redraw_due_in(self) -> float:
         """Seconds before rows and status may be redrawn: none for a live capture that keeps
-        up, else BUSY_REDRAW (a file: FILE_REDRAW) after the last redraw."""
-        if self.status is None or (self.status.live and not self.status.behind):
+        up, nor once the capture is read to its end (its last rows are not held back), else
+        BUSY_REDRAW (a file: FILE_REDRAW) after the last redraw."""
+        status = self.status
+        if status is None or status.finished or (status.live and not status.behind):
             return 0.0
-        every = BUSY_REDRAW if self.status.live else FILE_REDRAW
+        every = BUSY_REDRAW if status.live else FILE_REDRAW
         return max(0.0, self._drawn_at + every - time.monotonic())
 
     def _rows_left(self) -> None:
