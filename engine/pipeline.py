@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import struct
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from engine.batch import META, Batch
 from engine.bounds import Bounds
@@ -47,7 +47,7 @@ from engine.ipfrag import Defragmenter
 from engine.keylog import KeyLog
 from engine.protocols import PROTOCOLS
 from engine.spool import Spool
-from engine.tcp import HOST_SHIFT, V6_TAG
+from engine.tcp import HOST_SHIFT, V6_TAG, reverse_key
 
 if TYPE_CHECKING:
     from mypy_extensions import i64
@@ -92,6 +92,10 @@ _M64, _M128, _M256 = (1 << 64) - 1, (1 << 128) - 1, (1 << 256) - 1
 SHARD_MEMO = 1 << 16
 _GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / the golden ratio, odd
 
+# Pipeline._only: every connection, or none (keys are never negative).
+ALL: Final = -1
+NONE: Final = -2
+
 
 class Pipeline:
     def __init__(
@@ -106,6 +110,7 @@ class Pipeline:
         keylog: KeyLog | None = None,
         plaintext: list[ConsumerFactory] | None = None,
         hosts: tuple[str, ...] = (),
+        only: int | None = None,
     ) -> None:
         """http_body_limit: body bytes kept per HTTP message (0 keeps none; None: no HTTP parsing).
 
@@ -128,8 +133,14 @@ class Pipeline:
 
         hosts: the names of the capture hosts whose packets come in batches numbered 1, 2...
         (`Batch.host`); each connection then carries its host's name.
+
+        only: a TCP connection's table key (engine.tcp.endpoints_key, either direction, with its
+        host's bits): every other packet is counted and left out, UDP too. For a reader of one
+        connection's packets again (tui.follow), fed from the packet that opened it.
         """
         self.shard = shard
+        # The key `only` names, both ways; ALL for every connection, NONE for none.
+        self._only = (ALL, ALL) if only is None else (only, reverse_key(only))
         self._shard_memo: dict[int, bool] = {}  # key -> in this shard (feed)
         self.bounds = bounds or Bounds()
         consumers = dict(consumers or {})
@@ -191,6 +202,7 @@ class Pipeline:
         table = self.table
         shard, shards = self.shard
         shard_memo = self._shard_memo
+        only_a, only_b = self._only
         number = self.packets
         host_bits = self._host_bits = batch.host << HOST_SHIFT
         # Typed, so that the compiled build does native arithmetic on them (unannotated, what
@@ -243,6 +255,8 @@ class Pipeline:
                             cap_end = min(wire_end, end)
                             if host_bits:
                                 key |= host_bits
+                            if only_a != ALL and key != only_a and key != only_b:
+                                continue
                             table.segment(
                                 ts,
                                 key,
@@ -272,6 +286,11 @@ class Pipeline:
         """Number `count` packets that this pipeline is not given (a reader left them out), so
         that the packets after them keep the numbers a reader of every packet gives them."""
         self.packets += count
+
+    def ignore_all(self) -> None:
+        """From now on, no packet reaches the connections; time still passes for them (their
+        idle ones expire as they would). For a reader of one connection, past its last packet."""
+        self._only = (NONE, NONE)
 
     def shed(self, protocols: frozenset[str], keep: int | None = None) -> None:
         """Stop giving new connections of these protocols their parsers (or start again: empty).
@@ -441,10 +460,14 @@ class Pipeline:
         shard, shards = self.shard
         if shards > 1 and _shard_of(addrs, ports, shards) != shard:
             return
+        key = (addrs << 32) | ports | self._host_bits
+        only_a, only_b = self._only
+        if only_a != ALL and key != only_a and key != only_b:
+            return
         cap_end = min(wire_end, end)
         self.table.segment(
             ts,
-            (addrs << 32) | ports | self._host_bits,
+            key,
             seq,
             ack,
             flags,
@@ -490,6 +513,8 @@ class Pipeline:
 
     def _udp(self, ts: float, addrs: int, buf: bytes, l4: int, end: int) -> None:
         """A UDP datagram, whole or cut at `end`: DNS is looked for in it (engine.dns)."""
+        if self._only[0] != ALL:
+            return  # (one TCP connection's packets are wanted, or none)
         ports = _addrs4(buf, l4)[0] >> 32
         shard, shards = self.shard
         if shards > 1 and _shard_of(addrs, ports, shards) != shard:

@@ -99,7 +99,12 @@ def test_a_file_is_not_read_ahead_of_the_ui():
         driver.taken.set()
         time.sleep(0.5)  # taken, but nothing new: the driver rests (the app redraws nothing)
         assert len(posted) == 1
-        driver.follow = 0  # the app selects the connection: its stream is sent
+        # The app selects the connection, with the Stream tab shown: its stream is read again
+        # from the file (tui.follow) and sent.
+        closed = [e.info for e in posted[0].events if isinstance(e, ConnectionClosed)]
+        driver.stream_shown = True
+        driver.follow_info = (closed[0], True, driver.generation)
+        driver.follow = 0
         deadline = time.monotonic() + 10
         while len(posted) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -793,3 +793,44 @@ def libpcap_packets(path: str) -> list[tuple[tuple[int, int], int, int, bytes]]:
         if header is None:
             return found
         found.append((header.getts(), header.getcaplen(), header.getlen(), bytes(data)))
+
+
+def test_a_connection_read_again_from_the_file_gives_its_plaintext_as_a_whole_reading(
+        capture_and_keys):
+    """tui.follow: the Stream tab's stream of a file's connection is read again from the file;
+    with the key log, its decrypted plaintext is the one a pipeline keeping every connection's
+    gave, record for record."""
+    from engine import sources
+    from engine.bounds import Bounds
+    from engine.decrypted import DecryptedStreams
+    from engine.keylog import open_keys
+    from engine.spool import Spool
+    from tui.follow import FileFollow
+
+    path, keys_path, _sessions = capture_and_keys
+    bounds = Bounds(keep_after_close=True, spool_bytes=16 << 20)
+    keys = open_keys(str(keys_path), [str(path)])
+    assert keys is not None
+    spool = Spool(bounds.spool_bytes)
+    plain = DecryptedStreams(spool, bounds.keep_stream_bytes)
+    pipeline = Pipeline(bounds, http_body_limit=None, spool=spool, keylog=keys,
+                        plaintext=[plain.listener])
+    source = sources.open_files([str(path)])
+    events = [e for batch in iter(source.next_batch, None) for e in pipeline.feed(batch)]
+    events += pipeline.finish()
+    source.close()
+    closed = [e.info for e in events if isinstance(e, ConnectionClosed)]
+    assert len(closed) == 2
+    for info in closed:
+        reader = FileFollow((str(path),), "", bounds, keys, info)
+        reader.update(info, closed=True)
+        assert reader.read(1 << 62, float("inf")) and reader.done
+        assert reader.has_plaintext()
+        mine, whole = reader.since(0, True), plain.since(info.id, 0)
+        assert mine is not None and whole is not None
+        assert mine.entries == whole.entries and b"POST /upload/0" in mine.entries[0][3]
+        records = reader.since(0, False)
+        assert records is not None
+        assert records.entries == pipeline.kept_since(info.id, 0).entries
+        reader.close()
+    spool.close()

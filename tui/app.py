@@ -308,13 +308,14 @@ class WirepeekApp(App[None]):
         if update.processes:
             self.store.set_processes(update.processes)
         self.status, self.stats = update.status, update.stats
+        self._tell_followed()
         if update.stream_id is not None and update.stream_id == self.selected:
             stream = self.query_one(StreamView)
             if update.stream_reset:
                 self._stream_plain = update.stream_plain
                 endpoints, sent, live = self._stream_facts(update.stream_id)
                 stream.reset(endpoints, (0, 0) if update.stream_plain else sent, live,
-                             self._stream_note(update.stream_id))
+                             update.stream_note or self._stream_note(update.stream_id))
                 stream.set_marks(self._marks(update.stream_id))
             if update.stream:
                 stream.add(update.stream)
@@ -456,6 +457,7 @@ class WirepeekApp(App[None]):
 
     def _show_detail(self) -> None:
         conn_id = self.selected
+        self._tell_followed()
         self.driver.follow = conn_id
         endpoints, _sent, live = self._stream_facts(conn_id)
         stream = self.query_one(StreamView)
@@ -610,8 +612,21 @@ class WirepeekApp(App[None]):
                     markup=False)  # fmt: skip
 
     def _stream_shown(self) -> None:
-        """The Stream tab indexes bytes only while it is shown (tui.widgets.stream)."""
-        self.query_one(StreamView).set_shown(self.query_one(TabbedContent).active == "tab-stream")
+        """The Stream tab indexes bytes only while it is shown (tui.widgets.stream), and a
+        file's stream is read again only then (tui.follow)."""
+        shown = self.query_one(TabbedContent).active == "tab-stream"
+        self.query_one(StreamView).set_shown(shown)
+        self.driver.stream_shown = shown
+
+    def _tell_followed(self) -> None:
+        """Give the driver the selected connection as the store has it now (a file's stream
+        is read again up to its last packet: tui.follow)."""
+        conn_id = self.selected
+        info = self.store.connections.get(conn_id) if conn_id is not None else None
+        told = self.driver.follow_info
+        if info is None or (told is not None and told[0] is info):
+            return
+        self.driver.follow_info = (info, conn_id in self.store.closed, self.generation)
 
     @on(StreamView.Stale)
     def resend_stream(self) -> None:

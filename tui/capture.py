@@ -24,15 +24,23 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from engine import sources
 from engine.batch import Batch
 from engine.bounds import Bounds
-from engine.events import ConnectionClosed, ConnectionInfo, ConnectionOpened, ConnectionUpdated
-from engine.events import Event, HttpRequestSeen, HttpTransaction, Transaction
-from engine.http import DEFAULT_MAX_BODY
 from engine.decrypted import DecryptedStreams
+from engine.events import (
+    ConnectionClosed,
+    ConnectionInfo,
+    ConnectionOpened,
+    ConnectionUpdated,
+    Event,
+    HttpRequestSeen,
+    HttpTransaction,
+    Transaction,
+)
+from engine.http import DEFAULT_MAX_BODY
 from engine.keylog import KeyLog, KeyLogFile, open_keys
 from engine.pipeline import Pipeline
 from engine.procs import Attribution, owners_text
@@ -42,6 +50,7 @@ from engine.spool import Spool
 from engine.tcp import HOST_SHIFT, endpoints_key
 from tui import http_helpers
 from tui.exchange_log import EncodedExchanges
+from tui.follow import FileFollow
 from tui.http_helpers import HttpHelpers
 from tui.live_feed import FLUSH, NO_PACKETS, SKIP, FeedCapture, feed_bytes
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, KeylogLoaded, StreamChunk
@@ -51,6 +60,9 @@ TICK = 0.075  # seconds between updates to the UI
 # For a file, which comes as fast as it is read: fewer updates, so that the screen spends less
 # of the load redrawing (each update redraws the rows that changed).
 FILE_TICK = 0.25
+# While a file is still being read, the time a tick gives to reading the followed connection's
+# packets again (tui.follow), after the reading itself.
+FOLLOW_SLICE = 0.02
 # Exchanges from the helper processes (tui.http_helpers) one update carries at most: past it the
 # driver takes no more from them (they wait) and posts as soon as the UI has taken the last.
 # A live capture's exchanges per second are at most this times the screen's updates per second.
@@ -297,14 +309,14 @@ class FileRing:
         self.generation = generation
         self.bpf = bpf
 
-    def changed(self) -> str | None:
-        """Why the files cannot be read again as they were, or None."""
+    def changed(self, what: str = "its packets") -> str | None:
+        """Why the files cannot be read again as they were (for `what`), or None."""
         for path, identity in zip(self.files, self.identities, strict=True):
             now = file_identity(path)
             if now is None:
-                return f"{path} is gone: its packets cannot be read again"
+                return f"{path} is gone: {what} cannot be read again"
             if now != identity:
-                return f"{path} changed since it was read: its packets cannot be read again"
+                return f"{path} changed since it was read: {what} cannot be read again"
         return None
 
     def pick(self, connections: Iterable[ConnectionInfo], generation: int | None = None) -> Picked:
@@ -426,6 +438,11 @@ class CaptureDriver:
         self.post = post
         self.commands: queue.Queue[tuple[str, str]] = queue.Queue()
         self.follow: int | None = None  # set by the UI: whose stream to send
+        # Set by the UI too: the followed connection as its last update showed it, whether it
+        # is closed, and that update's generation (for tui.follow); and whether the Stream tab
+        # is on screen (a file's stream is read again only then).
+        self.follow_info: tuple[ConnectionInfo, bool, int] | None = None
+        self.stream_shown = False
         self.generation = 0
         self._followed: int | None = None
         self._followed_plain = False  # what it was sent: the decrypted plaintext, or the records
@@ -440,6 +457,13 @@ class CaptureDriver:
         # Read by the UI thread through its snapshot method. A file is read again instead
         # (FileRing), unless it is a pipe or a replay, whose packets only the ring can hold.
         rereadable = spec.files and not spec.replay and "-" not in spec.files
+        # Such a file's streams are not kept while it is read: the followed connection's is
+        # read again from it (tui.follow).
+        self.rereads = bool(rereadable)
+        self._reader: FileFollow | None = None
+        self._fresh = False  # the reader read entries not sent yet
+        self._unreadable: tuple[int, str] | None = None  # (connection, why its stream is not)
+        self._told_unreadable = False
         self.packets: PacketRing | FileRing = (
             FileRing(spec.files, bpf) if rereadable else PacketRing(ring_bytes, self.hosts)
         )
@@ -538,6 +562,8 @@ class CaptureDriver:
                         self._gather(self.helpers, pending, pipeline.packets, False, 0.0, most)
                         if pending.exchange_count >= most:
                             break
+                if self.rereads and self._read_followed(pipeline, finished, deadline):
+                    read = True
                 helpers = self.helpers
                 if helpers is not None and not helpers.finished:
                     # Once the file is read, what is left is the helpers': wait for it.
@@ -555,7 +581,7 @@ class CaptureDriver:
                 # A file read to its end, told so once, with nothing new for the screen (no
                 # events, the same followed connection): nothing to post, so the app rests.
                 told = told and done and not source.live
-                resting = told and not len(pending) and self.follow == self._followed
+                resting = told and not len(pending) and not self._stream_news()
                 if self.taken.is_set() and not resting:
                     self.taken.clear()
                     self._post(source, pipeline, pending, done)
@@ -566,6 +592,66 @@ class CaptureDriver:
                 self.helpers.close()
             if self.spool is not None:
                 self.spool.close()
+            self._drop_reader()
+
+    def _stream_news(self) -> bool:
+        """Whether the followed connection has something for the screen: entries read again
+        (tui.follow), or why they cannot be; else a connection newly followed."""
+        if not self.rereads:
+            return self.follow != self._followed
+        reader = self._reader
+        if reader is None or reader.conn_id != self.follow:
+            return not self._told_unreadable and self._unreadable is not None
+        plain = self.plaintext and reader.has_plaintext()
+        return (self._fresh or self.follow != self._followed or plain != self._followed_plain
+                or (not self._told_unreadable and reader.error is not None))
+
+    def _drop_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        self._unreadable = None
+
+    def _read_followed(self, pipeline: Pipeline, finished: bool, deadline: float) -> bool:
+        """Read the followed connection's packets again from the file, as far as the capture
+        has read (a slice of the tick while it reads on); whether there is more to read now.
+        The reader is made when the Stream tab shows the connection, and kept while it is the
+        one followed."""
+        wanted, given, reader = self.follow, self.follow_info, self._reader
+        if reader is not None and reader.conn_id != wanted:
+            self._drop_reader()
+            reader = None
+        if wanted is None or given is None:
+            return False
+        info, closed, generation = given
+        if info.id != wanted or generation != self.generation:
+            return False  # (the UI's word on an earlier connection, or reading)
+        if reader is None:
+            if not self.stream_shown or self._unreadable is not None:
+                return False
+            assert isinstance(self.packets, FileRing)
+            why = self.packets.changed("its streams")
+            if why is None:
+                try:
+                    reader = FileFollow(self.spec.files, self.bpf, self.bounds, self.keys, info,
+                                        self.hosts)
+                except sources.CaptureError as e:
+                    why = str(e)
+            if reader is None:
+                self._unreadable, self._told_unreadable = (wanted, why or ""), False
+                return False
+            self._reader, self._told_unreadable = reader, False
+        reader.update(info, closed)
+        if reader.done or reader.error is not None:
+            return False
+        number = reader.number
+        until = deadline if finished else time.monotonic() + FOLLOW_SLICE
+        try:
+            caught_up = reader.read(pipeline.packets - 1, max(until, time.monotonic()))
+        except sources.CaptureError as e:
+            reader.error, caught_up = str(e), True
+        self._fresh = self._fresh or reader.number != number or reader.done
+        return not caught_up
 
     def _read_feed(self, source: FeedCapture, pipeline: Pipeline, pending: Pending,
                    timeout: float) -> Batch | None:
@@ -641,8 +727,12 @@ class CaptureDriver:
         if self.spool is not None:
             self.spool.close()
             self.spool = None
-        if self.bounds.spool_bytes:
-            self.spool = Spool(self.bounds.spool_bytes)
+        self._drop_reader()
+        bounds = self.bounds
+        if self.rereads:
+            bounds = replace(bounds, keep_stream_bytes=0, spool_bytes=0)
+        if bounds.spool_bytes:
+            self.spool = Spool(bounds.spool_bytes)
         if self.helpers is not None:
             self.helpers.close()
             self.helpers = None
@@ -655,7 +745,7 @@ class CaptureDriver:
         self.decrypted = None
         if self.keys is not None and self.spool is not None:
             self.decrypted = DecryptedStreams(self.spool, self.bounds.keep_stream_bytes)
-        return Pipeline(self.bounds, live_updates=True, spool=self.spool, hosts=self.hosts,
+        return Pipeline(bounds, live_updates=True, spool=self.spool, hosts=self.hosts,
                         http_body_limit=None if self.jobs else DEFAULT_MAX_BODY, keylog=self.keys,
                         plaintext=[self.decrypted.listener] if self.decrypted else None)
 
@@ -745,7 +835,7 @@ class CaptureDriver:
 
     def _post(self, source: sources.Source | RealTimeReplay, pipeline: Pipeline,
               pending: Pending, finished: bool) -> None:
-        stream_id, chunks, reset = self._stream(pipeline)
+        stream_id, chunks, reset, note = self._stream(pipeline)
         helpers = self.helpers
         progress = None if source.live or finished else source.progress()
         if helpers is not None and not finished:
@@ -772,14 +862,17 @@ class CaptureDriver:
         )
         self.post(EngineUpdate(pending.take(), pipeline.stats(), status, stream_id, chunks, reset,
                                self.generation, pending.take_exchanges(), self._followed_plain,
-                               self._processes()))
+                               self._processes(), note))
 
-    def _stream(self, pipeline: Pipeline) -> tuple[int | None, tuple[StreamChunk, ...], bool]:
+    def _stream(self, pipeline: Pipeline
+                ) -> tuple[int | None, tuple[StreamChunk, ...], bool, str]:
         """Entries of the followed connection's kept stream added since the last tick (all that
-        are kept on a change of connection)."""
+        are kept on a change of connection), and what to say instead when there are none."""
         wanted = self.follow
         if wanted is None:
-            return None, (), False
+            return None, (), False, ""
+        if self.rereads:
+            return self._file_stream(wanted)
         decrypted = self.decrypted
         plain = self.plaintext and decrypted is not None and wanted in decrypted
         reset = wanted != self._followed or plain != self._followed_plain
@@ -787,9 +880,31 @@ class CaptureDriver:
         got = (decrypted.since(wanted, cursor) if plain and decrypted is not None
                else pipeline.kept_since(wanted, cursor))  # fmt: skip
         if got is None:
-            return wanted, (), False
+            return wanted, (), False, ""
         self._followed, self._cursor, self._followed_plain = wanted, got.cursor, plain
-        return wanted, got.entries, reset
+        return wanted, got.entries, reset, ""
+
+    def _file_stream(self, wanted: int) -> tuple[int | None, tuple[StreamChunk, ...], bool, str]:
+        """The same, from the reader of the followed connection's packets (tui.follow)."""
+        reader, unreadable = self._reader, self._unreadable
+        why = (unreadable[1] if unreadable is not None and unreadable[0] == wanted
+               else reader.error if reader is not None and reader.conn_id == wanted else None)
+        if why is not None and not self._told_unreadable:
+            self._told_unreadable = True
+            self._followed = wanted
+            return wanted, (), True, f"No stream to show: {why}."
+        if reader is None or reader.conn_id != wanted:
+            return wanted, (), False, ""
+        self._fresh = False
+        plain = self.plaintext and reader.has_plaintext()
+        reset = wanted != self._followed or plain != self._followed_plain
+        cursor = 0 if reset else self._cursor
+        got = reader.since(cursor, plain)
+        self._followed, self._cursor, self._followed_plain = wanted, cursor, plain
+        if got is None:  # none kept yet (or none ever: a connection without a byte)
+            return wanted, (), reset, ""
+        self._cursor = got.cursor
+        return wanted, got.entries, reset, ""
 
     def _post_error(self, message: str) -> None:
         status = CaptureStatus(source="", filter=self.bpf, live=False, finished=True, capture=None,

@@ -47,7 +47,8 @@ class EngineUpdate(Message):
     def __init__(self, events: tuple[Event, ...], stats: Stats, status: CaptureStatus,
                  stream_id: int | None, stream: tuple[StreamChunk, ...], stream_reset: bool,
                  generation: int, exchanges: tuple[EncodedExchanges, ...] = (),
-                 stream_plain: bool = False, processes: dict[int, str] | None = None) -> None:
+                 stream_plain: bool = False, processes: dict[int, str] | None = None,
+                 stream_note: str = "") -> None:
         super().__init__()
         self.events = events
         # The local processes of live connections found since the last update (engine.procs).
@@ -60,6 +61,8 @@ class EngineUpdate(Message):
         self.stream = stream
         self.stream_reset = stream_reset  # the chunks replace what was shown, not extend it
         self.stream_plain = stream_plain  # they are a TLS connection's decrypted plaintext
+        # Said in the Stream tab instead of bytes (with a reset): why there are none to show.
+        self.stream_note = stream_note
         self.generation = generation  # bumps when the capture restarts (a file re-read)
 
 
