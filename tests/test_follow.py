@@ -21,6 +21,7 @@ from tests.test_app import SIZE, open_stream, read_all, until
 from tui.app import WirepeekApp
 from tui.capture import SourceSpec
 from tui.follow import FileFollow
+from tui.widgets.connections import ConnectionsTable
 from tui.widgets.stream import StreamView
 
 BOUNDS = Bounds(keep_after_close=True)
@@ -190,7 +191,7 @@ async def test_the_stream_tab_reads_the_stream_again_when_it_is_shown():
 @pytest.mark.asyncio
 async def test_the_stream_tab_says_when_the_file_is_gone(tmp_path):
     path = tmp_path / "copy.pcap"
-    shutil.copy(capture("zeek/http__pipelined-requests.pcap"), path)
+    shutil.copy(capture("zeek/http__methods.pcap"), path)  # (several connections)
     app = WirepeekApp(SourceSpec(files=(str(path),)), "", BOUNDS)
     async with app.run_test(size=SIZE) as pilot:
         await read_all(app, pilot)
@@ -201,6 +202,13 @@ async def test_the_stream_tab_says_when_the_file_is_gone(tmp_path):
         assert view.note == [f"No stream to show: {path} is gone: its streams cannot be read "
                              "again."]
         assert not view.index.blocks
+        # Another connection: said of it too (not an empty tab).
+        first = app.selected
+        other = next(i for i in app.store.connections if i != first)
+        app.query_one(ConnectionsTable).select(other)
+        await until(pilot, lambda: app.selected == other and view.note == [])
+        await until(pilot, lambda: bool(view.note))
+        assert view.note and "is gone" in view.note[0]
 
 
 def test_the_packets_after_the_last_one_never_reach_the_connection(tmp_path):

@@ -621,6 +621,8 @@ class CaptureDriver:
         if reader is not None and reader.conn_id != wanted:
             self._drop_reader()
             reader = None
+        if self._unreadable is not None and self._unreadable[0] != wanted:
+            self._unreadable = None  # (another connection's: this one is tried anew)
         if wanted is None or given is None:
             return False
         info, closed, generation = given
