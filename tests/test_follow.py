@@ -15,7 +15,7 @@ from engine.bounds import Bounds
 from engine.events import ConnectionClosed, ConnectionInfo, ConnectionOpened, ConnectionUpdated
 from engine.pipeline import Pipeline
 from engine.tcp import endpoints_key
-from tests.captures import BIG, all_captures, capture
+from tests.captures import BIG, all_captures, capture, replay_file
 from tests.synth import TcpConversation, write_pcap
 from tests.test_app import SIZE, open_stream, read_all, until
 from tui.app import WirepeekApp
@@ -31,22 +31,8 @@ FOREVER = float("inf")
 def whole(path: str, bounds: Bounds = BOUNDS) -> tuple[Pipeline, dict[int, ConnectionInfo]]:
     """A pipeline that kept every stream of the file (as the capture thread did before), and
     its TCP connections as they closed."""
-    pipeline = Pipeline(bounds, http_body_limit=None)
-    source = sources.open_files([path])
-    events = []
-    while (batch := source.next_batch()) is not None:
-        events += pipeline.feed(batch)
-    events += pipeline.finish()
-    source.close()
-    return pipeline, {e.info.id: e.info for e in events
-                      if isinstance(e, ConnectionClosed) and e.info.transport == "tcp"}
-
-
-def whole_count(path: str) -> int:
-    source = sources.open_files([path])
-    count = sum(len(batch) for batch in iter(source.next_batch, None))
-    source.close()
-    return count
+    done = replay_file(path, bounds=bounds)
+    return done.pipeline, {info.id: info for info in done.infos()}
 
 
 def read_again(path: str, info: ConnectionInfo, bounds: Bounds = BOUNDS) -> FileFollow:
@@ -151,19 +137,20 @@ def test_reading_stops_at_the_time_given_and_goes_on_from_there():
 
 def test_only_one_connections_packets_reach_a_pipeline_given_its_key():
     path = capture("wirepeek/lo-port-reuse.pcap")
-    _pipeline, infos = whole(path)
+    pipeline, infos = whole(path)
     info = next(iter(infos.values()))
     only = Pipeline(BOUNDS, http_body_limit=None, only=endpoints_key(info.server, info.client))
     source = sources.open_files([path])
     while (batch := source.next_batch()) is not None:
         only.feed(batch)
     source.close()
-    assert only.stats().packets == whole_count(path)  # every packet counted, as always
+    assert only.stats().packets == pipeline.stats().packets  # every packet counted
     opened = only.table.next_id
     same = sum(1 for i in infos.values() if {i.client, i.server} == {info.client, info.server})
     assert opened == same  # its 4-tuple's connections (used again: two), none of the others'
     only.ignore_all()
-    assert only.finish() is not None and only.table.next_id == opened
+    only.finish()
+    assert only.table.next_id == opened
 
 
 def test_a_file_that_cannot_be_opened_raises_a_capture_error(tmp_path):

@@ -47,10 +47,9 @@ from engine.procs import Attribution, owners_text
 from engine.protocols import PROTOCOLS
 from engine.remote import RemoteCaptures
 from engine.spool import Spool
-from engine.tcp import HOST_SHIFT, endpoints_key
 from tui import http_helpers
 from tui.exchange_log import EncodedExchanges
-from tui.follow import FileFollow
+from tui.follow import FileFollow, table_key
 from tui.http_helpers import HttpHelpers
 from tui.live_feed import FLUSH, NO_PACKETS, SKIP, FeedCapture, feed_bytes
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, KeylogLoaded, StreamChunk
@@ -215,10 +214,7 @@ def spans_wanted(connections: list[ConnectionInfo], hosts: tuple[str, ...] = ()
     its capture host's number when there are several: engine.tcp.HOST_SHIFT)."""
     wanted: dict[int, list[sources.Span]] = {}
     for info in connections:
-        key = endpoints_key(info.client, info.server)
-        if info.host is not None and info.host in hosts:
-            key |= (hosts.index(info.host) + 1) << HOST_SHIFT
-        wanted.setdefault(key, []).append((info.first_packet, info.last_packet))
+        wanted.setdefault(table_key(info, hosts), []).append((info.first_packet, info.last_packet))
     return wanted
 
 
@@ -599,12 +595,20 @@ class CaptureDriver:
         (tui.follow), or why they cannot be; else a connection newly followed."""
         if not self.rereads:
             return self.follow != self._followed
+        if not self._told_unreadable and self._why_unreadable(self.follow) is not None:
+            return True
         reader = self._reader
         if reader is None or reader.conn_id != self.follow:
-            return not self._told_unreadable and self._unreadable is not None
+            return False
         plain = self.plaintext and reader.has_plaintext()
-        return (self._fresh or self.follow != self._followed or plain != self._followed_plain
-                or (not self._told_unreadable and reader.error is not None))
+        return self._fresh or self.follow != self._followed or plain != self._followed_plain
+
+    def _why_unreadable(self, wanted: int | None) -> str | None:
+        """Why the followed connection's stream cannot be read again from the file, if so."""
+        unreadable, reader = self._unreadable, self._reader
+        if unreadable is not None and unreadable[0] == wanted:
+            return unreadable[1]
+        return reader.error if reader is not None and reader.conn_id == wanted else None
 
     def _drop_reader(self) -> None:
         if self._reader is not None:
@@ -649,7 +653,7 @@ class CaptureDriver:
         number = reader.number
         until = deadline if finished else time.monotonic() + FOLLOW_SLICE
         try:
-            caught_up = reader.read(pipeline.packets - 1, max(until, time.monotonic()))
+            caught_up = reader.read(pipeline.packets - 1, until)
         except sources.CaptureError as e:
             reader.error, caught_up = str(e), True
         self._fresh = self._fresh or reader.number != number or reader.done
@@ -888,9 +892,7 @@ class CaptureDriver:
 
     def _file_stream(self, wanted: int) -> tuple[int | None, tuple[StreamChunk, ...], bool, str]:
         """The same, from the reader of the followed connection's packets (tui.follow)."""
-        reader, unreadable = self._reader, self._unreadable
-        why = (unreadable[1] if unreadable is not None and unreadable[0] == wanted
-               else reader.error if reader is not None and reader.conn_id == wanted else None)
+        reader, why = self._reader, self._why_unreadable(wanted)
         if why is not None and not self._told_unreadable:
             self._told_unreadable = True
             self._followed = wanted

@@ -34,6 +34,15 @@ LOCAL_ID = 0
 """The connection's id in the reader's pipeline: the first (and only) one that it opens."""
 
 
+def table_key(info: ConnectionInfo, hosts: tuple[str, ...] = ()) -> int:
+    """The connection's key in the engine's table (engine.tcp.endpoints_key), with its capture
+    host's number when there are several (engine.tcp.HOST_SHIFT)."""
+    key = endpoints_key(info.client, info.server)
+    if info.host is not None and info.host in hosts:
+        key |= (hosts.index(info.host) + 1) << HOST_SHIFT
+    return key
+
+
 def _part(batch: Batch, start: int, stop: int) -> Batch:
     """Packets start..stop-1 of a batch (their offsets into its data are unchanged)."""
     if start == 0 and stop == len(batch):
@@ -52,9 +61,7 @@ class FileFollow:
         self.first = info.first_packet
         self.last = info.last_packet
         self.closed = False  # the connection is over: `last` is its last packet
-        key = endpoints_key(info.client, info.server)
-        if info.host is not None and info.host in hosts:
-            key |= (hosts.index(info.host) + 1) << HOST_SHIFT
+        key = table_key(info, hosts)
         self.source = sources.open_files(list(files), bpf)
         self.spool = Spool(bounds.spool_bytes) if bounds.spool_bytes else None
         self.decrypted = (DecryptedStreams(self.spool, bounds.keep_stream_bytes)
@@ -79,6 +86,8 @@ class FileFollow:
         packet fed, the packets after it are read for their time alone, until the connection
         leaves the reader's table (or the files end): what its reassembly holds then is flushed
         as it was in the capture thread, at the same moment of the capture."""
+        if self.closed:
+            through = min(through, self.last)
         while not self.done and self.error is None:
             past = self.closed and self.number > self.last
             if past:
@@ -86,7 +95,7 @@ class FileFollow:
                 if self.pipeline.table.connection(LOCAL_ID) is None:
                     self.done = True
                     break
-            elif self.number > (min(through, self.last) if self.closed else through):
+            elif self.number > through:
                 break
             if time.monotonic() > until:
                 return False
@@ -104,8 +113,7 @@ class FileFollow:
             if not past:
                 # (Up to its last packet: one of a connection that reuses its ports must not
                 # reach it.)
-                take = min(count, (min(through, self.last) if self.closed else through)
-                           + 1 - self.number)
+                take = min(count, through + 1 - self.number)
             if take < count:
                 self.held = _part(batch, take, count)
             if take > skip:
