@@ -2,8 +2,8 @@
 and what the app's ring file of exchanges (tui.exchange_log) holds. Here, in the compiled engine,
 because a helper encodes every exchange it parses: interpreted, this was a sixth of its time.
 
-A record is `marshal`'s writing of a tuple (every field a str, bytes, int, float, bool, None or a
-tuple of them, which marshal writes and reads back exactly and at C speed). An HTTP exchange's
+A record is `marshal`'s writing of a tuple (every field a str, bytes, int, float, bool, None, or
+a tuple or list of them, which marshal writes and reads back exactly and at C speed). An HTTP exchange's
 tuple starts with its index (an int), a transaction's with its protocol's name (a str). The
 connection's id is not in it: its reader knows it (the helpers number connections their own way).
 
@@ -18,7 +18,15 @@ from __future__ import annotations
 import marshal
 from typing import Any
 
-from engine.events import Headers, HttpRequest, HttpResponse, HttpTransaction, Message, Transaction
+from engine.events import (
+    Headers,
+    HttpRequest,
+    HttpRequestSeen,
+    HttpResponse,
+    HttpTransaction,
+    Message,
+    Transaction,
+)
 from engine.spool import DATA, add_record
 
 Exchange = HttpTransaction | Transaction  # what a connection's list holds
@@ -46,13 +54,13 @@ def encode(tx: Exchange) -> bytes:
     ), MARSHAL_VERSION)  # fmt: skip
 
 
-def _stored(message: HttpRequest | HttpResponse) -> tuple[Any, ...]:
-    """A message's fields as marshal writes them: its headers as their text when they have one."""
-    fields: tuple[Any, ...] = message  # (slices of it are plain tuples, which marshal writes)
+def _stored(message: HttpRequest | HttpResponse) -> list[Any]:
+    """A message's fields as marshal writes them: its headers as their text when they have one.
+    (A list: made at once and changed in place, where a tuple took two slices and two joins.)"""
+    fields: list[Any] = list(message)
     headers = fields[5]  # Headers, or a tuple of pairs (some makers of records give one)
-    stored = headers.stored() if type(headers) is Headers else tuple(headers)
-    # Concatenated: mypyc builds the unpacking (*a, b, *c) through a list, a third slower here.
-    return fields[:5] + (stored,) + fields[6:]  # noqa: RUF005
+    fields[5] = headers.stored() if type(headers) is Headers else tuple(headers)
+    return fields
 
 
 def _side(message: Message | None) -> tuple[float, float, int] | None:
@@ -101,3 +109,31 @@ def add(
     request = tx.request if isinstance(tx, HttpTransaction) else None
     offsets.append(request.offset if request is not None else -1)
     indexes.append(tx.index)
+
+
+def collect(
+    events: list[Any],
+    records: bytearray,
+    starts: Any,
+    connections: Any,
+    lines: list[str],
+    statuses: Any,
+    offsets: Any,
+    indexes: Any,
+    seen: dict[tuple[int, int], HttpRequest] | None = None,
+) -> None:
+    """`add` each exchange and transaction among a pipeline's events (here, compiled: a helper
+    runs this loop for every exchange it parses); with `seen`, the requests announced as waiting
+    there too, by connection and offset, none whose exchange came since."""
+    for event in events:
+        if isinstance(event, HttpTransaction):
+            add(records, starts, connections, lines, statuses, offsets, indexes,
+                event.connection, event)  # fmt: skip
+            request = event.request
+            if seen and request is not None:
+                seen.pop((event.connection, request.offset), None)
+        elif isinstance(event, Transaction):
+            add(records, starts, connections, lines, statuses, offsets, indexes,
+                event.connection, event)  # fmt: skip
+        elif seen is not None and isinstance(event, HttpRequestSeen):
+            seen[(event.connection, event.request.offset)] = event.request

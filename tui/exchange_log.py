@@ -29,6 +29,7 @@ from engine.encoded import (  # noqa: F401 (encode and row_of: this module's to 
     NO_ANSWER,
     Exchange,
     add,
+    collect,
     encode,
     row_of,
 )
@@ -100,6 +101,15 @@ class EncodedExchanges:
         assert isinstance(records, bytearray)  # being made, not received
         add(records, self.starts, self.connections, self.lines, self.statuses, self.offsets,
             self.indexes, connection, tx)
+
+    def collect(self, events: list[Any],
+                seen: dict[tuple[int, int], HttpRequest] | None = None) -> None:
+        """Add the exchanges and transactions among a pipeline's events (engine.encoded.collect);
+        with `seen`, the requests announced as waiting there too, none answered since."""
+        records = self.records
+        assert isinstance(records, bytearray)  # being made, not received
+        collect(events, records, self.starts, self.connections, self.lines, self.statuses,
+                self.offsets, self.indexes, seen)
 
     def blob(self, i: int) -> bytes:
         """The i-th exchange's record as `encode` made it."""

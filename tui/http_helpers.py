@@ -42,7 +42,7 @@ from typing import Any, NamedTuple
 from engine import sources
 from engine.batch import Batch
 from engine.bounds import Bounds
-from engine.events import Event, HttpRequest, HttpRequestSeen, HttpTransaction, Transaction
+from engine.events import Event, HttpRequest, HttpRequestSeen
 from engine.http import DEFAULT_MAX_BODY
 from engine.keylog import KeyLog, open_keys
 from engine.pipeline import Pipeline
@@ -132,22 +132,6 @@ def _pipeline(bound_fields: dict[str, Any], body_limit: int, shard: tuple[int, i
     return pipeline, opened
 
 
-def _collect(events: list[Event], exchanges: EncodedExchanges,
-             seen: dict[tuple[int, int], HttpRequest] | None = None) -> None:
-    """The exchanges and transactions among a pipeline's events, encoded; with `seen`, the
-    requests announced as waiting there too (by connection and offset, none whose exchange came
-    since)."""
-    for event in events:
-        if isinstance(event, HttpTransaction):
-            exchanges.add(event.connection, event)
-            if seen and event.request is not None:
-                seen.pop((event.connection, event.request.offset), None)
-        elif isinstance(event, Transaction):
-            exchanges.add(event.connection, event)
-        elif seen is not None and isinstance(event, HttpRequestSeen):
-            seen[(event.connection, event.request.offset)] = event.request
-
-
 MESSAGE_EVENTS = 512
 """A file helper's events one message carries at most: its exchanges' records are the bulk of
 what the app holds in flight (~0.7 MB for 512 keep-alive exchanges with realistic heads; a
@@ -177,7 +161,7 @@ def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit
             parts = range(0, len(events), MESSAGE_EVENTS) if events else range(1)
             for start in parts:
                 exchanges = EncodedExchanges()
-                _collect(events[start:start + MESSAGE_EVENTS], exchanges)
+                exchanges.collect(events[start:start + MESSAGE_EVENTS])
                 last = start + MESSAGE_EVENTS >= len(events)
                 _send(out, Message(pipeline.packets, opened[:], exchanges, [], progress,
                                    final and last))
@@ -251,7 +235,7 @@ def _live_helper(directory: str, lag_files: int, bound_fields: dict[str, Any], b
                 events = pipeline.finish()
             else:
                 continue  # the kernel's counters, an error: the capture thread's to show
-            _collect(events, exchanges, seen)
+            exchanges.collect(events, seen)
             if kind == END:
                 _send(out, Message(pipeline.packets, opened[:], exchanges, [], None, True,
                                  reader.passed_over))
