@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Final
 
-META = struct.Struct("=IIII")
+META: Final = struct.Struct("=IIII")
 
 
 @dataclass(frozen=True, slots=True)

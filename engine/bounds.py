@@ -8,24 +8,25 @@ and reports it in its statistics; it never grows past the budget to keep data.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
-MiB = 1024 * 1024
+MiB: Final = 1024 * 1024
 
 # What one tracked connection costs beyond its payload: the Connection and its two HalfStreams
 # (slotted objects), two table entries and the small strings made for them. On a SYN flood
 # tracemalloc counts 900 bytes each, and the process grows by about 1.6 KB each once the
 # allocator's own overhead is in: the budget uses the larger figure.
-CONNECTION_COST = 1600
+CONNECTION_COST: Final = 1600
 # What a stream consumer attached to a connection costs while it is in the table (closed ones
 # linger for `closed_linger`): an HTTP parser holds a mirrored pair of h11 buffers and queues of
 # pending messages, about 4 KB by tracemalloc on 27,000 one-request connections (which counted
 # 65 MiB without this for 227 MiB held). Other consumers cost less; all are counted so.
-CONSUMER_COST = 4096
+CONSUMER_COST: Final = 4096
 # What a closed connection's kept follow-view entries cost beyond the entries themselves while
 # they are archived (Bounds.keep_after_close): the entries object and its two arrays, the
 # archive's tuple and ordered-dict entry. tracemalloc on 79,100 one-request connections read
 # with a spool: 632 bytes each, of which the counted entries were 24.
-ARCHIVED_COST = 600
+ARCHIVED_COST: Final = 600
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
-from typing import NamedTuple, cast
+from typing import Final, NamedTuple, cast
 
 from engine import protocols
 from engine.bounds import ARCHIVED_COST, CONNECTION_COST, CONSUMER_COST, Bounds
@@ -60,13 +60,13 @@ from engine.tcp import (
 from engine.tcpstate import FINISHED, Signal, State, next_state
 
 # States in which a plain ACK can move the observer (see engine.tcpstate.TRANSITIONS).
-ACK_MOVES = frozenset({None, State.SYN_SENT, State.SYN_RECEIVED, State.CLOSING})
-HANDSHAKE = frozenset({None, State.SYN_SENT, State.SYN_RECEIVED})
+ACK_MOVES: Final = frozenset({None, State.SYN_SENT, State.SYN_RECEIVED, State.CLOSING})
+HANDSHAKE: Final = frozenset({None, State.SYN_SENT, State.SYN_RECEIVED})
 
-CONTROL = SYN | FIN | RST
+CONTROL: Final = SYN | FIN | RST
 
 # Why a connection left the table -> why its unfilled holes became gaps.
-GAP_REASONS = {"closed": "close", "reused": "close"}
+GAP_REASONS: Final = {"closed": "close", "reused": "close"}
 
 ConsumerFactory = Callable[[Connection, Callable[[Event], None]], "StreamConsumer | None"]
 

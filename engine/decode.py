@@ -22,11 +22,11 @@ segment under its inner addresses and ports.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from engine.tcp import V6_TAG
 
-ETHERNET = 1
+ETHERNET: Final = 1
 NULL = 0
 RAW_BSD = 12
 RAW_OPENBSD = 14
@@ -66,10 +66,10 @@ PPP_IPV6 = 0x0057
 AF_INET = 2
 AF_INET6 = frozenset({10, 24, 28, 30})
 
-TCP = 6
+TCP: Final = 6
 
-_u16 = struct.Struct("!H").unpack_from
-_u16le = struct.Struct("<H").unpack_from
+_u16: Final = struct.Struct("!H").unpack_from
+_u16le: Final = struct.Struct("<H").unpack_from
 
 
 def network_offset(linktype: int, buf: bytes, off: int, end: int) -> tuple[int, int] | None:
@@ -214,18 +214,18 @@ def ipv6_payload(buf: bytes, off: int, end: int) -> tuple[int, int, int, int | N
 IPPROTO_IPIP = 4
 IPPROTO_IPV6 = 41
 IPPROTO_GRE = 47
-UDP = 17
+UDP: Final = 17
 VXLAN_PORT = 4789  # IANA's; Linux's old default 8472 (flannel) is not opened
 GENEVE_PORT = 6081
 # Every transport protocol that may carry a tunnel. The pipeline's fast path (Ethernet, IPv4,
 # TCP) never sees them, so tunnels cost nothing to the packets that are not in one.
-CARRIERS = frozenset({IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_GRE, UDP})
-MAX_ENCAPSULATION = 4  # tunnels opened per packet, outermost first; deeper ones are "other"
+CARRIERS: Final = frozenset({IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_GRE, UDP})
+MAX_ENCAPSULATION: Final = 4  # tunnels opened per packet, outermost first; deeper ones are "other"
 
 # What `decapsulate` found, besides an IP version (4 or 6) with the inner header's offset.
-NOT_A_TUNNEL = 0  # a transport we do not open (plain UDP): counted as it always was
-OPAQUE = 1  # a tunnel whose payload is not an IP packet we decode: counted as other
-CUT = 2  # the tunnel header ends past `end`; the offset says where it would end
+NOT_A_TUNNEL: Final = 0  # a transport we do not open (plain UDP): counted as it always was
+OPAQUE: Final = 1  # a tunnel whose payload is not an IP packet we decode: counted as other
+CUT: Final = 2  # the tunnel header ends past `end`; the offset says where it would end
 MALFORMED = 3  # a header that contradicts itself (an inner IP header of the wrong version)
 
 GRE_CHECKSUM = 0x8000
@@ -238,7 +238,7 @@ ETH_ERSPAN_1_2 = 0x88BE
 ETH_ERSPAN_3 = 0x22EB
 ETH_PPP = 0x880B
 
-_u16x2 = struct.Struct("!HH").unpack_from
+_u16x2: Final = struct.Struct("!HH").unpack_from
 
 
 def decapsulate(proto: int, buf: bytes, off: int, end: int) -> tuple[int, int]:

@@ -21,22 +21,22 @@ from engine import protocols, tls
 if TYPE_CHECKING:
     from engine.tcp import Connection
 
-LIMIT = 16 * 1024
-HTTP = "http"
-HTTP2 = "http2"
-TLS = "tls"
-NOTHING = ""  # decided: no known protocol
+LIMIT: Final = 16 * 1024
+HTTP: Final = "http"
+HTTP2: Final = "http2"
+TLS: Final = "tls"
+NOTHING: Final = ""  # decided: no known protocol
 
-KNOWN_METHODS = frozenset(
+KNOWN_METHODS: Final = frozenset(
     b"GET POST PUT DELETE HEAD OPTIONS PATCH CONNECT TRACE PROPFIND PROPPATCH MKCOL COPY MOVE "
     b"LOCK UNLOCK SEARCH REPORT".split()
 )
 # What an HTTP/2 client sends first (RFC 9113 3.4). "PRI" is not an HTTP/1 method: a request
 # line "PRI * HTTP/2.0" is only ever this. (h2c reached by an HTTP/1.1 Upgrade sends it after
 # the 101: engine.http hands the rest to engine.http2 and relabels the connection `HTTP2`.)
-H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_TOKEN = re.compile(rb"[A-Z][A-Z0-9_-]{0,23}")
-_REQUEST_LINE_END = re.compile(rb" HTTP/[0-9]\.[0-9]\r?$")
+H2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_TOKEN: Final = re.compile(rb"[A-Z][A-Z0-9_-]{0,23}")
+_REQUEST_LINE_END: Final = re.compile(rb" HTTP/[0-9]\.[0-9]\r?$")
 
 
 # HTTP/2 frames (RFC 9113 6), as far as telling them apart from other bytes goes.
@@ -59,7 +59,7 @@ _FRAME_RULES: Final = {
 }
 _FIXED_LENGTH: Final = {PRIORITY: 5, RST_STREAM: 4, PING: 8, WINDOW_UPDATE: 4}
 
-MAX_PLAUSIBLE_FRAME = 1 << 20  # longer frames exist, but are not taken as a sign of HTTP/2
+MAX_PLAUSIBLE_FRAME: Final = 1 << 20  # longer frames exist, but are not taken as a sign of HTTP/2
 
 
 def plausible_frame_header(head: bytes | bytearray | memoryview) -> int | None:

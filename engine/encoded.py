@@ -16,7 +16,7 @@ instead of 1.73 (reads it in 1.65 instead of 1.98), for 3% more bytes. marshal.l
 from __future__ import annotations
 
 import marshal
-from typing import Any
+from typing import Any, Final
 
 from engine.events import (
     Headers,
@@ -31,11 +31,12 @@ from engine.spool import DATA, add_record
 
 Exchange = HttpTransaction | Transaction  # what a connection's list holds
 
-NO_ANSWER = -2  # a row's status when its last request got no answer (it will get none)
+NO_ANSWER: Final = -2  # a row's status when its last request got no answer (it will get none)
 # A row's status when its last transaction (not HTTP) was answered: Transaction.status "ok" or
 # "error" (a transaction without an answer is NO_ANSWER, as an HTTP request is).
-ANSWERED_OK, ANSWERED_ERROR = -3, -4
-MARSHAL_VERSION = 2
+ANSWERED_OK: Final = -3
+ANSWERED_ERROR: Final = -4
+MARSHAL_VERSION: Final = 2
 
 
 def encode(tx: Exchange) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from engine.tls import Certificate, ServerHello
 
@@ -216,7 +216,7 @@ class Headers:
         return (Headers, (self._pairs, self.raw))
 
 
-NO_HEADERS = Headers((), None)
+NO_HEADERS: Final = Headers((), None)
 
 
 class HttpRequest(NamedTuple):

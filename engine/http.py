@@ -73,24 +73,26 @@ from engine.http2 import Http2Parser
 from engine.reassembly import NO_ACK, SNAPLEN
 from engine.tcp import Connection
 
-MAX_HEAD = 64 * 1024
+MAX_HEAD: Final = 64 * 1024
 """A header block still incomplete after this many bytes is an error (h11's own limit is 16 KiB)."""
 DEFAULT_MAX_BODY = 1024 * 1024
 DEFAULT_HOLD = 4 * 1024 * 1024
 """Server bytes held at most while a response waits for the client's stream to reach it (the
 pipeline passes Bounds.max_ooo_bytes: both are how far one stream may run ahead)."""
-MAX_CHUNK_LINE = 4096
+MAX_CHUNK_LINE: Final = 4096
 MAX_LOST_RANGES: Final = 64
 
-REQUEST_START = re.compile(rb"(?:^|\n)([A-Z][A-Z0-9_-]{0,23} [^ \r\n]+ HTTP/1\.[01]\r?\n)")
+REQUEST_START: Final = re.compile(rb"(?:^|\n)([A-Z][A-Z0-9_-]{0,23} [^ \r\n]+ HTTP/1\.[01]\r?\n)")
 # A status line is distinctive enough to be found anywhere: after lost bytes, the next response
 # may follow the visible end of a body directly. A request line must start a line (a method is
 # just capital letters, which a body may end with).
-RESPONSE_START = re.compile(rb"(HTTP/1\.[01] [0-9]{3}[ \r\n])")
+RESPONSE_START: Final = re.compile(rb"(HTTP/1\.[01] [0-9]{3}[ \r\n])")
 # What is left of a head that a gap cut short (the snapshot length, most often).
-PARTIAL_REQUEST = re.compile(rb"([A-Z][A-Z0-9_-]{0,23}) ([^ \r\n]*)(?: HTTP/([0-9]\.[0-9]))?")
-PARTIAL_RESPONSE = re.compile(rb"HTTP/([0-9]\.[0-9]) ([0-9]{3})(?: ([^\r\n]*))?")
-_CHUNK_SIZE = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
+PARTIAL_REQUEST: Final = re.compile(
+    rb"([A-Z][A-Z0-9_-]{0,23}) ([^ \r\n]*)(?: HTTP/([0-9]\.[0-9]))?"
+)
+PARTIAL_RESPONSE: Final = re.compile(rb"HTTP/([0-9]\.[0-9]) ([0-9]{3})(?: ([^\r\n]*))?")
+_CHUNK_SIZE: Final = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
 
 
 def _text(raw: bytes) -> str:
@@ -512,7 +514,7 @@ class _Side:
         ranges.append((start, end))
 
 
-ANSWERED_EARLY = (
+ANSWERED_EARLY: Final = (
     "its answer was captured too long before it and is reported as an exchange with no request"
 )
 
@@ -529,7 +531,7 @@ class _Answer:
         self.bounded = bounded  # it stopped waiting for the client's stream because of a bound
 
 
-UNKNOWN = _Answer(None)
+UNKNOWN: Final = _Answer(None)
 
 
 def _message_start(side: _Side, buf: _Buffer, pattern: re.Pattern[bytes]) -> int | None:
@@ -669,13 +671,15 @@ FAST_HEAD: Final = 8192
 # The fields that the framing or the parser reads are found in the lowercased lines (h11
 # lowercases names), their values then taken as sent.
 _VALUE_BYTE = rb"[\x0e-\xff\x01-\x09]"  # not NUL, CR, LF, FF or VT, the printable range first
-_FIELD_LINES = re.compile(rb"(?:" + token.encode("ascii") + rb":" + _VALUE_BYTE + rb"*\r\n)*")
-_CONTENT_LENGTH = re.compile(rb"[0-9]{1,20}")
+_FIELD_LINES: Final = re.compile(
+    rb"(?:" + token.encode("ascii") + rb":" + _VALUE_BYTE + rb"*\r\n)*"
+)
+_CONTENT_LENGTH: Final = re.compile(rb"[0-9]{1,20}")
 # h11's status line (h11._readers.status_line_re), its reason phrase's class (a blank, or a byte
 # that is not NUL or whitespace: _VALUE_BYTE, the class of a field value's bytes) written as the
 # bytes it allows rather than as an alternation tried byte by byte; and its groups unnamed, to
 # take them at once: 0.42 us a status line, was 0.68.
-_STATUS_LINE = re.compile(rb"HTTP/([0-9]\.[0-9]) ([0-9]{3})(?: (" + _VALUE_BYTE + rb"*))?")
+_STATUS_LINE: Final = re.compile(rb"HTTP/([0-9]\.[0-9]) ([0-9]{3})(?: (" + _VALUE_BYTE + rb"*))?")
 
 
 class _Head:

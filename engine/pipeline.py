@@ -86,11 +86,13 @@ def _shard_of(addrs: int, ports: int, shards: int) -> int:
     return (mixed >> 32) % shards
 
 
-_M64, _M128, _M256 = (1 << 64) - 1, (1 << 128) - 1, (1 << 256) - 1
+_M64: Final = (1 << 64) - 1
+_M128: Final = (1 << 128) - 1
+_M256: Final = (1 << 256) - 1
 # Keys whose shard is known (a dict lookup costs a tenth of _shard_of's arithmetic on numbers
 # wider than a machine word), forgotten all at once past this many.
 SHARD_MEMO = 1 << 16
-_GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / the golden ratio, odd
+_GOLDEN: Final = 0x9E3779B97F4A7C15  # 2**64 / the golden ratio, odd
 
 # Pipeline._only: every connection, or none (keys are never negative).
 ALL: Final = -1

@@ -28,20 +28,22 @@ Rules kept here:
 from __future__ import annotations
 
 import bisect
-from typing import NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol
 
-SEQ_MASK = 0xFFFFFFFF
-SEQ_HALF = 0x80000000
-MAX_AHEAD = 1 << 30
+SEQ_MASK: Final = 0xFFFFFFFF
+SEQ_HALF: Final = 0x80000000
+MAX_AHEAD: Final = 1 << 30
 """Data further ahead of the next expected byte than this is not plausible for a real window
 (1 GiB, the largest scaled window): it is counted as ignored rather than buffered."""
 
-NO_ACK = -1
+NO_ACK: Final = -1
 """The acknowledgment number of a segment without the ACK flag."""
 
 # Why bytes were skipped: the peer acknowledged them, the buffer bound, the stream closed or the
 # capture ended or the connection was dropped (idle, evicted), or the snapshot length cut them.
-ACKED, BUFFER, SNAPLEN = "acked", "buffer", "snaplen"
+ACKED: Final = "acked"
+BUFFER: Final = "buffer"
+SNAPLEN: Final = "snaplen"
 
 
 def seq_delta(seq: int, ref: int) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 from engine.reassembly import NO_ACK, Reassembler, Sink
 from engine.spool import SpooledEntries
@@ -20,16 +20,23 @@ from engine.tcpstate import State, conn_state
 if TYPE_CHECKING:
     from engine.tls import Certificate, ServerHello
 
-FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+FIN: Final = 0x01
+SYN: Final = 0x02
+RST: Final = 0x04
+PSH: Final = 0x08
+ACK: Final = 0x10
+URG: Final = 0x20
 
 # Keys: IPv4 is (src << 32 | dst) << 32 | (sport << 16 | dport); IPv6 the same with 128-bit
 # addresses and a tag bit above, so that the two families never collide.
-V6_TAG = 1 << 300
+V6_TAG: Final = 1 << 300
 # Packets captured on one of several hosts (wirepeek --ssh) carry the host's number (from 1)
 # above that: the same addresses and ports seen on two hosts make two connections.
-HOST_SHIFT = 320
-_M16, _M32, _M128 = 0xFFFF, 0xFFFFFFFF, (1 << 128) - 1
-_MFLOW = (1 << HOST_SHIFT) - 1
+HOST_SHIFT: Final = 320
+_M16: Final = 0xFFFF
+_M32: Final = 0xFFFFFFFF
+_M128: Final = (1 << 128) - 1
+_MFLOW: Final = (1 << HOST_SHIFT) - 1
 
 
 def key_host(key: int) -> int:
@@ -46,7 +53,7 @@ class Resent(NamedTuple):
 
 
 # What a Resent entry counts against the keep bounds, so that a flood of duplicates stays bounded.
-RESENT_COST = 64
+RESENT_COST: Final = 64
 
 # A follow-view entry: (from_client, ts, offset, bytes delivered | size of a gap | Resent).
 Kept = tuple[bool, float, int, "bytes | int | Resent"]
