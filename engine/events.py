@@ -24,7 +24,7 @@ class EventRecord:
 
 Random = bytes  # (a field below is named `bytes`)
 
-from_fields: Any = tuple.__new__
+from_fields: Final[Any] = tuple.__new__
 """`from_fields(cls, fields)`: a named tuple of this module made from all its fields at once.
 Calling the class goes through the `__new__` that typing.NamedTuple generates, an interpreted
 function: for the HTTP/1 parser's HttpRequest and HttpResponse, 1.9% of reading a keep-alive

@@ -671,6 +671,9 @@ FAST_HEAD: Final = 8192
 # The fields that the framing or the parser reads are found in the lowercased lines (h11
 # lowercases names), their values then taken as sent.
 _VALUE_BYTE = rb"[\x0e-\xff\x01-\x09]"  # not NUL, CR, LF, FF or VT, the printable range first
+# h11's request line (h11._abnf), as a constant of this module: the compiled code looks an
+# imported name up in the module's dict on every use.
+_REQUEST_LINE: Final = request_line_re
 _FIELD_LINES: Final = re.compile(
     rb"(?:" + token.encode("ascii") + rb":" + _VALUE_BYTE + rb"*\r\n)*"
 )
@@ -749,7 +752,7 @@ def _plain_head(data: bytearray, end: int, request: bool) -> _Head | None:
     same; None for anything else, which goes to h11."""
     line_end = data.find(b"\r\n", 0, end + 2)
     if request:
-        m = request_line_re.fullmatch(data, 0, line_end)
+        m = _REQUEST_LINE.fullmatch(data, 0, line_end)
         if m is None:
             return None
         method, target, version = m.groups()  # (by position: a third faster than by name)
