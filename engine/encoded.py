@@ -87,20 +87,16 @@ def row_of(tx: Exchange) -> tuple[str, int]:
     )
 
 
-def add(
-    records: bytearray,
-    starts: Any,
-    connections: Any,
-    lines: list[str],
-    statuses: Any,
-    offsets: Any,
-    indexes: Any,
-    connection: int,
-    tx: Exchange,
-) -> None:
-    """Append an exchange to the columns of tui.exchange_log.EncodedExchanges: its record to
-    `records`, where it starts, its connection, its row's line and status, its request's stream
-    offset (-1 without one: a transaction's request is never listed as waiting) and its index."""
+Columns = tuple[bytearray, Any, Any, list[str], Any, Any, Any]
+"""The columns of tui.exchange_log.EncodedExchanges, in this order: records, starts,
+connections, lines, statuses, offsets, indexes (each of the others an array("q"))."""
+
+
+def add(columns: Columns, connection: int, tx: Exchange) -> None:
+    """Append an exchange to `columns`: its record to the records, where it starts, its
+    connection, its row's line and status, its request's stream offset (-1 without one: a
+    transaction's request is never listed as waiting) and its index."""
+    records, starts, connections, lines, statuses, offsets, indexes = columns
     starts.append(len(records))
     add_record(records, DATA, False, 0.0, 0, -1, 0, encode(tx))
     connections.append(connection)
@@ -113,28 +109,17 @@ def add(
 
 
 def collect(
-    events: list[Any],
-    records: bytearray,
-    starts: Any,
-    connections: Any,
-    lines: list[str],
-    statuses: Any,
-    offsets: Any,
-    indexes: Any,
-    seen: dict[tuple[int, int], HttpRequest] | None = None,
+    events: list[Any], columns: Columns, seen: dict[tuple[int, int], HttpRequest] | None = None
 ) -> None:
     """`add` each exchange and transaction among a pipeline's events (here, compiled: a helper
     runs this loop for every exchange it parses); with `seen`, the requests announced as waiting
     there too, by connection and offset, none whose exchange came since."""
     for event in events:
         if isinstance(event, HttpTransaction):
-            add(records, starts, connections, lines, statuses, offsets, indexes,
-                event.connection, event)  # fmt: skip
-            request = event.request
-            if seen and request is not None:
-                seen.pop((event.connection, request.offset), None)
+            add(columns, event.connection, event)
+            if seen and event.request is not None:
+                seen.pop((event.connection, event.request.offset), None)
         elif isinstance(event, Transaction):
-            add(records, starts, connections, lines, statuses, offsets, indexes,
-                event.connection, event)  # fmt: skip
+            add(columns, event.connection, event)
         elif seen is not None and isinstance(event, HttpRequestSeen):
             seen[(event.connection, event.request.offset)] = event.request

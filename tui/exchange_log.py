@@ -27,6 +27,7 @@ from engine.encoded import (  # noqa: F401 (encode and row_of: this module's to 
     ANSWERED_ERROR,
     ANSWERED_OK,
     NO_ANSWER,
+    Columns,
     Exchange,
     add,
     collect,
@@ -97,19 +98,19 @@ class EncodedExchanges:
         return len(self.starts)
 
     def add(self, connection: int, tx: Exchange) -> None:
-        records = self.records
-        assert isinstance(records, bytearray)  # being made, not received
-        add(records, self.starts, self.connections, self.lines, self.statuses, self.offsets,
-            self.indexes, connection, tx)
+        add(self._columns(), connection, tx)
 
     def collect(self, events: list[Any],
                 seen: dict[tuple[int, int], HttpRequest] | None = None) -> None:
         """Add the exchanges and transactions among a pipeline's events (engine.encoded.collect);
         with `seen`, the requests announced as waiting there too, none answered since."""
+        collect(events, self._columns(), seen)
+
+    def _columns(self) -> Columns:
         records = self.records
         assert isinstance(records, bytearray)  # being made, not received
-        collect(events, records, self.starts, self.connections, self.lines, self.statuses,
-                self.offsets, self.indexes, seen)
+        return (records, self.starts, self.connections, self.lines, self.statuses, self.offsets,
+                self.indexes)
 
     def blob(self, i: int) -> bytes:
         """The i-th exchange's record as `encode` made it."""
