@@ -15,8 +15,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The bytecode of tui/ and engine/ is written too, as pip does for an installed package: an
+# editable install has none, and where PYTHONDONTWRITEBYTECODE is set (as in many containers)
+# every start compiled the app's sources again (a quarter of a second here).
 $(NATIVE): $(STAMP) $(wildcard engine/*.py) scripts/compile.py
 	$(PY) scripts/compile.py
+	$(PY) -m compileall -q tui engine
 
 install: $(NATIVE)
 
@@ -24,6 +28,7 @@ compile: $(STAMP)
 	$(PY) scripts/compile.py
 
 run: $(NATIVE)
+	$(PY) -m compileall -q tui engine
 	$(VENV)/bin/wirepeek --demo
 
 # The suite runs twice: on the compiled engine (when there is one) and on the plain Python code;

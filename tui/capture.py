@@ -53,7 +53,7 @@ from tui.follow import FileFollow, table_key
 from tui.http_helpers import HttpHelpers
 from tui.live_feed import FLUSH, NO_PACKETS, SKIP, FeedCapture, feed_bytes
 from tui.messages import CaptureStatus, EngineUpdate, FilterApplied, KeylogLoaded, StreamChunk
-from tui.sharded import default_jobs
+from tui.spec import SourceSpec
 
 TICK = 0.075  # seconds between updates to the UI
 # For a file, which comes as fast as it is read: fewer updates, so that the screen spends less
@@ -348,19 +348,6 @@ class FileRing:
         return Picked([p for _, p in found], [n for n, _ in found], True)
 
 
-@dataclass(frozen=True, slots=True)
-class SourceSpec:
-    """What to capture from, so the driver can (re)open it, e.g. with a new filter."""
-
-    files: tuple[str, ...] = ()
-    interfaces: tuple[str, ...] = ()
-    replay: bool = False  # play the files in real time, looping (the demo)
-    # Opened before the app started (so errors and privileges are dealt with first): the driver
-    # reads it first, and reopens from files/interfaces only when a file must be read again.
-    opened: sources.Source | None = None
-    keylog: str | None = None  # a key log's path: TLS is decrypted with it (engine.tlsdecrypt)
-
-
 class RealTimeReplay:
     """Replays a capture's packets at the pace they were captured, again and again.
 
@@ -452,7 +439,7 @@ class CaptureDriver:
         self.hosts: tuple[str, ...] = getattr(spec.opened, "hosts", ())
         # Read by the UI thread through its snapshot method. A file is read again instead
         # (FileRing), unless it is a pipe or a replay, whose packets only the ring can hold.
-        rereadable = spec.files and not spec.replay and "-" not in spec.files
+        rereadable = spec.rereadable
         # Such a file's streams are not kept while it is read: the followed connection's is
         # read again from it (tui.follow).
         self.rereads = bool(rereadable)
@@ -475,11 +462,11 @@ class CaptureDriver:
         self.spool: Spool | None = None  # the follow view's bytes on disk (Bounds.spool_bytes)
         # A live capture opened before the app (as the command line opens it) is read by a
         # capture process into a feed that the helpers read too (tui.live_feed).
-        live = isinstance(spec.opened, sources.LiveCapture)
+        live = spec.live
         # A live capture on this host: the processes at each end of its connections.
         self.attribution = Attribution() if live else None
         self._closing: list[int] = []  # connections closed since the last update
-        self.jobs = (default_jobs() if jobs is None else jobs) if rereadable or live else 0
+        self.jobs = spec.helper_jobs(jobs)
         self.feed: FeedCapture | None = None
         if live and self.jobs:
             self.feed = self._initial = FeedCapture(spec.opened, feed_bytes(bounds))

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 import orjson
 
@@ -48,7 +48,7 @@ from engine.remote import DEFAULT_INTERFACE, HEADERS_ONLY, RemoteCaptures, Remot
 from engine.stats import ACCURACY, GROUPINGS, Stats
 from engine.tcp import Connection
 from engine.tls import DECRYPTED
-from tui import collector
+from tui import collector, http_helpers
 from tui.escape import escape_bytes, escape_text, hexdump_lines
 from tui.live_feed import FEED_BYTES
 from tui.memory import (
@@ -62,6 +62,7 @@ from tui.memory import (
     physical_bytes,
 )
 from tui.sharded import default_jobs, json_records_sharded
+from tui.spec import SourceSpec
 from tui.store import LOG_BYTES, MAX_TRANSACTIONS_PER_CONNECTION, MIN_LOG_BYTES, tls_summary
 
 DEFAULT_SPOOL = 1024 * MiB  # --spool: disk for the interactive view's kept streams
@@ -85,9 +86,6 @@ examples:
   ssh host tcpdump -U -w - 'tcp port 80' | wirepeek -r - --json
 """
 
-
-if TYPE_CHECKING:
-    from tui.capture import SourceSpec
 
 DEMO_CAPTURE = Path(__file__).parent / "data" / "demo.pcap"
 
@@ -297,8 +295,6 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--where: {e.message}, column {e.column}:\n{e.pointer()}") from None
     if (args.hex or args.dir != "both" or args.raw or args.stream is not None) and args.follow is None:
         raise UsageError("--hex, --dir, --raw and --stream go with --follow")
-    from tui.capture import SourceSpec  # Textual loads only for the interactive view
-
     if args.demo:
         if args.interface or args.read or args.ssh or args.json or args.follow is not None or args.write:
             raise UsageError("--demo plays its own capture in the interactive view; it takes no other source")
@@ -395,6 +391,11 @@ def remote_report(source: RemoteCaptures, status: int) -> int:
 
 def interactive(args: argparse.Namespace, spec: SourceSpec, bpf: str) -> int:
     """The Textual app; it takes its keys from the terminal even when the capture comes on stdin."""
+    jobs = args.jobs or None
+    if spec.helper_jobs(jobs):
+        # The helpers' fork server imports the engine while this process imports Textual: the
+        # helpers then start at once when the app reads the file.
+        http_helpers.prepare()
     from tui.app import WirepeekApp  # Textual loads only for the interactive view
 
     if "-" in spec.files:
@@ -407,7 +408,7 @@ def interactive(args: argparse.Namespace, spec: SourceSpec, bpf: str) -> int:
                                        "when the capture comes on stdin without a terminal") from None
         os.dup2(tty, 0)
         os.close(tty)
-    WirepeekApp(spec, bpf, *interactive_bounds(args), jobs=args.jobs or None).run()
+    WirepeekApp(spec, bpf, *interactive_bounds(args), jobs=jobs).run()
     return 0
 
 

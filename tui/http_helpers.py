@@ -262,7 +262,7 @@ def _start_method() -> Any:
     global _context
     if _context is None:
         _context = multiprocessing.get_context("forkserver")
-        _context.set_forkserver_preload(["tui.http_helpers"])
+        _context.set_forkserver_preload(["tui.http_helpers", "tui.cli"])
     return _context
 
 

@@ -26,6 +26,8 @@ import time
 import tracemalloc
 from typing import Any
 
+import psutil
+
 from engine.bounds import MiB
 
 SIZE = (120, 40)
@@ -34,9 +36,13 @@ BUDGETS = (64, 256, 512)
 
 def one(path: str, memory: int) -> dict[str, Any]:
     """In this process: the app on `path` with `--memory memory`; its figures."""
-    from tui.app import WirepeekApp
-    from tui.capture import SourceSpec
+    from tui import http_helpers
     from tui.cli import build_parser, interactive_bounds
+    from tui.spec import SourceSpec
+
+    # As the command line does: the helpers' fork server starts before Textual is imported.
+    http_helpers.prepare()
+    from tui.app import WirepeekApp
     from tui.memory import resident_bytes
 
     imported = resident_bytes() or 0
@@ -52,6 +58,7 @@ def one(path: str, memory: int) -> dict[str, Any]:
             await asyncio.wait_for(app.file_done.wait(), timeout=1800)
             await pilot.pause()
             figures["seconds"] = time.perf_counter() - t0
+            figures["since_start"] = time.time() - psutil.Process().create_time()
             figures["cpu"] = time.process_time() - c0
             figures["threads"] = thread_cpu()
             figures["loaded"] = resident_bytes()
@@ -103,7 +110,8 @@ def report(f: dict[str, Any]) -> None:
     print(f"  --memory {f['memory']:4}: RSS imported {m(f['imported'])}, mounted {m(f['mounted'])}, "
           f"loaded {m(f['loaded'])}, peak {m(f['peak'])} MiB; grown {m(grown)} MiB, "
           f"{'OVER' if grown > bound else 'within'} budget + working set ({m(bound)} MiB); "
-          f"{f['seconds']:.1f} s, the app's process {f['cpu']:.1f} s of CPU")
+          f"{f['seconds']:.1f} s ({f['since_start']:.1f} s after the process started: Python, "
+          f"imports), the app's process {f['cpu']:.1f} s of CPU")
     threads = ", ".join(f"{name} {cpu:.1f}" for name, cpu in sorted(f["threads"].items()))
     print(f"      CPU seconds by thread (those still running): {threads}")
     print(f"      holds: engine {m(f['engine'])}, ring {m(f['ring'])}, store {m(f['store'])} MiB; "
