@@ -15,26 +15,29 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The bytecode of tui/ and engine/ is written too, as pip does for an installed package: an
-# editable install has none, and where PYTHONDONTWRITEBYTECODE is set (as in many containers)
-# every start compiled the app's sources again (a quarter of a second here).
 $(NATIVE): $(STAMP) $(wildcard engine/*.py) scripts/compile.py
 	$(PY) scripts/compile.py
-	$(PY) -m compileall -q tui engine
 
-install: $(NATIVE)
+# The bytecode of tui/ and engine/, as pip writes it for an installed package: an editable
+# install has none, and where PYTHONDONTWRITEBYTECODE is set (as in many containers) every start
+# compiled the app's sources again (a quarter of a second here).
+BYTECODE := $(VENV)/.bytecode
+$(BYTECODE): $(STAMP) $(wildcard tui/*.py tui/*/*.py engine/*.py)
+	$(PY) -m compileall -q tui engine
+	touch $(BYTECODE)
+
+install: $(NATIVE) $(BYTECODE)
 
 compile: $(STAMP)
 	$(PY) scripts/compile.py
 
-run: $(NATIVE)
-	$(PY) -m compileall -q tui engine
+run: $(NATIVE) $(BYTECODE)
 	$(VENV)/bin/wirepeek --demo
 
 # The suite runs twice: on the compiled engine (when there is one) and on the plain Python code;
 # the tests that drive real servers, hosts, terminals or the app (marked integration) run in the
 # first, one at a time (they time real terminals and captures); the others on both cores.
-test: lint $(NATIVE)
+test: lint $(NATIVE) $(BYTECODE)
 	$(PY) -m pytest -q -m integration
 	$(PY) -m pytest -q -m "not integration" -n 2
 	WIREPEEK_PURE=1 $(PY) -m pytest -q -m "not integration" -n 2
@@ -45,15 +48,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check engine
 	$(VENV)/bin/mypy
 
-bench: $(NATIVE)
+bench: $(NATIVE) $(BYTECODE)
 	$(PY) -m tests.bench.run
 
 # Key-to-screen latency of the app under paced traffic and a list of 100,000+ connections.
-bench-ui: $(NATIVE)
+bench-ui: $(NATIVE) $(BYTECODE)
 	$(PY) -m tests.bench.ui
 
 # What the interactive app's process holds after reading a capture, per --memory.
-bench-memory: $(NATIVE)
+bench-memory: $(NATIVE) $(BYTECODE)
 	$(PY) -m tests.bench.memory
 
 # The README's pictures, from the bundled demo capture read as a file: the same on every run.

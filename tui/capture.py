@@ -439,16 +439,15 @@ class CaptureDriver:
         self.hosts: tuple[str, ...] = getattr(spec.opened, "hosts", ())
         # Read by the UI thread through its snapshot method. A file is read again instead
         # (FileRing), unless it is a pipe or a replay, whose packets only the ring can hold.
-        rereadable = spec.rereadable
         # Such a file's streams are not kept while it is read: the followed connection's is
         # read again from it (tui.follow).
-        self.rereads = bool(rereadable)
+        self.rereads = spec.rereadable
         self._reader: FileFollow | None = None
         self._fresh = False  # the reader read entries not sent yet
         self._unreadable: tuple[int, str] | None = None  # (connection, why its stream is not)
         self._told_unreadable = False
         self.packets: PacketRing | FileRing = (
-            FileRing(spec.files, bpf) if rereadable else PacketRing(ring_bytes, self.hosts)
+            FileRing(spec.files, bpf) if self.rereads else PacketRing(ring_bytes, self.hosts)
         )
         # Set by the UI when it has taken the last update. Until then the driver posts nothing
         # more: a file waits, a live capture goes on reading and folds what it sees (Pending),
@@ -460,15 +459,14 @@ class CaptureDriver:
         self.taken.set()
         self.shedding = False  # HTTP parsing of new connections is off (Governor)
         self.spool: Spool | None = None  # the follow view's bytes on disk (Bounds.spool_bytes)
-        # A live capture opened before the app (as the command line opens it) is read by a
-        # capture process into a feed that the helpers read too (tui.live_feed).
-        live = spec.live
         # A live capture on this host: the processes at each end of its connections.
-        self.attribution = Attribution() if live else None
+        self.attribution = Attribution() if spec.live else None
         self._closing: list[int] = []  # connections closed since the last update
         self.jobs = spec.helper_jobs(jobs)
         self.feed: FeedCapture | None = None
-        if live and self.jobs:
+        # A live capture opened before the app (as the command line opens it) is read by a
+        # capture process into a feed that the helpers read too (tui.live_feed).
+        if spec.live and self.jobs:
             self.feed = self._initial = FeedCapture(spec.opened, feed_bytes(bounds))
         self.helpers: HttpHelpers | None = None
         if self.jobs:
