@@ -8,12 +8,21 @@ import multiprocessing
 import os
 import threading
 import time
+from dataclasses import fields
 
 import pytest
 
 from engine import COMPILED
 from engine.bounds import Bounds
-from engine.events import ConnectionClosed, ConnectionOpened, HttpTransaction, Transaction
+from engine.events import (
+    ConnectionClosed,
+    ConnectionInfo,
+    ConnectionOpened,
+    ConnectionUpdated,
+    HttpTransaction,
+    Stats,
+    Transaction,
+)
 from tests.captures import all_captures, capture
 from tui import capture as capture_module
 from tui import http_helpers
@@ -77,6 +86,24 @@ def drive(path: str, jobs: int, bpf: str = "", refilter: str | None = None
     return posted, exchanges, connections
 
 
+def rows(posted: list[EngineUpdate]) -> dict[int, tuple[ConnectionInfo, str]]:
+    """Each connection as the updates last showed it, and why it closed ("" while open)."""
+    out: dict[int, tuple[ConnectionInfo, str]] = {}
+    for update in posted:
+        for event in update.events:
+            if isinstance(event, (ConnectionOpened, ConnectionUpdated)):
+                out[event.info.id] = (event.info, "")
+            elif isinstance(event, ConnectionClosed):
+                out[event.info.id] = (event.info, event.reason)
+    return out
+
+
+def counters(stats: Stats) -> dict[str, object]:
+    """The pipeline's counters, but what its memory holds (each helper holds its share)."""
+    return {field.name: getattr(stats, field.name) for field in fields(stats)
+            if field.name not in ("memory_used", "connections_active")}
+
+
 def by_connection(exchanges: list[Exchange]) -> dict[int, list[tuple[HttpTransaction, str, int]]]:
     """Each connection's exchanges, decoded (marshal's bytes for equal values may differ)."""
     out: dict[int, list[tuple[HttpTransaction, str, int]]] = {}
@@ -93,9 +120,13 @@ CAPTURES = all_captures() if COMPILED else all_captures()[::4]
 @pytest.mark.parametrize("name", CAPTURES)
 def test_helpers_give_the_exchanges_the_capture_thread_gives(name):
     path = capture(name)
-    _, alone, conns_alone = drive(path, jobs=0)
+    posted_alone, alone, conns_alone = drive(path, jobs=0)
     posted, helped, conns_helped = drive(path, jobs=2)
     assert conns_helped == conns_alone
+    # The rows, given by the helpers (the capture thread reads nothing), are the capture
+    # thread's: each connection as it was last shown, and why it closed.
+    assert rows(posted) == rows(posted_alone)
+    assert counters(posted[-1].stats) == counters(posted_alone[-1].stats)
     # Connections may interleave otherwise; each one's exchanges are the same, in order.
     assert by_connection(helped) == by_connection(alone)
     assert not [u.events for u in posted
@@ -228,3 +259,16 @@ def test_a_file_helper_has_at_most_ahead_messages_waiting_in_the_app():
         assert helpers.finished and taken == 1000
     finally:
         helpers.close()
+
+
+def test_a_truncated_file_is_reported_as_the_capture_thread_reports_it(tmp_path):
+    """The helpers read the file alone: what went wrong reading it comes from them, the same."""
+    whole = open(capture("zeek/http__1000-requests-one-dropped-response.pcap"), "rb").read()
+    path = tmp_path / "cut.pcap"
+    path.write_bytes(whole[:100_000])
+    alone, alone_exchanges, _ = drive(str(path), jobs=0)
+    helped, helped_exchanges, _ = drive(str(path), jobs=2)
+    assert "truncated after 298 packets" in (alone[-1].status.error or "")
+    assert helped[-1].status.error == alone[-1].status.error
+    assert by_connection(helped_exchanges) == by_connection(alone_exchanges)
+    assert counters(helped[-1].stats) == counters(alone[-1].stats)

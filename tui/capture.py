@@ -523,6 +523,16 @@ class CaptureDriver:
                         # A key is being answered: let the UI thread have the GIL.
                         time.sleep(min(self.hold_until - now, remaining))
                         continue
+                    helpers = self.helpers
+                    if helpers is not None and helpers.rows:
+                        # The helpers read the file, and give its rows too: what they have sent,
+                        # and what comes until the tick ends.
+                        self._gather(helpers, pending, 0, True, deadline, most)
+                        read = True
+                        finished = helpers.finished
+                        if pending.exchange_count >= most:
+                            break
+                        continue
                     if isinstance(source, FeedCapture):
                         batch = self._read_feed(source, pipeline, pending, remaining)
                     else:
@@ -637,8 +647,10 @@ class CaptureDriver:
             return False
         number = reader.number
         until = deadline if finished else time.monotonic() + FOLLOW_SLICE
+        helpers = self.helpers
+        read = helpers.through() if helpers is not None and helpers.rows else pipeline.packets
         try:
-            caught_up = reader.read(pipeline.packets - 1, until)
+            caught_up = reader.read(read - 1, until)
         except sources.CaptureError as e:
             reader.error, caught_up = str(e), True
         self._fresh = self._fresh or reader.number != number or reader.done
@@ -728,9 +740,10 @@ class CaptureDriver:
             self.helpers.close()
             self.helpers = None
         if self.jobs:
+            # A file is read by the helpers alone, which give its connections' rows too.
             self.helpers = HttpHelpers(self.spec.files, self.bpf, self.bounds, self.jobs,
                                        feed=self.feed, keylogs=tuple(self.keylogs),
-                                       listing=self._listing())
+                                       listing=self._listing(), rows=self.rereads)
         self.keys = self._keys()
         # The plaintext of what is decrypted, for the Stream tab (in the spool, as the records).
         self.decrypted = None
@@ -828,7 +841,8 @@ class CaptureDriver:
               pending: Pending, finished: bool) -> None:
         stream_id, chunks, reset, note = self._stream(pipeline)
         helpers = self.helpers
-        progress = None if source.live or finished else source.progress()
+        rows = helpers is not None and helpers.rows
+        progress = None if source.live or finished or rows else source.progress()
         if helpers is not None and not finished:
             behind = helpers.progress()  # the file is read as far as the slowest reader
             if progress is None or (behind is not None and
@@ -851,7 +865,8 @@ class CaptureDriver:
             behind=isinstance(source, FeedCapture) and source.reader.behind(1),
             hosts=tuple(source.host_status()) if isinstance(source, RemoteCaptures) else (),
         )
-        self.post(EngineUpdate(pending.take(), pipeline.stats(), status, stream_id, chunks, reset,
+        stats = helpers.stats() if helpers is not None and helpers.rows else pipeline.stats()
+        self.post(EngineUpdate(pending.take(), stats, status, stream_id, chunks, reset,
                                self.generation, pending.take_exchanges(), self._followed_plain,
                                self._processes(), note))
 

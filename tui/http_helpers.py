@@ -3,21 +3,26 @@ other protocols engine.protocols registers, whose `Transaction`s travel as HTTP 
 
 Reading a capture file, the app's capture thread used to parse HTTP too, sharing one core (and
 the GIL) with the screen: on a keep-alive file of 160,000 exchanges that was most of a 16 s load.
-For a file that can be read again, the capture thread now tracks and reassembles connections
-only (for the connections pane and the follow view), and `jobs` helper processes read the same
-file under the same filter and parse HTTP, each for a share of the connections
-(`Pipeline(shard=...)`, as `--json --jobs` does). A helper sends one message per batch: the
-packet number at which each of its new connections opened, and its exchanges, already encoded
-for the store's ring file (tui.exchange_log), each with what its connection's row shows.
+For a file that can be read again, `jobs` helper processes read it under the filter, each
+tracking and parsing a share of the connections (`Pipeline(shard=...)`, as `--json --jobs`
+does), and the capture thread reads nothing (`rows`): a helper sends one message per batch
+with the packet number at which each of its new connections opened, the rows of the
+connections the batch changed, its exchanges, already encoded for the store's ring file
+(tui.exchange_log), each with what its connection's row shows, and its counters.
 
-A connection opened at packet N in a helper is the one the capture thread opened at packet N
-(both read the same packets): `HttpHelpers.take` maps the helpers' connections to the app's ids
-that way, taking a helper's message only once the capture thread has read as far as it, so every
-connection it names is known. An exchange of a connection the capture thread does not have
-(evicted by a bound at another time than in the helper) is not shown, and counted.
+The app numbers the connections as one process reading the file would, in the order they
+opened: once every helper has read past packet N, every connection opened before N is known
+(`HttpHelpers.take` takes a helper's messages only that far). The follow view's bytes are read
+again from the file for the connection on screen (tui.follow).
 
 A live capture is read by a capture process into a feed on disk (tui.live_feed), which the
-capture thread and the helpers each read as it grows, so they number its packets alike.
+capture thread and the helpers each read as it grows, so they number its packets alike. There
+the capture thread tracks every connection (for the rows and the follow view), and the helpers
+parse: a connection opened at packet N in a helper is the one the capture thread opened at
+packet N, and `take` maps the helpers' connections to the app's ids that way, taking a helper's
+message only once the capture thread has read as far as it. An exchange of a connection the
+capture thread does not have (evicted by a bound at another time than in the helper) is not
+shown, and counted.
 
 The helpers are started from a fork server (not forked from the app, which runs threads), and
 are killed when the file is read again under another filter or the app ends.
@@ -42,7 +47,16 @@ from typing import Any, NamedTuple
 from engine import sources
 from engine.batch import Batch
 from engine.bounds import Bounds
-from engine.events import Event, HttpRequest, HttpRequestSeen
+from engine.events import (
+    ConnectionClosed,
+    ConnectionInfo,
+    ConnectionOpened,
+    ConnectionUpdated,
+    Event,
+    HttpRequest,
+    HttpRequestSeen,
+    Stats,
+)
 from engine.http import DEFAULT_MAX_BODY
 from engine.keylog import KeyLog, open_keys
 from engine.pipeline import Pipeline
@@ -62,6 +76,40 @@ class Message(NamedTuple):
     progress: tuple[int, int] | None  # of its reading of the files
     final: bool
     passed_over: int = 0  # packets of a live feed it did not parse, being too far behind
+    # A file's helper that gives the rows too (HttpHelpers(rows=True)): its connections' changes
+    # in the batch (OPENED, UPDATED or CLOSED, the connection as it was, why it closed), sent
+    # with the batch's first message; its pipeline's counters (engine.events.Stats' fields); and
+    # with its last message, what went wrong reading the files.
+    rows: list[tuple[int, ConnectionInfo, str]] = []
+    stats: tuple[Any, ...] | None = None
+    error: str | None = None
+
+
+OPENED, UPDATED, CLOSED = 0, 1, 2
+STATS_FIELDS = tuple(field.name for field in dataclass_fields(Stats))
+# Stats' counters of packets: every helper reads every packet and counts it (the rest are its
+# share's: its connections).
+PACKET_COUNTS = frozenset({"ts", "packets", "bytes", "tcp_packets", "udp_packets", "other_packets",
+                           "malformed", "truncated", "fragments", "fragments_dropped"})
+
+
+def _rows(events: list[Event]) -> list[tuple[int, ConnectionInfo, str]]:
+    """The connections' changes among a pipeline's events (`Message.rows`)."""
+    rows: list[tuple[int, ConnectionInfo, str]] = []
+    for event in events:
+        kind = type(event)
+        if kind is ConnectionUpdated:
+            rows.append((UPDATED, event.info, ""))  # type: ignore[attr-defined]
+        elif kind is ConnectionOpened:
+            rows.append((OPENED, event.info, ""))  # type: ignore[attr-defined]
+        elif kind is ConnectionClosed:
+            rows.append((CLOSED, event.info, event.reason))  # type: ignore[attr-defined]
+    return rows
+
+
+def _stats_fields(pipeline: Pipeline) -> tuple[Any, ...]:
+    stats = pipeline.stats()
+    return tuple(getattr(stats, name) for name in STATS_FIELDS)
 
 
 PIPE_BYTES = 1 << 20
@@ -105,11 +153,12 @@ def bounds_as_fields(bounds: Bounds) -> dict[str, Any]:
 
 def _pipeline(bound_fields: dict[str, Any], body_limit: int, shard: tuple[int, int],
               announce: bool, keylogs: tuple[str, ...] = (), files: list[str] | tuple[str, ...] = (),
-              listing: str | None = None) -> tuple[Pipeline, list[int]]:
+              listing: str | None = None, rows: bool = False) -> tuple[Pipeline, list[int]]:
     """A helper's pipeline, and the list to which it adds the first packet of each connection it
     opens (the helper sends and clears it with each message). keylogs: the key logs' paths,
     to decrypt TLS with (each process reads them, and again as they grow), with the secrets in
-    the capture files; listing: a file naming key logs loaded later (a live capture's)."""
+    the capture files; listing: a file naming key logs loaded later (a live capture's); rows:
+    its connections' changes are among its events, as the app's rows show them."""
     # The bounds come as their fields (see `bounds_as_fields`).
     opened: list[int] = []
 
@@ -127,7 +176,8 @@ def _pipeline(bound_fields: dict[str, Any], body_limit: int, shard: tuple[int, i
             keys = KeyLog()
         keys.watch(listing)
     pipeline = Pipeline(Bounds(**bound_fields), consumers={None: [note_open]},
-                        http_body_limit=body_limit, shard=shard, announce=announce, keylog=keys)
+                        http_body_limit=body_limit, shard=shard, announce=announce, keylog=keys,
+                        live_updates=rows)
     collector.headless()
     return pipeline, opened
 
@@ -141,15 +191,20 @@ again as the file is read."""
 
 
 def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit: int,
-            shard: tuple[int, int], out: Pipe, keylogs: tuple[str, ...] = ()) -> None:
+            shard: tuple[int, int], out: Pipe, keylogs: tuple[str, ...] = (),
+            rows: bool = False) -> None:
+    """A file's helper; with `rows`, it sends its connections' rows and counters too
+    (`Message.rows`), for an app that does not read the file itself."""
     try:
         source = sources.open_files(files, bpf)
-    except sources.CaptureError:
-        _send(out, Message(0, [], EncodedExchanges(), [], None, True))  # the capture thread says why
+    except sources.CaptureError as e:
+        # (Without rows the capture thread says why, having failed to open them too.)
+        _send(out, Message(0, [], EncodedExchanges(), [], None, True,
+                           error=str(e) if rows else None))
         out.close()
         return
     pipeline, opened = _pipeline(bound_fields, body_limit, shard, announce=False,
-                                 keylogs=keylogs, files=files)
+                                 keylogs=keylogs, files=files, rows=rows)
     try:
         while True:
             batch = source.next_batch()
@@ -157,15 +212,20 @@ def _helper(files: list[str], bpf: str, bound_fields: dict[str, Any], body_limit
             collector.after_batch()
             final = batch is None
             progress = None if final else source.progress()
-            # A batch's events in parts, each part's exchanges a message.
+            changed = _rows(events) if rows else []
+            stats = _stats_fields(pipeline) if rows else None
+            # A batch's events in parts, each part's exchanges a message; the connections the
+            # batch changed go with the first (before any exchange of theirs).
             parts = range(0, len(events), MESSAGE_EVENTS) if events else range(1)
             for start in parts:
                 exchanges = EncodedExchanges()
                 exchanges.collect(events[start:start + MESSAGE_EVENTS])
                 last = start + MESSAGE_EVENTS >= len(events)
                 _send(out, Message(pipeline.packets, opened[:], exchanges, [], progress,
-                                   final and last))
+                                   final and last, rows=changed, stats=stats,
+                                   error=source.error if final and last else None))
                 opened.clear()
+                changed = []
             if final:
                 break
     except (BrokenPipeError, EOFError):
@@ -247,6 +307,23 @@ def _live_helper(directory: str, lag_files: int, bound_fields: dict[str, Any], b
         out.close()
 
 
+READ_ALL = 1 << 62  # a helper's packets read, once it has sent its last message
+
+
+def _renamed_rows(rows: list[tuple[int, ConnectionInfo, str]], ids: list[int]) -> list[Event]:
+    """A helper's connection changes (`Message.rows`) as events, under the app's ids."""
+    events: list[Event] = []
+    for kind, info, reason in rows:
+        info = info._replace(id=ids[info.id])
+        if kind == UPDATED:
+            events.append(ConnectionUpdated(info))
+        elif kind == OPENED:
+            events.append(ConnectionOpened(info))
+        else:
+            events.append(ConnectionClosed(info, reason))
+    return events
+
+
 AHEAD = 1
 """Messages a file's helper may have waiting in the app before it is left to wait on its pipe
 (each of at most MESSAGE_EVENTS events: more ahead only held more records in memory; with its
@@ -282,12 +359,16 @@ class HttpHelpers:
 
     def __init__(self, files: tuple[str, ...], bpf: str, bounds: Bounds, jobs: int,
                  body_limit: int = DEFAULT_MAX_BODY, feed: FeedCapture | None = None,
-                 keylogs: tuple[str, ...] = (), listing: str | None = None) -> None:
+                 keylogs: tuple[str, ...] = (), listing: str | None = None,
+                 rows: bool = False) -> None:
         """Helpers reading `files` under `bpf`, or, given a live capture's feed, what it holds
         (then `files` and `bpf` are not used); keylogs: key logs' paths, to decrypt TLS with;
-        listing: a file naming key logs loaded later (a live capture's)."""
+        listing: a file naming key logs loaded later (a live capture's). rows (files only): the
+        capture thread does not read the files; the helpers give the connections' rows too,
+        which `take` numbers in the order they opened, as one process reading them would."""
         context = _start_method()
         self.feed = feed
+        self.rows = rows and feed is None
         share = replace(
             share_of(bounds, jobs),
             keep_stream_bytes=0,  # the follow view's bytes are the capture thread's
@@ -302,7 +383,7 @@ class HttpHelpers:
             _widen(receiver)
             if feed is None:
                 target, args = _helper, (list(files), bpf, fields, body_limit, (i, jobs), sender,
-                                         keylogs)
+                                         keylogs, self.rows)
             else:
                 # Behind by three eighths of the feed's bound, a helper passes over batches;
                 # holding half of it, its files go anyway (it jumps over them): the rest is the
@@ -332,6 +413,13 @@ class HttpHelpers:
         # thread's events, in that order (first packets grow with ids), until every helper is past.
         self.opened_at: dict[int, int] = {}
         self._order: deque[int] = deque()
+        # With rows: the first packet of each helper's connections not numbered yet (in its id
+        # order, which is theirs), and the packets each has read in the messages received, set
+        # after those (a helper's connections to come open at or past it).
+        self.firsts: list[deque[int]] = [deque() for _ in range(jobs)]
+        self.received_through = [0] * jobs
+        self.next_id = 0  # the app's id of the next connection numbered
+        self.stats_of: list[tuple[Any, ...] | None] = [None] * jobs  # each one's last counters
         self._taken = threading.Event()  # take made room in a queue
         self.arrived = threading.Event()  # a message came since the last take
         self._receiver = threading.Thread(target=self._receive, name="http-helpers", daemon=True)
@@ -376,25 +464,40 @@ class HttpHelpers:
                     if not self.closing:
                         self.error = self.error or (
                             f"HTTP parsing stopped: helper process {i} ended unexpectedly")
+                if self.rows:
+                    self.firsts[i].extend(message.opened)
+                    self.received_through[i] = READ_ALL if message.final else message.through
                 queues[i].append(message)
                 self.received_all[i] = message.final
                 self.arrived.set()
 
-    def take(self, packets: int, finished: bool) -> tuple[list[EncodedExchanges],
-                                                          list[HttpRequestSeen]]:
+    def take(self, packets: int, finished: bool) -> tuple[list[EncodedExchanges], list[Event]]:
         """The exchanges the helpers have sent for packets the capture thread has read, and the
         requests they saw waiting for their answer, with the app's connection ids (-1 for a
         connection the capture thread does not have: the store counts those as evicted).
-        packets: how many the capture thread has read; finished: it has read them all."""
+        packets: how many the capture thread has read; finished: it has read them all.
+        With rows, the capture thread reads nothing (`packets` and `finished` are not used):
+        the exchanges and the connections' changes (before those) as far as every helper has
+        read, once the connections opened that far are numbered."""
         self.arrived.clear()
         opened_at = self.opened_at
         out: list[EncodedExchanges] = []
-        waiting: list[HttpRequestSeen] = []
+        waiting: list[Event] = []
+        if self.rows:
+            packets = self._number()
+            finished = False
         for i, queue in enumerate(self.queues):
             ids = self.ids[i]
             while queue and (finished or queue[0].through <= packets):
                 message = queue.popleft()
-                ids += [opened_at.get(first, -1) for first in message.opened]
+                if self.rows:
+                    waiting += _renamed_rows(message.rows, ids)
+                    if message.stats is not None:
+                        self.stats_of[i] = message.stats
+                    if message.error is not None:
+                        self.error = self.error or message.error
+                else:
+                    ids += [opened_at.get(first, -1) for first in message.opened]
                 for local, request in message.seen:
                     if ids[local] >= 0:
                         waiting.append(HttpRequestSeen(ids[local], request))
@@ -417,6 +520,41 @@ class HttpHelpers:
             # The feed's files every reader is past, and those past half of its bound.
             self.feed.reader.release(past, max(1, self.feed.limit // 2 // LiveFeed.SEGMENT))
         return out, waiting
+
+    def _number(self) -> int:
+        """With rows: the app's ids of the connections every helper has opened as far as the
+        slowest has read (in the order they opened: a packet opens one connection, in one
+        helper); how far that is."""
+        through = min(self.received_through)
+        opened: list[tuple[int, int]] = []
+        for i, firsts in enumerate(self.firsts):
+            while firsts and firsts[0] < through:
+                opened.append((firsts.popleft(), i))
+        opened.sort()
+        ids, next_id = self.ids, self.next_id
+        for _, i in opened:
+            ids[i].append(next_id)
+            next_id += 1
+        self.next_id = next_id
+        return through
+
+    def through(self) -> int:
+        """The packets the messages taken from every helper cover (with rows: the file is read
+        as far for the app as that)."""
+        return min(self.taken_through)
+
+    def stats(self) -> Stats:
+        """With rows: the pipeline's counters, as one process reading as far as every helper's
+        messages taken would count them (its packets as the slowest's; its connections in all)."""
+        known = [stats for stats in self.stats_of if stats is not None]
+        values: dict[str, Any] = {}
+        for n, name in enumerate(STATS_FIELDS):
+            each = [stats[n] for stats in known if stats[n] is not None]
+            if name in PACKET_COUNTS:
+                values[name] = min(each) if each else (None if name == "ts" else 0)
+            else:
+                values[name] = sum(each)
+        return Stats(**values)
 
     def close(self) -> None:
         self.closing = True
