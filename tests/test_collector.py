@@ -111,7 +111,9 @@ def test_a_headless_report_runs_no_automatic_collections():
     assert proc.stderr.strip() == "[False] 0"
 
 
-def test_with_automatic_collections_off_one_runs_every_few_batches():
+def test_with_automatic_collections_off_one_runs_every_few_batches(monkeypatch):
+    """Of the young generations (a full one walks every live object), but one in FULL_EVERY."""
+    monkeypatch.setattr(collector, "FULL_EVERY", 3)
     starts = []
 
     def count(phase: str, info: dict) -> None:
@@ -122,11 +124,11 @@ def test_with_automatic_collections_off_one_runs_every_few_batches():
     gc.disable()
     gc.callbacks.append(count)
     try:
-        collector._batches = 0
-        for _ in range(3 * collector.COLLECT_EVERY + 1):
+        collector._batches = collector._collections = 0
+        for _ in range(6 * collector.COLLECT_EVERY + 1):
             collector.after_batch()
     finally:
         gc.callbacks.remove(count)
         if was:
             gc.enable()
-    assert starts == [2, 2, 2]  # full collections, one every COLLECT_EVERY batches
+    assert starts == [1, 1, 2, 1, 1, 2]  # one every COLLECT_EVERY batches
