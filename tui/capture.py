@@ -410,8 +410,9 @@ class CaptureDriver:
     def __init__(self, spec: SourceSpec, bpf: str, bounds: Bounds,
                  post: Callable[[object], object], ring_bytes: int = RING_BYTES,
                  jobs: int | None = None) -> None:
-        """jobs: helper processes that parse the HTTP of a capture file that can be read again
-        (tui.http_helpers); None: one per core (two at most); 0: parse it in this thread."""
+        """jobs: helper processes that read a capture file that can be read again, each
+        tracking and parsing a share of its connections, while this thread reads nothing
+        (tui.http_helpers); None: one per core (two at most); 0: read and parse it here."""
         self.spec = spec
         self.bpf = bpf
         self.bounds = bounds

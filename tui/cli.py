@@ -182,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of live capture")
     out.add_argument("--jobs", type=int, default=0, metavar="N",
                      help="processes sharing the work: with --json on files, each tracks a "
-                          "share of the connections; in the interactive view, helpers parse the "
-                          "HTTP of files and live captures (default: one per core, at most 2)")
+                          "share of the connections; in the interactive view, helpers read files "
+                          "(each tracks and parses a share of the connections) and parse the HTTP "
+                          "of live captures (default: one per core, at most 2)")
     lim = p.add_argument_group("bounds")
     lim.add_argument("--memory", type=int, default=DEFAULT_MEMORY // MiB, metavar="MIB",
                      help="what the traffic may make wirepeek hold, in MiB (default "

@@ -1,18 +1,19 @@
 """The Stream tab's bytes of a connection of a capture file, read again from the file.
 
-Reading a file, the capture thread tracks every connection (for their rows) but keeps none of
-their bytes: a copy of every stream in the spool cost it a third of its time, and a file bigger
-than the spool lost the streams of its first connections. The file itself stays on disk, as it
+Reading a file, the app tracks every connection (for their rows: in its HTTP helper processes,
+tui.http_helpers, or with none in the capture thread) but keeps none of their bytes: a copy of
+every stream in the spool cost a third of the reading's time, and a file bigger than the spool
+lost the streams of its first connections. The file itself stays on disk, as it
 does for the Packets tab (tui.capture.FileRing); when the Stream tab shows a connection,
 `FileFollow` reads the file again under the same filter, so that its packets are numbered as
 they were the first time, from the packet that opened the connection to the last one given to
 it, and feeds the packets of that connection alone (`Pipeline(only=...)`) to a pipeline of its
-own. That pipeline keeps the connection's follow-view entries as the capture thread's did (the
-same bounds, a spool of its own) and, for TLS with keys, its plaintext: what is shown is what
+own. That pipeline keeps the connection's follow-view entries as one reading the whole file
+would (the same bounds, a spool of its own) and, for TLS with keys, its plaintext: what is shown is what
 each endpoint sent, as `--follow` prints it, and nothing of the other connections is kept.
 
 While the file is still being read, the connection's last packet is not known yet: the reader
-goes as far as the capture thread has read, and on as it reads.
+goes as far as the app has read (every helper), and on as it reads.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class FileFollow:
         self.error: str | None = None
 
     def update(self, info: ConnectionInfo, closed: bool) -> None:
-        """The connection as the capture thread saw it last (closed: for good)."""
+        """The connection as the app saw it last (closed: for good)."""
         self.last = info.last_packet
         self.closed = self.closed or closed
 
@@ -85,7 +86,7 @@ class FileFollow:
         passes `until`; whether it has caught up. Once the connection is closed and its last
         packet fed, the packets after it are read for their time alone, until the connection
         leaves the reader's table (or the files end): what its reassembly holds then is flushed
-        as it was in the capture thread, at the same moment of the capture."""
+        as it was in a reading of the whole file, at the same moment of the capture."""
         if self.closed:
             through = min(through, self.last)
         while not self.done and self.error is None:
@@ -104,7 +105,7 @@ class FileFollow:
                 batch = self.source.next_batch()
                 if batch is None:
                     self.error = self.source.error
-                    self.pipeline.finish()  # the files' end: as the capture thread's
+                    self.pipeline.finish()  # the files' end: as a whole reading's
                     self.done = True
                     break
             count = len(batch)
