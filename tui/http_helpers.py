@@ -373,7 +373,7 @@ class HttpHelpers:
         self.rows = rows and feed is None
         share = replace(
             share_of(bounds, jobs),
-            keep_stream_bytes=0,  # the follow view's: the capture thread's, or read again (tui.follow)
+            keep_stream_bytes=0,  # the follow view's: the capture thread's, or read again
             keep_after_close=False,
             spool_bytes=0,
         )
