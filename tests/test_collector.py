@@ -124,7 +124,7 @@ def test_with_automatic_collections_off_one_runs_every_few_batches(monkeypatch):
     gc.disable()
     gc.callbacks.append(count)
     try:
-        collector._batches = collector._collections = 0
+        collector._batches = 0
         for _ in range(6 * collector.COLLECT_EVERY + 1):
             collector.after_batch()
     finally:

@@ -524,13 +524,13 @@ class CaptureDriver:
                         # A key is being answered: let the UI thread have the GIL.
                         time.sleep(min(self.hold_until - now, remaining))
                         continue
-                    helpers = self.helpers
-                    if helpers is not None and helpers.rows:
-                        # The helpers read the file, and give its rows too: what they have sent,
-                        # and what comes until the tick ends.
-                        self._gather(helpers, pending, 0, True, deadline, most)
+                    readers = self._file_readers()
+                    if readers is not None:
+                        # What the helpers have sent of the file, and what comes until the tick
+                        # ends.
+                        self._gather(readers, pending, 0, True, deadline, most)
                         read = True
-                        finished = helpers.finished
+                        finished = readers.finished
                         if pending.exchange_count >= most:
                             break
                         continue
@@ -585,6 +585,12 @@ class CaptureDriver:
             if self.spool is not None:
                 self.spool.close()
             self._drop_reader()
+
+    def _file_readers(self) -> HttpHelpers | None:
+        """The helpers, when they read the file themselves (HttpHelpers.rows): then this thread
+        reads nothing, and how far the file is read and its counters are theirs."""
+        helpers = self.helpers
+        return helpers if helpers is not None and helpers.rows else None
 
     def _stream_news(self) -> bool:
         """Whether the followed connection has something for the screen: entries read again
@@ -648,8 +654,8 @@ class CaptureDriver:
             return False
         number = reader.number
         until = deadline if finished else time.monotonic() + FOLLOW_SLICE
-        helpers = self.helpers
-        read = helpers.through() if helpers is not None and helpers.rows else pipeline.packets
+        readers = self._file_readers()
+        read = readers.through() if readers is not None else pipeline.packets
         try:
             caught_up = reader.read(read - 1, until)
         except sources.CaptureError as e:
@@ -841,9 +847,8 @@ class CaptureDriver:
     def _post(self, source: sources.Source | RealTimeReplay, pipeline: Pipeline,
               pending: Pending, finished: bool) -> None:
         stream_id, chunks, reset, note = self._stream(pipeline)
-        helpers = self.helpers
-        rows = helpers is not None and helpers.rows
-        progress = None if source.live or finished or rows else source.progress()
+        helpers, readers = self.helpers, self._file_readers()
+        progress = None if source.live or finished or readers is not None else source.progress()
         if helpers is not None and not finished:
             behind = helpers.progress()  # the file is read as far as the slowest reader
             if progress is None or (behind is not None and
@@ -866,7 +871,7 @@ class CaptureDriver:
             behind=isinstance(source, FeedCapture) and source.reader.behind(1),
             hosts=tuple(source.host_status()) if isinstance(source, RemoteCaptures) else (),
         )
-        stats = helpers.stats() if helpers is not None and helpers.rows else pipeline.stats()
+        stats = readers.stats() if readers is not None else pipeline.stats()
         self.post(EngineUpdate(pending.take(), stats, status, stream_id, chunks, reset,
                                self.generation, pending.take_exchanges(), self._followed_plain,
                                self._processes(), note))

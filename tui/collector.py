@@ -67,7 +67,6 @@ FULL_EVERY = 32
 """Of those collections, one in FULL_EVERY is a full one; the others, of the young generations."""
 
 _batches = 0
-_collections = 0
 
 
 def headless() -> None:
@@ -96,13 +95,11 @@ def headless() -> None:
 def after_batch() -> None:
     """A batch was fed: collect when COLLECT_EVERY have been since the last collection (all
     generations every FULL_EVERY collections, else the young ones)."""
-    global _batches, _collections
+    global _batches
     _batches += 1
-    if _batches >= COLLECT_EVERY and not gc.isenabled():
-        _batches = 0
-        _collections += 1
-        if _collections >= FULL_EVERY:
-            _collections = 0
+    if _batches % COLLECT_EVERY == 0 and not gc.isenabled():
+        if _batches >= COLLECT_EVERY * FULL_EVERY:
+            _batches = 0
             gc.collect()
         else:
             gc.collect(1)

@@ -36,7 +36,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields as dataclass_fields
 from dataclasses import replace
 from multiprocessing import forkserver
@@ -64,7 +64,7 @@ from engine.tcp import Connection
 from tui import collector
 from tui.exchange_log import EncodedExchanges
 from tui.live_feed import BATCH, END, FLUSH, SKIP, FeedCapture, FeedReader, LiveFeed
-from tui.sharded import share_of
+from tui.sharded import number_in_order, share_of
 
 
 class Message(NamedTuple):
@@ -81,7 +81,7 @@ class Message(NamedTuple):
     # it closed, then the connection's fields as it was: a plain tuple pickles in a third of
     # the time); its pipeline's counters (engine.events.Stats' fields); and with its last
     # message, what went wrong reading the files.
-    rows: list[tuple[Any, ...]] = []
+    rows: Sequence[tuple[Any, ...]] = ()
     stats: tuple[Any, ...] | None = None
     error: str | None = None
 
@@ -311,7 +311,7 @@ def _live_helper(directory: str, lag_files: int, bound_fields: dict[str, Any], b
 READ_ALL = 1 << 62  # a helper's packets read, once it has sent its last message
 
 
-def _renamed_rows(rows: list[tuple[Any, ...]], ids: list[int]) -> list[Event]:
+def _renamed_rows(rows: Sequence[tuple[Any, ...]], ids: list[int]) -> list[Event]:
     """A helper's connection changes (`Message.rows`) as events, under the app's ids."""
     events: list[Event] = []
     for row in rows:
@@ -525,19 +525,13 @@ class HttpHelpers:
 
     def _number(self) -> int:
         """With rows: the app's ids of the connections every helper has opened as far as the
-        slowest has read (in the order they opened: a packet opens one connection, in one
-        helper); how far that is."""
+        slowest has read; how far that is."""
         through = min(self.received_through)
         opened: list[tuple[int, int]] = []
         for i, firsts in enumerate(self.firsts):
             while firsts and firsts[0] < through:
                 opened.append((firsts.popleft(), i))
-        opened.sort()
-        ids, next_id = self.ids, self.next_id
-        for _, i in opened:
-            ids[i].append(next_id)
-            next_id += 1
-        self.next_id = next_id
+        self.next_id = number_in_order(opened, self.ids, self.next_id)
         return through
 
     def through(self) -> int:

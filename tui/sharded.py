@@ -131,10 +131,8 @@ def json_records_sharded(paths: list[str], bpf: str, count: int | None, bounds: 
             # Every worker reads the same batches: batch b is complete once each has sent it.
             while all(queues):
                 batch = [q.popleft() for q in queues]
-                opened = sorted((first, i) for i, (firsts, *_rest) in enumerate(batch) for first in firsts)
-                for _first, i in opened:
-                    ids[i].append(next_id)
-                    next_id += 1
+                opened = [(first, i) for i, (firsts, *_rest) in enumerate(batch) for first in firsts]
+                next_id = number_in_order(opened, ids, next_id)
                 lines = []
                 for i, (_firsts, records, final, err) in enumerate(batch):
                     joined = (join_line(kind, ids[i][local], rest) for kind, local, rest in records)
@@ -169,6 +167,18 @@ def json_records_sharded(paths: list[str], bpf: str, count: int | None, bounds: 
                 proc.kill()
     out.flush()
     return error
+
+
+def number_in_order(opened: list[tuple[int, int]], ids: list[list[int]], next_id: int) -> int:
+    """Give connections opened by several processes the ids one process reading the capture
+    would: `opened` holds (first packet, process) of each, in any order (a packet opens one
+    connection, in one process); each is given the next id in first-packet order, appended to
+    its process's list in `ids` (each process numbers its own in that order too). Returns the
+    id after the last given."""
+    for _first, i in sorted(opened):
+        ids[i].append(next_id)
+        next_id += 1
+    return next_id
 
 
 def share_of(bounds: Bounds, jobs: int) -> Bounds:
