@@ -68,6 +68,47 @@ def test_tick_collects_cyclic_garbage_when_due():
         c.stop()
 
 
+def test_what_survives_a_full_collection_is_walked_again_only_by_a_complete_one():
+    c = Collector(quiet=1, every=5, at_most=60, complete_every=100, complete_quiet=10,
+                  complete_at_most=1000)
+    c.start(0.0)
+    try:
+        old = Node()
+        old_ref = weakref.ref(old)
+        assert c.tick(6.0)
+        assert gc.get_freeze_count() > 0  # the survivors, `old` among them
+        del old  # garbage now, but frozen
+        assert c.tick(12.0)
+        assert old_ref() is not None
+        new = Node()  # made since: the next full collection frees it
+        new_ref = weakref.ref(new)
+        del new
+        assert c.tick(18.0)
+        assert new_ref() is None and old_ref() is not None and c.complete == 0
+        c.key(100.0)
+        assert c.tick(105.0)  # quiet enough for a full collection, not for a complete one
+        assert old_ref() is not None and c.complete == 0
+        assert c.tick(111.0)  # ten quiet seconds, and a hundred since the start
+        assert old_ref() is None and c.complete == 1 and c.last_complete == 111.0
+        assert gc.get_freeze_count() > 0  # frozen again after it
+    finally:
+        c.stop()
+    assert gc.get_freeze_count() == 0  # stopped, it leaves nothing frozen
+
+
+def test_a_complete_collection_comes_typing_or_not_at_its_longest_interval():
+    c = Collector(quiet=1, every=5, at_most=60, complete_every=100, complete_quiet=10,
+                  complete_at_most=1000)
+    c.start(0.0)
+    try:
+        for t in range(0, 1000):
+            c.key(float(t))
+            assert not c.complete_due(t + 0.5)
+        assert c.complete_due(1000.0)
+    finally:
+        c.stop()
+
+
 @pytest.mark.asyncio
 async def test_the_app_defers_full_collections_and_holds_the_capture_for_a_key():
     before = gc.get_threshold()
@@ -92,6 +133,7 @@ async def test_the_app_defers_full_collections_and_holds_the_capture_for_a_key()
         assert app.driver.hold_until == 0.0
         assert app.collector.last_key >= pressed
     assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
 
 
 def test_a_headless_report_runs_no_automatic_collections():

@@ -183,17 +183,26 @@ async def measure(app: WirepeekApp, presses: int, until_rows: int) -> dict[str, 
         elapsed = time.perf_counter() - start
         stats = app.stats
         rows_end = table.row_count
-        # What a full collection costs now: the app runs them only when no key has come for a
-        # while, or when the longest interval has passed (tui.collector).
+        # What a complete collection costs now (tui.collector: the app runs one rarely, when no
+        # key has come for a while), and then the next full one, which does not walk what the
+        # complete one froze.
         gc.callbacks.remove(gc_callback)
         app.driver.taken.clear()  # hold the engine still
+        gc.unfreeze()
         t = time.perf_counter()
         gc.collect()
         full_now = time.perf_counter() - t
+        gc.freeze()
         app.driver.taken.set()
+        await asyncio.sleep(1.0)  # what the app makes meanwhile is walked by the next one
+        collector = app.collector
+        t = time.perf_counter()
+        collector.tick(collector.last_full + collector.at_most)
+        full_next = time.perf_counter() - t
     return {"samples": samples, "timeline": timeline, "unanswered": unanswered, "elapsed": elapsed,
             "updates": [(t - start, d) for t, d in updates],
             "collections": [(t - start, d) for t, d in collections], "full_now": full_now,
+            "full_next": full_next,
             "packets": stats.packets if stats else 0, "rows": rows_end,
             "unparsed": stats.unparsed_connections if stats else 0}
 
@@ -217,8 +226,9 @@ def report(label: str, result: dict[str, Any], since_rows: int = 0) -> None:
     collections = result["collections"]
     longest = max((d for _, d in collections), default=0.0)
     print(f"  full garbage collections while measuring: {len(collections)}, longest "
-          f"{longest * 1000:.0f} ms; one run at the end, with {result['rows']:,} rows: "
-          f"{result['full_now'] * 1000:.0f} ms")
+          f"{longest * 1000:.0f} ms; at the end, with {result['rows']:,} rows, a complete one: "
+          f"{result['full_now'] * 1000:.0f} ms, the next full one (the survivors frozen): "
+          f"{result['full_next'] * 1000:.0f} ms")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"  peak resident memory of the process so far: {peak:,.0f} MiB")
     print("  every 2 s: seconds, rows, engine packets/s over the window, worst key (ms), longest "
