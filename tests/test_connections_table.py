@@ -248,6 +248,38 @@ async def test_an_update_repaints_only_the_lines_of_the_rows_that_changed():
 
 
 @pytest.mark.asyncio
+async def test_rows_that_come_off_screen_are_formatted_only_when_drawn():
+    """A flood of new connections below the screen costs no formatting; a row wider than its
+    columns widens them when it is scrolled to."""
+    app = TableApp()
+    async with app.run_test(size=(120, 20)) as pilot:
+        table = app.query_one(ConnectionsTable)
+        table.focus()
+        app.fill(range(30))
+        await pilot.pause()
+        formatted: list[int] = []
+        cells = table.cells
+
+        def spy(row: int) -> list[str]:
+            formatted.append(row)
+            return cells(row)
+
+        table.cells = spy  # type: ignore[method-assign]
+        app.fill(range(30, 5030))
+        packets = [column.key for column in table.COLUMNS].index("packets")
+        width = table.widths[packets]
+        app.store.apply((ConnectionUpdated(info(5000)._replace(packets=(10**12, 1))),))
+        table.update_rows(*app.store.take_changes())
+        assert formatted == [] and table.row_count == 5030
+        assert table.widths[packets] == width  # not measured yet
+        table.move_to(5000)
+        await pilot.pause()
+        assert 5000 in formatted and len(formatted) < 200  # the rows drawn, not the 5,000
+        assert table.widths[packets] == len(str(10**12 + 1)) > width
+        assert str(10**12 + 1) in table.render_line(table.cursor_row - table.scroll_offset.y + 1).text
+
+
+@pytest.mark.asyncio
 async def test_new_connections_arrive_without_moving_the_cursor_or_the_view():
     app = TableApp()
     async with app.run_test(size=(100, 20)) as pilot:

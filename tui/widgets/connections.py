@@ -2,8 +2,9 @@
 
 A list of 100,000 connections must not cost the event loop anything per row when a few change:
 it is a `VirtualTable` (tui.widgets.table), which keeps the ids in sorted order, formats the rows
-on screen when they are drawn and measures a row only when it changes. New connections go to
-their sorted place (at the end, in the default order by id), so the cursor never jumps.
+on screen when they are drawn and measures a row only when it is drawn or changes on screen. New
+connections go to their sorted place (at the end, in the default order by id), so the cursor
+never jumps.
 """
 
 from __future__ import annotations

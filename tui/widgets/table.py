@@ -3,8 +3,9 @@
 Textual's DataTable builds and measures every row when it is added, so a list of 100,000
 connections or a connection of 10,000 exchanges costs the event loop in proportion to its size.
 Here a table keeps only its rows' ids in display order (`SortedRows`), formats the cells of the
-rows on screen when they are drawn, and measures a row only when it changes. Columns grow to fit
-what they have shown and never shrink (up to a column's own limit), so the layout does not jump.
+rows on screen when they are drawn, and measures a row when it is drawn or changes on screen.
+Columns grow to fit what they have shown and never shrink (up to a column's own limit), so the
+layout does not jump.
 
 The order is kept sorted as rows come and change: a new or changed row goes to its place with a
 binary search, whatever the number of rows. `s` sorts by the next column, `S` reverses the order;
@@ -21,7 +22,7 @@ of `12070` would read as a number.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Hashable, Iterable
+from collections.abc import Collection, Hashable, Iterable
 from typing import Any, ClassVar, NamedTuple
 
 from rich.cells import cell_len, set_cell_size
@@ -264,19 +265,36 @@ class VirtualTable(ScrollView, can_focus=True):
                 grown = True
         return grown
 
-    def put_rows(self, rows: Iterable[Any]) -> None:
+    def put_rows(self, rows: Collection[Any]) -> None:
         """Add rows or take their changes: each goes to its sorted place; the cursor stays on
-        its row. Repaints what is on screen."""
-        moved = grown = False
+        its row. Repaints what is on screen.
+
+        Only those of the rows that are on screen are measured here, the others when they are
+        drawn (`render_line`), as `set_rows` does: formatting every new row to measure it was
+        most of the screen's time while a file of 110,000 connections loaded (1.5 of 3 s)."""
+        moved = False
         repaint = []
         column = self.sort_column
+        put = self.rows.put
         for row in rows:
-            grown |= self.measure(self.cells(row))
-            if self.rows.put(row, self.sort_value(row, column)):
+            if put(row, self.sort_value(row, column)):
                 moved = True
             else:
                 repaint.append(row)
-        self._after_change(moved or grown, repaint)
+        self._after_change(self._measure_shown(rows) or moved, repaint)
+
+    def _measure_shown(self, rows: Collection[Any]) -> bool:
+        """Measure those of `rows` that are on screen; whether a column grew."""
+        top = self.scroll_offset.y
+        shown = [self.rows.at(i) for i in range(top, min(top + self.visible_rows, len(self.rows)))]
+        if not shown:
+            return False
+        wanted = rows if isinstance(rows, (set, frozenset)) else set(rows)
+        grown = False
+        for row in shown:
+            if row in wanted:
+                grown |= self.measure(self.cells(row))
+        return grown
 
     def remove_rows(self, rows: Iterable[Any]) -> None:
         self.rows.remove(rows)
