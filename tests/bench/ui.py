@@ -186,16 +186,15 @@ async def measure(app: WirepeekApp, presses: int, until_rows: int) -> dict[str, 
         # What a complete collection costs now (tui.collector: the app runs one rarely, when no
         # key has come for a while), and then the next full one, which does not walk what the
         # complete one froze.
+        # Both run by the app's collector, told that their longest intervals have passed.
         gc.callbacks.remove(gc_callback)
+        collector = app.collector
         app.driver.taken.clear()  # hold the engine still
-        gc.unfreeze()
         t = time.perf_counter()
-        gc.collect()
+        collector.tick(collector.last_complete + collector.complete_at_most)
         full_now = time.perf_counter() - t
-        gc.freeze()
         app.driver.taken.set()
         await asyncio.sleep(1.0)  # what the app makes meanwhile is walked by the next one
-        collector = app.collector
         t = time.perf_counter()
         collector.tick(collector.last_full + collector.at_most)
         full_next = time.perf_counter() - t

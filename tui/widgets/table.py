@@ -275,9 +275,8 @@ class VirtualTable(ScrollView, can_focus=True):
         moved = False
         repaint = []
         column = self.sort_column
-        put = self.rows.put
         for row in rows:
-            if put(row, self.sort_value(row, column)):
+            if self.rows.put(row, self.sort_value(row, column)):
                 moved = True
             else:
                 repaint.append(row)
@@ -286,12 +285,10 @@ class VirtualTable(ScrollView, can_focus=True):
     def _measure_shown(self, rows: Collection[Any]) -> bool:
         """Measure those of `rows` that are on screen; whether a column grew."""
         top = self.scroll_offset.y
-        shown = [self.rows.at(i) for i in range(top, min(top + self.visible_rows, len(self.rows)))]
-        if not shown:
-            return False
-        wanted = rows if isinstance(rows, (set, frozenset)) else set(rows)
+        wanted = set(rows)
         grown = False
-        for row in shown:
+        for i in range(top, min(top + self.visible_rows, len(self.rows))):
+            row = self.rows.at(i)
             if row in wanted:
                 grown |= self.measure(self.cells(row))
         return grown
