@@ -43,9 +43,10 @@ Rules this module keeps:
 from __future__ import annotations
 
 import re
+import types
 from collections import deque
 from collections.abc import Callable
-from typing import Any, ClassVar, Final, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, cast
 
 import h11
 from h11._abnf import token
@@ -72,6 +73,9 @@ from engine.events import (
 from engine.http2 import Http2Parser
 from engine.reassembly import NO_ACK, SNAPLEN
 from engine.tcp import Connection
+
+if TYPE_CHECKING:
+    from mypy_extensions import i64
 
 MAX_HEAD: Final = 64 * 1024
 """A header block still incomplete after this many bytes is an error (h11's own limit is 16 KiB)."""
@@ -743,6 +747,134 @@ class _Head:
         return "http/1.0", ()
 
 
+_CHUNKED: Final = 1  # _scan_fields' flags: a Transfer-Encoding: chunked
+_UPGRADE: Final = 2  # an Upgrade field
+_HOSTS: Final = 2  # flags >> _HOSTS: how many Host fields
+_NAME: Final = 2  # _BYTE_CLASS: a byte of a token (a field's name), which a value may hold too
+_VALUE: Final = 1  # a byte that a field's value may hold, and a name not
+
+
+def _byte_classes() -> bytes:
+    """_NAME, _VALUE or 0 for each byte, from the patterns of h11's grammar above."""
+    name = re.compile(token.encode("ascii"))
+    value = re.compile(_VALUE_BYTE)
+    return bytes(
+        _NAME if name.fullmatch(bytes((b,))) else _VALUE if value.fullmatch(bytes((b,))) else 0
+        for b in range(256)
+    )
+
+
+_BYTE_CLASS: Final = _byte_classes()
+
+
+def _is_named(block: bytes, at: i64, name: bytes) -> bool:
+    """Whether the field name at block[at:] is `name` (lower case) in any case."""
+    for k in range(len(name)):
+        b = block[at + k]
+        if 65 <= b <= 90:  # A-Z
+            b += 32
+        if b != name[k]:
+            return False
+    return True
+
+
+def _value_span(block: bytes, start: i64, end: i64) -> tuple[i64, i64]:
+    """block[start:end] without the spaces and tabs around it (as bytes.strip(b" \t"))."""
+    while start < end and block[start] in (32, 9):
+        start += 1
+    while end > start and block[end - 1] in (32, 9):
+        end -= 1
+    return start, end
+
+
+def _scan_fields(block: bytes) -> tuple[i64, i64, i64]:
+    """Read a head's field lines (block: each line with its CRLF) in one pass, byte by byte, as
+    _FIELD_LINES and _search_fields do: (flags, start, end), where start:end is the value of
+    its Content-Length (-1, -1 without one), and flags are _CHUNKED, _UPGRADE and the number of
+    Host fields; flags -1 when a line is not a field (a name that is not a token, a NUL, CR, LF,
+    FF or VT in a value), or a Content-Length or Transfer-Encoding is repeated or not plain
+    (digits; `chunked`), which h11 is left to read.
+    Compiled, a byte is a machine load and a table lookup: 0.21 us for a block of 252 bytes,
+    against 0.92 for _FIELD_LINES alone; interpreted, the patterns are faster."""
+    classes = _BYTE_CLASS
+    n: i64 = len(block)
+    i: i64 = 0
+    flags: i64 = 0
+    length_at: i64 = -1
+    length_end: i64 = -1
+    while i < n:
+        name: i64 = i
+        while i < n and classes[block[i]] == _NAME:
+            i += 1
+        size = i - name
+        if size == 0 or i >= n or block[i] != 58:  # a colon
+            return -1, -1, -1
+        i += 1
+        value: i64 = i
+        while i < n and classes[block[i]]:
+            i += 1
+        if i + 1 >= n or block[i] != 13 or block[i + 1] != 10:  # CRLF
+            return -1, -1, -1
+        line_end: i64 = i
+        i += 2
+        if size == 4 and _is_named(block, name, b"host"):
+            flags += 1 << _HOSTS
+        elif size == 7 and _is_named(block, name, b"upgrade"):
+            flags |= _UPGRADE
+        elif size == 14 and _is_named(block, name, b"content-length"):
+            if length_at >= 0:
+                return -1, -1, -1
+            length_at, length_end = _value_span(block, value, line_end)
+            if not 1 <= length_end - length_at <= 20:
+                return -1, -1, -1
+            for k in range(length_at, length_end):
+                if not 48 <= block[k] <= 57:  # 0-9
+                    return -1, -1, -1
+        elif size == 17 and _is_named(block, name, b"transfer-encoding"):
+            if flags & _CHUNKED:
+                return -1, -1, -1
+            start, stop = _value_span(block, value, line_end)
+            if stop - start != 7 or not block.startswith(b"chunked", start):
+                return -1, -1, -1
+            flags |= _CHUNKED
+    return flags, length_at, length_end
+
+
+def _search_fields(
+    data: bytearray, first: int, end: int
+) -> tuple[int | None, bool, bool, int] | None:
+    """What _scan_fields finds in data[first:end + 2], by regular expressions and searches of
+    the lowered lines (the faster way interpreted): (Content-Length, chunked, upgrade, number of
+    Host fields), or None for the same heads."""
+    if _FIELD_LINES.fullmatch(data, first, end + 2) is None:
+        return None  # not a field (a folded line begins with a blank), or NUL, CR, LF, FF, VT
+    low = data[first - 1 : end + 2].lower()  # LF, then each field line with its CRLF
+    base = first - 1
+    length: int | None = None
+    chunked = False
+    at = low.find(b"\ncontent-length:")
+    if at >= 0:
+        if low.find(b"\ncontent-length:", at + 16) >= 0:
+            return None
+        value = data[base + at + 16 : base + low.find(b"\r", at)].strip(b" \t")
+        if _CONTENT_LENGTH.fullmatch(value) is None:
+            return None
+        length = int(value)
+    at = low.find(b"\ntransfer-encoding:")
+    if at >= 0:
+        if low.find(b"\ntransfer-encoding:", at + 19) >= 0:
+            return None
+        if data[base + at + 19 : base + low.find(b"\r", at)].strip(b" \t") != b"chunked":
+            return None
+        chunked = True
+    return length, chunked, low.find(b"\nupgrade:") >= 0, low.count(b"\nhost:")
+
+
+SCAN_FIELDS = not isinstance(_scan_fields, types.FunctionType)
+"""Read field lines with _scan_fields when it is compiled, else with _search_fields (tests use
+both)."""
+
+
 def _plain_head(data: bytearray, end: int, request: bool) -> _Head | None:
     """The head in data[:end + 4] (end: where its first CRLFCRLF begins), read without h11,
     when it is plain: CRLF line ends, no folded lines, a start line and fields that h11's
@@ -772,32 +904,22 @@ def _plain_head(data: bytearray, end: int, request: bool) -> _Head | None:
         if request and version == b"1.1":
             return None  # no Host
         return _Head(method, target, version, status, reason, NO_HEADERS, None, False, False)
-    if _FIELD_LINES.fullmatch(data, first, end + 2) is None:
-        return None  # not a field (a folded line begins with a blank), or NUL, CR, LF, FF, VT
-    low = data[first - 1 : end + 2].lower()  # LF, then each field line with its CRLF
-    base = first - 1
-    length: int | None = None
-    chunked = False
-    at = low.find(b"\ncontent-length:")
-    if at >= 0:
-        if low.find(b"\ncontent-length:", at + 16) >= 0:
+    if SCAN_FIELDS:
+        block = bytes(data[first : end + 2])
+        flags, length_at, length_end = _scan_fields(block)
+        if flags < 0:
             return None
-        value = data[base + at + 16 : base + low.find(b"\r", at)].strip(b" \t")
-        if _CONTENT_LENGTH.fullmatch(value) is None:
+        length = int(block[length_at:length_end]) if length_at >= 0 else None
+        chunked = bool(flags & _CHUNKED)
+        upgrade = bool(flags & _UPGRADE)
+        hosts = flags >> _HOSTS
+    else:
+        found = _search_fields(data, first, end)
+        if found is None:
             return None
-        length = int(value)
-    at = low.find(b"\ntransfer-encoding:")
-    if at >= 0:
-        if low.find(b"\ntransfer-encoding:", at + 19) >= 0:
-            return None
-        if data[base + at + 19 : base + low.find(b"\r", at)].strip(b" \t") != b"chunked":
-            return None
-        chunked = True
-    if request:
-        hosts = low.count(b"\nhost:")
-        if hosts > 1 or (not hosts and version == b"1.1"):
-            return None
-    upgrade = low.find(b"\nupgrade:") >= 0
+        length, chunked, upgrade, hosts = found
+    if request and (hosts > 1 or (not hosts and version == b"1.1")):
+        return None
     fields = Headers.of(data[first:end].decode("latin-1"))
     return _Head(method, target, version, status, reason, fields, length, chunked, upgrade)
 

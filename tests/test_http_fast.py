@@ -16,6 +16,7 @@ from h11._receivebuffer import ReceiveBuffer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+import engine
 from engine import http
 from engine.batch import Batch
 from engine.bounds import Bounds
@@ -60,7 +61,22 @@ def by_h11(data: bytes, request: bool) -> tuple | None:
 
 
 def by_fast(data: bytes, request: bool) -> tuple | None:
-    """The same for the fast path; None when it leaves the head to h11."""
+    """The same for the fast path; None when it leaves the head to h11. Its field lines are read
+    both ways it has (engine.http.SCAN_FIELDS: a byte loop, the compiled build's, or patterns
+    and searches), which must agree."""
+    chosen = http.SCAN_FIELDS
+    try:
+        http.SCAN_FIELDS = True
+        scanned = read_fast(data, request)
+        http.SCAN_FIELDS = False
+        searched = read_fast(data, request)
+    finally:
+        http.SCAN_FIELDS = chosen
+    assert scanned == searched
+    return scanned
+
+
+def read_fast(data: bytes, request: bool) -> tuple | None:
     buf = bytearray(data)
     end = HeadCache.head_end(buf)
     head = http._plain_head(buf, end, request) if end >= 0 else None
@@ -233,6 +249,27 @@ def test_each_byte_in_a_value_is_read_as_h11_reads_it(byte: int) -> None:
         else:
             assert fast is not None
             assert fast == by_h11(head, request)
+
+
+@pytest.mark.parametrize("byte", range(256))
+def test_each_byte_in_a_name_is_read_as_h11_reads_it(byte: int) -> None:
+    # Only a token's bytes make a name; a head with any other byte in a name goes to h11.
+    name = b"X" + bytes([byte]) + b"Y"
+    for request, head in [
+        (True, b"GET / HTTP/1.1\r\nHost: a\r\n" + name + b": v\r\n\r\n"),
+        (False, b"HTTP/1.1 200 OK\r\n" + name + b": v\r\nServer: s\r\n\r\n"),
+    ]:
+        fast = by_fast(head, request)
+        token = bytes([byte]) in b"!#$%&'*+-.^_`|~" or chr(byte).isascii() and chr(byte).isalnum()
+        if token or byte == ord(":"):  # (then the name is X, and the value Y: v)
+            assert fast is not None
+            assert fast == by_h11(head, request)
+        else:
+            assert fast is None
+
+
+def test_the_compiled_build_reads_field_lines_byte_by_byte() -> None:
+    assert http.SCAN_FIELDS is engine.COMPILED
 
 
 def test_a_head_longer_than_the_fast_limit_goes_to_h11() -> None:
