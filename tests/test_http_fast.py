@@ -61,17 +61,17 @@ def by_h11(data: bytes, request: bool) -> tuple | None:
 
 
 def by_fast(data: bytes, request: bool) -> tuple | None:
-    """The same for the fast path; None when it leaves the head to h11. Its field lines are read
-    both ways it has (engine.http.SCAN_FIELDS: a byte loop, the compiled build's, or patterns
+    """The same for the fast path; None when it leaves the head to h11. It is read
+    both ways it has (engine.http.SCAN_HEADS: a byte loop, the compiled build's, or patterns
     and searches), which must agree."""
-    chosen = http.SCAN_FIELDS
+    chosen = http.SCAN_HEADS
     try:
-        http.SCAN_FIELDS = True
+        http.SCAN_HEADS = True
         scanned = read_fast(data, request)
-        http.SCAN_FIELDS = False
+        http.SCAN_HEADS = False
         searched = read_fast(data, request)
     finally:
-        http.SCAN_FIELDS = chosen
+        http.SCAN_HEADS = chosen
     assert scanned == searched
     return scanned
 
@@ -268,8 +268,8 @@ def test_each_byte_in_a_name_is_read_as_h11_reads_it(byte: int) -> None:
             assert fast is None
 
 
-def test_the_compiled_build_reads_field_lines_byte_by_byte() -> None:
-    assert http.SCAN_FIELDS is engine.COMPILED
+def test_the_compiled_build_reads_heads_byte_by_byte() -> None:
+    assert http.SCAN_HEADS is engine.COMPILED
 
 
 def test_a_head_longer_than_the_fast_limit_goes_to_h11() -> None:
