@@ -110,7 +110,7 @@ def report(f: dict[str, Any]) -> None:
     print(f"  --memory {f['memory']:4}: RSS imported {m(f['imported'])}, mounted {m(f['mounted'])}, "
           f"loaded {m(f['loaded'])}, peak {m(f['peak'])} MiB; grown {m(grown)} MiB, "
           f"{'OVER' if grown > bound else 'within'} budget + working set ({m(bound)} MiB); "
-          f"{f['seconds']:.1f} s ({f['since_start']:.1f} s after the process started: Python, "
+          f"{f['seconds']:.2f} s ({f['since_start']:.2f} s after the process started: Python, "
           f"imports), the app's process {f['cpu']:.1f} s of CPU")
     threads = ", ".join(f"{name} {cpu:.1f}" for name, cpu in sorted(f["threads"].items()))
     print(f"      CPU seconds by thread (those still running): {threads}")
