@@ -592,3 +592,36 @@ async def test_the_key_1_is_named_after_the_first_tab_in_the_footer_and_help():
         # The key still opens the first tab, whatever it is called.
         await pilot.press("2", "1")
         assert app.query_one(TabbedContent).active == "tab-http"
+
+
+@pytest.mark.asyncio
+async def test_the_footer_is_rebuilt_once_for_bindings_that_change_several_times_in_a_row():
+    from textual.widgets._footer import FooterKey
+
+    from tui.widgets.footer import Footer
+
+    app = app_for("zeek/wikipedia.pcap")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await read_all(app, pilot)
+        footer = app.query_one(Footer)
+        rebuilds = []
+        rebuild = footer.recompose
+
+        async def counted() -> None:
+            rebuilds.append(1)
+            await rebuild()
+
+        footer.recompose = counted  # type: ignore[method-assign]
+        for _ in range(3):
+            app.screen.refresh_bindings()
+        await pilot.pause()
+        await pilot.pause()
+        assert len(rebuilds) == 1
+        # A change after that rebuild gets its own, and the footer shows it.
+        dns = a_dns_flow(app)
+        http = next(c for c, i in app.store.connections.items() if i.protocol == "http")
+        for count, (conn_id, name) in enumerate(((http, "HTTP"), (dns, "DNS"), (http, "HTTP")), 2):
+            app.query_one(ConnectionsTable).select(conn_id)
+            await until(pilot, lambda name=name: [
+                k.description for k in app.query(FooterKey) if k.key == "1"] == [name])
+            assert len(rebuilds) == count

@@ -26,7 +26,7 @@ from textual.containers import Vertical
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import Footer, Input, Label, TabbedContent, TabPane, Tabs
+from textual.widgets import Input, Label, TabbedContent, TabPane, Tabs
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from engine import sources
@@ -57,6 +57,7 @@ from tui.store import (
     tls_summary,
 )
 from tui.widgets.connections import ConnectionsTable
+from tui.widgets.footer import Footer
 from tui.widgets.http import ExchangesTable, HttpView
 from tui.widgets.packets import PacketsView, prepare
 from tui.widgets.stats import StatsView, group_filter, shown_copy
