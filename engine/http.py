@@ -841,7 +841,11 @@ def _is_version(head: bytes, at: i64) -> bool:
     """Whether head[at:] starts with HTTP/, a digit, a dot and a digit."""
     return (
         at + 8 <= len(head)
-        and head.startswith(b"HTTP/", at)
+        and head[at] == 72  # H (byte by byte: startswith with a start is a call, compiled)
+        and head[at + 1] == 84  # T
+        and head[at + 2] == 84  # T
+        and head[at + 3] == 80  # P
+        and head[at + 4] == 47  # /
         and 48 <= head[at + 5] <= 57
         and head[at + 6] == 46
         and 48 <= head[at + 7] <= 57
