@@ -380,3 +380,39 @@ def test_a_connection_past_its_cap_keeps_its_newest_exchanges(monkeypatch, encod
     assert len(store.http[1]) == 30 and 1 not in store.dropped
     assert store.summary(0).startswith("GET /items/0/199 ")
     assert store.cost == recount(store)
+
+
+@pytest.mark.parametrize("per_batch", [1, 7, 130, 400])
+def test_a_batch_of_interleaved_connections_keeps_what_one_at_a_time_keeps(monkeypatch, per_batch):
+    """The helpers' batches interleave their connections' exchanges, which the store adds a
+    connection at a time: the lists, the cap's cuts, the counts and the rows are those of the
+    same exchanges added one by one, however many of a connection's a batch holds."""
+    from tui import store as store_module
+    from tui.exchange_log import EncodedExchanges
+
+    monkeypatch.setattr(store_module, "MAX_TRANSACTIONS_PER_CONNECTION", 40)
+    monkeypatch.setattr(store_module, "MAX_KEPT", 45)
+    sent = []
+    for i in range(400):  # connection 0 most often, 2 now and then; 3 was never opened
+        conn_id = 0 if i % 5 < 3 else 1 if i % 5 == 3 else (2 if i % 10 == 4 else 3)
+        sent.append(exchange(conn_id, sum(tx.connection == conn_id for tx in sent), body=10))
+    one_by_one, batched = TrafficStore(budget=10**12), TrafficStore(budget=10**12)
+    for store in (one_by_one, batched):
+        store.apply(tuple(ConnectionOpened(info(i)) for i in range(3)))
+    for tx in sent:
+        batch = EncodedExchanges()
+        batch.add(tx.connection, tx)
+        one_by_one.apply_encoded([batch])
+    for first in range(0, len(sent), per_batch):
+        batch = EncodedExchanges()
+        for tx in sent[first:first + per_batch]:
+            batch.add(tx.connection, tx)
+        batched.apply_encoded([batch])
+    assert len(batched.http[0]) < 240  # the cap cut connection 0's list
+    for conn_id in range(3):
+        assert list(batched.http[conn_id]) == list(one_by_one.http[conn_id])
+        assert batched.summary(conn_id) == one_by_one.summary(conn_id)
+        assert batched.last_status(conn_id) == one_by_one.last_status(conn_id)
+    assert batched.dropped == one_by_one.dropped and batched.dropped[0] > 0
+    assert batched.evicted_exchanges == one_by_one.evicted_exchanges
+    assert batched.cost == recount(batched) == one_by_one.cost

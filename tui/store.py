@@ -189,31 +189,46 @@ class TrafficStore:
         self._bound()
 
     def _add_encoded(self, batch: EncodedExchanges, first: int, last: int, base: int) -> None:
-        """Keep exchanges first..last-1 of `batch`, whose records are at `base` + their starts."""
+        """Keep exchanges first..last-1 of `batch`, whose records are at `base` + their starts.
+        A batch interleaves its connections' exchanges: each connection's are added at once
+        (0.1 s of the UI thread for the 161,500 exchanges of the keep-alive benchmark, one at a
+        time: 0.66 us each)."""
+        runs: dict[int, list[int]] = {}
+        conns = batch.connections
+        for i in range(first, last):
+            run = runs.get(conns[i])
+            if run is None:
+                runs[conns[i]] = [i]
+            else:
+                run.append(i)
         http, last_of, pending = self.http, self.last, self.pending
         connections, changed = self.connections, self.changed
         starts, lines, statuses, offsets = batch.starts, batch.lines, batch.statuses, batch.offsets
-        conns, indexes = batch.connections, batch.indexes
-        for i in range(first, last):
-            conn_id = conns[i]
+        indexes = batch.indexes
+        for conn_id, run in runs.items():
             if conn_id not in connections:
                 if conn_id >= 0:  # the helpers are behind the capture thread: its row went
-                    self.evicted_exchanges += 1
+                    self.evicted_exchanges += len(run)
                 continue
             txs = http.get(conn_id)
             if txs is None:
                 txs = http[conn_id] = Exchanges(self.log, conn_id)
-            txs.append(base + starts[i], indexes[i])
-            self.cost += EXCHANGE_COST
+            txs.positions.extend([base + starts[i] for i in run])
+            txs.indexes.extend([indexes[i] for i in run])
+            self.cost += EXCHANGE_COST * len(run)
+            # As if added one by one: past MAX_KEPT, down to MAX_TRANSACTIONS_PER_CONNECTION.
+            while len(txs) > MAX_KEPT:
+                self._trim(conn_id, MAX_KEPT + 1)
+                txs = http[conn_id]
+            i = run[-1]
             last_of[conn_id] = (lines[i], statuses[i])
-            if len(txs) > MAX_KEPT:
-                self._trim(conn_id, len(txs))
-            if pending:
-                waiting = pending.get(conn_id)
-                if waiting and offsets[i] >= 0:  # its request, listed as waiting, is answered
-                    waiting.pop(offsets[i], None)
-                    if not waiting:
-                        del pending[conn_id]
+            waiting = pending.get(conn_id) if pending else None
+            if waiting:
+                for i in run:
+                    if offsets[i] >= 0:  # its request, listed as waiting, is answered
+                        waiting.pop(offsets[i], None)
+                if not waiting:
+                    del pending[conn_id]
             changed.add(conn_id)
 
     def _bound(self) -> None:
