@@ -625,3 +625,53 @@ async def test_the_footer_is_rebuilt_once_for_bindings_that_change_several_times
             await until(pilot, lambda name=name: [
                 k.description for k in app.query(FooterKey) if k.key == "1"] == [name])
             assert len(rebuilds) == count
+
+
+def spy_on_helpers(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, bool]]:
+    """Each set of helper processes a CaptureDriver makes, and whether the app's screen had
+    been mounted then."""
+    from tui.capture import CaptureDriver
+
+    made: list[tuple[object, bool]] = []
+    mounted: list[bool] = []
+    on_mount, new_helpers = WirepeekApp.on_mount, CaptureDriver._new_helpers
+
+    def mount(self: WirepeekApp) -> None:
+        mounted.append(True)
+        on_mount(self)
+
+    def helpers(self: CaptureDriver) -> object:
+        made.append((new_helpers(self), bool(mounted)))
+        return made[-1][0]
+
+    monkeypatch.setattr(WirepeekApp, "on_mount", mount)
+    monkeypatch.setattr(CaptureDriver, "_new_helpers", helpers)
+    return made
+
+
+@pytest.mark.asyncio
+async def test_a_files_helpers_start_before_the_screen_is_built(monkeypatch):
+    """The helpers that read a file start as the app loads, so that they read it on the other
+    core while Textual builds the screen; the capture thread takes them and makes no others."""
+    made = spy_on_helpers(monkeypatch)
+    app = app_for("zeek/wikipedia.pcap")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await read_all(app, pilot)
+        assert [when for _, when in made] == [False]  # one set, made before the screen
+        assert app.driver.helpers is made[0][0]
+        assert app.status is not None and app.status.finished
+        assert len(app.store.connections) > 10 and app.store.http
+
+
+@pytest.mark.asyncio
+async def test_helpers_started_for_a_file_that_cannot_be_read_are_stopped(monkeypatch, tmp_path):
+    made = spy_on_helpers(monkeypatch)
+    junk = tmp_path / "junk.pcap"
+    junk.write_bytes(b"not a capture file at all" * 10)
+    app = WirepeekApp(SourceSpec(files=(str(junk),)), "", Bounds())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.status is not None and app.status.error is not None)
+        assert app.status is not None and app.status.error
+        helpers = made[0][0]
+        await until(pilot, lambda: not any(p.is_alive() for p in helpers.procs))
+        assert app.driver._early is None and not any(p.is_alive() for p in helpers.procs)

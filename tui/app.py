@@ -214,6 +214,9 @@ class WirepeekApp(App[None]):
         yield StatusBar(id="status")
         yield Footer()
 
+    def on_load(self) -> None:
+        self.driver.start_early()
+
     def on_mount(self) -> None:
         self.set_interval(STATS_EVERY, self._refresh_stats)
         self.query_one("#prompt").display = False
@@ -233,6 +236,7 @@ class WirepeekApp(App[None]):
         self.run_capture()
 
     def on_unmount(self) -> None:
+        self.driver.drop_early()  # (if the capture thread never took them)
         self.collector.stop()
         sys.setswitchinterval(self._switch_interval)
 

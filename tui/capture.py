@@ -470,8 +470,24 @@ class CaptureDriver:
         if spec.live and self.jobs:
             self.feed = self._initial = FeedCapture(spec.opened, feed_bytes(bounds))
         self.helpers: HttpHelpers | None = None
+        self._early: HttpHelpers | None = None  # the first reading's, started by start_early
         if self.jobs:
             http_helpers.prepare()
+
+    def start_early(self) -> None:
+        """Start the helpers of the first reading of a file now, from the UI thread before it
+        builds the screen (on_load): they then have the other core to themselves for the 50 ms
+        that Textual takes to build it, where the capture thread started them after. The
+        capture thread takes them for its first pipeline."""
+        if self.jobs and self.rereads and self._early is None:
+            self._early = self._new_helpers()
+
+    def drop_early(self) -> None:
+        """Stop the helpers started early if the capture thread did not take them (it could
+        not open the file, or never ran)."""
+        early, self._early = self._early, None
+        if early is not None:
+            early.close()
 
     # ------------------------------------------------------------------ from the UI thread
 
@@ -494,6 +510,7 @@ class CaptureDriver:
         try:
             source = self._open(self.bpf)
         except sources.CaptureError as e:
+            self.drop_early()
             self._post_error(str(e))
             return
         pipeline = self._pipeline()
@@ -580,6 +597,7 @@ class CaptureDriver:
                     told = done and not source.live
         finally:
             source.close()
+            self.drop_early()
             if self.helpers is not None:
                 self.helpers.close()
             if self.spool is not None:
@@ -748,9 +766,8 @@ class CaptureDriver:
             self.helpers = None
         if self.jobs:
             # A file is read by the helpers alone, which give its connections' rows too.
-            self.helpers = HttpHelpers(self.spec.files, self.bpf, self.bounds, self.jobs,
-                                       feed=self.feed, keylogs=tuple(self.keylogs),
-                                       listing=self._listing(), rows=self.rereads)
+            early, self._early = self._early, None
+            self.helpers = early if early is not None else self._new_helpers()
         self.keys = self._keys()
         # The plaintext of what is decrypted, for the Stream tab (in the spool, as the records).
         self.decrypted = None
@@ -772,6 +789,11 @@ class CaptureDriver:
         if keys is None and self.feed is not None:
             keys = KeyLog()
         return keys
+
+    def _new_helpers(self) -> HttpHelpers:
+        return HttpHelpers(self.spec.files, self.bpf, self.bounds, self.jobs, feed=self.feed,
+                           keylogs=tuple(self.keylogs), listing=self._listing(),
+                           rows=self.rereads)
 
     def _listing(self) -> str | None:
         """A live capture's list of the key logs loaded, which its HTTP helpers watch."""
