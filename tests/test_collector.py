@@ -96,6 +96,41 @@ def test_what_survives_a_full_collection_is_walked_again_only_by_a_complete_one(
     assert gc.get_freeze_count() == 0  # stopped, it leaves nothing frozen
 
 
+def test_what_exists_when_the_collector_starts_is_frozen_at_once():
+    made_before = Node()
+    ref = weakref.ref(made_before)
+    c = Collector(quiet=1, every=5, at_most=60, complete_every=100, complete_quiet=10,
+                  complete_at_most=1000)
+    c.start(0.0)
+    try:
+        assert gc.get_freeze_count() > 0
+        del made_before  # garbage now, but it was there at the start: frozen
+        assert c.tick(6.0)
+        assert ref() is not None and c.complete == 0
+        assert c.tick(111.0)  # a complete collection frees it
+        assert ref() is None and c.complete == 1
+    finally:
+        c.stop()
+    assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.asyncio
+async def test_the_app_starts_its_collector_before_it_builds_the_screen(monkeypatch):
+    # CPython ran a full collection on its own while Textual built the screen (15-50 ms).
+    at_mount: list[tuple[int, bool]] = []
+    on_mount = WirepeekApp.on_mount
+
+    def mount(self: WirepeekApp) -> None:
+        at_mount.append((gc.get_threshold()[2], gc.get_freeze_count() > 0))
+        on_mount(self)
+
+    monkeypatch.setattr(WirepeekApp, "on_mount", mount)
+    app = WirepeekApp(SourceSpec(files=(capture("zeek/wikipedia.pcap"),)), "", Bounds())
+    async with app.run_test(size=(80, 24)):
+        assert at_mount == [(NEVER, True)]
+    assert gc.get_freeze_count() == 0
+
+
 def test_a_complete_collection_comes_typing_or_not_at_its_longest_interval():
     c = Collector(quiet=1, every=5, at_most=60, complete_every=100, complete_quiet=10,
                   complete_at_most=1000)

@@ -215,6 +215,8 @@ class WirepeekApp(App[None]):
         yield Footer()
 
     def on_load(self) -> None:
+        # Full garbage collections wait until no key has come for a while (tui.collector).
+        self.collector.start(time.monotonic())
         self.driver.start_early()
 
     def on_mount(self) -> None:
@@ -228,8 +230,6 @@ class WirepeekApp(App[None]):
         # to 5 ms: dozens of such waits made a key take hundreds of ms. A shorter switch interval
         # costs the engine a little and keeps keys quick.
         sys.setswitchinterval(SWITCH_INTERVAL)
-        # Full garbage collections wait until no key has come for a while (tui.collector).
-        self.collector.start(time.monotonic())
         self.set_interval(1.0, self._collect)
         self.resident = self.resident_at_start = self.read_resident()
         self.set_interval(1.0, self._sample_memory)

@@ -51,11 +51,16 @@ class Collector:
         self._saved: tuple[int, int, int] | None = None
 
     def start(self, now: float) -> None:
+        """As the app loads: what exists then (the modules, their classes and functions, the
+        app) lives as long as the process, so it is frozen at once, and no full collection
+        walks it until a complete one; CPython started one on its own as Textual built the
+        screen (15-50 ms, while a file's first rows came), which now waits as any other."""
         self.last_full = self.last_complete = now
         if self._saved is None:
             self._saved = gc.get_threshold()
             young, middle, _old = self._saved
             gc.set_threshold(young, middle, NEVER)
+            gc.freeze()
 
     def stop(self) -> None:
         if self._saved is not None:
