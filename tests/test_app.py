@@ -566,23 +566,24 @@ async def test_a_udp_flow_shows_its_datagrams_says_it_has_no_stream_and_r_does_n
         assert stream.note == [] and "no byte stream" not in stream.render_line(0).text
 
 
-@pytest.mark.asyncio
-async def test_the_key_1_is_named_after_the_first_tab_in_the_footer_and_help():
+def key_1_names(app: WirepeekApp) -> list[str]:
+    """What the footer calls the key 1."""
     from textual.widgets._footer import FooterKey
 
+    return [key.description for key in app.query(FooterKey) if key.key == "1"]
+
+
+@pytest.mark.asyncio
+async def test_the_key_1_is_named_after_the_first_tab_in_the_footer_and_help():
     app = app_for("zeek/wikipedia.pcap")
     async with app.run_test(size=(80, 24)) as pilot:
         await read_all(app, pilot)
-
-        def footer_names() -> list[str]:
-            return [key.description for key in app.query(FooterKey) if key.key == "1"]
-
         dns = a_dns_flow(app)
         http = next(c for c, i in app.store.connections.items() if i.protocol == "http")
         for conn_id, name in ((dns, "DNS"), (http, "HTTP"), (dns, "DNS")):
             app.query_one(ConnectionsTable).select(conn_id)
-            await until(pilot, lambda name=name: footer_names() == [name])
-            assert footer_names() == [name]
+            await until(pilot, lambda name=name: key_1_names(app) == [name])
+            assert key_1_names(app) == [name]
             assert str(app.query_one(TabbedContent).get_tab("tab-http").label) == f"{name} (1)"
             await pilot.press("question_mark")
             await pilot.pause()
@@ -596,8 +597,6 @@ async def test_the_key_1_is_named_after_the_first_tab_in_the_footer_and_help():
 
 @pytest.mark.asyncio
 async def test_the_footer_is_rebuilt_once_for_bindings_that_change_several_times_in_a_row():
-    from textual.widgets._footer import FooterKey
-
     from tui.widgets.footer import Footer
 
     app = app_for("zeek/wikipedia.pcap")
@@ -622,8 +621,7 @@ async def test_the_footer_is_rebuilt_once_for_bindings_that_change_several_times
         http = next(c for c, i in app.store.connections.items() if i.protocol == "http")
         for count, (conn_id, name) in enumerate(((http, "HTTP"), (dns, "DNS"), (http, "HTTP")), 2):
             app.query_one(ConnectionsTable).select(conn_id)
-            await until(pilot, lambda name=name: [
-                k.description for k in app.query(FooterKey) if k.key == "1"] == [name])
+            await until(pilot, lambda name=name: key_1_names(app) == [name])
             assert len(rebuilds) == count
 
 

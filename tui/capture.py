@@ -597,7 +597,6 @@ class CaptureDriver:
                     told = done and not source.live
         finally:
             source.close()
-            self.drop_early()
             if self.helpers is not None:
                 self.helpers.close()
             if self.spool is not None:

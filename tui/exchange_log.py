@@ -228,6 +228,10 @@ class Exchanges(Sequence[Exchange]):
         self.positions.append(pos)
         self.indexes.append(index)
 
+    def extend(self, positions: list[int], indexes: list[int]) -> None:
+        self.positions.extend(positions)
+        self.indexes.extend(indexes)
+
     def index_at(self, i: int) -> int:
         """The index of the i-th exchange (as its record says), read from memory."""
         return self.indexes[i]

@@ -196,9 +196,10 @@ class TrafficStore:
         runs: dict[int, list[int]] = {}
         conns = batch.connections
         for i in range(first, last):
-            run = runs.get(conns[i])
+            conn_id = conns[i]
+            run = runs.get(conn_id)
             if run is None:
-                runs[conns[i]] = [i]
+                runs[conn_id] = [i]
             else:
                 run.append(i)
         http, last_of, pending = self.http, self.last, self.pending
@@ -213,8 +214,7 @@ class TrafficStore:
             txs = http.get(conn_id)
             if txs is None:
                 txs = http[conn_id] = Exchanges(self.log, conn_id)
-            txs.positions.extend([base + starts[i] for i in run])
-            txs.indexes.extend([indexes[i] for i in run])
+            txs.extend([base + starts[i] for i in run], [indexes[i] for i in run])
             self.cost += EXCHANGE_COST * len(run)
             # As if added one by one: past MAX_KEPT, down to MAX_TRANSACTIONS_PER_CONNECTION.
             while len(txs) > MAX_KEPT:
