@@ -86,13 +86,22 @@ def _shard_of(addrs: int, ports: int, shards: int) -> int:
     return (mixed >> 32) % shards
 
 
+def _shard4(src: i64, dst: i64, ports: i64, shards: i64) -> i64:
+    """_shard_of for IPv4 addresses, in machine words (compiled, no Python number is made: the
+    hot loop decides a packet of another shard before it builds the connection's key).
+    (sum * _GOLDEN mod 2**64) >> 32 is taken 16 bits of _GOLDEN at a time, so that no product
+    passes 63 bits: the sum has at most 34."""
+    s: i64 = (ports >> 16) + (ports & 0xFFFF) + src + dst
+    middle: i64 = s * 0x7F4A  # _GOLDEN's bits 16-31
+    carry: i64 = (s * 0x7C15 + ((middle & 0xFFFF) << 16)) >> 32  # bits 0-15
+    high: i64 = carry + (middle >> 16) + s * 0x79B9 + (((s * 0x9E37) & 0xFFFF) << 16)
+    return (high & 0xFFFFFFFF) % shards
+
+
 _M64: Final = (1 << 64) - 1
 _M128: Final = (1 << 128) - 1
 _M256: Final = (1 << 256) - 1
-# Keys whose shard is known (a dict lookup costs a tenth of _shard_of's arithmetic on numbers
-# wider than a machine word), forgotten all at once past this many.
-SHARD_MEMO = 1 << 16
-_GOLDEN: Final = 0x9E3779B97F4A7C15  # 2**64 / the golden ratio, odd
+_GOLDEN: Final = 0x9E3779B97F4A7C15  # 2**64 / the golden ratio, odd (_shard4 spells it out)
 
 # Pipeline._only: every connection, or none (keys are never negative).
 ALL: Final = -1
@@ -143,7 +152,6 @@ class Pipeline:
         self.shard = shard
         # The key `only` names, both ways; ALL for every connection, NONE for none.
         self._only = (ALL, ALL) if only is None else (only, reverse_key(only))
-        self._shard_memo: dict[int, bool] = {}  # key -> in this shard (feed)
         self.bounds = bounds or Bounds()
         consumers = dict(consumers or {})
         if http_body_limit is not None:
@@ -203,7 +211,6 @@ class Pipeline:
         tcp = malformed = 0
         table = self.table
         shard, shards = self.shard
-        shard_memo = self._shard_memo
         only_a, only_b = self._only
         number = self.packets
         host_bits = self._host_bits = batch.host << HOST_SHIFT
@@ -239,21 +246,17 @@ class Pipeline:
                         payload = th + ((buf[th + 12] >> 4) << 2)
                         if th + 20 <= payload <= wire_end:
                             tcp += 1
-                            # As Python ints: the key holds 96 bits, past a machine word.
-                            ports: int = _u32(buf, th)
-                            src: int = _u32(buf, off + 26)
-                            dst: int = _u32(buf, off + 30)
-                            addrs = src << 32 | dst
-                            key = (addrs << 32) | ports
-                            if shards > 1:
-                                mine = shard_memo.get(key)
-                                if mine is None:
-                                    mine = _shard_of(addrs, ports, shards) == shard
-                                    if len(shard_memo) >= SHARD_MEMO:
-                                        shard_memo.clear()
-                                    shard_memo[key] = mine
-                                if not mine:
-                                    continue
+                            ports: i64 = _u32(buf, th)
+                            src: i64 = _u32(buf, off + 26)
+                            dst: i64 = _u32(buf, off + 30)
+                            if shards > 1 and _shard4(src, dst, ports, shards) != shard:
+                                continue
+                            # As Python ints (an int with an i64 is an i64, compiled): the key
+                            # holds 96 bits, past a machine word.
+                            high: int = src
+                            low: int = dst
+                            both: int = ports
+                            key: int = (((high << 32) | low) << 32) | both
                             cap_end = min(wire_end, end)
                             if host_bits:
                                 key |= host_bits

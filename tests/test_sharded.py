@@ -65,21 +65,18 @@ def _handshake(i: int) -> list[tuple[float, bytes]]:
 
 
 @pytest.mark.parametrize("shards", [2, 3])
-def test_shards_share_the_connections_each_whole_whatever_they_remember(monkeypatch, shards):
+def test_shards_share_the_connections_each_whole(shards):
     """Each connection is in exactly one shard, both its directions there (the SYN-ACK finds
-    the SYN's connection), also when the shards' memory of keys is forgotten every few keys."""
-    from engine import pipeline as pipeline_module
+    the SYN's connection)."""
     from engine.batch import Batch
     from engine.pipeline import Pipeline
 
-    monkeypatch.setattr(pipeline_module, "SHARD_MEMO", 5)
     packets = [p for i in range(300) for p in _handshake(i)]
     owners: dict[int, int] = {}
     for shard in range(shards):
         pipe = Pipeline(shard=(shard, shards))
         for start in range(0, len(packets), 64):
             pipe.feed(Batch.from_packets(1, packets[start:start + 64]))
-        assert len(pipe._shard_memo) <= 5
         for conn in pipe.table.lru.values():
             assert conn.client.packets == conn.server.packets == 1  # the SYN and its SYN-ACK
             assert conn.client_key not in owners
@@ -87,3 +84,20 @@ def test_shards_share_the_connections_each_whole_whatever_they_remember(monkeypa
     assert len(owners) == 300
     assert all(len([k for k, s in owners.items() if s == shard]) > 300 / shards / 2
                for shard in range(shards))  # spread, not all in one
+
+
+def test_the_hot_loops_shard_of_ipv4_is_the_shard_function():
+    """The hot loop's machine-word shard of an IPv4 connection (_shard4) is _shard_of's, which
+    the other paths (IPv6, tunnels, fragments, UDP) take: a connection whose packets take both
+    paths stays in one shard. Edge values (all bits set, zero) and random ones, 2 to 7 shards."""
+    import random
+
+    from engine.pipeline import _shard4, _shard_of
+
+    rng = random.Random(7)
+    top = (1 << 32) - 1
+    values = [(top, top, top), (0, 0, 0), (top, 0, 1), (0, top, top), (0x7F000001, 0x7F000001, 0)]
+    values += [(rng.getrandbits(32), rng.getrandbits(32), rng.getrandbits(32)) for _ in range(20000)]
+    for src, dst, ports in values:
+        for shards in range(2, 8):
+            assert _shard4(src, dst, ports, shards) == _shard_of(src << 32 | dst, ports, shards)
