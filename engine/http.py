@@ -787,31 +787,35 @@ def _value_span(block: bytes, start: i64, end: i64) -> tuple[i64, i64]:
     return start, end
 
 
-def _scan_fields(head: bytes, i: i64) -> tuple[i64, i64, i64]:
-    """Read the field lines of a head from head[i:] (each with its CRLF, to its end) in one
-    pass, byte by byte, as _FIELD_LINES and the searches of _searched_head do: (flags, start,
-    end), where start:end is the value of its Content-Length (-1, -1 without one), and flags
-    are _CHUNKED, _UPGRADE and the number of Host fields; flags -1 when a line is not a field
-    (a name that is not a token, a NUL, CR, LF, FF or VT in a value), or a Content-Length or
-    Transfer-Encoding is repeated or not plain (digits; `chunked`), which h11 is left to read."""
+def _scan_fields(head: bytes, i: i64) -> tuple[i64, i64, i64, i64]:
+    """Read the field lines of a head from head[i:] (each with its CRLF) in one pass, byte by
+    byte, as _FIELD_LINES and the searches of _searched_head do, to the empty line that ends
+    them: (flags, start, end, blank), where start:end is the value of its Content-Length (-1,
+    -1 without one), blank where the empty line's CRLF begins, and flags are _CHUNKED,
+    _UPGRADE and the number of Host fields; flags -1 when a line is not a field (a name that
+    is not a token, a NUL, CR, LF, FF or VT in a value), or a Content-Length or
+    Transfer-Encoding is repeated or not plain (digits; `chunked`), which h11 is left to read,
+    or when head ends before the empty line."""
     classes = _BYTE_CLASS
     n: i64 = len(head)
     flags: i64 = 0
     length_at: i64 = -1
     length_end: i64 = -1
-    while i < n:
+    while i + 1 < n:
+        if head[i] == 13 and head[i + 1] == 10:  # the empty line
+            return flags, length_at, length_end, i
         name: i64 = i
         while i < n and classes[head[i]] == _NAME:
             i += 1
         size = i - name
         if size == 0 or i >= n or head[i] != 58:  # a colon
-            return -1, -1, -1
+            return -1, -1, -1, -1
         i += 1
         value: i64 = i
         while i < n and classes[head[i]]:
             i += 1
         if i + 1 >= n or head[i] != 13 or head[i + 1] != 10:  # CRLF
-            return -1, -1, -1
+            return -1, -1, -1, -1
         line_end: i64 = i
         i += 2
         if size == 4 and _is_named(head, name, b"host"):
@@ -820,21 +824,21 @@ def _scan_fields(head: bytes, i: i64) -> tuple[i64, i64, i64]:
             flags |= _UPGRADE
         elif size == 14 and _is_named(head, name, b"content-length"):
             if length_at >= 0:
-                return -1, -1, -1
+                return -1, -1, -1, -1
             length_at, length_end = _value_span(head, value, line_end)
             if not 1 <= length_end - length_at <= 20:
-                return -1, -1, -1
+                return -1, -1, -1, -1
             for k in range(length_at, length_end):
                 if not 48 <= head[k] <= 57:  # 0-9
-                    return -1, -1, -1
+                    return -1, -1, -1, -1
         elif size == 17 and _is_named(head, name, b"transfer-encoding"):
             if flags & _CHUNKED:
-                return -1, -1, -1
+                return -1, -1, -1, -1
             start, stop = _value_span(head, value, line_end)
             if stop - start != 7 or not head.startswith(b"chunked", start):
-                return -1, -1, -1
+                return -1, -1, -1, -1
             flags |= _CHUNKED
-    return flags, length_at, length_end
+    return -1, -1, -1, -1
 
 
 def _is_version(head: bytes, at: i64) -> bool:
@@ -858,11 +862,13 @@ def _one_host(version: bytes, hosts: int) -> bool:
     return hosts == 1 or (hosts == 0 and version != b"1.1")
 
 
-def _scanned_head(head: bytes, request: bool) -> _Head | None:
-    """_plain_head's reading of a head (head: to the CRLF that ends its last line) byte by
-    byte: its start line as h11's patterns (a request's, _STATUS_LINE) read it, then its field
-    lines by _scan_fields. Compiled, a byte is a machine load and a table lookup: a plain head of
-    the keep-alive benchmark in 0.76 us, 3.3 by _searched_head; interpreted, that is faster."""
+def _scanned_head(head: bytes, request: bool) -> tuple[_Head | None, i64]:
+    """_plain_head's reading of the head at the start of `head` byte by byte, to the empty line
+    that ends it, which need not be found first: its start line as h11's patterns (a
+    request's, _STATUS_LINE) read it, then its field lines by _scan_fields. (head, where its
+    CRLFCRLF begins), or (None, -1) when it is not plain or `head` ends before its empty line.
+    Compiled, a byte is a machine load and a table lookup: a plain head of the keep-alive
+    benchmark in 0.76 us, 3.3 by _searched_head; interpreted, that is faster."""
     classes = _BYTE_CLASS
     n: i64 = len(head)
     i: i64 = 0
@@ -871,25 +877,25 @@ def _scanned_head(head: bytes, request: bool) -> _Head | None:
             i += 1
         method_end = i
         if method_end == 0 or i >= n or head[i] != 32:  # a space
-            return None
+            return None, -1
         i += 1
         while i < n and 0x21 <= head[i] <= 0x7E:  # a visible ASCII character
             i += 1
         target_end = i
         if target_end == method_end + 1 or i >= n or head[i] != 32 or not _is_version(head, i + 1):
-            return None
+            return None, -1
         i += 9
         method, target = head[:method_end], head[method_end + 1 : target_end]
         version = head[i - 3 : i]
         status, reason = 0, b""
     else:
         if not (_is_version(head, 0) and n >= 12 and head[8] == 32):
-            return None
+            return None, -1
         status = 0
         for k in range(9, 12):
             digit = head[k] - 48
             if not 0 <= digit <= 9:
-                return None
+                return None, -1
             status = status * 10 + digit
         i = 12
         if i < n and head[i] == 32:
@@ -900,23 +906,25 @@ def _scanned_head(head: bytes, request: bool) -> _Head | None:
         else:
             reason = b""
         if status < 200:
-            return None
+            return None, -1
         version = head[5:8]
         method = target = b""
     if i + 1 >= n or head[i] != 13 or head[i + 1] != 10:  # CRLF
-        return None
+        return None, -1
     first = i + 2
-    if first >= n:  # no fields
+    if first + 1 < n and head[first] == 13 and head[first + 1] == 10:  # no fields
         if request and not _one_host(version, 0):
-            return None
-        return _Head(method, target, version, status, reason, NO_HEADERS, None, False, False)
-    flags, length_at, length_end = _scan_fields(head, first)
+            return None, -1
+        return _Head(method, target, version, status, reason, NO_HEADERS, None, False, False), i
+    flags, length_at, length_end, blank = _scan_fields(head, first)
     if flags < 0 or (request and not _one_host(version, flags >> _HOSTS)):
-        return None
+        return None, -1
     length = int(head[length_at:length_end]) if length_at >= 0 else None
-    fields = Headers.of(head[first : n - 2].decode("latin-1"))
+    fields = Headers.of(head[first : blank - 2].decode("latin-1"))
     chunked, upgrade = bool(flags & _CHUNKED), bool(flags & _UPGRADE)
-    return _Head(method, target, version, status, reason, fields, length, chunked, upgrade)
+    return _Head(
+        method, target, version, status, reason, fields, length, chunked, upgrade
+    ), blank - 2
 
 
 def _searched_head(data: bytearray, end: int, request: bool) -> _Head | None:
@@ -985,7 +993,7 @@ def _plain_head(data: bytearray, end: int, request: bool) -> _Head | None:
     response. Then h11 would read it to the same fields with no note, and the framing is the
     same; None for anything else, which goes to h11."""
     if SCAN_HEADS:
-        return _scanned_head(bytes(data[: end + 2]), request)
+        return _scanned_head(bytes(data[: end + 4]), request)[0]
     return _searched_head(data, end, request)
 
 
@@ -1003,6 +1011,24 @@ def _read_head(
     before = len(buf)
     head, sent, note = _h11_head(buf, request)
     return head, sent, note, before - len(buf) == end + 4
+
+
+def _read_unkeyed(
+    buf: _Buffer, data: bytearray, request: bool
+) -> tuple[Any, list[tuple[bytes, bytes]] | None, str | None]:
+    """_read_head for a head that no cache looks up, which need not be found first: compiled,
+    _scanned_head reads it from the buffer's first FAST_HEAD bytes in one pass, finding its end
+    as it goes (a search for the CRLFCRLF first was a twentieth of the parsing); what it
+    leaves, h11 reads, as _read_head would. Returns (head or None while incomplete, request
+    headers as sent when h11 read them, note). Raises h11.ProtocolError as h11 does."""
+    if SCAN_HEADS and FAST_PATH:
+        head, end = _scanned_head(bytes(data[:FAST_HEAD]), request)
+        if head is not None:
+            buf.skip(end + 4)
+            return head, None, None
+        return _h11_head(buf, request)
+    read, sent, note, _exact = _read_head(buf, data, HeadCache.head_end(data), request)
+    return read, sent, note  # (another name: compiled, `head` holds a _Head or None)
 
 
 def _framing(method: bytes, head: Any) -> tuple[str, tuple[Any, ...]]:
@@ -1026,12 +1052,16 @@ class _Heads:
         self.hits = 0
         self.off = 0  # heads still to be read without the cache
 
-    def key(self, data: bytearray, end: int) -> bytes | None:
-        """The cache key of the head whose CRLFCRLF begins at `end`, if it is small enough and
-        caching is on; None otherwise."""
+    def paused(self) -> bool:
+        """Whether the next head is read without the cache (and one fewer will be)."""
         if self.off:
             self.off -= 1
-            return None
+            return True
+        return False
+
+    def key(self, data: bytearray, end: int) -> bytes | None:
+        """The cache key of the head whose CRLFCRLF begins at `end`, if it is small enough;
+        None otherwise. (Asked when the cache is not `paused`.)"""
         if end < 0 or end > HeadCache.MAX_HEAD - 4:
             return None
         self.lookups += 1
@@ -1287,18 +1317,22 @@ class HttpParser:
         if start is None:
             return False
         data = _data(buf)
-        end = HeadCache.head_end(data)
-        key = self.heads.requests.key(data, end)
-        cached = self.heads.requests.get(key) if key is not None else None
+        heads = self.heads.requests
         head: Any
         try:
-            if cached is not None:
-                buf.skip(end + 4)
-                head, sent, note = cached
+            if heads.paused():
+                head, sent, note = _read_unkeyed(buf, data, True)
             else:
-                head, sent, note, exact = _read_head(buf, data, end, True)
-                if key is not None and head is not None and exact:
-                    self.heads.requests.put(key, (head, sent, note))
+                end = HeadCache.head_end(data)
+                key = heads.key(data, end)
+                cached = heads.get(key) if key is not None else None
+                if cached is not None:
+                    buf.skip(end + 4)
+                    head, sent, note = cached
+                else:
+                    head, sent, note, exact = _read_head(buf, data, end, True)
+                    if key is not None and head is not None and exact:
+                        heads.put(key, (head, sent, note))
         except h11.ProtocolError as e:
             self._bad_request(side, start, f"bad request: {e}")
             return True
@@ -1387,18 +1421,23 @@ class HttpParser:
         if answer is None:
             return False
         data = _data(buf)
-        end = HeadCache.head_end(data)
-        key = self.heads.responses.key(data, end)
-        cached = self.heads.responses.get(key) if key is not None else None
+        heads = self.heads.responses
+        cached: list[Any] | None = None
         try:
-            if cached is not None:
-                buf.skip(end + 4)
-                head = cached[0]
+            if heads.paused():
+                head, _sent, _note = _read_unkeyed(buf, data, False)
             else:
-                head, _sent, _note, exact = _read_head(buf, data, end, False)
-                if key is not None and head is not None and exact:
-                    cached = [head, None]
-                    self.heads.responses.put(key, cached)
+                end = HeadCache.head_end(data)
+                key = heads.key(data, end)
+                cached = heads.get(key) if key is not None else None
+                if cached is not None:
+                    buf.skip(end + 4)
+                    head = cached[0]
+                else:
+                    head, _sent, _note, exact = _read_head(buf, data, end, False)
+                    if key is not None and head is not None and exact:
+                        cached = [head, None]
+                        heads.put(key, cached)
         except h11.ProtocolError as e:
             self._bad_response(start, answer, f"bad response: {e}")
             return True

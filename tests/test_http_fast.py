@@ -73,6 +73,12 @@ def by_fast(data: bytes, request: bool) -> tuple | None:
     finally:
         http.SCAN_HEADS = chosen
     assert scanned == searched
+    # Read in one pass from the buffer's first bytes, its end found as it goes (as the parser
+    # does when its head cache is paused): the same head, ending at the same place.
+    head, end = http._scanned_head(bytes(data[:http.FAST_HEAD]), request)
+    assert (head is None) == (scanned is None)
+    if head is not None:
+        assert described(head, request, end) == scanned
     return scanned
 
 
@@ -80,8 +86,11 @@ def read_fast(data: bytes, request: bool) -> tuple | None:
     buf = bytearray(data)
     end = HeadCache.head_end(buf)
     head = http._plain_head(buf, end, request) if end >= 0 else None
-    if head is None:
-        return None
+    return None if head is None else described(head, request, end)
+
+
+def described(head: http._Head, request: bool, end: int) -> tuple:
+    """A head the fast path read, its CRLFCRLF at `end`, as by_h11 describes one."""
     if request:
         start = (head.method, head.target, head.http_version)
         framing: tuple = (head.framing(b""),)
@@ -281,13 +290,19 @@ def test_a_head_longer_than_the_fast_limit_goes_to_h11() -> None:
 # ---------------------------------------------------------------------- whole conversations
 
 
-def parse(script: list[tuple[bool, bytes]], cuts: int, fast: bool, announce: bool = False) -> list[Event]:
-    """Feed a conversation to one parser, each message cut in pieces of `cuts` bytes."""
+def parse(script: list[tuple[bool, bytes]], cuts: int, fast: bool, announce: bool = False,
+          paused: bool = False) -> list[Event]:
+    """Feed a conversation to one parser, each message cut in pieces of `cuts` bytes; paused:
+    its head cache is paused throughout, as where heads do not repeat (heads are then read
+    without being found first)."""
     http.FAST_PATH = fast
     try:
         out: list[Event] = []
         conn = Connection(ConnectionTable(Bounds()), 0, 0.0, 1, False)
-        parser = HttpParser(conn, out.append, 64, HeadCache(), announce=announce)
+        cache = HeadCache()
+        if paused:
+            cache.requests.off = cache.responses.off = 1 << 40
+        parser = HttpParser(conn, out.append, 64, cache, announce=announce)
         offsets = {True: 0, False: 0}
         ts = 10.0
         for from_client, data in script:
@@ -327,7 +342,9 @@ def messages(draw: st.DrawFn, request: bool) -> bytes:
     lambda t: st.tuples(st.just(t[0]), messages(t[0]))), min_size=1, max_size=6),
     st.integers(1, 40), st.booleans())
 def test_conversations_give_the_same_events_either_way(script, cuts, announce) -> None:
-    assert parse(script, cuts, True, announce) == parse(script, cuts, False, announce)
+    by_h11 = parse(script, cuts, False, announce)
+    assert parse(script, cuts, True, announce) == by_h11
+    assert parse(script, cuts, True, announce, paused=True) == by_h11
 
 
 KEEPALIVE = [
@@ -355,6 +372,7 @@ def test_a_keepalive_conversation_split_at_every_size_is_the_same() -> None:
     for cuts in range(1, 80):
         fast = parse(KEEPALIVE, cuts, True)
         assert fast == parse(KEEPALIVE, cuts, False), cuts
+        assert parse(KEEPALIVE, cuts, True, paused=True) == fast, cuts
         assert untimed(fast) == whole, cuts
 
 
@@ -429,12 +447,15 @@ def test_the_head_cache_pauses_where_heads_do_not_repeat() -> None:
     end = HeadCache.head_end(data)
     unique = http._Heads()
     for _ in range(HeadCache.ROUND):
+        assert not unique.paused()
         key = unique.key(data, end)
         assert key == bytes(data)
-    assert all(unique.key(data, end) is None for _ in range(HeadCache.PAUSE))  # no hit: paused
-    assert unique.key(data, end) is not None  # and then tried again
+    assert all(unique.paused() for _ in range(HeadCache.PAUSE))  # no hit: paused
+    assert not unique.paused()  # and then tried again
+    assert unique.key(data, end) is not None
     repeated = http._Heads()
     for _ in range(3 * HeadCache.ROUND):
+        assert not repeated.paused()
         key = repeated.key(data, end)
         assert key is not None
         if repeated.get(key) is None:
@@ -449,3 +470,30 @@ def test_a_full_head_cache_starts_again() -> None:
     assert len(heads.entries) == HeadCache.MAX_ENTRIES
     heads.put(b"new", 0)
     assert heads.entries == {b"new": 0}
+
+
+@pytest.mark.parametrize("scan", [True, False])
+@pytest.mark.parametrize("request_", [True, False])
+def test_a_head_read_in_one_pass_takes_exactly_its_bytes(monkeypatch, request_: bool,
+                                                          scan: bool) -> None:
+    """_read_unkeyed (the parser's reading when its head cache is paused): a plain head is
+    read without h11 and exactly its bytes taken, the body after it left; a head not complete
+    yet gives nothing and takes nothing; an unusual one is h11's reading of it. Both ways
+    (scan: in one pass, as compiled; else found first)."""
+    monkeypatch.setattr(http, "SCAN_HEADS", scan)
+    first = b"GET /a?b=1 HTTP/1.1\r\n" if request_ else b"HTTP/1.1 200 OK\r\n"
+    head = first + b"Host: h\r\nContent-Length: 5\r\nX-Id: 7\r\n\r\n"
+    buf = http._Buffer()
+    buf.data += head + b"hello" + first
+    read, sent, note = http._read_unkeyed(buf, buf.data, request_)
+    assert type(read) is http._Head and sent is None and note is None
+    assert read.length == 5 and bytes(buf.data) == b"hello" + first
+    for cut in range(len(head)):
+        partial = http._Buffer()
+        partial.data += head[:cut]
+        assert http._read_unkeyed(partial, partial.data, request_)[0] is None
+        assert bytes(partial.data) == head[:cut]
+    folded = http._Buffer()
+    folded.data += first + b"Host: h\r\nX-Folded: a\r\n b\r\n\r\n"
+    assert type(http._read_unkeyed(folded, folded.data, request_)[0]) is not http._Head
+    assert not folded.data
