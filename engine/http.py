@@ -1022,7 +1022,8 @@ def _read_unkeyed(
     leaves, h11 reads, as _read_head would. Returns (head or None while incomplete, request
     headers as sent when h11 read them, note). Raises h11.ProtocolError as h11 does."""
     if SCAN_HEADS and FAST_PATH:
-        head, end = _scanned_head(bytes(data[:FAST_HEAD]), request)
+        window = bytes(data) if len(data) <= FAST_HEAD else bytes(data[:FAST_HEAD])
+        head, end = _scanned_head(window, request)
         if head is not None:
             buf.skip(end + 4)
             return head, None, None

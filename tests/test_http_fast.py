@@ -488,6 +488,10 @@ def test_a_head_read_in_one_pass_takes_exactly_its_bytes(monkeypatch, request_: 
     read, sent, note = http._read_unkeyed(buf, buf.data, request_)
     assert type(read) is http._Head and sent is None and note is None
     assert read.length == 5 and bytes(buf.data) == b"hello" + first
+    long = http._Buffer()  # more waiting than the fast path looks at
+    long.data += head + b"x" * (2 * http.FAST_HEAD)
+    assert type(http._read_unkeyed(long, long.data, request_)[0]) is http._Head
+    assert bytes(long.data) == b"x" * (2 * http.FAST_HEAD)
     for cut in range(len(head)):
         partial = http._Buffer()
         partial.data += head[:cut]
