@@ -19,6 +19,7 @@ import marshal
 from typing import Any, Final
 
 from engine.events import (
+    ExchangeRecord,
     Headers,
     HttpRequest,
     HttpRequestSeen,
@@ -47,21 +48,44 @@ def encode(tx: Exchange) -> bytes:
             tx.response_summary, tx.status, tx.error, tx.notes,
         ), MARSHAL_VERSION)  # fmt: skip
     request, response = tx.request, tx.response
-    return marshal.dumps((
+    return http_record(
         tx.index, tx.error, tx.tunnel, tx.notes,
         None if request is None else _stored(request),
         None if response is None else _stored(response),
         tx.stream, None if tx.grpc is None else tuple(tx.grpc),
-    ), MARSHAL_VERSION)  # fmt: skip
+    )  # fmt: skip
+
+
+def http_record(
+    index: int,
+    error: str | None,
+    tunnel: bool,
+    notes: tuple[str, ...],
+    request: list[Any] | None,
+    response: list[Any] | None,
+    stream: int | None = None,
+    grpc: tuple[Any, ...] | None = None,
+) -> bytes:
+    """The record of an HTTP exchange from its fields (an HttpTransaction's but its connection),
+    each message's as `_stored` gives them: `encode`'s, and the HTTP parser's own
+    (ExchangeRecord)."""
+    return marshal.dumps(
+        (index, error, tunnel, notes, request, response, stream, grpc), MARSHAL_VERSION
+    )
 
 
 def _stored(message: HttpRequest | HttpResponse) -> list[Any]:
-    """A message's fields as marshal writes them: its headers as their text when they have one.
+    """A message's fields as marshal writes them: its headers as `stored_headers` gives them.
     (A list: made at once and changed in place, where a tuple took two slices and two joins.)"""
     fields: list[Any] = list(message)
-    headers = fields[5]  # Headers, or a tuple of pairs (some makers of records give one)
-    fields[5] = headers.stored() if type(headers) is Headers else tuple(headers)
+    fields[5] = stored_headers(fields[5])
     return fields
+
+
+def stored_headers(headers: Any) -> Any:
+    """Headers as a record keeps them: their text when they have one (Headers.stored), else
+    their pairs (some makers of records give a tuple of pairs)."""
+    return headers.stored() if type(headers) is Headers else tuple(headers)
 
 
 def _side(message: Message | None) -> tuple[float, float, int] | None:
@@ -96,16 +120,29 @@ def add(columns: Columns, connection: int, tx: Exchange) -> None:
     """Append an exchange to `columns`: its record to the records, where it starts, its
     connection, its row's line and status, its request's stream offset (-1 without one: a
     transaction's request is never listed as waiting) and its index."""
+    line, status = row_of(tx)
+    request = tx.request if isinstance(tx, HttpTransaction) else None
+    offset = request.offset if request is not None else -1
+    _append(columns, connection, encode(tx), line, status, offset, tx.index)
+
+
+def add_record_of(columns: Columns, record: ExchangeRecord) -> None:
+    """`add` for an exchange the parser gave as its record."""
+    _append(columns, record.connection, record.record, record.line, record.status,
+            record.offset, record.index)  # fmt: skip
+
+
+def _append(
+    columns: Columns, connection: int, blob: bytes, line: str, status: int, offset: int, index: int
+) -> None:
     records, starts, connections, lines, statuses, offsets, indexes = columns
     starts.append(len(records))
-    add_record(records, DATA, False, 0.0, 0, -1, 0, encode(tx))
+    add_record(records, DATA, False, 0.0, 0, -1, 0, blob)
     connections.append(connection)
-    line, status = row_of(tx)
     lines.append(line)
     statuses.append(status)
-    request = tx.request if isinstance(tx, HttpTransaction) else None
-    offsets.append(request.offset if request is not None else -1)
-    indexes.append(tx.index)
+    offsets.append(offset)
+    indexes.append(index)
 
 
 def collect(
@@ -115,7 +152,11 @@ def collect(
     runs this loop for every exchange it parses); with `seen`, the requests announced as waiting
     there too, by connection and offset, none whose exchange came since."""
     for event in events:
-        if isinstance(event, HttpTransaction):
+        if type(event) is ExchangeRecord:
+            add_record_of(columns, event)
+            if seen and event.offset >= 0:
+                seen.pop((event.connection, event.offset), None)
+        elif isinstance(event, HttpTransaction):
             add(columns, event.connection, event)
             if seen and event.request is not None:
                 seen.pop((event.connection, event.request.offset), None)

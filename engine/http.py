@@ -60,9 +60,11 @@ from h11._receivebuffer import ReceiveBuffer
 from h11._util import validate
 
 from engine.detect import HTTP2, KNOWN_METHODS, TlsHelloReader
+from engine.encoded import NO_ANSWER, http_record, stored_headers
 from engine.events import (
     NO_HEADERS,
     Event,
+    ExchangeRecord,
     Headers,
     HttpRequest,
     HttpRequestSeen,
@@ -365,14 +367,25 @@ class _Message:
     def request(self) -> HttpRequest:
         if self.told is not None:
             return self.told
+        return from_fields(HttpRequest, self.request_fields(False))
+
+    def request_fields(self, stored: bool) -> list[Any]:
+        """HttpRequest's fields, in order (as told, once it was); stored: its headers as an
+        exchange's record keeps them."""
+        if self.told is not None:
+            told: list[Any] = list(self.told)
+            if stored:
+                told[5] = stored_headers(told[5])
+            return told
         h = self.head
-        fields = (
+        headers = self.headers()
+        return [
             self.ts,
             self.end_ts,
             _text(h.method),
             _text(h.target),
             _text(h.http_version),
-            self.headers(),
+            stored_headers(headers) if stored else headers,
             self.body_bytes,
             self.missing,
             b"".join(self.chunks),
@@ -380,18 +393,22 @@ class _Message:
             self.offset,
             tuple(self.gaps or ()),
             (),
-        )
-        return from_fields(HttpRequest, fields)  # (every field, as from_fields needs)
+        ]  # (every field, as from_fields needs)
 
     def response(self) -> HttpResponse:
+        return from_fields(HttpResponse, self.response_fields(False))
+
+    def response_fields(self, stored: bool) -> list[Any]:
+        """HttpResponse's fields, in order; stored: as request_fields."""
         h = self.head
-        fields = (
+        headers = self.headers()
+        return [
             self.ts,
             self.end_ts,
             h.status_code,
             _text(h.reason),
             _text(h.http_version),
-            self.headers(),
+            stored_headers(headers) if stored else headers,
             self.body_bytes,
             self.missing,
             b"".join(self.chunks),
@@ -400,8 +417,7 @@ class _Message:
             self.offset,
             tuple(self.gaps or ()),
             (),
-        )
-        return from_fields(HttpResponse, fields)
+        ]
 
 
 class _Exchange:
@@ -1127,11 +1143,14 @@ class HttpParser:
         hold: int = DEFAULT_HOLD,
         announce: bool = False,
         peer_offset: Callable[[bool, int], int | None] | None = None,
+        records: bool = False,
     ) -> None:
         """announce: emit `HttpRequestSeen` for requests waiting for their answer (live views).
         peer_offset: what an acknowledgment number covers of the other direction's stream
         (Connection.peer_offset); a stream of plaintext decrypted from TLS gives its own
-        (engine.tlsdecrypt)."""
+        (engine.tlsdecrypt). records: emit each exchange as its record (ExchangeRecord), not
+        as an HttpTransaction."""
+        self.records = records
         self.conn = conn
         self.peer_offset = peer_offset if peer_offset is not None else conn.peer_offset
         self.conn_id = conn.id
@@ -1812,12 +1831,28 @@ class HttpParser:
     def _emit(self, ex: _Exchange) -> None:
         if ex.index is None:
             ex.index = self._number()
+        if self.records:
+            self.emit(self._record(ex, ex.index))
+            return
         request = ex.request.request() if ex.request is not None else None
         response = ex.response.response() if ex.response is not None else None
         # connection, index, request, response, error, tunnel, notes, stream, grpc
         fields = (self.conn_id, ex.index, request, response, ex.error, ex.tunnel, tuple(ex.notes),
                   None, None)  # fmt: skip
         self.emit(from_fields(HttpTransaction, fields))
+
+    def _record(self, ex: _Exchange, index: int) -> ExchangeRecord:
+        """What _emit gives as an HttpTransaction, as engine.encoded records it (the same bytes
+        and row: tests compare them), without making the transaction or its messages."""
+        request = ex.request.request_fields(True) if ex.request is not None else None
+        response = ex.response.response_fields(True) if ex.response is not None else None
+        record = http_record(index, ex.error, ex.tunnel, tuple(ex.notes), request, response)
+        if request is not None:
+            line, offset = f"{request[2]} {request[3]}", request[10]  # method, target; offset
+        else:
+            line, offset = "(no request)", -1
+        status = response[2] if response is not None else NO_ANSWER
+        return from_fields(ExchangeRecord, (self.conn_id, index, record, line, status, offset))
 
 
 def _begins_before(ex: _Exchange, offset: int) -> bool:
@@ -1836,13 +1871,15 @@ def http_parser_factory(
     window: float = 0.5,
     hold: int = DEFAULT_HOLD,
     announce: bool = False,
+    records: bool = False,
 ) -> Callable[[Connection, Callable[[Event], None]], HttpParser]:
-    """A consumer factory for `Pipeline(consumers={"http": [...]})`; announce: see HttpParser."""
+    """A consumer factory for `Pipeline(consumers={"http": [...]})`; announce, records: see
+    HttpParser."""
 
     heads = HeadCache()
 
     def make(conn: Connection, emit: Callable[[Event], None]) -> HttpParser:
-        return HttpParser(conn, emit, max_body, heads, window, hold, announce)
+        return HttpParser(conn, emit, max_body, heads, window, hold, announce, records=records)
 
     return make
 
@@ -1852,6 +1889,7 @@ def inner_http_factory(
     window: float = 0.5,
     hold: int = DEFAULT_HOLD,
     announce: bool = False,
+    records: bool = False,
 ) -> Callable[
     [Connection, Callable[[Event], None], Callable[[bool, int], int | None], bool],
     HttpParser | Http2Parser,
@@ -1869,6 +1907,7 @@ def inner_http_factory(
     ) -> HttpParser | Http2Parser:
         if http2:
             return Http2Parser(conn, emit, max_body, announce, peer_offset)
-        return HttpParser(conn, emit, max_body, heads, window, hold, announce, peer_offset)
+        return HttpParser(conn, emit, max_body, heads, window, hold, announce, peer_offset,
+                          records)  # fmt: skip
 
     return make

@@ -122,6 +122,7 @@ class Pipeline:
         plaintext: list[ConsumerFactory] | None = None,
         hosts: tuple[str, ...] = (),
         only: int | None = None,
+        records: bool = False,
     ) -> None:
         """http_body_limit: body bytes kept per HTTP message (0 keeps none; None: no HTTP parsing).
 
@@ -148,6 +149,10 @@ class Pipeline:
         only: a TCP connection's table key (engine.tcp.endpoints_key, either direction, with its
         host's bits): every other packet is counted and left out, UDP too. For a reader of one
         connection's packets again (tui.follow), fed from the packet that opened it.
+
+        records: HTTP/1.x exchanges come as their records (engine.events.ExchangeRecord), not
+        as HttpTransaction, for a process that only sends records (tui.http_helpers); those of
+        HTTP/2 and the other protocols come as events still.
         """
         self.shard = shard
         # The key `only` names, both ways; ALL for every connection, NONE for none.
@@ -161,6 +166,7 @@ class Pipeline:
                     self.bounds.reorder_window,
                     self.bounds.max_ooo_bytes,
                     announce=live_updates if announce is None else announce,
+                    records=records,
                 ),
                 *consumers.get("http", []),
             ]
@@ -181,6 +187,7 @@ class Pipeline:
                 self.bounds.reorder_window,
                 self.bounds.max_ooo_bytes,
                 announce=live_updates if announce is None else announce,
+                records=records,
             )
             parse = http_body_limit is not None
             consumers[TLS] = [

@@ -291,10 +291,10 @@ def test_a_head_longer_than_the_fast_limit_goes_to_h11() -> None:
 
 
 def parse(script: list[tuple[bool, bytes]], cuts: int, fast: bool, announce: bool = False,
-          paused: bool = False) -> list[Event]:
+          paused: bool = False, records: bool = False) -> list[Event]:
     """Feed a conversation to one parser, each message cut in pieces of `cuts` bytes; paused:
     its head cache is paused throughout, as where heads do not repeat (heads are then read
-    without being found first)."""
+    without being found first); records: it gives its exchanges as records."""
     http.FAST_PATH = fast
     try:
         out: list[Event] = []
@@ -302,7 +302,7 @@ def parse(script: list[tuple[bool, bytes]], cuts: int, fast: bool, announce: boo
         cache = HeadCache()
         if paused:
             cache.requests.off = cache.responses.off = 1 << 40
-        parser = HttpParser(conn, out.append, 64, cache, announce=announce)
+        parser = HttpParser(conn, out.append, 64, cache, announce=announce, records=records)
         offsets = {True: 0, False: 0}
         ts = 10.0
         for from_client, data in script:

@@ -159,7 +159,8 @@ def _pipeline(bound_fields: dict[str, Any], body_limit: int, shard: tuple[int, i
     opens (the helper sends and clears it with each message). keylogs: the key logs' paths,
     to decrypt TLS with (each process reads them, and again as they grow), with the secrets in
     the capture files; listing: a file naming key logs loaded later (a live capture's); rows:
-    its connections' changes are among its events, as the app's rows show them."""
+    its connections' changes are among its events, as the app's rows show them. Its HTTP/1.x
+    exchanges come as records already (Pipeline(records=True)): a helper only sends records."""
     # The bounds come as their fields (see `bounds_as_fields`).
     opened: list[int] = []
 
@@ -178,7 +179,7 @@ def _pipeline(bound_fields: dict[str, Any], body_limit: int, shard: tuple[int, i
         keys.watch(listing)
     pipeline = Pipeline(Bounds(**bound_fields), consumers={None: [note_open]},
                         http_body_limit=body_limit, shard=shard, announce=announce, keylog=keys,
-                        live_updates=rows)
+                        live_updates=rows, records=True)
     collector.headless()
     return pipeline, opened
 
