@@ -105,10 +105,16 @@ def row_of(tx: Exchange) -> tuple[str, int]:
             return line, NO_ANSWER
         return line, ANSWERED_ERROR if tx.status == "error" else ANSWERED_OK
     request, response = tx.request, tx.response
-    return (
-        f"{request.method} {request.target}" if request is not None else "(no request)",
-        response.status if response is not None else NO_ANSWER,
-    )
+    if request is None:
+        return http_row(None, "", None if response is None else response.status)
+    return http_row(request.method, request.target, None if response is None else response.status)
+
+
+def http_row(method: str | None, target: str, status: int | None) -> tuple[str, int]:
+    """What its connection's row shows of an HTTP exchange: its request line ("(no request)"
+    when method is None) and its status (NO_ANSWER when status is None)."""
+    line = f"{method} {target}" if method is not None else "(no request)"
+    return line, NO_ANSWER if status is None else status
 
 
 Columns = tuple[bytearray, Any, Any, list[str], Any, Any, Any]

@@ -60,7 +60,7 @@ from h11._receivebuffer import ReceiveBuffer
 from h11._util import validate
 
 from engine.detect import HTTP2, KNOWN_METHODS, TlsHelloReader
-from engine.encoded import NO_ANSWER, http_record, stored_headers
+from engine.encoded import http_record, http_row, stored_headers
 from engine.events import (
     NO_HEADERS,
     Event,
@@ -1847,11 +1847,13 @@ class HttpParser:
         request = ex.request.request_fields(True) if ex.request is not None else None
         response = ex.response.response_fields(True) if ex.response is not None else None
         record = http_record(index, ex.error, ex.tunnel, tuple(ex.notes), request, response)
-        if request is not None:
-            line, offset = f"{request[2]} {request[3]}", request[10]  # method, target; offset
+        status = response[2] if response is not None else None
+        if request is None:
+            line, status = http_row(None, "", status)
+            offset = -1
         else:
-            line, offset = "(no request)", -1
-        status = response[2] if response is not None else NO_ANSWER
+            line, status = http_row(request[2], request[3], status)  # method, target
+            offset = request[10]
         return from_fields(ExchangeRecord, (self.conn_id, index, record, line, status, offset))
 
 
