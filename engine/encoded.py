@@ -50,8 +50,8 @@ def encode(tx: Exchange) -> bytes:
     request, response = tx.request, tx.response
     return http_record(
         tx.index, tx.error, tx.tunnel, tx.notes,
-        None if request is None else _stored(request),
-        None if response is None else _stored(response),
+        None if request is None else stored_fields(request),
+        None if response is None else stored_fields(response),
         tx.stream, None if tx.grpc is None else tuple(tx.grpc),
     )  # fmt: skip
 
@@ -67,14 +67,14 @@ def http_record(
     grpc: tuple[Any, ...] | None = None,
 ) -> bytes:
     """The record of an HTTP exchange from its fields (an HttpTransaction's but its connection),
-    each message's as `_stored` gives them: `encode`'s, and the HTTP parser's own
+    each message's as `stored_fields` gives them: `encode`'s, and the HTTP parser's own
     (ExchangeRecord)."""
     return marshal.dumps(
         (index, error, tunnel, notes, request, response, stream, grpc), MARSHAL_VERSION
     )
 
 
-def _stored(message: HttpRequest | HttpResponse) -> list[Any]:
+def stored_fields(message: HttpRequest | HttpResponse) -> list[Any]:
     """A message's fields as marshal writes them: its headers as `stored_headers` gives them.
     (A list: made at once and changed in place, where a tuple took two slices and two joins.)"""
     fields: list[Any] = list(message)
@@ -105,9 +105,10 @@ def row_of(tx: Exchange) -> tuple[str, int]:
             return line, NO_ANSWER
         return line, ANSWERED_ERROR if tx.status == "error" else ANSWERED_OK
     request, response = tx.request, tx.response
+    status = None if response is None else response.status
     if request is None:
-        return http_row(None, "", None if response is None else response.status)
-    return http_row(request.method, request.target, None if response is None else response.status)
+        return http_row(None, "", status)
+    return http_row(request.method, request.target, status)
 
 
 def http_row(method: str | None, target: str, status: int | None) -> tuple[str, int]:

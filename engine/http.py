@@ -60,7 +60,7 @@ from h11._receivebuffer import ReceiveBuffer
 from h11._util import validate
 
 from engine.detect import HTTP2, KNOWN_METHODS, TlsHelloReader
-from engine.encoded import http_record, http_row, stored_headers
+from engine.encoded import http_record, http_row, stored_fields, stored_headers
 from engine.events import (
     NO_HEADERS,
     Event,
@@ -330,7 +330,8 @@ class _Message:
         self.complete = False
         self.interim: list[tuple[int, str, float]] = []
         self.sent_headers: list[tuple[bytes, bytes]] | None = None  # request headers as sent
-        self.cached: list[Any] | None = None  # its HeadCache entry: [event, decoded headers]
+        # Its HeadCache entry (_Heads.read), or one of its own: [head, decoded headers, ...].
+        self.cached: list[Any] | None = None
         self.gaps: list[tuple[int, int]] | None = None  # (offset in the kept body, bytes missing)
         self.told: HttpRequest | None = None  # as announced once complete: it will not change
 
@@ -373,10 +374,7 @@ class _Message:
         """HttpRequest's fields, in order (as told, once it was); stored: its headers as an
         exchange's record keeps them."""
         if self.told is not None:
-            told: list[Any] = list(self.told)
-            if stored:
-                told[5] = stored_headers(told[5])
-            return told
+            return stored_fields(self.told) if stored else list(self.told)
         h = self.head
         headers = self.headers()
         return [
@@ -1088,6 +1086,30 @@ class _Heads:
             self.lookups = self.hits = 0
         return bytes(data[: end + 4])
 
+    def read(
+        self, buf: _Buffer, request: bool
+    ) -> tuple[Any, list[tuple[bytes, bytes]] | None, str | None, list[Any] | None]:
+        """The head at the start of buf, from the cache when it holds the head's bytes, else
+        read (_read_head, or _read_unkeyed while paused) and kept when it may be: (head or None
+        while incomplete, request headers as sent when h11 read them, note, its cache entry:
+        [head, its headers once decoded, as sent, note], None when it has none). Raises
+        h11.ProtocolError as h11 does."""
+        data = _data(buf)
+        if self.paused():
+            head, sent, note = _read_unkeyed(buf, data, request)
+            return head, sent, note, None
+        end = HeadCache.head_end(data)
+        key = self.key(data, end)
+        entry: list[Any] | None = self.get(key) if key is not None else None
+        if entry is not None:
+            buf.skip(end + 4)
+            return entry[0], entry[2], entry[3], entry
+        head, sent, note, exact = _read_head(buf, data, end, request)
+        if key is not None and head is not None and exact:
+            entry = [head, None, sent, note]
+            self.put(key, entry)
+        return head, sent, note, entry
+
     def get(self, key: bytes) -> Any:
         found = self.entries.get(key)
         if found is not None:
@@ -1336,23 +1358,8 @@ class HttpParser:
         start = _message_start(side, buf, REQUEST_START)
         if start is None:
             return False
-        data = _data(buf)
-        heads = self.heads.requests
-        head: Any
         try:
-            if heads.paused():
-                head, sent, note = _read_unkeyed(buf, data, True)
-            else:
-                end = HeadCache.head_end(data)
-                key = heads.key(data, end)
-                cached = heads.get(key) if key is not None else None
-                if cached is not None:
-                    buf.skip(end + 4)
-                    head, sent, note = cached
-                else:
-                    head, sent, note, exact = _read_head(buf, data, end, True)
-                    if key is not None and head is not None and exact:
-                        heads.put(key, (head, sent, note))
+            head, sent, note, _entry = self.heads.requests.read(buf, True)
         except h11.ProtocolError as e:
             self._bad_request(side, start, f"bad request: {e}")
             return True
@@ -1440,24 +1447,8 @@ class HttpParser:
         answer = self._answer_point(start)
         if answer is None:
             return False
-        data = _data(buf)
-        heads = self.heads.responses
-        cached: list[Any] | None = None
         try:
-            if heads.paused():
-                head, _sent, _note = _read_unkeyed(buf, data, False)
-            else:
-                end = HeadCache.head_end(data)
-                key = heads.key(data, end)
-                cached = heads.get(key) if key is not None else None
-                if cached is not None:
-                    buf.skip(end + 4)
-                    head = cached[0]
-                else:
-                    head, _sent, _note, exact = _read_head(buf, data, end, False)
-                    if key is not None and head is not None and exact:
-                        cached = [head, None]
-                        heads.put(key, cached)
+            head, _sent, _note, cached = self.heads.responses.read(buf, False)
         except h11.ProtocolError as e:
             self._bad_response(start, answer, f"bad response: {e}")
             return True
@@ -1847,13 +1838,11 @@ class HttpParser:
         request = ex.request.request_fields(True) if ex.request is not None else None
         response = ex.response.response_fields(True) if ex.response is not None else None
         record = http_record(index, ex.error, ex.tunnel, tuple(ex.notes), request, response)
-        status = response[2] if response is not None else None
         if request is None:
-            line, status = http_row(None, "", status)
-            offset = -1
+            method, target, offset = None, "", -1
         else:
-            line, status = http_row(request[2], request[3], status)  # method, target
-            offset = request[10]
+            method, target, offset = request[2], request[3], request[10]
+        line, status = http_row(method, target, None if response is None else response[2])
         return from_fields(ExchangeRecord, (self.conn_id, index, record, line, status, offset))
 
 

@@ -71,15 +71,16 @@ def replay(name: str, bpf: str = "", bounds: Bounds | None = None) -> Replay:
     return replay_file(capture(name), bpf, bounds)
 
 
-def replay_file(path: str, bpf: str = "", bounds: Bounds | None = None) -> Replay:
-    """Run a capture file through the pipeline, recording every connection's streams."""
+def replay_file(path: str, bpf: str = "", bounds: Bounds | None = None, **options: Any) -> Replay:
+    """Run a capture file through the pipeline (made with `options` too), recording every
+    connection's streams."""
     recorders: dict[int, Recorder] = {}
 
     def record(conn, emit):  # type: ignore[no-untyped-def]
         recorders[conn.id] = Recorder()
         return recorders[conn.id]
 
-    pipeline = Pipeline(bounds, consumers={None: [record]})
+    pipeline = Pipeline(bounds, consumers={None: [record]}, **options)
     source = sources.open_files([path], bpf)
     events: list[Event] = []
     try:

@@ -11,12 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import sources
 from engine.batch import Batch
-from engine.bounds import Bounds
 from engine.events import Event, ExchangeRecord, HttpRequest, HttpRequestSeen, HttpTransaction
 from engine.pipeline import Pipeline
-from tests.captures import PCAPS, all_captures
+from tests.captures import PCAPS, all_captures, replay_file
 from tests.test_http_fast import KEEPALIVE, messages, parse
 from tests.test_tlsdecrypt import keys_of, made
 from tui.cli import DEMO_CAPTURE
@@ -33,15 +31,7 @@ def columns(events: list[Event]) -> tuple:
 
 
 def read(path: str, records: bool, announce: bool) -> list[Event]:
-    pipeline = Pipeline(Bounds(), announce=announce, records=records)
-    source = sources.open_files([path], "")
-    events: list[Event] = []
-    try:
-        while (batch := source.next_batch()) is not None:
-            events += pipeline.feed(batch)
-    finally:
-        source.close()
-    return events + pipeline.finish()
+    return replay_file(path, announce=announce, records=records).events
 
 
 CAPTURES = [str(PCAPS / name) for name in all_captures()] + [str(DEMO_CAPTURE)]
