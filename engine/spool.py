@@ -36,6 +36,9 @@ RESENT: Final = 2  # differs unknown
 RESENT_SAME: Final = 3
 RESENT_DIFFERS: Final = 4
 FLUSH_AT: Final = 1 << 20
+WRITE_AT: Final = 1 << 16
+"""Records given at once (Spool.append_records) this big or bigger go straight to the file
+(after the buffer), not through the buffer: another copy of what a helper process sent."""
 
 
 class Record:
@@ -132,7 +135,7 @@ class Spool:
         """Write records made by `add_record` (back to back, as another process may make them);
         the position of the first (the others follow it as they do in `records`)."""
         pos = self.written
-        if len(records) >= FLUSH_AT:  # straight to the file, not copied into the buffer first
+        if len(records) >= WRITE_AT:  # straight to the file, not copied into the buffer first
             self.flush()
             with self._lock:
                 self.written = pos + len(records)

@@ -192,6 +192,33 @@ def test_the_helpers_pipes_hold_a_message_at_once():
         helpers.close()
 
 
+def test_a_messages_records_come_whole_through_the_pipe_and_an_ending_among_them_is_eof():
+    """The records go through the pipe as their length and themselves (read straight into
+    the app's buffer): several times what the pipe holds come whole and in order, an empty
+    message too; a helper that ends among them is an ending (EOFError), not records cut short."""
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    records = [bytes(range(256)) * (5 * http_helpers.PIPE_BYTES // 256 + 7), b"", b"x" * 1000]
+
+    def send() -> None:
+        for blob in records:
+            exchanges = EncodedExchanges()
+            exchanges.records = bytearray(blob)
+            http_helpers._send(sender, http_helpers.Message(1, [], exchanges, [], None, False))
+        os.write(sender.fileno(), http_helpers.RECORDS_LENGTH.pack(100) + b"cut")
+        sender.close()
+
+    writer = threading.Thread(target=send)
+    writer.start()
+    try:
+        got = [bytes(http_helpers._received(receiver).exchanges.records) for _ in records]
+        assert got == records
+        with pytest.raises(EOFError):
+            http_helpers._received(receiver)
+    finally:
+        writer.join(10)
+        receiver.close()
+
+
 def helper_messages(target, *args) -> list[http_helpers.Message]:
     """What a helper (`_helper` or `_live_helper`, given its arguments but the pipe) sends, run
     in a thread of this process, to its last message."""

@@ -20,7 +20,16 @@ from engine import sources
 from engine.bounds import MiB, Bounds
 from engine.events import ConnectionClosed
 from engine.pipeline import Pipeline
-from engine.spool import DATA, FLUSH_AT, GAP, HEADER, Spool, SpooledEntries, add_record
+from engine.spool import (
+    DATA,
+    FLUSH_AT,
+    GAP,
+    HEADER,
+    WRITE_AT,
+    Spool,
+    SpooledEntries,
+    add_record,
+)
 from engine.tcp import Resent
 from tests.captures import BIG, HTTP_GET, all_captures, capture
 from tests.test_cli import ROOT, WIREPEEK
@@ -74,13 +83,16 @@ def test_records_made_elsewhere_and_written_at_once_read_back_as_if_appended():
 
 
 def test_records_written_at_once_past_the_buffer_go_round_the_ring_like_the_rest():
-    """Records over FLUSH_AT are written straight to the file; with small ones between them, in
-    a ring they wrap round, every record reads back whole until it is overwritten."""
+    """Records given at once from WRITE_AT up are written straight to the file (after what is
+    buffered); with smaller ones and single ones between them, in a ring they wrap round, every
+    record reads back whole until it is overwritten."""
     spool = Spool(3 * FLUSH_AT + 1000)
     written = []
     for i in range(12):
-        payloads = [bytes([i]) * n for n in ((FLUSH_AT // 3, FLUSH_AT // 2 + i, 7) if i % 3
-                                             else (5, 9))]
+        sizes = (FLUSH_AT // 3, WRITE_AT - 60 + i, FLUSH_AT // 2 + i, 7) if i % 3 else (5, 9)
+        if i % 3 == 2:
+            sizes = (WRITE_AT - HEADER.size - 60 + i,)  # all of them buffered
+        payloads = [bytes([i]) * n for n in sizes]
         records = b"".join(record(DATA, True, float(i), i, i, len(p), p) for p in payloads)
         base = spool.append_records(records)
         for p in payloads:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import struct
 import threading
 import time
 from collections import deque
@@ -129,18 +130,46 @@ def _widen(pipe: Pipe) -> None:
         pass
 
 
+RECORDS_LENGTH = struct.Struct("<Q")
+"""What comes before a message's records in its helper's pipe: their length."""
+
+
 def _send(out: Pipe, message: Message) -> None:
-    """A message, its exchanges' records first as bytes of their own: pickled with the rest they
-    would be copied once more on either side (a megabyte a message, which the app's allocator
-    kept)."""
+    """A message, its exchanges' records first as bytes of their own (their length, then
+    themselves, written straight to the pipe): pickled with the rest they would be copied once
+    more on either side (a megabyte a message, which the app's allocator kept), and
+    multiprocessing's own bytes messages are copied once more on the way in."""
     records, message.exchanges.records = message.exchanges.records, bytearray()
-    out.send_bytes(records)
+    _write_all(out.fileno(), RECORDS_LENGTH.pack(len(records)))
+    _write_all(out.fileno(), records)
     out.send(message)
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exactly(fd: int, size: int) -> bytearray:
+    """`size` bytes from `fd`, read straight into the bytearray returned (EOFError if it ends
+    before)."""
+    out = bytearray(size)
+    view = memoryview(out)
+    got = 0
+    while got < size:
+        n = os.readv(fd, [view[got:]])
+        if not n:
+            raise EOFError
+        got += n
+    return out
 
 
 def _received(receiver: Pipe) -> Message:
     """What `_send` sent."""
-    records = receiver.recv_bytes()
+    fd = receiver.fileno()
+    (size,) = RECORDS_LENGTH.unpack(_read_exactly(fd, RECORDS_LENGTH.size))
+    records = _read_exactly(fd, size)
     message: Message = receiver.recv()
     message.exchanges.records = records
     return message
