@@ -28,7 +28,7 @@ from engine.events import (
     Message,
     Transaction,
 )
-from engine.spool import DATA, add_record
+from engine.spool import DATA, add_same, header_start
 
 Exchange = HttpTransaction | Transaction  # what a connection's list holds
 
@@ -38,6 +38,8 @@ NO_ANSWER: Final = -2  # a row's status when its last request got no answer (it 
 ANSWERED_OK: Final = -3
 ANSWERED_ERROR: Final = -4
 MARSHAL_VERSION: Final = 2
+EXCHANGE_HEADER: Final = header_start(DATA, False, 0.0, 0, -1, 0)
+"""The start of every exchange's record header (engine.spool): a DATA record of no stream."""
 
 
 def encode(tx: Exchange) -> bytes:
@@ -144,7 +146,7 @@ def _append(
 ) -> None:
     records, starts, connections, lines, statuses, offsets, indexes = columns
     starts.append(len(records))
-    add_record(records, DATA, False, 0.0, 0, -1, 0, blob)
+    add_same(records, EXCHANGE_HEADER, blob)
     connections.append(connection)
     lines.append(line)
     statuses.append(status)

@@ -352,6 +352,14 @@ class _Message:
             self.gaps = []
         self.gaps.append((self.kept, size))
 
+    def body(self, stored: bool) -> bytes | bytearray:
+        """The body as far as it is kept; stored (for marshal, which writes a bytearray as it
+        writes bytes), a body that came in one piece as it came, not copied again."""
+        chunks = self.chunks
+        if stored and len(chunks) == 1:
+            return chunks[0]
+        return b"".join(chunks)
+
     def headers(self) -> Headers:
         if self.cached is not None and self.cached[1] is not None:
             return cast(Headers, self.cached[1])
@@ -386,7 +394,7 @@ class _Message:
             stored_headers(headers) if stored else headers,
             self.body_bytes,
             self.missing,
-            b"".join(self.chunks),
+            self.body(stored),
             self.complete,
             self.offset,
             tuple(self.gaps or ()),
@@ -409,7 +417,7 @@ class _Message:
             stored_headers(headers) if stored else headers,
             self.body_bytes,
             self.missing,
-            b"".join(self.chunks),
+            self.body(stored),
             self.complete,
             tuple(self.interim),
             self.offset,

@@ -29,6 +29,8 @@ from engine.spool import (
     Spool,
     SpooledEntries,
     add_record,
+    add_same,
+    header_start,
 )
 from engine.tcp import Resent
 from tests.captures import BIG, HTTP_GET, all_captures, capture
@@ -80,6 +82,17 @@ def test_records_made_elsewhere_and_written_at_once_read_back_as_if_appended():
         got = together.read(pos)
         assert got is not None
         assert (got.kind, got.from_client, got.ts, got.offset, got.ack, got.value, got.extra) == f
+
+
+@pytest.mark.parametrize("fields", [(DATA, False, 0.0, 0, -1, 0), (GAP, True, 1.5, 7, 9, 4096)])
+def test_a_record_from_its_headers_start_is_the_record(fields):
+    """add_same with header_start's bytes adds what add_record adds, whatever follows."""
+    start = header_start(*fields)
+    for extra in (b"", b"x", bytes(range(256)) * 300):
+        one, other = bytearray(b"before"), bytearray(b"before")
+        add_record(one, *fields, extra)
+        add_same(other, start, extra)
+        assert one == other
 
 
 def test_records_written_at_once_past_the_buffer_go_round_the_ring_like_the_rest():
