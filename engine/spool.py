@@ -30,6 +30,7 @@ from typing import Final
 # kind, from_client, ts, stream offset, ack (NO_ACK: -1), value (payload length, gap or resend
 # size), length of what follows the header (payload bytes, or a gap's reason).
 HEADER: Final = struct.Struct("<BBdqqQI")
+LENGTH: Final = struct.Struct("<I")  # HEADER's last field: the length of what follows
 DATA: Final = 0
 GAP: Final = 1
 RESENT: Final = 2  # differs unknown
@@ -88,13 +89,13 @@ def header_start(
     """A record's header but the length of what follows (its last field): for records made
     many times with the same fields, `add_same` adds the rest (packing the whole header each
     time cost twice as much)."""
-    return HEADER.pack(kind, from_client, ts, offset, ack, value, 0)[: HEADER.size - 4]
+    return HEADER.pack(kind, from_client, ts, offset, ack, value, 0)[: HEADER.size - LENGTH.size]
 
 
 def add_same(out: bytearray, start: bytes, extra: bytes) -> None:
     """`add_record` with the header's start made by `header_start`."""
     out += start
-    out += len(extra).to_bytes(4, "little")
+    out += len(extra).to_bytes(LENGTH.size, "little")  # (LENGTH's bytes, without a pack call)
     out += extra
 
 

@@ -86,7 +86,7 @@ class EncodedExchanges:
     __slots__ = ("connections", "indexes", "lines", "offsets", "records", "starts", "statuses")
 
     def __init__(self) -> None:
-        self.records: bytes | bytearray = bytearray()
+        self.records = bytearray()  # (as made, and as received: tui.http_helpers._received)
         self.starts = array("q")
         self.connections = array("q")
         self.lines: list[str] = []
@@ -107,9 +107,7 @@ class EncodedExchanges:
         collect(events, self._columns(), seen)
 
     def _columns(self) -> Columns:
-        records = self.records
-        assert isinstance(records, bytearray)  # being made, not received
-        return (records, self.starts, self.connections, self.lines, self.statuses, self.offsets,
+        return (self.records, self.starts, self.connections, self.lines, self.statuses, self.offsets,
                 self.indexes)
 
     def blob(self, i: int) -> bytes:

@@ -140,8 +140,9 @@ def _send(out: Pipe, message: Message) -> None:
     more on either side (a megabyte a message, which the app's allocator kept), and
     multiprocessing's own bytes messages are copied once more on the way in."""
     records, message.exchanges.records = message.exchanges.records, bytearray()
-    _write_all(out.fileno(), RECORDS_LENGTH.pack(len(records)))
-    _write_all(out.fileno(), records)
+    fd = out.fileno()
+    _write_all(fd, RECORDS_LENGTH.pack(len(records)))
+    _write_all(fd, records)
     out.send(message)
 
 
