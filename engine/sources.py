@@ -30,6 +30,7 @@ import stat
 import struct
 import sys
 import time
+import types
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from typing import Any, BinaryIO, Self, TypeVar
 
 import pcapy
 
-from engine.batch import META, Batch
+from engine.batch import MAX_CAPLEN, META, Batch, pcap_records
 from engine.decode import innermost_tcp, tcp_key
 from engine.keylog import CLIENT_RANDOM, CLIENT_TRAFFIC_0, SERVER_TRAFFIC_0, KeyLog
 from engine.pcapfile import (
@@ -707,8 +708,82 @@ def _file_progress(fd: int) -> tuple[int, int] | None:
         return None
 
 
+READ_RECORDS = not isinstance(pcap_records, types.FunctionType)
+"""Frame the records of classic pcap files ourselves (`_Records`) when `pcap_records` is
+compiled; interpreted, it is slower than libpcap, which reads them then."""
+
+_RECORDS_READ = 1 << 20
+"""Bytes of a classic pcap file `_Records` reads at once: a batch holds the whole records among
+them (about 1,450 packets of the keep-alive benchmark; from 2 MiB up, each read cost more a byte)."""
+
+_CLASSIC = {  # a classic pcap file's magic: (big-endian, nanosecond timestamps)
+    b"\xd4\xc3\xb2\xa1": (False, False),
+    b"\xa1\xb2\xc3\xd4": (True, False),
+    b"\x4d\x3c\xb2\xa1": (False, True),
+    b"\xa1\xb2\x3c\x4d": (True, True),
+}
+
+
+class _Records:
+    """The packets of a classic pcap file (version 2.4), framed by `pcap_records` from what
+    os.pread reads: no copy but the kernel's (libpcap read each record with fread into its
+    buffer, and pcapy copied it into the batch: 0.16 s for the keep-alive benchmark's 232 MB,
+    this 0.07). It stops, to leave the rest to libpcap, at a record it does not frame (longer
+    than libpcap reads whole), at one that the file ends inside, and when a read fails."""
+
+    HEADER = 24
+
+    def __init__(self, fd: int, big: bool, nano: bool, snap: int) -> None:
+        self.fd = fd
+        self.big = big
+        self.nano = nano
+        self.snap = snap  # the longest record libpcap reads whole
+        self.pos = self.HEADER  # where the next record starts
+        self.ended = False  # it read to the file's end, after a whole record
+
+    @classmethod
+    def of(cls, fd: int) -> _Records | None:
+        """The reader for the file open at `fd`, if it is a classic pcap file of version 2.4."""
+        try:
+            head = os.pread(fd, cls.HEADER, 0)
+        except OSError:
+            return None
+        kind = _CLASSIC.get(head[:4])
+        if kind is None or len(head) < cls.HEADER:
+            return None
+        big, nano = kind
+        major, minor, _zone, _sigfigs, snaplen = struct.unpack_from(
+            ">HHiII" if big else "<HHiII", head, 4
+        )
+        if (major, minor) != (2, 4):
+            return None
+        # libpcap cuts a record to the file's snapshot length, or to its own most for the link
+        # type (MAX_CAPLEN for most) when the file's is 0 or more than that.
+        return cls(fd, big, nano, snaplen if 0 < snaplen <= MAX_CAPLEN else MAX_CAPLEN)
+
+    def next(self, limit: int) -> tuple[bytes, bytes] | None:
+        """(data, index) of the next batch, at most `limit` packets; None at the file's end
+        (`ended`) or where this reader stops (libpcap goes on from there)."""
+        try:
+            data = os.pread(self.fd, _RECORDS_READ, self.pos)
+        except OSError:
+            return None
+        if not data:
+            self.ended = True
+            return None
+        meta, used, _odd = pcap_records(data, limit, self.big, self.nano, self.snap)
+        if not meta:
+            # A record the file ends inside, or one too long to frame: libpcap's to read or to
+            # report as it does (it reads the file again to there, passing over the packets).
+            return None
+        self.pos += used
+        return data, meta
+
+
 class CaptureFile(Source):
-    """One regular capture file, read by libpcap's `next_batch` (the fast path).
+    """One regular capture file, read by libpcap's `next_batch` (the fast path), or for a
+    classic pcap file with no filter, by `_Records` as far as it frames its records (then by
+    libpcap from there).
 
     If libpcap gives up part way (a truncated file, a pcapng with mixed link types), reading goes
     on with `CaptureStream` from the start of the file, passing over what was already handed out,
@@ -727,11 +802,35 @@ class CaptureFile(Source):
             self._fd: int | None = handle.getfd()
         except pcapy.PcapError:
             self._fd = None
+        # libpcap's handle has read the file's header only, until _Records stops.
+        self._records = _Records.of(self._fd) if READ_RECORDS and self._fd is not None else None
 
     def progress(self) -> tuple[int, int] | None:
         if self._takeover is not None:
             return self._takeover.progress()
+        if self._records is not None and self._fd is not None and not self._closed:
+            try:
+                return self._records.pos, os.fstat(self._fd).st_size
+            except OSError:
+                return None
         return _file_progress(self._fd) if self._fd is not None and not self._closed else None
+
+    def _to_libpcap(self) -> None:
+        """Leave `_Records` for libpcap, which passes over the packets handed out so far."""
+        if self._records is None:
+            return
+        self._records = None
+        left = self._spans[-1].delivered  # (no filter was set while _Records read)
+        while left and not self._done:
+            try:
+                _data, meta = self._handle.next_batch(min(left, MAX_BATCH))
+            except pcapy.PcapError as e:
+                self._take_over(str(e))
+                return
+            if not meta:
+                self._done = True  # (the file shrank since)
+                return
+            left -= len(meta) // META.size
 
     @property
     def linktypes(self) -> frozenset[int]:
@@ -744,6 +843,16 @@ class CaptureFile(Source):
             return self._takeover.next_batch(timeout)
         if self._done:
             return None
+        if self._records is not None:
+            got = self._records.next(MAX_BATCH)
+            if got is not None:
+                self._spans[-1].delivered += len(got[1]) // META.size
+                return Batch(self._linktype, *got)
+            if self._records.ended:
+                self._done = True
+                return None
+            self._to_libpcap()
+            return self.next_batch(timeout)
         try:
             data, meta = self._handle.next_batch(MAX_BATCH)
         except pcapy.PcapError as e:
@@ -756,6 +865,7 @@ class CaptureFile(Source):
         return Batch(self._linktype, data, meta)
 
     def next_packets(self, timeout: float | None = None) -> list[Packet] | None:
+        self._to_libpcap()  # (libpcap gives each packet's wire length)
         if self._takeover is not None:
             return self._takeover.next_packets(timeout)
         if self._done:
@@ -806,6 +916,7 @@ class CaptureFile(Source):
             _compile(expr, self._linktype)
 
     def _apply_filter(self, expr: str) -> None:
+        self._to_libpcap()  # (which filters)
         if self._takeover is not None:
             self._takeover._apply_filter(expr)
             self._takeover.filter = expr

@@ -1,8 +1,10 @@
 """Capture sources: files, merges, stdin, broken files, pcapng with mixed link types, gzip and
 zstd compressed captures, live capture, writing. The parser and writer themselves are tested in test_pcapfile.py.
 
-libpcap's own per-packet `next()` is the reference for what a file holds. Live tests capture on
-the loopback interface and need root; they are skipped otherwise.
+libpcap's own per-packet `next()` is the reference for what a file holds. Classic pcap files are
+read both ways the source has (the `reader` fixture): framed by `sources._Records`, as the
+compiled build reads them, and by libpcap's batches. Live tests capture on the loopback
+interface and need root; they are skipped otherwise.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from pathlib import Path
 import pcapy
 import pytest
 
+import engine
 from engine import sources
-from engine.batch import META, Batch
+from engine.batch import MAX_CAPLEN, META, Batch, pcap_records
 from engine.sources import (
     MAX_BATCH,
     CaptureError,
@@ -67,6 +70,13 @@ needs_root = pytest.mark.skipif(
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["records", "libpcap"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Classic pcap files read by `sources._Records` (the compiled build's way) or by libpcap."""
+    monkeypatch.setattr(sources, "READ_RECORDS", request.param == "records")
+    return str(request.param)
 
 
 def drain(source: Source, timeout: float | None = None) -> list[Batch]:
@@ -124,10 +134,12 @@ def is_large(record: Record) -> bool:
 
 
 @pytest.mark.parametrize("path", [HTTP_GET, BIG, PCAPNG, LOOPBACK, RAW, NFLOG, SNAPPED, NG_010])
-def test_batches_of_a_file_are_its_packets(path: Path) -> None:
+def test_batches_of_a_file_are_its_packets(path: Path, reader: str) -> None:
     expected, problem = reference(path)
     assert problem is None
     source = open_files([str(path)])
+    classic = path.read_bytes()[:4] == b"\xd4\xc3\xb2\xa1"
+    assert (source._records is not None) == (classic and reader == "records")  # type: ignore[attr-defined]
     batches = drain(source)
     assert flatten(batches) == without_wire_len(expected)
     assert all(0 < len(b) <= MAX_BATCH for b in batches)
@@ -138,7 +150,11 @@ def test_batches_of_a_file_are_its_packets(path: Path) -> None:
     source.close()
 
 
-def test_a_file_longer_than_a_batch_comes_in_several() -> None:
+def test_a_file_longer_than_a_batch_comes_in_several(
+    reader: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (_Records reads 1 MiB at a time: here, more than the file, so that MAX_BATCH bounds it.)
+    monkeypatch.setattr(sources, "_RECORDS_READ", 64 << 20)
     source = open_files([str(BIG)])
     sizes = [len(b) for b in drain(source)]
     assert sizes == [MAX_BATCH, 4102 - MAX_BATCH]
@@ -183,16 +199,159 @@ def test_set_filter_invalid_keeps_the_old_filter() -> None:
     assert got == without_wire_len(reference(HTTP_GET, "tcp port 80")[0])
 
 
-def test_set_filter_on_a_file_applies_from_the_next_batch() -> None:
+def test_set_filter_on_a_file_applies_from_the_next_batch(reader: str) -> None:
     source = open_files([str(BIG)])
     first = source.next_batch()
-    assert first is not None and len(first) == MAX_BATCH
+    assert first is not None and 1000 < len(first) <= MAX_BATCH
     source.set_filter(LARGE)
     rest = flatten(drain(source))
     everything, _ = reference(BIG)
-    large = [r for r in everything[MAX_BATCH:] if is_large(r)]
+    assert flatten([first]) == without_wire_len(everything[: len(first)])
+    large = [r for r in everything[len(first) :] if is_large(r)]
     assert 0 < len(large) and rest == without_wire_len(large)
     assert source.filter == LARGE
+
+
+# --- classic pcap files framed by _Records -----------------------------------------------------
+
+
+def classic_records(path: Path) -> tuple[bytes, list[tuple[int, int, int, int, bytes]]]:
+    """A little-endian microsecond pcap file's header and records (sec, usec, caplen, len, data)."""
+    raw = path.read_bytes()
+    assert raw[:4] == b"\xd4\xc3\xb2\xa1"
+    records, at = [], 24
+    while at < len(raw):
+        sec, usec, caplen, wire = struct.unpack_from("<IIII", raw, at)
+        records.append((sec, usec, caplen, wire, raw[at + 16 : at + 16 + caplen]))
+        at += 16 + caplen
+    return raw[:24], records
+
+
+def write_classic(
+    out: Path, header: bytes, records: list[tuple[int, int, int, int, bytes]], big: bool,
+    nano: bool, snaplen: int | None = None,
+) -> None:
+    """`records` as a classic pcap file in either byte order, with microsecond or nanosecond
+    timestamps (usec * 1000 + 999 nanoseconds: libpcap gives usec)."""
+    order = ">" if big else "<"
+    _magic, major, minor, zone, sigfigs, snap, linktype = struct.unpack("<IHHiIII", header)
+    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+    parts = [struct.pack(order + "IHHiIII", magic, major, minor, zone, sigfigs,
+                         snap if snaplen is None else snaplen, linktype)]
+    for sec, usec, caplen, wire, data in records:
+        parts.append(struct.pack(order + "IIII", sec, usec * 1000 + 999 if nano else usec,
+                                 caplen, wire) + data)
+    out.write_bytes(b"".join(parts))
+
+
+@pytest.mark.parametrize(("big", "nano"), [(False, False), (True, False), (False, True), (True, True)])
+def test_either_byte_order_and_nanoseconds_read_as_libpcap_reads_them(
+    tmp_path: Path, reader: str, big: bool, nano: bool
+) -> None:
+    header, records = classic_records(BIG)
+    path = tmp_path / "variant.pcap"
+    write_classic(path, header, records, big, nano)
+    expected, problem = reference(path)
+    assert problem is None and len(expected) == 4102
+    got, source = read_all(path)
+    assert got == without_wire_len(expected)
+    assert source.error is None
+
+
+def test_records_cut_by_the_reads_come_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "READ_RECORDS", True)
+    expected = without_wire_len(reference(BIG)[0])
+    for size in (100, 1000, 4099, 70_000):  # (one record is 1,514 bytes; a read ends inside it)
+        monkeypatch.setattr(sources, "_RECORDS_READ", size)
+        source = open_files([str(BIG)])
+        seen = []
+        batches = []
+        for _ in range(100_000):
+            batch = source.next_batch()
+            if batch is None:
+                break
+            batches.append(batch)
+            seen.append(source.progress())
+        assert flatten(batches) == expected, size
+        assert all(0 < len(b) <= MAX_BATCH for b in batches)
+        assert len(batches) > 1 and source.error is None
+        done = [p[0] for p in seen if p is not None]
+        assert done == sorted(done) and seen[-1] == (BIG.stat().st_size, BIG.stat().st_size)
+        source.close()
+
+
+@pytest.mark.parametrize("snaplen", [60, 300, 0, MAX_CAPLEN + 1])
+def test_records_longer_than_the_snapshot_length(tmp_path: Path, reader: str, snaplen: int) -> None:
+    # libpcap cuts a record longer than the file's snapshot length (or than its own most, when
+    # the file's is 0 or more); _Records leaves those to it: from the first record (60), from
+    # the sixth (300: the records are 78, 74, 66, 202, 66, 1514... bytes long).
+    header, records = classic_records(HTTP_GET)
+    path = tmp_path / "snap.pcap"
+    write_classic(path, header, records, big=False, nano=False, snaplen=snaplen)
+    expected, problem = reference(path)
+    assert problem is None and len(expected) == len(records)
+    cut = snaplen if 0 < snaplen <= MAX_CAPLEN else MAX_CAPLEN
+    assert [len(r[4]) for r in expected] == [min(cut, r[2]) for r in records]
+    got, source = read_all(path)
+    assert got == without_wire_len(expected) and source.error is None
+
+
+def test_a_record_too_long_to_frame_is_left_to_libpcap(tmp_path: Path, reader: str) -> None:
+    header, records = classic_records(BIG)
+    path = tmp_path / "long.pcap"
+    # Record 3000 claims more than libpcap reads whole: it refuses it, and what follows is the
+    # capture stream's to read (it refuses it too); the packets before it come either way.
+    sec, usec, _caplen, wire, data = records[3000]
+    write_classic(path, header, [*records[:3000], (sec, usec, MAX_CAPLEN + 1, wire, data)],
+                  big=False, nano=False)
+    expected, problem = reference(path)
+    assert problem is not None and len(expected) == 3000
+    got, source = read_all(path)
+    assert got == without_wire_len(expected)
+    assert source.error is not None and source.error.startswith(f"{path}: ")
+    with_libpcap = sources.READ_RECORDS
+    sources.READ_RECORDS = False
+    try:
+        assert read_all(path)[1].error == source.error
+    finally:
+        sources.READ_RECORDS = with_libpcap
+
+
+def test_packets_whole_after_framed_batches(reader: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "_RECORDS_READ", 200_000)
+    expected, _ = reference(BIG)
+    source = open_files([str(BIG)])
+    first = source.next_batch()
+    assert first is not None and 0 < len(first) <= MAX_BATCH
+    assert (len(first) < MAX_BATCH) == (reader == "records")  # (a read of 200,000 bytes)
+    rest: list[sources.Packet] = []
+    while (packets := source.next_packets()) is not None:
+        rest += packets
+    assert flatten([first]) == without_wire_len(expected[: len(first)])
+    assert [(p.sec, p.usec, p.wire_len, p.data) for p in rest] == [
+        (sec, usec, wire, data) for sec, usec, _caplen, wire, data in expected[len(first) :]
+    ]
+    source.close()
+
+
+def test_pcap_records_frames_whole_records_up_to_a_limit() -> None:
+    header, records = classic_records(HTTP_GET)
+    body = HTTP_GET.read_bytes()[24:]
+    meta, used, odd = pcap_records(body, 5, False, False, MAX_CAPLEN)
+    assert not odd and used == sum(16 + r[2] for r in records[:5])
+    assert [(sec, usec, body[off : off + caplen]) for sec, usec, off, caplen in
+            META.iter_unpack(meta)] == [(r[0], r[1], r[4]) for r in records[:5]]
+    # A record the data ends inside is not framed; nor is a header cut short.
+    assert pcap_records(body[: used + 20], 100, False, False, MAX_CAPLEN)[:2] == (meta, used)
+    assert pcap_records(body[: used + 10], 100, False, False, MAX_CAPLEN)[:2] == (meta, used)
+    assert pcap_records(b"", 100, False, False, MAX_CAPLEN) == (b"", 0, False)
+    # One longer than the snapshot length given stops it, and it says so.
+    # (The five are 78, 74, 66, 202 and 66 bytes long.)
+    long = body[:used] + struct.pack("<IIII", 1, 2, 203, 203) + b"x" * 203
+    assert pcap_records(long, 100, False, False, 202) == (meta, used, True)
+    assert pcap_records(long, 100, False, False, 203)[1:] == (len(long), False)
+    # Compiled (then it is faster than libpcap), sources reads classic files with it.
+    assert sources.READ_RECORDS is engine.COMPILED
 
 
 # --- several files merged ---------------------------------------------------------------------
@@ -349,7 +508,7 @@ def test_a_pipe_gives_packets_as_they_come_and_honours_the_timeout() -> None:
     [(HTTP_GET, 100), (HTTP_GET, 6335 - 24 - 16 - 78 - 5), (BIG, 300), (PCAPNG, 50)],
 )
 def test_truncated_file_yields_what_precedes_the_cut_then_says_where(
-    tmp_path: Path, path: Path, cut: int
+    tmp_path: Path, path: Path, cut: int, reader: str
 ) -> None:
     broken = tmp_path / path.name
     broken.write_bytes(path.read_bytes()[:-cut])
@@ -360,7 +519,7 @@ def test_truncated_file_yields_what_precedes_the_cut_then_says_where(
     assert source.error == f"{broken}: truncated after {len(expected)} packets: {problem}"
 
 
-def test_truncated_file_with_filter_changes_on_the_way(tmp_path: Path) -> None:
+def test_truncated_file_with_filter_changes_on_the_way(tmp_path: Path, reader: str) -> None:
     broken = tmp_path / "big.pcap"
     broken.write_bytes(BIG.read_bytes()[:-300])
     everything, problem = reference(broken)
