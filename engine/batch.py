@@ -63,13 +63,11 @@ def _u32(buf: bytes, at: i64, big: bool) -> i64:
     return buf[at] | buf[at + 1] << 8 | buf[at + 2] << 16 | buf[at + 3] << 24
 
 
-def pcap_records(
-    data: bytes, limit: i64, big: bool, nano: bool, snap: i64
-) -> tuple[bytes, i64, bool]:
+def pcap_records(data: bytes, limit: i64, big: bool, nano: bool, snap: i64) -> tuple[bytes, i64]:
     """Frame the records of a classic pcap file in `data`, which starts at a record's header:
-    (the index of a Batch of `data`, the bytes framed, whether it stopped at a record it will
-    not frame). It frames at most `limit` records, and those that are whole in `data`; it stops
-    at one longer than `snap` (at most MAX_CAPLEN: libpcap would cut it, or refuse it). big:
+    (the index of a Batch of `data`, the bytes framed). It frames at most `limit` records, and
+    those that are whole in `data`; it stops at one longer than `snap` (at most MAX_CAPLEN:
+    libpcap would cut it, or refuse it), which the next call then frames none of. big:
     the file's numbers are big-endian; nano: its timestamps are in nanoseconds, given in
     microseconds (truncated, as libpcap gives them).
     (Compiled, a header is read byte by byte in machine words: 0.1 us a record, where libpcap
@@ -81,7 +79,7 @@ def pcap_records(
     while count < limit and at + 16 <= n:
         caplen = _u32(data, at + 8, big)
         if caplen > snap:
-            return array("I", fields).tobytes(), at, True
+            break
         end = at + 16 + caplen
         if end > n:
             break
@@ -92,4 +90,4 @@ def pcap_records(
         fields.append(caplen)
         at = end
         count += 1
-    return array("I", fields).tobytes(), at, False
+    return array("I", fields).tobytes(), at

@@ -67,7 +67,7 @@ class Packet(NamedTuple):
 
 # --- reading ----------------------------------------------------------------------------------
 
-_PCAP_MAGICS = {
+PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1),
     b"\xa1\xb2\xc3\xd4": (">", 1),
     b"\x4d\x3c\xb2\xa1": ("<", 1000),
@@ -171,12 +171,12 @@ class CaptureParser:
             self._pcapng = True
             self._started = True
             return True
-        if magic not in _PCAP_MAGICS:
+        if magic not in PCAP_MAGICS:
             self.broken = "unknown file format"
             return False
         if len(buf) - pos < 24:
             return False
-        self._order, self._ts_divisor = _PCAP_MAGICS[magic]
+        self._order, self._ts_divisor = PCAP_MAGICS[magic]
         major, minor, _zone, _sigfigs, _snaplen, linktype = struct.unpack_from(
             self._order + "HHiIII", buf, pos + 4
         )

@@ -43,6 +43,7 @@ from engine.decode import innermost_tcp, tcp_key
 from engine.keylog import CLIENT_RANDOM, CLIENT_TRAFFIC_0, SERVER_TRAFFIC_0, KeyLog
 from engine.pcapfile import (
     ETHERNET,
+    PCAP_MAGICS,
     SNAPLEN,
     CaptureError,
     CaptureParser,
@@ -696,14 +697,16 @@ class CaptureStream(_PacketSource):
 # --- capture files read by libpcap ------------------------------------------------------------
 
 
-def _file_progress(fd: int) -> tuple[int, int] | None:
+def _file_progress(fd: int, pos: int | None = None) -> tuple[int, int] | None:
     """Where the kernel's file position is in a regular file (what was read, buffering
-    included), and its size."""
+    included), or `pos` for a reader that does not move it (os.pread), and its size."""
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             return None
-        return min(os.lseek(fd, 0, os.SEEK_CUR), info.st_size), info.st_size
+        if pos is None:
+            pos = os.lseek(fd, 0, os.SEEK_CUR)
+        return min(pos, info.st_size), info.st_size
     except OSError:
         return None
 
@@ -715,13 +718,6 @@ compiled; interpreted, it is slower than libpcap, which reads them then."""
 _RECORDS_READ = 1 << 20
 """Bytes of a classic pcap file `_Records` reads at once: a batch holds the whole records among
 them (about 1,450 packets of the keep-alive benchmark; from 2 MiB up, each read cost more a byte)."""
-
-_CLASSIC = {  # a classic pcap file's magic: (big-endian, nanosecond timestamps)
-    b"\xd4\xc3\xb2\xa1": (False, False),
-    b"\xa1\xb2\xc3\xd4": (True, False),
-    b"\x4d\x3c\xb2\xa1": (False, True),
-    b"\xa1\xb2\x3c\x4d": (True, True),
-}
 
 
 class _Records:
@@ -748,18 +744,17 @@ class _Records:
             head = os.pread(fd, cls.HEADER, 0)
         except OSError:
             return None
-        kind = _CLASSIC.get(head[:4])
+        kind = PCAP_MAGICS.get(head[:4])
         if kind is None or len(head) < cls.HEADER:
             return None
-        big, nano = kind
-        major, minor, _zone, _sigfigs, snaplen = struct.unpack_from(
-            ">HHiII" if big else "<HHiII", head, 4
-        )
+        order, divisor = kind
+        major, minor, _zone, _sigfigs, snaplen = struct.unpack_from(order + "HHiII", head, 4)
         if (major, minor) != (2, 4):
             return None
         # libpcap cuts a record to the file's snapshot length, or to its own most for the link
         # type (MAX_CAPLEN for most) when the file's is 0 or more than that.
-        return cls(fd, big, nano, snaplen if 0 < snaplen <= MAX_CAPLEN else MAX_CAPLEN)
+        snap = snaplen if 0 < snaplen <= MAX_CAPLEN else MAX_CAPLEN
+        return cls(fd, order == ">", divisor == 1000, snap)
 
     def next(self, limit: int) -> tuple[bytes, bytes] | None:
         """(data, index) of the next batch, at most `limit` packets; None at the file's end
@@ -771,7 +766,7 @@ class _Records:
         if not data:
             self.ended = True
             return None
-        meta, used, _odd = pcap_records(data, limit, self.big, self.nano, self.snap)
+        meta, used = pcap_records(data, limit, self.big, self.nano, self.snap)
         if not meta:
             # A record the file ends inside, or one too long to frame: libpcap's to read or to
             # report as it does (it reads the file again to there, passing over the packets).
@@ -808,12 +803,9 @@ class CaptureFile(Source):
     def progress(self) -> tuple[int, int] | None:
         if self._takeover is not None:
             return self._takeover.progress()
-        if self._records is not None and self._fd is not None and not self._closed:
-            try:
-                return self._records.pos, os.fstat(self._fd).st_size
-            except OSError:
-                return None
-        return _file_progress(self._fd) if self._fd is not None and not self._closed else None
+        if self._fd is None or self._closed:
+            return None
+        return _file_progress(self._fd, None if self._records is None else self._records.pos)
 
     def _to_libpcap(self) -> None:
         """Leave `_Records` for libpcap, which passes over the packets handed out so far."""

@@ -215,20 +215,17 @@ def test_set_filter_on_a_file_applies_from_the_next_batch(reader: str) -> None:
 # --- classic pcap files framed by _Records -----------------------------------------------------
 
 
-def classic_records(path: Path) -> tuple[bytes, list[tuple[int, int, int, int, bytes]]]:
-    """A little-endian microsecond pcap file's header and records (sec, usec, caplen, len, data)."""
-    raw = path.read_bytes()
-    assert raw[:4] == b"\xd4\xc3\xb2\xa1"
-    records, at = [], 24
-    while at < len(raw):
-        sec, usec, caplen, wire = struct.unpack_from("<IIII", raw, at)
-        records.append((sec, usec, caplen, wire, raw[at + 16 : at + 16 + caplen]))
-        at += 16 + caplen
-    return raw[:24], records
+def classic_records(path: Path) -> tuple[bytes, list[Record]]:
+    """A little-endian microsecond pcap file's header, and its records as libpcap reads them."""
+    header = path.read_bytes()[:24]
+    assert header[:4] == b"\xd4\xc3\xb2\xa1"
+    records, problem = reference(path)
+    assert problem is None
+    return header, records
 
 
 def write_classic(
-    out: Path, header: bytes, records: list[tuple[int, int, int, int, bytes]], big: bool,
+    out: Path, header: bytes, records: list[Record], big: bool,
     nano: bool, snaplen: int | None = None,
 ) -> None:
     """`records` as a classic pcap file in either byte order, with microsecond or nanosecond
@@ -337,19 +334,21 @@ def test_packets_whole_after_framed_batches(reader: str, monkeypatch: pytest.Mon
 def test_pcap_records_frames_whole_records_up_to_a_limit() -> None:
     header, records = classic_records(HTTP_GET)
     body = HTTP_GET.read_bytes()[24:]
-    meta, used, odd = pcap_records(body, 5, False, False, MAX_CAPLEN)
-    assert not odd and used == sum(16 + r[2] for r in records[:5])
+    meta, used = pcap_records(body, 5, False, False, MAX_CAPLEN)
+    assert used == sum(16 + r[2] for r in records[:5])
     assert [(sec, usec, body[off : off + caplen]) for sec, usec, off, caplen in
             META.iter_unpack(meta)] == [(r[0], r[1], r[4]) for r in records[:5]]
     # A record the data ends inside is not framed; nor is a header cut short.
-    assert pcap_records(body[: used + 20], 100, False, False, MAX_CAPLEN)[:2] == (meta, used)
-    assert pcap_records(body[: used + 10], 100, False, False, MAX_CAPLEN)[:2] == (meta, used)
-    assert pcap_records(b"", 100, False, False, MAX_CAPLEN) == (b"", 0, False)
-    # One longer than the snapshot length given stops it, and it says so.
+    assert pcap_records(body[: used + 20], 100, False, False, MAX_CAPLEN) == (meta, used)
+    assert pcap_records(body[: used + 10], 100, False, False, MAX_CAPLEN) == (meta, used)
+    assert pcap_records(b"", 100, False, False, MAX_CAPLEN) == (b"", 0)
+    # One longer than the snapshot length given stops it (whole in the data), and the next call
+    # frames none.
     # (The five are 78, 74, 66, 202 and 66 bytes long.)
     long = body[:used] + struct.pack("<IIII", 1, 2, 203, 203) + b"x" * 203
-    assert pcap_records(long, 100, False, False, 202) == (meta, used, True)
-    assert pcap_records(long, 100, False, False, 203)[1:] == (len(long), False)
+    assert pcap_records(long, 100, False, False, 202) == (meta, used)
+    assert pcap_records(long[used:], 100, False, False, 202) == (b"", 0)
+    assert pcap_records(long, 100, False, False, 203)[1] == len(long)
     # Compiled (then it is faster than libpcap), sources reads classic files with it.
     assert sources.READ_RECORDS is engine.COMPILED
 
